@@ -1,0 +1,170 @@
+"""Composing components into jitted, batched, sharded pipelines.
+
+The one code path for 1 CPU, 8 GPUs or many hosts: scan positions are cut into batches whose
+size is a multiple of the number of devices, each batch is placed on a
+``NamedSharding(mesh, P("scan"))`` (split over devices), everything else (object, probe,
+potential, components) is replicated, and a function jitted once per shape does the rest; the
+compiler all-reduces gradients. The last, short batch is padded (so nothing recompiles) and the
+padding is dropped from the results. Memory is bounded by the batch, not by the scan.
+"""
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ptyro_core.errors import MemoryBudgetError, PtyroValueError
+
+__all__ = [
+    "SCAN_AXIS",
+    "device_mesh",
+    "scan_sharding",
+    "replicated_sharding",
+    "shard_scan",
+    "replicate",
+    "round_batch_size",
+    "batch_bounds",
+    "pad_batch",
+    "map_batches",
+    "available_memory",
+    "check_memory",
+]
+
+SCAN_AXIS = "scan"
+
+
+def device_mesh(devices: Any = None) -> Mesh:
+    """A one-axis mesh named ``"scan"`` over ``devices`` (default: every device of every process)."""
+    devs = list(jax.devices() if devices is None else devices)
+    return Mesh(np.asarray(devs), (SCAN_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def scan_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh's ``scan`` axis."""
+    return NamedSharding(mesh, P(SCAN_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_scan(tree: Any, mesh: Mesh) -> Any:
+    """Place every leaf of ``tree`` with its leading axis split over the mesh."""
+    return jax.device_put(tree, scan_sharding(mesh))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place every array leaf of ``tree`` replicated on every device of the mesh."""
+    return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def round_batch_size(batch_size: int, num_devices: int, total: int | None = None) -> int:
+    """The batch size actually used: at least one position per device, a multiple of the device
+    count, and no larger than needed for ``total`` positions."""
+    if int(batch_size) < 1:
+        raise PtyroValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    b = int(batch_size)
+    if total is not None:
+        b = min(b, int(total))
+    return max(num_devices, int(math.ceil(b / num_devices)) * num_devices)
+
+
+def batch_bounds(total: int, batch_size: int) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering range(total) in batches of ``batch_size``."""
+    return [(s, min(s + batch_size, total)) for s in range(0, total, batch_size)]
+
+
+def pad_batch(tree: Any, size: int) -> Any:
+    """Pad every leaf along axis 0 to ``size`` by repeating its last entry."""
+
+    def pad(x: Any) -> Any:
+        n = x.shape[0]
+        if n == size:
+            return x
+        reps = jnp.broadcast_to(x[-1:], (size - n,) + tuple(x.shape[1:]))
+        return jnp.concatenate([jnp.asarray(x), reps], axis=0)
+
+    return jax.tree_util.tree_map(pad, tree)
+
+
+def map_batches(
+    fn: Callable[..., Any],
+    xs: Any,
+    *args: Any,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, int, Any]]:
+    """Apply ``fn(batch_xs, *args)`` to ``xs`` (a PyTree with a leading scan axis) batch by batch.
+
+    ``fn`` must be jitted (or jittable; it is jitted here once per shape). Each batch is sharded
+    over ``mesh`` (default: every device) and ``args`` are replicated. Yields
+    ``(start, stop, outputs)`` with outputs trimmed to the batch's true length, so the caller can
+    stream them (to HDF5, to a running sum) and peak memory stays bounded by the batch.
+    """
+    mesh = device_mesh() if mesh is None else mesh
+    total = int(jax.tree_util.tree_leaves(xs)[0].shape[0])
+    b = round_batch_size(batch_size, mesh.size, total)
+    jfn = fn if hasattr(fn, "lower") else jax.jit(fn)
+    args = replicate(args, mesh)
+    for start, stop in batch_bounds(total, b):
+        chunk = jax.tree_util.tree_map(lambda x: x[start:stop], xs)
+        chunk = shard_scan(pad_batch(chunk, b), mesh)
+        out = jfn(chunk, *args)
+        n = stop - start
+        if n != b:
+            out = jax.tree_util.tree_map(lambda y: y[:n], out)
+        yield start, stop, out
+        if progress is not None:
+            progress(n)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (MemAvailable, or the cgroup limit if lower)."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 8 * 2**30
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = open(path).read().strip()
+            if raw.isdigit():
+                avail = min(avail, int(raw))
+        except OSError:
+            pass
+    return int(avail)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_memory(required: float, *, what: str, knob: str, budget: float | None = None) -> None:
+    """Refuse a run estimated to need ``required`` bytes when more than ``budget`` (default:
+    80% of available memory, or ``PTYRO_MEMORY_BUDGET`` bytes) would be needed."""
+    if budget is None:
+        env = os.environ.get("PTYRO_MEMORY_BUDGET")
+        budget = float(env) if env else 0.8 * available_memory()
+    if required > budget:
+        raise MemoryBudgetError(
+            f"{what} needs about {_fmt_bytes(required)} but only {_fmt_bytes(budget)} is available; {knob}"
+        )

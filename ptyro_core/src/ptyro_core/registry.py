@@ -1,0 +1,310 @@
+"""The component registry: plugins discovered through the entry-point group ``ptyrodactyl``.
+
+Discovery is lazy and happens once (the first lookup). Each hook implementation is called on its
+own with a ``register`` callable, so every component is recorded with the distribution and
+version behind it. Third-party faults are data, not crashes: a plugin that fails to import,
+raises in its hook, registers something that is not a component of its kind, or claims a name
+another distribution already claimed is recorded as *broken* with its error; the rest keeps
+working. The library API is strict (``get`` raises on a broken, clashing or unknown name); the
+listing (``ptyro plugins``) is resilient.
+
+Environment switches: ``PTYRO_DISABLE_PLUGINS=a,b`` skips those entry points / distributions;
+``PTYRO_LOAD_PLUGINS=a,b`` loads only those (empty: none).
+"""
+
+import difflib
+import functools
+import importlib
+import importlib.metadata as md
+import os
+import re
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from ptyro_core import hookspecs
+from ptyro_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
+from ptyro_core.hookspecs import HOOKS, KINDS, PROJECT
+from ptyro_core.protocols import check_component
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Component",
+    "BrokenPlugin",
+    "Registry",
+    "get_registry",
+    "reset_registry",
+    "get",
+    "list_components",
+    "register_plugin",
+]
+
+ENTRY_POINT_GROUP = "ptyrodactyl"
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@attrs.frozen
+class Component:
+    """A registered component: what it is, and who registered it."""
+
+    kind: str
+    name: str
+    obj: Any = attrs.field(repr=False)
+    description: str
+    distribution: str
+    version: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "distribution": self.distribution,
+            "version": self.version,
+        }
+
+
+@attrs.frozen
+class BrokenPlugin:
+    """A plugin (or one of its components) that was left out, and why."""
+
+    plugin: str
+    distribution: str
+    version: str
+    error: str
+    kind: str | None = None
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _env_list(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {_norm(s.strip()) for s in raw.split(",") if s.strip()}
+
+
+def _short_error(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Registry:
+    """Components by kind and name, fed by pluggy hooks.
+
+    ``Registry(entry_points=False)`` gives an empty registry for runtime registration only.
+    """
+
+    def __init__(self, *, entry_points: bool = True) -> None:
+        self._use_entry_points = entry_points
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._components: dict[tuple[str, str], Component] = {}
+        self._aliases: dict[tuple[str, str], str] = {}
+        self._broken: list[BrokenPlugin] = []
+        self._clashes: dict[tuple[str, str], list[str]] = {}
+        self._loaded = False
+
+    # ------------------------------------------------------------------ discovery
+
+    def load(self) -> "Registry":
+        """Discover entry points once (idempotent)."""
+        if self._loaded:
+            return self
+        self._loaded = True
+        if not self._use_entry_points:
+            return self
+        disabled = _env_list("PTYRO_DISABLE_PLUGINS") or set()
+        allowed = _env_list("PTYRO_LOAD_PLUGINS")
+        seen: set[str] = set()
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else ep.name
+            version = ep.dist.version if ep.dist is not None else "?"
+            keys = {_norm(ep.name), _norm(dist)}
+            if keys & disabled or (allowed is not None and not keys & allowed):
+                continue
+            if (ep.name, dist) in seen:  # the same distribution seen twice on sys.path
+                continue
+            seen.add((ep.name, dist))
+            try:
+                plugin = ep.load()
+            except Exception as e:  # noqa: BLE001 - third-party faults are data
+                self._broken.append(BrokenPlugin(ep.name, dist, version, f"failed to import {ep.value!r}: {_short_error(e)}"))
+                continue
+            self._add(plugin, ep.name, dist, version)
+        return self
+
+    def register_plugin(self, plugin: Any, name: str | None = None, *, distribution: str | None = None, version: str = "runtime") -> None:
+        """Register a plugin object (module or instance with hookimpls) at run time.
+
+        For notebooks and tests; its components are recorded under ``distribution`` (default:
+        the plugin name). Raises PluginError if it registers nothing valid.
+        """
+        self.load()
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        before = len(self._broken)
+        self._add(plugin, name, distribution or name, version)
+        if len(self._broken) > before:
+            errs = "; ".join(b.error for b in self._broken[before:])
+            raise PluginError(f"plugin {name!r}: {errs}")
+
+    def unregister_plugin(self, name: str) -> None:
+        """Remove a plugin registered at run time (and its components)."""
+        self._pm.unregister(name=name)
+        self._components = {k: c for k, c in self._components.items() if c.distribution != name}
+        self._broken = [b for b in self._broken if b.plugin != name]
+
+    def _add(self, plugin: Any, plugin_name: str, dist: str, version: str) -> None:
+        try:
+            self._pm.register(plugin, name=plugin_name)
+        except Exception as e:  # noqa: BLE001 (pluggy validation errors, double registration)
+            self._broken.append(BrokenPlugin(plugin_name, dist, version, f"not a valid plugin: {_short_error(e)}"))
+            return
+        for kind, hook_name in HOOKS.items():
+            hook = getattr(self._pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                if impl.plugin_name != plugin_name:
+                    continue
+                register = functools.partial(self._register_one, kind, plugin_name, dist, version)
+                try:
+                    impl.function(register=register)
+                except Exception as e:  # noqa: BLE001
+                    self._broken.append(BrokenPlugin(plugin_name, dist, version, f"{hook_name} raised {_short_error(e)}", kind))
+
+    def _register_one(
+        self,
+        kind: str,
+        plugin: str,
+        dist: str,
+        version: str,
+        name: Any,
+        component: Any,
+        *,
+        description: str = "",
+        aliases: Iterable[str] = (),
+    ) -> None:
+        def broken(msg: str) -> None:
+            self._broken.append(BrokenPlugin(plugin, dist, version, msg, kind, str(name)))
+
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            return broken(f"invalid {kind} name {name!r}: expected a string of letters, digits, '_', '-', '.' starting with a letter")
+        if not isinstance(description, str):
+            return broken(f"{kind} {name!r}: description must be a string, got {type(description).__name__}")
+        try:
+            check_component(kind, component)
+        except TypeError as e:
+            return broken(f"{kind} {name!r} is not a valid {kind}: {e}")
+        key = (kind, name)
+        if key in self._clashes:
+            self._clashes[key].append(dist)
+            return broken(f"{kind} {name!r} is claimed by several distributions: {', '.join(self._clashes[key])}")
+        if key in self._components:
+            other = self._components.pop(key)
+            self._clashes[key] = [other.distribution, dist]
+            msg = f"{kind} {name!r} is registered by both {other.distribution!r} and {dist!r}; neither is used (uninstall one, or disable it with PTYRO_DISABLE_PLUGINS)"
+            self._broken.append(BrokenPlugin(other.distribution, other.distribution, other.version, msg, kind, name))
+            return broken(msg)
+        self._components[key] = Component(kind, name, component, description.strip(), dist, version)
+        for alias in aliases:
+            self._aliases[(kind, alias)] = name
+
+    # ------------------------------------------------------------------ lookup
+
+    def get(self, kind: str, name: str) -> Any:
+        """The component of ``kind`` named ``name``; raises a clear error otherwise."""
+        return self.component(kind, name).obj
+
+    def component(self, kind: str, name: str) -> Component:
+        """The :class:`Component` record (object, description, distribution, version)."""
+        self.load()
+        if kind not in HOOKS:
+            close = difflib.get_close_matches(str(kind), KINDS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownComponentError(f"unknown component kind {kind!r}: expected one of {', '.join(KINDS)}{hint}")
+        name = self._aliases.get((kind, name), name)
+        key = (kind, name)
+        if key in self._components:
+            return self._components[key]
+        if key in self._clashes:
+            raise DuplicateComponentError(
+                f"{kind} {name!r} is registered by several distributions: {', '.join(self._clashes[key])}; "
+                "uninstall one or disable it with PTYRO_DISABLE_PLUGINS"
+            )
+        bad = [b for b in self._broken if b.kind == kind and b.name == name]
+        if bad:
+            raise PluginError(f"{kind} {name!r} from plugin {bad[0].plugin!r} ({bad[0].distribution}) is broken: {bad[0].error}")
+        known = sorted(n for (k, n) in self._components if k == kind)
+        close = difflib.get_close_matches(str(name), known, n=1)
+        msg = f"unknown {kind} {name!r}; known {kind}s: {', '.join(known) if known else '(none registered)'}"
+        if close:
+            msg += f"; closest match: {close[0]!r}"
+        failed = [b for b in self._broken if b.name is None]
+        if failed:
+            msg += "; plugins that failed to load: " + "; ".join(f"{b.plugin} ({b.error})" for b in failed)
+        raise UnknownComponentError(msg)
+
+    def names(self, kind: str) -> list[str]:
+        self.load()
+        return sorted(n for (k, n) in self._components if k == kind)
+
+    def components(self, kind: str | None = None) -> list[Component]:
+        """Every healthy component, ordered by kind then name."""
+        self.load()
+        order = {k: i for i, k in enumerate(KINDS)}
+        comps = [c for c in self._components.values() if kind is None or c.kind == kind]
+        return sorted(comps, key=lambda c: (order[c.kind], c.name))
+
+    @property
+    def broken(self) -> list[BrokenPlugin]:
+        """Plugins and components that were left out, with their errors."""
+        self.load()
+        return list(self._broken)
+
+    def check(self) -> None:
+        """Raise PluginError if any plugin is broken (strict mode for applications and CI)."""
+        if self.broken:
+            raise PluginError("broken plugins: " + "; ".join(f"{b.plugin}: {b.error}" for b in self._broken))
+
+    def as_json(self) -> dict[str, Any]:
+        """The listing of ``ptyro plugins --json``."""
+        return {
+            "components": [c.as_dict() for c in self.components()],
+            "broken": [b.as_dict() for b in self.broken],
+        }
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The process-wide registry (entry points discovered on first use)."""
+    return Registry()
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry, so the next lookup rediscovers entry points."""
+    get_registry.cache_clear()
+    importlib.invalidate_caches()
+
+
+def get(kind: str, name: str) -> Any:
+    """Shortcut for ``get_registry().get(kind, name)``."""
+    return get_registry().get(kind, name)
+
+
+def list_components(kind: str | None = None) -> list[Component]:
+    """Shortcut for ``get_registry().components(kind)``."""
+    return get_registry().components(kind)
+
+
+def register_plugin(plugin: Any, name: str | None = None, **kwargs: Any) -> None:
+    """Shortcut for ``get_registry().register_plugin(plugin, name)``."""
+    get_registry().register_plugin(plugin, name, **kwargs)

@@ -1,0 +1,17 @@
+"""Entry point of ptyro-simul: registers its potentials, propagators and probes."""
+
+from ptyro_core import hookimpl
+
+
+@hookimpl
+def ptyro_register_propagators(register):
+    from ptyro_simul.propagator import fresnel
+
+    register("fresnel", fresnel, description="Fresnel free-space propagator, band-limited to 2/3 Nyquist, with tilt")
+
+
+@hookimpl
+def ptyro_register_probes(register):
+    from ptyro_simul.probe import aberrated_probe
+
+    register("aberrated", aberrated_probe, description="Soft-edged aperture with polar aberrations to 5th order, Σ|ψ|²=1")
