@@ -48,6 +48,13 @@ def ptyro_register_reconstructions(register: Register) -> None:
     """Register reconstructions: ``component(dataset, state, *, loss, optimizer, iterations, batch_size, **options) -> ReconState``."""
 
 
+@hookspec
+def ptyro_register_simulators(register: Register) -> None:
+    """Register 4D-STEM simulators: ``component(potential, probe, *, propagator="fresnel", **options) -> fn``,
+    where ``fn(positions)`` maps a batch of scan positions (b, 2) Å to diffraction intensities
+    (b, nx, ny), centred, summed over probe modes (e.g. ``multislice``, or PRISM from a plugin)."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -56,5 +63,6 @@ HOOKS: dict[str, str] = {
     "loss": "ptyro_register_losses",
     "optimizer": "ptyro_register_optimizers",
     "reconstruction": "ptyro_register_reconstructions",
+    "simulator": "ptyro_register_simulators",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

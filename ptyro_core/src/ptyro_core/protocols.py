@@ -20,6 +20,7 @@ __all__ = [
     "OptimizerFactory",
     "Optimizer",
     "Reconstruction",
+    "Simulator",
     "PROTOCOLS",
     "check_component",
 ]
@@ -67,6 +68,11 @@ class Reconstruction(Protocol):
     def __call__(self, dataset: Dataset4D, state: ReconState, **options: Any) -> ReconState: ...
 
 
+@runtime_checkable
+class Simulator(Protocol):
+    def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Callable[[Any], Any]: ...
+
+
 #: kind -> (protocol, number of positional parameters a component must accept)
 PROTOCOLS: dict[str, tuple[type, int]] = {
     "potential": (Potential, 2),
@@ -75,6 +81,7 @@ PROTOCOLS: dict[str, tuple[type, int]] = {
     "loss": (Loss, 2),
     "optimizer": (OptimizerFactory, 0),
     "reconstruction": (Reconstruction, 2),
+    "simulator": (Simulator, 2),
 }
 
 

@@ -228,3 +228,23 @@ def _conform_reconstruction(reconstruct: Any, **options: Any) -> None:
     out = reconstruct(data, state, iterations=1, batch_size=2, **options)
     assert isinstance(out, ReconState), f"reconstruction returned {type(out).__name__}, expected ReconState"
     assert _allfinite(out.object), "reconstruction: object is not finite after one iteration"
+
+
+def _conform_simulator(simulator: Any, **options: Any) -> None:
+    grid = Grid((32, 32), (0.25, 0.25))
+    x, y = grid.coordinates()
+    v = 20.0 * jnp.exp(-((x - 4.0) ** 2 + (y - 4.0) ** 2) / 0.3)
+    potential = PotentialSlices(jnp.stack([v, 0.5 * v]), jnp.array([2.0, 2.0]), grid=grid)
+    r2 = (x - 4.0) ** 2 + (y - 4.0) ** 2
+    probe_arr = jnp.exp(-r2 / 1.0).astype(jnp.complex64)
+    probe = ProbeModes(probe_arr / jnp.sqrt(jnp.sum(jnp.abs(probe_arr) ** 2)), grid=grid, energy=200e3)
+    fn = simulator(potential, probe, **options)
+    pos = jnp.array([[3.0, 4.0], [4.0, 4.0], [4.5, 3.5]], jnp.float32)
+    out = fn(pos)
+    assert out.shape == (3, 32, 32), f"simulator: fn(positions) returned shape {out.shape}, expected (3, 32, 32)"
+    assert _allfinite(out) and float(jnp.min(out)) >= 0, "simulator: intensities must be finite and non-negative"
+    total = float(jnp.sum(out[1]))
+    assert 0.5 < total <= 1.0 + 1e-3, f"simulator: a pattern sums to {total}, expected about 1 (unitary FFT, normalised probe)"
+    assert _close(jax.jit(fn)(pos), out, rtol=1e-3, atol=1e-6), "simulator: jit result differs from eager"
+    g = jax.grad(lambda p: jnp.sum(fn(p)[:, :4, :4]))(pos)
+    assert _allfinite(g), "simulator: gradient with respect to positions is not finite"

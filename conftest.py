@@ -1,0 +1,22 @@
+"""Root test configuration, shared by every distribution's tests.
+
+- Two fake CPU devices (set before any JAX operation), so the sharded path of every pipeline runs
+  on every test run; the 1-vs-8-device equivalence tests start their own subprocesses.
+- Rank promotion raises, so a broadcasting slip is a test failure.
+- A hypothesis profile with few examples for CI (``HYPOTHESIS_PROFILE=dev`` for more).
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", int(os.environ.get("PTYRO_TEST_DEVICES", "2")))
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
