@@ -170,6 +170,11 @@ class Registry:
         except Exception as e:  # noqa: BLE001 (pluggy validation errors, double registration)
             self._broken.append(BrokenPlugin(plugin_name, dist, version, f"not a valid plugin: {_short_error(e)}"))
             return
+        for caller in self._pm.get_hookcallers(plugin) or []:
+            if caller.spec is None and caller.name.startswith("ptyro_"):
+                close = difflib.get_close_matches(caller.name, list(HOOKS.values()), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self._broken.append(BrokenPlugin(plugin_name, dist, version, f"unknown hook {caller.name!r}{hint}"))
         for kind, hook_name in HOOKS.items():
             hook = getattr(self._pm.hook, hook_name)
             for impl in hook.get_hookimpls():

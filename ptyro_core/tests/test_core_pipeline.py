@@ -1,0 +1,84 @@
+"""The batched, sharded pipeline machinery and the memory pre-flight."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ptyro_core import MemoryBudgetError, PtyroValueError
+from ptyro_core.pipeline import (
+    available_memory,
+    batch_bounds,
+    check_memory,
+    device_mesh,
+    map_batches,
+    pad_batch,
+    round_batch_size,
+)
+
+
+@given(st.integers(1, 500), st.integers(1, 100), st.integers(1, 8))
+def test_round_batch_size_is_a_device_multiple_and_covers(total: int, batch: int, ndev: int) -> None:
+    b = round_batch_size(batch, ndev, total)
+    assert b % ndev == 0 and b >= ndev
+    assert b <= max(ndev, -(-min(batch, total) // ndev) * ndev)
+    bounds = batch_bounds(total, b)
+    assert bounds[0][0] == 0 and bounds[-1][1] == total
+    assert all(stop - start <= b for start, stop in bounds)
+    assert all(bounds[i][1] == bounds[i + 1][0] for i in range(len(bounds) - 1))
+
+
+def test_round_batch_size_rejects_nonpositive() -> None:
+    with pytest.raises(PtyroValueError, match="batch_size: expected a positive integer, got 0"):
+        round_batch_size(0, 2)
+
+
+def test_pad_batch_repeats_last() -> None:
+    x = {"a": jnp.arange(3.0), "b": jnp.ones((3, 2))}
+    out = pad_batch(x, 5)
+    np.testing.assert_array_equal(np.asarray(out["a"]), [0, 1, 2, 2, 2])
+    assert out["b"].shape == (5, 2)
+
+
+def test_map_batches_matches_unbatched_and_compiles_once() -> None:
+    xs = jnp.arange(23.0)[:, None] * jnp.ones((1, 4))
+    calls = []
+
+    def fn(x, w):
+        calls.append(x.shape)
+        return jnp.sin(x) * w
+
+    w = jnp.float32(3.0)
+    mesh = device_mesh()
+    out = np.concatenate([np.asarray(o) for _, _, o in map_batches(fn, xs, w, batch_size=6, mesh=mesh)])
+    np.testing.assert_allclose(out, np.sin(np.asarray(xs)) * 3, rtol=1e-6)
+    assert len(calls) == 1, f"traced {len(calls)} times for shapes {calls}"
+
+
+def test_map_batches_shards_over_every_device() -> None:
+    mesh = device_mesh()
+    seen = []
+    for _, _, out in map_batches(lambda x: x * 2, jnp.ones((8, 3)), batch_size=4, mesh=mesh):
+        seen.append(len(out.sharding.device_set))
+    assert seen[0] == len(jax.devices())
+
+
+def test_map_batches_progress_counts_positions() -> None:
+    done = []
+    list(map_batches(lambda x: x, jnp.ones((7, 1)), batch_size=4, progress=done.append))
+    assert sum(done) == 7
+
+
+def test_check_memory_names_the_knob() -> None:
+    with pytest.raises(MemoryBudgetError, match=r"4D-STEM output needs about 2\.0 GiB but only 1\.0 GiB is available; lower batch_size"):
+        check_memory(2 * 2**30, what="4D-STEM output", knob="lower batch_size", budget=2**30)
+    check_memory(10, what="x", knob="y", budget=100)
+    assert available_memory() > 0
+
+
+def test_memory_budget_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("PTYRO_MEMORY_BUDGET", "1000")
+    with pytest.raises(MemoryBudgetError):
+        check_memory(2000, what="x", knob="use fewer modes")
