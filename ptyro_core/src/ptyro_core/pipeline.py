@@ -31,6 +31,9 @@ __all__ = [
     "batch_bounds",
     "pad_batch",
     "map_batches",
+    "gather",
+    "initialize_distributed",
+    "is_writer",
     "available_memory",
     "check_memory",
 ]
@@ -54,8 +57,50 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def shard_scan(tree: Any, mesh: Mesh) -> Any:
-    """Place every leaf of ``tree`` with its leading axis split over the mesh."""
-    return jax.device_put(tree, scan_sharding(mesh))
+    """Place every leaf of ``tree`` with its leading axis split over the mesh.
+
+    With several processes (``jax.distributed``), each process must hold the same host values;
+    each places only the shards of its own devices.
+    """
+    sharding = scan_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def place(x: Any) -> Any:
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(place, tree)
+
+
+def gather(tree: Any) -> Any:
+    """Bring a (possibly multi-process) sharded result to host numpy arrays on every process."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree_util.tree_map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Join a multi-process JAX run (before any JAX computation).
+
+    With no arguments, JAX picks the cluster up from its environment (SLURM, Open MPI, ...).
+    On CPUs, collectives go through gloo.
+    """
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:  # noqa: BLE001 - option absent on some builds
+        pass
+    kwargs = {}
+    if coordinator is not None:
+        kwargs = {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_id}
+    jax.distributed.initialize(**kwargs)
+
+
+def is_writer() -> bool:
+    """True on the one process that writes outputs (process 0)."""
+    return jax.process_index() == 0
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -99,6 +144,7 @@ def map_batches(
     batch_size: int,
     mesh: Mesh | None = None,
     progress: Callable[[int], None] | None = None,
+    gather_outputs: bool = False,
 ) -> Iterator[tuple[int, int, Any]]:
     """Apply ``fn(batch_xs, *args)`` to ``xs`` (a PyTree with a leading scan axis) batch by batch.
 
@@ -116,6 +162,8 @@ def map_batches(
         chunk = jax.tree_util.tree_map(lambda x: x[start:stop], xs)
         chunk = shard_scan(pad_batch(chunk, b), mesh)
         out = jfn(chunk, *args)
+        if gather_outputs or jax.process_count() > 1:
+            out = gather(out)
         n = stop - start
         if n != b:
             out = jax.tree_util.tree_map(lambda y: y[:n], out)
