@@ -82,3 +82,29 @@ def test_memory_budget_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("PTYRO_MEMORY_BUDGET", "1000")
     with pytest.raises(MemoryBudgetError):
         check_memory(2000, what="x", knob="use fewer modes")
+
+
+def test_sources_and_global_batch(tmp_path) -> None:
+    import h5py
+
+    from ptyro_core.pipeline import ArraySource, HDF5Source, global_batch
+
+    data = np.random.default_rng(0).uniform(size=(3, 4, 5, 5)).astype(np.float32)
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = data
+    flat = data.reshape(12, 5, 5)
+    idx = np.array([7, 0, 11, 7, 3, 2])
+    h5 = HDF5Source(str(path), "x")
+    assert len(h5) == 12 and h5.shape == (12, 5, 5)
+    np.testing.assert_array_equal(h5.read(idx), flat[idx])
+    np.testing.assert_array_equal(ArraySource(flat).read(idx), flat[idx])
+    mesh = device_mesh()
+    g = global_batch(h5, idx, mesh)
+    assert len(g.sharding.device_set) == len(jax.devices())
+    np.testing.assert_array_equal(np.asarray(g), flat[idx])
+    h5.close()
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["x"] = np.zeros((4, 4))
+    with pytest.raises(PtyroValueError, match="expected a 3D or 4D array of patterns"):
+        HDF5Source(str(tmp_path / "bad.h5"), "x")

@@ -34,6 +34,9 @@ __all__ = [
     "gather",
     "initialize_distributed",
     "is_writer",
+    "ArraySource",
+    "HDF5Source",
+    "global_batch",
     "available_memory",
     "check_memory",
 ]
@@ -216,3 +219,76 @@ def check_memory(required: float, *, what: str, knob: str, budget: float | None 
         raise MemoryBudgetError(
             f"{what} needs about {_fmt_bytes(required)} but only {_fmt_bytes(budget)} is available; {knob}"
         )
+
+
+# --------------------------------------------------------------------------- pattern sources
+
+
+class ArraySource:
+    """Diffraction patterns held in memory (numpy or JAX), flattened over the scan: (N, qx, qy)."""
+
+    def __init__(self, patterns: Any) -> None:
+        self._data = patterns
+        self.shape = tuple(int(s) for s in patterns.shape)
+        self.dtype = np.dtype(patterns.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self._data[np.asarray(indices)])
+
+
+class HDF5Source:
+    """Patterns read lazily from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) HDF5 dataset.
+
+    Only the rows asked for are read, so datasets larger than memory can be used, and with
+    several processes each reads only the rows of its own devices.
+    """
+
+    def __init__(self, path: str, dataset: str) -> None:
+        import h5py
+
+        self.path, self.dataset = str(path), dataset
+        self._file = h5py.File(self.path, "r")
+        self._dset = self._file[dataset]
+        shape = tuple(int(s) for s in self._dset.shape)
+        if len(shape) not in (3, 4):
+            raise PtyroValueError(f"{self.path}:{dataset}: expected a 3D or 4D array of patterns, got shape {shape}")
+        self._scan_shape = shape[:-2]
+        self.shape = (int(np.prod(shape[:-2])),) + shape[-2:]
+        self.dtype = np.dtype(self._dset.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size == 0:
+            return np.zeros((0,) + self.shape[1:], self.dtype)
+        order = np.argsort(idx, kind="stable")
+        uniq, inverse = np.unique(idx[order], return_inverse=True)
+        if len(self._scan_shape) == 2:
+            ry = self._scan_shape[1]
+            rows = [self._dset[i // ry, i % ry] for i in uniq]
+            block = np.stack(rows)
+        else:
+            block = self._dset[uniq]
+        out = np.empty((idx.size,) + self.shape[1:], self.dtype)
+        out[order] = block[inverse]
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:
+    """The patterns ``indices`` of ``source`` as one global array split over the mesh's scan axis.
+
+    Each process reads only the rows that land on its own devices (``make_array_from_callback``),
+    so the same call serves one device, many devices, many hosts and out-of-core datasets.
+    ``len(indices)`` must be a multiple of the mesh size (see :func:`round_batch_size`).
+    """
+    indices = np.asarray(indices)
+    shape = (indices.shape[0],) + tuple(source.shape[1:])
+    return jax.make_array_from_callback(shape, scan_sharding(mesh), lambda idx: source.read(indices[idx[0]]))
