@@ -1,0 +1,135 @@
+"""The ptychographic forward model (shared by every reconstruction algorithm).
+
+Per scan position (probe centre ``r`` in Å, object frame: object pixel [0, 0] at (0, 0) Å):
+
+1. the probe window (px, py) starts at object pixel ``s = r / d − (px // 2, py // 2)``; its integer
+   part ``round(s)`` picks the object patch (``jax.lax.dynamic_slice``), its fractional part shifts
+   the probe by a Fourier phase ramp ``exp(−2πi k·δ)`` (so positions are differentiable);
+2. exit wave: ``ψ = P · O₁``, then for each further slice ``ψ ← propagate(ψ, Δz) · Oₛ`` (a
+   ``jax.lax.scan``; the propagator is a registered component, looked up outside ``jit``);
+3. intensity ``I = Σ_modes |FFT(ψ)|²`` with the unitary FFT, optionally blurred by a Gaussian
+   detector point-spread function (σ in detector pixels).
+
+Internally intensities stay in FFT order (zero frequency at index 0); :func:`predict_patterns`
+returns them centred (fftshift), as :class:`~ptyro_core.Dataset4D` stores them.
+"""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ptyro_core import Grid, ReconState, get
+
+__all__ = ["wavelength", "window_offsets", "shift_ramp", "exit_waves", "intensities", "blur_transfer", "make_model", "predict_patterns"]
+
+
+def wavelength(energy: float) -> float:
+    """Relativistic electron wavelength in Å for an energy in eV (CODATA 2018)."""
+    h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
+    ee = float(energy) * e
+    return h / math.sqrt(2 * m0 * ee * (1 + ee / (2 * m0 * c * c))) * 1e10
+
+
+def window_offsets(positions: Array, sampling: tuple[float, float], window: tuple[int, int]) -> tuple[Array, Array]:
+    """(integer start pixel (…, 2) int32, fractional shift (…, 2) in pixels, in [-0.5, 0.5])."""
+    d = jnp.asarray(sampling, positions.dtype)
+    c = jnp.asarray([window[0] // 2, window[1] // 2], positions.dtype)
+    start = positions / d - c
+    r0 = jax.lax.stop_gradient(jnp.round(start))
+    return r0.astype(jnp.int32), start - r0
+
+
+def shift_ramp(frac: Array, window: tuple[int, int], dtype: Any) -> Array:
+    """Fourier phase ramp (px, py) in FFT order that shifts an image by ``frac`` pixels."""
+    real = jnp.real(jnp.zeros((), dtype)).dtype
+    kx = jnp.fft.fftfreq(window[0]).astype(real)[:, None]
+    ky = jnp.fft.fftfreq(window[1]).astype(real)[None, :]
+    f = frac.astype(real)
+    return jnp.exp(-2j * jnp.pi * (kx * f[0] + ky * f[1])).astype(dtype)
+
+
+def exit_waves(probe: Array, patch: Array, dz: Array, propagate: Callable[[Array, Array], Array] | None) -> Array:
+    """Exit waves (m, px, py) of probe modes (m, px, py) through object slices (s, px, py)."""
+    psi = probe * patch[0][None]
+    if patch.shape[0] == 1:
+        return psi
+    if propagate is None:
+        raise ValueError("exit_waves: a multislice object needs a propagator")
+
+    def body(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+        t, h = xs
+        return propagate(w, h) * t[None], None
+
+    psi, _ = jax.lax.scan(body, psi, (patch[1:], dz[:-1]))
+    return psi
+
+
+def blur_transfer(sigma: float, shape: tuple[int, int], dtype: Any = jnp.float32) -> Array:
+    """Optical transfer function (FFT order) of a Gaussian detector blur of σ pixels."""
+    fx = np.fft.fftfreq(shape[0])[:, None]
+    fy = np.fft.fftfreq(shape[1])[None, :]
+    return jnp.asarray(np.exp(-2 * np.pi**2 * sigma**2 * (fx**2 + fy**2)), dtype)
+
+
+def intensities(psi: Array, blur: Array | None = None) -> Array:
+    """Σ_modes |FFT(ψ)|² (unitary FFT, FFT order), optionally convolved with a blur (its OTF)."""
+    f = jnp.fft.fft2(psi, norm="ortho")
+    i = jnp.sum(jnp.real(f) ** 2 + jnp.imag(f) ** 2, axis=0)
+    if blur is not None:
+        i = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(i) * blur))
+    return i
+
+
+def make_model(
+    window: tuple[int, int],
+    sampling: tuple[float, float],
+    energy: float,
+    *,
+    propagator: Any = "fresnel",
+    num_slices: int = 1,
+    detector_blur: float = 0.0,
+) -> Callable[[Array, Array, Array, Array], Array]:
+    """``model(object (s,ox,oy), probe (m,px,py), dz (s,), position (2,)) -> I (px, py)`` in FFT
+    order for one position; vmap it over positions. Name lookups happen here, outside ``jit``."""
+    grid = Grid(tuple(window), tuple(sampling))
+    propagate = None
+    if num_slices > 1:
+        prop = get("propagator", propagator) if isinstance(propagator, str) else propagator
+        propagate = lambda w, h: prop(w, h, grid, energy)  # noqa: E731
+    blur = blur_transfer(detector_blur, tuple(window)) if detector_blur > 0 else None
+
+    def model(obj: Array, probe: Array, dz: Array, position: Array) -> Array:
+        r0, frac = window_offsets(position, sampling, window)
+        probe_k = jnp.fft.fft2(probe)
+        p = jnp.fft.ifft2(probe_k * shift_ramp(frac, window, probe.dtype)[None])
+        patch = jax.lax.dynamic_slice(obj, (jnp.int32(0), r0[0], r0[1]), (obj.shape[0],) + tuple(window))
+        psi = exit_waves(p, patch, dz, propagate)
+        return intensities(psi, None if blur is None else blur.astype(jnp.real(psi).dtype))
+
+    return model
+
+
+def predict_patterns(
+    state: ReconState,
+    positions: Any = None,
+    *,
+    propagator: Any = "fresnel",
+    detector_blur: float = 0.0,
+    batch_size: int = 256,
+) -> Array:
+    """Centred diffraction patterns (n, px, py) that ``state`` predicts at ``positions`` (Å,
+    object frame; default ``state.positions``); the forward model of every algorithm, also a
+    simple simulator for thin or layered specimens."""
+    pos = jnp.asarray(state.positions if positions is None else positions)
+    model = make_model(
+        tuple(state.probe.shape[-2:]), state.sampling, state.energy,
+        propagator=propagator, num_slices=int(state.object.shape[0]), detector_blur=detector_blur,
+    )  # fmt: skip
+    f = jax.jit(jax.vmap(model, in_axes=(None, None, None, 0)))
+    out = [f(state.object, state.probe, state.slice_thickness, pos[i : i + batch_size]) for i in range(0, pos.shape[0], batch_size)]
+    return jnp.fft.fftshift(jnp.concatenate(out, axis=0), axes=(-2, -1))
