@@ -92,14 +92,14 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "optimizer": "adam",
         "iterations": 20,
         "batch_size": 64,
-        "learning_rate": 0.1,
-        "probe_learning_rate": 0.0,
+        "learning_rate": None,
+        "probe_learning_rate": None,
         "num_modes": 1,
         "num_slices": 1,
         "slice_thickness": None,
         "seed": 0,
         "checkpoint": None,
-        "checkpoint_every": 0,
+        "checkpoint_every": None,
         "options": {},
     },
 }
@@ -297,9 +297,12 @@ def _check_values(c: dict[str, Any]) -> None:
         for k in ("iterations", "batch_size", "num_modes", "num_slices"):
             r[k] = _number(f"[reconstruction] {k}", r[k], positive=True, integer=True)
         r["seed"] = _number("[reconstruction] seed", r["seed"], nonneg=True, integer=True)
-        r["checkpoint_every"] = _number("[reconstruction] checkpoint_every", r["checkpoint_every"], nonneg=True, integer=True)
-        r["learning_rate"] = _number("[reconstruction] learning_rate", r["learning_rate"], positive=True)
-        r["probe_learning_rate"] = _number("[reconstruction] probe_learning_rate", r["probe_learning_rate"], nonneg=True)
+        if "checkpoint_every" in r:
+            r["checkpoint_every"] = _number("[reconstruction] checkpoint_every", r["checkpoint_every"], positive=True, integer=True)
+        if "learning_rate" in r:
+            r["learning_rate"] = _number("[reconstruction] learning_rate", r["learning_rate"], positive=True)
+        if "probe_learning_rate" in r:
+            r["probe_learning_rate"] = _number("[reconstruction] probe_learning_rate", r["probe_learning_rate"], nonneg=True)
         if "slice_thickness" in r:
             r["slice_thickness"] = _number("[reconstruction] slice_thickness (Å)", r["slice_thickness"], positive=True)
         if "checkpoint" in r:
@@ -373,3 +376,73 @@ def to_toml(config: Mapping[str, Any]) -> str:
             lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
         lines.append("")
     return "\n".join(lines)
+
+
+#: one line per key: what it means, its units (also the ``--help`` text of the matching flag
+#: and the configuration reference in docs/configuration.md)
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "specimen": {
+        "structure": "built-in crystal name (SrTiO3, MoS2, Si, Au, ...) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra)",
+        "repeat": "unit cells along x, y, z [nx, ny, nz]",
+        "zone_axis": "crystal direction [u, v, w] along the beam (z)",
+    },
+    "potential": {
+        "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",
+        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling",
+        "sampling": "real-space pixel size in Å (scalar or [dx, dy]); default 0.1 when gpts is not given",
+        "slice_thickness": "slice thickness in Å",
+        "projection": "how atoms are projected into slices (infinite, or what the parametrization supports)",
+    },
+    "probe": {
+        "name": "registered probe name (aberrated, or a plugin's)",
+        "energy": "beam energy in eV",
+        "semiangle_cutoff": "probe-forming aperture semiangle in mrad",
+        **{k: f"aberration {k} in Å (C10 = -defocus)" for k in _MAGNITUDES},
+        **{k: f"aberration azimuth {k} in degrees" for k in _AZIMUTHS},
+        "defocus": "defocus in Å (= -C10)",
+        "Cs": "spherical aberration in Å (= C30)",
+        "C5": "fifth-order spherical aberration in Å (= C50)",
+        "astigmatism": "two-fold astigmatism in Å (= C12)",
+        "astigmatism_angle": "two-fold astigmatism azimuth in degrees (= phi12)",
+        "coma": "axial coma in Å (= C21)",
+        "coma_angle": "axial coma azimuth in degrees (= phi21)",
+    },
+    "scan": {
+        "start": "first probe position [x, y] in Å (default [0, 0])",
+        "end": "end of the raster [x, y] in Å, exclusive (default: the cell size)",
+        "gpts": "probe positions [Rx, Ry] (default [16, 16], or from step)",
+        "step": "scan step [dx, dy] in Å (reconstruction: replaces the file's step)",
+        "rotation": "scan rotation in degrees, counter-clockwise from x towards y (reconstruction)",
+    },
+    "frozen_phonons": {
+        "configurations": "number of frozen-phonon configurations averaged",
+        "sigmas": "rms displacement in Å: one number for all atoms, or a table by element {Sr = 0.08, O = 0.1}",
+        "seed": "random seed of the displacements",
+    },
+    "detectors": {
+        "pixelated": "store the 4D data (true) or only the virtual images (false)",
+        "<name>": "an annular detector: [inner, outer] in mrad, e.g. haadf = [70, 200] (stored as a virtual image)",
+    },
+    "simulation": {
+        "simulator": "registered simulator name (multislice, or a plugin's, e.g. prism)",
+        "propagator": "registered propagator name (fresnel)",
+        "batch_size": "probe positions per batch (memory is bounded by the batch)",
+        "options": "table of extra options passed to the simulator",
+    },
+    "reconstruction": {
+        "algorithm": "registered reconstruction name (single_slice, multislice, mixed_state, ...)",
+        "loss": "registered loss name (amplitude, intensity, poisson, ...)",
+        "optimizer": "registered optimizer name (adam, sgd, ...)",
+        "iterations": "passes over the data",
+        "batch_size": "patterns per gradient step",
+        "learning_rate": "object learning rate (default: the algorithm's), decayed by a cosine schedule",
+        "probe_learning_rate": "probe learning rate (default: the algorithm's; 0 keeps the probe fixed)",
+        "num_modes": "probe modes (mixed-state ptychography)",
+        "num_slices": "object slices (multislice ptychography)",
+        "slice_thickness": "object slice thickness in Å (multislice)",
+        "seed": "random seed (batch order, mode initialisation)",
+        "checkpoint": "checkpoint file written during the run",
+        "checkpoint_every": "iterations between checkpoints (default 1, when checkpoint is set)",
+        "options": "table of extra options passed to the algorithm (e.g. fit_positions, tv_weight, lr_schedule, learning_rates = {positions = 0.01})",
+    },
+}

@@ -1,0 +1,184 @@
+"""The reconstruction pipeline: dataset + configuration → :class:`~ptyro_core.ReconState`.
+
+The algorithm, loss and optimizer are registry names (``[reconstruction] algorithm``, ``loss``,
+``optimizer``), resolved before anything is compiled; the nominal optics come from ``[probe]``
+(azimuths in degrees, converted to radians here). ``ptyro_invert`` provides the initial state
+(:func:`ptyro_invert.initial_state`), the algorithms and the checkpoints.
+"""
+
+import inspect
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptyro_core import Dataset4D, PtyroValueError, ReconState, get
+from ptyro_workflows.config import aberrations_for_api, reconstruction_config
+
+__all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used"]
+
+
+def apply_scan_config(dataset: Dataset4D, scan: Mapping[str, Any]) -> Dataset4D:
+    """The dataset with positions from ``[scan]``: ``step`` (Å) replaces the file's raster step,
+    ``rotation`` (degrees, counter-clockwise from x towards y) rotates the raster about its
+    centre. Without either the file's positions are kept."""
+    pos = np.asarray(dataset.positions, np.float64)
+    rx, ry = dataset.scan_shape
+    if scan.get("step") is not None:
+        st = scan["step"]
+        origin = pos[0]
+        xx, yy = np.meshgrid(np.arange(rx) * st[0], np.arange(ry) * st[1], indexing="ij")
+        pos = np.stack([xx.ravel(), yy.ravel()], -1) + origin[None, :]
+    rot = float(scan.get("rotation") or 0.0)
+    if rot:
+        c = pos.mean(axis=0, keepdims=True)
+        t = math.radians(rot)
+        r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+        pos = (pos - c) @ r.T + c
+    if scan.get("step") is None and not rot:
+        return dataset
+    return Dataset4D(dataset.array, pos.astype(np.float32), grid=dataset.grid, energy=dataset.energy)
+
+
+def _accepts(fn: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that ``fn`` accepts (all if it takes ``**kwargs``)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return options
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return options
+    return {k: v for k, v in options.items() if k in sig.parameters}
+
+
+def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
+    """The starting point of a reconstruction from the nominal optics in ``[probe]`` and the
+    model size in ``[reconstruction]`` (modes, slices, slice thickness)."""
+    import ptyro_invert
+
+    cfg = reconstruction_config(config)
+    probe, r = cfg["probe"], cfg["reconstruction"]
+    kwargs = {
+        "semiangle_cutoff": float(probe["semiangle_cutoff"]),
+        "aberrations": aberrations_for_api(probe),
+        "num_modes": int(r["num_modes"]),
+        "num_slices": int(r["num_slices"]),
+    }
+    if r.get("slice_thickness") is not None:
+        kwargs["slice_thickness"] = float(r["slice_thickness"])
+    if probe.get("name", "aberrated") != "aberrated":
+        kwargs["probe"] = probe["name"]
+    return ptyro_invert.initial_state(dataset, **_accepts(ptyro_invert.initial_state, kwargs))
+
+
+def components_used(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    r = cfg["reconstruction"]
+    return [("reconstruction", r["algorithm"]), ("loss", r["loss"]), ("optimizer", r["optimizer"]), ("probe", cfg["probe"].get("name", "aberrated"))]
+
+
+def reconstruct(
+    dataset: Dataset4D,
+    config: Any = None,
+    *,
+    state: ReconState | None = None,
+    resume: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> ReconState:
+    """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
+    single-slice, amplitude loss, Adam, 20 iterations).
+
+    ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
+    ``ptyro_invert`` (``checkpoint`` names where to write them, every
+    ``[reconstruction] checkpoint_every`` iterations).
+
+    >>> import ptyro_workflows as pw                                   # doctest: +SKIP
+    >>> ds = pw.load_dataset("data.h5")                                 # doctest: +SKIP
+    >>> state = pw.reconstruct(ds, {"probe": {"semiangle_cutoff": 20.0},
+    ...                             "reconstruction": {"iterations": 10}})  # doctest: +SKIP
+    """
+    import ptyro_invert
+
+    cfg = reconstruction_config(config)
+    r = cfg["reconstruction"]
+    # resolve names first: a typo fails before anything is computed
+    for kind, name in components_used(cfg):
+        get(kind, name)
+    dataset = apply_scan_config(dataset, cfg["scan"])
+    if resume is not None and not Path(resume).exists():
+        raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
+    if state is None:
+        state = initial_state(dataset, cfg)
+    options: dict[str, Any] = {
+        "loss": r["loss"],
+        "optimizer": r["optimizer"],
+        "iterations": int(r["iterations"]),
+        "batch_size": int(r["batch_size"]),
+        "seed": int(r["seed"]),
+        "progress": bool(progress),
+    }
+    extra = dict(r.get("options") or {})
+    lrs = dict(extra.pop("learning_rates", None) or {})
+    if r.get("learning_rate") is not None:
+        lrs["object"] = float(r["learning_rate"])
+    if r.get("probe_learning_rate") is not None:
+        if float(r["probe_learning_rate"]) == 0:
+            options["fit_probe"] = False
+        else:
+            lrs["probe"] = float(r["probe_learning_rate"])
+    if lrs:
+        options["learning_rates"] = lrs
+    ck = resume or checkpoint or r.get("checkpoint")
+    if ck:
+        options["checkpoint"] = str(ck)
+        options["resume"] = resume is not None
+        if r.get("checkpoint_every"):
+            options["checkpoint_every"] = int(r["checkpoint_every"])
+    options.update(extra)
+    return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+
+
+def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sample ``img`` at fractional pixel coordinates (x, y) with periodic wrap."""
+    nx, ny = img.shape
+    x0 = np.floor(x).astype(int)
+    y0 = np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    out = 0.0
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            out = out + wx * wy * img[(x0 + dx) % nx, (y0 + dy) % ny]
+    return out
+
+
+def phase_correlation(state: ReconState, scan_positions: Any, truth_phase: Any, truth_sampling: tuple[float, float], *, margin: float = 0.0) -> float:
+    """Pearson correlation between the reconstructed object phase (summed over slices) and a
+    ground-truth phase map (e.g. σ·ΣV of a periodic specimen, on a grid with ``truth_sampling``
+    Å), over the scanned area (the box spanned by ``scan_positions``, Å in the specimen frame,
+    shrunk by ``margin`` Å).
+
+    The reconstruction's frame is matched to the specimen's through its positions
+    (``state.positions`` − ``scan_positions``, mean offset); the truth is treated as periodic.
+    """
+    spec = np.asarray(scan_positions, np.float64)
+    offset = np.mean(np.asarray(state.positions, np.float64) - spec, axis=0)
+    obj_phase = np.sum(np.angle(np.asarray(state.object)), axis=0)
+    d = state.sampling
+    ox, oy = obj_phase.shape
+    xs = np.arange(ox) * d[0] - offset[0]
+    ys = np.arange(oy) * d[1] - offset[1]
+    lo = spec.min(axis=0) + margin
+    hi = spec.max(axis=0) - margin
+    sx = (xs >= lo[0]) & (xs <= hi[0])
+    sy = (ys >= lo[1]) & (ys <= hi[1])
+    if sx.sum() < 2 or sy.sum() < 2:
+        raise PtyroValueError("phase_correlation: the scanned area covers fewer than 2x2 object pixels")
+    rec = obj_phase[np.ix_(sx, sy)]
+    X, Y = np.meshgrid(xs[sx] / truth_sampling[0], ys[sy] / truth_sampling[1], indexing="ij")
+    ref = _bilinear_wrap(np.asarray(truth_phase, np.float64), X, Y)
+    a = rec - rec.mean()
+    b = ref - ref.mean()
+    den = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / den) if den > 0 else 0.0

@@ -1,0 +1,290 @@
+"""The simulation pipeline: configuration → structure → potential → probe → 4D-STEM dataset.
+
+Every component is looked up by its registry name (potential parametrization, probe,
+simulator, propagator), outside ``jit``, so a third-party plugin works the moment it is
+installed. Patterns are computed batch by batch through :func:`ptyro_core.pipeline.map_batches`
+(sharded over every device) and, when an output path is given, written into the HDF5 file as
+they arrive, so memory is bounded by the batch, not by the scan.
+"""
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, PtyroValueError, ScanPositions, get
+from ptyro_core.pipeline import device_mesh, map_batches
+from ptyro_workflows.config import aberrations_for_api, simulation_config
+from ptyro_workflows.io import DatasetWriter, check_output
+from ptyro_workflows.progress import progress_bar
+from ptyro_workflows.provenance import make_provenance
+
+__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "simulate"]
+
+
+@attrs.frozen(eq=False)
+class SimulationResult:
+    """What :func:`simulate` returns.
+
+    dataset: the :class:`~ptyro_core.Dataset4D` (None when streamed to a file with
+    ``keep=False``); images: virtual detector images (Rx, Ry) by detector name; potential: the
+    (static, undisplaced) :class:`~ptyro_core.PotentialSlices`; probe: the
+    :class:`~ptyro_core.ProbeModes`; config: the validated configuration; path: the file written
+    (or None); provenance: the provenance record.
+    """
+
+    dataset: Dataset4D | None
+    images: dict[str, np.ndarray]
+    potential: PotentialSlices
+    probe: ProbeModes
+    config: dict[str, Any]
+    path: Path | None
+    provenance: dict[str, Any]
+
+    @property
+    def projected_potential(self) -> np.ndarray:
+        """Σ over slices of the potential, (x, y) in V·Å."""
+        return np.asarray(jnp.sum(self.potential.array, axis=0))
+
+    @property
+    def phase(self) -> np.ndarray:
+        """The ground-truth phase σ·ΣV (rad) of a thin specimen, (x, y)."""
+        from ptyro_simul.constants import energy2sigma
+
+        return energy2sigma(self.probe.energy) * self.projected_potential
+
+
+# --------------------------------------------------------------------------- specimen
+
+
+def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
+    """Atoms from a ``[specimen]`` table: a built-in crystal name or a structure file, repeated."""
+    from ptyro_simul import structures
+
+    name = str(specimen["structure"])
+    repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
+    zone = tuple(int(v) for v in specimen.get("zone_axis", (0, 0, 1)))
+    looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+    if looks_like_path:
+        p = Path(name)
+        if not p.exists():
+            raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
+        atoms = structures.read_structure(p)
+        if zone != (0, 0, 1):
+            atoms = structures.orient(atoms, zone) if hasattr(structures, "orient") else _unsupported_zone(zone)
+        if repeat != (1, 1, 1):
+            atoms = structures.repeat(atoms, repeat)
+        return atoms
+    return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
+
+
+def _unsupported_zone(zone: tuple) -> Any:
+    raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: orienting a structure file is not supported; expected [0, 0, 1]")
+
+
+def potential_grid(atoms: Atoms, potential: Mapping[str, Any]) -> Grid:
+    """The grid covering the cell from ``gpts`` or ``sampling`` (default 0.1 Å)."""
+    extent = (atoms.cell[0], atoms.cell[1])
+    if potential.get("gpts") is not None:
+        return Grid.from_extent(extent, gpts=potential["gpts"])
+    return Grid.from_extent(extent, sampling=potential.get("sampling") or 0.1)
+
+
+def build_potential(atoms: Atoms, grid: Grid, potential: Mapping[str, Any]) -> PotentialSlices:
+    """The potential slices from the registered parametrization named in ``[potential]``."""
+    fn = get("potential", potential["parametrization"])
+    return fn(atoms, grid, slice_thickness=float(potential["slice_thickness"]), projection=str(potential["projection"]))
+
+
+def build_probe(grid: Grid, probe: Mapping[str, Any]) -> ProbeModes:
+    """The probe from the registered probe component named in ``[probe] name`` (azimuths in
+    the table are degrees; the component receives radians)."""
+    fn = get("probe", probe.get("name", "aberrated"))
+    return fn(grid, float(probe["energy"]), semiangle_cutoff=float(probe["semiangle_cutoff"]), aberrations=aberrations_for_api(probe))
+
+
+def scan_positions(scan: Mapping[str, Any], extent: tuple[float, float]) -> ScanPositions:
+    """The raster of a ``[scan]`` table (start/end in Å, end excluded; default: the whole cell,
+    16 x 16), checked to lie inside the cell."""
+    start = scan.get("start") or [0.0, 0.0]
+    end = scan.get("end") or list(extent)
+    if scan.get("step") is not None and scan.get("gpts") is None:
+        gpts = [max(1, int(math.ceil((e - s) / d - 1e-9))) for s, e, d in zip(start, end, scan["step"])]
+    else:
+        gpts = scan.get("gpts") or [16, 16]
+    for i, axis in enumerate("xy"):
+        if start[i] < 0 or end[i] > extent[i] + 1e-6:
+            raise PtyroValueError(
+                f"[scan] {axis} range [{start[i]}, {end[i]}] Å lies outside the cell [0, {extent[i]:.4g}] Å; expected 0 <= start < end <= cell size"
+            )
+    return ScanPositions.raster(start, end, gpts)
+
+
+def virtual_masks(grid: Grid, energy: float, detectors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """(Qx, Qy) 0/1 masks of the annular detectors ({name: [inner, outer] mrad}) on the centred
+    pattern grid. A detector beyond the grid's band limit raises."""
+    from ptyro_simul.constants import energy2wavelength
+    from ptyro_simul.propagator import antialias_cutoff
+
+    lam = energy2wavelength(energy)
+    kx = np.fft.fftshift(np.fft.fftfreq(grid.gpts[0], grid.sampling[0]))[:, None]
+    ky = np.fft.fftshift(np.fft.fftfreq(grid.gpts[1], grid.sampling[1]))[None, :]
+    alpha = np.sqrt(kx**2 + ky**2) * lam * 1e3  # mrad
+    limit = antialias_cutoff(grid) * lam * 1e3
+    out = {}
+    for name, rng in detectors.items():
+        if name == "pixelated":
+            continue
+        inner, outer = float(rng[0]), float(rng[1])
+        if inner >= limit:
+            raise PtyroValueError(
+                f"[detectors] {name}: inner angle {inner} mrad is beyond the band limit of the grid ({limit:.1f} mrad); use a finer [potential] sampling or smaller angles"
+            )
+        out[name] = ((alpha >= inner) & (alpha < outer)).astype(np.float32)
+    return out
+
+
+def _displaced(atoms: Atoms, sigmas: Any, rng: np.random.Generator) -> Atoms:
+    """Atoms displaced by Gaussian noise of rms ``sigmas`` (Å, per atom) in x, y and z."""
+    pos = np.asarray(atoms.positions, np.float64)
+    s = np.asarray(sigmas, np.float64)[:, None]
+    pos = pos + rng.standard_normal(pos.shape) * s
+    pos[:, 0] %= atoms.cell[0]
+    pos[:, 1] %= atoms.cell[1]
+    pos[:, 2] = np.clip(pos[:, 2], 0.0, atoms.cell[2] - 1e-6)
+    return Atoms(pos.astype(np.asarray(atoms.positions).dtype), atoms.numbers, atoms.cell, sigmas=atoms.sigmas)
+
+
+def _atom_sigmas(atoms: Atoms, sigmas: Any) -> np.ndarray:
+    numbers = np.asarray(atoms.numbers)
+    if isinstance(sigmas, Mapping):
+        from ptyro_workflows._elements import atomic_number
+
+        out = np.asarray(atoms.sigmas, np.float64).copy()
+        for sym, v in sigmas.items():
+            out[numbers == atomic_number(sym, "[frozen_phonons] sigmas")] = float(v)
+        return out
+    if float(sigmas) > 0:
+        return np.full(numbers.shape, float(sigmas))
+    return np.asarray(atoms.sigmas, np.float64)
+
+
+def _make_batch_fn(simulator: Callable[..., Any], options: Mapping[str, Any]) -> Callable[..., Any]:
+    opts = dict(options)
+
+    def batch(pos: Any, potentials: PotentialSlices, probe: ProbeModes) -> Any:
+        n = potentials.array.shape[0]
+
+        def one(acc: Any, pot: PotentialSlices) -> tuple[Any, None]:
+            return acc + simulator(pot, probe, **opts)(pos), None
+
+        zero = jnp.zeros((pos.shape[0],) + tuple(probe.array.shape[-2:]), jnp.real(probe.array).dtype)
+        total, _ = jax.lax.scan(one, zero, potentials)
+        return total / n
+
+    return jax.jit(batch)
+
+
+def simulate(
+    config: Any = None,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    keep: bool = True,
+    command: list[str] | None = None,
+) -> SimulationResult:
+    """Simulate a 4D-STEM dataset from a configuration (a TOML path or a dict of tables).
+
+    With ``out``, the patterns are written batch by batch into an EMD 1.0 file (atomically:
+    nothing is left behind on failure); ``keep=False`` then skips holding the 4D array in memory
+    (``result.dataset`` is None). Virtual detector images are returned (and stored) by name.
+
+    >>> from ptyro_workflows import simulate
+    >>> r = simulate({"specimen": {"structure": "SrTiO3"}, "potential": {"gpts": [32, 32]},
+    ...               "probe": {"semiangle_cutoff": 20.0}, "scan": {"gpts": [2, 2]},
+    ...               "detectors": {"bf": [0, 20]}}, progress=False)   # doctest: +SKIP
+    >>> r.dataset.array.shape                                            # doctest: +SKIP
+    (2, 2, 32, 32)
+    """
+    cfg = simulation_config(config)
+    if out is not None:
+        check_output(out, overwrite)
+    spec, pot_cfg, probe_cfg = cfg["specimen"], cfg["potential"], cfg["probe"]
+    sim_cfg, fp = cfg["simulation"], cfg["frozen_phonons"]
+    # resolve every component by name, outside jit (errors name the known components)
+    potential_fn = get("potential", pot_cfg["parametrization"])
+    get("probe", probe_cfg["name"])
+    simulator = get("simulator", sim_cfg["simulator"])
+    get("propagator", sim_cfg["propagator"])
+
+    atoms = build_specimen(spec)
+    grid = potential_grid(atoms, pot_cfg)
+    probe = build_probe(grid, probe_cfg)
+    energy = float(probe_cfg["energy"])
+    positions = scan_positions(cfg["scan"], grid.extent)
+    masks = virtual_masks(grid, energy, cfg["detectors"])
+
+    def make_potential(a: Atoms) -> PotentialSlices:
+        return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
+
+    static_potential = make_potential(atoms)
+    sigmas = _atom_sigmas(atoms, fp["sigmas"])
+    nconf = int(fp["configurations"])
+    rng = np.random.default_rng(int(fp["seed"]))
+    if nconf == 1 and not np.any(sigmas > 0):
+        pots = [static_potential]
+    else:
+        pots = [make_potential(_displaced(atoms, sigmas, rng)) for _ in progress_bar(range(nconf), desc="potentials", disable=not progress or nconf < 2)]
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
+
+    options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
+    batch_fn = _make_batch_fn(simulator, options)
+    used = [
+        ("potential", pot_cfg["parametrization"]),
+        ("probe", probe_cfg["name"]),
+        ("simulator", sim_cfg["simulator"]),
+        ("propagator", sim_cfg["propagator"]),
+    ]
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command)
+
+    scan_shape = positions.shape
+    total = len(positions)
+    images = {name: np.zeros(scan_shape[0] * scan_shape[1], np.float64) for name in masks}
+    keep_arr = np.zeros((total, *grid.gpts), np.float32) if keep else None
+    writer = None
+    if out is not None:
+        writer = DatasetWriter(out, scan_shape=scan_shape, positions=positions.positions, grid=grid, energy=energy, provenance=prov, overwrite=overwrite)
+    try:
+        mesh = device_mesh()
+        with progress_bar(total=total, desc="simulating 4D-STEM", unit="pattern", disable=not progress) as bar:
+            for start, stop, batch in map_batches(batch_fn, positions.positions, stacked, probe, batch_size=int(sim_cfg["batch_size"]), mesh=mesh, progress=bar.update):
+                arr = np.asarray(batch, np.float32)
+                if writer is not None:
+                    writer.write(start, stop, arr)
+                if keep_arr is not None:
+                    keep_arr[start:stop] = arr
+                for name, m in masks.items():
+                    images[name][start:stop] = np.einsum("bxy,xy->b", arr, m, dtype=np.float64)
+        images2d = {k: v.reshape(scan_shape) for k, v in images.items()}
+        if writer is not None:
+            for name, img in images2d.items():
+                writer.add_image(name, img)
+            writer.add_array("projected_potential", np.asarray(jnp.sum(static_potential.array, axis=0)), grid.sampling, "V*A")
+            path = writer.close()
+            writer = None
+        else:
+            path = None
+    except BaseException:
+        if writer is not None:
+            writer._abort()
+        raise
+    dataset = None
+    if keep_arr is not None:
+        dataset = Dataset4D(keep_arr.reshape(*scan_shape, *grid.gpts), positions.positions, grid=grid, energy=energy)
+    return SimulationResult(dataset=dataset, images=images2d, potential=static_potential, probe=probe, config=cfg, path=path, provenance=prov)
