@@ -8,6 +8,7 @@ key is also a flag (``--help`` lists them with units). Bad input gives one line
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -28,6 +29,23 @@ _SKIP = {("simulation", "options"), ("reconstruction", "options"), ("detectors",
 
 class _Error(Exception):
     """A command-line usage error (exit status 2)."""
+
+
+_NEGATIVE = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line usage errors (``ptyro: error: ...``, exit status 2), and negative numbers in
+    any notation (``--C10 -50``, ``--energy -2e5``) taken as values, not options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        where = f"{sub}: " if sub else ""
+        self.exit(2, f"ptyro: error: {where}{message} (see '{self.prog} --help')\n")
 
 
 def _toml_value(text: str) -> Any:
@@ -106,12 +124,12 @@ def _kv(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ptyro",
         description="Ptyrodactyl: electron microscopy simulation and ptychography in JAX. "
         "Units: Å, eV, mrad; azimuths in degrees; array axis 0 = x.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     add_plugins_parser(sub)
 
     # demo
