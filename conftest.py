@@ -6,6 +6,7 @@
 - A hypothesis profile with few examples for CI (``HYPOTHESIS_PROFILE=dev`` for more).
 """
 
+import importlib
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -20,3 +21,13 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("ci", max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# pytest's importlib mode names test modules after their folders (``ptyro_simul.tests.test_x``)
+# and, if the real package is not imported yet, registers the distribution's folder (no
+# ``__init__``) as a namespace package under that name, hiding the installed package. Import the
+# installed packages first.
+for _name in ("ptyro_core", "ptyro_simul", "ptyro_invert", "ptyro_workflows"):
+    try:
+        importlib.import_module(_name)
+    except ImportError:  # a member not installed in this environment
+        pass
