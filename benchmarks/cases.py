@@ -1,0 +1,302 @@
+"""The fixed benchmark cases and the generation of their shared input files.
+
+Every code reads the same files: for simulations, the potential slices (V·Å, one ``.npy`` per
+frozen-phonon configuration) and the scan; for reconstructions, one dataset (patterns, positions,
+the initial probe) and the ground-truth object used to score each result. See README.md.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+# --------------------------------------------------------------------------- constants
+
+A_STO = 3.905  # Å, SrTiO3 cubic lattice constant
+SIM = dict(
+    energy=200e3,
+    semiangle_cutoff=20.0,
+    gpts=(256, 256),
+    cells=(8, 8, 10),
+    slice_thickness=1.9525,
+    scan_start=(3.5 * A_STO, 3.5 * A_STO),
+    scan_end=(4.5 * A_STO, 4.5 * A_STO),
+    bf_mrad=(0.0, 20.0),
+    adf_mrad=(30.0, 65.0),
+)
+SIM_CASES = {
+    "sim-a": dict(scan_gpts=(16, 16), phonons=0),
+    "sim-b-scan": dict(scan_gpts=(64, 64), phonons=0),
+    "sim-b-phonons": dict(scan_gpts=(16, 16), phonons=8),
+}
+RECON = dict(
+    energy=300e3,
+    semiangle_cutoff=25.0,
+    C10=200.0,  # Å; C10 = -defocus, positive = overfocus (crossover 200 Å before the specimen)
+    sampling=0.15,  # Å per pixel (1.025 mrad per detector pixel at 300 keV)
+    pattern_gpts=(128, 128),
+    object_gpts=(256, 256),
+    scan_gpts=(32, 32),
+    scan_step=0.5,
+    iterations=20,
+    batch_size=64,
+    dose=1e5,
+)
+RECON_CASES = {
+    "recon-a": dict(noise=False, slices=1, modes=1),
+    "recon-a-poisson": dict(noise=True, slices=1, modes=1),
+    "recon-b-multislice": dict(noise=False, slices=3, modes=1, slice_thickness=10.0),
+    "recon-b-mixed": dict(noise=False, slices=1, modes=4),
+}
+
+
+def wavelength(energy: float) -> float:
+    h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
+    E = energy * e
+    return h / math.sqrt(2 * m0 * E * (1 + E / (2 * m0 * c**2))) * 1e10
+
+
+def save_meta(case_dir: str, meta: dict) -> None:
+    os.makedirs(case_dir, exist_ok=True)
+    with open(os.path.join(case_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+# --------------------------------------------------------------------------- SIM
+
+
+def srtio3_atoms(cells=(8, 8, 10), a=A_STO, z_offset=None):
+    """SrTiO3 [001]: positions (n, 3) Å and Z. Atoms sit at z = a/4 and 3a/4 within each cell so
+    that none lies on a slice boundary of a/2-thick slices (the assignment is then unambiguous)."""
+    z_offset = a / 4 if z_offset is None else z_offset
+    basis = [
+        (38, 0.0, 0.0, 0.0),
+        (8, 0.5, 0.5, 0.0),
+        (22, 0.5, 0.5, 0.5),
+        (8, 0.5, 0.0, 0.5),
+        (8, 0.0, 0.5, 0.5),
+    ]
+    pos, num = [], []
+    for i in range(cells[0]):
+        for j in range(cells[1]):
+            for k in range(cells[2]):
+                for Z, fx, fy, fz in basis:
+                    pos.append(((i + fx) * a, (j + fy) * a, (k + fz) * a + z_offset))
+                    num.append(Z)
+    return np.asarray(pos, np.float64), np.asarray(num, np.int32), (cells[0] * a, cells[1] * a, cells[2] * a)
+
+
+def displaced(positions, sigma_xy: float, seed: int):
+    """A frozen-phonon configuration: Gaussian displacements (rms ``sigma_xy`` Å per direction)."""
+    rng = np.random.default_rng(seed)
+    out = positions.copy()
+    out[:, :2] += rng.normal(0.0, sigma_xy, size=(positions.shape[0], 2))
+    return out
+
+
+def scan_positions(start, end, gpts):
+    axes = [np.linspace(s, e, n, endpoint=False) for s, e, n in zip(start, end, gpts)]
+    xx, yy = np.meshgrid(*axes, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], -1)
+
+
+# --------------------------------------------------------------------------- RECON
+
+
+def mos2_phase(gpts, sampling, *, a=3.16, peak=1.0, rotation=0.0, shift=(0.0, 0.0), sigma=0.35):
+    """A MoS2-like monolayer phase (rad) on a (nx, ny) grid: Gaussian Mo (peak ``peak``) and S2
+    (0.7 peak) columns on a honeycomb lattice, lattice ``rotation`` (rad) and ``shift`` (Å)."""
+    nx, ny = gpts
+    x = np.arange(nx) * sampling
+    y = np.arange(ny) * sampling
+    X, Y = np.meshgrid(x, y, indexing="ij")
+    c, s = math.cos(rotation), math.sin(rotation)
+    a1 = np.array([a * c, a * s])
+    a2 = np.array([a * (0.5 * c - math.sqrt(3) / 2 * s), a * (0.5 * s + math.sqrt(3) / 2 * c)])
+    sites = [(0.0, 1.0), ((a1 + a2) / 3, 0.7)]
+    ext = max(nx * sampling, ny * sampling)
+    nmax = int(ext / a * 2) + 3
+    phase = np.zeros(gpts)
+    for i in range(-nmax, nmax + 1):
+        for j in range(-nmax, nmax + 1):
+            base = i * a1 + j * a2 + np.asarray(shift)
+            for off, w in sites:
+                p = base + off
+                if -3 < p[0] < nx * sampling + 3 and -3 < p[1] < ny * sampling + 3:
+                    r2 = (X - p[0]) ** 2 + (Y - p[1]) ** 2
+                    phase += w * np.exp(-r2 / (2 * sigma**2))
+    return phase * (peak / phase.max())
+
+
+def probe_array(gpts, sampling, energy, semiangle, C10):
+    """The probe (centred at index n//2, Σ|ψ|² = 1): hard aperture with a one-pixel soft edge and
+    defocus phase χ = π λ C10 k²."""
+    lam = wavelength(energy)
+    kx = np.fft.fftfreq(gpts[0], sampling)[:, None]
+    ky = np.fft.fftfreq(gpts[1], sampling)[None, :]
+    k = np.sqrt(kx**2 + ky**2)
+    alpha = k * lam
+    edge = lam / (gpts[0] * sampling)
+    amp = np.clip((semiangle * 1e-3 - alpha) / edge + 0.5, 0.0, 1.0)
+    chi = math.pi * lam * C10 * k**2
+    psi = np.fft.fftshift(np.fft.ifft2(amp * np.exp(-1j * chi)))
+    return (psi / np.sqrt(np.sum(np.abs(psi) ** 2))).astype(np.complex128)
+
+
+def fresnel(gpts, sampling, energy, dz):
+    lam = wavelength(energy)
+    kx = np.fft.fftfreq(gpts[0], sampling)[:, None]
+    ky = np.fft.fftfreq(gpts[1], sampling)[None, :]
+    return np.exp(-1j * math.pi * lam * dz * (kx**2 + ky**2))
+
+
+def forward(objects, probes, weights, positions, sampling, energy, dz):
+    """Ground-truth patterns (n, qx, qy), centred, unitary FFT: the probe (modes) shifted by
+    sub-pixel phase ramps, multiplied by object window(s), propagated between slices."""
+    npx = probes.shape[-1]
+    kx = np.fft.fftfreq(npx)[:, None]
+    ky = np.fft.fftfreq(npx)[None, :]
+    prop = fresnel((npx, npx), sampling, energy, dz) if objects.shape[0] > 1 else None
+    out = np.zeros((positions.shape[0], npx, npx))
+    fprobes = np.fft.fft2(probes)
+    for n, (px, py) in enumerate(positions / sampling):
+        ix, iy = int(math.floor(px)), int(math.floor(py))
+        fx, fy = px - ix, py - iy
+        ramp = np.exp(-2j * math.pi * (kx * fx + ky * fy))
+        for m in range(probes.shape[0]):
+            w = np.fft.ifft2(fprobes[m] * ramp)
+            for s in range(objects.shape[0]):
+                w = w * objects[s, ix - npx // 2 : ix - npx // 2 + npx, iy - npx // 2 : iy - npx // 2 + npx]
+                if s < objects.shape[0] - 1:
+                    w = np.fft.ifft2(np.fft.fft2(w) * prop)
+            out[n] += weights[m] * np.abs(np.fft.fftshift(np.fft.fft2(w, norm="ortho"))) ** 2
+    return out
+
+
+def make_recon_case(case_dir: str, name: str) -> dict:
+    spec = RECON_CASES[name]
+    r = RECON
+    dx = r["sampling"]
+    ogpts, pgpts = r["object_gpts"], r["pattern_gpts"]
+    nslices, nmodes = spec["slices"], spec["modes"]
+    if nslices == 1:
+        phases = mos2_phase(ogpts, dx, peak=1.0)[None]
+    else:
+        phases = np.stack(
+            [mos2_phase(ogpts, dx, peak=0.5, rotation=math.radians(20 * s), shift=(0.7 * s, 0.4 * s)) for s in range(nslices)]
+        )
+    objects = np.exp(1j * phases)
+    if nmodes == 1:
+        probes = probe_array(pgpts, dx, r["energy"], r["semiangle_cutoff"], r["C10"])[None]
+        weights = np.array([1.0])
+    else:  # focal spread (incoherent defocus series, Gauss-Hermite weights, 30 Å rms)
+        nodes, w = np.polynomial.hermite_e.hermegauss(nmodes)
+        weights = w / w.sum()
+        probes = np.stack([probe_array(pgpts, dx, r["energy"], r["semiangle_cutoff"], r["C10"] + 30.0 * z) for z in nodes])
+    centre = np.array(ogpts) * dx / 2
+    half = (np.array(r["scan_gpts"]) - 1) * r["scan_step"] / 2
+    positions = scan_positions(centre - half, centre - half + np.array(r["scan_gpts"]) * r["scan_step"], r["scan_gpts"])
+    dz = spec.get("slice_thickness", 1.0)
+    patterns = forward(objects, probes, weights, positions, dx, r["energy"], dz)
+    if spec["noise"]:
+        rng = np.random.default_rng(1234)
+        patterns = rng.poisson(patterns * r["dose"]).astype(np.float64) / r["dose"]
+    patterns = patterns.reshape(tuple(r["scan_gpts"]) + tuple(pgpts)).astype(np.float32)
+    init_probe = probe_array(pgpts, dx, r["energy"], r["semiangle_cutoff"], r["C10"]).astype(np.complex64)
+    os.makedirs(case_dir, exist_ok=True)
+    np.save(os.path.join(case_dir, "patterns.npy"), patterns)
+    np.save(os.path.join(case_dir, "positions.npy"), positions.astype(np.float64))
+    np.save(os.path.join(case_dir, "probe.npy"), init_probe)
+    np.save(os.path.join(case_dir, "true_phase.npy"), phases.astype(np.float32))
+    lam = wavelength(r["energy"])
+    meta = dict(
+        case=name,
+        kind="recon",
+        energy=r["energy"],
+        wavelength=lam,
+        semiangle_cutoff=r["semiangle_cutoff"],
+        C10=r["C10"],
+        defocus=-r["C10"],
+        sampling=dx,
+        angular_sampling_mrad=lam / (pgpts[0] * dx) * 1e3,
+        reciprocal_sampling=1.0 / (pgpts[0] * dx),
+        pattern_gpts=list(pgpts),
+        object_gpts=list(ogpts),
+        scan_gpts=list(r["scan_gpts"]),
+        scan_step=r["scan_step"],
+        iterations=r["iterations"],
+        batch_size=r["batch_size"],
+        slices=nslices,
+        slice_thickness=dz,
+        modes=nmodes,
+        noise=spec["noise"],
+        dose=r["dose"] if spec["noise"] else None,
+        files=dict(patterns="patterns.npy (Rx, Ry, Qx, Qy) float32, centred, each sums to ~1",
+                   positions="positions.npy (Rx*Ry, 2) probe centres (x, y) in Å, object pixel [0,0] at (0,0)",
+                   probe="probe.npy (Qx, Qy) complex64 initial probe, centred, sum |psi|^2 = 1",
+                   true_phase="true_phase.npy (slices, ox, oy) ground-truth phase"),
+    )
+    save_meta(case_dir, meta)
+    return meta
+
+
+def make_sim_atoms(case_dir: str, name: str) -> int:
+    """Write ``atoms_<k>.npz`` (positions, numbers, cell) for every configuration; returns the count."""
+    spec = SIM_CASES[name]
+    pos, num, cell = srtio3_atoms(SIM["cells"])
+    n = max(1, spec["phonons"])
+    os.makedirs(case_dir, exist_ok=True)
+    for k in range(n):
+        p = displaced(pos, 0.1, seed=k) if spec["phonons"] else pos
+        np.savez(os.path.join(case_dir, f"atoms_{k}.npz"), positions=p, numbers=num, cell=np.asarray(cell))
+    return n
+
+
+def sim_meta(name: str, potential_files, potential_source: str) -> dict:
+    spec = SIM_CASES[name]
+    cell = (SIM["cells"][0] * A_STO, SIM["cells"][1] * A_STO)
+    return dict(
+        case=name,
+        kind="sim",
+        energy=SIM["energy"],
+        semiangle_cutoff=SIM["semiangle_cutoff"],
+        gpts=list(SIM["gpts"]),
+        extent=list(cell),
+        sampling=[cell[0] / SIM["gpts"][0], cell[1] / SIM["gpts"][1]],
+        slice_thickness=SIM["slice_thickness"],
+        num_slices=int(round(SIM["cells"][2] * A_STO / SIM["slice_thickness"])),
+        scan_start=list(SIM["scan_start"]),
+        scan_end=list(SIM["scan_end"]),
+        scan_gpts=list(spec["scan_gpts"]),
+        phonons=spec["phonons"],
+        batch_size=64,
+        potential_files=list(potential_files),
+        potential_source=potential_source,
+        bf_mrad=list(SIM["bf_mrad"]),
+        adf_mrad=list(SIM["adf_mrad"]),
+    )
+
+
+def ours_potential(case_dir: str, n: int):
+    """Our Kirkland potential (infinite projection) for each configuration, or None when the
+    library does not provide it yet. Writes ``ptyro_potential_<k>.npy``."""
+    try:
+        import ptyro_core
+        from ptyro_core import Atoms, Grid
+
+        build = ptyro_core.get("potential", "kirkland")
+    except Exception as e:  # not available: caller falls back
+        return None, f"{type(e).__name__}: {e}"
+    cell = (SIM["cells"][0] * A_STO, SIM["cells"][1] * A_STO)
+    grid = Grid(tuple(SIM["gpts"]), (cell[0] / SIM["gpts"][0], cell[1] / SIM["gpts"][1]))
+    files = []
+    for k in range(n):
+        z = np.load(os.path.join(case_dir, f"atoms_{k}.npz"))
+        atoms = Atoms(z["positions"].astype(np.float32), z["numbers"], tuple(float(c) for c in z["cell"]))
+        pot = build(atoms, grid, slice_thickness=SIM["slice_thickness"], projection="infinite")
+        arr = np.asarray(pot.array, np.float32)
+        f = f"ptyro_potential_{k}.npy"
+        np.save(os.path.join(case_dir, f), arr)
+        files.append(f)
+    return files, None

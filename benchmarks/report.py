@@ -1,0 +1,70 @@
+"""Render results.json as the markdown table committed under benchmarks/results/RESULTS.md."""
+
+
+def _f(x, fmt="{:.2f}"):
+    if x is None:
+        return "–"
+    try:
+        return fmt.format(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _codes(case: dict) -> list:
+    return [k for k, v in case.items() if isinstance(v, dict) and ("rounds_s" in v or "error" in v) and k not in ("ratios",)]
+
+
+def markdown(results: dict) -> str:
+    info = results["info"]
+    m = info["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run started {info.get('started')}, finished {info.get('finished', '(running)')}; {info['rounds']} interleaved round(s) per case.",
+        f"Machine: {m['cpu']}, {m['cores']} cores (shared with other users: absolute times are noisy; compare the per-round ratios), "
+        f"load average at start {_f(m.get('loadavg_at_start'), '{}')}; {m['platform']}, Python {m['python']}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v.get('version', 'failed: ' + str(v.get('error')))}" + (f" (jax {v['jax']})" if v.get("jax") else "") for k, v in info["envs"].items()),
+        "",
+        "Times in seconds, excluding imports; *first call* includes JIT compilation (ours) and any warm-up; "
+        "*median* is over the interleaved rounds. Peak RSS is per worker process (MiB).",
+        "",
+    ]
+    for name, case in results["cases"].items():
+        lines += [f"## {name}", ""]
+        if "error" in case and not _codes(case):
+            lines += [f"{case['error']}", ""]
+            continue
+        for key in ("potential_source", "algorithm_note", "note"):
+            if case.get(key):
+                lines.append(f"- {key.replace('_', ' ')}: {case[key]}")
+        if case.get("potential_vs_abtem_rel_rms") is not None:
+            lines.append(f"- projected potential, ours vs abTEM's: relative RMS difference {case['potential_vs_abtem_rel_rms']:.4f}")
+        lines += ["", "| code | first call | median | rounds | peak RSS | accuracy | status |", "|---|---|---|---|---|---|---|"]
+        acc = case.get("accuracy_vs_abtem") or case.get("accuracy") or {}
+        for code in _codes(case):
+            r = case[code]
+            a = acc.get(code)
+            if a and "bf" in a:
+                astr = f"BF max {a['bf']['max_rel_diff'] * 100:.2f}%, ADF max {a['adf']['max_rel_diff'] * 100:.2f}% vs abTEM"
+            elif a and "phase_rmse" in a:
+                astr = f"phase RMSE {a['phase_rmse']:.4f} rad"
+            else:
+                astr = ""
+            rounds = ", ".join(_f(x) for x in r.get("rounds_s", []))
+            status = "ok" if not r.get("error") else str(r["error"])[:160]
+            lines.append(
+                f"| {code} | {_f(r.get('first_call_s'))} | {_f(r.get('median_s'))} | {rounds} | {_f(r.get('peak_rss_mb'), '{:.0f}')} | {astr} | {status} |"
+            )
+        rat = {k: v for k, v in (case.get("ratios") or {}).items() if v}
+        if rat:
+            lines += ["", "| ratio (time) | median | per round |", "|---|---|---|"]
+            for k, v in rat.items():
+                lines.append(f"| {k} | {v['median']:.3f} | {', '.join(f'{x:.3f}' for x in v['per_round'])} |")
+        for key in ("targets", "time_to_reference_error", "memory"):
+            if case.get(key):
+                lines += ["", f"**{key.replace('_', ' ')}**:", ""]
+                for k, v in case[key].items():
+                    lines.append(f"- {k}: {v}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
