@@ -246,9 +246,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if args.algorithm_option:
         over.setdefault("reconstruction", {})["options"] = {**(base.get("reconstruction", {}).get("options") or {}), **dict(args.algorithm_option)}
     explicit_energy = (base.get("probe") or {}).get("energy") if args.energy is None else args.energy
-    # keep only the tables a reconstruction reads (a full simulation config is accepted)
-    raw = merge(base, over)
-    cfg = reconstruction_config({k: v for k, v in raw.items() if k in _REC_TABLES})
+    # a full simulation config is accepted: its other tables are kept (provenance) but not read
+    cfg = reconstruction_config(merge(base, over))
     check_output(args.out, args.overwrite)
     _distributed(args)
     ds = load_dataset(

@@ -207,7 +207,9 @@ class DatasetWriter:
         overwrite: bool = False,
         dtype: Any = np.float32,
         calibration: Mapping[str, Any] | None = None,
+        store_patterns: bool = True,
     ) -> None:
+        self.store_patterns = bool(store_patterns)
         self.path = check_output(path, overwrite)
         self.overwrite = overwrite
         self._ctx = atomic_output(self.path, overwrite)
@@ -231,17 +233,18 @@ class DatasetWriter:
                 ("Ry", R_UNITS, [origin[1], origin[1] + step[1]]),
                 *_q_dims(grid),
             ]
-            g = write_emd_array(
-                self.root,
-                DATACUBE,
-                None,
-                dims,
-                units="intensity (fraction of the incident beam)",
-                shape=(*self.scan_shape, nx, ny),
-                dtype=dtype,
-                chunks=(1, 1, nx, ny),
-            )
-            self.data = g["data"]
+            if self.store_patterns:
+                g = write_emd_array(
+                    self.root,
+                    DATACUBE,
+                    None,
+                    dims,
+                    units="intensity (fraction of the incident beam)",
+                    shape=(*self.scan_shape, nx, ny),
+                    dtype=dtype,
+                    chunks=(1, 1, nx, ny),
+                )
+                self.data = g["data"]
             from ptyro_simul.constants import energy2wavelength
 
             lam = energy2wavelength(self.energy)
@@ -260,8 +263,8 @@ class DatasetWriter:
                 "conventions": "axes (Rx, Ry, Qx, Qy); x = axis 0; patterns centred (zero frequency at n//2); unitary FFT",
                 **dict(calibration or {}),
             }
-            _emd_metadata(g, "calibration", cal)
-            write_emd_array(self.root, "scan_positions", self.positions, [("index", "pixels", [0, 1]), ("x,y", "A", [0, 1])], units="A")
+            sp = write_emd_array(self.root, "scan_positions", self.positions, [("index", "pixels", [0, 1]), ("x,y", "pixels", [0, 1])], units="A")
+            _emd_metadata(g if self.store_patterns else sp, "calibration", cal)
         except BaseException:
             self._abort()
             raise
@@ -271,6 +274,9 @@ class DatasetWriter:
         arr = np.asarray(intensities)
         if arr.shape[0] != stop - start:
             raise PtyroValueError(f"batch {start}:{stop}: expected {stop - start} patterns, got {arr.shape[0]}")
+        if not self.store_patterns:
+            self._written += stop - start
+            return
         ry = self.scan_shape[1]
         i = start
         while i < stop:

@@ -259,7 +259,10 @@ def simulate(
     keep_arr = np.zeros((total, *grid.gpts), np.float32) if keep else None
     writer = None
     if out is not None:
-        writer = DatasetWriter(out, scan_shape=scan_shape, positions=positions.positions, grid=grid, energy=energy, provenance=prov, overwrite=overwrite)
+        writer = DatasetWriter(
+            out, scan_shape=scan_shape, positions=positions.positions, grid=grid, energy=energy, provenance=prov, overwrite=overwrite,
+            store_patterns=bool(cfg["detectors"]["pixelated"]),
+        )
     try:
         mesh = device_mesh()
         with progress_bar(total=total, desc="simulating 4D-STEM", unit="pattern", disable=not progress) as bar:
