@@ -64,7 +64,10 @@ class SimulationResult:
 
 def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
     """Atoms from a ``[specimen]`` table: a built-in crystal name or a structure file, repeated."""
-    from ptyro_simul import structures
+    try:
+        from ptyro_simul import structures
+    except ImportError:  # ptyro_simul without structures yet: built-in crystals only
+        structures = None
 
     name = str(specimen["structure"])
     repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
@@ -74,12 +77,18 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
         p = Path(name)
         if not p.exists():
             raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
+        if structures is None:
+            raise PtyroValueError(f"[specimen] structure: reading structure files needs ptyro_simul.structures; got {name!r}")
         atoms = structures.read_structure(p)
         if zone != (0, 0, 1):
             atoms = structures.orient(atoms, zone) if hasattr(structures, "orient") else _unsupported_zone(zone)
         if repeat != (1, 1, 1):
             atoms = structures.repeat(atoms, repeat)
         return atoms
+    if structures is None:
+        from ptyro_workflows._fallback import builtin_crystal
+
+        return builtin_crystal(name, repeat, zone)
     return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
 
 
@@ -190,6 +199,19 @@ def _make_batch_fn(simulator: Callable[..., Any], options: Mapping[str, Any]) ->
     return jax.jit(batch)
 
 
+def _simulator(name: str) -> Any:
+    from ptyro_core import UnknownComponentError, get_registry
+
+    if name == "multislice" and "multislice" not in get_registry().names("simulator"):
+        from ptyro_workflows._fallback import multislice
+
+        return multislice  # stand-in until ptyro_simul registers its own
+    try:
+        return get("simulator", name)
+    except UnknownComponentError:
+        raise
+
+
 def simulate(
     config: Any = None,
     out: str | Path | None = None,
@@ -220,7 +242,7 @@ def simulate(
     # resolve every component by name, outside jit (errors name the known components)
     potential_fn = get("potential", pot_cfg["parametrization"])
     get("probe", probe_cfg["name"])
-    simulator = get("simulator", sim_cfg["simulator"])
+    simulator = _simulator(sim_cfg["simulator"])
     get("propagator", sim_cfg["propagator"])
 
     atoms = build_specimen(spec)
