@@ -100,7 +100,8 @@ def make_model(
     propagate = None
     if num_slices > 1:
         prop = get("propagator", propagator) if isinstance(propagator, str) else propagator
-        propagate = lambda w, h: prop(w, h, grid, energy)  # noqa: E731
+        # one mode at a time, so any propagator written for (nx, ny) waves works
+        propagate = lambda w, h: jax.vmap(lambda v: prop(v, h, grid, energy))(w)  # noqa: E731
     blur = blur_transfer(detector_blur, tuple(window)) if detector_blur > 0 else None
 
     def model(obj: Array, probe: Array, dz: Array, position: Array) -> Array:

@@ -562,9 +562,8 @@ def multislice(dataset: Dataset4D, state: ReconState, **options: Any) -> ReconSt
     """Multislice ptychography: an object of several slices (``state.slice_thickness`` Å),
     propagated with the registered ``propagator`` (default "fresnel"); ``depth_weight``
     regularises differences between adjacent slices, ``fit_thickness`` fits the slice
-    thicknesses too."""
-    if int(state.object.shape[0]) < 2:
-        raise PtyroValueError(f"multislice: expected an object of 2+ slices, got {state.object.shape[0]}; use initial_state(num_slices=...)")
+    thicknesses too. A one-slice object is allowed (it is then single-slice ptychography);
+    make a layered starting state with ``initial_state(..., num_slices=s, slice_thickness=Δz)``."""
     return run_reconstruction(dataset, state, **{"algorithm": "multislice", **options})
 
 
