@@ -444,8 +444,9 @@ def run_reconstruction(
 
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step = jax.jit(recon_step, out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
-    params = replicate(params, mesh)
-    opt_state = replicate(opt_state, mesh)
+    # fresh buffers: the step donates them, and the caller's state must survive
+    params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
+    opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
     consts = replicate(consts, mesh)
     shard = scan_sharding(mesh)
 

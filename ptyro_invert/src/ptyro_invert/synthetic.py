@@ -17,6 +17,7 @@ __all__ = [
     "setup",
     "simulate",
     "partially_coherent_modes",
+    "with_object",
 ]
 
 
@@ -133,7 +134,7 @@ def partially_coherent_modes(probe: Any, sampling: tuple[float, float], *, sourc
             copies.append(np.sqrt(w) * np.fft.ifft2(pk * np.exp(-2j * np.pi * (kx * sx + ky * sy))))
             weights.append(w)
     stack = np.stack(copies) / np.sqrt(np.sum(weights))
-    modes = np.asarray(orthogonalize_modes(jnp.asarray(stack, jnp.complex128 if stack.dtype == np.complex128 else jnp.complex64)))
+    modes = np.asarray(orthogonalize_modes(jnp.asarray(stack, jnp.complex64)))
     modes = modes[:num_modes]
     return (modes / np.sqrt(np.sum(np.abs(modes) ** 2))).astype(np.complex64)
 
