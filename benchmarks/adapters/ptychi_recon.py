@@ -16,6 +16,7 @@ from _proto import load_meta, serve, timed_import
 with timed_import():
     import numpy as np
     import torch
+    import _torch_shim  # noqa: F401  (torchvision next to the CPU torch)
     import ptychi
     import ptychi.api as api
     from ptychi.api.task import PtychographyTask

@@ -19,6 +19,8 @@ from _proto import load_meta, serve, timed_import
 with timed_import():
     import numpy as np
     import torch
+    import _torch_shim  # noqa: F401  (torchvision next to the CPU torch)
+    import _ptyrad_shim  # noqa: F401  (PtyRAD's figure module needs Python 3.12)
     import ptyrad
     from ptyrad.params.ptyrad_params import PtyRADParams
     from ptyrad.solver.ptyrad_solver import PtyRADSolver
