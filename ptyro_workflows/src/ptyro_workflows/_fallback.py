@@ -52,7 +52,7 @@ def multislice(potential: PotentialSlices, probe: ProbeModes, *, propagator: str
         def step(w: Any, xs: Any) -> tuple[Any, None]:
             v, dz = xs
             w = w * jnp.exp(1j * sigma * v).astype(w.dtype)[None]
-            return prop(w, dz, grid, energy), None
+            return jax.vmap(lambda m: prop(m, dz, grid, energy))(w), None
 
         psi, _ = jax.lax.scan(step, psi, (potential.array, potential.slice_thickness))
         return jnp.sum(jnp.abs(jnp.fft.fftshift(jnp.fft.fft2(psi, norm="ortho"), axes=(-2, -1))) ** 2, axis=0)

@@ -184,7 +184,22 @@ def _atom_sigmas(atoms: Atoms, sigmas: Any) -> np.ndarray:
 
 
 def _make_batch_fn(simulator: Callable[..., Any], options: Mapping[str, Any]) -> Callable[..., Any]:
-    opts = dict(options)
+    """The jitted batch function (cached per simulator and options, so repeated simulations of
+    the same shapes compile once)."""
+    try:
+        key = (simulator, tuple(sorted(options.items())))
+        hash(key)
+    except TypeError:
+        return _build_batch_fn(simulator, dict(options))
+    if key not in _BATCH_FNS:
+        _BATCH_FNS[key] = _build_batch_fn(simulator, dict(options))
+    return _BATCH_FNS[key]
+
+
+_BATCH_FNS: dict[Any, Callable[..., Any]] = {}
+
+
+def _build_batch_fn(simulator: Callable[..., Any], opts: dict[str, Any]) -> Callable[..., Any]:
 
     def batch(pos: Any, potentials: PotentialSlices, probe: ProbeModes) -> Any:
         n = potentials.array.shape[0]

@@ -1,0 +1,108 @@
+"""Simulation pipeline: structure → potential → probe → 4D-STEM, streamed to EMD; checked
+against physics (intensity conservation, the crystal's mirror symmetry, the ground-truth phase
+of a reconstruction) and round-tripped through files."""
+
+import numpy as np
+import pytest
+
+from ptyro_core import PtyroValueError
+from ptyro_workflows import load_dataset, load_images, load_reconstruction, phase_correlation, read_file_provenance, simulate
+from ptyro_workflows.cli import main
+
+A = 3.905
+SMALL = {
+    "specimen": {"structure": "SrTiO3", "repeat": [2, 2, 1]},
+    "potential": {"gpts": [32, 32], "slice_thickness": A / 2},
+    "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -20.0},
+    "scan": {"start": [0.0, 0.0], "end": [A, A], "gpts": [8, 8]},
+    "detectors": {"bf": [0, 20], "adf": [22, 33]},
+    "simulation": {"batch_size": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "sim.h5"
+    res = simulate(SMALL, out, progress=False)
+    return res, out
+
+
+def test_patterns_conserve_intensity(simulated):
+    res, _ = simulated
+    sums = np.asarray(res.dataset.array).sum(axis=(-2, -1))
+    # unitary FFT, normalised probe: at most the incident beam, and little lost beyond the band limit
+    assert sums.max() <= 1.0 + 1e-4
+    assert sums.min() > 0.9
+
+
+def test_mirror_symmetry_of_srtio3_001(simulated):
+    """SrTiO3 [001] is symmetric under x <-> y; with a square raster from the origin the
+    virtual images and the mean pattern must be too (checks axis 0 = x throughout)."""
+    res, _ = simulated
+    for name, img in res.images.items():
+        np.testing.assert_allclose(img, img.T, rtol=2e-3, atol=1e-6, err_msg=name)
+    mean = np.asarray(res.dataset.array).mean(axis=(0, 1))
+    np.testing.assert_allclose(mean, mean.T, rtol=1e-2, atol=1e-7)
+    # electrons scatter at the atoms: more dark-field signal on the Sr (origin) and TiO (centre)
+    # columns than halfway between them; the bright field dips there
+    adf, bf = res.images["adf"], res.images["bf"]
+    assert adf[0, 0] > adf[2, 2] and adf[4, 4] > adf[2, 2]
+    assert bf[0, 0] < bf[2, 2] and bf[4, 4] < bf[2, 2]
+
+
+def test_file_holds_what_was_simulated(simulated):
+    res, out = simulated
+    ds = load_dataset(out)
+    np.testing.assert_array_equal(np.asarray(ds.array), np.asarray(res.dataset.array))
+    imgs = load_images(out)
+    np.testing.assert_allclose(imgs["bf"], res.images["bf"], rtol=1e-6)
+    np.testing.assert_allclose(imgs["projected_potential"], res.projected_potential, rtol=1e-6)
+    prov = read_file_provenance(out)
+    names = {(c["kind"], c["name"]) for c in prov["components"]}
+    assert {("potential", "kirkland"), ("probe", "aberrated"), ("propagator", "fresnel")} <= names
+    assert "structure = \"SrTiO3\"" in prov["config"] and prov["seed"] == 0
+
+
+def test_streaming_keeps_no_4d_array(tmp_path):
+    res = simulate(SMALL, tmp_path / "s.h5", progress=False, keep=False)
+    assert res.dataset is None and load_dataset(tmp_path / "s.h5").array.shape == (8, 8, 32, 32)
+
+
+def test_frozen_phonons_blur_and_are_seeded():
+    cfg = {**SMALL, "scan": {**SMALL["scan"], "gpts": [2, 2]}, "frozen_phonons": {"configurations": 2, "sigmas": {"Sr": 0.1, "Ti": 0.1, "O": 0.1}, "seed": 1}}
+    a = simulate(cfg, progress=False)
+    b = simulate(cfg, progress=False)
+    c = simulate(SMALL | {"scan": cfg["scan"]}, progress=False)
+    np.testing.assert_array_equal(np.asarray(a.dataset.array), np.asarray(b.dataset.array))
+    assert not np.allclose(np.asarray(a.dataset.array), np.asarray(c.dataset.array))
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"scan": {"start": [0.0, 0.0], "end": [20.0, 3.0], "gpts": [2, 2]}}, "outside the cell"),
+        ({"probe": {"semiangle_cutoff": 60.0}}, "band limit"),
+        ({"detectors": {"haadf": [70, 200]}}, "band limit"),
+        ({"specimen": {"structure": "Unobtainium"}}, "Unobtainium"),
+    ],
+)
+def test_non_physical_requests_are_refused_before_anything_is_written(tmp_path, change, needle):
+    with pytest.raises(PtyroValueError, match=needle):
+        simulate({**SMALL, **change}, tmp_path / "x.h5", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_then_reconstruct_through_files(simulated, tmp_path, capsys):
+    """The round trip a user runs: ptyro simulate → ptyro reconstruct → compare with σ·ΣV."""
+    from ptyro_simul.constants import energy2sigma
+
+    _, data = simulated
+    out = tmp_path / "rec.h5"
+    code = main(["reconstruct", str(data), "--semiangle-cutoff", "20", "--C10", "-20", "--iterations", "10", "--batch-size", "16", "-o", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    state = load_reconstruction(out)
+    ds = load_dataset(data)
+    truth = energy2sigma(ds.energy) * load_images(data)["projected_potential"]
+    r = phase_correlation(state, ds.positions, truth, ds.grid.sampling)
+    assert r > 0.8, r
+    assert read_file_provenance(out)["source"]["kind"] == "simulation"
