@@ -36,6 +36,9 @@ def markdown(results: dict) -> str:
         if "error" in case and not _codes(case):
             lines += [f"{case['error']}", ""]
             continue
+        if case.get("from_run"):
+            fr = case["from_run"]
+            lines.append(f"- from an earlier run: started {fr.get('started')}, command `{fr.get('command')}`, rounds {fr.get('rounds')}")
         for key in ("potential_source", "algorithm_note", "note"):
             if case.get(key):
                 lines.append(f"- {key.replace('_', ' ')}: {case[key]}")

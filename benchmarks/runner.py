@@ -380,6 +380,16 @@ def main(argv=None):
         info["envs"]["ptyrodactyl"] = {"ok": False, "error": str(e)}
     results = {"info": info, "cases": {}}
     os.makedirs(a.out, exist_ok=True)
+    prev = os.path.join(a.out, "results.json")
+    if a.only and os.path.exists(prev):  # keep the other cases of an earlier run, with their run info
+        try:
+            old = json.load(open(prev))
+            kept = {k: v for k, v in old.get("cases", {}).items() if k not in selected}
+            for v in kept.values():
+                v.setdefault("from_run", {"started": old["info"].get("started"), "command": old["info"].get("command"), "rounds": old["info"].get("rounds")})
+            results["cases"].update(kept)
+        except (OSError, ValueError, KeyError):
+            pass
     for c in selected:
         t0 = time.time()
         try:

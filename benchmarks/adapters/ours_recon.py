@@ -52,8 +52,11 @@ class Worker:
 
     def _reconstruct(self, **extra):
         m = self.meta
+        # a fresh copy of the initial state every run: reconstruct() donates its parameter buffers
+        # (donate_argnums), which deletes the caller's arrays after the first call
+        st0 = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, self.st0)
         out = ptyro_invert.reconstruct(
-            self.ds, self.st0, algorithm=self.algorithm, iterations=m["iterations"], batch_size=m["batch_size"],
+            self.ds, st0, algorithm=self.algorithm, iterations=m["iterations"], batch_size=m["batch_size"],
             progress=False, **self.options, **extra,
         )  # fmt: skip
         jax.block_until_ready(out.object)
