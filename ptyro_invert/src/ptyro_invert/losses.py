@@ -15,8 +15,11 @@ a short batch) contribute nothing. All three are zero for a perfect prediction.
   the negative log-likelihood of counts ``I_m`` minus its value at the perfect prediction; use it
   on counted data (electrons per pixel).
 
-``ε`` (default 1e-12, in the units of the intensities) keeps √ and log away from zero, so
-gradients stay finite where the prediction vanishes.
+``ε`` (in the units of the intensities) keeps √ and log away from zero, so gradients stay
+finite where the prediction vanishes: 1e-12 for ``amplitude``; 0.1 for ``poisson``, a tenth of
+a count (a small background), which also keeps the pull of dark-field counts on a near-zero
+prediction (∝ m / (p + ε)) bounded, so that a reconstruction started from a blank object
+converges (with ε → 0 it does not).
 """
 
 from typing import Any
@@ -74,7 +77,7 @@ def intensity_loss(
 
 
 def poisson_loss(
-    predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = EPS
+    predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = 0.1
 ) -> Array:
     """Poisson negative log-likelihood of counts ``measured`` given rates ``predicted``, offset
     to be zero at the perfect prediction (half the Poisson deviance)."""

@@ -55,18 +55,23 @@ DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
 # --------------------------------------------------------------------------- initial state
 
 
-def orthogonalize_modes(probe: Array, reference: Array | None = None) -> Array:
-    """Orthogonal modes (m, px, py) with the same incoherent sum Σ|Pₘ|²: eigenvectors of the
-    modes' Gram matrix, sorted by decreasing power. Each new mode's phase is fixed so that its
-    overlap with the corresponding old mode (``reference``, default ``probe``) is real positive,
-    so repeated orthogonalisation is continuous."""
+def orthogonalize_modes(probe: Array, reference: Array | None = None, *, sort: bool = True) -> Array:
+    """Orthogonal modes (m, px, py) with the same incoherent sum Σ|Pₘ|² (the same density
+    matrix): eigenvectors of the modes' Gram matrix. With ``sort`` they are ordered by decreasing
+    power; without, each new mode keeps the place of the old mode it overlaps most (so that an
+    optimizer's moments stay attached to their mode during a run). Each new mode's phase is
+    fixed so that its overlap with the old mode at its place (``reference``, default ``probe``)
+    is real positive, so repeated orthogonalisation is continuous."""
     m = probe.shape[0]
     if m == 1:
         return probe
     flat = probe.reshape(m, -1)
     gram = flat @ jnp.conj(flat).T  # (m, m) Hermitian
     w, v = jnp.linalg.eigh(gram)
-    order = jnp.argsort(-w)
+    if sort:
+        order = jnp.argsort(-w)
+    else:
+        order = jnp.argsort(jnp.argmax(jnp.abs(v), axis=0))
     v = v[:, order]
     new = jnp.conj(v).T @ flat  # rows: orthogonal modes
     ref = flat if reference is None else reference.reshape(m, -1)
@@ -246,7 +251,7 @@ def _constrain(params: dict, *, probe_power: Array, object_max_amplitude: float 
     if support is not None:
         p = jnp.fft.ifft2(jnp.fft.fft2(p) * support[None]).astype(p.dtype)
     if orthogonalize and p.shape[0] > 1:
-        p = orthogonalize_modes(p, previous_probe)
+        p = orthogonalize_modes(p, previous_probe, sort=False)
     if fix_probe_intensity:
         p = p * jnp.sqrt(probe_power / jnp.sum(jnp.real(p) ** 2 + jnp.imag(p) ** 2)).astype(p.real.dtype)
     out["probe"] = p
@@ -452,10 +457,11 @@ def run_reconstruction(
 
     def current_state(it: int, hist: list) -> ReconState:
         pos = effective_positions(params, jnp.arange(n), consts) if fit_positions else consts["positions"]
+        probe = orthogonalize_modes(params["probe"]) if orthogonalize else params["probe"]
         return replace(
             state,
             object=params["object"],
-            probe=params["probe"],
+            probe=probe,
             positions=pos,
             slice_thickness=params.get("thickness", consts["thickness"]),
             loss=jnp.concatenate([jnp.asarray(state.loss, jnp.float32), jnp.asarray(hist, jnp.float32)]),
