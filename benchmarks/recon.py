@@ -21,7 +21,7 @@ def _fourier_shift(a: np.ndarray, shift) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.fft2(a) * np.exp(-2j * np.pi * (kx * shift[0] + ky * shift[1]))))
 
 
-def phase_error(recon: np.ndarray, truth: np.ndarray, region: tuple, sampling_ratio: float = 1.0) -> dict:
+def phase_error(recon: np.ndarray, truth: np.ndarray, region: tuple, window: int = 16) -> dict:
     """RMS phase error (rad) over ``region`` of the truth (the scanned area) after removing a
     constant offset, with the reconstruction registered to the truth by cross-correlation
     (integer + sub-pixel shift: every code has its own object frame and padding). Orientation
@@ -48,10 +48,13 @@ def phase_error(recon: np.ndarray, truth: np.ndarray, region: tuple, sampling_ra
             s2 = np.real(np.fft.ifft2(np.fft.fft2(rm**2) * np.conj(np.fft.fft2(ones))))
             var = np.maximum(s2 - s1**2 / t.size, 1e-12)
             ncc = corr / np.sqrt(var * np.sum(t**2))
-            valid = np.zeros_like(ncc, bool)
-            valid[: r.shape[0] - t.shape[0] - 3, : r.shape[1] - t.shape[1] - 3] = True
-            valid[:3, :] = False
-            valid[:, :3] = False
+            # every code centres its scan in its object array; the specimen is a crystal, so the
+            # correlation has a peak at every lattice translation: search only within ±window px
+            # of the centred placement (more than the lattice's Wigner-Seitz radius, 12 px here)
+            i0, j0 = (r.shape[0] - t.shape[0]) // 2, (r.shape[1] - t.shape[1]) // 2
+            ii, jj = np.meshgrid(np.arange(r.shape[0]), np.arange(r.shape[1]), indexing="ij")
+            valid = (np.abs(ii - i0) <= window) & (np.abs(jj - j0) <= window)
+            valid &= (ii >= 3) & (jj >= 3) & (ii < r.shape[0] - t.shape[0] - 3) & (jj < r.shape[1] - t.shape[1] - 3)
             ncc = np.where(valid, ncc, -np.inf)
             i, j = np.unravel_index(np.argmax(ncc), ncc.shape)
             # sub-pixel: parabola through the peak

@@ -14,6 +14,46 @@ def _codes(case: dict) -> list:
     return [k for k, v in case.items() if isinstance(v, dict) and ("rounds_s" in v or "error" in v) and k not in ("ratios",)]
 
 
+def _ratio(case, key):
+    r = (case or {}).get("ratios", {}).get(key)
+    return None if not r else r["median"]
+
+
+def targets(results: dict) -> list:
+    """The issue's targets, each with the measured figure and whether it is met."""
+    c = results["cases"]
+    rows = []
+
+    def row(name, value, limit, extra=""):
+        met = None if value is None else value <= limit
+        rows.append((name, value, limit, met, extra))
+
+    sa = c.get("sim-a")
+    if sa:
+        lib = _ratio(sa, "ptyro/abtem")
+        row("SIM-A time, ptyro / abTEM", lib, 0.4, "" if lib is not None else "library simulator unavailable")
+        row("SIM-A time, jax-plain / abTEM (baseline, not the library)", _ratio(sa, "jax-plain/abtem"), 0.4)
+        row("SIM-A full-grid multislice / FFT floor (ptyro)", _ratio(sa, "ptyro/fft-floor"), 1.2)
+        row("SIM-A full-grid multislice / FFT floor (jax-plain)", _ratio(sa, "jax-plain/fft-floor"), 1.2)
+    ra = c.get("recon-a")
+    if ra:
+        row("RECON-A time per pass, ptyro / py4DSTEM", _ratio(ra, "ptyro/py4dstem"), 0.2)
+        acc = ra.get("accuracy", {})
+        for ref in ("ptyrad", "ptychi"):
+            r = _ratio(ra, f"ptyro/{ref}")
+            e_ours, e_ref = acc.get("ptyro", {}).get("phase_rmse"), acc.get(ref, {}).get("phase_rmse")
+            extra = f"phase error ours {e_ours if e_ours is None else round(e_ours, 4)} vs {ref} {e_ref if e_ref is None else round(e_ref, 4)} rad"
+            if e_ours is not None and e_ref is not None and e_ours > e_ref:
+                extra += " (ours worse)"
+            row(f"RECON-A time per pass, ptyro / {ref}", r, 1.0, extra)
+        t = ra.get("time_to_reference_error") or {}
+        row("RECON-A time to py4DSTEM's 20-pass phase error, ptyro / py4DSTEM", t.get("ratio"), 0.25,
+            f"{t.get('our passes to reach it')} of our passes" if t else "")
+        mem = ra.get("memory") or {}
+        row("RECON-A peak memory, ptyro / py4DSTEM", mem.get("ptyro/py4dstem"), 0.5)
+    return rows
+
+
 def markdown(results: dict) -> str:
     info = results["info"]
     m = info["machine"]
@@ -31,6 +71,12 @@ def markdown(results: dict) -> str:
         "*median* is over the interleaved rounds. Peak RSS is per worker process (MiB).",
         "",
     ]
+    trows = targets(results)
+    if trows:
+        lines += ["## Targets (ratios of medians in the same run)", "", "| target | measured | limit | met | note |", "|---|---|---|---|---|"]
+        for name, value, limit, met, extra in trows:
+            lines.append(f"| {name} | {_f(value, '{:.3f}')} | ≤ {limit} | {'–' if met is None else ('yes' if met else '**no**')} | {extra} |")
+        lines.append("")
     for name, case in results["cases"].items():
         lines += [f"## {name}", ""]
         if "error" in case and not _codes(case):

@@ -3,7 +3,8 @@
 Pty-chi's flagship algorithm, LSQML (PtychoShelves' least-squares maximum likelihood), with its
 defaults, 20 epochs, batch 64, object and probe optimised, positions fixed, on the CPU. Axes:
 Pty-chi's (y, x) = (row, column) = our (x, y). Positions are given in pixels, centred on their
-mean (Pty-chi's default origin is the centre of the object support). Extra probe modes (RECON-B
+mean (Pty-chi's default origin is the centre of the object support). The shared probe is scaled
+to the data with Pty-chi's ``rescale_probe`` (its far-field FFT is unnormalised). Extra probe modes (RECON-B
 mixed) come from Pty-chi's own ``orthogonalize_initial_probe``. Only ``task.run()`` is timed;
 building the task (allocation, option checks) is excluded and reported in ``build_s``.
 """
@@ -20,7 +21,7 @@ with timed_import():
     import ptychi
     import ptychi.api as api
     from ptychi.api.task import PtychographyTask
-    from ptychi.utils import get_suggested_object_size, orthogonalize_initial_probe
+    from ptychi.utils import get_suggested_object_size, orthogonalize_initial_probe, rescale_probe
 
 
 class Worker:
@@ -36,6 +37,8 @@ class Worker:
         self.probe = torch.as_tensor(p)
         if m["modes"] > 1:
             self.probe = orthogonalize_initial_probe(self.probe)
+        # Pty-chi's far field is the unnormalised FFT: scale the probe to the data with its helper
+        self.probe = torch.as_tensor(rescale_probe(self.probe.numpy(), self.patterns))
         self.obj_shape = get_suggested_object_size(self.pos_px, probe.shape, extra=20)
         torch.set_num_threads(os.cpu_count() or 2)
 
