@@ -1,6 +1,13 @@
-"""Entry point of ptyro-simul: registers its potentials, propagators and probes."""
+"""Entry point of ptyro-simul: registers its potentials, propagators, probes and simulators."""
 
 from ptyro_core import hookimpl
+
+
+@hookimpl
+def ptyro_register_potentials(register):
+    from ptyro_simul.potentials import kirkland
+
+    register("kirkland", kirkland, description="Kirkland (2010) parametrisation: K0 + Gaussian projected potential, infinite/finite slicing")
 
 
 @hookimpl
