@@ -21,7 +21,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import Array
 
-from ptyro_lobato.bessel import k0, k1
+from ptyro_lobato.bessel import k0k1
 from ptyro_core import PtyroValueError
 from ptyro_lobato.parameters import parameters
 
@@ -82,7 +82,8 @@ def projected_potential(r: Any, Z: int | None = None, *, a: Any = None, b: Any =
     dt = _real_dtype(r)
     a, b = _params(Z, a, b, dt, r.ndim)
     x = 2.0 * jnp.pi * r[..., None] / jnp.sqrt(b)
-    return 4.0 * jnp.pi**2 * A0E * jnp.sum(a / b * (k0(x) + 0.5 * x * k1(x)), axis=-1)
+    v0, v1 = k0k1(x)
+    return 4.0 * jnp.pi**2 * A0E * jnp.sum(a / b * (v0 + 0.5 * x * v1), axis=-1)
 
 
 def projected_potential_fourier(g: Any, Z: int | None = None, *, a: Any = None, b: Any = None) -> Array:
