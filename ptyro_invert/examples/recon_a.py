@@ -22,54 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, Grid, ScanPositions, replace
-from ptyro_invert import initial_state, occupancies, orthogonalize_modes, predict_patterns, reconstruct
+from ptyro_invert import initial_state, occupancies, predict_patterns, reconstruct
+from ptyro_invert.synthetic import hexagonal_phase, partially_coherent_modes, phase_metrics, scanned_region
 
 ENERGY = 300e3
 SEMIANGLE = 25.0
 C10 = 200.0  # overfocus 200 Å (see the module docstring)
-
-
-def hexagonal_phase(gpts, sampling, *, origin=(0.0, 0.0), a=3.16, peaks=(1.0, 0.6), width=0.35, rotation=0.0):
-    """Phase (rad) of a MoS2-like projected honeycomb: Gaussian blobs (σ = ``width`` Å) on the
-    two sublattices, Mo (``peaks[0]``) brighter than S2 (``peaks[1]``)."""
-    x = np.arange(gpts[0]) * sampling[0]
-    y = np.arange(gpts[1]) * sampling[1]
-    xx, yy = np.meshgrid(x, y, indexing="ij")
-    c, s = np.cos(rotation), np.sin(rotation)
-    a1 = a * np.array([c, s])
-    a2 = a * np.array([np.cos(rotation + np.pi / 3), np.sin(rotation + np.pi / 3)])
-    basis = [(np.zeros(2), peaks[0]), ((a1 + a2) / 3, peaks[1])]
-    phase = np.zeros(gpts)
-    ext = max(gpts[0] * sampling[0], gpts[1] * sampling[1])
-    nmax = int(ext / a * 2) + 2
-    for i in range(-nmax, nmax + 1):
-        for j in range(-nmax, nmax + 1):
-            r = np.asarray(origin) + i * a1 + j * a2
-            for b, pk in basis:
-                p = r + b
-                if -2 <= p[0] <= gpts[0] * sampling[0] + 2 and -2 <= p[1] <= gpts[1] * sampling[1] + 2:
-                    phase += pk * np.exp(-((xx - p[0]) ** 2 + (yy - p[1]) ** 2) / (2 * width**2))
-    return phase
-
-
-def scanned_region(state, margin=0.0):
-    """Object-pixel slices covering the scanned area (range of probe centres)."""
-    pos = np.asarray(state.positions)
-    d = np.asarray(state.sampling)
-    lo = np.floor((pos.min(0) - margin) / d).astype(int)
-    hi = np.ceil((pos.max(0) + margin) / d).astype(int) + 1
-    return slice(lo[0], hi[0]), slice(lo[1], hi[1])
-
-
-def phase_metrics(recon_obj, true_obj, region):
-    """(RMSE rad after removing the constant phase offset, Pearson correlation of the phases)."""
-    o = np.asarray(recon_obj)[region]
-    t = np.asarray(true_obj)[region]
-    offset = np.angle(np.sum(o * np.conj(t)))
-    err = np.angle(o * np.conj(t) * np.exp(-1j * offset))
-    rmse = float(np.sqrt(np.mean(err**2)))
-    corr = float(np.corrcoef(np.angle(o * np.exp(-1j * offset)).ravel(), np.angle(t).ravel())[0, 1])
-    return rmse, corr
 
 
 def make_case(*, q=128, sampling=0.15, scan=(32, 32), step=0.5, num_slices=1, slice_thickness=None, padding_px=8):
@@ -104,11 +62,11 @@ def case_single(args, dose=None):
     true_obj = np.exp(1j * hexagonal_phase(st0.object.shape[-2:], st0.sampling, origin=(1.0, 1.3)))[None].astype(np.complex64)
     true = replace(st0, object=jnp.asarray(true_obj))
     ds = dataset_from(true, grid, scan_pos, dose=dose)
-    loss = "amplitude"
+    loss = args.loss if dose is not None else "amplitude"
     out, dt = run(ds, st0, "single_slice", iterations=args.passes, batch_size=64, loss=loss)
     region = scanned_region(st0)
     rmse, corr = phase_metrics(out.object[0], true_obj[0], region)
-    label = "noise-free" if dose is None else f"Poisson {dose:.0e} e/pattern"
+    label = "noise-free" if dose is None else f"Poisson {dose:.0e} e/pattern, loss={loss}"
     print(f"single_slice {label}: passes={args.passes} phase RMSE={rmse:.4f} rad corr={corr:.5f} "
           f"time={dt:.1f}s ({dt / args.passes:.2f} s/pass incl. compile) final loss={float(out.loss[-1]):.4g}")  # fmt: skip
     return rmse, corr
@@ -139,30 +97,10 @@ def case_positions(args):
     return rms_after, rmse, corr
 
 
-def partially_coherent_probe(probe, sampling, source_sigma=0.4, num_modes=3):
-    """Modes of a probe blurred by a Gaussian source of rms ``source_sigma`` Å (per axis):
-    the incoherent sum of shifted copies, orthogonalised, the strongest ``num_modes`` kept."""
-    px, py = probe.shape[-2:]
-    kx = np.fft.fftfreq(px, sampling[0])[:, None]
-    ky = np.fft.fftfreq(py, sampling[1])[None, :]
-    pk = np.fft.fft2(np.asarray(probe[0]))
-    offs = np.linspace(-2.5, 2.5, 7) * source_sigma
-    copies, weights = [], []
-    for sx in offs:
-        for sy in offs:
-            w = np.exp(-(sx**2 + sy**2) / (2 * source_sigma**2))
-            copies.append(np.sqrt(w) * np.fft.ifft2(pk * np.exp(-2j * np.pi * (kx * sx + ky * sy))))
-            weights.append(w)
-    stack = np.stack(copies) / np.sqrt(np.sum(weights))
-    modes = np.asarray(orthogonalize_modes(jnp.asarray(stack, jnp.complex64)))[:num_modes]
-    modes = modes / np.sqrt(np.sum(np.abs(modes) ** 2))
-    return modes.astype(np.complex64)
-
-
 def case_mixed(args):
     grid, scan_pos, st0 = make_case(q=args.q, scan=args.scan)
     true_obj = np.exp(1j * hexagonal_phase(st0.object.shape[-2:], st0.sampling, origin=(1.0, 1.3)))[None].astype(np.complex64)
-    modes = partially_coherent_probe(st0.probe, st0.sampling)
+    modes = partially_coherent_modes(st0.probe, st0.sampling, source_sigma=args.source_sigma, num_modes=args.modes)
     true = replace(st0, object=jnp.asarray(true_obj), probe=jnp.asarray(modes))
     occ_true = np.asarray(occupancies(true))
     ds = dataset_from(true, grid, scan_pos)
@@ -188,7 +126,7 @@ def case_multislice(args, thickness=50.0):
     ds = dataset_from(true, grid, scan_pos)
     region = scanned_region(st0)
     ms, dt = run(ds, st0, "multislice", iterations=args.passes, batch_size=64)
-    _, ss0, _ = make_case(q=args.q, scan=args.scan)[0], make_case(q=args.q, scan=args.scan)[2], None
+    ss0 = make_case(q=args.q, scan=args.scan)[2]
     ss, _ = run(ds, ss0, "single_slice", iterations=args.passes, batch_size=64)
     rec = np.asarray(ms.object)
     corr = np.zeros((2, 2))
@@ -207,6 +145,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases", nargs="*", default=["noise_free", "poisson", "positions", "mixed", "multislice"])
     ap.add_argument("--passes", type=int, default=20)
+    ap.add_argument("--loss", default="poisson", help="loss for the Poisson case")
+    ap.add_argument("--modes", type=int, default=3, help="probe modes of the partially coherent case")
+    ap.add_argument("--source-sigma", type=float, default=0.4, help="rms source size (Å) of the partially coherent case")
     ap.add_argument("--quick", action="store_true", help="64x64 patterns, 12x12 scan")
     args = ap.parse_args(argv)
     args.q, args.scan = (64, (12, 12)) if args.quick else (128, (32, 32))

@@ -38,6 +38,7 @@ def save_checkpoint(
     seed: int = 0,
     target_iteration: int | None = None,
     algorithm: str = "",
+    extras: dict[str, float] | None = None,
 ) -> Path:
     """Write ``state`` (and, for resuming, the optimizer's ``params`` / ``opt_state`` PyTrees)
     to HDF5 at ``path``, atomically (written to a temporary file, then renamed)."""
@@ -48,6 +49,8 @@ def save_checkpoint(
         f.attrs["seed"] = int(seed)
         f.attrs["target_iteration"] = int(state.iteration) if target_iteration is None else int(target_iteration)
         f.attrs["algorithm"] = str(algorithm)
+        for k, v in (extras or {}).items():
+            f.attrs["extra_" + k] = np.asarray(v)
         g = f.create_group("state")
         for name in ("object", "probe", "positions", "slice_thickness", "loss", "iteration"):
             g.create_dataset(name, data=np.asarray(getattr(state, name)))
@@ -96,6 +99,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "seed": int(f.attrs["seed"]),
             "target_iteration": int(f.attrs["target_iteration"]),
             "algorithm": str(f.attrs["algorithm"]),
+            "extras": {k[6:]: f.attrs[k] for k in f.attrs if k.startswith("extra_")},
         }
 
 

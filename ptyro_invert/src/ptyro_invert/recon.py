@@ -401,7 +401,10 @@ def run_reconstruction(
         "positions": jnp.asarray(nominal),
         "centre": jnp.asarray(nominal.mean(axis=0)),
         "scale": jnp.asarray(scale, real),
-        "probe_power": jnp.sum(jnp.abs(params["probe"]) ** 2).astype(real),
+        # the power the probe is held at: the starting state's (kept in checkpoints, so that a
+        # resumed run holds exactly the same value)
+        "probe_power": jnp.asarray(ck["extras"]["probe_power"] if ck is not None and "probe_power" in ck["extras"]
+                                   else jnp.sum(jnp.abs(params["probe"]) ** 2), real),
         "thickness": state.slice_thickness,
     }
     if mask_arr is not None:
@@ -496,6 +499,7 @@ def run_reconstruction(
                 save_checkpoint(
                     checkpoint, out, params=params, opt_state=opt_state, nominal_positions=nominal,
                     seed=seed, target_iteration=target, algorithm=algorithm,
+                    extras={"probe_power": np.asarray(consts["probe_power"])},
                 )  # fmt: skip
             if callback is not None and callback(out) is False:
                 break
