@@ -1,0 +1,94 @@
+"""``ptyro demo`` (on a smaller default, same code path), the figures, and the docs: the Python
+example of the getting-started page runs, every configuration key is documented, matplotlib is
+imported only by the figures module."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptyro_workflows import demo
+from ptyro_workflows.cli import main
+from ptyro_workflows.config import ABERRATION_KEYS, SCHEMA
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+A = 3.905
+
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    sim = {
+        **demo.DEMO_SIMULATION,
+        "specimen": {"structure": "SrTiO3", "repeat": [2, 2, 1]},
+        "potential": {"parametrization": "kirkland", "gpts": [32, 32], "slice_thickness": A / 2},
+        "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -20.0},
+        "scan": {"start": [0.0, 0.0], "end": [A, A], "gpts": [8, 8]},
+        "detectors": {"pixelated": True, "bf": [0, 20], "adf": [22, 33]},
+        "simulation": {"batch_size": 16},
+    }
+    rec = {"probe": {"semiangle_cutoff": 20.0, "C10": -20.0}, "reconstruction": {"iterations": 10, "batch_size": 16}}
+    monkeypatch.setattr(demo, "DEMO_SIMULATION", sim)
+    monkeypatch.setattr(demo, "DEMO_RECONSTRUCTION", rec)
+
+
+def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for name in demo.DEMO_FILES:
+        assert (out / name).is_file(), name
+        assert name in text
+    r = float(re.search(r"phase correlation with the ground truth .*: (-?[0-9.]+)", text).group(1))
+    assert r > 0.8, text
+    from matplotlib.image import imread
+
+    for png in sorted(out.glob("*.png")):
+        img = imread(png)
+        assert img.shape[0] > 300 and img.shape[1] > 300, png.name
+        assert float(np.std(img[..., :3])) > 0.02, f"{png.name} looks blank"
+    # the written configurations are valid configurations of each step
+    from ptyro_workflows.config import reconstruction_config, simulation_config
+
+    assert simulation_config(out / "simulation.toml")["specimen"]["structure"] == "SrTiO3"
+    assert reconstruction_config(out / "reconstruction.toml")["reconstruction"]["iterations"] == 10
+    # an existing demo is not overwritten without --overwrite
+    assert main(["demo", "--out", str(out), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_getting_started_python_example_runs(tmp_path, monkeypatch):
+    text = (DOCS / "getting-started.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "pw.simulate" in b)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, "getting-started.md", "exec"), ns)  # noqa: S102 - our own documentation
+    assert (tmp_path / "sim.h5").is_file() and (tmp_path / "rec.h5").is_file()
+    assert ns["state"].object.shape[0] == 1
+
+
+def test_every_configuration_key_is_in_the_reference():
+    text = (DOCS / "configuration.md").read_text()
+    for table, keys in SCHEMA.items():
+        assert f"[{table}]" in text, table
+        for k in keys:
+            assert f"`{k}`" in text, f"[{table}] {k}"
+    for k in ABERRATION_KEYS:
+        assert f"`{k}`" in text, k
+
+
+def test_every_subcommand_is_in_the_cli_reference():
+    text = (DOCS / "cli.md").read_text()
+    for cmd in ("demo", "simulate", "reconstruct", "info", "plugins"):
+        assert f"## `ptyro {cmd}`" in text, cmd
+
+
+def test_only_the_figures_module_imports_matplotlib():
+    src = Path(__file__).resolve().parents[1] / "src" / "ptyro_workflows"
+    for py in src.glob("*.py"):
+        if py.name == "figures.py":
+            continue
+        imports = re.findall(r"^\s*(?:import|from)\s+matplotlib", py.read_text(), re.M)
+        assert not imports, f"{py.name} imports matplotlib"
+    figures = (src / "figures.py").read_text()
+    assert "matplotlib.use(" not in figures  # no global backend switch: the Agg canvas is used directly
