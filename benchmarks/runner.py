@@ -298,6 +298,8 @@ def run_sim(name: str, rounds: int, info: dict) -> dict:
         out["abtem"] = {"error": f"failed: {info['envs'].get('abtem', {}).get('error')}"}
     if name == "sim-a":
         start("fft-floor", OUR_PY, "ours_sim.py", ["floor"])
+        if info["envs"].get("abtem", {}).get("ok"):
+            start("fftw-floor", env_python("abtem"), "fftw_floor.py", [])
     res = time_codes(workers, rounds)
     finish_all(workers, res)
     out.update(res)
@@ -319,6 +321,8 @@ def run_sim(name: str, rounds: int, info: dict) -> dict:
                 acc[label]["within_1pct"] = bool(acc[label]["bf"]["max_rel_diff"] <= 0.01 and acc[label]["adf"]["max_rel_diff"] <= 0.01)
     out["accuracy_vs_abtem"] = acc
     out["ratios"] = {f"{a}/{b}": ratios(res, a, b) for a in ("ptyro", "jax-plain") for b in ("abtem", "fft-floor")}
+    out["ratios"]["abtem/fftw-floor"] = ratios(res, "abtem", "fftw-floor")
+    out["ratios"]["fft-floor/fftw-floor"] = ratios(res, "fft-floor", "fftw-floor")
     return out
 
 
