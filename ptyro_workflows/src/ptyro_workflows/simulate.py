@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, PtyroValueError, ScanPositions, get
-from ptyro_core.pipeline import device_mesh, map_batches
+from ptyro_core.pipeline import device_mesh, is_writer, map_batches
 from ptyro_workflows.config import aberrations_for_api, simulation_config
 from ptyro_workflows.io import DatasetWriter, check_output
 from ptyro_workflows.progress import progress_bar
@@ -81,10 +81,8 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
             raise PtyroValueError(f"[specimen] structure: reading structure files needs ptyro_simul.structures; got {name!r}")
         atoms = structures.read_structure(p)
         if zone != (0, 0, 1):
-            atoms = structures.orient(atoms, zone) if hasattr(structures, "orient") else _unsupported_zone(zone)
-        if repeat != (1, 1, 1):
-            atoms = structures.repeat(atoms, repeat)
-        return atoms
+            _unsupported_zone(zone)
+        return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
     if structures is None:
         from ptyro_workflows._fallback import builtin_crystal
 
@@ -93,7 +91,21 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
 
 
 def _unsupported_zone(zone: tuple) -> Any:
-    raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: orienting a structure file is not supported; expected [0, 0, 1]")
+    raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: orienting a structure file is not supported; expected [0, 0, 1] (orient the file itself)")
+
+
+def _repeat(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
+    """``atoms`` tiled ``repeat`` = (nx, ny, nz) times along the cell axes."""
+    pos = np.asarray(atoms.positions, np.float64)
+    cell = np.asarray(atoms.cell, np.float64)
+    shifts = np.stack(np.meshgrid(*(np.arange(r) for r in repeat), indexing="ij"), -1).reshape(-1, 3) * cell
+    n = len(shifts)
+    return Atoms(
+        (pos[None] + shifts[:, None]).reshape(-1, 3).astype(np.float32),
+        np.tile(np.asarray(atoms.numbers), n),
+        tuple(float(c * r) for c, r in zip(cell, repeat)),
+        sigmas=np.tile(np.asarray(atoms.sigmas), n),
+    )
 
 
 def potential_grid(atoms: Atoms, potential: Mapping[str, Any]) -> Grid:
@@ -214,6 +226,34 @@ def _build_batch_fn(simulator: Callable[..., Any], opts: dict[str, Any]) -> Call
     return jax.jit(batch)
 
 
+def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, masks: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool) -> Any:
+    """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch:
+    through :func:`ptyro_simul.stem.iter_4dstem` and its detectors when available, else through
+    :func:`ptyro_core.pipeline.map_batches` here."""
+    try:
+        from ptyro_simul.detectors import AnnularDetector, PixelatedDetector
+        from ptyro_simul.stem import iter_4dstem
+    except ImportError:
+        iter_4dstem = None
+    if iter_4dstem is not None:
+        dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in masks.items()}
+        if want_patterns:
+            dets["pixelated"] = PixelatedDetector()
+        if not dets:  # nothing to record: still run, so errors show
+            dets["pixelated"] = PixelatedDetector()
+        yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, **options)
+        return
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
+    batch_fn = _make_batch_fn(simulator, options)
+    mask_arrays = virtual_masks(probe.grid, probe.energy, masks)
+    with progress_bar(total=len(positions), desc="4D-STEM", unit="pos", disable=not progress) as bar:
+        for start, stop, batch in map_batches(batch_fn, positions.positions, stacked, probe, batch_size=batch_size, mesh=device_mesh(), progress=bar.update):
+            arr = np.asarray(batch, np.float32)
+            out = {name: np.einsum("bxy,xy->b", arr, m, dtype=np.float64) for name, m in mask_arrays.items()}
+            out["pixelated"] = arr
+            yield start, stop, out
+
+
 def _simulator(name: str) -> Any:
     from ptyro_core import UnknownComponentError, get_registry
 
@@ -265,7 +305,8 @@ def simulate(
     probe = build_probe(grid, probe_cfg)
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
-    masks = virtual_masks(grid, energy, cfg["detectors"])
+    masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
+    virtual_masks(grid, energy, masks)  # checks the angles against the band limit
 
     def make_potential(a: Atoms) -> PotentialSlices:
         return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
@@ -278,10 +319,8 @@ def simulate(
         pots = [static_potential]
     else:
         pots = [make_potential(_displaced(atoms, sigmas, rng)) for _ in progress_bar(range(nconf), desc="potentials", disable=not progress or nconf < 2)]
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
 
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
-    batch_fn = _make_batch_fn(simulator, options)
     used = [
         ("potential", pot_cfg["parametrization"]),
         ("probe", probe_cfg["name"]),
@@ -292,25 +331,28 @@ def simulate(
 
     scan_shape = positions.shape
     total = len(positions)
+    pixelated = bool(cfg["detectors"]["pixelated"])
+    want_patterns = pixelated or keep
     images = {name: np.zeros(scan_shape[0] * scan_shape[1], np.float64) for name in masks}
     keep_arr = np.zeros((total, *grid.gpts), np.float32) if keep else None
     writer = None
-    if out is not None:
+    if out is not None and is_writer():
         writer = DatasetWriter(
             out, scan_shape=scan_shape, positions=positions.positions, grid=grid, energy=energy, provenance=prov, overwrite=overwrite,
-            store_patterns=bool(cfg["detectors"]["pixelated"]),
+            store_patterns=pixelated,
         )
     try:
-        mesh = device_mesh()
-        with progress_bar(total=total, desc="simulating 4D-STEM", unit="pattern", disable=not progress) as bar:
-            for start, stop, batch in map_batches(batch_fn, positions.positions, stacked, probe, batch_size=int(sim_cfg["batch_size"]), mesh=mesh, progress=bar.update):
-                arr = np.asarray(batch, np.float32)
+        for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
+            if "pixelated" in signals:
+                arr = np.asarray(signals["pixelated"], np.float32)
                 if writer is not None:
                     writer.write(start, stop, arr)
                 if keep_arr is not None:
                     keep_arr[start:stop] = arr
-                for name, m in masks.items():
-                    images[name][start:stop] = np.einsum("bxy,xy->b", arr, m, dtype=np.float64)
+            elif writer is not None:
+                writer.write(start, stop, np.zeros((stop - start, 0, 0), np.float32))
+            for name in masks:
+                images[name][start:stop] = np.asarray(signals[name], np.float64)
         images2d = {k: v.reshape(scan_shape) for k, v in images.items()}
         if writer is not None:
             for name, img in images2d.items():
