@@ -231,6 +231,7 @@ class ParametrizedPotential:
         self.num_quadrature = int(num_quadrature)
         self.chunk_elements = int(chunk_elements)
         self.max_cutoff = float(max_cutoff)
+        self._jitted: dict[int, Any] = {}
         self._cutoffs: dict[tuple[int, bool], tuple[float, float, float]] = {}
 
     def __repr__(self) -> str:
@@ -248,12 +249,22 @@ class ParametrizedPotential:
             ) from None
 
     def _radial_np(self, fn: Callable[[Array, Array], Array], r: np.ndarray, z: int) -> np.ndarray:
+        """Evaluate a radial function in float64 on host (one jit compile per function: the
+        radii are padded to a fixed length)."""
+        size = 65536
+        r = np.asarray(r, dtype=np.float64)
+        assert r.size <= size
+        padded = np.concatenate([r, np.full(size - r.size, r[-1])])
+        key = id(fn)
         with jax.ensure_compile_time_eval(), jax.enable_x64(True):
-            return np.asarray(fn(jnp.asarray(r, jnp.float64), jnp.asarray(self.params(z), jnp.float64)), dtype=np.float64)
+            if key not in self._jitted:
+                self._jitted[key] = jax.jit(fn)
+            out = self._jitted[key](jnp.asarray(padded, jnp.float64), jnp.asarray(self.params(z), jnp.float64))
+            return np.asarray(out, dtype=np.float64)[: r.size]
 
     def integral(self, z: int) -> float:
         """∫ v_z dA in V·Å³ of element ``z``, by a fine radial quadrature of ``projected``."""
-        r = np.concatenate([np.geomspace(1e-8, 1e-2, 600, endpoint=False), np.linspace(1e-2, 60.0, 60000)])
+        r = np.concatenate([np.geomspace(1e-9, 1e-2, 1000, endpoint=False), np.linspace(1e-2, 60.0, 60000)])
         v = self._radial_np(self.projected, r, z)
         return float(np.trapezoid(v * 2 * np.pi * r, r))
 
@@ -278,7 +289,7 @@ class ParametrizedPotential:
             w = self._radial_np(self.potential_3d, r, z) * 4 * np.pi * r**2
         else:
             w = self._radial_np(self.projected, r, z) * 2 * np.pi * r
-        near = np.concatenate([np.geomspace(1e-9, 1e-6, 200)])
+        near = np.geomspace(1e-9, 1e-6, 200)
         f_near = self._radial_np(self.potential_3d if three_d else self.projected, near, z)  # type: ignore[arg-type]
         head = float(np.trapezoid(f_near * (4 * np.pi * near**2 if three_d else 2 * np.pi * near), near))
         rc = err = 0.0

@@ -18,7 +18,7 @@ from ptyro_simul.constants import energy2wavelength
 from ptyro_simul.fft import ifft2
 from ptyro_simul.propagator import antialias_cutoff
 
-__all__ = ["POLAR_SYMBOLS", "ALIASES", "chi", "aperture", "probe_fourier", "aberrated_probe", "normalize_aberrations"]
+__all__ = ["POLAR_SYMBOLS", "ALIASES", "chi", "aperture", "probe_fourier", "aberrated_probe", "partially_coherent_probe", "normalize_aberrations"]
 
 #: (n, m) of every magnitude symbol C_nm up to 5th order; each with m > 0 has an azimuth phi_nm.
 POLAR_SYMBOLS: dict[str, tuple[int, int]] = {
@@ -114,3 +114,81 @@ def aberrated_probe(
 def _probe_modes(array: Array, grid: Grid, energy: float) -> ProbeModes:
     # inside jit the array is a tracer; ProbeModes' checks skip tracers.
     return ProbeModes(array, grid=grid, energy=float(energy))
+
+
+def _gauss_hermite(n: int, sigma: float) -> tuple[Any, Any]:
+    """Nodes and weights (summing to 1) for the mean over a Gaussian of rms ``sigma``."""
+    import numpy as np
+
+    x, w = np.polynomial.hermite.hermgauss(int(n))
+    return math.sqrt(2.0) * sigma * x, w / math.sqrt(math.pi)
+
+
+def partially_coherent_probe(
+    grid: Grid,
+    energy: float,
+    *,
+    semiangle_cutoff: float,
+    aberrations: Mapping[str, Any] | None = None,
+    focal_spread: float = 0.0,
+    source_size: float = 0.0,
+    num_focal: int = 5,
+    num_source: int = 3,
+    orthogonalize: bool = False,
+    num_modes: int | None = None,
+    dtype: Any = jnp.complex64,
+) -> ProbeModes:
+    """A partially coherent probe as mutually incoherent modes (ProbeModes, Σ over modes = 1).
+
+    - ``focal_spread`` (Å, rms of the defocus distribution from chromatic spread): ``num_focal``
+      Gauss–Hermite defocus values C10 + δᵢ, each a coherent probe with occupancy wᵢ
+      (the quadrature weight).
+    - ``source_size`` (Å, rms of a Gaussian effective source in x and in y): each probe above is
+      laterally shifted by the ``num_source`` × ``num_source`` Gauss–Hermite product nodes, with
+      the product weights as occupancies (Fourier phase ramps, so differentiable).
+    - ``orthogonalize``: replace the modes by their SVD (orthogonal modes, same mixed state),
+      keeping the ``num_modes`` strongest (renormalised to Σ = 1).
+
+    With neither spread the result is the coherent :func:`aberrated_probe` (one mode).
+    """
+    _check_semiangle(grid, energy, float(semiangle_cutoff))
+    for name, v in (("focal_spread", focal_spread), ("source_size", source_size)):
+        if not (math.isfinite(float(v)) and float(v) >= 0):
+            raise PtyroValueError(f"{name}: expected a non-negative rms in Å, got {v!r}")
+    for name, v in (("num_focal", num_focal), ("num_source", num_source)):
+        if int(v) < 1:
+            raise PtyroValueError(f"{name}: expected a positive number of quadrature points, got {v!r}")
+    base = normalize_aberrations(aberrations)
+    focal = _gauss_hermite(num_focal, float(focal_spread)) if focal_spread > 0 else ([0.0], [1.0])
+    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
+    modes_k = []
+    weights = []
+    for d, w in zip(*focal):
+        ab = dict(base)
+        ab["C10"] = ab.get("C10", 0.0) + float(d)
+        pk = probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=ab, dtype=dtype)
+        modes_k.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
+        weights.append(float(w))
+    modes_k = jnp.stack(modes_k)
+    occ = jnp.asarray(weights, real)
+    if source_size > 0:
+        sx, sw = _gauss_hermite(num_source, float(source_size))
+        kx, ky = grid.frequencies(real)
+        shifted, occ2 = [], []
+        for i in range(len(sx)):
+            for j in range(len(sx)):
+                ramp = jnp.exp(-2j * jnp.pi * (kx * sx[i] + ky * sx[j])).astype(dtype)
+                shifted.append(modes_k * ramp[None])
+                occ2.append(occ * float(sw[i] * sw[j]))
+        modes_k = jnp.concatenate(shifted)
+        occ = jnp.concatenate(occ2)
+    psi = jnp.fft.fftshift(ifft2(modes_k), axes=(-2, -1))
+    psi = psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2, axis=(-2, -1), keepdims=True))
+    psi = psi * jnp.sqrt(occ / jnp.sum(occ))[:, None, None].astype(psi.real.dtype)
+    if orthogonalize:
+        m = psi.shape[0]
+        u, s, vh = jnp.linalg.svd(psi.reshape(m, -1), full_matrices=False)
+        keep = m if num_modes is None else max(1, min(int(num_modes), m))
+        psi = (s[:keep, None] * vh[:keep]).reshape((keep,) + tuple(grid.gpts))
+        psi = psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2))
+    return _probe_modes(psi, grid, energy)

@@ -1,0 +1,188 @@
+"""Multislice: transmission exp(iσV) per slice, then Fresnel propagation by that slice's thickness,
+looped with ``jax.lax.scan``; the ``multislice`` simulator component for 4D-STEM.
+
+Conventions: probe positions are (x, y) Å in the potential's frame (pixel [i, j] at
+(i·dx, j·dy)), the position of the probe's centre; the probe array is centred at index n // 2,
+so it is moved by ``position − (n//2)·d`` with a Fourier phase ramp (differentiable with respect
+to the positions; the potential is periodic, so the probe wraps around the cell). Detection is
+the unitary forward FFT of the exit wave, centred (zero frequency at n // 2).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError
+from ptyro_simul.constants import energy2sigma
+from ptyro_simul.fft import fft2, ifft2
+from ptyro_simul.propagator import antialias_aperture, fresnel, fresnel_kernel
+
+__all__ = [
+    "resolve_propagator",
+    "transmission",
+    "multislice_exit_wave",
+    "plane_wave_exit",
+    "shift_phase",
+    "shifted_probes",
+    "multislice",
+]
+
+
+def resolve_propagator(propagator: Any) -> Callable[..., Array]:
+    """A propagator component: a registered name (looked up now, outside jit) or a callable."""
+    if isinstance(propagator, str):
+        import ptyro_core
+
+        return ptyro_core.get("propagator", propagator)
+    if not callable(propagator):
+        raise PtyroTypeError(f"propagator: expected a registered name or a callable, got {propagator!r}")
+    return propagator
+
+
+def _complex_dtype(x: Any) -> Any:
+    return jnp.complex128 if jnp.result_type(x) == jnp.float64 else jnp.complex64
+
+
+def transmission(potential: PotentialSlices, energy: float) -> Array:
+    """Transmission functions t = exp(iσV) (s, nx, ny), σ the interaction constant at ``energy``."""
+    sigma = energy2sigma(energy)
+    arr = potential.array
+    return jnp.exp(1j * sigma * arr).astype(_complex_dtype(arr))
+
+
+def _check_grid(wave: Any, potential: PotentialSlices) -> None:
+    if tuple(wave.shape[-2:]) != tuple(potential.grid.gpts):
+        raise PtyroValueError(f"wave: last two axes {tuple(wave.shape[-2:])} do not match the potential's grid {potential.grid.gpts}")
+
+
+def multislice_exit_wave(
+    wave: Any,
+    potential: PotentialSlices,
+    energy: float,
+    propagator: Any = "fresnel",
+    *,
+    tilt: tuple[float, float] = (0.0, 0.0),
+) -> Array:
+    """Exit wave of ``wave`` (..., nx, ny) through ``potential``: for every slice, multiply by
+    exp(iσV) and propagate by that slice's thickness (``jax.lax.scan`` over slices).
+
+    ``propagator`` is a registered name or a callable ``(wave, dz, grid, energy, *, tilt)``; with
+    ``"fresnel"`` the band-limited kernels of all slices are computed once, outside the loop.
+    Differentiable with respect to the wave, the potential (and its slice thicknesses).
+    """
+    if not isinstance(potential, PotentialSlices):
+        raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
+    wave = jnp.asarray(wave)
+    _check_grid(wave, potential)
+    grid = potential.grid
+    prop = resolve_propagator(propagator)
+    ctype = jnp.result_type(wave, _complex_dtype(potential.array))
+    wave = wave.astype(ctype)
+    trans = transmission(potential, energy).astype(ctype)
+    tilt = (float(tilt[0]), float(tilt[1]))
+    lead = wave.ndim - 2
+
+    if prop is fresnel:
+        kernels = jax.vmap(lambda dz: fresnel_kernel(dz, grid, energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
+
+        def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+            t, k = xs
+            shape = (1,) * lead + t.shape
+            return ifft2(fft2(w * t.reshape(shape)) * k.reshape(shape)), None
+
+        out, _ = jax.lax.scan(step, wave, (trans, kernels))
+        return out
+
+    def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+        t, dz = xs
+        w = w * t.reshape((1,) * lead + t.shape)
+        flat = w.reshape((-1,) + tuple(grid.gpts))
+        flat = jax.vmap(lambda x: prop(x, dz, grid, energy, tilt=tilt))(flat)
+        return flat.reshape(w.shape).astype(ctype), None
+
+    out, _ = jax.lax.scan(gstep, wave, (trans, potential.slice_thickness))
+    return out
+
+
+def plane_wave_exit(
+    potential: PotentialSlices,
+    energy: float,
+    propagator: Any = "fresnel",
+    *,
+    tilt: tuple[float, float] = (0.0, 0.0),
+) -> Array:
+    """HRTEM: exit wave (nx, ny) of a unit-amplitude plane wave (|ψ| = 1 per pixel) through the
+    potential, band-limited to 2/3 Nyquist like every multislice step."""
+    ctype = _complex_dtype(potential.array)
+    wave = jnp.ones(tuple(potential.grid.gpts), ctype)
+    return multislice_exit_wave(wave, potential, energy, propagator, tilt=tilt)
+
+
+def shift_phase(shifts: Array, grid: Any, dtype: Any = jnp.complex64) -> Array:
+    """exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) Å: multiplying a wave's FFT by it
+    moves the wave by +s (periodically). Separable: an outer product of two 1D ramps."""
+    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
+    kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)
+    ky = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)
+    s = jnp.asarray(shifts).astype(real)
+    ex = jnp.exp(-2j * jnp.pi * kx[None, :] * s[:, 0:1]).astype(dtype)  # (b, nx)
+    ey = jnp.exp(-2j * jnp.pi * ky[None, :] * s[:, 1:2]).astype(dtype)  # (b, ny)
+    return ex[:, :, None] * ey[:, None, :]
+
+
+def shifted_probes(probe_fourier: Array, positions: Array, grid: Any) -> Array:
+    """Real-space probe modes (b, m, nx, ny) centred at ``positions`` (b, 2) Å, from the FFT
+    (m, nx, ny) of probe modes centred at index n // 2."""
+    centre = jnp.asarray([(grid.gpts[0] // 2) * grid.sampling[0], (grid.gpts[1] // 2) * grid.sampling[1]])
+    ramp = shift_phase(jnp.asarray(positions) - centre.astype(jnp.asarray(positions).dtype), grid, probe_fourier.dtype)
+    return ifft2(probe_fourier[None, :, :, :] * ramp[:, None, :, :])
+
+
+class MultisliceSimulator:
+    """``fn(positions (b, 2) Å) -> intensities (b, nx, ny)``: centred diffraction patterns of the
+    probe at each position after multislice through the potential, summed over probe modes.
+
+    The transmission functions, the propagator kernels and the probe's FFT are computed once per
+    call (per batch), never per position; positions are batched as one array (a vmapped
+    computation), so memory grows with the batch only.
+    """
+
+    def __init__(self, potential: PotentialSlices, probe: ProbeModes, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0)) -> None:
+        if not isinstance(potential, PotentialSlices):
+            raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
+        if not isinstance(probe, ProbeModes):
+            raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
+        if tuple(probe.grid.gpts) != tuple(potential.grid.gpts):
+            raise PtyroValueError(f"probe: grid {probe.grid.gpts} does not match the potential's grid {potential.grid.gpts}")
+        self.potential = potential
+        self.probe = probe
+        self.propagator = resolve_propagator(propagator)
+        self.tilt = (float(tilt[0]), float(tilt[1]))
+
+    def exit_waves(self, positions: Any) -> Array:
+        """Exit waves (b, m, nx, ny) for positions (b, 2) Å."""
+        grid = self.potential.grid
+        pk = fft2(self.probe.array)
+        waves = shifted_probes(pk, positions, grid)
+        return multislice_exit_wave(waves, self.potential, self.probe.energy, self.propagator, tilt=self.tilt)
+
+    def __call__(self, positions: Any) -> Array:
+        positions = jnp.asarray(positions)
+        if positions.ndim != 2 or positions.shape[-1] != 2:
+            raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
+        exit_k = jnp.fft.fftshift(fft2(self.exit_waves(positions)), axes=(-2, -1))
+        return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
+
+
+def multislice(potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0)) -> MultisliceSimulator:
+    """The ``multislice`` simulator component: ``multislice(potential, probe)(positions) ->
+    intensities (b, nx, ny)`` (see :class:`MultisliceSimulator`). ``tilt`` (θx, θy) in mrad."""
+    return MultisliceSimulator(potential, probe, propagator, tilt)
+
+
+def bandlimit_mask(grid: Any) -> Array:
+    """Centred mask of the 2/3-Nyquist band limit (1 inside), matching centred patterns."""
+    return jnp.fft.fftshift(antialias_aperture(grid), axes=(-2, -1))

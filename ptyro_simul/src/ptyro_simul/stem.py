@@ -1,0 +1,191 @@
+"""4D-STEM: simulate a scan batch by batch and reduce every batch with every detector.
+
+``iter_4dstem`` streams ``(start, stop, {detector_name: array})`` per batch (memory bounded by the
+batch, never by the scan; batches are sharded over the devices of ``mesh`` through
+:func:`ptyro_core.pipeline.map_batches`); ``simulate_4dstem`` collects them into arrays shaped
+like the scan: pixelated (Rx, Ry, Qx, Qy), annular (Rx, Ry), COM (Rx, Ry, 2), segmented
+(Rx, Ry, nseg).
+
+Frozen phonons: pass a *sequence* of :class:`~ptyro_core.PotentialSlices` (one per
+configuration, e.g. from :func:`ptyro_simul.phonons.frozen_phonon_potentials`) as ``potential``;
+the intensities of each batch are averaged over the configurations (a ``lax.scan`` inside the
+jitted batch function) before the detectors reduce them.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError, ScanPositions
+from ptyro_core.pipeline import check_memory, map_batches
+
+__all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "resolve_detectors", "stack_potentials"]
+
+
+def resolve_detectors(detectors: Any) -> dict[str, Any]:
+    """``{name: detector}`` from a mapping, a sequence of detectors (named by ``.name``) or one."""
+    if detectors is None:
+        raise PtyroValueError("detectors: expected at least one detector, e.g. [PixelatedDetector()]")
+    if hasattr(detectors, "reduce"):
+        detectors = [detectors]
+    if isinstance(detectors, Mapping):
+        out = dict(detectors)
+    else:
+        out = {}
+        for d in detectors:
+            name = getattr(d, "name", None) or type(d).__name__
+            if name in out:
+                raise PtyroValueError(f"detectors: two detectors are named {name!r}; pass a dict {{name: detector}}")
+            out[name] = d
+    if not out:
+        raise PtyroValueError("detectors: expected at least one detector, e.g. [PixelatedDetector()]")
+    for name, d in out.items():
+        if not hasattr(d, "reduce"):
+            raise PtyroTypeError(f"detectors[{name!r}]: expected an object with .reduce(patterns, grid, energy), got {d!r}")
+    return out
+
+
+def stack_potentials(potential: Any) -> PotentialSlices:
+    """One PotentialSlices, or a sequence of them (frozen-phonon configurations), as one
+    PotentialSlices whose arrays have a leading configuration axis (c, s, nx, ny)."""
+    pots = [potential] if isinstance(potential, PotentialSlices) else list(potential)
+    if not pots or not all(isinstance(p, PotentialSlices) for p in pots):
+        raise PtyroTypeError(f"potential: expected PotentialSlices or a sequence of them, got {type(potential).__name__}")
+    shapes = {(p.array.shape, p.grid) for p in pots}
+    if len(shapes) != 1:
+        raise PtyroValueError(f"potential: frozen-phonon configurations differ in shape or grid: {sorted(str(s) for s in shapes)}")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
+
+
+def _resolve_simulator(simulator: Any) -> Any:
+    if isinstance(simulator, str):
+        import ptyro_core
+
+        return ptyro_core.get("simulator", simulator)
+    if not callable(simulator):
+        raise PtyroTypeError(f"simulator: expected a registered name or a callable, got {simulator!r}")
+    return simulator
+
+
+def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any]) -> Any:
+    def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
+        n_conf = stacked.array.shape[0]
+        grid = probe.grid
+
+        def one(acc: Array, pot: PotentialSlices) -> tuple[Array, None]:
+            return acc + simulator(pot, probe, **sim_options)(positions), None
+
+        zero = jnp.zeros((positions.shape[0],) + tuple(grid.gpts), stacked.array.dtype)
+        total, _ = jax.lax.scan(one, zero, stacked)
+        patterns = total / n_conf
+        return {name: d.reduce(patterns, grid, probe.energy) for name, d in detectors.items()}
+
+    return jax.jit(run)
+
+
+def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
+    if isinstance(positions, ScanPositions):
+        shape = positions.shape if positions.shape is not None else (len(positions),)
+        return positions.positions, tuple(shape)
+    arr = jnp.asarray(positions)
+    if arr.ndim != 2 or arr.shape[-1] != 2:
+        raise PtyroValueError(f"positions: expected ScanPositions or an array (n, 2) of (x, y) Å, got shape {arr.shape}")
+    return arr, (arr.shape[0],)
+
+
+def iter_4dstem(
+    potential: Any,
+    probe: ProbeModes,
+    positions: Any,
+    *,
+    detectors: Any,
+    batch_size: int = 64,
+    simulator: Any = "multislice",
+    mesh: Any = None,
+    progress: bool = True,
+    **simulator_options: Any,
+) -> Iterator[tuple[int, int, dict[str, Array]]]:
+    """Yield ``(start, stop, {detector_name: array})`` for each batch of scan positions.
+
+    ``potential``: PotentialSlices, or a sequence of them (frozen phonons; intensities averaged).
+    ``positions``: :class:`~ptyro_core.ScanPositions` (or an (n, 2) array, Å). ``detectors``: a
+    dict ``{name: detector}``, a sequence of detectors or one detector. The batch function is
+    jitted once (per shape) and each batch is sharded over ``mesh`` (default: all devices).
+    ``simulator_options`` (e.g. ``propagator="fresnel"``, ``tilt``) go to the simulator.
+    """
+    if not isinstance(probe, ProbeModes):
+        raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
+    stacked = stack_potentials(potential)
+    dets = resolve_detectors(detectors)
+    sim = _resolve_simulator(simulator)
+    pos, _ = _positions_array(positions)
+    nx, ny = probe.grid.gpts
+    itemsize = 16 if stacked.array.dtype == jnp.float64 else 8
+    b = min(int(batch_size), int(pos.shape[0]))
+    check_memory(
+        b * probe.num_modes * nx * ny * itemsize * 6 + stacked.array.size * itemsize * 3,
+        what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
+        knob="lower batch_size (or the number of probe modes)",
+    )
+    fn = _batch_function(sim, dets, dict(simulator_options))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
+    try:
+        yield from map_batches(fn, pos, stacked, probe, batch_size=batch_size, mesh=mesh, progress=None if bar is None else bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def simulate_4dstem(
+    potential: Any,
+    probe: ProbeModes,
+    positions: Any,
+    *,
+    detectors: Any,
+    batch_size: int = 64,
+    simulator: Any = "multislice",
+    mesh: Any = None,
+    progress: bool = True,
+    **simulator_options: Any,
+) -> dict[str, np.ndarray]:
+    """Run :func:`iter_4dstem` and return ``{detector_name: array}`` (numpy) reshaped to the scan
+    shape: pixelated (Rx, Ry, Qx, Qy), annular (Rx, Ry), COM (Rx, Ry, 2), segmented (Rx, Ry, nseg).
+    For an (n, 2) position array (no raster shape) the leading axis is n."""
+    pos, scan_shape = _positions_array(positions)
+    n = int(pos.shape[0])
+    out: dict[str, np.ndarray] = {}
+    for start, stop, signals in iter_4dstem(
+        potential, probe, positions, detectors=detectors, batch_size=batch_size, simulator=simulator, mesh=mesh,
+        progress=progress, **simulator_options,
+    ):
+        for name, value in signals.items():
+            value = np.asarray(value)
+            if name not in out:
+                out[name] = np.empty((n,) + value.shape[1:], value.dtype)
+            out[name][start:stop] = value
+    return {name: v.reshape(tuple(scan_shape) + v.shape[1:]) for name, v in out.items()}
+
+
+def cbed(potential: Any, probe: ProbeModes, position: Any, *, simulator: Any = "multislice", **simulator_options: Any) -> Array:
+    """Convergent-beam pattern (nx, ny), centred, at one probe position (x, y) Å (averaged over
+    frozen-phonon configurations when ``potential`` is a sequence)."""
+    stacked = stack_potentials(potential)
+    sim = _resolve_simulator(simulator)
+    pos = jnp.asarray(position)
+    if pos.shape != (2,):
+        raise PtyroValueError(f"position: expected (x, y) in Å, got shape {pos.shape}")
+    n_conf = stacked.array.shape[0]
+
+    def one(acc: Array, pot: PotentialSlices) -> tuple[Array, None]:
+        return acc + sim(pot, probe, **simulator_options)(pos[None])[0], None
+
+    total, _ = jax.lax.scan(one, jnp.zeros(tuple(probe.grid.gpts), stacked.array.dtype), stacked)
+    return total / n_conf

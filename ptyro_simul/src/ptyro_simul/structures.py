@@ -1,0 +1,305 @@
+"""Crystal structures: built-in crystals by name, zone-axis orientation, supercells, and readers.
+
+``build_crystal(name, repeat=(1, 1, 1), zone_axis=(0, 0, 1))`` returns :class:`ptyro_core.Atoms`
+in an orthorhombic cell whose z axis (the beam direction) is the zone axis. The orthorhombic
+cell is spanned by three mutually orthogonal lattice vectors (u, v, w) of the conventional cell,
+w along the zone axis, u × v ∥ w, and x ∥ u, y ∥ v:
+
+- cubic crystals (SrTiO3, Si, Au, GaAs): [001] (u, v) = ([100], [010]); [110]: ([-110], [001]),
+  cell a√2 × a × a√2; [111]: ([1-10], [11-2]), cell a√2 × a√6 × a√3.
+- hexagonal monolayers (MoS2, graphene): [001] only, orthorhombic a × a√3 cell (6 / 4 atoms
+  per cell), the layer centred in a slab of height c (see BUILTIN_CRYSTALS).
+
+Readers: ``read_structure(path)`` for XYZ, extended XYZ (``Lattice="..."``, orthorhombic only)
+natively, and CIF / POSCAR (and anything else ASE reads) through ASE, the ``ptyro-simul[ase]``
+extra. A malformed file is refused with the file name, line number and what was expected.
+"""
+
+import itertools
+import math
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from ptyro_core import Atoms, PtyroTypeError, PtyroValueError
+from ptyro_simul.elements import atomic_number
+
+__all__ = ["Crystal", "BUILTIN_CRYSTALS", "build_crystal", "read_structure", "atoms_from_ase", "orthorhombic_supercell"]
+
+
+@attrs.frozen
+class Crystal:
+    """A crystal: conventional lattice vectors (rows, Å), fractional basis, symbols, zone axes."""
+
+    name: str
+    lattice: tuple[tuple[float, float, float], ...]
+    symbols: tuple[str, ...]
+    fractional: tuple[tuple[float, float, float], ...]
+    zone_axes: dict[tuple[int, int, int], tuple[tuple[int, int, int], tuple[int, int, int]]] = attrs.field(hash=False)
+    description: str = ""
+
+
+def _fcc(base: tuple[float, float, float]) -> list[tuple[float, float, float]]:
+    return [tuple((b + o) % 1.0 for b, o in zip(base, off)) for off in ((0, 0, 0), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0))]  # type: ignore[misc]
+
+
+_CUBIC_AXES = {
+    (0, 0, 1): ((1, 0, 0), (0, 1, 0)),
+    (1, 1, 0): ((-1, 1, 0), (0, 0, 1)),
+    (1, 1, 1): ((1, -1, 0), (1, 1, -2)),
+}
+_HEX_AXES = {(0, 0, 1): ((1, 0, 0), (1, 2, 0))}
+
+
+def _cubic(a: float) -> tuple[tuple[float, float, float], ...]:
+    return ((a, 0.0, 0.0), (0.0, a, 0.0), (0.0, 0.0, a))
+
+
+def _hex(a: float, c: float) -> tuple[tuple[float, float, float], ...]:
+    return ((a, 0.0, 0.0), (-a / 2, a * math.sqrt(3) / 2, 0.0), (0.0, 0.0, c))
+
+
+_MOS2_C = 6.5  # Å: slab height of the monolayer cell (layer centred)
+_MOS2_SS = 3.17  # Å: S-S distance across the layer
+_GRAPHENE_C = 3.35  # Å: slab height of the graphene cell (interlayer spacing of graphite)
+
+#: the built-in crystals by name (lattice constants in Å, room temperature literature values)
+BUILTIN_CRYSTALS: dict[str, Crystal] = {
+    "SrTiO3": Crystal(
+        "SrTiO3", _cubic(3.905), ("Sr", "Ti", "O", "O", "O"),
+        ((0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)),
+        _CUBIC_AXES, "perovskite, a = 3.905 Å",
+    ),
+    "Si": Crystal(
+        "Si", _cubic(5.431), ("Si",) * 8, tuple(_fcc((0, 0, 0)) + _fcc((0.25, 0.25, 0.25))), _CUBIC_AXES,
+        "diamond, a = 5.431 Å",
+    ),
+    "Au": Crystal("Au", _cubic(4.078), ("Au",) * 4, tuple(_fcc((0, 0, 0))), _CUBIC_AXES, "fcc, a = 4.078 Å"),
+    "GaAs": Crystal(
+        "GaAs", _cubic(5.653), ("Ga",) * 4 + ("As",) * 4, tuple(_fcc((0, 0, 0)) + _fcc((0.25, 0.25, 0.25))), _CUBIC_AXES,
+        "zincblende, a = 5.653 Å",
+    ),
+    "MoS2": Crystal(
+        "MoS2", _hex(3.16, _MOS2_C), ("Mo", "S", "S"),
+        ((1 / 3, 2 / 3, 0.5), (2 / 3, 1 / 3, 0.5 - _MOS2_SS / 2 / _MOS2_C), (2 / 3, 1 / 3, 0.5 + _MOS2_SS / 2 / _MOS2_C)),
+        _HEX_AXES, "2H monolayer (trigonal prismatic), a = 3.16 Å, S-S 3.17 Å, in a 6.5 Å slab",
+    ),
+    "graphene": Crystal(
+        "graphene", _hex(2.46, _GRAPHENE_C), ("C", "C"), ((1 / 3, 2 / 3, 0.5), (2 / 3, 1 / 3, 0.5)), _HEX_AXES,
+        "monolayer, a = 2.46 Å, in a 3.35 Å slab",
+    ),
+}  # fmt: skip
+
+
+def orthorhombic_supercell(
+    lattice: Any, fractional: Any, numbers: Any, u: Sequence[int], v: Sequence[int], w: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Atoms of the supercell spanned by integer lattice vectors (u, v, w) (mutually orthogonal),
+    rotated so that u ∥ x, v ∥ y, w ∥ z. Returns (positions (n, 3) Å, numbers (n,), cell)."""
+    lat = np.asarray(lattice, dtype=np.float64)
+    m = np.asarray([u, v, w], dtype=np.int64)
+    vecs = m @ lat
+    lengths = np.linalg.norm(vecs, axis=1)
+    gram = vecs @ vecs.T
+    if np.max(np.abs(gram - np.diag(np.diag(gram)))) > 1e-6 * max(lengths) ** 2:
+        raise PtyroValueError(f"zone axis: the cell vectors {m.tolist()} are not mutually orthogonal")
+    det = int(round(abs(np.linalg.det(m))))
+    frac = np.asarray(fractional, dtype=np.float64)
+    nums = np.asarray(numbers)
+    corners = np.array(list(itertools.product((0, 1), repeat=3))) @ m
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    ranges = [range(int(lo[i]) - 1, int(hi[i]) + 1) for i in range(3)]
+    inv = np.linalg.inv(vecs)
+    pos, num = [], []
+    for cell in itertools.product(*ranges):
+        cart = (frac + np.asarray(cell)) @ lat
+        f = cart @ inv
+        f = np.where(np.abs(f - np.round(f)) < 1e-8, np.round(f), f)
+        keep = np.all((f >= 0) & (f < 1), axis=1)
+        pos.append(f[keep])
+        num.append(nums[keep])
+    fr = np.concatenate(pos)
+    nm = np.concatenate(num)
+    if fr.shape[0] != det * frac.shape[0]:
+        raise PtyroValueError(f"zone axis: supercell {m.tolist()} holds {fr.shape[0]} atoms, expected {det * frac.shape[0]}")
+    cell = (float(lengths[0]), float(lengths[1]), float(lengths[2]))
+    return fr * lengths, nm, cell
+
+
+def build_crystal(
+    name: str,
+    repeat: Sequence[int] = (1, 1, 1),
+    zone_axis: Sequence[int] = (0, 0, 1),
+    *,
+    sigmas: dict[str, float] | float | None = None,
+) -> Atoms:
+    """A built-in crystal (see :data:`BUILTIN_CRYSTALS`) oriented along ``zone_axis`` (the beam,
+    z) and repeated ``repeat`` = (nx, ny, nz) times in its orthorhombic cell. ``sigmas``: rms
+    thermal displacement in Å per element symbol (or one value for all), stored in
+    ``Atoms.sigmas`` for frozen phonons."""
+    key = {k.lower(): k for k in BUILTIN_CRYSTALS}.get(str(name).lower())
+    if key is None:
+        raise PtyroValueError(f"crystal: unknown name {name!r}; expected one of {', '.join(BUILTIN_CRYSTALS)}")
+    crystal = BUILTIN_CRYSTALS[key]
+    try:
+        za = tuple(int(i) for i in zone_axis)
+        rep = tuple(int(i) for i in repeat)
+    except (TypeError, ValueError):
+        raise PtyroTypeError(f"build_crystal: expected integer triples, got repeat={repeat!r}, zone_axis={zone_axis!r}") from None
+    if len(rep) != 3 or min(rep) < 1:
+        raise PtyroValueError(f"repeat: expected three positive integers (nx, ny, nz), got {repeat!r}")
+    if len(za) != 3 or za not in crystal.zone_axes:
+        known = ", ".join("[" + "".join(str(i) for i in k) + "]" for k in crystal.zone_axes)
+        raise PtyroValueError(f"zone_axis: {zone_axis!r} is not available for {key}; expected one of {known}")
+    u, v = crystal.zone_axes[za]
+    numbers = np.array([atomic_number(s) for s in crystal.symbols])
+    pos, num, cell = orthorhombic_supercell(crystal.lattice, crystal.fractional, numbers, u, v, za)
+    shifts = np.array(list(itertools.product(*(range(r) for r in rep))), dtype=np.float64) * np.asarray(cell)
+    pos = (pos[None] + shifts[:, None]).reshape(-1, 3)
+    num = np.tile(num, len(shifts))
+    order = np.lexsort((pos[:, 0], pos[:, 1], pos[:, 2]))
+    pos, num = pos[order], num[order]
+    big = (cell[0] * rep[0], cell[1] * rep[1], cell[2] * rep[2])
+    return Atoms(pos.astype(np.float32), num, cell=big, sigmas=_sigmas(num, sigmas))
+
+
+def _sigmas(numbers: np.ndarray, sigmas: Any) -> np.ndarray | None:
+    if sigmas is None:
+        return None
+    if isinstance(sigmas, (int, float)):
+        return np.full(numbers.shape, float(sigmas), np.float32)
+    table = {atomic_number(k, where="sigmas"): float(v) for k, v in dict(sigmas).items()}
+    return np.array([table.get(int(z), 0.0) for z in numbers], np.float32)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+class _Lines:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = path.read_text().splitlines()
+
+    def fail(self, lineno: int, expected: str, got: str | None = None) -> None:
+        got_text = f", got {got!r}" if got is not None else ""
+        raise PtyroValueError(f"{self.path.name}, line {lineno}: expected {expected}{got_text}")
+
+
+def _parse_lattice(comment: str, f: _Lines) -> tuple[float, float, float] | None:
+    m = re.search(r'Lattice\s*=\s*"([^"]*)"', comment) or re.search(r"Lattice\s*=\s*(\S+)", comment)
+    if not m:
+        return None
+    try:
+        vals = [float(x) for x in m.group(1).split()]
+    except ValueError:
+        f.fail(2, 'Lattice="ax ay az bx by bz cx cy cz" with nine numbers', m.group(1))
+    if len(vals) != 9:
+        f.fail(2, 'Lattice="ax ay az bx by bz cx cy cz" with nine numbers', m.group(1))
+    mat = np.asarray(vals).reshape(3, 3)
+    off = mat - np.diag(np.diag(mat))
+    if np.max(np.abs(off)) > 1e-6 or np.any(np.diag(mat) <= 0):
+        f.fail(2, "an orthorhombic Lattice (diagonal, positive; ptyro_core.Atoms has an orthorhombic cell)", m.group(1))
+    return (float(mat[0, 0]), float(mat[1, 1]), float(mat[2, 2]))
+
+
+def _parse_properties(comment: str) -> tuple[int, int]:
+    """(column of species, column of the first position) from an extended-XYZ Properties=."""
+    m = re.search(r"Properties\s*=\s*(\S+)", comment)
+    if not m:
+        return 0, 1
+    fields = m.group(1).strip('"').split(":")
+    col, species, pos = 0, 0, 1
+    for i in range(0, len(fields) - 2, 3):
+        name, _, count = fields[i : i + 3]
+        if name.lower() == "species":
+            species = col
+        elif name.lower() == "pos":
+            pos = col
+        col += int(count)
+    return species, pos
+
+
+def _read_xyz(path: Path, vacuum: float) -> Atoms:
+    f = _Lines(path)
+    if not f.lines:
+        f.fail(1, "the number of atoms", "")
+    try:
+        n = int(f.lines[0].split()[0])
+    except (ValueError, IndexError):
+        f.fail(1, "the number of atoms (an integer)", f.lines[0])
+    if n < 1:
+        f.fail(1, "a positive number of atoms", f.lines[0])
+    comment = f.lines[1] if len(f.lines) > 1 else ""
+    cell = _parse_lattice(comment, f)
+    species_col, pos_col = _parse_properties(comment)
+    numbers, positions = [], []
+    for k in range(n):
+        lineno = k + 3
+        if lineno > len(f.lines):
+            f.fail(lineno, f"{n} atom lines (the header says {n}), found {k}")
+        parts = shlex.split(f.lines[lineno - 1]) if '"' in f.lines[lineno - 1] else f.lines[lineno - 1].split()
+        if len(parts) < max(species_col, pos_col + 2) + 1:
+            f.fail(lineno, "'symbol x y z'", f.lines[lineno - 1])
+        try:
+            numbers.append(atomic_number(parts[species_col], where=f"{path.name}, line {lineno}"))
+        except PtyroValueError as e:
+            raise PtyroValueError(str(e)) from None
+        try:
+            positions.append([float(x) for x in parts[pos_col : pos_col + 3]])
+        except ValueError:
+            f.fail(lineno, "three coordinates x y z in Å", f.lines[lineno - 1])
+    pos = np.asarray(positions, dtype=np.float64)
+    if not np.all(np.isfinite(pos)):
+        f.fail(3, "finite coordinates")
+    if cell is None:
+        lo = pos.min(axis=0)
+        pos = pos - lo + vacuum
+        ext = pos.max(axis=0) + vacuum
+        cell = (float(ext[0]), float(ext[1]), float(ext[2]))
+    return Atoms(pos.astype(np.float32), np.asarray(numbers), cell=cell)
+
+
+def atoms_from_ase(ase_atoms: Any) -> Atoms:
+    """:class:`ptyro_core.Atoms` from an ``ase.Atoms`` with an orthorhombic cell (axes along x, y, z)."""
+    cell = np.asarray(ase_atoms.cell, dtype=np.float64).reshape(3, 3)
+    off = cell - np.diag(np.diag(cell))
+    if np.max(np.abs(off)) > 1e-6 or np.any(np.diag(cell) <= 0):
+        raise PtyroValueError(
+            f"cell: expected an orthorhombic cell along x, y, z (ptyro_core.Atoms), got {np.round(cell, 4).tolist()}; "
+            "orient it first (e.g. ase.build.cut / make_supercell)"
+        )
+    pos = np.asarray(ase_atoms.get_positions(), dtype=np.float64)
+    diag = np.diag(cell)
+    pos = np.mod(pos, diag)
+    return Atoms(pos.astype(np.float32), np.asarray(ase_atoms.get_atomic_numbers()), cell=tuple(float(c) for c in diag))
+
+
+def read_structure(path: Any, *, vacuum: float = 2.0) -> Atoms:
+    """Read a structure file into :class:`ptyro_core.Atoms`.
+
+    ``.xyz`` / ``.extxyz``: read natively; an extended-XYZ ``Lattice="..."`` (orthorhombic) gives
+    the cell, otherwise the cell is the atoms' bounding box plus ``vacuum`` Å on every side.
+    Anything else (CIF, POSCAR/CONTCAR, ...) is read with ASE (``pip install ptyro-simul[ase]``);
+    its cell must be orthorhombic.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PtyroValueError(f"path: no such file {str(p)!r}")
+    if p.suffix.lower() in (".xyz", ".extxyz"):
+        return _read_xyz(p, float(vacuum))
+    try:
+        import ase.io
+    except ImportError:
+        raise PtyroValueError(
+            f"{p.name}: reading {p.suffix or p.name} files needs ASE; install the extra: pip install 'ptyro-simul[ase]'"
+        ) from None
+    try:
+        obj = ase.io.read(str(p))
+    except Exception as e:  # ASE raises many types for malformed files
+        raise PtyroValueError(f"{p.name}: ASE could not read it as a structure: {e}") from None
+    return atoms_from_ase(obj)
