@@ -392,7 +392,7 @@ def to_toml(config: Mapping[str, Any]) -> str:
 #: and the configuration reference in docs/configuration.md)
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "specimen": {
-        "structure": "built-in crystal name (SrTiO3, MoS2, Si, Au, ...) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra)",
+        "structure": "built-in crystal name (SrTiO3, Si, Au, GaAs, MoS2, graphene) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra)",
         "repeat": "unit cells along x, y, z [nx, ny, nz]",
         "zone_axis": "crystal direction [u, v, w] along the beam (z)",
     },
