@@ -300,19 +300,20 @@ def simulate(
     simulator = _simulator(sim_cfg["simulator"])
     get("propagator", sim_cfg["propagator"])
 
+    # cheap checks first, so bad input fails before anything is computed
     atoms = build_specimen(spec)
     grid = potential_grid(atoms, pot_cfg)
-    probe = build_probe(grid, probe_cfg)
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
     virtual_masks(grid, energy, masks)  # checks the angles against the band limit
+    sigmas = _atom_sigmas(atoms, fp["sigmas"])
+    probe = build_probe(grid, probe_cfg)
 
     def make_potential(a: Atoms) -> PotentialSlices:
         return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
 
     static_potential = make_potential(atoms)
-    sigmas = _atom_sigmas(atoms, fp["sigmas"])
     nconf = int(fp["configurations"])
     rng = np.random.default_rng(int(fp["seed"]))
     if nconf == 1 and not np.any(sigmas > 0):
