@@ -229,3 +229,12 @@ def test_file_info_lists_arrays_calibrations_and_provenance(tmp_path):
     assert cube["calibration"]["energy"] == 3e5
     assert info["provenance"]["seed"] == 4
     assert info["provenance"]["components"][0]["distribution"] == "ptyro-simul"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import ptyro_workflows.io as mod
+
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

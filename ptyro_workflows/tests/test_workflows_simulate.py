@@ -94,10 +94,17 @@ def test_non_physical_requests_are_refused_before_anything_is_written(tmp_path, 
 
 
 def test_simulate_then_reconstruct_through_files(simulated, tmp_path, capsys):
-    """The round trip a user runs: ptyro simulate → ptyro reconstruct → compare with σ·ΣV."""
+    """The round trip a user runs: ptyro simulate CONFIG.toml → ptyro reconstruct → compare
+    with σ·ΣV; the CLI's file holds what the Python API computes from the same configuration."""
     from ptyro_simul.constants import energy2sigma
 
-    _, data = simulated
+    from ptyro_workflows.config import to_toml
+
+    cfg = tmp_path / "sim.toml"
+    cfg.write_text(to_toml(SMALL))
+    data = tmp_path / "sim.h5"
+    assert main(["simulate", str(cfg), "-o", str(data), "--no-progress"]) == 0, capsys.readouterr().err
+    np.testing.assert_allclose(np.asarray(load_dataset(data).array), np.asarray(simulated[0].dataset.array), rtol=1e-5, atol=1e-8)
     out = tmp_path / "rec.h5"
     code = main(["reconstruct", str(data), "--semiangle-cutoff", "20", "--C10", "-20", "--iterations", "10", "--batch-size", "16", "-o", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
@@ -106,4 +113,5 @@ def test_simulate_then_reconstruct_through_files(simulated, tmp_path, capsys):
     truth = energy2sigma(ds.energy) * load_images(data)["projected_potential"]
     r = phase_correlation(state, ds.positions, truth, ds.grid.sampling)
     assert r > 0.8, r
-    assert read_file_provenance(out)["source"]["kind"] == "simulation"
+    prov = read_file_provenance(out)
+    assert prov["source"]["kind"] == "simulation" and "structure = \"SrTiO3\"" in prov["source"]["config"]
