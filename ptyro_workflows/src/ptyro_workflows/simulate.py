@@ -313,13 +313,19 @@ def simulate(
     def make_potential(a: Atoms) -> PotentialSlices:
         return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
 
-    static_potential = make_potential(atoms)
     nconf = int(fp["configurations"])
     rng = np.random.default_rng(int(fp["seed"]))
-    if nconf == 1 and not np.any(sigmas > 0):
+    frozen = nconf > 1 or bool(np.any(sigmas > 0))
+    with progress_bar(total=1 + (nconf if frozen else 0), desc=f"potential ({pot_cfg['parametrization']})", unit="config", disable=not progress) as bar:
+        static_potential = make_potential(atoms)
+        jax.block_until_ready(static_potential.array)
+        bar.update(1)
         pots = [static_potential]
-    else:
-        pots = [make_potential(_displaced(atoms, sigmas, rng)) for _ in progress_bar(range(nconf), desc="potentials", disable=not progress or nconf < 2)]
+        if frozen:
+            pots = []
+            for _ in range(nconf):
+                pots.append(make_potential(_displaced(atoms, sigmas, rng)))
+                bar.update(1)
 
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     used = [
