@@ -129,8 +129,11 @@ def plot_loss(path: Path, loss: np.ndarray, *, name: str = "loss") -> Path:
     ax.plot(np.arange(1, v.size + 1), v, marker="o", ms=3)
     if v.size and np.all(v > 0):
         ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{name} loss (per pattern)")
+    ax.set_ylabel(f"{name} loss (mean per pattern)")
     ax.set_title("Reconstruction convergence")
     ax.grid(alpha=0.3)
     return _save(fig, path)
