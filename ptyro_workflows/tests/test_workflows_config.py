@@ -167,3 +167,21 @@ def test_to_toml_round_trips(config):
 def test_validated_config_round_trips_through_toml():
     cfg = simulation_config(tomllib.loads(ISSUE_EXAMPLE))
     assert simulation_config(tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_azimuth_degrees_reach_the_probe_as_radians():
+    """A probe with axial coma along φ21 = 45° (as typed in a config) is symmetric under
+    x <-> y, along φ21 = 0° it is not; were the degrees passed on as radians, 45 would break
+    the symmetry."""
+    import numpy as np
+
+    from ptyro_core import Grid
+    from ptyro_workflows.simulate import build_probe
+
+    grid = Grid((48, 48), (0.2, 0.2))
+    table = simulation_config({"probe": {"semiangle_cutoff": 25.0, "C21": 2000.0, "phi21": 45.0}})["probe"]
+    amp = np.abs(np.asarray(build_probe(grid, table).array[0]))
+    np.testing.assert_allclose(amp, amp.T, atol=1e-6 * amp.max())
+    table0 = simulation_config({"probe": {"semiangle_cutoff": 25.0, "C21": 2000.0, "phi21": 0.0}})["probe"]
+    amp0 = np.abs(np.asarray(build_probe(grid, table0).array[0]))
+    assert np.abs(amp0 - amp0.T).max() > 0.05 * amp0.max()
