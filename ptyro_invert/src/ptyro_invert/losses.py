@@ -11,9 +11,10 @@ a short batch) contribute nothing. All three are zero for a perfect prediction.
 - ``amplitude``: ``ℓ = Σ (√(I_p + ε) − √(I_m + ε))²``, robust least squares on amplitudes
   (the Gaussian-noise model on √I; the usual choice for ptychography).
 - ``intensity``: ``ℓ = Σ (I_p − I_m)²``.
-- ``poisson``: the Poisson deviance / 2, ``ℓ = Σ I_p − I_m + I_m log((I_m + ε) / (I_p + ε))``,
-  the negative log-likelihood of counts ``I_m`` minus its value at the perfect prediction; use it
-  on counted data (electrons per pixel).
+- ``poisson``: the Poisson deviance / 2 with both sides shifted by ε,
+  ``ℓ = Σ I_p − I_m + (I_m + ε) log((I_m + ε) / (I_p + ε))``, the negative log-likelihood of
+  counts ``I_m`` minus its value at the perfect prediction (minimum exactly at ``I_p = I_m``);
+  use it on counted data (electrons per pixel).
 
 ``ε`` (in the units of the intensities) keeps √ and log away from zero, so gradients stay
 finite where the prediction vanishes: 1e-12 for ``amplitude``; 0.1 for ``poisson``, a tenth of
@@ -84,7 +85,7 @@ def poisson_loss(
     p, m = _check(predicted, measured)
     p = jnp.maximum(p, 0.0)
     m = jnp.maximum(m, 0.0)
-    nll = p - m + m * (jnp.log(m + eps) - jnp.log(p + eps))
+    nll = p - m + (m + eps) * (jnp.log(m + eps) - jnp.log(p + eps))
     return reduce_patterns(nll, mask=mask, weights=weights)
 
 

@@ -82,9 +82,11 @@ def orthogonalize_modes(probe: Array, reference: Array | None = None, *, sort: b
 
 
 def add_probe_modes(probe: Any, num_modes: int, *, power: float = 0.05) -> Array:
-    """Extend probe modes (m, px, py) to ``num_modes``: each new mode is the first mode times a
-    low-order polynomial in x, y (x, y, xy, x²−y², ...), given a share ``power`` of the total
-    intensity, then all are orthogonalised (total Σ|P|² kept)."""
+    """Extend probe modes (m, px, py) to ``num_modes``. New modes are the first mode's spectrum
+    times low-order polynomials of the spatial frequency (kx, ky, kx²+ky², kx·ky, kx²−ky², ...),
+    the shapes that a finite source (shifts: kx, ky) and a defocus spread (k²) add to a coherent
+    probe; each gets a share ``power`` of the total intensity, then all are orthogonalised (the
+    total Σ|P|² is kept)."""
     p = jnp.asarray(probe)
     if p.ndim == 2:
         p = p[None]
@@ -93,14 +95,14 @@ def add_probe_modes(probe: Any, num_modes: int, *, power: float = 0.05) -> Array
         return p
     total = jnp.sum(jnp.abs(p) ** 2)
     px, py = p.shape[-2:]
-    x = (jnp.arange(px) - px // 2)[:, None] / px
-    y = (jnp.arange(py) - py // 2)[None, :] / py
-    x = jnp.broadcast_to(x, (px, py))
-    y = jnp.broadcast_to(y, (px, py))
-    polys = [x, y, x * y, x * x - y * y, x * x + y * y, x * x * x, y * y * y]
+    real = p.real.dtype
+    kx = jnp.broadcast_to(jnp.fft.fftfreq(px).astype(real)[:, None], (px, py))
+    ky = jnp.broadcast_to(jnp.fft.fftfreq(py).astype(real)[None, :], (px, py))
+    polys = [kx, ky, kx * kx + ky * ky, kx * ky, kx * kx - ky * ky, kx**3, ky**3]
+    pk = jnp.fft.fft2(p[0])
     extra = []
     for k in range(num_modes - m):
-        e = p[0] * polys[k % len(polys)].astype(p.real.dtype) * (1 + k // len(polys))
+        e = jnp.fft.ifft2(pk * polys[k % len(polys)] * (1 + k // len(polys)))
         extra.append(e / jnp.sqrt(jnp.sum(jnp.abs(e) ** 2)) * jnp.sqrt(power * total))
     n_new = num_modes - m
     base = p * jnp.sqrt(max(1.0 - power * n_new, 0.05))
@@ -451,7 +453,19 @@ def run_reconstruction(
         return new, s, value
 
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step = jax.jit(recon_step, out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
+    key = _cache_key(
+        algorithm, loss, optimizer, learning_rates, tuple(groups), int(iterations) * steps_per_pass, steps_per_pass, lr_schedule,
+        probe_start, position_start, fit_object, fit_probe, window, state.sampling, state.energy, propagator, num_slices,
+        detector_blur, tv_weight, depth_weight, object_max_amplitude, phase_positive, orthogonalize, fix_probe_intensity,
+        mask_arr is None, support is None, mesh,
+    )  # fmt: skip
+    step = _STEP_CACHE.get(key) if key is not None else None
+    if step is None:
+        step = jax.jit(recon_step, out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
+        if key is not None:
+            if len(_STEP_CACHE) >= 16:
+                _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+            _STEP_CACHE[key] = step
     # fresh buffers: the step donates them, and the caller's state must survive
     params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
     opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
@@ -506,6 +520,27 @@ def run_reconstruction(
     finally:
         bar.close()
     return out
+
+
+#: jitted steps of earlier runs with the same configuration (so a second run does not compile)
+_STEP_CACHE: dict[Any, Any] = {}
+
+
+def _cache_key(*parts: Any) -> Any:
+    """A hashable key of a run's configuration, or None when a part is not hashable."""
+
+    def freeze(x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return tuple(sorted((str(k), freeze(v)) for k, v in x.items()))
+        if isinstance(x, (list, tuple)):
+            return tuple(freeze(v) for v in x)
+        hash(x)
+        return x
+
+    try:
+        return freeze(parts)
+    except TypeError:
+        return None
 
 
 def _restore(tree: Any, leaves: list | None, what: str) -> Any:
