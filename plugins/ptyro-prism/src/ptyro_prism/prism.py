@@ -66,7 +66,8 @@ def beam_indices(
     grid = probe.grid
     f = int(interpolation)
     nx, ny = grid.gpts
-    kx, ky = (np.asarray(k, np.float64) for k in grid.frequencies(np.float32))
+    kx = np.fft.fftfreq(nx, grid.sampling[0])[:, None]  # numpy: static, also under an outer jit
+    ky = np.fft.fftfreq(ny, grid.sampling[1])[None, :]
     k2 = kx**2 + ky**2
     mask = (np.arange(nx)[:, None] % f == 0) & (np.arange(ny)[None, :] % f == 0) & (k2 < antialias_cutoff(grid) ** 2)
     if semiangle_cutoff is not None:
@@ -118,11 +119,11 @@ def build_smatrix(
 
     n = int(ix.size)
     batch = n if not beam_batch else max(1, min(int(beam_batch), n))
+    jrun = jax.jit(run)  # one compilation per batch shape (inlined when traced from outside)
     if batch >= n:
-        return run(jnp.asarray(ix), jnp.asarray(iy))
+        return jrun(jnp.asarray(ix), jnp.asarray(iy))
     from tqdm.auto import tqdm
 
-    jrun = jax.jit(run)
     pad = (-n) % batch
     ixp = np.concatenate([ix, np.repeat(ix[-1:], pad)])
     iyp = np.concatenate([iy, np.repeat(iy[-1:], pad)])
@@ -188,6 +189,13 @@ class PrismSimulator:
         return jax.vmap(one)(weights, ixw, iyw)
 
     def __call__(self, positions: Any) -> Array:
+        pos = jnp.asarray(positions)
+        if pos.ndim != 2 or pos.shape[-1] != 2:
+            raise PtyroValueError(f"prism: positions must have shape (b, 2) (x, y in Å), got {tuple(pos.shape)}")
+        return _apply(self, pos)  # jitted: one compilation per shape (inlined under an outer jit)
+
+    def intensities(self, positions: Any) -> Array:
+        """The un-jitted body of ``__call__``."""
         waves = self.exit_waves(positions)
         pattern = jnp.sum(jnp.abs(jnp.fft.fft2(waves, norm="ortho")) ** 2, axis=1)
         pattern = jnp.fft.fftshift(pattern, axes=(-2, -1))
@@ -201,6 +209,11 @@ class PrismSimulator:
 jax.tree_util.register_dataclass(
     PrismSimulator, data_fields=["smatrix", "coefficients", "kx", "ky"], meta_fields=["grid", "interpolation", "output"]
 )
+
+
+@jax.jit
+def _apply(sim: PrismSimulator, positions: Array) -> Array:
+    return sim.intensities(positions)
 
 
 def prism(
