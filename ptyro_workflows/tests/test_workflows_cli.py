@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ptyro_workflows.cli import build_parser, main
 from ptyro_workflows.config import SCHEMA
@@ -116,9 +115,8 @@ def test_unknown_config_key(capsys, tmp_path):
 
 
 def test_unknown_element_in_sigmas(capsys, tmp_path):
-    # resolved after the specimen is built, so needs the structures of ptyro_simul
-    pytest.importorskip("ptyro_simul.structures")
-    assert_bad_input(capsys, tmp_path, ["simulate", "--sigmas", "{Xx = 0.1}", "--configurations", "2", "-o", tmp_path / "s.h5"], "unknown element 'Xx'")
+    msg = assert_bad_input(capsys, tmp_path, ["simulate", "--sigmas", "{Xx = 0.1}", "--configurations", "2", "-o", tmp_path / "s.h5"], "'Xx'")
+    assert "unknown element" in msg
 
 
 def test_negative_energy(capsys, tmp_path):
@@ -163,7 +161,6 @@ def test_console_script_reports_bad_input(tmp_path):
 
 
 def test_malformed_structure_file_names_the_line(capsys, tmp_path):
-    pytest.importorskip("ptyro_simul.structures")
     bad = tmp_path / "bad.xyz"
     bad.write_text("3\ncomment\nSr 0 0 0\nTi 1.9 1.9\nO 1 1 1\n")
     msg = assert_bad_input(capsys, tmp_path, ["simulate", "--structure", str(bad), "-o", tmp_path / "s.h5"], "line 4")
@@ -171,18 +168,15 @@ def test_malformed_structure_file_names_the_line(capsys, tmp_path):
 
 
 def test_unknown_element_in_structure_file(capsys, tmp_path):
-    pytest.importorskip("ptyro_simul.structures")
     bad = tmp_path / "bad.xyz"
     bad.write_text("2\ncomment\nSr 0 0 0\nXx 1 1 1\n")
     assert_bad_input(capsys, tmp_path, ["simulate", "--structure", str(bad), "-o", tmp_path / "s.h5"], "'Xx'")
 
 
 def test_scan_outside_the_cell(capsys, tmp_path):
-    pytest.importorskip("ptyro_simul.structures")
     assert_bad_input(capsys, tmp_path, ["simulate", "--potential-gpts", "32,32", "--start", "0,0", "--end", "50,3", "-o", tmp_path / "s.h5"], "outside the cell")
 
 
 def test_semiangle_beyond_the_band_limit_of_the_simulation_grid(capsys, tmp_path):
-    pytest.importorskip("ptyro_simul.structures")
     # SrTiO3 cell (3.905 Å) on 16 points: 0.244 Å pixels, band limit about 34 mrad at 200 keV
     assert_bad_input(capsys, tmp_path, ["simulate", "--potential-gpts", "16,16", "--semiangle-cutoff", "40", "-o", tmp_path / "s.h5"], "band limit")

@@ -69,20 +69,19 @@ def test_streaming_keeps_no_4d_array(tmp_path):
 
 
 def test_frozen_phonons_change_the_patterns_and_are_seeded(simulated):
-    from ptyro_workflows.simulate import _displaced
-
     static = simulated[0]
     cfg = {**SMALL, "frozen_phonons": {"configurations": 2, "sigmas": {"Sr": 0.1, "Ti": 0.1, "O": 0.1}, "seed": 1}}
     a = simulate(cfg, progress=False)
     assert not np.allclose(np.asarray(a.dataset.array), np.asarray(static.dataset.array))
     assert np.asarray(a.dataset.array).sum(axis=(-2, -1)).max() <= 1.0 + 1e-4  # an average of unitary runs
     # the displacements are drawn from the seed alone, with the requested rms
+    from ptyro_simul.phonons import frozen_phonon_configurations
+
     from ptyro_workflows.simulate import build_specimen
 
     at = build_specimen(SMALL["specimen"])
-    sig = np.full(len(at), 0.1)
-    d1 = np.asarray(_displaced(at, sig, np.random.default_rng(1)).positions)
-    d2 = np.asarray(_displaced(at, sig, np.random.default_rng(1)).positions)
+    d1 = np.asarray(frozen_phonon_configurations(at, 1, seed=1, sigmas=0.1)[0].positions)
+    d2 = np.asarray(frozen_phonon_configurations(at, 1, seed=1, sigmas=0.1)[0].positions)
     np.testing.assert_array_equal(d1, d2)
     lx = at.cell[0]
     dx = (d1[:, 0] - np.asarray(at.positions)[:, 0] + lx / 2) % lx - lx / 2  # periodic in x

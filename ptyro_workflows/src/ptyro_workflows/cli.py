@@ -12,7 +12,6 @@ import re
 import sys
 import tomllib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ptyro_core import PtyroError

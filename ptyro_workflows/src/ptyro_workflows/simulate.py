@@ -2,13 +2,13 @@
 
 Every component is looked up by its registry name (potential parametrization, probe,
 simulator, propagator), outside ``jit``, so a third-party plugin works the moment it is
-installed. Patterns are computed batch by batch through :func:`ptyro_core.pipeline.map_batches`
+installed. Patterns are computed batch by batch through :func:`ptyro_simul.stem.iter_4dstem`
 (sharded over every device) and, when an output path is given, written into the HDF5 file as
 they arrive, so memory is bounded by the batch, not by the scan.
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, PtyroValueError, ScanPositions, get
-from ptyro_core.pipeline import device_mesh, is_writer, map_batches
+from ptyro_core.pipeline import is_writer
 from ptyro_workflows.config import aberrations_for_api, simulation_config
 from ptyro_workflows.io import DatasetWriter, check_output
 from ptyro_workflows.progress import progress_bar
@@ -64,10 +64,7 @@ class SimulationResult:
 
 def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
     """Atoms from a ``[specimen]`` table: a built-in crystal name or a structure file, repeated."""
-    try:
-        from ptyro_simul import structures
-    except ImportError:  # ptyro_simul without structures yet: built-in crystals only
-        structures = None
+    from ptyro_simul import structures
 
     name = str(specimen["structure"])
     repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
@@ -77,16 +74,10 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
         p = Path(name)
         if not p.exists():
             raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
-        if structures is None:
-            raise PtyroValueError(f"[specimen] structure: reading structure files needs ptyro_simul.structures; got {name!r}")
         atoms = structures.read_structure(p)
         if zone != (0, 0, 1):
             _unsupported_zone(zone)
         return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
-    if structures is None:
-        from ptyro_workflows._fallback import builtin_crystal
-
-        return builtin_crystal(name, repeat, zone)
     return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
 
 
@@ -170,101 +161,25 @@ def virtual_masks(grid: Grid, energy: float, detectors: Mapping[str, Any]) -> di
     return out
 
 
-def _displaced(atoms: Atoms, sigmas: Any, rng: np.random.Generator) -> Atoms:
-    """Atoms displaced by Gaussian noise of rms ``sigmas`` (Å, per atom) in x, y and z."""
-    pos = np.asarray(atoms.positions, np.float64)
-    s = np.asarray(sigmas, np.float64)[:, None]
-    pos = pos + rng.standard_normal(pos.shape) * s
-    pos[:, 0] %= atoms.cell[0]
-    pos[:, 1] %= atoms.cell[1]
-    pos[:, 2] = np.clip(pos[:, 2], 0.0, atoms.cell[2] - 1e-6)
-    return Atoms(pos.astype(np.asarray(atoms.positions).dtype), atoms.numbers, atoms.cell, sigmas=atoms.sigmas)
-
-
-def _atom_sigmas(atoms: Atoms, sigmas: Any) -> np.ndarray:
-    numbers = np.asarray(atoms.numbers)
+def _sigma_spec(sigmas: Any) -> Any:
+    """The ``[frozen_phonons] sigmas`` value for :mod:`ptyro_simul.phonons` (None: use the
+    atoms' own)."""
     if isinstance(sigmas, Mapping):
-        from ptyro_workflows._elements import atomic_number
-
-        out = np.asarray(atoms.sigmas, np.float64).copy()
-        for sym, v in sigmas.items():
-            out[numbers == atomic_number(sym, "[frozen_phonons] sigmas")] = float(v)
-        return out
-    if float(sigmas) > 0:
-        return np.full(numbers.shape, float(sigmas))
-    return np.asarray(atoms.sigmas, np.float64)
+        return dict(sigmas)
+    return float(sigmas) if float(sigmas) > 0 else None
 
 
-def _make_batch_fn(simulator: Callable[..., Any], options: Mapping[str, Any]) -> Callable[..., Any]:
-    """The jitted batch function (cached per simulator and options, so repeated simulations of
-    the same shapes compile once)."""
-    try:
-        key = (simulator, tuple(sorted(options.items())))
-        hash(key)
-    except TypeError:
-        return _build_batch_fn(simulator, dict(options))
-    if key not in _BATCH_FNS:
-        _BATCH_FNS[key] = _build_batch_fn(simulator, dict(options))
-    return _BATCH_FNS[key]
+def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool) -> Any:
+    """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch
+    through :func:`ptyro_simul.stem.iter_4dstem` (sharded over every device, memory bounded by
+    the batch) with its pixelated and annular detectors."""
+    from ptyro_simul.detectors import AnnularDetector, PixelatedDetector
+    from ptyro_simul.stem import iter_4dstem
 
-
-_BATCH_FNS: dict[Any, Callable[..., Any]] = {}
-
-
-def _build_batch_fn(simulator: Callable[..., Any], opts: dict[str, Any]) -> Callable[..., Any]:
-
-    def batch(pos: Any, potentials: PotentialSlices, probe: ProbeModes) -> Any:
-        n = potentials.array.shape[0]
-
-        def one(acc: Any, pot: PotentialSlices) -> tuple[Any, None]:
-            return acc + simulator(pot, probe, **opts)(pos), None
-
-        zero = jnp.zeros((pos.shape[0],) + tuple(probe.array.shape[-2:]), jnp.real(probe.array).dtype)
-        total, _ = jax.lax.scan(one, zero, potentials)
-        return total / n
-
-    return jax.jit(batch)
-
-
-def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, masks: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool) -> Any:
-    """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch:
-    through :func:`ptyro_simul.stem.iter_4dstem` and its detectors when available, else through
-    :func:`ptyro_core.pipeline.map_batches` here."""
-    try:
-        from ptyro_simul.detectors import AnnularDetector, PixelatedDetector
-        from ptyro_simul.stem import iter_4dstem
-    except ImportError:
-        iter_4dstem = None
-    if iter_4dstem is not None:
-        dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in masks.items()}
-        if want_patterns:
-            dets["pixelated"] = PixelatedDetector()
-        if not dets:  # nothing to record: still run, so errors show
-            dets["pixelated"] = PixelatedDetector()
-        yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, **options)
-        return
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
-    batch_fn = _make_batch_fn(simulator, options)
-    mask_arrays = virtual_masks(probe.grid, probe.energy, masks)
-    with progress_bar(total=len(positions), desc="4D-STEM", unit="pos", disable=not progress) as bar:
-        for start, stop, batch in map_batches(batch_fn, positions.positions, stacked, probe, batch_size=batch_size, mesh=device_mesh(), progress=bar.update):
-            arr = np.asarray(batch, np.float32)
-            out = {name: np.einsum("bxy,xy->b", arr, m, dtype=np.float64) for name, m in mask_arrays.items()}
-            out["pixelated"] = arr
-            yield start, stop, out
-
-
-def _simulator(name: str) -> Any:
-    from ptyro_core import UnknownComponentError, get_registry
-
-    if name == "multislice" and "multislice" not in get_registry().names("simulator"):
-        from ptyro_workflows._fallback import multislice
-
-        return multislice  # stand-in until ptyro_simul registers its own
-    try:
-        return get("simulator", name)
-    except UnknownComponentError:
-        raise
+    dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in ranges.items()}
+    if want_patterns or not dets:
+        dets["pixelated"] = PixelatedDetector()
+    yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, **options)
 
 
 def simulate(
@@ -297,7 +212,7 @@ def simulate(
     # resolve every component by name, outside jit (errors name the known components)
     potential_fn = get("potential", pot_cfg["parametrization"])
     get("probe", probe_cfg["name"])
-    simulator = _simulator(sim_cfg["simulator"])
+    simulator = get("simulator", sim_cfg["simulator"])
     get("propagator", sim_cfg["propagator"])
 
     # cheap checks first, so bad input fails before anything is computed
@@ -307,14 +222,16 @@ def simulate(
     positions = scan_positions(cfg["scan"], grid.extent)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
     virtual_masks(grid, energy, masks)  # checks the angles against the band limit
-    sigmas = _atom_sigmas(atoms, fp["sigmas"])
+    from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
+
+    sigma_spec = _sigma_spec(fp["sigmas"])
+    sigmas = thermal_sigmas(atoms, sigma_spec)  # unknown elements fail here, before any work
     probe = build_probe(grid, probe_cfg)
 
     def make_potential(a: Atoms) -> PotentialSlices:
         return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
 
     nconf = int(fp["configurations"])
-    rng = np.random.default_rng(int(fp["seed"]))
     frozen = nconf > 1 or bool(np.any(sigmas > 0))
     with progress_bar(total=1 + (nconf if frozen else 0), desc=f"potential ({pot_cfg['parametrization']})", unit="config", disable=not progress) as bar:
         static_potential = make_potential(atoms)
@@ -323,8 +240,8 @@ def simulate(
         pots = [static_potential]
         if frozen:
             pots = []
-            for _ in range(nconf):
-                pots.append(make_potential(_displaced(atoms, sigmas, rng)))
+            for displaced in frozen_phonon_configurations(atoms, nconf, seed=int(fp["seed"]), sigmas=sigma_spec):
+                pots.append(make_potential(displaced))
                 bar.update(1)
 
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
