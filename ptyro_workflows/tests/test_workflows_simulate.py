@@ -125,3 +125,38 @@ def test_simulate_then_reconstruct_through_files(simulated, tmp_path, capsys):
     assert r > 0.8, r
     prov = read_file_provenance(out)
     assert prov["source"]["kind"] == "simulation" and "structure = \"SrTiO3\"" in prov["source"]["config"]
+
+
+def test_a_third_party_simulator_is_usable_by_name_once_installed(fake_distribution, tmp_path, capsys):
+    """A plugin distribution registering a 'vacuum' simulator (the probe's own diffraction
+    pattern, no specimen) is picked up from the configuration; in vacuum every electron stays
+    inside the (soft-edged) aperture: the BF image is flat and nearly 1, the dark field empty."""
+    fake_distribution(
+        "ptyro-vacuum",
+        """
+        import jax.numpy as jnp
+        from ptyro_core import hookimpl
+
+        def vacuum(potential, probe, **options):
+            def fn(positions):
+                pk = jnp.fft.fftshift(jnp.fft.fft2(probe.array, norm="ortho"), axes=(-2, -1))
+                one = jnp.sum(jnp.abs(pk) ** 2, axis=0)
+                return jnp.broadcast_to(one[None], (positions.shape[0],) + one.shape) + 0.0 * positions[:, :1, None]
+            return fn
+
+        @hookimpl
+        def ptyro_register_simulators(register):
+            register("vacuum", vacuum, description="no specimen")
+        """,
+    )
+    out = tmp_path / "vac.h5"
+    cfg = tmp_path / "vac.toml"
+    from ptyro_workflows.config import to_toml
+
+    cfg.write_text(to_toml({**SMALL, "simulation": {"simulator": "vacuum", "batch_size": 16}}))
+    assert main(["simulate", str(cfg), "-o", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    imgs = load_images(out)
+    assert float(np.ptp(imgs["bf"])) < 1e-5 and 0.97 < float(imgs["bf"].mean()) <= 1.0 + 1e-5
+    np.testing.assert_allclose(imgs["adf"], 0.0, atol=1e-6)
+    comp = {c["kind"]: c for c in read_file_provenance(out)["components"]}
+    assert comp["simulator"]["name"] == "vacuum" and comp["simulator"]["distribution"] == "ptyro-vacuum"
