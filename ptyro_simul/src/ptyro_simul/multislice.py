@@ -137,7 +137,7 @@ def shifted_probes(probe_fourier: Array, positions: Array, grid: Any) -> Array:
     """Real-space probe modes (b, m, nx, ny) centred at ``positions`` (b, 2) Å, from the FFT
     (m, nx, ny) of probe modes centred at index n // 2."""
     centre = jnp.asarray([(grid.gpts[0] // 2) * grid.sampling[0], (grid.gpts[1] // 2) * grid.sampling[1]])
-    ramp = shift_phase(jnp.asarray(positions) - centre.astype(jnp.asarray(positions).dtype), grid, probe_fourier.dtype)
+    ramp = shift_phase(jnp.asarray(positions) - centre.astype(jnp.asarray(positions).dtype)[None, :], grid, probe_fourier.dtype)
     return ifft2(probe_fourier[None, :, :, :] * ramp[:, None, :, :])
 
 
