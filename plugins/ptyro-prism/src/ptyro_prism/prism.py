@@ -22,6 +22,7 @@ intensities summed over probe modes. The probe is given centred in its grid (ind
 positions are where its centre goes, (x, y) Å.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,25 @@ def smatrix_memory(num_beams: int, gpts: tuple[int, int], dtype: Any = jnp.compl
     return int(num_beams) * int(gpts[0]) * int(gpts[1]) * np.dtype(dtype).itemsize
 
 
+@functools.partial(jax.jit, static_argnames=("energy", "propagator", "dtype"))
+def _smatrix_batch(potential: PotentialSlices, bx: Array, by: Array, *, energy: float, propagator: Any, dtype: Any) -> Array:
+    """Exit waves of the plane waves at FFT indices (bx, by); jitted once per shape and setting."""
+    from ptyro_simul.multislice import multislice_exit_wave
+
+    grid = potential.grid
+    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
+    kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)[bx]
+    ky = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)[by]
+    x, y = grid.coordinates(real)
+    # separable plane waves exp(2πi (kx x + ky y)) (k, nx, ny)
+    ex = jnp.exp(2j * jnp.pi * kx[:, None] * x[:, 0][None, :]).astype(dtype)
+    ey = jnp.exp(2j * jnp.pi * ky[:, None] * y[0, :][None, :]).astype(dtype)
+    waves = ex[:, :, None] * ey[:, None, :]
+    # the same multislice (transmit exp(iσV), then propagate; lax.scan) as the simulator
+    # ``multislice``, batched over the plane waves
+    return multislice_exit_wave(waves, potential, energy, propagator).astype(dtype)
+
+
 def build_smatrix(
     potential: PotentialSlices,
     energy: float,
@@ -101,25 +121,12 @@ def build_smatrix(
     """Exit waves (num_beams, nx, ny) of the plane waves exp(2πi k·r) at FFT indices (ix, iy)
     after multislice through ``potential`` (``ptyro_simul.multislice.multislice_exit_wave``:
     transmit, then propagate, per slice; lax.scan)."""
-    from ptyro_simul.multislice import multislice_exit_wave
-
     prop = _resolve_propagator(propagator)
-    grid = potential.grid
-    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    kxs = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)
-    kys = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)
-    x, y = grid.coordinates(real)
-
-    def run(bx: Array, by: Array) -> Array:
-        kx, ky = kxs[bx], kys[by]
-        waves = jnp.exp(2j * jnp.pi * (kx[:, None, None] * x[None] + ky[:, None, None] * y[None])).astype(dtype)
-        # the same multislice (transmit exp(iσV), then propagate; lax.scan) as the simulator
-        # ``multislice``, batched over the plane waves
-        return multislice_exit_wave(waves, potential, energy, prop).astype(dtype)
+    run = functools.partial(_smatrix_batch, potential, energy=float(energy), propagator=prop, dtype=dtype)
 
     n = int(ix.size)
     batch = n if not beam_batch else max(1, min(int(beam_batch), n))
-    jrun = jax.jit(run)  # one compilation per batch shape (inlined when traced from outside)
+    jrun = run
     if batch >= n:
         return jrun(jnp.asarray(ix), jnp.asarray(iy))
     from tqdm.auto import tqdm
@@ -177,16 +184,19 @@ class PrismSimulator:
         if f == 1:
             return jnp.einsum("bmk,kxy->bmxy", weights, self.smatrix)
         wx, wy = nx // f, ny // f
+        # periodic extension, so that every window is one contiguous dynamic slice
+        ext = jnp.concatenate([self.smatrix, self.smatrix[:, :wx]], axis=1)
+        ext = jnp.concatenate([ext, ext[:, :, :wy]], axis=2)  # (k, nx + wx, ny + wy)
         px = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
         py = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
-        ixw = (px[:, None] - wx // 2 + jnp.arange(wx, dtype=jnp.int32)[None, :]) % nx  # (b, wx)
-        iyw = (py[:, None] - wy // 2 + jnp.arange(wy, dtype=jnp.int32)[None, :]) % ny
+        sx = (px - wx // 2) % nx
+        sy = (py - wy // 2) % ny
 
-        def one(w: Array, ix: Array, iy: Array) -> Array:
-            crop = self.smatrix[:, ix[:, None], iy[None, :]]  # (k, wx, wy)
+        def one(w: Array, x0: Array, y0: Array) -> Array:
+            crop = jax.lax.dynamic_slice(ext, (jnp.int32(0), x0, y0), (ext.shape[0], wx, wy))  # (k, wx, wy)
             return jnp.einsum("mk,kxy->mxy", w, crop)
 
-        return jax.vmap(one)(weights, ixw, iyw)
+        return jax.vmap(one)(weights, sx, sy)
 
     def __call__(self, positions: Any) -> Array:
         pos = jnp.asarray(positions)
