@@ -108,3 +108,28 @@ def test_sources_and_global_batch(tmp_path) -> None:
         f["x"] = np.zeros((4, 4))
     with pytest.raises(PtyroValueError, match="expected a 3D or 4D array of patterns"):
         HDF5Source(str(tmp_path / "bad.h5"), "x")
+
+
+def test_lazy_dataset_reads_rows_on_demand(tmp_path) -> None:
+    import h5py
+
+    from ptyro_core import Dataset4D, Grid, PtyroTypeError
+    from ptyro_core.pipeline import ArraySource, LazySource, global_batch, pattern_source
+
+    data = np.random.default_rng(1).uniform(size=(2, 3, 4, 4)).astype(np.float32)
+    pos = np.zeros((6, 2), np.float32)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["d"] = data
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        ds = Dataset4D.lazy(f["d"], pos, grid=Grid((4, 4), 0.5), energy=3e5)
+        assert ds.is_lazy and ds.scan_shape == (2, 3)
+        src = pattern_source(ds)
+        assert isinstance(src, LazySource)
+        idx = np.array([5, 1, 1, 4])
+        np.testing.assert_array_equal(np.asarray(global_batch(src, idx, device_mesh())), data.reshape(6, 4, 4)[idx])
+        with pytest.raises(PtyroValueError, match=r"expected Rx\*Ry = 6 positions"):
+            Dataset4D.lazy(f["d"], pos[:5], grid=Grid((4, 4), 0.5), energy=3e5)
+    with pytest.raises(PtyroTypeError, match="expected a 4D array-like"):
+        Dataset4D.lazy(np.zeros((6, 4, 4)), pos, grid=Grid((4, 4), 0.5), energy=3e5)
+    mem = Dataset4D(data, pos, grid=Grid((4, 4), 0.5), energy=3e5)
+    assert not mem.is_lazy and isinstance(pattern_source(mem), ArraySource)

@@ -36,6 +36,8 @@ __all__ = [
     "is_writer",
     "ArraySource",
     "HDF5Source",
+    "LazySource",
+    "pattern_source",
     "global_batch",
     "available_memory",
     "check_memory",
@@ -239,25 +241,20 @@ class ArraySource:
         return np.asarray(self._data[np.asarray(indices)])
 
 
-class HDF5Source:
-    """Patterns read lazily from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) HDF5 dataset.
+class LazySource:
+    """Patterns read row by row from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) array-like that
+    supports basic indexing (an ``h5py.Dataset``, a ``numpy.memmap``): only the rows asked for are
+    read, so datasets larger than memory can be used, and with several processes each reads only
+    the rows of its own devices."""
 
-    Only the rows asked for are read, so datasets larger than memory can be used, and with
-    several processes each reads only the rows of its own devices.
-    """
-
-    def __init__(self, path: str, dataset: str) -> None:
-        import h5py
-
-        self.path, self.dataset = str(path), dataset
-        self._file = h5py.File(self.path, "r")
-        self._dset = self._file[dataset]
-        shape = tuple(int(s) for s in self._dset.shape)
+    def __init__(self, array: Any, name: str = "array") -> None:
+        shape = tuple(int(s) for s in array.shape)
         if len(shape) not in (3, 4):
-            raise PtyroValueError(f"{self.path}:{dataset}: expected a 3D or 4D array of patterns, got shape {shape}")
+            raise PtyroValueError(f"{name}: expected a 3D or 4D array of patterns, got shape {shape}")
+        self._array = array
         self._scan_shape = shape[:-2]
         self.shape = (int(np.prod(shape[:-2])),) + shape[-2:]
-        self.dtype = np.dtype(self._dset.dtype)
+        self.dtype = np.dtype(array.dtype)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -270,16 +267,39 @@ class HDF5Source:
         uniq, inverse = np.unique(idx[order], return_inverse=True)
         if len(self._scan_shape) == 2:
             ry = self._scan_shape[1]
-            rows = [self._dset[i // ry, i % ry] for i in uniq]
-            block = np.stack(rows)
+            block = np.stack([np.asarray(self._array[i // ry, i % ry]) for i in uniq])
         else:
-            block = self._dset[uniq]
+            block = np.asarray(self._array[uniq])
         out = np.empty((idx.size,) + self.shape[1:], self.dtype)
         out[order] = block[inverse]
         return out
 
+
+class HDF5Source(LazySource):
+    """Patterns read lazily from an HDF5 dataset (see :class:`LazySource`)."""
+
+    def __init__(self, path: str, dataset: str) -> None:
+        import h5py
+
+        self.path, self.dataset = str(path), dataset
+        self._file = h5py.File(self.path, "r")
+        try:
+            super().__init__(self._file[dataset], f"{self.path}:{dataset}")
+        except Exception:
+            self._file.close()
+            raise
+
     def close(self) -> None:
         self._file.close()
+
+
+def pattern_source(dataset: Any) -> Any:
+    """The source of a :class:`~ptyro_core.Dataset4D`'s patterns: in memory, or read lazily when
+    the dataset was made with :meth:`~ptyro_core.Dataset4D.lazy`."""
+    arr = dataset.array
+    if isinstance(arr, (jax.Array, np.ndarray)) and not isinstance(arr, np.memmap):
+        return ArraySource(dataset.patterns)
+    return LazySource(arr, "Dataset4D.array")
 
 
 def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:

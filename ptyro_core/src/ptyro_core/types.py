@@ -446,6 +446,31 @@ class Dataset4D:
         _check_finite("Dataset4D", "positions", pos)
         _set(self, array=arr, positions=pos, energy=_positive_number("Dataset4D", "energy", self.energy))
 
+    @classmethod
+    def lazy(cls, array: Any, positions: Any, *, grid: Grid, energy: float) -> "Dataset4D":
+        """A dataset whose patterns stay on disk: ``array`` is a 4D array-like with basic
+        indexing (an open ``h5py.Dataset``, a ``numpy.memmap``), read batch by batch by the
+        pipelines (:func:`ptyro_core.pipeline.pattern_source`). Shapes and calibrations are
+        checked; the pattern values are not (they are never all loaded). Not for ``jit``."""
+        shape = tuple(int(s) for s in getattr(array, "shape", ()))
+        if len(shape) != 4:
+            raise PtyroTypeError(f"Dataset4D.array: expected a 4D array-like (Rx, Ry, Qx, Qy), got shape {shape}")
+        pos = positions.positions if isinstance(positions, ScanPositions) else positions
+        pos = _as_real("Dataset4D", "positions", pos)
+        _run_checker("ScanPositions", _check_positions, positions=pos)
+        if shape[0] * shape[1] != pos.shape[0]:
+            raise PtyroValueError(f"Dataset4D.positions: expected Rx*Ry = {shape[0] * shape[1]} positions for shape {shape}, got {pos.shape[0]}")
+        _check_grid_shape("Dataset4D", "array", shape[-2:], grid)
+        _check_finite("Dataset4D", "positions", pos)
+        obj = object.__new__(cls)
+        _set(obj, array=array, positions=pos, grid=grid, energy=_positive_number("Dataset4D", "energy", energy))
+        return obj
+
+    @property
+    def is_lazy(self) -> bool:
+        """True when the patterns are read from disk on demand (see :meth:`lazy`)."""
+        return not isinstance(self.array, (jax.Array, np.ndarray)) or isinstance(self.array, np.memmap)
+
     @property
     def scan_shape(self) -> tuple[int, int]:
         return (int(self.array.shape[0]), int(self.array.shape[1]))
