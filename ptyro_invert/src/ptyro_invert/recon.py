@@ -47,7 +47,7 @@ __all__ = [
 DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
     "single_slice": {"object": 2e-2, "probe": 2e-3},
     "position_corrected": {"object": 2e-2, "probe": 2e-3, "positions": 2e-2, "affine": 1e-3},
-    "mixed_state": {"object": 2e-2, "probe": 2e-3},
+    "mixed_state": {"object": 2e-2, "probe": 1.5e-3},
     "multislice": {"object": 2e-2, "probe": 2e-3, "thickness": 0.5},
 }
 
