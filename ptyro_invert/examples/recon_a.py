@@ -80,7 +80,8 @@ def case_positions(args):
     err = rng.normal(0.0, 0.3 / np.sqrt(2), st0.positions.shape).astype(np.float32)  # 0.3 Å rms (vector)
     true_pos = np.asarray(st0.positions) + err
     ds = dataset_from(true, grid, scan_pos, positions=true_pos)
-    out, dt = run(ds, st0, "position_corrected", iterations=args.passes, batch_size=64)
+    lrs = None if args.position_lr is None else {"object": 2e-2, "probe": 2e-3, "positions": args.position_lr, "affine": 1e-3}
+    out, dt = run(ds, st0, "position_corrected", iterations=args.passes, batch_size=64, learning_rates=lrs)
     rec = np.asarray(out.positions)
     resid = rec - true_pos
     shift = resid.mean(0)
@@ -147,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--loss", default="poisson", help="loss for the Poisson case")
     ap.add_argument("--modes", type=int, default=3, help="probe modes of the partially coherent case")
     ap.add_argument("--source-sigma", type=float, default=0.4, help="rms source size (Å) of the partially coherent case")
+    ap.add_argument("--position-lr", type=float, default=None, help="learning rate of the position corrections (default: the algorithm's)")
     ap.add_argument("--quick", action="store_true", help="64x64 patterns, 12x12 scan")
     args = ap.parse_args(argv)
     args.q, args.scan = (64, (12, 12)) if args.quick else (128, (32, 32))
