@@ -8,6 +8,7 @@ to the positions; the potential is periodic, so the probe wraps around the cell)
 the unitary forward FFT of the exit wave, centred (zero frequency at n // 2).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -164,17 +165,27 @@ class MultisliceSimulator:
 
     def exit_waves(self, positions: Any) -> Array:
         """Exit waves (b, m, nx, ny) for positions (b, 2) Å."""
-        grid = self.potential.grid
-        pk = fft2(self.probe.array)
-        waves = shifted_probes(pk, positions, grid)
-        return multislice_exit_wave(waves, self.potential, self.probe.energy, self.propagator, tilt=self.tilt)
+        return _exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
 
     def __call__(self, positions: Any) -> Array:
         positions = jnp.asarray(positions)
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
-        exit_k = jnp.fft.fftshift(fft2(self.exit_waves(positions)), axes=(-2, -1))
-        return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
+        return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
+    # jitted as a whole (one compile per shape) rather than dispatched op by op
+    pk = fft2(probe.array)
+    waves = shifted_probes(pk, positions, potential.grid)
+    return multislice_exit_wave(waves, potential, probe.energy, propagator, tilt=tilt)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
+    exit_k = jnp.fft.fftshift(fft2(_exit_waves(potential, probe, positions, propagator, tilt)), axes=(-2, -1))
+    return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
 
 
 def multislice(potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0)) -> MultisliceSimulator:
