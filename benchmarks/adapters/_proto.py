@@ -27,7 +27,17 @@ import traceback
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    """Peak resident set size of this process in MiB: VmHWM from /proc/self/status.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that value over fork + exec, so a
+    worker would report at least the RSS its parent (the runner) had when it was started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
