@@ -85,9 +85,9 @@ def test_gradients_float64():
         m2 = make_model(grid.gpts, grid.sampling, 300e3, num_slices=2, detector_blur=0.7)
         pos = np.array([2.93, 3.11])
         w = jnp.asarray(rng.uniform(size=(8, 8)))
-        f1 = lambda o, p, r: jnp.sum(w * m1(o[:1], p, jnp.ones(1), r))  # noqa: E731
+        f1 = jax.jit(lambda o, p, r: jnp.sum(w * m1(o[:1], p, jnp.ones(1), r)))
         check_grads(f1, (obj, probe, pos), order=1, modes=("rev",), eps=1e-4)
-        f2 = lambda o, p, dz, r: jnp.sum(w * m2(o, p, dz, r))  # noqa: E731
+        f2 = jax.jit(lambda o, p, dz, r: jnp.sum(w * m2(o, p, dz, r)))
         check_grads(f2, (obj, probe, np.array([5.0, 5.0]), pos), order=1, modes=("rev",), eps=1e-4)
 
 

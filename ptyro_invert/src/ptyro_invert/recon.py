@@ -46,7 +46,7 @@ __all__ = [
 #: learning rates per algorithm and group (Adam; tuned on RECON-A), decayed by ``lr_schedule``.
 DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
     "single_slice": {"object": 2e-2, "probe": 2e-3},
-    "position_corrected": {"object": 2e-2, "probe": 2e-3, "positions": 2e-2, "affine": 1e-3},
+    "position_corrected": {"object": 2e-2, "probe": 2e-3, "positions": 4e-2, "affine": 1e-3},
     "mixed_state": {"object": 2e-2, "probe": 1.5e-3},
     "multislice": {"object": 2e-2, "probe": 2e-3, "thickness": 0.5},
 }
