@@ -6,10 +6,12 @@ C10 = −defocus (abTEM's convention), C30 = Cs. Aberration magnitudes in Å, az
 The probe is returned centred in its grid (at index n // 2) and normalised to Σ|ψ|² = 1.
 """
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -105,10 +107,22 @@ def aberrated_probe(
 ) -> ProbeModes:
     """A coherent probe (one mode), centred at grid index n // 2, Σ|ψ|² = 1."""
     _check_semiangle(grid, energy, float(semiangle_cutoff))
-    pk = probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=aberrations, dtype=dtype)
-    psi = jnp.fft.fftshift(ifft2(pk), axes=(-2, -1))
-    psi = psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2))
+    ab = normalize_aberrations(aberrations)
+    psi = _coherent_probe(ab, grid, float(energy), float(semiangle_cutoff), jnp.dtype(dtype).name)
     return _probe_modes(psi[None], grid, energy)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _probe_fourier_jit(aberrations: dict[str, Any], grid: Grid, energy: float, semiangle_cutoff: float, dtype: str) -> Array:
+    return probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=aberrations, dtype=jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _coherent_probe(aberrations: dict[str, Any], grid: Grid, energy: float, semiangle_cutoff: float, dtype: str) -> Array:
+    # jitted as a whole (one compile per grid / energy / aperture / set of aberration names)
+    pk = probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=aberrations, dtype=jnp.dtype(dtype))
+    psi = jnp.fft.fftshift(ifft2(pk), axes=(-2, -1))
+    return psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2))
 
 
 def _probe_modes(array: Array, grid: Grid, energy: float) -> ProbeModes:
@@ -166,7 +180,7 @@ def partially_coherent_probe(
     for d, w in zip(*focal):
         ab = dict(base)
         ab["C10"] = ab.get("C10", 0.0) + float(d)
-        pk = probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=ab, dtype=dtype)
+        pk = _probe_fourier_jit(ab, grid, float(energy), float(semiangle_cutoff), jnp.dtype(dtype).name)
         modes_k.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
         weights.append(float(w))
     modes_k = jnp.stack(modes_k)
