@@ -181,3 +181,16 @@ def test_bad_inputs(case):
         reconstruct(ds, st0, "no_such_algorithm")
     with pytest.raises(PtyroValueError, match="single-slice"):
         reconstruct(ds, replace(st0, object=jnp.concatenate([st0.object] * 2)), "single_slice", iterations=1, progress=False)
+
+
+def test_fit_slice_thickness():
+    grid, scan, st2 = setup(gpts=48, sampling=0.2, scan=(8, 8), step=0.6, aberrations={"C10": 60.0}, num_slices=2, slice_thickness=80.0)
+    shape = st2.object.shape[-2:]
+    ph1 = hexagonal_phase(shape, st2.sampling, origin=(0.7, 0.9), peaks=(0.6, 0.35))
+    ph2 = hexagonal_phase(shape, st2.sampling, origin=(0.3, 0.2), a=4.1, peaks=(0.5, 0.5), rotation=0.35)
+    ds = simulate(with_object(st2, np.exp(1j * np.stack([ph1, ph2]))), grid, scan)
+    start = replace(st2, slice_thickness=jnp.full((2,), 60.0, jnp.float32))
+    out = reconstruct(ds, start, "multislice", fit_thickness=True, iterations=10, batch_size=8,
+                      learning_rates={**LR, "thickness": 2.0}, progress=False)  # fmt: skip
+    # the first slice's thickness (the distance to the second slice) moves from 60 Å towards 80 Å
+    assert 65.0 < float(out.slice_thickness[0]) < 95.0, out.slice_thickness
