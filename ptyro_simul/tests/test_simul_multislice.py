@@ -194,6 +194,21 @@ def test_generic_propagator_path_matches_fresnel():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
+def test_windowed_mode_matches_full_grid():
+    atoms = build_crystal("SrTiO3", repeat=(3, 3, 2))
+    grid = Grid.from_extent(atoms.cell[:2], gpts=(96, 96))
+    pot = kirkland(atoms, grid, slice_thickness=A / 2)
+    scan = ScanPositions(np.array([[1.5 * A, 1.5 * A], [1.5 * A, A]], np.float32))  # Ti-O and O columns
+    dets = {"adf": AnnularDetector(30, 60), "bf": AnnularDetector(0, 20)}
+    full = simulate_4dstem(pot, aberrated_probe(grid, 200e3, semiangle_cutoff=20.0), scan, detectors=dets, progress=False)
+    sub = Grid((48, 48), grid.sampling)
+    win = simulate_4dstem(pot, aberrated_probe(sub, 200e3, semiangle_cutoff=20.0), scan, detectors=dets, progress=False, window=(48, 48))
+    np.testing.assert_allclose(win["bf"], full["bf"], rtol=1e-2)
+    np.testing.assert_allclose(win["adf"], full["adf"], rtol=0.1)
+    with pytest.raises(ptyro_core.PtyroValueError, match="window"):
+        multislice(pot, aberrated_probe(grid, 200e3, semiangle_cutoff=20.0), window=(48, 48))
+
+
 def test_multislice_conformance():
     check_conformance("simulator", ptyro_core.get("simulator", "multislice"))
 

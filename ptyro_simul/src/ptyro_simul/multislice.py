@@ -151,26 +151,49 @@ class MultisliceSimulator:
     computation), so memory grows with the batch only.
     """
 
-    def __init__(self, potential: PotentialSlices, probe: ProbeModes, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(
+        self,
+        potential: PotentialSlices,
+        probe: ProbeModes,
+        propagator: Any = "fresnel",
+        tilt: tuple[float, float] = (0.0, 0.0),
+        window: tuple[int, int] | None = None,
+    ) -> None:
         if not isinstance(potential, PotentialSlices):
             raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
         if not isinstance(probe, ProbeModes):
             raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
-        if tuple(probe.grid.gpts) != tuple(potential.grid.gpts):
-            raise PtyroValueError(f"probe: grid {probe.grid.gpts} does not match the potential's grid {potential.grid.gpts}")
+        if window is not None:
+            window = (int(window[0]), int(window[1]))
+            if not (0 < window[0] <= potential.grid.gpts[0] and 0 < window[1] <= potential.grid.gpts[1]):
+                raise PtyroValueError(f"window: expected 0 < window <= the potential's grid {potential.grid.gpts}, got {window}")
+        expected = tuple(potential.grid.gpts) if window is None else window
+        if tuple(probe.grid.gpts) != expected or not all(
+            abs(a - b) <= 1e-6 * b for a, b in zip(probe.grid.sampling, potential.grid.sampling)
+        ):
+            raise PtyroValueError(
+                f"probe: grid {probe.grid.gpts} x {probe.grid.sampling} Å does not match {expected} x {potential.grid.sampling} Å "
+                "(the potential's sampling and its gpts, or the window's)"
+            )
         self.potential = potential
         self.probe = probe
         self.propagator = resolve_propagator(propagator)
         self.tilt = (float(tilt[0]), float(tilt[1]))
+        self.window = window
 
     def exit_waves(self, positions: Any) -> Array:
         """Exit waves (b, m, nx, ny) for positions (b, 2) Å."""
+        if self.window is not None:
+            return _windowed_exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
         return _exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
 
     def __call__(self, positions: Any) -> Array:
         positions = jnp.asarray(positions)
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
+        if self.window is not None:
+            exit_k = jnp.fft.fftshift(fft2(self.exit_waves(positions)), axes=(-2, -1))
+            return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
         return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
 
 
@@ -188,10 +211,63 @@ def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array
     return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
 
 
-def multislice(potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0)) -> MultisliceSimulator:
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
+    grid = potential.grid
+    sub = probe.grid
+    (nx, ny), (wx, wy) = grid.gpts, sub.gpts
+    dx, dy = grid.sampling
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    trans = transmission(potential, probe.energy).astype(ctype)  # once per batch, not per position
+    pos = positions.astype(potential.array.dtype)
+    i0 = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
+    j0 = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
+    ix = (i0[:, None] - wx // 2 + jnp.arange(wx)[None, :]) % nx  # (b, wx)
+    iy = (j0[:, None] - wy // 2 + jnp.arange(wy)[None, :]) % ny  # (b, wy)
+    crops = trans[:, ix[:, :, None], iy[:, None, :]]  # (s, b, wx, wy), periodic crop around each probe
+    frac = pos - jnp.stack([i0.astype(pos.dtype) * dx, j0.astype(pos.dtype) * dy], axis=-1)
+    waves = shifted_probes(fft2(probe.array), frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :], sub)
+    if propagator is fresnel:
+        kernels = jax.vmap(lambda dz: fresnel_kernel(dz, sub, probe.energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
+
+        def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+            t, k = xs
+            return ifft2(fft2(w * t[:, None]) * k[None, None]), None
+
+        out, _ = jax.lax.scan(step, waves.astype(ctype), (crops, kernels))
+        return out
+
+    def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+        t, dz = xs
+        w = w * t[:, None]
+        flat = jax.vmap(lambda x: propagator(x, dz, sub, probe.energy, tilt=tilt))(w.reshape((-1, wx, wy)))
+        return flat.reshape(w.shape).astype(ctype), None
+
+    out, _ = jax.lax.scan(gstep, waves.astype(ctype), (crops, potential.slice_thickness))
+    return out
+
+
+def multislice(
+    potential: PotentialSlices,
+    probe: ProbeModes,
+    *,
+    propagator: Any = "fresnel",
+    tilt: tuple[float, float] = (0.0, 0.0),
+    window: tuple[int, int] | None = None,
+) -> MultisliceSimulator:
     """The ``multislice`` simulator component: ``multislice(potential, probe)(positions) ->
-    intensities (b, nx, ny)`` (see :class:`MultisliceSimulator`). ``tilt`` (θx, θy) in mrad."""
-    return MultisliceSimulator(potential, probe, propagator, tilt)
+    intensities (b, nx, ny)`` (see :class:`MultisliceSimulator`). ``tilt`` (θx, θy) in mrad.
+
+    ``window=(wx, wy)``: propagate each probe only in a wx × wy window (same sampling) cropped
+    from the periodic potential around it (``probe`` must then be built on
+    ``Grid(window, potential.grid.sampling)``; patterns are (b, wx, wy), with the coarser
+    reciprocal sampling 1/(wx·dx)). Cost falls with the window area; the accuracy cost is the
+    probe intensity that would have spread beyond the window (it wraps around the window
+    instead) plus the coarser detector pixels. Measured on SrTiO3 [001] (3x3x2 cells, 96² grid,
+    0.122 Å, 20 mrad, 200 keV) with a 48² window: BF (0-20 mrad) within 0.5 %, ADF (30-60 mrad)
+    within 7 % on a Sr column and up to 20 % on the weak signals between columns.
+    """
+    return MultisliceSimulator(potential, probe, propagator, tilt, window)
 
 
 def bandlimit_mask(grid: Any) -> Array:
