@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from jax.test_util import check_grads
 
 import ptyro_core
@@ -100,6 +100,7 @@ def test_poisson_minimum_at_measured_counts():
     np.testing.assert_allclose(np.asarray(g)[..., :2], 0.0, atol=1e-5)
 
 
+@settings(max_examples=5)
 @given(st.floats(0.1, 10.0), st.floats(0.1, 10.0))
 def test_vmap_matches_loop(a, b):
     m = jnp.full((3, 4, 4), a, jnp.float32)
