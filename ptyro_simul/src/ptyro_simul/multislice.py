@@ -78,12 +78,16 @@ def multislice_exit_wave(
         raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
     wave = jnp.asarray(wave)
     _check_grid(wave, potential)
-    grid = potential.grid
     prop = resolve_propagator(propagator)
+    return _exit_wave(wave, potential, float(energy), prop, (float(tilt[0]), float(tilt[1])))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _exit_wave(wave: Array, potential: PotentialSlices, energy: float, prop: Any, tilt: tuple[float, float]) -> Array:
+    grid = potential.grid
     ctype = jnp.result_type(wave, _complex_dtype(potential.array))
     wave = wave.astype(ctype)
     trans = transmission(potential, energy).astype(ctype)
-    tilt = (float(tilt[0]), float(tilt[1]))
     lead = wave.ndim - 2
 
     if prop is fresnel:

@@ -12,6 +12,7 @@ the intensities of each batch are averaged over the configurations (a ``lax.scan
 jitted batch function) before the detectors reduce them.
 """
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -72,6 +73,22 @@ def _resolve_simulator(simulator: Any) -> Any:
 
 
 def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any]) -> Any:
+    """The jitted batch function, cached so repeated runs with the same simulator, detectors and
+    options (and shapes) compile once."""
+    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())))
+    try:
+        return _cached_batch_function(key)
+    except TypeError:  # an unhashable detector or option: build a fresh one
+        return _make_batch_function(simulator, detectors, sim_options)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_batch_function(key: tuple) -> Any:
+    simulator, detectors, options = key
+    return _make_batch_function(simulator, dict(detectors), dict(options))
+
+
+def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any]) -> Any:
     def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
         n_conf = stacked.array.shape[0]
         grid = probe.grid
