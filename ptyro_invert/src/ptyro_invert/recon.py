@@ -23,7 +23,16 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import Dataset4D, Grid, MemoryBudgetError, PtyroTypeError, PtyroValueError, ReconState, get, replace
-from ptyro_core.pipeline import batch_bounds, check_memory, device_mesh, replicate, round_batch_size, scan_sharding
+from ptyro_core.pipeline import (
+    batch_bounds,
+    check_memory,
+    device_mesh,
+    global_batch,
+    pattern_source,
+    replicate,
+    round_batch_size,
+    scan_sharding,
+)
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import read_checkpoint, save_checkpoint
 from ptyro_invert.forward import make_model, wavelength
@@ -177,7 +186,8 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes of a reconstruction: parameters with their gradient, update and
     ``optimizer_slots`` moments; the per-device batch of exit waves and their cotangents
-    (modes × slices × window, with FFT work space); and the host copy of the data.
+    (modes × slices × window, with FFT work space); and the host copy of the data, unless the
+    dataset is read from disk batch by batch (:meth:`ptyro_core.Dataset4D.lazy`).
     ``dataset`` may be a Dataset4D or its array shape (Rx, Ry, Qx, Qy)."""
     shape = tuple(dataset.array.shape) if isinstance(dataset, Dataset4D) else tuple(dataset)
     n = int(np.prod(shape[:-2]))
@@ -190,11 +200,36 @@ def estimate_memory(
     opt = params * (3 + optimizer_slots)
     b = round_batch_size(batch_size, num_devices, n) // num_devices
     per_position = (m * (s + 4) * win * c) * 3 + (6 * q * r)
-    data = n * q * r * 2
+    data = 0 if getattr(dataset, "is_lazy", False) else n * q * r * 2
     return int(opt + b * per_position + data + 64 * 2**20)
 
 
 # --------------------------------------------------------------------------- engine
+
+
+class _FFTOrderSource:
+    """Patterns as the step wants them: float32, zero frequency at index 0 (the files hold them
+    centred), checked for NaN/inf as each batch is read."""
+
+    def __init__(self, source: Any, chunk: int = 256) -> None:
+        self._source = source
+        self._chunk = chunk
+        self.shape = tuple(source.shape)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        block = np.asarray(self._source.read(indices), np.float32)
+        if not np.all(np.isfinite(block)):
+            raise PtyroValueError(f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities")
+        return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))
+
+    def mean_pattern_sum(self) -> float:
+        """Mean total intensity per pattern, streamed chunk by chunk."""
+        n = self.shape[0]
+        total = 0.0
+        for lo, hi in batch_bounds(n, self._chunk):
+            total += float(np.sum(self._source.read(np.arange(lo, hi)), dtype=np.float64))
+        return total / n
+
 
 
 def _resolve_loss(loss: Any) -> Callable[..., Any]:
@@ -313,7 +348,7 @@ def run_reconstruction(
         raise PtyroTypeError(f"{algorithm}: expected a ReconState, got {type(state).__name__}")
     if int(iterations) < 0:
         raise PtyroValueError(f"iterations: expected a number of passes >= 0, got {iterations!r}")
-    n = int(dataset.patterns.shape[0])
+    n = int(np.prod(dataset.array.shape[:-2]))
     window = tuple(int(v) for v in dataset.array.shape[-2:])
     if tuple(state.probe.shape[-2:]) != window:
         raise PtyroValueError(f"{algorithm}: probe window {tuple(state.probe.shape[-2:])} differs from the pattern shape {window}")
@@ -383,11 +418,10 @@ def run_reconstruction(
 
     # ---------------- constants (replicated) and the data (host, FFT order)
     model = make_model(window, state.sampling, state.energy, propagator=propagator, num_slices=num_slices, detector_blur=detector_blur)
-    data = np.asarray(dataset.patterns, np.float32)
-    scale = float(np.mean(np.sum(data, axis=(-2, -1))))
+    source = _FFTOrderSource(pattern_source(dataset))
+    scale = source.mean_pattern_sum()
     if not scale > 0:
         raise PtyroValueError(f"{algorithm}: the dataset holds no intensity (mean pattern sum {scale!r}); expected positive counts")
-    data = np.ascontiguousarray(np.fft.ifftshift(data, axes=(-2, -1)))
     mask_arr = None
     if mask is not None:
         mask_arr = np.fft.ifftshift(np.asarray(mask, np.float32), axes=(-2, -1))
@@ -501,7 +535,9 @@ def run_reconstruction(
                 w[:k] = 1.0
                 if k < b:
                     idx = np.concatenate([idx, np.full(b - k, idx[-1])])
-                d, ii, ww = jax.device_put((data[idx], idx.astype(np.int32), w), shard)
+                # each process reads only the patterns of its own devices (from memory or disk)
+                d = global_batch(source, idx, mesh)
+                ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
                 params, opt_state, value = step(params, opt_state, d, ii, ww, consts)
                 acc.append((value, k))
             pass_loss = float(sum(float(v) * k for v, k in acc) / n)

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", metavar="CONFIG.toml", help="reconstruction configuration ([probe], [scan], [reconstruction])")
     r.add_argument("-o", "--out", metavar="OUT.h5", default="reconstruction.h5", help="output file (default: reconstruction.h5)")
     r.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint file")
+    r.add_argument(
+        "--out-of-core",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the patterns from the file batch by batch instead of loading them (default: only when they would "
+        "take more than half of the memory budget; PTYRO_MEMORY_BUDGET sets the budget in bytes)",
+    )
     r.add_argument("--algorithm-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the algorithm ([reconstruction.options]; repeatable)")
     cal = r.add_argument_group("calibration of files that lack it (.npy, uncalibrated EMD)")
     cal.add_argument("--energy", type=float, metavar="EV", help="beam energy in eV (also [probe] energy)")
@@ -256,6 +263,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         sampling=args.sampling,
         reciprocal_sampling=args.reciprocal_sampling,
         semiangle_cutoff=cfg["probe"]["semiangle_cutoff"] if (args.sampling is None and args.reciprocal_sampling is None) else None,
+        lazy=args.out_of_core,
     )
     cfg["probe"]["energy"] = ds.energy
     state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))

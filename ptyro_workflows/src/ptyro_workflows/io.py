@@ -458,9 +458,15 @@ def load_dataset(
     sampling: Any = None,
     reciprocal_sampling: Any = None,
     semiangle_cutoff: float | None = None,
+    lazy: bool | None = None,
 ) -> Dataset4D:
     """Read a 4D-STEM dataset: our EMD files, EMD 1.0 files written by py4DSTEM / emdfile, or a
     ``.npy`` 4D array (Rx, Ry, Qx, Qy).
+
+    ``lazy=True`` leaves the patterns on disk (:meth:`ptyro_core.Dataset4D.lazy`: the file stays
+    open and reconstructions read them batch by batch, so datasets larger than memory work);
+    ``lazy=None`` (default) does so when the 4D array would take more than half of the memory
+    budget (:func:`ptyro_core.pipeline.available_memory`, or ``PTYRO_MEMORY_BUDGET``).
 
     Calibrations missing from the file (always for ``.npy``) come from the arguments:
     ``energy`` (eV), ``scan_step`` (Å, scalar or (x, y)), and one of ``sampling`` (real-space
@@ -472,19 +478,24 @@ def load_dataset(
     positions = None
     meta: dict[str, Any] = {}
     if p.suffix.lower() == ".npy":
-        arr = np.asarray(load_array(p), dtype=np.float32)
+        raw = load_array(p)
+        lazy = _decide_lazy(lazy, raw)
+        arr = raw if lazy else np.asarray(raw, dtype=np.float32)
         step = None
         dq = None
     else:
-        with _open_h5(p) as f:
+        f = _open_h5(p)
+        try:
             node = _find_4d(f)
             if node is None:
                 raise PtyroValueError(f"{str(p)!r} holds no 4D array; expected a 4D-STEM dataset (Rx, Ry, Qx, Qy)")
             if isinstance(node, h5py.Dataset):
-                arr = np.asarray(node[()], dtype=np.float32)
+                lazy = _decide_lazy(lazy, node)
+                arr = node if lazy else np.asarray(node[()], dtype=np.float32)
                 step = dq = None
             else:
-                arr = np.asarray(node["data"][()], dtype=np.float32)
+                lazy = _decide_lazy(lazy, node["data"])
+                arr = node["data"] if lazy else np.asarray(node["data"][()], dtype=np.float32)
                 meta = _read_metadata(node)
                 step, dq = [None, None], [None, None]
                 for n in range(4):
@@ -508,11 +519,19 @@ def load_dataset(
                     positions = np.asarray(root["scan_positions"]["data"][()], np.float32)
                 if energy is None and meta.get("energy") is not None:
                     energy = float(meta["energy"])
-                if energy is None and "provenance" in f:
-                    pass
+        except BaseException:
+            f.close()
+            raise
+        if not lazy:
+            f.close()
     if arr.ndim != 4:
         raise PtyroValueError(f"{str(p)!r}: expected a 4D array (Rx, Ry, Qx, Qy), got shape {arr.shape} (rank {arr.ndim})")
-    if not np.all(np.isfinite(arr)):
+    if lazy:
+        # the patterns stay on disk: check a sample here, each batch is checked as it is read
+        sample = np.asarray(arr[0, : min(arr.shape[1], 8)], dtype=np.float32)
+        if not np.all(np.isfinite(sample)):
+            raise PtyroValueError(f"{str(p)!r}: the 4D data holds NaN/inf values; expected finite intensities")
+    elif not np.all(np.isfinite(arr)):
         raise PtyroValueError(f"{str(p)!r}: the 4D data holds {int(np.sum(~np.isfinite(arr)))} NaN/inf values; expected finite intensities")
     if energy is None:
         raise PtyroValueError(f"{str(p)!r}: the beam energy is not in the file; pass --energy (eV)")
@@ -532,7 +551,7 @@ def load_dataset(
             dq_xy = tuple((d[1] * 1e-3 / lam if isinstance(d, tuple) else d) for d in dq)
             dq_xy = _pos_pair("reciprocal sampling in the file", [abs(v) for v in dq_xy])
         elif semiangle_cutoff is not None:
-            mean = np.asarray(arr.mean(axis=(0, 1)), np.float64)
+            mean = np.asarray(np.mean(np.asarray(arr[0, : min(arr.shape[1], 16)], np.float64), axis=0) if lazy else arr.mean(axis=(0, 1)), np.float64)
             d = _estimate_reciprocal_sampling(mean, float(semiangle_cutoff), energy)
             dq_xy = (d, d)
         else:
@@ -548,7 +567,20 @@ def load_dataset(
             raise PtyroValueError(f"{str(p)!r}: the scan step is not in the file; pass --scan-step (Å)")
         xx, yy = np.meshgrid(np.arange(rx) * st[0], np.arange(ry) * st[1], indexing="ij")
         positions = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
+    if lazy:
+        return Dataset4D.lazy(arr, positions, grid=grid, energy=energy)
     return Dataset4D(arr, positions, grid=grid, energy=energy)
+
+
+def _decide_lazy(lazy: bool | None, array: Any) -> bool:
+    if lazy is not None:
+        return bool(lazy)
+    import os
+
+    from ptyro_core.pipeline import available_memory
+
+    budget = float(os.environ.get("PTYRO_MEMORY_BUDGET") or 0.8 * available_memory())
+    return int(np.prod(array.shape)) * 4 > 0.5 * budget
 
 
 def _pos_pair(name: str, v: Any) -> tuple[float, float]:
