@@ -104,6 +104,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     m.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 of a multi-process run")
     m.add_argument("--num-processes", type=int, metavar="N", help="number of processes of the run")
     m.add_argument("--process-id", type=int, metavar="I", help="index of this process (0..N-1)")
+    m.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run described by the cluster environment (SLURM, Open MPI, ...): "
+        "jax.distributed.initialize() with no arguments",
+    )
 
 
 def _collect(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,6 +217,13 @@ def _distributed(args: argparse.Namespace) -> None:
         from ptyro_core.pipeline import initialize_distributed
 
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    elif getattr(args, "distributed", False):
+        from ptyro_core.pipeline import initialize_distributed
+
+        try:
+            initialize_distributed()
+        except (ValueError, RuntimeError) as e:
+            raise _Error(f"--distributed: no cluster environment found ({str(e).splitlines()[0]}); pass --coordinator, --num-processes and --process-id") from None
 
 
 # --------------------------------------------------------------------------- commands
