@@ -43,7 +43,9 @@ framework does everything else, identically for every parametrisation:
   z-range, so an atom straddling slices is split between them; the z-integral uses the
   substitution z = ρ sinh t (which removes the 1/r singularity) and Gauss–Legendre quadrature
   (``num_quadrature`` nodes on each side of the atom's plane); accurate to ~1e-4 relative.
-  Both projections give the same total (to the cutoff error) for atoms inside the slab.
+  Both projections give the same total (to the cutoff error) for atoms inside the slab; an atom
+  within r_c of the top or bottom face keeps, in the finite projection, only the part of its
+  potential inside the slab (e.g. a crystal with atoms at z = 0 loses their upper halves).
 - **differentiability**: the result is differentiable with respect to the atom positions (and
   jittable / vmappable over them); the atomic numbers must be concrete (they pick the parameters
   and the window sizes), so close over them rather than tracing them.
