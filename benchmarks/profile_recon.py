@@ -26,6 +26,12 @@ import ptyro_invert
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def rss_mb(field="VmRSS"):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024.0, 1)
+
+
 def timed(fn, *a, **k):
     t = time.perf_counter()
     out = fn(*a, **k)
@@ -38,6 +44,7 @@ def main():
     p.add_argument("case_dir", nargs="?", default=os.path.join(HERE, ".work", "cases", "recon-a"))
     p.add_argument("--passes", type=int, default=3)
     a = p.parse_args()
+    mem = {"after imports": rss_mb()}
     m = json.load(open(os.path.join(a.case_dir, "meta.json")))
     pats = np.load(os.path.join(a.case_dir, "patterns.npy"))
     pos = np.load(os.path.join(a.case_dir, "positions.npy")).astype(np.float32)
@@ -46,6 +53,7 @@ def main():
     ds = Dataset4D(pats, pos, grid=grid, energy=m["energy"])
     st0 = ptyro_invert.initial_state(ds, semiangle_cutoff=m["semiangle_cutoff"], aberrations={"C10": m["C10"]})
     st0 = replace(st0, probe=jnp.asarray(probe[None]))
+    mem["after loading the data, Dataset4D and initial state"] = rss_mb()
     fresh = lambda: jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, st0)  # noqa: E731
     res = {}
     calls = []
@@ -53,6 +61,9 @@ def main():
         _, t = timed(ptyro_invert.reconstruct, ds, fresh(), algorithm="single_slice", iterations=a.passes, batch_size=m["batch_size"], progress=False)
         calls.append(t)
     res["reconstruct calls (s)"] = [round(t, 3) for t in calls]
+    mem["after reconstruct (current)"] = rss_mb()
+    mem["peak (VmHWM)"] = rss_mb("VmHWM")
+    res["memory MiB"] = mem
     # one call of 2*passes: the extra passes cost (t2 - t1) / passes each
     _, t2 = timed(ptyro_invert.reconstruct, ds, fresh(), algorithm="single_slice", iterations=2 * a.passes, batch_size=m["batch_size"], progress=False)
     per_pass = (t2 - np.median(calls[1:])) / a.passes
