@@ -45,6 +45,10 @@ def main():
         mem["ptyro/py4dstem"] = round(out["ptyro"] / out["py4dstem"], 3)
     mem["note"] = "re-measured with benchmarks/memory.py; the peak RSS column of the timed run used ru_maxrss, which Linux carries over from the runner process at fork+exec, so it is superseded"
     c["memory"] = mem
+    for code, v in out.items():  # the per-code column too
+        if isinstance(v, float) and isinstance(c.get(code), dict):
+            c[code]["peak_rss_mb"] = v
+            c[code]["peak_rss_note"] = "VmHWM, re-measured by memory.py"
     runner.write_results(res, runner.RESULTS)
 
 
