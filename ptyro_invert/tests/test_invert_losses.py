@@ -20,10 +20,6 @@ from ptyro_invert.losses import LOSSES, amplitude_loss, intensity_loss, poisson_
 NAMES = list(LOSSES)
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -22,12 +22,6 @@ BOHR = 0.529177210903  # Å
 E_VA = 14.399645478425668  # e/(4π ε0) in V·Å
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
 
 
 # --------------------------------------------------------------------------- the data

@@ -19,12 +19,6 @@ from ptyro_prism import prism
 ENERGY = 200e3
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
 
 
 def _crystal(dtype=np.float32, n=48, reps=3):

@@ -16,12 +16,6 @@ from ptyro_core.testing import check_conformance
 from ptyro_robust_losses import gaussian_poisson, huber, huber_rho
 
 
-@pytest.fixture
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
 
 
 def test_registered_through_entry_point():

@@ -8,7 +8,8 @@ in a conftest) it provides the fixtures
 - ``fake_distribution``: a factory that writes a real installed distribution (a
   ``<dist>-<ver>.dist-info`` with ``METADATA`` and ``entry_points.txt``, plus its module) into a
   temporary folder on ``sys.path`` and resets the process-wide registry, so discovery runs through
-  genuine entry points without installing anything.
+  genuine entry points without installing anything;
+- ``x64``: float64 enabled for one test (gradient checks), the previous setting restored.
 
 :func:`check_conformance` checks that a component works under ``jit``, ``vmap`` and ``grad``
 with small inputs of its kind.
@@ -70,6 +71,12 @@ if pytest is not None:
     def isolated_registry() -> Registry:
         """An empty registry that discovers no entry points."""
         return Registry(entry_points=False)
+
+    @pytest.fixture
+    def x64() -> Iterator[None]:
+        """Enable float64 for one test (gradient checks) and restore the previous setting."""
+        with jax.enable_x64(True):
+            yield
 
     @pytest.fixture
     def fake_distribution(tmp_path: Path, monkeypatch: Any) -> Iterator[Callable[..., Path]]:
