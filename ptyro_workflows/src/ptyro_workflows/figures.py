@@ -103,8 +103,8 @@ def plot_phase_comparison(path: Path, reconstructed: np.ndarray, truth: np.ndarr
     rec = np.asarray(reconstructed) - float(np.mean(reconstructed))
     tru = np.asarray(truth) - float(np.mean(truth))
     ext = _extent(rec.shape, sampling, origin)
-    _image(fig, axes[0], rec, ext, "Reconstructed phase" + (f" (r = {correlation:.3f})" if correlation is not None else ""), "phase (rad, mean removed)", cmap="twilight_shifted")
-    _image(fig, axes[1], tru, ext, "Ground truth σ·ΣV", "phase (rad, mean removed)", cmap="twilight_shifted")
+    _image(fig, axes[0], rec, ext, "Reconstructed phase" + (f" (r = {correlation:.3f})" if correlation is not None else ""), "phase (rad, mean removed)", cmap="magma")
+    _image(fig, axes[1], tru, ext, "Ground truth σ·ΣV", "phase (rad, mean removed)", cmap="magma")
     return _save(fig, path)
 
 
