@@ -47,11 +47,23 @@ def _complex_dtype(x: Any) -> Any:
     return jnp.complex128 if jnp.result_type(x) == jnp.float64 else jnp.complex64
 
 
-def transmission(potential: PotentialSlices, energy: float) -> Array:
-    """Transmission functions t = exp(iσV) (s, nx, ny), σ the interaction constant at ``energy``."""
+def transmission(potential: PotentialSlices, energy: float, *, bandlimit: bool = True) -> Array:
+    """Transmission functions t = exp(iσV) (s, nx, ny), σ the interaction constant at ``energy``,
+    band-limited to 2/3 of the Nyquist frequency like the propagator (``bandlimit=False`` for
+    the raw exponential).
+
+    Both factors of t·ψ must be limited to 2/3 Nyquist: their product then reaches at most 4/3
+    Nyquist, and what wraps around the grid lands beyond 2/3 Nyquist, where the propagator's
+    aperture removes it. Without the limit on t, high-angle scattering aliases back into the kept
+    band (SrTiO3, 256² over 31.24 Å: ADF off by ~20 % against a converged calculation / abTEM)."""
     sigma = energy2sigma(energy)
     arr = potential.array
-    return jnp.exp(1j * sigma * arr).astype(_complex_dtype(arr))
+    ctype = _complex_dtype(arr)
+    t = jnp.exp(1j * sigma * arr).astype(ctype)
+    if not bandlimit:
+        return t
+    aperture = antialias_aperture(potential.grid, jnp.real(jnp.zeros((), ctype)).dtype)
+    return jnp.fft.ifft2(jnp.fft.fft2(t) * aperture[None]).astype(ctype)
 
 
 def _check_grid(wave: Any, potential: PotentialSlices) -> None:
