@@ -230,15 +230,17 @@ class ArraySource:
     """Diffraction patterns held in memory (numpy or JAX), flattened over the scan: (N, qx, qy)."""
 
     def __init__(self, patterns: Any) -> None:
-        self._data = patterns
-        self.shape = tuple(int(s) for s in patterns.shape)
-        self.dtype = np.dtype(patterns.dtype)
+        # a host view once (zero-copy for arrays on the CPU), so that each batch is a NumPy
+        # gather, not a device gather and a transfer
+        self._data = np.asarray(patterns)
+        self.shape = tuple(int(s) for s in self._data.shape)
+        self.dtype = self._data.dtype
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        return np.asarray(self._data[np.asarray(indices)])
+        return self._data[np.asarray(indices)]
 
 
 class LazySource:
