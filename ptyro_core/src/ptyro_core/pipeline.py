@@ -40,6 +40,7 @@ __all__ = [
     "pattern_source",
     "global_batch",
     "available_memory",
+    "memory_budget",
     "check_memory",
 ]
 
@@ -211,12 +212,17 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def memory_budget() -> float:
+    """Bytes a run may use: ``PTYRO_MEMORY_BUDGET`` if set, else 80% of available memory."""
+    env = os.environ.get("PTYRO_MEMORY_BUDGET")
+    return float(env) if env else 0.8 * available_memory()
+
+
 def check_memory(required: float, *, what: str, knob: str, budget: float | None = None) -> None:
     """Refuse a run estimated to need ``required`` bytes when more than ``budget`` (default:
     80% of available memory, or ``PTYRO_MEMORY_BUDGET`` bytes) would be needed."""
     if budget is None:
-        env = os.environ.get("PTYRO_MEMORY_BUDGET")
-        budget = float(env) if env else 0.8 * available_memory()
+        budget = memory_budget()
     if required > budget:
         raise MemoryBudgetError(
             f"{what} needs about {_fmt_bytes(required)} but only {_fmt_bytes(budget)} is available; {knob}"
@@ -298,10 +304,9 @@ class HDF5Source(LazySource):
 def pattern_source(dataset: Any) -> Any:
     """The source of a :class:`~ptyro_core.Dataset4D`'s patterns: in memory, or read lazily when
     the dataset was made with :meth:`~ptyro_core.Dataset4D.lazy`."""
-    arr = dataset.array
-    if isinstance(arr, (jax.Array, np.ndarray)) and not isinstance(arr, np.memmap):
-        return ArraySource(dataset.patterns)
-    return LazySource(arr, "Dataset4D.array")
+    if dataset.is_lazy:
+        return LazySource(dataset.array, "Dataset4D.array")
+    return ArraySource(dataset.patterns)
 
 
 def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:

@@ -466,7 +466,7 @@ def load_dataset(
     ``lazy=True`` leaves the patterns on disk (:meth:`ptyro_core.Dataset4D.lazy`: the file stays
     open and reconstructions read them batch by batch, so datasets larger than memory work);
     ``lazy=None`` (default) does so when the 4D array would take more than half of the memory
-    budget (:func:`ptyro_core.pipeline.available_memory`, or ``PTYRO_MEMORY_BUDGET``).
+    budget (:func:`ptyro_core.pipeline.memory_budget`: ``PTYRO_MEMORY_BUDGET``, or 80% of available memory).
 
     Calibrations missing from the file (always for ``.npy``) come from the arguments:
     ``energy`` (eV), ``scan_step`` (Å, scalar or (x, y)), and one of ``sampling`` (real-space
@@ -575,12 +575,9 @@ def load_dataset(
 def _decide_lazy(lazy: bool | None, array: Any) -> bool:
     if lazy is not None:
         return bool(lazy)
-    import os
+    from ptyro_core.pipeline import memory_budget
 
-    from ptyro_core.pipeline import available_memory
-
-    budget = float(os.environ.get("PTYRO_MEMORY_BUDGET") or 0.8 * available_memory())
-    return int(np.prod(array.shape)) * 4 > 0.5 * budget
+    return int(np.prod(array.shape)) * 4 > 0.5 * memory_budget()
 
 
 def _pos_pair(name: str, v: Any) -> tuple[float, float]:
