@@ -35,7 +35,7 @@ from ptyro_core.pipeline import (
 )
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import read_checkpoint, save_checkpoint
-from ptyro_invert.forward import make_model, wavelength
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes, wavelength
 
 __all__ = [
     "initial_state",
@@ -54,7 +54,7 @@ __all__ = [
 
 #: learning rates per algorithm and group (Adam; tuned on RECON-A), decayed by ``lr_schedule``.
 DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
-    "single_slice": {"object": 2e-2, "probe": 2e-3},
+    "single_slice": {"object": 4e-2, "probe": 2e-3},
     "position_corrected": {"object": 2e-2, "probe": 2e-3, "positions": 4e-2, "affine": 1e-3},
     "mixed_state": {"object": 2e-2, "probe": 1.5e-3},
     "multislice": {"object": 2e-2, "probe": 2e-3, "thickness": 0.5},
@@ -139,8 +139,10 @@ def initial_state(
     polar notation, C10 = −defocus, Å, azimuths in radians), extended to ``num_modes`` modes
     (:func:`add_probe_modes`). The object (``num_slices`` slices, transmission 1) covers every
     scan position plus the probe window plus ``padding_px`` pixels on each side; positions are
-    translated into the object frame (object pixel [0, 0] at (0, 0) Å, positions = probe centre):
-    ``state.positions = dataset.positions − min(dataset.positions) + (window // 2 + padding_px)·d``.
+    translated into the object frame (object pixel [0, 0] at (0, 0) Å, positions = probe centre)
+    by a whole number of pixels, so that the object's pixels sit on the dataset frame's pixel
+    lattice: ``state.positions = dataset.positions − floor(min(dataset.positions) / d)·d +
+    (window // 2 + padding_px)·d``.
     """
     if not isinstance(dataset, Dataset4D):
         raise PtyroTypeError(f"initial_state: expected a Dataset4D, got {type(dataset).__name__}")
@@ -157,8 +159,9 @@ def initial_state(
     d = np.asarray(grid.sampling, np.float64)
     pos = np.asarray(dataset.positions, np.float64)
     win = np.asarray(grid.gpts)
-    pos_obj = pos - pos.min(axis=0) + (win // 2 + int(padding_px)) * d
-    extent_px = np.ceil((pos.max(axis=0) - pos.min(axis=0)) / d).astype(int)
+    lo = np.floor(pos.min(axis=0) / d)
+    pos_obj = pos - lo * d + (win // 2 + int(padding_px)) * d
+    extent_px = np.ceil(pos.max(axis=0) / d - lo).astype(int)
     gpts = tuple(int(v) for v in extent_px + win + 2 * int(padding_px) + 1)
     obj = jnp.ones((int(num_slices),) + gpts, jnp.complex64)
     th = None if slice_thickness is None else slice_thickness
@@ -340,6 +343,8 @@ def run_reconstruction(
     detector_blur: float = 0.0,
     mask: Any = None,
     memory_budget: float | None = None,
+    group_shifts: bool = True,
+    chunk_size: int = 16,
 ) -> ReconState:
     """The shared engine; see :func:`single_slice` for the public options."""
     if not isinstance(dataset, Dataset4D):
@@ -348,6 +353,8 @@ def run_reconstruction(
         raise PtyroTypeError(f"{algorithm}: expected a ReconState, got {type(state).__name__}")
     if int(iterations) < 0:
         raise PtyroValueError(f"iterations: expected a number of passes >= 0, got {iterations!r}")
+    if int(chunk_size) < 1:
+        raise PtyroValueError(f"chunk_size: expected a number of positions per device >= 1, got {chunk_size!r}")
     n = int(np.prod(dataset.array.shape[:-2]))
     window = tuple(int(v) for v in dataset.array.shape[-2:])
     if tuple(state.probe.shape[-2:]) != window:
@@ -449,6 +456,11 @@ def run_reconstruction(
         consts["support"] = jnp.asarray(support)
 
     batched_model = jax.vmap(model, in_axes=(None, None, None, 0))
+    # fixed positions: shift the probe once per distinct sub-pixel shift, not once per position
+    groups_ = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
+    if groups_ is not None:
+        consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in groups_)
+        at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))
 
     def effective_positions(p: dict, idx: Array, c: dict) -> Array:
         pos = c["positions"][idx]
@@ -458,20 +470,62 @@ def run_reconstruction(
             pos = pos + p["positions"][idx]
         return pos
 
-    def objective(p: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[Array, Array]:
-        pos = effective_positions(p, idx, c)
+    def shared(p: dict, c: dict) -> dict:
+        # the work a step shares between its positions: the probe shifted once per distinct shift
+        return {**p, "probe": shifted_probes(p["probe"], c["shifts"])} if "shifts" in c else p
+
+    def data_term(p: dict, d: Array, idx: Array, w: Array, c: dict) -> Array:
+        # p as returned by shared()
         dz = p.get("thickness", c["thickness"])
-        pred = batched_model(p["object"], p["probe"], dz, pos) * c["scale"]
-        value = loss_fn(pred, d, mask=c.get("mask"), weights=w)
-        total = value
+        if "shifts" in c:
+            probes = jnp.take(p["probe"], c["group"][idx], axis=0)
+            pred = at_start(p["object"], probes, dz, c["start"][idx]) * c["scale"]
+        else:
+            pred = batched_model(p["object"], p["probe"], dz, effective_positions(p, idx, c)) * c["scale"]
+        return loss_fn(pred, d, mask=c.get("mask"), weights=w)
+
+    def regulariser(p: dict) -> Array:
+        total = jnp.zeros((), real)
         if tv_weight:
             total = total + tv_weight * _tv(p["object"])
         if depth_weight and num_slices > 1:
             total = total + depth_weight * jnp.mean(jnp.abs(jnp.diff(p["object"], axis=0)) ** 2)
-        return total, value
+        return total
+
+    # a step works through its batch in chunks of a few positions per device, accumulating the
+    # gradient: the working set of a chunk stays in cache (1.5x faster per position on a CPU than
+    # a whole batch of 64 at 128x128) and only one chunk's intermediates are held
+    local = b // ndev
+    cs = max((k for k in range(1, min(int(chunk_size), local) + 1) if local % k == 0), default=local)
+    nchunks = local // cs
+
+    def chunked(x: Array) -> Array:
+        # (b, ...) sharded in device blocks -> (nchunks, ndev * cs, ...), each chunk spread over all devices
+        y = x.reshape((ndev, nchunks, cs) + x.shape[1:])
+        return jnp.swapaxes(y, 0, 1).reshape((nchunks, ndev * cs) + x.shape[1:])
+
+    def gradient(p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array]:
+        p, back = jax.vjp(lambda q: shared(q, c), p0)
+        if nchunks == 1:
+            value, grads = jax.value_and_grad(data_term)(p, d, idx, w, c)
+        else:
+            wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+
+            def body(acc: tuple[dict, Array], xs: tuple[Array, Array, Array]) -> tuple[tuple[dict, Array], None]:
+                dd, ii, ww = xs
+                # a weighted mean over the chunk, re-weighted to its share of the batch
+                v, g = jax.value_and_grad(lambda q: data_term(q, dd, ii, ww, c) * (jnp.sum(ww) / wsum))(p)
+                return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v), None
+
+            zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real))
+            (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w)))
+        (grads,) = back(grads)
+        if tv_weight or (depth_weight and num_slices > 1):
+            grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(regulariser)(p0))
+        return grads, value
 
     def recon_step(p: dict, s: Any, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Any, Array]:
-        grads, value = jax.grad(objective, has_aux=True)(p, d, idx, w, c)
+        grads, value = gradient(p, d, idx, w, c)
         updates, s = opt.update(grads, s, p)
         new = _opt.apply_updates(p, updates)
         new = _constrain(
@@ -491,7 +545,7 @@ def run_reconstruction(
         algorithm, loss, optimizer, learning_rates, tuple(groups), int(iterations) * steps_per_pass, steps_per_pass, lr_schedule,
         probe_start, position_start, fit_object, fit_probe, window, state.sampling, state.energy, propagator, num_slices,
         detector_blur, tv_weight, depth_weight, object_max_amplitude, phase_positive, orthogonalize, fix_probe_intensity,
-        mask_arr is None, support is None, mesh,
+        mask_arr is None, support is None, mesh, groups_ is None, chunk_size,
     )  # fmt: skip
     step = _STEP_CACHE.get(key) if key is not None else None
     if step is None:
@@ -611,7 +665,13 @@ _COMMON_DOC = """
     support of the probe), regularisation ``tv_weight`` (total variation of the object),
     ``detector_blur`` (Gaussian σ in detector pixels), ``mask`` (detector mask, centred like the
     data) and ``memory_budget`` (bytes; default 80% of available memory: a run that will not fit
-    is refused with the knob to turn).
+    is refused with the knob to turn). With fixed positions, ``group_shifts`` (default true)
+    shifts the probe once per distinct sub-pixel shift of a batch rather than once per position
+    (exact to 1e-4 pixel; a raster with a rational step in pixels has a handful of them), which
+    halves the FFTs of a step; with more distinct shifts than half a batch it falls back.
+    ``chunk_size`` (16): positions per device computed at once inside a step; the gradient of the
+    batch is accumulated over its chunks (same result up to round-off, a cache-sized working set).
+    The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
 """
 
 
