@@ -306,7 +306,9 @@ def pattern_source(dataset: Any) -> Any:
     the dataset was made with :meth:`~ptyro_core.Dataset4D.lazy`."""
     if dataset.is_lazy:
         return LazySource(dataset.array, "Dataset4D.array")
-    return ArraySource(dataset.patterns)
+    # a host view of the 4D array, flattened by NumPy (a view, where a JAX reshape would copy)
+    arr = np.asarray(dataset.array)
+    return ArraySource(arr.reshape((-1,) + arr.shape[-2:]))
 
 
 def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:

@@ -48,13 +48,18 @@ def _float_dtype(x: Any) -> Any:
     return jnp.float64 if jax.config.jax_enable_x64 and dt == np.float64 else jnp.float32
 
 
+def _to_jax(x: Any) -> Any:
+    # device_put copies a NumPy array once; jnp.asarray stages it through an extra buffer
+    return jax.device_put(x) if isinstance(x, np.ndarray) and x.dtype.kind in "fciub" else jnp.asarray(x)
+
+
 def _as_real(cls: str, field: str, x: Any) -> Any:
     if is_tracer(x):
         return x
     if isinstance(x, (jax.Array, np.ndarray)) and jnp.iscomplexobj(x):
         raise PtyroTypeError(f"{cls}.{field}: expected a real array, got {describe(x)}")
     try:
-        a = jnp.asarray(x)
+        a = _to_jax(x)
     except (TypeError, ValueError) as e:
         raise PtyroTypeError(f"{cls}.{field}: expected a real array, got {describe(x)} ({e})") from None
     if jnp.issubdtype(a.dtype, jnp.floating):
@@ -66,7 +71,7 @@ def _as_complex(cls: str, field: str, x: Any) -> Any:
     if is_tracer(x):
         return x
     try:
-        a = jnp.asarray(x)
+        a = _to_jax(x)
     except (TypeError, ValueError) as e:
         raise PtyroTypeError(f"{cls}.{field}: expected a complex array, got {describe(x)} ({e})") from None
     if jnp.issubdtype(a.dtype, jnp.complexfloating):
@@ -113,27 +118,46 @@ def _run_checker(cls: str, checker: Callable[..., None], **fields: Any) -> None:
     ) from None
 
 
+def _blocks(x: Any, max_bytes: int = 4 << 20) -> Any:
+    """``x`` as host (NumPy) row blocks of at most ``max_bytes``, so that a check of a large array
+    needs no full-size temporaries; zero-copy for NumPy arrays and JAX arrays on the CPU."""
+    if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
+        yield np.asarray(x)  # an accelerator array: one host copy
+        return
+    a = np.asarray(x)
+    if a.ndim == 0 or a.nbytes <= max_bytes:
+        yield a
+        return
+    flat = a.reshape((a.shape[0], -1))
+    rows = max(1, max_bytes // max(flat[0].nbytes, 1))
+    for i in range(0, flat.shape[0], rows):
+        yield flat[i : i + rows]
+
+
 def _check_finite(cls: str, field: str, x: Any) -> None:
     if is_tracer(x):
         return
-    if not bool(jnp.all(jnp.isfinite(x))):
-        bad = int(jnp.sum(~jnp.isfinite(x)))
+    bad = 0
+    for blk in _blocks(x):
+        if not np.isfinite(blk).all():
+            bad += int(np.sum(~np.isfinite(blk)))
+    if bad:
         raise PtyroValueError(f"{cls}.{field}: expected finite values, found {bad} NaN/inf entries in {describe(x)}")
 
 
 def _check_range(cls: str, field: str, x: Any, lo: float | None = None, hi: float | None = None, *, strict_lo: bool = False) -> None:
     if is_tracer(x):
         return
-    a = np.asarray(x)
-    if a.size == 0:
-        return
-    if lo is not None:
-        bad = a <= lo if strict_lo else a < lo
-        if bad.any():
-            rel = ">" if strict_lo else ">="
-            raise PtyroValueError(f"{cls}.{field}: expected values {rel} {lo}, got {a[bad].ravel()[0].item()!r}")
-    if hi is not None and (a > hi).any():
-        raise PtyroValueError(f"{cls}.{field}: expected values <= {hi}, got {a[a > hi].ravel()[0].item()!r}")
+    for a in _blocks(x):
+        if a.size == 0:
+            continue
+        if lo is not None:
+            bad = a <= lo if strict_lo else a < lo
+            if bad.any():
+                rel = ">" if strict_lo else ">="
+                raise PtyroValueError(f"{cls}.{field}: expected values {rel} {lo}, got {a[bad].ravel()[0].item()!r}")
+        if hi is not None and (a > hi).any():
+            raise PtyroValueError(f"{cls}.{field}: expected values <= {hi}, got {a[a > hi].ravel()[0].item()!r}")
 
 
 def _positive_number(cls: str, field: str, x: Any) -> float:

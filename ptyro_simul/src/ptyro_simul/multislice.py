@@ -96,32 +96,69 @@ def multislice_exit_wave(
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _exit_wave(wave: Array, potential: PotentialSlices, energy: float, prop: Any, tilt: tuple[float, float]) -> Array:
-    grid = potential.grid
     ctype = jnp.result_type(wave, _complex_dtype(potential.array))
-    wave = wave.astype(ctype)
+    ops = _slice_operators(potential, energy, prop, tilt, ctype)
+    return _propagate(wave.astype(ctype), ops, potential, energy, prop, tilt)
+
+
+def _slice_operators(potential: PotentialSlices, energy: float, prop: Any, tilt: tuple[float, float], ctype: Any,
+                     grid: Any = None) -> tuple[Array, Array]:  # fmt: skip
+    """What every position shares: the transmission functions and, for the built-in Fresnel
+    propagator, its kernels (``grid``: the grid they are applied on, default the potential's)."""
     trans = transmission(potential, energy).astype(ctype)
-    lead = wave.ndim - 2
+    if prop is fresnel:
+        g = potential.grid if grid is None else grid
+        return trans, jax.vmap(lambda dz: fresnel_kernel(dz, g, energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
+    return trans, potential.slice_thickness
+
+
+def _propagate(wave: Array, ops: tuple[Array, Array], potential: PotentialSlices, energy: float, prop: Any,
+               tilt: tuple[float, float], grid: Any = None) -> Array:  # fmt: skip
+    """The multislice loop over slices for waves (..., nx, ny), transmission functions (s, ...)
+    broadcasting against them and the operators of :func:`_slice_operators`."""
+    grid = potential.grid if grid is None else grid
+    trans, second = ops
+    ctype = wave.dtype
+    lead = wave.ndim - trans.ndim + 1
+
+    def expand(t: Array) -> Array:
+        return t.reshape(t.shape[:-2] + (1,) * (wave.ndim - t.ndim) + t.shape[-2:]) if t.ndim > 2 else t.reshape((1,) * lead + t.shape)
 
     if prop is fresnel:
-        kernels = jax.vmap(lambda dz: fresnel_kernel(dz, grid, energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
 
         def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
             t, k = xs
-            shape = (1,) * lead + t.shape
-            return ifft2(fft2(w * t.reshape(shape)) * k.reshape(shape)), None
+            return ifft2(fft2(w * expand(t)) * k.reshape((1,) * (w.ndim - 2) + k.shape)), None
 
-        out, _ = jax.lax.scan(step, wave, (trans, kernels))
+        out, _ = jax.lax.scan(step, wave, (trans, second))
         return out
 
     def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
         t, dz = xs
-        w = w * t.reshape((1,) * lead + t.shape)
+        w = w * expand(t)
         flat = w.reshape((-1,) + tuple(grid.gpts))
         flat = jax.vmap(lambda x: prop(x, dz, grid, energy, tilt=tilt))(flat)
         return flat.reshape(w.shape).astype(ctype), None
 
-    out, _ = jax.lax.scan(gstep, wave, (trans, potential.slice_thickness))
+    out, _ = jax.lax.scan(gstep, wave, (trans, second))
     return out
+
+
+#: bytes of one compute chunk's waves: a step over a chunk of positions keeps its working set in
+#: cache (at 256x256 a chunk of 8 positions runs 1.3x faster per position than a batch of 64)
+CHUNK_BYTES = 4 << 20
+
+
+def _in_chunks(fn: Callable[[Array], Array], positions: Array, bytes_per_position: int) -> Array:
+    """``fn(positions)`` evaluated over chunks of the batch (``jax.lax.map``) of at most
+    :data:`CHUNK_BYTES` of waves each; the chunk is the largest divisor of the batch that fits."""
+    b = int(positions.shape[0])
+    cap = max(1, CHUNK_BYTES // max(int(bytes_per_position), 1))
+    c = max(k for k in range(1, min(cap, b) + 1) if b % k == 0)
+    if c == b:
+        return fn(positions)
+    out = jax.lax.map(fn, positions.reshape((b // c, c) + positions.shape[1:]))
+    return out.reshape((b,) + out.shape[2:])
 
 
 def plane_wave_exit(
@@ -208,8 +245,7 @@ class MultisliceSimulator:
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
         if self.window is not None:
-            exit_k = jnp.fft.fftshift(fft2(self.exit_waves(positions)), axes=(-2, -1))
-            return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
+            return _windowed_intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
         return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
 
 
@@ -221,46 +257,62 @@ def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array,
     return multislice_exit_wave(waves, potential, probe.energy, propagator, tilt=tilt)
 
 
+def _wave_bytes(probe: ProbeModes, ctype: Any) -> int:
+    return int(probe.array.shape[0] * probe.array.shape[-1] * probe.array.shape[-2] * jnp.dtype(ctype).itemsize)
+
+
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    exit_k = jnp.fft.fftshift(fft2(_exit_waves(potential, probe, positions, propagator, tilt)), axes=(-2, -1))
-    return jnp.sum(jnp.abs(exit_k) ** 2, axis=1)
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype)  # once per batch
+    pk = fft2(probe.array.astype(ctype))
+
+    def chunk(pos: Array) -> Array:
+        waves = shifted_probes(pk, pos, potential.grid)
+        exit_k = jnp.fft.fftshift(fft2(_propagate(waves, ops, potential, probe.energy, propagator, tilt)), axes=(-2, -1))
+        return jnp.sum(jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2, axis=1)
+
+    return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))
+
+
+def _window_starts(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Array, Array, Array]:
+    (dx, dy), (wx, wy) = potential.grid.sampling, probe.grid.gpts
+    pos = positions.astype(potential.array.dtype)
+    i0 = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
+    j0 = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
+    frac = pos - jnp.stack([i0.astype(pos.dtype) * dx, j0.astype(pos.dtype) * dy], axis=-1)
+    return i0, j0, frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :]
+
+
+def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
+                  trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
+    (nx, ny), (wx, wy) = potential.grid.gpts, probe.grid.gpts
+    i0, j0, centre = _window_starts(potential, probe, positions)
+    ix = (i0[:, None] - wx // 2 + jnp.arange(wx)[None, :]) % nx  # (b, wx)
+    iy = (j0[:, None] - wy // 2 + jnp.arange(wy)[None, :]) % ny  # (b, wy)
+    crops = trans[:, ix[:, :, None], iy[:, None, :]]  # (s, b, wx, wy), periodic crop around each probe
+    waves = shifted_probes(pk, centre, probe.grid)  # (b, m, wx, wy)
+    return _propagate(waves, (crops[:, :, None], second), potential, probe.energy, propagator, tilt, probe.grid)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    grid = potential.grid
-    sub = probe.grid
-    (nx, ny), (wx, wy) = grid.gpts, sub.gpts
-    dx, dy = grid.sampling
     ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
-    trans = transmission(potential, probe.energy).astype(ctype)  # once per batch, not per position
-    pos = positions.astype(potential.array.dtype)
-    i0 = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
-    j0 = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
-    ix = (i0[:, None] - wx // 2 + jnp.arange(wx)[None, :]) % nx  # (b, wx)
-    iy = (j0[:, None] - wy // 2 + jnp.arange(wy)[None, :]) % ny  # (b, wy)
-    crops = trans[:, ix[:, :, None], iy[:, None, :]]  # (s, b, wx, wy), periodic crop around each probe
-    frac = pos - jnp.stack([i0.astype(pos.dtype) * dx, j0.astype(pos.dtype) * dy], axis=-1)
-    waves = shifted_probes(fft2(probe.array), frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :], sub)
-    if propagator is fresnel:
-        kernels = jax.vmap(lambda dz: fresnel_kernel(dz, sub, probe.energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
+    trans, second = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid)  # once per batch
+    return _window_waves(potential, probe, positions, propagator, tilt, trans, second, fft2(probe.array.astype(ctype)))
 
-        def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
-            t, k = xs
-            return ifft2(fft2(w * t[:, None]) * k[None, None]), None
 
-        out, _ = jax.lax.scan(step, waves.astype(ctype), (crops, kernels))
-        return out
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _windowed_intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    trans, second = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid)  # once per batch
+    pk = fft2(probe.array.astype(ctype))
 
-    def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
-        t, dz = xs
-        w = w * t[:, None]
-        flat = jax.vmap(lambda x: propagator(x, dz, sub, probe.energy, tilt=tilt))(w.reshape((-1, wx, wy)))
-        return flat.reshape(w.shape).astype(ctype), None
+    def chunk(pos: Array) -> Array:
+        exit_k = jnp.fft.fftshift(fft2(_window_waves(potential, probe, pos, propagator, tilt, trans, second, pk)), axes=(-2, -1))
+        return jnp.sum(jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2, axis=1)
 
-    out, _ = jax.lax.scan(gstep, waves.astype(ctype), (crops, potential.slice_thickness))
-    return out
+    return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))
 
 
 def multislice(
