@@ -545,7 +545,7 @@ def run_reconstruction(
         algorithm, loss, optimizer, learning_rates, tuple(groups), int(iterations) * steps_per_pass, steps_per_pass, lr_schedule,
         probe_start, position_start, fit_object, fit_probe, window, state.sampling, state.energy, propagator, num_slices,
         detector_blur, tv_weight, depth_weight, object_max_amplitude, phase_positive, orthogonalize, fix_probe_intensity,
-        mask_arr is None, support is None, mesh, groups_ is None, chunk_size,
+        mask_arr is None, support is None, mesh, groups_ is None, chunk_size, b,
     )  # fmt: skip
     step = _STEP_CACHE.get(key) if key is not None else None
     if step is None:

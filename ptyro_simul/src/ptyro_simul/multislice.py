@@ -151,14 +151,19 @@ CHUNK_BYTES = 4 << 20
 
 def _in_chunks(fn: Callable[[Array], Array], positions: Array, bytes_per_position: int) -> Array:
     """``fn(positions)`` evaluated over chunks of the batch (``jax.lax.map``) of at most
-    :data:`CHUNK_BYTES` of waves each; the chunk is the largest divisor of the batch that fits."""
+    :data:`CHUNK_BYTES` of waves each: as few chunks as fit, of equal size, the last padded by
+    repeating the last position (at most one position per chunk is wasted)."""
     b = int(positions.shape[0])
     cap = max(1, CHUNK_BYTES // max(int(bytes_per_position), 1))
-    c = max(k for k in range(1, min(cap, b) + 1) if b % k == 0)
-    if c == b:
+    nchunks = -(-b // cap)
+    if nchunks <= 1:
         return fn(positions)
-    out = jax.lax.map(fn, positions.reshape((b // c, c) + positions.shape[1:]))
-    return out.reshape((b,) + out.shape[2:])
+    c = -(-b // nchunks)
+    pad = nchunks * c - b
+    if pad:
+        positions = jnp.concatenate([positions, jnp.repeat(positions[-1:], pad, axis=0)], axis=0)
+    out = jax.lax.map(fn, positions.reshape((nchunks, c) + positions.shape[1:]))
+    return out.reshape((nchunks * c,) + out.shape[2:])[:b]
 
 
 def plane_wave_exit(
