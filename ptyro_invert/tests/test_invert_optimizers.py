@@ -148,3 +148,18 @@ def test_optimizer_in_float64():
         p = {"z": jnp.zeros(2, jnp.complex128), "r": jnp.zeros(2, jnp.float64)}
         upd, st = opt.update(p, opt.init(p), p)
         assert upd["z"].dtype == jnp.complex128 and st.nu["z"].dtype == jnp.float64
+
+
+def test_adam_relative_epsilon_damps_tiny_gradients():
+    # plain Adam moves an entry with a 1e-9 gradient as far as one with a gradient of 1 (both by
+    # about the learning rate); with eps_rel the tiny one moves ~1e-6 of that, the large one as before
+    params = {"x": jnp.zeros(2, jnp.complex64)}
+    grads = {"x": jnp.asarray([1.0 + 0j, 1e-9 + 0j], jnp.complex64)}
+    plain, _ = O.adam(0.1).update(grads, O.adam(0.1).init(params), params)
+    damped, _ = O.adam(0.1, eps_rel=1e-3).update(grads, O.adam(0.1, eps_rel=1e-3).init(params), params)
+    p, d = np.abs(np.asarray(plain["x"])), np.abs(np.asarray(damped["x"]))
+    assert p[1] > 0.05 * p[0]  # round-off-sized gradients take visible steps without it
+    assert d[1] < 1e-5 * d[0]
+    np.testing.assert_allclose(d[0], p[0], rtol=2e-3)
+    with pytest.raises(ptyro_core.PtyroValueError, match="eps_rel"):
+        O.adam(0.1, eps_rel=-1.0)

@@ -245,9 +245,16 @@ def sgd(learning_rate: Any = 1e-2, *, momentum: float = 0.0, nesterov: bool = Fa
     return Optimizer(init, update)
 
 
-def adam(learning_rate: Any = 1e-2, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
-    """Adam with complex first moments and real second moments ``|g|²``."""
+def adam(learning_rate: Any = 1e-2, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_rel: float = 0.0) -> Optimizer:
+    """Adam with complex first moments and real second moments ``|g|²``.
+
+    ``eps_rel`` adds ``eps_rel · max(√v̂)`` (the largest gradient scale of that parameter array) to
+    the denominator: entries whose gradients are that much smaller than the array's largest, such
+    as object pixels the probe barely reaches, take proportionally small steps instead of steps
+    the size of the learning rate (which would turn round-off into visible changes)."""
     _validate(learning_rate)
+    if not (eps_rel >= 0.0):
+        raise PtyroValueError(f"adam: eps_rel must be >= 0, got {eps_rel!r}")
 
     def init(params: Any) -> AdamState:
         nu = jax.tree_util.tree_map(_real_like, params)
@@ -261,7 +268,11 @@ def adam(learning_rate: Any = 1e-2, *, b1: float = 0.9, b2: float = 0.999, eps: 
         nu = _map(lambda v, x: b2 * v + (1 - b2) * _abs2(x), state.nu, g)
         c1 = 1 - b1 ** count.astype(jnp.float32)
         c2 = 1 - b2 ** count.astype(jnp.float32)
-        upd = [_scale(lr, (m / c1) / (jnp.sqrt(v / c2) + eps)) for lr, m, v in zip(lrs, mu, nu)]
+        upd = []
+        for lr, m, v in zip(lrs, mu, nu):
+            scale = jnp.sqrt(v / c2)
+            floor = eps + eps_rel * jnp.max(scale) if eps_rel else eps
+            upd.append(_scale(lr, (m / c1) / (scale + floor)))
         return _unflatten(g, upd), AdamState(count, _unflatten(g, mu), _unflatten(g, nu))
 
     return Optimizer(init, update)
