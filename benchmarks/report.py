@@ -35,7 +35,8 @@ def targets(results: dict) -> list:
         accw = (sa.get("accuracy_vs_abtem") or {}).get("ptyro-window")
         note = ""
         if accw:
-            note = (f"128x128 window per probe; accuracy cost vs abTEM's full grid: BF max {accw['bf']['max_rel_diff'] * 100:.2f}%, "
+            win = (sa.get("ptyro-window") or {}).get("info", {}).get("window", "?")
+            note = (f"{win}x{win} window per probe; accuracy cost vs abTEM's full grid: BF max {accw['bf']['max_rel_diff'] * 100:.2f}%, "
                     f"ADF max {accw['adf']['max_rel_diff'] * 100:.2f}%")
         row("SIM-A time, ptyro windowed (below the floor by working smarter) / abTEM", _ratio(sa, "ptyro-window/abtem"), 0.4, note)
         row("SIM-A time, jax-plain / abTEM (baseline, not the library)", _ratio(sa, "jax-plain/abtem"), 0.4)

@@ -9,9 +9,10 @@
 ``jaxplain-taper`` the same with abTEM's band-limit convention (cosine taper 0.01/dx Å⁻¹ wide
              at the edge of the 2/3-Nyquist aperture instead of a hard edge): an accuracy-only
              run showing that the remaining difference from abTEM is that convention alone.
-``ptyro-window`` the library with ``window=(128, 128)``: each probe propagated in a 128x128 crop
-             (15.6 Å) of the periodic potential around it (patterns 128x128, 1.6 mrad pixels);
-             "smarter than the full-grid floor", its accuracy cost measured against abTEM.
+``ptyro-window [N]`` the library with ``window=(N, N)`` (default 128; the runner uses 160): each
+             probe propagated in an N x N crop of the periodic potential around it (patterns
+             N x N, coarser detector pixels); "smarter than the full-grid floor", its accuracy
+             cost measured against abTEM.
 ``floor``    only the FFTs the plain full-grid algorithm needs: 2 per slice per position, jitted,
              in cache-sized chunks of positions (4 MiB of waves, as the library does; the fastest
              way we found to run these FFTs in XLA).
@@ -175,6 +176,7 @@ class Worker:
         info = {"version": ptyro_core.__version__, "jax": jax.__version__, "mode": MODE}
         if self.window is not None:
             info["pattern_extent"] = [self.window[0] * self.grid.sampling[0], self.window[1] * self.grid.sampling[1]]
+            info["window"] = self.window[0]
         return info
 
 
