@@ -158,3 +158,33 @@ def test_a_third_party_simulator_is_usable_by_name_once_installed(fake_distribut
     np.testing.assert_allclose(imgs["adf"], 0.0, atol=1e-6)
     comp = {c["kind"]: c for c in read_file_provenance(out)["components"]}
     assert comp["simulator"]["name"] == "vacuum" and comp["simulator"]["distribution"] == "ptyro-vacuum"
+
+
+def test_windowed_simulation_from_the_configuration(tmp_path):
+    # a 4x4-cell crystal on 64x64, each probe propagated in a 48x48 window of it: the dataset's
+    # patterns and grid are the window's, and the virtual images match the full-grid ones to the
+    # accuracy the window costs (measured: BF 0.4 %, ADF 0.5 %; a 40x40 window: 1.5 %, 4.8 %)
+    import copy
+
+    base = copy.deepcopy(SMALL)
+    base["specimen"]["repeat"] = [4, 4, 1]
+    base["potential"]["gpts"] = [64, 64]
+    base["scan"] = {"start": [1.5 * A, 1.5 * A], "end": [2.5 * A, 2.5 * A], "gpts": [4, 4]}
+    base["detectors"] = {"bf": [0, 20], "adf": [25, 60], "pixelated": True}
+    full = simulate(base, progress=False)
+    win = copy.deepcopy(base)
+    win["simulation"]["options"] = {"window": [48, 48]}
+    out = tmp_path / "win.h5"
+    res = simulate(win, out, progress=False)
+    assert res.dataset.array.shape == (4, 4, 48, 48)
+    assert res.dataset.grid.gpts == (48, 48)
+    np.testing.assert_allclose(res.dataset.grid.sampling, full.dataset.grid.sampling)
+    assert load_dataset(out).array.shape == (4, 4, 48, 48)
+    for name in ("bf", "adf"):
+        a, b = res.images[name], full.images[name]
+        assert float(np.max(np.abs(a - b)) / np.max(np.abs(b))) < 0.015, name
+    for bad in ([40], [40.5, 40], [0, 40], [80, 80], "big"):
+        cfg = copy.deepcopy(base)
+        cfg["simulation"]["options"] = {"window": bad}
+        with pytest.raises(PtyroValueError, match="window"):
+            simulate(cfg, progress=False)

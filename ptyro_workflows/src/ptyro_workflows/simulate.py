@@ -161,6 +161,26 @@ def virtual_masks(grid: Grid, energy: float, detectors: Mapping[str, Any]) -> di
     return out
 
 
+def _pattern_grid(grid: Grid, options: dict[str, Any]) -> Grid:
+    """The grid the probe lives on and the patterns are the FFT of: the potential's, or with
+    ``[simulation.options] window = [wx, wy]`` a wx × wy window of it (same sampling; each probe
+    is then propagated in a crop of the periodic potential around it, see
+    ``ptyro_simul.multislice.multislice``). Normalises ``options["window"]`` to a tuple."""
+    win = options.get("window")
+    if win is None:
+        return grid
+    try:
+        wx, wy = (int(v) for v in win)
+        if (wx, wy) != tuple(float(v) for v in win):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise PtyroValueError(f"[simulation.options] window: expected two whole numbers of pixels [wx, wy], got {win!r}") from None
+    if not (0 < wx <= grid.gpts[0] and 0 < wy <= grid.gpts[1]):
+        raise PtyroValueError(f"[simulation.options] window: expected 0 < window <= the potential's grid {list(grid.gpts)}, got {[wx, wy]}")
+    options["window"] = (wx, wy)
+    return Grid((wx, wy), grid.sampling)
+
+
 def _sigma_spec(sigmas: Any) -> Any:
     """The ``[frozen_phonons] sigmas`` value for :mod:`ptyro_simul.phonons` (None: use the
     atoms' own)."""
@@ -220,13 +240,15 @@ def simulate(
     grid = potential_grid(atoms, pot_cfg)
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
+    options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
+    pattern_grid = _pattern_grid(grid, options)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
-    virtual_masks(grid, energy, masks)  # checks the angles against the band limit
+    virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
     sigma_spec = _sigma_spec(fp["sigmas"])
     sigmas = thermal_sigmas(atoms, sigma_spec)  # unknown elements fail here, before any work
-    probe = build_probe(grid, probe_cfg)
+    probe = build_probe(pattern_grid, probe_cfg)
 
     def make_potential(a: Atoms) -> PotentialSlices:
         return potential_fn(a, grid, slice_thickness=float(pot_cfg["slice_thickness"]), projection=str(pot_cfg["projection"]))
@@ -244,7 +266,6 @@ def simulate(
                 pots.append(make_potential(displaced))
                 bar.update(1)
 
-    options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     used = [
         ("potential", pot_cfg["parametrization"]),
         ("probe", probe_cfg["name"]),
@@ -258,11 +279,11 @@ def simulate(
     pixelated = bool(cfg["detectors"]["pixelated"])
     want_patterns = pixelated or keep
     images = {name: np.zeros(scan_shape[0] * scan_shape[1], np.float64) for name in masks}
-    keep_arr = np.zeros((total, *grid.gpts), np.float32) if keep else None
+    keep_arr = np.zeros((total, *pattern_grid.gpts), np.float32) if keep else None
     writer = None
     if out is not None and is_writer():
         writer = DatasetWriter(
-            out, scan_shape=scan_shape, positions=positions.positions, grid=grid, energy=energy, provenance=prov, overwrite=overwrite,
+            out, scan_shape=scan_shape, positions=positions.positions, grid=pattern_grid, energy=energy, provenance=prov, overwrite=overwrite,
             store_patterns=pixelated,
         )
     try:
@@ -292,5 +313,5 @@ def simulate(
         raise
     dataset = None
     if keep_arr is not None:
-        dataset = Dataset4D(keep_arr.reshape(*scan_shape, *grid.gpts), positions.positions, grid=grid, energy=energy)
+        dataset = Dataset4D(keep_arr.reshape(*scan_shape, *pattern_grid.gpts), positions.positions, grid=pattern_grid, energy=energy)
     return SimulationResult(dataset=dataset, images=images2d, potential=static_potential, probe=probe, config=cfg, path=path, provenance=prov)
