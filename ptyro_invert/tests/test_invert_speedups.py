@@ -61,7 +61,7 @@ def test_group_shifts_matches_per_position_shifts(case, step):
 
 @pytest.mark.parametrize("chunk", [1, 4, 5])
 def test_chunked_gradient_matches_whole_batch(case, chunk):
-    # 5 does not divide 12: the largest divisor that fits (4) is used
+    # two fake devices: 6 positions each; chunks of 5 become 2 chunks of 3, of 4 become 2 of 3
     st0, data = case[0.5]
     a = _run(st0, data, chunk_size=chunk)
     b = _run(st0, data, chunk_size=12)
@@ -76,6 +76,17 @@ def test_chunked_gradient_with_a_short_last_batch(case):
     st0, data = case[0.5]
     a = _run(st0, data, batch_size=16, chunk_size=4)
     b = _run(st0, data, batch_size=16, chunk_size=16)
+    change = float(jnp.max(jnp.abs(b.object - 1.0)))
+    assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
+    np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
+
+
+def test_chunks_padded_with_zero_weights(case):
+    # batch 14 on two devices: 7 per device, a prime; chunks of 2 -> 4 chunks of 2 with one
+    # zero-weight entry per device, which must change nothing
+    st0, data = case[0.5]
+    a = _run(st0, data, batch_size=14, chunk_size=2)
+    b = _run(st0, data, batch_size=14, chunk_size=14)
     change = float(jnp.max(jnp.abs(b.object - 1.0)))
     assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
     np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)

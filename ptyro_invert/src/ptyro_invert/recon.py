@@ -496,12 +496,18 @@ def run_reconstruction(
     # gradient: the working set of a chunk stays in cache (1.5x faster per position on a CPU than
     # a whole batch of 64 at 128x128) and only one chunk's intermediates are held
     local = b // ndev
-    cs = max((k for k in range(1, min(int(chunk_size), local) + 1) if local % k == 0), default=local)
-    nchunks = local // cs
+    nchunks = -(-local // max(1, min(int(chunk_size), local)))
+    cs = -(-local // nchunks)  # equal chunks; the last padded with zero-weight entries
+    pad = nchunks * cs - local
 
-    def chunked(x: Array) -> Array:
-        # (b, ...) sharded in device blocks -> (nchunks, ndev * cs, ...), each chunk spread over all devices
-        y = x.reshape((ndev, nchunks, cs) + x.shape[1:])
+    def chunked(x: Array, fill: Any = None) -> Array:
+        # (b, ...) sharded in device blocks -> (nchunks, ndev * cs, ...), each chunk spread over
+        # all devices; each device block padded to nchunks * cs (with ``fill``, or its last entry)
+        y = x.reshape((ndev, local) + x.shape[1:])
+        if pad:
+            extra = jnp.repeat(y[:, -1:], pad, axis=1) if fill is None else jnp.full((ndev, pad) + x.shape[1:], fill, x.dtype)
+            y = jnp.concatenate([y, extra], axis=1)
+        y = y.reshape((ndev, nchunks, cs) + x.shape[1:])
         return jnp.swapaxes(y, 0, 1).reshape((nchunks, ndev * cs) + x.shape[1:])
 
     def gradient(p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array]:
@@ -518,7 +524,7 @@ def run_reconstruction(
                 return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v), None
 
             zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real))
-            (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w)))
+            (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w, 0.0)))
         (grads,) = back(grads)
         if tv_weight or (depth_weight and num_slices > 1):
             grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(regulariser)(p0))
