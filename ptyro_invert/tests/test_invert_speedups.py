@@ -59,34 +59,22 @@ def test_group_shifts_matches_per_position_shifts(case, step):
     np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 5])
-def test_chunked_gradient_matches_whole_batch(case, chunk):
-    # two fake devices: 6 positions each; chunks of 5 become 2 chunks of 3, of 4 become 2 of 3
+@pytest.mark.parametrize(
+    "batch, chunk",
+    [
+        # two fake devices: 6 positions each; chunks of 5 become 2 chunks of 3, of 4 become 2 of 3
+        (12, 1), (12, 4), (12, 5),
+        # 36 positions in batches of 16: the last batch has 4 real positions and 12 of zero
+        # weight, whole chunks of which carry no weight at all
+        (16, 4),
+        # 7 per device, a prime: chunks of 2 -> 4 chunks of 2 with one zero-weight pad per device
+        (14, 2),
+    ],
+)  # fmt: skip
+def test_chunked_gradient_matches_whole_batch(case, batch, chunk):
     st0, data = case[0.5]
-    a = _run(st0, data, chunk_size=chunk)
-    b = _run(st0, data, chunk_size=12)
-    change = float(jnp.max(jnp.abs(b.object - 1.0)))
-    assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
-    np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
-
-
-def test_chunked_gradient_with_a_short_last_batch(case):
-    # 36 positions in batches of 16: the last batch has 4 real positions and 12 of zero weight,
-    # whole chunks of which carry no weight at all
-    st0, data = case[0.5]
-    a = _run(st0, data, batch_size=16, chunk_size=4)
-    b = _run(st0, data, batch_size=16, chunk_size=16)
-    change = float(jnp.max(jnp.abs(b.object - 1.0)))
-    assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
-    np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
-
-
-def test_chunks_padded_with_zero_weights(case):
-    # batch 14 on two devices: 7 per device, a prime; chunks of 2 -> 4 chunks of 2 with one
-    # zero-weight entry per device, which must change nothing
-    st0, data = case[0.5]
-    a = _run(st0, data, batch_size=14, chunk_size=2)
-    b = _run(st0, data, batch_size=14, chunk_size=14)
+    a = _run(st0, data, batch_size=batch, chunk_size=chunk)
+    b = _run(st0, data, batch_size=batch, chunk_size=batch)
     change = float(jnp.max(jnp.abs(b.object - 1.0)))
     assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
     np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
