@@ -146,9 +146,7 @@ def make_model(
 
     def model(obj: Array, probe: Array, dz: Array, position: Array) -> Array:
         r0, frac = window_offsets(position, sampling, window)
-        probe_k = jnp.fft.fft2(probe)
-        p = jnp.fft.ifft2(probe_k * shift_ramp(frac, window, probe.dtype)[None])
-        return at_start(obj, p, dz, r0)
+        return at_start(obj, shifted_probes(probe, frac[None])[0], dz, r0)
 
     model.at_start = at_start  # type: ignore[attr-defined]
     return model

@@ -512,19 +512,16 @@ def run_reconstruction(
 
     def gradient(p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array]:
         p, back = jax.vjp(lambda q: shared(q, c), p0)
-        if nchunks == 1:
-            value, grads = jax.value_and_grad(data_term)(p, d, idx, w, c)
-        else:
-            wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+        wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
 
-            def body(acc: tuple[dict, Array], xs: tuple[Array, Array, Array]) -> tuple[tuple[dict, Array], None]:
-                dd, ii, ww = xs
-                # a weighted mean over the chunk, re-weighted to its share of the batch
-                v, g = jax.value_and_grad(lambda q: data_term(q, dd, ii, ww, c) * (jnp.sum(ww) / wsum))(p)
-                return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v), None
+        def body(acc: tuple[dict, Array], xs: tuple[Array, Array, Array]) -> tuple[tuple[dict, Array], None]:
+            dd, ii, ww = xs
+            # a weighted mean over the chunk, re-weighted to its share of the batch
+            v, g = jax.value_and_grad(lambda q: data_term(q, dd, ii, ww, c) * (jnp.sum(ww) / wsum))(p)
+            return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v), None
 
-            zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real))
-            (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w, 0.0)))
+        zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real))
+        (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w, 0.0)))
         (grads,) = back(grads)
         if tv_weight or (depth_weight and num_slices > 1):
             grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(regulariser)(p0))

@@ -29,6 +29,7 @@ __all__ = [
     "shift_phase",
     "shifted_probes",
     "multislice",
+    "check_window",
 ]
 
 
@@ -119,16 +120,16 @@ def _propagate(wave: Array, ops: tuple[Array, Array], potential: PotentialSlices
     grid = potential.grid if grid is None else grid
     trans, second = ops
     ctype = wave.dtype
-    lead = wave.ndim - trans.ndim + 1
 
     def expand(t: Array) -> Array:
-        return t.reshape(t.shape[:-2] + (1,) * (wave.ndim - t.ndim) + t.shape[-2:]) if t.ndim > 2 else t.reshape((1,) * lead + t.shape)
+        # (..., nx, ny) -> broadcastable against the waves: ones inserted before the grid axes
+        return t.reshape(t.shape[:-2] + (1,) * (wave.ndim - t.ndim) + t.shape[-2:])
 
     if prop is fresnel:
 
         def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
             t, k = xs
-            return ifft2(fft2(w * expand(t)) * k.reshape((1,) * (w.ndim - 2) + k.shape)), None
+            return ifft2(fft2(w * expand(t)) * expand(k)), None
 
         out, _ = jax.lax.scan(step, wave, (trans, second))
         return out
@@ -200,6 +201,15 @@ def shifted_probes(probe_fourier: Array, positions: Array, grid: Any) -> Array:
     return ifft2(probe_fourier[None, :, :, :] * ramp[:, None, :, :])
 
 
+def check_window(window: Any, grid: Any, name: str = "window") -> tuple[int, int]:
+    """``window`` (wx, wy) as a tuple of ints, each within ``0 < w <= grid.gpts``; ``name`` is what
+    the error calls it."""
+    w = (int(window[0]), int(window[1]))
+    if not (0 < w[0] <= grid.gpts[0] and 0 < w[1] <= grid.gpts[1]):
+        raise PtyroValueError(f"{name}: expected 0 < window <= the potential's grid {list(grid.gpts)}, got {list(w)}")
+    return w
+
+
 class MultisliceSimulator:
     """``fn(positions (b, 2) Å) -> intensities (b, nx, ny)``: centred diffraction patterns of the
     probe at each position after multislice through the potential, summed over probe modes.
@@ -222,9 +232,7 @@ class MultisliceSimulator:
         if not isinstance(probe, ProbeModes):
             raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
         if window is not None:
-            window = (int(window[0]), int(window[1]))
-            if not (0 < window[0] <= potential.grid.gpts[0] and 0 < window[1] <= potential.grid.gpts[1]):
-                raise PtyroValueError(f"window: expected 0 < window <= the potential's grid {potential.grid.gpts}, got {window}")
+            window = check_window(window, potential.grid)
         expected = tuple(potential.grid.gpts) if window is None else window
         if tuple(probe.grid.gpts) != expected or not all(
             abs(a - b) <= 1e-6 * b for a, b in zip(probe.grid.sampling, potential.grid.sampling)
@@ -249,9 +257,7 @@ class MultisliceSimulator:
         positions = jnp.asarray(positions)
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
-        if self.window is not None:
-            return _windowed_intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
-        return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt)
+        return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt, self.window is not None)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -264,20 +270,6 @@ def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array,
 
 def _wave_bytes(probe: ProbeModes, ctype: Any) -> int:
     return int(probe.array.shape[0] * probe.array.shape[-1] * probe.array.shape[-2] * jnp.dtype(ctype).itemsize)
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
-    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype)  # once per batch
-    pk = fft2(probe.array.astype(ctype))
-
-    def chunk(pos: Array) -> Array:
-        waves = shifted_probes(pk, pos, potential.grid)
-        exit_k = jnp.fft.fftshift(fft2(_propagate(waves, ops, potential, probe.energy, propagator, tilt)), axes=(-2, -1))
-        return jnp.sum(jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2, axis=1)
-
-    return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))
 
 
 def _window_starts(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Array, Array, Array]:
@@ -300,21 +292,34 @@ def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Arra
     return _propagate(waves, (crops[:, :, None], second), potential, probe.energy, propagator, tilt, probe.grid)
 
 
+def _batch_operators(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float],
+                     windowed: bool) -> tuple[Any, tuple[Array, Array], Array]:  # fmt: skip
+    """What a batch computes once for all its positions: the wave dtype, the slice operators (on
+    the window's grid when ``windowed``) and the probe's FFT."""
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
+    return ctype, ops, fft2(probe.array.astype(ctype))
+
+
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
-    trans, second = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid)  # once per batch
-    return _window_waves(potential, probe, positions, propagator, tilt, trans, second, fft2(probe.array.astype(ctype)))
+    _, (trans, second), pk = _batch_operators(potential, probe, propagator, tilt, True)
+    return _window_waves(potential, probe, positions, propagator, tilt, trans, second, pk)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _windowed_intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
-    trans, second = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid)  # once per batch
-    pk = fft2(probe.array.astype(ctype))
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
+                 windowed: bool = False) -> Array:  # fmt: skip
+    """Centred patterns (b, nx, ny) summed over modes, in cache-sized chunks of positions, on the
+    full grid or (``windowed``) in a window around each probe."""
+    ctype, ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
 
     def chunk(pos: Array) -> Array:
-        exit_k = jnp.fft.fftshift(fft2(_window_waves(potential, probe, pos, propagator, tilt, trans, second, pk)), axes=(-2, -1))
+        if windowed:
+            exit_waves = _window_waves(potential, probe, pos, propagator, tilt, *ops, pk)
+        else:
+            exit_waves = _propagate(shifted_probes(pk, pos, potential.grid), ops, potential, probe.energy, propagator, tilt)
+        exit_k = jnp.fft.fftshift(fft2(exit_waves), axes=(-2, -1))
         return jnp.sum(jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2, axis=1)
 
     return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))

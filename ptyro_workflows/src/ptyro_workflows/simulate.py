@@ -175,10 +175,10 @@ def _pattern_grid(grid: Grid, options: dict[str, Any]) -> Grid:
             raise ValueError
     except (TypeError, ValueError):
         raise PtyroValueError(f"[simulation.options] window: expected two whole numbers of pixels [wx, wy], got {win!r}") from None
-    if not (0 < wx <= grid.gpts[0] and 0 < wy <= grid.gpts[1]):
-        raise PtyroValueError(f"[simulation.options] window: expected 0 < window <= the potential's grid {list(grid.gpts)}, got {[wx, wy]}")
-    options["window"] = (wx, wy)
-    return Grid((wx, wy), grid.sampling)
+    from ptyro_simul.multislice import check_window
+
+    options["window"] = check_window((wx, wy), grid, "[simulation.options] window")
+    return Grid(options["window"], grid.sampling)
 
 
 def _sigma_spec(sigmas: Any) -> Any:
