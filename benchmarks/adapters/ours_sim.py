@@ -15,7 +15,9 @@
              cost measured against abTEM.
 ``floor``    only the FFTs the plain full-grid algorithm needs: 2 per slice per position, jitted,
              in cache-sized chunks of positions (4 MiB of waves, as the library does; the fastest
-             way we found to run these FFTs in XLA).
+             way we found to run these FFTs in XLA), with the batches in as many concurrent
+             streams as the library runs (one per core on one CPU device; XLA runs each FFT on
+             one thread).
 """
 
 import os
@@ -151,10 +153,17 @@ class Worker:
         return batch
 
     def _run_floor(self, k):
+        # the batches run in as many concurrent streams as the library uses on this machine
+        # (ptyro_core.pipeline.default_streams: one per core on one CPU device), so the floor
+        # gets the same use of the cores as the library
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ptyro_core.pipeline import default_streams, device_mesh
+
         n = len(self.scan)
         b = self.batch_size
-        for _ in range(-(-n // b)):
-            jax.block_until_ready(self._floor(self._psi))
+        with ThreadPoolExecutor(max_workers=default_streams(device_mesh())) as pool:
+            list(pool.map(lambda _: jax.block_until_ready(self._floor(self._psi)), range(-(-n // b))))
         return None
 
     def run(self):

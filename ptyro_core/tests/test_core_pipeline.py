@@ -133,3 +133,67 @@ def test_lazy_dataset_reads_rows_on_demand(tmp_path) -> None:
         Dataset4D.lazy(np.zeros((6, 4, 4)), pos, grid=Grid((4, 4), 0.5), energy=3e5)
     mem = Dataset4D(data, pos, grid=Grid((4, 4), 0.5), energy=3e5)
     assert not mem.is_lazy and isinstance(pattern_source(mem), ArraySource)
+
+
+# --------------------------------------------------------------------------- concurrent batches
+
+
+class _Counting:
+    """A jitted function that counts its calls and fails on call ``fail_at`` (``lower`` marks it as
+    already jitted, so map_batches calls it as it is)."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self._fn = jax.jit(lambda x: jnp.cos(x) * 2)
+        self.lower = self._fn.lower
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise ValueError(f"batch {self.calls} failed")
+        return self._fn(x)
+
+
+@pytest.mark.parametrize("streams", [2, 3, 5])
+def test_map_batches_streams_match_one_stream_in_order(streams: int) -> None:
+    mesh = device_mesh(jax.devices()[:1])
+    xs = jnp.arange(41.0)[:, None] * jnp.ones((1, 3))
+    one = list(map_batches(_Counting(), xs, batch_size=4, mesh=mesh, streams=1))
+    done: list[int] = []
+    many = list(map_batches(_Counting(), xs, batch_size=4, mesh=mesh, streams=streams, progress=done.append))
+    assert [(a, b) for a, b, _ in many] == [(a, b) for a, b, _ in one] == batch_bounds(41, 4)
+    for (_, _, x), (_, _, y) in zip(one, many):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert done == [b - a for a, b in batch_bounds(41, 4)]
+
+
+def test_map_batches_streams_stop_early_and_report_failures() -> None:
+    mesh = device_mesh(jax.devices()[:1])
+    xs = jnp.ones((40, 2))
+    fn = _Counting()
+    gen = map_batches(fn, xs, batch_size=4, mesh=mesh, streams=2)
+    next(gen)
+    gen.close()  # the consumer stops after one batch: at most the batches in flight were started
+    assert fn.calls <= 3
+    failing = _Counting(fail_at=3)
+    with pytest.raises(ValueError, match="batch 3 failed"):
+        list(map_batches(failing, xs, batch_size=4, mesh=mesh, streams=2))
+    assert failing.calls <= 4
+
+
+def test_default_streams(monkeypatch) -> None:
+    from ptyro_core.pipeline import default_streams
+
+    monkeypatch.delenv("PTYRO_STREAMS", raising=False)
+    one_cpu = device_mesh(jax.devices()[:1])
+    assert 1 <= default_streams(one_cpu) <= 8
+    assert default_streams(device_mesh(jax.devices()[:2])) == 1  # a mesh already splits each batch
+    monkeypatch.setenv("PTYRO_STREAMS", "3")
+    assert default_streams(device_mesh()) == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("PTYRO_STREAMS", bad)
+        with pytest.raises(PtyroValueError, match=f"PTYRO_STREAMS: expected a whole number >= 1, got '{bad}'"):
+            default_streams(one_cpu)
+    with pytest.raises(PtyroValueError, match="streams: expected a whole number >= 1, got 0"):
+        list(map_batches(lambda x: x, jnp.ones((4, 1)), batch_size=2, mesh=one_cpu, streams=0))

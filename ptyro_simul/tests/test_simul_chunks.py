@@ -63,3 +63,59 @@ def test_gradient_through_chunks(case, monkeypatch):
     g2 = _with_chunk_bytes(monkeypatch, 2, wave_bytes, grads)
     assert np.all(np.isfinite(g1)) and float(np.abs(g1).max()) > 0
     np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-4 * float(np.abs(g1).max()))
+
+
+def _generic_fresnel(wave, dz, grid, energy, *, tilt=(0.0, 0.0)):
+    """The built-in propagator behind a new identity: the simulator takes its generic path."""
+    from ptyro_simul.propagator import fresnel
+
+    return fresnel(wave, dz, grid, energy, tilt=tilt)
+
+
+@pytest.mark.parametrize("window", [None, (24, 24)])
+def test_far_field_shortcut_matches_the_exit_waves(case, window):
+    """The built-in Fresnel path skips the last slice's inverse FFT and the detector's FFT (and
+    uses unnormalised FFTs in the loop): its patterns equal |FFT(exit wave)|² summed over modes,
+    computed from the exit waves, and those of the generic propagator path, with a tilt and two
+    probe modes."""
+    from ptyro_simul.fft import fft2c
+    from ptyro_simul.probe import partially_coherent_probe
+
+    grid, pot, positions = case
+    pgrid = grid if window is None else Grid(window, grid.sampling)
+    probe = partially_coherent_probe(pgrid, 200e3, semiangle_cutoff=20.0, focal_spread=30.0, num_focal=2)
+    assert probe.num_modes == 2
+    sim = multislice(pot, probe, tilt=(3.0, -2.0), window=window)
+    fast = np.asarray(sim(positions))
+    from_waves = np.asarray(jnp.sum(jnp.abs(fft2c(sim.exit_waves(positions))) ** 2, axis=1))
+    generic = np.asarray(multislice(pot, probe, tilt=(3.0, -2.0), window=window, propagator=_generic_fresnel)(positions))
+    scale = float(from_waves.max())
+    np.testing.assert_allclose(fast, from_waves, rtol=0, atol=3e-6 * scale)
+    np.testing.assert_allclose(generic, from_waves, rtol=0, atol=3e-6 * scale)
+    # nothing outside the 2/3-Nyquist band limit, and the probe's intensity is kept inside it
+    from ptyro_simul.multislice import bandlimit_mask
+
+    assert float(np.abs(fast * (1 - np.asarray(bandlimit_mask(pgrid)))).max()) <= 1e-6 * scale
+    np.testing.assert_allclose(fast.sum(axis=(-2, -1)), 1.0, atol=3e-3)
+
+
+def test_concurrent_batches_change_nothing(case, monkeypatch):
+    """On one CPU device batches run in concurrent streams (one per core, PTYRO_STREAMS): the
+    4D-STEM result is the same as one batch at a time."""
+    from ptyro_core import ScanPositions
+    from ptyro_core.pipeline import device_mesh
+    from ptyro_simul.detectors import AnnularDetector, PixelatedDetector
+    from ptyro_simul.stem import simulate_4dstem
+
+    grid, pot, _ = case
+    probe = aberrated_probe(grid, 200e3, semiangle_cutoff=20.0)
+    scan = ScanPositions.raster((0.0, 0.0), (3.9, 3.9), (5, 4))
+    dets = [PixelatedDetector(), AnnularDetector(30.0, 60.0)]
+    mesh = device_mesh(jax.devices()[:1])
+    runs = {}
+    for streams in ("1", "3"):
+        monkeypatch.setenv("PTYRO_STREAMS", streams)
+        runs[streams] = simulate_4dstem(pot, probe, scan, detectors=dets, batch_size=3, mesh=mesh, progress=False)
+    for name in runs["1"]:
+        assert runs["3"][name].shape == runs["1"][name].shape
+        np.testing.assert_array_equal(runs["3"][name], runs["1"][name])

@@ -30,6 +30,7 @@ __all__ = [
     "round_batch_size",
     "batch_bounds",
     "pad_batch",
+    "default_streams",
     "map_batches",
     "gather",
     "initialize_distributed",
@@ -143,6 +144,31 @@ def pad_batch(tree: Any, size: int) -> Any:
     return jax.tree_util.tree_map(pad, tree)
 
 
+def default_streams(mesh: Mesh) -> int:
+    """How many batches :func:`map_batches` runs at once by default: on one CPU device of one
+    process, one per core (``PTYRO_STREAMS`` overrides; at most 8), because XLA runs each
+    FFT of a CPU program on one thread and independent batches dispatched from separate threads
+    run side by side (SIM-A's FFTs: 0.27 ms each in one stream, 0.15 ms in two on 2 cores).
+    Everywhere else 1: an accelerator is kept busy by one program, and a mesh of several
+    devices (or hosts) already splits each batch and must run its collectives in order."""
+    env = os.environ.get("PTYRO_STREAMS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise PtyroValueError(f"PTYRO_STREAMS: expected a whole number >= 1, got {env!r}") from None
+        if n < 1:
+            raise PtyroValueError(f"PTYRO_STREAMS: expected a whole number >= 1, got {env!r}")
+        return n
+    if mesh.size != 1 or jax.process_count() != 1 or mesh.devices.flat[0].platform != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
 def map_batches(
     fn: Callable[..., Any],
     xs: Any,
@@ -151,31 +177,68 @@ def map_batches(
     mesh: Mesh | None = None,
     progress: Callable[[int], None] | None = None,
     gather_outputs: bool = False,
+    streams: int | None = None,
 ) -> Iterator[tuple[int, int, Any]]:
     """Apply ``fn(batch_xs, *args)`` to ``xs`` (a PyTree with a leading scan axis) batch by batch.
 
     ``fn`` must be jitted (or jittable; it is jitted here once per shape). Each batch is sharded
     over ``mesh`` (default: every device) and ``args`` are replicated. Yields
-    ``(start, stop, outputs)`` with outputs trimmed to the batch's true length, so the caller can
-    stream them (to HDF5, to a running sum) and peak memory stays bounded by the batch.
+    ``(start, stop, outputs)`` in order, with outputs trimmed to the batch's true length (and
+    computed), so the caller can stream them (to HDF5, to a running sum) and peak memory stays
+    bounded by ``streams`` batches.
+
+    ``streams``: how many batches are computed at once, each dispatched from its own thread
+    (default :func:`default_streams`: one per core on a single CPU device, else 1). ``fn`` must
+    then be safe to run concurrently (a pure jitted function is).
     """
     mesh = device_mesh() if mesh is None else mesh
     total = int(jax.tree_util.tree_leaves(xs)[0].shape[0])
     b = round_batch_size(batch_size, mesh.size, total)
     jfn = fn if hasattr(fn, "lower") else jax.jit(fn)
     args = replicate(args, mesh)
-    for start, stop in batch_bounds(total, b):
+    streams = default_streams(mesh) if streams is None else int(streams)
+    if streams < 1:
+        raise PtyroValueError(f"streams: expected a whole number >= 1, got {streams}")
+    bounds = batch_bounds(total, b)
+
+    def one(start: int, stop: int) -> Any:
         chunk = jax.tree_util.tree_map(lambda x: x[start:stop], xs)
-        chunk = shard_scan(pad_batch(chunk, b), mesh)
-        out = jfn(chunk, *args)
+        out = jfn(shard_scan(pad_batch(chunk, b), mesh), *args)
         if gather_outputs or jax.process_count() > 1:
             out = gather(out)
-        n = stop - start
-        if n != b:
-            out = jax.tree_util.tree_map(lambda y: y[:n], out)
-        yield start, stop, out
-        if progress is not None:
-            progress(n)
+        if stop - start != b:
+            out = jax.tree_util.tree_map(lambda y: y[: stop - start], out)
+        return jax.block_until_ready(out) if streams > 1 else out
+
+    if streams == 1 or len(bounds) == 1:
+        for start, stop in bounds:
+            yield start, stop, one(start, stop)
+            if progress is not None:
+                progress(stop - start)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+
+    def submitted() -> Iterator[tuple[int, int, Any]]:
+        # keep `streams` batches in flight; hand them back in order
+        for start, stop in bounds:
+            pending.append((start, stop, pool.submit(one, start, stop)))
+            if len(pending) == streams:
+                yield pending.popleft()
+        while pending:
+            yield pending.popleft()
+
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="ptyro-batch") as pool:
+        try:
+            for start, stop, fut in submitted():
+                yield start, stop, fut.result()
+                if progress is not None:
+                    progress(stop - start)
+        finally:  # the consumer stopped early or a batch failed: start nothing more
+            for *_, fut in pending:
+                fut.cancel()
 
 
 def available_memory() -> int:

@@ -597,6 +597,8 @@ def run_reconstruction(
                 ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
                 params, opt_state, value = step(params, opt_state, d, ii, ww, consts)
                 acc.append((value, k))
+                if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
+                    jax.block_until_ready(acc[-3][0])
             pass_loss = float(sum(float(v) * k for v, k in acc) / n)
             hist.append(pass_loss)
             bar.update(1)

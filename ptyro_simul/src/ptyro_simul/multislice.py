@@ -281,15 +281,47 @@ def _window_starts(potential: PotentialSlices, probe: ProbeModes, positions: Arr
     return i0, j0, frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :]
 
 
-def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
-                  trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
+def _window_inputs(potential: PotentialSlices, probe: ProbeModes, positions: Array, trans: Array,
+                   pk: Array) -> tuple[Array, Array]:  # fmt: skip
+    """The probes (b, m, wx, wy) in their windows and the transmission functions cropped around
+    them (s, b, 1, wx, wy), periodically."""
     (nx, ny), (wx, wy) = potential.grid.gpts, probe.grid.gpts
     i0, j0, centre = _window_starts(potential, probe, positions)
     ix = (i0[:, None] - wx // 2 + jnp.arange(wx)[None, :]) % nx  # (b, wx)
     iy = (j0[:, None] - wy // 2 + jnp.arange(wy)[None, :]) % ny  # (b, wy)
     crops = trans[:, ix[:, :, None], iy[:, None, :]]  # (s, b, wx, wy), periodic crop around each probe
-    waves = shifted_probes(pk, centre, probe.grid)  # (b, m, wx, wy)
-    return _propagate(waves, (crops[:, :, None], second), potential, probe.energy, propagator, tilt, probe.grid)
+    return shifted_probes(pk, centre, probe.grid), crops[:, :, None]
+
+
+def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
+                  trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
+    waves, crops = _window_inputs(potential, probe, positions, trans, pk)
+    return _propagate(waves, (crops, second), potential, probe.energy, propagator, tilt, probe.grid)
+
+
+def _fresnel_far_field(waves: Array, trans: Array, kernels: Array) -> Array:
+    """|FFT(exit wave)|² (unitary FFT, FFT order) of waves (..., nx, ny) through the slices with the
+    built-in Fresnel kernels, with no FFT beyond the 2 per slice the algorithm needs (one fewer
+    per position than propagating and then transforming):
+
+    - inside the loop the FFTs are unnormalised (forward then inverse is the identity, so no
+      scaling pass);
+    - the last slice's propagation is a multiplication by its kernel in Fourier space, so its
+      inverse FFT and the detector's forward FFT cancel: the pattern is |FFT(t_s ψ)|² · |P_s|² / N.
+    """
+
+    def expand(t: Array) -> Array:
+        return t.reshape(t.shape[:-2] + (1,) * (waves.ndim - t.ndim) + t.shape[-2:])
+
+    def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+        t, k = xs
+        return jnp.fft.ifft2(jnp.fft.fft2(w * expand(t)) * expand(k)), None
+
+    w, _ = jax.lax.scan(step, waves, (trans[:-1], kernels[:-1]))
+    wk = jnp.fft.fft2(w * expand(trans[-1]))
+    last = kernels[-1]
+    mask = (jnp.real(last) ** 2 + jnp.imag(last) ** 2) / (waves.shape[-1] * waves.shape[-2])
+    return (jnp.real(wk) ** 2 + jnp.imag(wk) ** 2) * expand(mask)
 
 
 def _batch_operators(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float],
@@ -316,11 +348,16 @@ def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array
 
     def chunk(pos: Array) -> Array:
         if windowed:
-            exit_waves = _window_waves(potential, probe, pos, propagator, tilt, *ops, pk)
+            waves, trans = _window_inputs(potential, probe, pos, ops[0], pk)
+            grid = probe.grid
         else:
-            exit_waves = _propagate(shifted_probes(pk, pos, potential.grid), ops, potential, probe.energy, propagator, tilt)
-        exit_k = jnp.fft.fftshift(fft2(exit_waves), axes=(-2, -1))
-        return jnp.sum(jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2, axis=1)
+            waves, trans, grid = shifted_probes(pk, pos, potential.grid), ops[0], potential.grid
+        if propagator is fresnel:
+            intensity = _fresnel_far_field(waves, trans, ops[1])
+        else:
+            exit_k = fft2(_propagate(waves, (trans, ops[1]), potential, probe.energy, propagator, tilt, grid))
+            intensity = jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2
+        return jnp.fft.fftshift(jnp.sum(intensity, axis=1), axes=(-2, -1))
 
     return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))
 

@@ -22,7 +22,7 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError, ScanPositions
-from ptyro_core.pipeline import check_memory, map_batches
+from ptyro_core.pipeline import check_memory, default_streams, device_mesh, map_batches, memory_budget
 
 __all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "resolve_detectors", "stack_potentials"]
 
@@ -143,8 +143,13 @@ def iter_4dstem(
     nx, ny = probe.grid.gpts
     itemsize = 16 if stacked.array.dtype == jnp.float64 else 8
     b = min(int(batch_size), int(pos.shape[0]))
+    mesh = device_mesh() if mesh is None else mesh
+    per_batch, shared = b * probe.num_modes * nx * ny * itemsize * 6, stacked.array.size * itemsize * 3
+    streams = default_streams(mesh)  # batches at once (one per core on a CPU): fewer if memory is short
+    while streams > 1 and per_batch * streams + shared > memory_budget():
+        streams -= 1
     check_memory(
-        b * probe.num_modes * nx * ny * itemsize * 6 + stacked.array.size * itemsize * 3,
+        per_batch * streams + shared,
         what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
         knob="lower batch_size (or the number of probe modes)",
     )
@@ -155,7 +160,8 @@ def iter_4dstem(
 
         bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
     try:
-        yield from map_batches(fn, pos, stacked, probe, batch_size=batch_size, mesh=mesh, progress=None if bar is None else bar.update)
+        yield from map_batches(fn, pos, stacked, probe, batch_size=batch_size, mesh=mesh, streams=streams,
+                              progress=None if bar is None else bar.update)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
