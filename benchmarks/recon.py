@@ -157,4 +157,10 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     mem = {k: v.get("peak_rss_mb") for k, v in res.items() if v.get("peak_rss_mb")}
     if mem.get("ptyro") and mem.get("py4dstem"):
         out["memory"] = {"peak RSS MiB": mem, "ptyro/py4dstem": round(mem["ptyro"] / mem["py4dstem"], 3)}
+        base = {k: v.get("import_rss_mb") for k, v in res.items() if v.get("import_rss_mb")}
+        if base.get("ptyro") and base.get("py4dstem"):  # not the target's figure: what the run adds
+            above = {k: round(mem[k] - base[k], 1) for k in base if k in mem}
+            out["memory"]["RSS after imports MiB"] = {k: round(v, 1) for k, v in base.items()}
+            out["memory"]["peak above the imports MiB"] = above
+            out["memory"]["above imports, ptyro/py4dstem"] = round(above["ptyro"] / above["py4dstem"], 3)
     return out

@@ -62,7 +62,7 @@ def targets(results: dict) -> list:
             note = f"{k} of our passes" if k else f"not reached in 20 passes: ours ends at {errs[-1]} rad vs py4DSTEM {t.get('py4DSTEM 20-pass phase error (rad)')} rad"
         row("RECON-A time to py4DSTEM's 20-pass phase error, ptyro / py4DSTEM", t.get("ratio"), 0.25, note)
         mem = ra.get("memory") or {}
-        row("RECON-A peak memory, ptyro / py4DSTEM", mem.get("ptyro/py4dstem"), 0.5)
+        row("RECON-A peak memory, ptyro / py4DSTEM", mem.get("ptyro/py4dstem"), 0.5, _above_imports(mem))
     rp = c.get("recon-a-poisson")
     if rp:
         row("RECON-A Poisson time per pass, ptyro / py4DSTEM", _ratio(rp, "ptyro/py4dstem"), 0.2)
@@ -71,8 +71,18 @@ def targets(results: dict) -> list:
         row("RECON-A Poisson time to py4DSTEM's 20-pass phase error, ptyro / py4DSTEM", t.get("ratio"), 0.25,
             f"{t.get('our passes to reach it')} of our passes; 20-pass error ours {acc.get('ptyro', {}).get('phase_rmse', 0):.4f} vs py4DSTEM {acc.get('py4dstem', {}).get('phase_rmse', 0):.4f} rad" if t else "")
         mem = rp.get("memory") or {}
-        row("RECON-A Poisson peak memory, ptyro / py4DSTEM", mem.get("ptyro/py4dstem"), 0.5)
+        row("RECON-A Poisson peak memory, ptyro / py4DSTEM", mem.get("ptyro/py4dstem"), 0.5, _above_imports(mem))
     return rows
+
+
+def _above_imports(mem: dict) -> str:
+    """The note of a memory row: what each code adds above the RSS its imports leave."""
+    above, base = mem.get("peak above the imports MiB"), mem.get("RSS after imports MiB")
+    if not above or "ptyro" not in above or "py4dstem" not in above:
+        return ""
+    return (f"peak − RSS after imports: ours {above['ptyro']:.0f} MiB (imports {base['ptyro']:.0f}) vs py4DSTEM "
+            f"{above['py4dstem']:.0f} MiB (imports {base['py4dstem']:.0f}), "
+            f"{mem['above imports, ptyro/py4dstem']:.2f}x (not the target's measure)")
 
 
 def markdown(results: dict) -> str:

@@ -165,6 +165,7 @@ def time_codes(workers: list, rounds: int) -> dict:
         if w.failed:
             continue
         res[w.label]["import_s"] = w.ready.get("import_s")
+        res[w.label]["import_rss_mb"] = w.ready.get("import_rss_mb")
         res[w.label]["setup_s"] = w.ready.get("setup_s")
         if not w.warmup:
             res[w.label]["first_call_s"] = "not warmed up (no JIT): its first call is round 1"

@@ -41,6 +41,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb() -> float | None:
+    """Resident set size of this process now, MiB (VmRSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def load_meta(case_dir: str) -> dict:
     with open(os.path.join(case_dir, "meta.json")) as f:
         return json.load(f)
@@ -63,7 +75,8 @@ def serve(make_worker) -> None:
     try:
         t0 = time.perf_counter()
         worker = make_worker(case_dir, out_dir)
-        reply({"ok": True, "ready": True, "setup_s": time.perf_counter() - t0, "import_s": _IMPORT_S.get("s")})
+        reply({"ok": True, "ready": True, "setup_s": time.perf_counter() - t0, "import_s": _IMPORT_S.get("s"),
+               "import_rss_mb": _IMPORT_S.get("rss_mb")})  # fmt: skip
     except Exception as e:  # report and quit: the runner records "failed: <reason>"
         traceback.print_exc()
         reply({"ok": False, "error": f"{type(e).__name__}: {e}"[:500]})
@@ -105,4 +118,5 @@ class timed_import:
 
     def __exit__(self, *exc):
         _IMPORT_S["s"] = _IMPORT_S.get("s", 0.0) + time.perf_counter() - self.t0
+        _IMPORT_S["rss_mb"] = rss_mb()  # the resident memory of the imported libraries
         return False
