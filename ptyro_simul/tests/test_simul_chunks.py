@@ -119,3 +119,36 @@ def test_concurrent_batches_change_nothing(case, monkeypatch):
     for name in runs["1"]:
         assert runs["3"][name].shape == runs["1"][name].shape
         np.testing.assert_array_equal(runs["3"][name], runs["1"][name])
+
+
+def test_operators_prepared_once_per_simulation(case, monkeypatch):
+    """4D-STEM with the built-in multislice computes the transmission functions and kernels once
+    (``prepare``) and every batch applies them: the result equals calling the simulator on every
+    batch, and ``prepare`` runs once however many batches there are; a simulator component that
+    does not declare ``prepares`` is never built outside the batch function."""
+    import ptyro_simul.multislice as msl
+    from ptyro_core import ScanPositions
+    from ptyro_simul.detectors import PixelatedDetector
+    from ptyro_simul.stem import simulate_4dstem
+
+    grid, pot, _ = case
+    probe = aberrated_probe(grid, 200e3, semiangle_cutoff=20.0)
+    scan = ScanPositions.raster((0.0, 0.0), (3.9, 3.9), (4, 5))
+    calls = []
+    real = msl.MultisliceSimulator.prepare
+    monkeypatch.setattr(msl.MultisliceSimulator, "prepare", lambda self: (calls.append(1), real(self))[1])
+    got = simulate_4dstem(pot, probe, scan, detectors=[PixelatedDetector()], batch_size=4, progress=False)["pixelated"]
+    assert len(calls) == 1  # 5 batches, one prepare
+    sim = multislice(pot, probe)
+    expected = np.concatenate([np.asarray(sim(np.asarray(scan.positions)[i : i + 4])) for i in range(0, 20, 4)])
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=0, atol=1e-6 * float(expected.max()))
+
+    built = []
+
+    def plain(potential, probe_, **options):  # no `prepares`: built only inside the batch function
+        built.append(isinstance(potential.array, jax.core.Tracer))
+        return multislice(potential, probe_, **options)
+
+    again = simulate_4dstem(pot, probe, scan, detectors=[PixelatedDetector()], batch_size=4, progress=False, simulator=plain)
+    assert built and all(built)
+    np.testing.assert_allclose(again["pixelated"], got, rtol=0, atol=1e-6 * float(expected.max()))

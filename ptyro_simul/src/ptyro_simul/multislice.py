@@ -253,11 +253,22 @@ class MultisliceSimulator:
             return _windowed_exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
         return _exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
 
-    def __call__(self, positions: Any) -> Array:
+    def prepare(self) -> Any:
+        """The operators every position shares: the transmission functions, the propagator's
+        kernels and the probe's FFT (a PyTree). :func:`ptyro_simul.stem.iter_4dstem` computes
+        them once per simulation and passes them to :meth:`apply` for every batch; calling the
+        simulator computes them on each call."""
+        return _prepare(self.potential, self.probe, self.propagator, self.tilt, self.window is not None)
+
+    def apply(self, prepared: Any, positions: Any) -> Array:
+        """Patterns (b, nx, ny) for positions (b, 2) Å from the operators of :meth:`prepare`."""
         positions = jnp.asarray(positions)
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
-        return _intensities(self.potential, self.probe, positions, self.propagator, self.tilt, self.window is not None)
+        return _intensities(prepared, self.potential, self.probe, positions, self.propagator, self.tilt, self.window is not None)
+
+    def __call__(self, positions: Any) -> Array:
+        return self.apply(self.prepare(), positions)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -349,14 +360,25 @@ def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, position
     return _window_waves(potential, probe, positions, propagator, tilt, trans, second, pk)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _intensities(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
-                 windowed: bool = False) -> Array:  # fmt: skip
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _prepare(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float], windowed: bool) -> Any:
+    """The operators every position shares (see :meth:`MultisliceSimulator.prepare`): the slice
+    operators (for the built-in Fresnel propagator split for the far-field loop) and the probe's
+    FFT."""
+    _, ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
+    return (_far_field_operators(*ops) if propagator is fresnel else ops), pk
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any,
+                 tilt: tuple[float, float], windowed: bool = False) -> Array:  # fmt: skip
     """Centred patterns (b, nx, ny) summed over modes, in cache-sized chunks of positions, on the
-    full grid or (``windowed``) in a window around each probe."""
-    ctype, ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
+    full grid or (``windowed``) in a window around each probe, from the operators of
+    :func:`_prepare`."""
+    ops, pk = prepared
+    ctype = pk.dtype
     if propagator is fresnel:
-        head, last = _far_field_operators(*ops)
+        head, last = ops
 
     def chunk(pos: Array) -> Array:
         crop, grid = None, potential.grid
@@ -401,6 +423,10 @@ def multislice(
     pixels put the annulus edges, not the cropping.
     """
     return MultisliceSimulator(potential, probe, propagator, tilt, window)
+
+
+#: its simulators offer prepare() / apply(): 4D-STEM computes the operators once per simulation
+multislice.prepares = True  # type: ignore[attr-defined]
 
 
 def bandlimit_mask(grid: Any) -> Array:

@@ -72,36 +72,57 @@ def _resolve_simulator(simulator: Any) -> Any:
     return simulator
 
 
-def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any]) -> Any:
+def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], prepared: bool = False) -> Any:
     """The jitted batch function, cached so repeated runs with the same simulator, detectors and
-    options (and shapes) compile once."""
-    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())))
+    options (and shapes) compile once. ``prepared``: the function takes the simulator's
+    operators (``prepare()``, computed once per simulation) as a fourth argument."""
+    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())), prepared)
     try:
         return _cached_batch_function(key)
     except TypeError:  # an unhashable detector or option: build a fresh one
-        return _make_batch_function(simulator, detectors, sim_options)
+        return _make_batch_function(simulator, detectors, sim_options, prepared)
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_batch_function(key: tuple) -> Any:
-    simulator, detectors, options = key
-    return _make_batch_function(simulator, dict(detectors), dict(options))
+    simulator, detectors, options, prepared = key
+    return _make_batch_function(simulator, dict(detectors), dict(options), prepared)
 
 
-def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any]) -> Any:
+def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], prepared: bool) -> Any:
+    def reduce(patterns: Array, probe: ProbeModes) -> dict[str, Array]:
+        return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors.items()}
+
+    if prepared:  # one configuration whose simulator computed its operators once, outside
+
+        def run_prepared(positions: Array, stacked: PotentialSlices, probe: ProbeModes, ops: Any) -> dict[str, Array]:
+            pot = jax.tree_util.tree_map(lambda x: x[0], stacked)
+            return reduce(simulator(pot, probe, **sim_options).apply(ops, positions), probe)
+
+        return jax.jit(run_prepared)
+
     def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
         n_conf = stacked.array.shape[0]
-        grid = probe.grid
 
         def one(acc: Array, pot: PotentialSlices) -> tuple[Array, None]:
             return acc + simulator(pot, probe, **sim_options)(positions), None
 
-        zero = jnp.zeros((positions.shape[0],) + tuple(grid.gpts), stacked.array.dtype)
+        zero = jnp.zeros((positions.shape[0],) + tuple(probe.grid.gpts), stacked.array.dtype)
         total, _ = jax.lax.scan(one, zero, stacked)
-        patterns = total / n_conf
-        return {name: d.reduce(patterns, grid, probe.energy) for name, d in detectors.items()}
+        return reduce(total / n_conf, probe)
 
     return jax.jit(run)
+
+
+def _prepared_operators(simulator: Any, stacked: PotentialSlices, probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
+    """The operators of a simulator component that says (attribute ``prepares = True``) its
+    simulators offer ``prepare()`` / ``apply(operators, positions)`` (the built-in multislice
+    does), for one configuration; None for frozen phonons (each configuration's operators are
+    then made inside the batch) or any other simulator (which is never built outside the batch
+    function: a plugin's may do heavy work on construction, as PRISM builds its S-matrix)."""
+    if stacked.array.shape[0] != 1 or getattr(simulator, "prepares", False) is not True:
+        return None
+    return simulator(jax.tree_util.tree_map(lambda x: x[0], stacked), probe, **sim_options).prepare()
 
 
 def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
@@ -153,14 +174,16 @@ def iter_4dstem(
         what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
         knob="lower batch_size (or the number of probe modes)",
     )
-    fn = _batch_function(sim, dets, dict(simulator_options))
+    ops = _prepared_operators(sim, stacked, probe, dict(simulator_options))
+    fn = _batch_function(sim, dets, dict(simulator_options), ops is not None)
+    extra = () if ops is None else (ops,)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
     try:
-        yield from map_batches(fn, pos, stacked, probe, batch_size=batch_size, mesh=mesh, streams=streams,
+        yield from map_batches(fn, pos, stacked, probe, *extra, batch_size=batch_size, mesh=mesh, streams=streams,
                               progress=None if bar is None else bar.update)  # fmt: skip
     finally:
         if bar is not None:
