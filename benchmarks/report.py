@@ -19,6 +19,22 @@ def _ratio(case, key):
     return None if not r else r["median"]
 
 
+def _floor_ratio(case: dict, ours: str) -> tuple[float | None, str]:
+    """A ratio to the FFT floor: each code's fastest round over the floor's fastest round (a floor
+    is a best case, and the floor, all FFTs in one stream per core, is the code most slowed by
+    other users' load: its rounds spread the most), the larger of that and the ratio of medians;
+    with the per-round spread as the note."""
+    a = (case.get(ours) or {}).get("rounds_s") or []
+    b = (case.get("fft-floor") or {}).get("rounds_s") or []
+    med = _ratio(case, f"{ours}/fft-floor")
+    if not a or not b or med is None:
+        return med, ""
+    fastest = min(a) / min(b)
+    per = (case.get("ratios", {}).get(f"{ours}/fft-floor") or {}).get("per_round") or [med]
+    return max(med, fastest), (f"fastest rounds {min(a):.2f} s / {min(b):.2f} s = {fastest:.3f}; median of per-round ratios {med:.3f} "
+                               f"(rounds {min(per):.2f}-{max(per):.2f}); the larger is reported")
+
+
 def targets(results: dict) -> list:
     """The issue's targets, each with the measured figure and whether it is met."""
     c = results["cases"]
@@ -40,9 +56,11 @@ def targets(results: dict) -> list:
                     f"ADF max {accw['adf']['max_rel_diff'] * 100:.2f}%")
         row("SIM-A time, ptyro windowed (below the floor by working smarter) / abTEM", _ratio(sa, "ptyro-window/abtem"), 0.4, note)
         row("SIM-A time, jax-plain / abTEM (baseline, not the library)", _ratio(sa, "jax-plain/abtem"), 0.4)
-        row("SIM-A full-grid multislice / FFT floor (ptyro)", _ratio(sa, "ptyro/fft-floor"), 1.2)
-        row("SIM-A full-grid multislice / FFT floor (jax-plain)", _ratio(sa, "jax-plain/fft-floor"), 1.2)
-        row("SIM-A windowed multislice / full-grid FFT floor (ptyro)", _ratio(sa, "ptyro-window/fft-floor"), 1.0, "below the floor")
+        for code, label, limit, pre in (("ptyro", "SIM-A full-grid multislice / FFT floor (ptyro)", 1.2, ""),
+                                        ("jax-plain", "SIM-A full-grid multislice / FFT floor (jax-plain)", 1.2, ""),
+                                        ("ptyro-window", "SIM-A windowed multislice / full-grid FFT floor (ptyro)", 1.0, "below the floor; ")):
+            value, note = _floor_ratio(sa, code)
+            row(label, value, limit, pre + note)
     ra = c.get("recon-a")
     if ra:
         row("RECON-A time per pass, ptyro / py4DSTEM", _ratio(ra, "ptyro/py4dstem"), 0.2)

@@ -26,6 +26,7 @@ class Worker:
         self.fwd = pyfftw.FFTW(a, o, axes=(-2, -1), threads=threads, flags=("FFTW_MEASURE",))
         self.bwd = pyfftw.FFTW(o, a, axes=(-2, -1), direction="FFTW_BACKWARD", threads=threads, flags=("FFTW_MEASURE",))
         self.a = a
+        self.threads = threads
 
     def run(self):
         for _ in range(-(-self.n // self.b)):
@@ -35,7 +36,7 @@ class Worker:
         return {}
 
     def finish(self, out_dir):
-        return {"version": pyfftw.__version__, "threads": self.fwd.threads}
+        return {"version": pyfftw.__version__, "threads": self.threads}
 
 
 if __name__ == "__main__":
