@@ -26,31 +26,30 @@ import time
 import traceback
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmHWM, VmRSS) in MiB, None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB: VmHWM from /proc/self/status.
 
     Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that value over fork + exec, so a
     worker would report at least the RSS its parent (the runner) had when it was started."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def rss_mb() -> float | None:
     """Resident set size of this process now, MiB (VmRSS)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+    return _status_mb("VmRSS")
 
 
 def load_meta(case_dir: str) -> dict:
