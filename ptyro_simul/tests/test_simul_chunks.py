@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ptyro_simul.multislice as ms
-from ptyro_core import Grid
+from ptyro_core import Grid, PtyroValueError
 from ptyro_simul.multislice import multislice
 from ptyro_simul.potentials import kirkland
 from ptyro_simul.probe import aberrated_probe
@@ -116,9 +116,14 @@ def test_concurrent_batches_change_nothing(case, monkeypatch):
     for streams in ("1", "3"):
         monkeypatch.setenv("PTYRO_STREAMS", streams)
         runs[streams] = simulate_4dstem(pot, probe, scan, detectors=dets, batch_size=3, mesh=mesh, progress=False)
+    monkeypatch.delenv("PTYRO_STREAMS")
+    runs["arg"] = simulate_4dstem(pot, probe, scan, detectors=dets, batch_size=3, mesh=mesh, progress=False, streams=2)
     for name in runs["1"]:
         assert runs["3"][name].shape == runs["1"][name].shape
         np.testing.assert_array_equal(runs["3"][name], runs["1"][name])
+        np.testing.assert_array_equal(runs["arg"][name], runs["1"][name])
+    with pytest.raises(PtyroValueError, match="streams: expected a whole number >= 1, got 0"):
+        simulate_4dstem(pot, probe, scan, detectors=dets, batch_size=3, mesh=mesh, progress=False, streams=0)
 
 
 def test_operators_prepared_once_per_simulation(case, monkeypatch):

@@ -145,6 +145,7 @@ def iter_4dstem(
     simulator: Any = "multislice",
     mesh: Any = None,
     progress: bool = True,
+    streams: int | None = None,
     **simulator_options: Any,
 ) -> Iterator[tuple[int, int, dict[str, Array]]]:
     """Yield ``(start, stop, {detector_name: array})`` for each batch of scan positions.
@@ -154,6 +155,9 @@ def iter_4dstem(
     dict ``{name: detector}``, a sequence of detectors or one detector. The batch function is
     jitted once (per shape) and each batch is sharded over ``mesh`` (default: all devices).
     ``simulator_options`` (e.g. ``propagator="fresnel"``, ``tilt``) go to the simulator.
+    ``streams``: batches computed at once (default
+    :func:`~ptyro_core.pipeline.default_streams`: one per core on one CPU device, else 1; fewer
+    when memory is short).
     """
     if not isinstance(probe, ProbeModes):
         raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
@@ -166,13 +170,16 @@ def iter_4dstem(
     b = min(int(batch_size), int(pos.shape[0]))
     mesh = device_mesh() if mesh is None else mesh
     per_batch, shared = b * probe.num_modes * nx * ny * itemsize * 6, stacked.array.size * itemsize * 3
-    streams = default_streams(mesh)  # batches at once (one per core on a CPU): fewer if memory is short
-    while streams > 1 and per_batch * streams + shared > memory_budget():
-        streams -= 1
+    if streams is None:  # batches at once (one per core on a CPU): fewer if memory is short
+        streams = default_streams(mesh)
+        while streams > 1 and per_batch * streams + shared > memory_budget():
+            streams -= 1
+    elif int(streams) < 1:
+        raise PtyroValueError(f"streams: expected a whole number >= 1, got {streams!r}")
     check_memory(
         per_batch * streams + shared,
         what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
-        knob="lower batch_size (or the number of probe modes)",
+        knob="lower batch_size (or streams, PTYRO_STREAMS, or the number of probe modes)",
     )
     ops = _prepared_operators(sim, stacked, probe, dict(simulator_options))
     fn = _batch_function(sim, dets, dict(simulator_options), ops is not None)
@@ -200,6 +207,7 @@ def simulate_4dstem(
     simulator: Any = "multislice",
     mesh: Any = None,
     progress: bool = True,
+    streams: int | None = None,
     **simulator_options: Any,
 ) -> dict[str, np.ndarray]:
     """Run :func:`iter_4dstem` and return ``{detector_name: array}`` (numpy) reshaped to the scan
@@ -210,7 +218,7 @@ def simulate_4dstem(
     out: dict[str, np.ndarray] = {}
     for start, stop, signals in iter_4dstem(
         potential, probe, positions, detectors=detectors, batch_size=batch_size, simulator=simulator, mesh=mesh,
-        progress=progress, **simulator_options,
+        progress=progress, streams=streams, **simulator_options,
     ):
         for name, value in signals.items():
             value = np.asarray(value)
