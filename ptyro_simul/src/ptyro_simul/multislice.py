@@ -214,9 +214,10 @@ class MultisliceSimulator:
     """``fn(positions (b, 2) Å) -> intensities (b, nx, ny)``: centred diffraction patterns of the
     probe at each position after multislice through the potential, summed over probe modes.
 
-    The transmission functions, the propagator kernels and the probe's FFT are computed once per
-    call (per batch), never per position; positions are batched as one array (a vmapped
-    computation), so memory grows with the batch only.
+    The transmission functions, the propagator kernels and the probe's FFT (:meth:`prepare`) are
+    computed once per call, never per position, and once per simulation by
+    :func:`ptyro_simul.stem.iter_4dstem` (:meth:`apply` for every batch); positions are batched as
+    one array, propagated in cache-sized chunks, so memory grows with the batch only.
     """
 
     def __init__(
