@@ -113,30 +113,41 @@ def _slice_operators(potential: PotentialSlices, energy: float, prop: Any, tilt:
     return trans, potential.slice_thickness
 
 
+def _expand(t: Array, ndim: int) -> Array:
+    """``t`` (..., nx, ny) made broadcastable against waves of ``ndim`` axes: ones inserted before
+    the grid axes."""
+    return t.reshape(t.shape[:-2] + (1,) * (ndim - t.ndim) + t.shape[-2:])
+
+
+def _fresnel_loop(wave: Array, trans: Array, kernels: Array, crop: Callable[[Array], Array] | None = None) -> Array:
+    """The multislice loop with the built-in Fresnel kernels (s, ...): w ← IFFT(k · FFT(t · w)) per
+    slice, with unnormalised FFTs (forward then inverse is the identity, so no scaling passes).
+    ``crop`` is applied to each transmission function as it is used (the windowed path: a gather
+    that XLA fuses into the multiplication, so no crop of every slice is ever stored)."""
+
+    def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
+        t, k = xs
+        t = t if crop is None else crop(t)
+        return jnp.fft.ifft2(jnp.fft.fft2(w * _expand(t, w.ndim)) * _expand(k, w.ndim)), None
+
+    out, _ = jax.lax.scan(step, wave, (trans, kernels))
+    return out
+
+
 def _propagate(wave: Array, ops: tuple[Array, Array], potential: PotentialSlices, energy: float, prop: Any,
-               tilt: tuple[float, float], grid: Any = None) -> Array:  # fmt: skip
+               tilt: tuple[float, float], grid: Any = None, crop: Callable[[Array], Array] | None = None) -> Array:  # fmt: skip
     """The multislice loop over slices for waves (..., nx, ny), transmission functions (s, ...)
-    broadcasting against them and the operators of :func:`_slice_operators`."""
+    broadcasting against them (after ``crop``, see :func:`_fresnel_loop`) and the operators of
+    :func:`_slice_operators`."""
     grid = potential.grid if grid is None else grid
     trans, second = ops
-    ctype = wave.dtype
-
-    def expand(t: Array) -> Array:
-        # (..., nx, ny) -> broadcastable against the waves: ones inserted before the grid axes
-        return t.reshape(t.shape[:-2] + (1,) * (wave.ndim - t.ndim) + t.shape[-2:])
-
     if prop is fresnel:
-
-        def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
-            t, k = xs
-            return ifft2(fft2(w * expand(t)) * expand(k)), None
-
-        out, _ = jax.lax.scan(step, wave, (trans, second))
-        return out
+        return _fresnel_loop(wave, trans, second, crop)
+    ctype = wave.dtype
 
     def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
         t, dz = xs
-        w = w * expand(t)
+        w = w * _expand(t if crop is None else crop(t), w.ndim)
         flat = w.reshape((-1,) + tuple(grid.gpts))
         flat = jax.vmap(lambda x: prop(x, dz, grid, energy, tilt=tilt))(flat)
         return flat.reshape(w.shape).astype(ctype), None
@@ -306,7 +317,7 @@ def _window_crop(potential: PotentialSlices, probe: ProbeModes, positions: Array
 def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
                   trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
     crop, centre = _window_crop(potential, probe, positions)
-    return _propagate(shifted_probes(pk, centre, probe.grid), (crop(trans), second), potential, probe.energy, propagator, tilt, probe.grid)
+    return _propagate(shifted_probes(pk, centre, probe.grid), (trans, second), potential, probe.energy, propagator, tilt, probe.grid, crop)
 
 
 def _fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array],
@@ -314,28 +325,16 @@ def _fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Arra
     """|FFT(exit wave)|² (unitary FFT, FFT order) of waves (..., nx, ny) through the slices with the
     built-in Fresnel kernels, with no FFT beyond the 2 per slice the algorithm needs (one fewer
     per position than propagating and then transforming). ``head``: the transmission functions
-    and kernels of every slice but the last (s − 1, ...); ``last``: the last slice's transmission
-    function and |kernel|²/N (see :func:`_far_field_operators`); ``crop``: applied to each
-    transmission function as it is used (the windowed path: a gather that XLA fuses into the
-    multiplication, so no crop of every slice is ever stored).
+    and kernels of every slice but the last (s − 1, ...), run by :func:`_fresnel_loop`; ``last``:
+    the last slice's transmission function and |kernel|²/N (see :func:`_far_field_operators`).
 
-    - inside the loop the FFTs are unnormalised (forward then inverse is the identity, so no
-      scaling pass);
-    - the last slice's propagation is a multiplication by its kernel in Fourier space, so its
-      inverse FFT and the detector's forward FFT cancel: the pattern is |FFT(t_s ψ)|² · |P_s|² / N.
+    The last slice's propagation is a multiplication by its kernel in Fourier space, so its
+    inverse FFT and the detector's forward FFT cancel: the pattern is |FFT(t_s ψ)|² · |P_s|² / N.
     """
-    take = (lambda t: t) if crop is None else crop
-
-    def expand(t: Array) -> Array:
-        return t.reshape(t.shape[:-2] + (1,) * (waves.ndim - t.ndim) + t.shape[-2:])
-
-    def step(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
-        t, k = xs
-        return jnp.fft.ifft2(jnp.fft.fft2(w * expand(take(t))) * expand(k)), None
-
-    w, _ = jax.lax.scan(step, waves, head)
-    wk = jnp.fft.fft2(w * expand(take(last[0])))
-    return (jnp.real(wk) ** 2 + jnp.imag(wk) ** 2) * expand(last[1])
+    w = _fresnel_loop(waves, *head, crop)
+    t = last[0] if crop is None else crop(last[0])
+    wk = jnp.fft.fft2(w * _expand(t, w.ndim))
+    return (jnp.real(wk) ** 2 + jnp.imag(wk) ** 2) * _expand(last[1], w.ndim)
 
 
 def _far_field_operators(trans: Array, kernels: Array) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
@@ -347,17 +346,17 @@ def _far_field_operators(trans: Array, kernels: Array) -> tuple[tuple[Array, Arr
 
 
 def _batch_operators(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float],
-                     windowed: bool) -> tuple[Any, tuple[Array, Array], Array]:  # fmt: skip
-    """What a batch computes once for all its positions: the wave dtype, the slice operators (on
-    the window's grid when ``windowed``) and the probe's FFT."""
+                     windowed: bool) -> tuple[tuple[Array, Array], Array]:  # fmt: skip
+    """What every position shares: the slice operators (on the window's grid when ``windowed``)
+    and the probe's FFT, in the waves' dtype."""
     ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
     ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
-    return ctype, ops, fft2(probe.array.astype(ctype))
+    return ops, fft2(probe.array.astype(ctype))
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    _, (trans, second), pk = _batch_operators(potential, probe, propagator, tilt, True)
+    (trans, second), pk = _batch_operators(potential, probe, propagator, tilt, True)
     return _window_waves(potential, probe, positions, propagator, tilt, trans, second, pk)
 
 
@@ -366,7 +365,7 @@ def _prepare(potential: PotentialSlices, probe: ProbeModes, propagator: Any, til
     """The operators every position shares (see :meth:`MultisliceSimulator.prepare`): the slice
     operators (for the built-in Fresnel propagator split for the far-field loop) and the probe's
     FFT."""
-    _, ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
+    ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
     return (_far_field_operators(*ops) if propagator is fresnel else ops), pk
 
 
@@ -390,8 +389,7 @@ def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, p
         if propagator is fresnel:
             intensity = _fresnel_far_field(waves, head, last, crop)
         else:
-            trans = ops[0] if crop is None else crop(ops[0])
-            exit_k = fft2(_propagate(waves, (trans, ops[1]), potential, probe.energy, propagator, tilt, grid))
+            exit_k = fft2(_propagate(waves, ops, potential, probe.energy, propagator, tilt, grid, crop))
             intensity = jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2
         return jnp.fft.fftshift(jnp.sum(intensity, axis=1), axes=(-2, -1))
 
