@@ -30,6 +30,7 @@ __all__ = [
     "round_batch_size",
     "batch_bounds",
     "pad_batch",
+    "check_streams",
     "default_streams",
     "map_batches",
     "gather",
@@ -144,6 +145,18 @@ def pad_batch(tree: Any, size: int) -> Any:
     return jax.tree_util.tree_map(pad, tree)
 
 
+def check_streams(value: Any, name: str = "streams") -> int:
+    """``value`` as a number of concurrent batches (a whole number >= 1), or a clear error naming
+    ``name``."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise PtyroValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+    return n
+
+
 def default_streams(mesh: Mesh) -> int:
     """How many batches :func:`map_batches` runs at once by default: on one CPU device of one
     process, one per core (``PTYRO_STREAMS`` overrides; at most 8), because XLA runs each
@@ -153,13 +166,7 @@ def default_streams(mesh: Mesh) -> int:
     devices (or hosts) already splits each batch and must run its collectives in order."""
     env = os.environ.get("PTYRO_STREAMS")
     if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise PtyroValueError(f"PTYRO_STREAMS: expected a whole number >= 1, got {env!r}") from None
-        if n < 1:
-            raise PtyroValueError(f"PTYRO_STREAMS: expected a whole number >= 1, got {env!r}")
-        return n
+        return check_streams(env, "PTYRO_STREAMS")
     if mesh.size != 1 or jax.process_count() != 1 or mesh.devices.flat[0].platform != "cpu":
         return 1
     try:
@@ -196,9 +203,7 @@ def map_batches(
     b = round_batch_size(batch_size, mesh.size, total)
     jfn = fn if hasattr(fn, "lower") else jax.jit(fn)
     args = replicate(args, mesh)
-    streams = default_streams(mesh) if streams is None else int(streams)
-    if streams < 1:
-        raise PtyroValueError(f"streams: expected a whole number >= 1, got {streams}")
+    streams = default_streams(mesh) if streams is None else check_streams(streams)
     bounds = batch_bounds(total, b)
 
     def one(start: int, stop: int) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError, ScanPositions
-from ptyro_core.pipeline import check_memory, default_streams, device_mesh, map_batches, memory_budget
+from ptyro_core.pipeline import check_memory, check_streams, default_streams, device_mesh, map_batches, memory_budget
 
 __all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "resolve_detectors", "stack_potentials"]
 
@@ -96,8 +96,7 @@ def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options:
     if prepared:  # one configuration whose simulator computed its operators once, outside
 
         def run_prepared(positions: Array, stacked: PotentialSlices, probe: ProbeModes, ops: Any) -> dict[str, Array]:
-            pot = jax.tree_util.tree_map(lambda x: x[0], stacked)
-            return reduce(simulator(pot, probe, **sim_options).apply(ops, positions), probe)
+            return reduce(simulator(_first_configuration(stacked), probe, **sim_options).apply(ops, positions), probe)
 
         return jax.jit(run_prepared)
 
@@ -122,7 +121,12 @@ def _prepared_operators(simulator: Any, stacked: PotentialSlices, probe: ProbeMo
     function: a plugin's may do heavy work on construction, as PRISM builds its S-matrix)."""
     if stacked.array.shape[0] != 1 or getattr(simulator, "prepares", False) is not True:
         return None
-    return simulator(jax.tree_util.tree_map(lambda x: x[0], stacked), probe, **sim_options).prepare()
+    return simulator(_first_configuration(stacked), probe, **sim_options).prepare()
+
+
+def _first_configuration(stacked: PotentialSlices) -> PotentialSlices:
+    """The first configuration of a :func:`stack_potentials` stack (c, s, nx, ny)."""
+    return jax.tree_util.tree_map(lambda x: x[0], stacked)
 
 
 def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
@@ -174,8 +178,8 @@ def iter_4dstem(
         streams = default_streams(mesh)
         while streams > 1 and per_batch * streams + shared > memory_budget():
             streams -= 1
-    elif int(streams) < 1:
-        raise PtyroValueError(f"streams: expected a whole number >= 1, got {streams!r}")
+    else:
+        streams = check_streams(streams)
     check_memory(
         per_batch * streams + shared,
         what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
