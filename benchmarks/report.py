@@ -31,7 +31,10 @@ def _floor_ratio(case: dict, ours: str) -> tuple[float | None, str]:
         return med, ""
     fastest = min(a) / min(b)
     per = (case.get("ratios", {}).get(f"{ours}/fft-floor") or {}).get("per_round") or [med]
-    return max(med, fastest), (f"fastest rounds {min(a):.2f} s / {min(b):.2f} s = {fastest:.3f}; median of per-round ratios {med:.3f} "
+    chunk = ((case.get("fft-floor") or {}).get("info") or {}).get("chunk")
+    kernel = "native CPU kernel; " if ((case.get(ours) or {}).get("info") or {}).get("native") else ""
+    where = kernel + (f"floor in its fastest chunks ({chunk} positions); " if chunk else "")
+    return max(med, fastest), where + (f"fastest rounds {min(a):.2f} s / {min(b):.2f} s = {fastest:.3f}; median of per-round ratios {med:.3f} "
                                f"(rounds {min(per):.2f}-{max(per):.2f}); the larger is reported")
 
 

@@ -14,10 +14,10 @@
              N x N, coarser detector pixels); "smarter than the full-grid floor", its accuracy
              cost measured against abTEM.
 ``floor``    only the FFTs the plain full-grid algorithm needs: 2 per slice per position, jitted,
-             in cache-sized chunks of positions (4 MiB of waves, as the library does; the fastest
-             way we found to run these FFTs in XLA), with the batches in as many concurrent
-             streams as the library runs (one per core on one CPU device; XLA runs each FFT on
-             one thread).
+             in cache-sized chunks of positions (its first call times every chunk size up to
+             4 MiB of waves and keeps the fastest: 1 or 2 positions at 256² on this machine),
+             with the batches in as many concurrent streams as the library runs (one per core
+             on one CPU device; XLA runs each FFT on one thread).
 """
 
 import os
@@ -66,7 +66,7 @@ class Worker:
         elif MODE in ("jaxplain", "jaxplain-taper"):
             self._plain = self._make_plain(taper=0.01 if MODE == "jaxplain-taper" else 0.0)
         elif MODE == "floor":
-            self._floor = self._make_floor()
+            self._make_floor()
         else:
             raise ValueError(f"mode: expected ptyro, ptyro-window, jaxplain, jaxplain-taper or floor, got {MODE!r}")
 
@@ -132,27 +132,34 @@ class Worker:
 
     # ----------------------------------------------------------------- FFT floor
     def _make_floor(self):
+        # one jitted batch function per chunk size (positions per cache-sized chunk, dividing the
+        # batch, at most 4 MiB of waves); the first call times each and keeps the fastest, so the
+        # floor is the fastest arrangement of these FFTs that XLA offers on this machine
         nslices = self.slices[0].shape[0]
-
         b = self.batch_size
         per = int(np.prod(self.meta["gpts"])) * 8
-        c = max(k for k in range(1, b + 1) if b % k == 0 and k * per <= max(4 << 20, per))
+        sizes = [k for k in range(1, b + 1) if b % k == 0 and k * per <= max(4 << 20, per)]
 
-        def chunk(psi):
-            def step(w, _):
-                return jnp.fft.ifft2(jnp.fft.fft2(w)), None
+        def make(c):
+            def chunk(psi):
+                def step(w, _):
+                    return jnp.fft.ifft2(jnp.fft.fft2(w)), None
 
-            w, _ = jax.lax.scan(step, psi, None, length=nslices)
-            return w
+                w, _ = jax.lax.scan(step, psi, None, length=nslices)
+                return w
 
-        @jax.jit
-        def batch(psi):
-            return jax.lax.map(chunk, psi.reshape((b // c, c) + psi.shape[1:])).reshape(psi.shape)
+            @jax.jit
+            def batch(psi):
+                return jax.lax.map(chunk, psi.reshape((b // c, c) + psi.shape[1:])).reshape(psi.shape)
+
+            return batch
 
         self._psi = jnp.ones((b,) + tuple(self.meta["gpts"]), jnp.complex64)
-        return batch
+        self._floor_candidates = {c: make(c) for c in sizes}
+        self._floor_chunk = None
+        return None
 
-    def _run_floor(self, k):
+    def _floor_batches(self, fn):
         # the batches run in as many concurrent streams as the library uses on this machine
         # (ptyro_core.pipeline.default_streams: one per core on one CPU device), so the floor
         # gets the same use of the cores as the library
@@ -163,7 +170,21 @@ class Worker:
         n = len(self.scan)
         b = self.batch_size
         with ThreadPoolExecutor(max_workers=default_streams(device_mesh())) as pool:
-            list(pool.map(lambda _: jax.block_until_ready(self._floor(self._psi)), range(-(-n // b))))
+            list(pool.map(lambda _: jax.block_until_ready(fn(self._psi)), range(-(-n // b))))
+
+    def _run_floor(self, k):
+        if self._floor_chunk is None:  # first call: compile every candidate, keep the fastest
+            import time
+
+            best = {}
+            for c, fn in self._floor_candidates.items():
+                self._floor_batches(fn)
+                t0 = time.perf_counter()
+                self._floor_batches(fn)
+                best[c] = time.perf_counter() - t0
+            self._floor_chunk = min(best, key=best.get)
+            self._floor_trials = {str(c): round(t, 4) for c, t in best.items()}
+        self._floor_batches(self._floor_candidates[self._floor_chunk])
         return None
 
     def run(self):
@@ -183,6 +204,13 @@ class Worker:
         if self.result is not None:
             np.save(os.path.join(out_dir, "data4d.npy"), np.asarray(self.result, np.float32))
         info = {"version": ptyro_core.__version__, "jax": jax.__version__, "mode": MODE}
+        if MODE in ("ptyro", "ptyro-window"):
+            from ptyro_simul import native
+
+            info["native"] = self.window is None and native.use_native(jnp.complex64)
+        if MODE == "floor":
+            info["chunk"] = self._floor_chunk
+            info["chunk_trials_s"] = self._floor_trials
         if self.window is not None:
             info["pattern_extent"] = [self.window[0] * self.grid.sampling[0], self.window[1] * self.grid.sampling[1]]
             info["window"] = self.window[0]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError
+from ptyro_simul import native
 from ptyro_simul.constants import energy2sigma
 from ptyro_simul.fft import fft2, ifft2
 from ptyro_simul.propagator import antialias_aperture, fresnel, fresnel_kernel
@@ -277,7 +278,9 @@ class MultisliceSimulator:
         positions = jnp.asarray(positions)
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
-        return _intensities(prepared, self.potential, self.probe, positions, self.propagator, self.tilt, self.window is not None)
+        windowed = self.window is not None
+        fast = not windowed and self.propagator is fresnel and native.use_native(prepared[1].dtype)
+        return _intensities(prepared, self.potential, self.probe, positions, self.propagator, self.tilt, windowed, fast)
 
     def __call__(self, positions: Any) -> Array:
         return self.apply(self.prepare(), positions)
@@ -369,12 +372,13 @@ def _prepare(potential: PotentialSlices, probe: ProbeModes, propagator: Any, til
     return (_far_field_operators(*ops) if propagator is fresnel else ops), pk
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
 def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any,
-                 tilt: tuple[float, float], windowed: bool = False) -> Array:  # fmt: skip
+                 tilt: tuple[float, float], windowed: bool = False, fast: bool = False) -> Array:  # fmt: skip
     """Centred patterns (b, nx, ny) summed over modes, in cache-sized chunks of positions, on the
     full grid or (``windowed``) in a window around each probe, from the operators of
-    :func:`_prepare`."""
+    :func:`_prepare`; ``fast``: the full-grid Fresnel far field on the native CPU kernel
+    (:mod:`ptyro_simul.native`)."""
     ops, pk = prepared
     ctype = pk.dtype
     if propagator is fresnel:
@@ -386,7 +390,9 @@ def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, p
             crop, pos = _window_crop(potential, probe, pos)
             grid = probe.grid
         waves = shifted_probes(pk, pos, grid)
-        if propagator is fresnel:
+        if fast:
+            intensity = native.fresnel_far_field(waves, head, last, _fresnel_far_field)
+        elif propagator is fresnel:
             intensity = _fresnel_far_field(waves, head, last, crop)
         else:
             exit_k = fft2(_propagate(waves, ops, potential, probe.energy, propagator, tilt, grid, crop))

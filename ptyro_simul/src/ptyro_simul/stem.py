@@ -23,6 +23,7 @@ from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError, ScanPositions
 from ptyro_core.pipeline import check_memory, check_streams, default_streams, device_mesh, map_batches, memory_budget
+from ptyro_simul import native
 
 __all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "resolve_detectors", "stack_potentials"]
 
@@ -76,7 +77,8 @@ def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict
     """The jitted batch function, cached so repeated runs with the same simulator, detectors and
     options (and shapes) compile once. ``prepared``: the function takes the simulator's
     operators (``prepare()``, computed once per simulation) as a fourth argument."""
-    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())), prepared)
+    # PTYRO_NATIVE is read when the simulator is traced: a changed setting needs a fresh function
+    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())), prepared, native.mode())
     try:
         return _cached_batch_function(key)
     except TypeError:  # an unhashable detector or option: build a fresh one
@@ -85,7 +87,7 @@ def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict
 
 @functools.lru_cache(maxsize=32)
 def _cached_batch_function(key: tuple) -> Any:
-    simulator, detectors, options, prepared = key
+    simulator, detectors, options, prepared, _ = key
     return _make_batch_function(simulator, dict(detectors), dict(options), prepared)
 
 

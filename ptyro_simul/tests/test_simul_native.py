@@ -1,0 +1,175 @@
+"""The native CPU kernel of the full-grid far field (``ptyro_simul.native``): it computes what the
+XLA path computes (odd and even grids, grids that are no multiple of the SIMD width, one slice,
+several modes, the band-limit column skipping), passes the physics checks on its own (an empty
+specimen conserves the norm; a weak phase grating gives J1² in its first orders), differentiates
+like the XLA path, batches under vmap and jit, and falls back to the XLA path, with one warning
+saying why, when it cannot be built."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ptyro_simul.multislice as ms
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ptyro_core._pytree import replace
+from ptyro_simul.constants import energy2sigma
+from ptyro_simul.multislice import bandlimit_mask, multislice
+from ptyro_simul.probe import aberrated_probe
+from scipy import special
+
+from ptyro_core import Grid, PotentialSlices, PtyroValueError
+from ptyro_simul import native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler on this machine")
+
+
+def _patterns(pot, probe, positions, monkeypatch, value):
+    monkeypatch.setenv("PTYRO_NATIVE", value)
+    return multislice(pot, probe)(positions)
+
+
+def _case(nx, ny, nslices, seed=0, modes=1):
+    grid = Grid((nx, ny), (0.15, 0.17))
+    rng = np.random.default_rng(seed)
+    v = jnp.asarray(rng.uniform(0.0, 30.0, (nslices, nx, ny)), jnp.float32)
+    pot = PotentialSlices(v, jnp.full((nslices,), 1.3, jnp.float32), grid=grid)
+    probe = aberrated_probe(grid, 200e3, semiangle_cutoff=25.0, aberrations={"C10": 20.0})
+    if modes > 1:
+        arr = jnp.stack([probe.array[0] * (0.8**m) for m in range(modes)]) / np.sqrt(modes)
+        probe = replace(probe, array=arr)
+    positions = jnp.asarray(rng.uniform(0.0, 3.0, (5, 2)), jnp.float32)
+    return pot, probe, positions
+
+
+def test_native_path_is_taken_and_matches_xla(monkeypatch):
+    pot, probe, positions = _case(48, 40, 4)
+    monkeypatch.setenv("PTYRO_NATIVE", "1")
+    assert native.use_native(jnp.complex64)
+    assert not native.use_native(jnp.complex128)  # float64 stays on XLA
+    lowered = ms._intensities.lower(multislice(pot, probe).prepare(), pot, probe, positions, ms.fresnel, (0.0, 0.0), False, True)
+    assert native._TARGET in lowered.as_text()  # the kernel is in the program, not silently skipped
+    fast = _patterns(pot, probe, positions, monkeypatch, "1")
+    slow = _patterns(pot, probe, positions, monkeypatch, "0")
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=0, atol=2e-5 * float(np.max(slow)))
+    assert float(jnp.sum(fast)) == pytest.approx(float(jnp.sum(slow)), rel=1e-5)
+
+
+@given(
+    nx=st.integers(6, 41),
+    ny=st.integers(6, 41),
+    nslices=st.integers(1, 4),
+    modes=st.integers(1, 2),
+    seed=st.integers(0, 100),
+)
+def test_matches_xla_for_any_grid(nx, ny, nslices, modes, seed):
+    # odd sizes, sizes below and above the SIMD width, one slice (no loop), two modes
+    pot, probe, positions = _case(nx, ny, nslices, seed, modes)
+    with pytest.MonkeyPatch.context() as mp:
+        fast = _patterns(pot, probe, positions, mp, "1")
+        slow = _patterns(pot, probe, positions, mp, "0")
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=0, atol=3e-5 * float(np.max(slow)))
+
+
+def test_empty_specimen_conserves_the_norm(monkeypatch):
+    grid = Grid((64, 64), (0.2, 0.2))
+    probe = aberrated_probe(grid, 200e3, semiangle_cutoff=20.0, aberrations={"C10": -30.0})
+    pot = PotentialSlices(jnp.zeros((3, 64, 64)), jnp.array([2.0, 2.0, 2.0]), grid=grid)
+    out = _patterns(pot, probe, jnp.array([[1.3, 2.7]]), monkeypatch, "1")[0]
+    own = jnp.abs(jnp.fft.fftshift(jnp.fft.fft2(probe.array[0], norm="ortho"))) ** 2
+    np.testing.assert_allclose(np.asarray(out), np.asarray(own), atol=1e-6)
+    assert float(jnp.sum(out * bandlimit_mask(grid))) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_weak_phase_grating_first_orders(monkeypatch):
+    # a phase grating V0 cos(2π g x) puts J1(σV0)² of the probe's pattern into each ±g disc
+    grid = Grid((64, 64), (0.1, 0.1))
+    probe = aberrated_probe(grid, 200e3, semiangle_cutoff=10.0)
+    sigma = energy2sigma(200e3)
+    v0 = 0.05 / sigma
+    x, _ = grid.coordinates()
+    v = jnp.broadcast_to(v0 * jnp.cos(2 * jnp.pi * (8 / grid.extent[0]) * x), grid.gpts)
+    pot = PotentialSlices(v[None].astype(jnp.float32), jnp.array([0.5]), grid=grid)
+    pattern = np.asarray(_patterns(pot, probe, jnp.array([[3.2, 3.2]]), monkeypatch, "1")[0])
+    own = np.asarray(jnp.abs(jnp.fft.fftshift(jnp.fft.fft2(probe.array[0], norm="ortho"))) ** 2)
+    for shift in (8, -8):
+        disc = np.roll(own, shift, axis=0)
+        mask = disc > 1e-3 * disc.max()
+        assert pattern[mask].sum() / disc[mask].sum() == pytest.approx(special.j1(sigma * v0) ** 2, rel=1e-3)
+
+
+def test_gradients_are_the_xla_paths(monkeypatch):
+    pot, probe, positions = _case(24, 20, 3)
+    w = jnp.asarray(np.random.default_rng(3).uniform(size=(5, 24, 20)), jnp.float32)
+
+    def loss(v, pos):
+        return jnp.sum(w * multislice(replace(pot, array=v), probe)(pos))
+
+    grads = {}
+    for value in ("1", "0"):
+        monkeypatch.setenv("PTYRO_NATIVE", value)
+        jax.clear_caches()
+        g = jax.jit(jax.grad(loss, argnums=(0, 1)))(pot.array, positions)
+        _, t = jax.jvp(lambda v: loss(v, positions), (pot.array,), (jnp.ones_like(pot.array),))
+        grads[value] = (g, t)
+    for a, b in zip(jax.tree_util.tree_leaves(grads["1"]), jax.tree_util.tree_leaves(grads["0"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+
+
+def test_vmap_and_jit(monkeypatch):
+    pot, probe, positions = _case(32, 32, 2)
+    monkeypatch.setenv("PTYRO_NATIVE", "1")
+    sim = multislice(pot, probe)
+    batched = jax.jit(jax.vmap(lambda p: sim(p[None])[0]))(positions)
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(sim(positions)), rtol=0, atol=1e-6 * float(np.max(batched)))
+
+
+def test_sharded_batches_with_several_devices(monkeypatch):
+    # PTYRO_NATIVE=1 with the tests' fake devices: XLA runs the kernel on unsharded batches
+    from ptyro_simul.detectors import PixelatedDetector
+    from ptyro_simul.stem import simulate_4dstem
+
+    from ptyro_core import ScanPositions
+
+    pot, probe, _ = _case(32, 32, 2)
+    scan = ScanPositions.raster((0.5, 0.5), (2.5, 2.5), (3, 4))
+    out = {}
+    for value in ("1", "0"):
+        monkeypatch.setenv("PTYRO_NATIVE", value)
+        out[value] = simulate_4dstem(pot, probe, scan, detectors=[PixelatedDetector()], batch_size=4, progress=False)["pixelated"]
+    np.testing.assert_allclose(out["1"], out["0"], rtol=0, atol=2e-5 * float(out["0"].max()))
+
+
+def test_bad_setting_is_named(monkeypatch):
+    monkeypatch.setenv("PTYRO_NATIVE", "sometimes")
+    with pytest.raises(PtyroValueError, match="PTYRO_NATIVE.*'sometimes'"):
+        native.mode()
+
+
+def test_falls_back_with_one_warning_when_it_cannot_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("PTYRO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv("PTYRO_NATIVE", "1")
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert native.available() is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert native.use_native(jnp.complex64) is False
+    pot, probe, positions = _case(16, 16, 2)
+    assert np.isfinite(np.asarray(multislice(pot, probe)(positions))).all()  # the XLA path ran
+    assert not any(tmp_path.iterdir())  # nothing half-built left behind
+
+
+def test_compile_error_is_reported_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("PTYRO_CACHE_DIR", str(tmp_path))
+    bad = tmp_path / "src"
+    bad.mkdir()
+    (bad / "fresnel.cc").write_text("this is not C++\n")
+    monkeypatch.setattr(native, "_SRC", bad)
+    with pytest.raises(RuntimeError, match="failed"):
+        native.build()
+    assert not list(tmp_path.glob("native-*/*.so"))
