@@ -31,6 +31,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -118,6 +119,7 @@ def build() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():  # built by another process while this one waited
             return lib
+        print(f"ptyro: building the native multislice kernel for this machine (once; ~10 s) in {out_dir}", file=sys.stderr, flush=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
         cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w",

@@ -106,6 +106,13 @@ inline void transpose8(__m256 *r) {
 inline __m256 vec(const V &v) { return reinterpret_cast<const __m256 &>(v); }
 inline V vval(__m256 v) { return reinterpret_cast<V &>(v); }
 
+// b *= (re + i im), lane by lane
+inline void cmul(cmplx<V> &b, __m256 re, __m256 im) {
+  const __m256 br = vec(b.r), bi = vec(b.i);
+  b.r = vval(_mm256_fmsub_ps(br, re, _mm256_mul_ps(bi, im)));
+  b.i = vval(_mm256_fmadd_ps(br, im, _mm256_mul_ps(bi, re)));
+}
+
 // 8 row lines, points [p, p+8): re[q], im[q] hold point p+q across the 8 lines
 inline void load_rows8(const C *src, ptrdiff_t lstride, size_t p, __m256 *re, __m256 *im) {
   for (size_t j = 0; j < 8; ++j) load8(src + j * lstride + p, re[j], im[j]);
@@ -178,11 +185,7 @@ inline void multiply_cols(cmplx<V> *buf, const C *op, size_t ny, size_t n, size_
     for (size_t p = 0; p < n; ++p) {
       __m256 orr, oi;
       load8(op + p * ny, orr, oi);
-      orr = _mm256_mul_ps(orr, s);
-      oi = _mm256_mul_ps(oi, s);
-      const __m256 br = vec(buf[p].r), bi = vec(buf[p].i);
-      buf[p].r = vval(_mm256_fmsub_ps(br, orr, _mm256_mul_ps(bi, oi)));
-      buf[p].i = vval(_mm256_fmadd_ps(br, oi, _mm256_mul_ps(bi, orr)));
+      cmul(buf[p], _mm256_mul_ps(orr, s), _mm256_mul_ps(oi, s));
     }
     return;
   }
@@ -233,11 +236,7 @@ inline void multiply_rows(cmplx<V> *buf, const C *op, size_t n, size_t count) {
     __m256 re[8], im[8];
     for (size_t p = 0; p < n; p += 8) {
       load_rows8(op, n, p, re, im);
-      for (size_t q = 0; q < 8; ++q) {
-        const __m256 br = vec(buf[p + q].r), bi = vec(buf[p + q].i);
-        buf[p + q].r = vval(_mm256_fmsub_ps(br, re[q], _mm256_mul_ps(bi, im[q])));
-        buf[p + q].i = vval(_mm256_fmadd_ps(br, im[q], _mm256_mul_ps(bi, re[q])));
-      }
+      for (size_t q = 0; q < 8; ++q) cmul(buf[p + q], re[q], im[q]);
     }
     return;
   }
@@ -265,6 +264,10 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
   const size_t nhead = td[0];
   if (td[1] != (int64_t)nx || td[2] != (int64_t)ny || kd[0] != (int64_t)nhead || kd[1] != (int64_t)nx || kd[2] != (int64_t)ny)
     return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: operator shapes do not match the waves");
+  const auto ld = trans_last.dimensions();
+  const auto md = mask.dimensions();
+  if (ld.size() != 2 || ld[0] != (int64_t)nx || ld[1] != (int64_t)ny || md.size() != 2 || md[0] != (int64_t)nx || md[1] != (int64_t)ny)
+    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: the last slice's operators must be (nx, ny)");
   size_t nwaves = 1;
   for (size_t d = 0; d + 2 < pd.size(); ++d) nwaves *= pd[d];
 
