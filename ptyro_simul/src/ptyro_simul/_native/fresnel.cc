@@ -15,10 +15,13 @@
 // The kernels and the mask include the 2/3-Nyquist band limit, so whole columns of them are zero:
 // those columns are written as zeros without being transformed (a third of the column FFTs).
 // Lines are processed VLEN at a time in SIMD lanes with pocketfft's vectorised 1D transforms.
+// The waves of a call go through the slices together, block of lines by block of lines, so each
+// block of an operator is read from memory once per call and reused for every wave.
 
 #include <complex>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "pocketfft_hdronly.h"
@@ -106,13 +109,6 @@ inline void transpose8(__m256 *r) {
 inline __m256 vec(const V &v) { return reinterpret_cast<const __m256 &>(v); }
 inline V vval(__m256 v) { return reinterpret_cast<V &>(v); }
 
-// b *= (re + i im), lane by lane
-inline void cmul(cmplx<V> &b, __m256 re, __m256 im) {
-  const __m256 br = vec(b.r), bi = vec(b.i);
-  b.r = vval(_mm256_fmsub_ps(br, re, _mm256_mul_ps(bi, im)));
-  b.i = vval(_mm256_fmadd_ps(br, im, _mm256_mul_ps(bi, re)));
-}
-
 // 8 row lines, points [p, p+8): re[q], im[q] hold point p+q across the 8 lines
 inline void load_rows8(const C *src, ptrdiff_t lstride, size_t p, __m256 *re, __m256 *im) {
   for (size_t j = 0; j < 8; ++j) load8(src + j * lstride + p, re[j], im[j]);
@@ -134,22 +130,6 @@ inline void gather_generic(cmplx<V> *buf, const C *src, ptrdiff_t lstride, ptrdi
 inline void scatter_generic(const cmplx<V> *buf, C *dst, ptrdiff_t lstride, ptrdiff_t pstride, size_t n, size_t count) {
   for (size_t p = 0; p < n; ++p)
     for (size_t j = 0; j < count; ++j) dst[j * lstride + p * pstride] = C(lane(buf[p].r, j), lane(buf[p].i, j));
-}
-
-// buf[p] *= op at (line j, point p) * scale, op laid out like the lines
-inline void multiply_generic(cmplx<V> *buf, const C *op, ptrdiff_t lstride, ptrdiff_t pstride, size_t n, size_t count, float scale) {
-  for (size_t p = 0; p < n; ++p) {
-    V orr, oi;
-    for (size_t j = 0; j < L; ++j) {
-      const C v = j < count ? op[j * lstride + p * pstride] : C(0.f, 0.f);
-      set_lane(orr, j, v.real() * scale);
-      set_lane(oi, j, v.imag() * scale);
-    }
-    const V r = buf[p].r * orr - buf[p].i * oi;
-    const V i = buf[p].r * oi + buf[p].i * orr;
-    buf[p].r = r;
-    buf[p].i = i;
-  }
 }
 
 // column lines y0 .. y0+count of an (n, ny) array
@@ -176,21 +156,6 @@ inline void scatter_cols(const cmplx<V> *buf, C *dst, size_t ny, size_t n, size_
   }
 #endif
   scatter_generic(buf, dst, 1, ny, n, count);
-}
-
-inline void multiply_cols(cmplx<V> *buf, const C *op, size_t ny, size_t n, size_t count, float scale) {
-#ifdef PTYRO_AVX2
-  if (count == 8) {
-    const __m256 s = _mm256_set1_ps(scale);
-    for (size_t p = 0; p < n; ++p) {
-      __m256 orr, oi;
-      load8(op + p * ny, orr, oi);
-      cmul(buf[p], _mm256_mul_ps(orr, s), _mm256_mul_ps(oi, s));
-    }
-    return;
-  }
-#endif
-  multiply_generic(buf, op, 1, ny, n, count, scale);
 }
 
 // row lines x0 .. x0+count of an (., n) array (line stride n)
@@ -230,19 +195,6 @@ inline void scatter_rows(const cmplx<V> *buf, C *dst, size_t n, size_t count) {
   scatter_generic(buf, dst, n, 1, n, count);
 }
 
-inline void multiply_rows(cmplx<V> *buf, const C *op, size_t n, size_t count) {
-#ifdef PTYRO_AVX2
-  if (count == 8 && n % 8 == 0) {
-    __m256 re[8], im[8];
-    for (size_t p = 0; p < n; p += 8) {
-      load_rows8(op, n, p, re, im);
-      for (size_t q = 0; q < 8; ++q) cmul(buf[p + q], re[q], im[q]);
-    }
-    return;
-  }
-#endif
-  multiply_generic(buf, op, n, 1, n, count, 1.f);
-}
 
 // which columns y of op (nx, ny) hold any nonzero value
 std::vector<uint8_t> active_columns(const C *op, size_t nx, size_t ny) {
@@ -280,7 +232,6 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
 
   pocketfft_c<float> px(nx), py(ny);
   pocketfft::detail::arr<cmplx<V>> buf(std::max(nx, ny));
-  std::vector<C> w(npix);
   const float inv_n = 1.0f / float(npix);
 
   // the columns the kernels and the mask let through
@@ -293,58 +244,93 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
 
   auto trans = [&](size_t i) { return i < nhead ? th + i * npix : tl; };
 
-  for (size_t b = 0; b < nwaves; ++b) {
-    const C *src = waves + b * npix;
-    // row pass 0: w = FFT_y(t_0 * psi)
-    for (size_t x0 = 0; x0 < nx; x0 += L) {
-      const size_t cnt = std::min(L, nx - x0);
-      gather_rows(buf.data(), src + x0 * ny, ny, cnt);
-      multiply_rows(buf.data(), trans(0) + x0 * ny, ny, cnt);
+  // Slice by slice over all the waves of the call, line block by line block: the operators'
+  // lines of a block are loaded (and, for rows, transposed into lanes) once and used for every
+  // wave, so they are read from memory once per call rather than once per wave.
+  std::unique_ptr<C[]> work(new C[nwaves * npix]);
+  auto wave = [&](size_t b) { return work.get() + b * npix; };
+  pocketfft::detail::arr<cmplx<V>> op(std::max(nx, ny));
+
+  // buf *= op lane by lane
+  auto apply_op = [&](size_t n) {
+    for (size_t p = 0; p < n; ++p) {
+      const V r = buf[p].r * op[p].r - buf[p].i * op[p].i;
+      const V i = buf[p].r * op[p].i + buf[p].i * op[p].r;
+      buf[p].r = r;
+      buf[p].i = i;
+    }
+  };
+  // op = the rows x0 .. x0+cnt of t (lanes = rows)
+  auto load_row_op = [&](const C *t, size_t x0, size_t cnt) { gather_rows(op.data(), t + x0 * ny, ny, cnt); };
+  // op = the columns y0 .. y0+cnt of k, times scale (lanes = columns)
+  auto load_col_op = [&](const C *k, size_t y0, size_t cnt, float scale) {
+    gather_cols(op.data(), k + y0, ny, nx, cnt);
+    for (size_t p = 0; p < nx; ++p) {
+      op[p].r *= scale;
+      op[p].i *= scale;
+    }
+  };
+  auto any_active = [](const uint8_t *act, size_t y0, size_t cnt) {
+    for (size_t j = 0; j < cnt; ++j)
+      if (act[y0 + j]) return true;
+    return false;
+  };
+
+  // row pass 0: w = FFT_y(t_0 * psi)
+  for (size_t x0 = 0; x0 < nx; x0 += L) {
+    const size_t cnt = std::min(L, nx - x0);
+    load_row_op(trans(0), x0, cnt);
+    for (size_t b = 0; b < nwaves; ++b) {
+      gather_rows(buf.data(), waves + b * npix + x0 * ny, ny, cnt);
+      apply_op(ny);
       py.exec(buf.data(), 1.f, true);
-      scatter_rows(buf.data(), w.data() + x0 * ny, ny, cnt);
+      scatter_rows(buf.data(), wave(b) + x0 * ny, ny, cnt);
     }
-    for (size_t i = 0; i < nhead; ++i) {
-      // column pass: w = IFFT_x(k_i / N * FFT_x(w)), zero where k_i's columns are
-      const C *k = kh + i * npix;
-      const uint8_t *act = kact[i].data();
-      for (size_t y0 = 0; y0 < ny; y0 += L) {
-        const size_t cnt = std::min(L, ny - y0);
-        bool any = false;
-        for (size_t j = 0; j < cnt; ++j) any = any || act[y0 + j];
-        if (!any) {
-          for (size_t x = 0; x < nx; ++x)
-            for (size_t j = 0; j < cnt; ++j) w[x * ny + y0 + j] = C(0.f, 0.f);
-          continue;
-        }
-        gather_cols(buf.data(), w.data() + y0, ny, nx, cnt);
-        px.exec(buf.data(), 1.f, true);
-        multiply_cols(buf.data(), k + y0, ny, nx, cnt, inv_n);
-        px.exec(buf.data(), 1.f, false);
-        scatter_cols(buf.data(), w.data() + y0, ny, nx, cnt);
-      }
-      // row pass: w = FFT_y(t_{i+1} * IFFT_y(w))
-      const C *t = trans(i + 1);
-      for (size_t x0 = 0; x0 < nx; x0 += L) {
-        const size_t cnt = std::min(L, nx - x0);
-        gather_rows(buf.data(), w.data() + x0 * ny, ny, cnt);
-        py.exec(buf.data(), 1.f, false);
-        multiply_rows(buf.data(), t + x0 * ny, ny, cnt);
-        py.exec(buf.data(), 1.f, true);
-        scatter_rows(buf.data(), w.data() + x0 * ny, ny, cnt);
-      }
-    }
-    // far field: out = |FFT_x(w)|^2 * m, zero where m's columns are
-    float *o = res + b * npix;
+  }
+  for (size_t i = 0; i < nhead; ++i) {
+    // column pass: w = IFFT_x(k_i / N * FFT_x(w)), zero where k_i's columns are
+    const C *k = kh + i * npix;
     for (size_t y0 = 0; y0 < ny; y0 += L) {
       const size_t cnt = std::min(L, ny - y0);
-      bool any = false;
-      for (size_t j = 0; j < cnt; ++j) any = any || mact[y0 + j];
-      if (!any) {
+      if (!any_active(kact[i].data(), y0, cnt)) {
+        for (size_t b = 0; b < nwaves; ++b)
+          for (size_t x = 0; x < nx; ++x)
+            for (size_t j = 0; j < cnt; ++j) wave(b)[x * ny + y0 + j] = C(0.f, 0.f);
+        continue;
+      }
+      load_col_op(k, y0, cnt, inv_n);
+      for (size_t b = 0; b < nwaves; ++b) {
+        gather_cols(buf.data(), wave(b) + y0, ny, nx, cnt);
+        px.exec(buf.data(), 1.f, true);
+        apply_op(nx);
+        px.exec(buf.data(), 1.f, false);
+        scatter_cols(buf.data(), wave(b) + y0, ny, nx, cnt);
+      }
+    }
+    // row pass: w = FFT_y(t_{i+1} * IFFT_y(w))
+    for (size_t x0 = 0; x0 < nx; x0 += L) {
+      const size_t cnt = std::min(L, nx - x0);
+      load_row_op(trans(i + 1), x0, cnt);
+      for (size_t b = 0; b < nwaves; ++b) {
+        gather_rows(buf.data(), wave(b) + x0 * ny, ny, cnt);
+        py.exec(buf.data(), 1.f, false);
+        apply_op(ny);
+        py.exec(buf.data(), 1.f, true);
+        scatter_rows(buf.data(), wave(b) + x0 * ny, ny, cnt);
+      }
+    }
+  }
+  // far field: out = |FFT_x(w)|^2 * m, zero where m's columns are
+  for (size_t y0 = 0; y0 < ny; y0 += L) {
+    const size_t cnt = std::min(L, ny - y0);
+    for (size_t b = 0; b < nwaves; ++b) {
+      float *o = res + b * npix;
+      if (!any_active(mact.data(), y0, cnt)) {
         for (size_t x = 0; x < nx; ++x)
           for (size_t j = 0; j < cnt; ++j) o[x * ny + y0 + j] = 0.f;
         continue;
       }
-      gather_cols(buf.data(), w.data() + y0, ny, nx, cnt);
+      gather_cols(buf.data(), wave(b) + y0, ny, nx, cnt);
       px.exec(buf.data(), 1.f, true);
       for (size_t x = 0; x < nx; ++x) {
         const V p = buf[x].r * buf[x].r + buf[x].i * buf[x].i;
