@@ -2,9 +2,12 @@
 XLA path computes (odd and even grids, grids that are no multiple of the SIMD width, one slice,
 several modes, the band-limit column skipping), passes the physics checks on its own (an empty
 specimen conserves the norm; a weak phase grating gives J1² in its first orders), differentiates
-like the XLA path, batches under vmap and jit, and falls back to the XLA path, with one warning
-saying why, when it cannot be built."""
+like the XLA path, batches under vmap and jit, falls back to the XLA path, with one warning
+saying why, when it cannot be built, and gives the same results when built for a machine without
+AVX2 or without SIMD vectors."""
 
+import ctypes
+import platform
 import warnings
 
 import jax
@@ -173,3 +176,21 @@ def test_compile_error_is_reported_and_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="failed"):
         native.build()
     assert not list(tmp_path.glob("native-*/*.so"))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the x86-64 baseline build is for x86 machines")
+@pytest.mark.parametrize("flags", [("-march=x86-64",), ("-march=native", "-DPOCKETFFT_NO_VECTORS")], ids=["sse2", "scalar"])
+def test_portable_builds_match_xla(flags, tmp_path):
+    # the kernel as a machine without AVX2 (4 SSE lanes, the generic gathers) or without SIMD
+    # vectors builds it: the same far field as the XLA path
+    out = str(tmp_path / "fresnel.so")
+    native._compile(native._compiler(), out, flags)
+    target = f"ptyro_test_far_field_{flags[-1].strip('-').replace('=', '_')}"
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(ctypes.cdll.LoadLibrary(out).PtyroFresnelFarField), platform="cpu")
+    for nx, ny, nslices in ((48, 40, 4), (37, 29, 3), (30, 33, 1)):
+        pot, probe, positions = _case(nx, ny, nslices)
+        (head, last), pk = multislice(pot, probe).prepare()
+        waves = ms.shifted_probes(pk, positions, pot.grid)
+        ref = np.asarray(ms._fresnel_far_field(waves, head, last))
+        got = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(waves.shape, jnp.float32))(waves, head[0], last[0], head[1], last[1])
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=3e-5 * float(ref.max()))

@@ -122,18 +122,24 @@ def build() -> Path:
         print(f"ptyro: building the native multislice kernel for this machine (once; ~10 s) in {out_dir}", file=sys.stderr, flush=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
-        cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w",
-               f"-I{jax.ffi.include_dir()}", f"-I{_SRC}", str(_SRC / "fresnel.cc"), "-o", tmp]  # fmt: skip
         try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-            if res.returncode != 0:
-                tail = "\n".join(res.stderr.strip().splitlines()[-12:])
-                raise RuntimeError(f"{' '.join(cmd)} failed (exit {res.returncode}):\n{tail}")
+            _compile(cxx, tmp)
             os.replace(tmp, lib)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return lib
+
+
+def _compile(cxx: str, out: str, flags: tuple[str, ...] = ("-march=native",)) -> None:
+    """Compile the kernel into ``out`` (``flags``: the instruction set; the tests also build the
+    portable SIMD and scalar paths with ``-march=x86-64`` and ``-DPOCKETFFT_NO_VECTORS``)."""
+    cmd = [cxx, "-O3", *flags, "-std=c++17", "-shared", "-fPIC", "-w",
+           f"-I{jax.ffi.include_dir()}", f"-I{_SRC}", str(_SRC / "fresnel.cc"), "-o", out]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if res.returncode != 0:
+        tail = "\n".join(res.stderr.strip().splitlines()[-12:])
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {res.returncode}):\n{tail}")
 
 
 def available() -> bool:
