@@ -279,7 +279,7 @@ class MultisliceSimulator:
         if positions.ndim != 2 or positions.shape[-1] != 2:
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
         windowed = self.window is not None
-        fast = not windowed and self.propagator is fresnel and native.use_native(prepared[1].dtype)
+        fast = self.propagator is fresnel and native.use_native(prepared[1].dtype)
         return _intensities(prepared, self.potential, self.probe, positions, self.propagator, self.tilt, windowed, fast)
 
     def __call__(self, positions: Any) -> Array:
@@ -307,19 +307,27 @@ def _window_starts(potential: PotentialSlices, probe: ProbeModes, positions: Arr
     return i0, j0, frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :]
 
 
-def _window_crop(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Callable[[Array], Array], Array]:
+def _window_crop(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Callable[[Array], Array], Array, Array]:
     """``crop(t)``: transmission functions t (..., nx, ny) cut periodically to each probe's window,
-    (..., b, 1, wx, wy); and the positions of the probes in their windows (b, 2) Å."""
+    (..., b, 1, wx, wy); the positions of the probes in their windows (b, 2) Å; and the windows'
+    first pixels in the potential (b, 2) int32."""
     (nx, ny), (wx, wy) = potential.grid.gpts, probe.grid.gpts
     i0, j0, centre = _window_starts(potential, probe, positions)
-    ix = (i0[:, None] - wx // 2 + jnp.arange(wx)[None, :]) % nx  # (b, wx)
-    iy = (j0[:, None] - wy // 2 + jnp.arange(wy)[None, :]) % ny  # (b, wy)
-    return lambda t: t[..., ix[:, None, :, None], iy[:, None, None, :]], centre
+    offsets = jnp.stack([(i0 - wx // 2) % nx, (j0 - wy // 2) % ny], axis=-1).astype(jnp.int32)
+    return _crop_windows(offsets, (nx, ny), (wx, wy)), centre, offsets
+
+
+def _crop_windows(offsets: Array, gpts: tuple[int, int], window: tuple[int, int]) -> Callable[[Array], Array]:
+    """``crop(t)``: t (..., nx, ny) cut periodically to the windows (wx, wy) whose first pixels are
+    ``offsets`` (b, 2), as (..., b, 1, wx, wy) (the 1 broadcasts over probe modes)."""
+    ix = (offsets[:, 0:1] + jnp.arange(window[0])[None, :]) % gpts[0]  # (b, wx)
+    iy = (offsets[:, 1:2] + jnp.arange(window[1])[None, :]) % gpts[1]  # (b, wy)
+    return lambda t: t[..., ix[:, None, :, None], iy[:, None, None, :]]
 
 
 def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
                   trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
-    crop, centre = _window_crop(potential, probe, positions)
+    crop, centre, _ = _window_crop(potential, probe, positions)
     return _propagate(shifted_probes(pk, centre, probe.grid), (trans, second), potential, probe.energy, propagator, tilt, probe.grid, crop)
 
 
@@ -377,7 +385,7 @@ def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, p
                  tilt: tuple[float, float], windowed: bool = False, fast: bool = False) -> Array:  # fmt: skip
     """Centred patterns (b, nx, ny) summed over modes, in cache-sized chunks of positions, on the
     full grid or (``windowed``) in a window around each probe, from the operators of
-    :func:`_prepare`; ``fast``: the full-grid Fresnel far field on the native CPU kernel
+    :func:`_prepare`; ``fast``: the Fresnel far field on the native CPU kernel
     (:mod:`ptyro_simul.native`)."""
     ops, pk = prepared
     ctype = pk.dtype
@@ -385,13 +393,13 @@ def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, p
         head, last = ops
 
     def chunk(pos: Array) -> Array:
-        crop, grid = None, potential.grid
+        crop, grid, offsets = None, potential.grid, None
         if windowed:
-            crop, pos = _window_crop(potential, probe, pos)
+            crop, pos, offsets = _window_crop(potential, probe, pos)
             grid = probe.grid
         waves = shifted_probes(pk, pos, grid)
         if fast:
-            intensity = native.fresnel_far_field(waves, head, last, _fresnel_far_field)
+            intensity = native.fresnel_far_field(waves, head, last, _fresnel_far_field, offsets)
         elif propagator is fresnel:
             intensity = _fresnel_far_field(waves, head, last, crop)
         else:

@@ -49,6 +49,7 @@ __all__ = ["available", "build", "cache_dir", "fresnel_far_field", "mode", "use_
 
 _SRC = Path(__file__).parent / "_native"
 _TARGET = "ptyro_fresnel_far_field"
+_WINDOWED = "ptyro_fresnel_far_field_windowed"
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
@@ -150,6 +151,7 @@ def available() -> bool:
             try:
                 lib = ctypes.cdll.LoadLibrary(str(build()))
                 jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.PtyroFresnelFarField), platform="cpu")
+                jax.ffi.register_ffi_target(_WINDOWED, jax.ffi.pycapsule(lib.PtyroFresnelFarFieldWindowed), platform="cpu")
                 _state.update(ok=True, lib=lib)
             except Exception as exc:  # noqa: BLE001 - any failure means: use the XLA path
                 _state.update(ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -174,30 +176,55 @@ def use_native(dtype: Any) -> bool:
     return available()
 
 
-def _call(waves: Array, trans_head: Array, trans_last: Array, kernels: Array, mask: Array) -> Array:
+def _call(waves: Array, trans_head: Array, trans_last: Array, kernels: Array, mask: Array, offsets: Array | None) -> Array:
     out = jax.ShapeDtypeStruct(waves.shape, jnp.float32)
-    return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(waves, trans_head, trans_last, kernels, mask)
+    if offsets is None:
+        return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(waves, trans_head, trans_last, kernels, mask)
+    return jax.ffi.ffi_call(_WINDOWED, out, vmap_method="sequential")(waves, trans_head, trans_last, kernels, mask, offsets)
 
 
-def fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array], reference: Callable[..., Array]) -> Array:
+def fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array], reference: Callable[..., Array],
+                      offsets: Array | None = None) -> Array:  # fmt: skip
     """|FFT(exit wave)|² · mask of ``waves`` (..., nx, ny) complex64 on the kernel; ``head``, ``last``
     as for :func:`ptyro_simul.multislice._fresnel_far_field`, which is ``reference``: the function
-    whose derivative this one takes (``reference(waves, head, last)``)."""
-    return _far_field(reference)(waves, head[0], last[0], head[1], last[1])
+    whose derivative this one takes (``reference(waves, head, last, crop)``). ``offsets`` (b, 2)
+    int32: each position's window starts in the potential (the waves are windows of it, b
+    positions times the modes); None on the full grid."""
+    if offsets is None:
+        return _far_field(reference)(waves, head[0], last[0], head[1], last[1])
+    return _windowed(reference)(waves, head[0], last[0], head[1], last[1], offsets)
+
+
+def _with_reference_jvp(primal: Callable[..., Array], ref: Callable[..., Array]) -> Callable[..., Array]:
+    """``primal`` (the kernel) with the derivative of ``ref`` (the XLA path) with respect to its
+    first five arguments; any further argument (the window offsets) is integer data."""
+
+    @jax.custom_jvp
+    def f(*args: Array) -> Array:
+        return primal(*args)
+
+    @f.defjvp
+    def f_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+        rest = primals[5:]
+        _, tangent = jax.jvp(lambda *xs: ref(*xs, *rest), primals[:5], tangents[:5])
+        return f(*primals), tangent
+
+    return f
 
 
 @functools.lru_cache(maxsize=8)
 def _far_field(reference: Callable[..., Array]) -> Callable[..., Array]:
-    @jax.custom_jvp
-    def f(waves: Array, trans_head: Array, trans_last: Array, kernels: Array, mask: Array) -> Array:
-        return _call(waves, trans_head, trans_last, kernels, mask)
+    def ref(w: Array, th: Array, tl: Array, k: Array, m: Array) -> Array:
+        return reference(w, (th, k), (tl, m))
 
-    @f.defjvp
-    def f_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
-        def ref(w: Array, th: Array, tl: Array, k: Array, m: Array) -> Array:
-            return reference(w, (th, k), (tl, m))
+    return _with_reference_jvp(lambda *a: _call(*a, None), ref)
 
-        _, tangent = jax.jvp(ref, primals, tangents)
-        return f(*primals), tangent
 
-    return f
+@functools.lru_cache(maxsize=8)
+def _windowed(reference: Callable[..., Array]) -> Callable[..., Array]:
+    from ptyro_simul.multislice import _crop_windows
+
+    def ref(w: Array, th: Array, tl: Array, k: Array, m: Array, offsets: Array) -> Array:
+        return reference(w, (th, k), (tl, m), _crop_windows(offsets, tl.shape, w.shape[-2:]))
+
+    return _with_reference_jvp(_call, ref)

@@ -205,31 +205,27 @@ std::vector<uint8_t> active_columns(const C *op, size_t nx, size_t ny) {
   return act;
 }
 
-ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_head, ffi::Buffer<ffi::C64> trans_last,
-                        ffi::Buffer<ffi::C64> kernels, ffi::Buffer<ffi::F32> mask, ffi::ResultBuffer<ffi::F32> out) {
-  const auto pd = psi.dimensions();
-  const auto td = trans_head.dimensions();
-  const auto kd = kernels.dimensions();
-  if (pd.size() < 2 || td.size() != 3 || kd.size() != 3)
-    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: expected waves (..., nx, ny), head operators (s-1, nx, ny)");
-  const size_t nx = pd[pd.size() - 2], ny = pd[pd.size() - 1], npix = nx * ny;
-  const size_t nhead = td[0];
-  if (td[1] != (int64_t)nx || td[2] != (int64_t)ny || kd[0] != (int64_t)nhead || kd[1] != (int64_t)nx || kd[2] != (int64_t)ny)
-    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: operator shapes do not match the waves");
-  const auto ld = trans_last.dimensions();
-  const auto md = mask.dimensions();
-  if (ld.size() != 2 || ld[0] != (int64_t)nx || ld[1] != (int64_t)ny || md.size() != 2 || md[0] != (int64_t)nx || md[1] != (int64_t)ny)
-    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: the last slice's operators must be (nx, ny)");
-  size_t nwaves = 1;
-  for (size_t d = 0; d + 2 < pd.size(); ++d) nwaves *= pd[d];
+// One call's problem: waves (nwaves, nx, ny); transmission functions (nhead, tnx, tny) and
+// (tnx, tny); kernels (nhead, nx, ny); mask (nx, ny); out (nwaves, nx, ny). Full grid: t has the
+// waves' shape. Windowed: each wave sees the nx x ny crop of the periodic t starting at its
+// position's offsets (npos, 2), one position per `per_position` consecutive waves (probe modes).
+struct Problem {
+  const C *waves;
+  size_t nwaves, nx, ny;
+  const C *th, *tl;
+  size_t nhead, tnx, tny;
+  const int32_t *offsets;
+  size_t per_position;
+  const C *kh;
+  const float *m;
+  float *res;
+};
 
-  const C *waves = psi.typed_data();
-  const C *th = trans_head.typed_data();
-  const C *tl = trans_last.typed_data();
-  const C *kh = kernels.typed_data();
-  const float *m = mask.typed_data();
-  float *res = out->typed_data();
-
+void FarField(const Problem &P) {
+  const size_t nx = P.nx, ny = P.ny, npix = nx * ny, nhead = P.nhead, nwaves = P.nwaves;
+  const C *waves = P.waves, *th = P.th, *tl = P.tl, *kh = P.kh;
+  const float *m = P.m;
+  float *res = P.res;
   pocketfft_c<float> px(nx), py(ny);
   pocketfft::detail::arr<cmplx<V>> buf(std::max(nx, ny));
   const float inv_n = 1.0f / float(npix);
@@ -242,7 +238,7 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
     for (size_t y = 0; y < ny; ++y)
       if (m[x * ny + y] != 0.f) mact[y] = 1;
 
-  auto trans = [&](size_t i) { return i < nhead ? th + i * npix : tl; };
+  auto trans = [&](size_t i) { return i < nhead ? th + i * P.tnx * P.tny : tl; };
 
   // Slice by slice over all the waves of the call, line block by line block: the operators'
   // lines of a block are loaded (and, for rows, transposed into lanes) once and used for every
@@ -260,8 +256,21 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
       buf[p].i = i;
     }
   };
-  // op = the rows x0 .. x0+cnt of t (lanes = rows)
+  // op = the rows x0 .. x0+cnt of t (lanes = rows): of the whole t, or of wave b's periodic crop
+  std::vector<C> crop(P.offsets ? L * ny : 0);
   auto load_row_op = [&](const C *t, size_t x0, size_t cnt) { gather_rows(op.data(), t + x0 * ny, ny, cnt); };
+  auto load_row_op_crop = [&](const C *t, size_t b, size_t x0, size_t cnt) {
+    const int32_t *o = P.offsets + 2 * (b / P.per_position);
+    const size_t ox = size_t(((int64_t(o[0]) % int64_t(P.tnx)) + int64_t(P.tnx)) % int64_t(P.tnx));
+    const size_t oy = size_t(((int64_t(o[1]) % int64_t(P.tny)) + int64_t(P.tny)) % int64_t(P.tny));
+    const size_t first = std::min(ny, P.tny - oy);
+    for (size_t j = 0; j < cnt; ++j) {
+      const C *row = t + ((ox + x0 + j) % P.tnx) * P.tny;
+      std::memcpy(crop.data() + j * ny, row + oy, first * sizeof(C));
+      if (first < ny) std::memcpy(crop.data() + j * ny + first, row, (ny - first) * sizeof(C));
+    }
+    gather_rows(op.data(), crop.data(), ny, cnt);
+  };
   // op = the columns y0 .. y0+cnt of k, times scale (lanes = columns)
   auto load_col_op = [&](const C *k, size_t y0, size_t cnt, float scale) {
     gather_cols(op.data(), k + y0, ny, nx, cnt);
@@ -279,8 +288,9 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
   // row pass 0: w = FFT_y(t_0 * psi)
   for (size_t x0 = 0; x0 < nx; x0 += L) {
     const size_t cnt = std::min(L, nx - x0);
-    load_row_op(trans(0), x0, cnt);
+    if (!P.offsets) load_row_op(trans(0), x0, cnt);
     for (size_t b = 0; b < nwaves; ++b) {
+      if (P.offsets) load_row_op_crop(trans(0), b, x0, cnt);
       gather_rows(buf.data(), waves + b * npix + x0 * ny, ny, cnt);
       apply_op(ny);
       py.exec(buf.data(), 1.f, true);
@@ -310,8 +320,9 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
     // row pass: w = FFT_y(t_{i+1} * IFFT_y(w))
     for (size_t x0 = 0; x0 < nx; x0 += L) {
       const size_t cnt = std::min(L, nx - x0);
-      load_row_op(trans(i + 1), x0, cnt);
+      if (!P.offsets) load_row_op(trans(i + 1), x0, cnt);
       for (size_t b = 0; b < nwaves; ++b) {
+        if (P.offsets) load_row_op_crop(trans(i + 1), b, x0, cnt);
         gather_rows(buf.data(), wave(b) + x0 * ny, ny, cnt);
         py.exec(buf.data(), 1.f, false);
         apply_op(ny);
@@ -338,6 +349,57 @@ ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_h
       }
     }
   }
+}
+
+// checks the shapes, fills a Problem; offsets null for the full grid
+ffi::Error Prepare(Problem &P, ffi::Buffer<ffi::C64> &psi, ffi::Buffer<ffi::C64> &trans_head, ffi::Buffer<ffi::C64> &trans_last,
+                   ffi::Buffer<ffi::C64> &kernels, ffi::Buffer<ffi::F32> &mask, float *out, const int32_t *offsets, size_t npos) {
+  const auto pd = psi.dimensions(), td = trans_head.dimensions(), kd = kernels.dimensions();
+  const auto ld = trans_last.dimensions(), md = mask.dimensions();
+  if (pd.size() < 2 || td.size() != 3 || kd.size() != 3 || ld.size() != 2 || md.size() != 2)
+    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: expected waves (..., nx, ny), operators (s-1, ., .), (., .)");
+  P.nx = pd[pd.size() - 2];
+  P.ny = pd[pd.size() - 1];
+  P.nhead = td[0];
+  P.tnx = td[1];
+  P.tny = td[2];
+  P.nwaves = 1;
+  for (size_t d = 0; d + 2 < pd.size(); ++d) P.nwaves *= pd[d];
+  const bool same = P.tnx == P.nx && P.tny == P.ny;
+  if (!(offsets ? (P.tnx >= P.nx && P.tny >= P.ny) : same) || ld[0] != td[1] || ld[1] != td[2] ||
+      kd[0] != td[0] || size_t(kd[1]) != P.nx || size_t(kd[2]) != P.ny || size_t(md[0]) != P.nx || size_t(md[1]) != P.ny)
+    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: operator shapes do not match the waves");
+  if (offsets && (npos == 0 || P.nwaves % npos != 0))
+    return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: the waves are not a whole number per window offset");
+  P.waves = psi.typed_data();
+  P.th = trans_head.typed_data();
+  P.tl = trans_last.typed_data();
+  P.kh = kernels.typed_data();
+  P.m = mask.typed_data();
+  P.res = out;
+  P.offsets = offsets;
+  P.per_position = offsets ? P.nwaves / npos : 1;
+  return ffi::Error::Success();
+}
+
+ffi::Error FarFieldImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_head, ffi::Buffer<ffi::C64> trans_last,
+                        ffi::Buffer<ffi::C64> kernels, ffi::Buffer<ffi::F32> mask, ffi::ResultBuffer<ffi::F32> out) {
+  Problem P;
+  ffi::Error err = Prepare(P, psi, trans_head, trans_last, kernels, mask, out->typed_data(), nullptr, 0);
+  if (err.failure()) return err;
+  FarField(P);
+  return ffi::Error::Success();
+}
+
+ffi::Error WindowedImpl(ffi::Buffer<ffi::C64> psi, ffi::Buffer<ffi::C64> trans_head, ffi::Buffer<ffi::C64> trans_last,
+                        ffi::Buffer<ffi::C64> kernels, ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::S32> offsets,
+                        ffi::ResultBuffer<ffi::F32> out) {
+  const auto od = offsets.dimensions();
+  if (od.size() != 2 || od[1] != 2) return ffi::Error::InvalidArgument("ptyro_fresnel_far_field: offsets must be (positions, 2)");
+  Problem P;
+  ffi::Error err = Prepare(P, psi, trans_head, trans_last, kernels, mask, out->typed_data(), offsets.typed_data(), od[0]);
+  if (err.failure()) return err;
+  FarField(P);
   return ffi::Error::Success();
 }
 
@@ -350,4 +412,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroFresnelFarField, FarFieldImpl,
                                   .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroFresnelFarFieldWindowed, WindowedImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::C64>>()
+                                  .Arg<ffi::Buffer<ffi::C64>>()
+                                  .Arg<ffi::Buffer<ffi::C64>>()
+                                  .Arg<ffi::Buffer<ffi::C64>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
