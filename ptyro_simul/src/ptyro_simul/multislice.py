@@ -431,9 +431,8 @@ def multislice(
     within 7 % on a Sr column and up to 20 % on the weak signals between columns. On SIM-A
     (8x8x10 cells, 256² grid, 16x16 scan; benchmarks/) against abTEM's full grid, maximum
     difference of the virtual BF (0-20 mrad) / ADF (30-65 mrad) images: 128² window 1.02 % /
-    0.97 % at 0.21x abTEM's time; 160² 0.77 % / 0.80 % at 0.28x (0.17x since the crops are
-    gathered slice by slice inside the loop and batches run in one stream per core); 144² 0.57 %
-    / 4.6 %. That
+    0.97 % at 0.21x abTEM's time; 160² 0.77 % / 0.80 % at 0.08x (on the native CPU kernel,
+    :mod:`ptyro_simul.native`; 0.17x on XLA); 144² 0.57 % / 4.6 %. That
     the error does not fall with the window shows it is mostly where the coarser detector
     pixels put the annulus edges, not the cropping.
     """
