@@ -399,7 +399,7 @@ def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, p
             grid = probe.grid
         waves = shifted_probes(pk, pos, grid)
         if fast:
-            intensity = native.fresnel_far_field(waves, head, last, _fresnel_far_field, offsets)
+            intensity = native.fresnel_far_field(waves, head, last, offsets)
         elif propagator is fresnel:
             intensity = _fresnel_far_field(waves, head, last, crop)
         else:

@@ -165,7 +165,7 @@ def available() -> bool:
 
 
 def use_native(dtype: Any) -> bool:
-    """Whether a full-grid Fresnel far field of waves of ``dtype`` should run on the kernel now:
+    """Whether a Fresnel far field of waves of ``dtype`` should run on the kernel now:
     complex64 waves, ``PTYRO_NATIVE`` not 0, the default backend a CPU (with ``auto``: a single
     device), and the kernel available. Decided outside jit (a static choice)."""
     m = mode()
@@ -176,55 +176,37 @@ def use_native(dtype: Any) -> bool:
     return available()
 
 
-def _call(waves: Array, trans_head: Array, trans_last: Array, kernels: Array, mask: Array, offsets: Array | None) -> Array:
-    out = jax.ShapeDtypeStruct(waves.shape, jnp.float32)
-    if offsets is None:
-        return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(waves, trans_head, trans_last, kernels, mask)
-    return jax.ffi.ffi_call(_WINDOWED, out, vmap_method="sequential")(waves, trans_head, trans_last, kernels, mask, offsets)
+def fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array], offsets: Array | None = None) -> Array:
+    """|FFT(exit wave)|² · mask of ``waves`` (..., nx, ny) complex64 on the kernel: what
+    :func:`ptyro_simul.multislice._fresnel_far_field` computes, with its derivative (``head``,
+    ``last`` as there). ``offsets`` (b, 2) int32: each position's window starts in the potential
+    (the waves are windows of it, b positions times the modes); None on the full grid."""
+    args = (waves, head[0], last[0], head[1], last[1]) + (() if offsets is None else (offsets,))
+    return _kernel(offsets is not None)(*args)
 
 
-def fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array], reference: Callable[..., Array],
-                      offsets: Array | None = None) -> Array:  # fmt: skip
-    """|FFT(exit wave)|² · mask of ``waves`` (..., nx, ny) complex64 on the kernel; ``head``, ``last``
-    as for :func:`ptyro_simul.multislice._fresnel_far_field`, which is ``reference``: the function
-    whose derivative this one takes (``reference(waves, head, last, crop)``). ``offsets`` (b, 2)
-    int32: each position's window starts in the potential (the waves are windows of it, b
-    positions times the modes); None on the full grid."""
-    if offsets is None:
-        return _far_field(reference)(waves, head[0], last[0], head[1], last[1])
-    return _windowed(reference)(waves, head[0], last[0], head[1], last[1], offsets)
+@functools.lru_cache(maxsize=2)
+def _kernel(windowed: bool) -> Callable[..., Array]:
+    """The kernel (full grid or windowed) as a function of (waves, trans_head, trans_last,
+    kernels, mask[, offsets]), with the derivative of the XLA path with respect to its first five
+    arguments (the offsets are integer data)."""
+    from ptyro_simul.multislice import _crop_windows, _fresnel_far_field
 
+    target = _WINDOWED if windowed else _TARGET
 
-def _with_reference_jvp(primal: Callable[..., Array], ref: Callable[..., Array]) -> Callable[..., Array]:
-    """``primal`` (the kernel) with the derivative of ``ref`` (the XLA path) with respect to its
-    first five arguments; any further argument (the window offsets) is integer data."""
+    def reference(w: Array, th: Array, tl: Array, k: Array, m: Array, *offsets: Array) -> Array:
+        crop = _crop_windows(offsets[0], tl.shape, w.shape[-2:]) if offsets else None
+        return _fresnel_far_field(w, (th, k), (tl, m), crop)
 
     @jax.custom_jvp
     def f(*args: Array) -> Array:
-        return primal(*args)
+        out = jax.ShapeDtypeStruct(args[0].shape, jnp.float32)
+        return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args)
 
     @f.defjvp
     def f_jvp(primals: tuple, tangents: tuple) -> tuple[Array, Array]:
         rest = primals[5:]
-        _, tangent = jax.jvp(lambda *xs: ref(*xs, *rest), primals[:5], tangents[:5])
+        _, tangent = jax.jvp(lambda *xs: reference(*xs, *rest), primals[:5], tangents[:5])
         return f(*primals), tangent
 
     return f
-
-
-@functools.lru_cache(maxsize=8)
-def _far_field(reference: Callable[..., Array]) -> Callable[..., Array]:
-    def ref(w: Array, th: Array, tl: Array, k: Array, m: Array) -> Array:
-        return reference(w, (th, k), (tl, m))
-
-    return _with_reference_jvp(lambda *a: _call(*a, None), ref)
-
-
-@functools.lru_cache(maxsize=8)
-def _windowed(reference: Callable[..., Array]) -> Callable[..., Array]:
-    from ptyro_simul.multislice import _crop_windows
-
-    def ref(w: Array, th: Array, tl: Array, k: Array, m: Array, offsets: Array) -> Array:
-        return reference(w, (th, k), (tl, m), _crop_windows(offsets, tl.shape, w.shape[-2:]))
-
-    return _with_reference_jvp(_call, ref)
