@@ -24,12 +24,14 @@ from ptyro_core import Dataset4D, Grid, replace
 import ptyro_invert
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "adapters"))
+
+from _proto import _status_mb  # noqa: E402
 
 
 def rss_mb(field="VmRSS"):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return round(int(line.split()[1]) / 1024.0, 1)
+    value = _status_mb(field)
+    return None if value is None else round(value, 1)
 
 
 def timed(fn, *a, **k):
