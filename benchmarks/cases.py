@@ -300,3 +300,115 @@ def ours_potential(case_dir: str, n: int):
         np.save(os.path.join(case_dir, f), arr)
         files.append(f)
     return files, None
+
+
+# --------------------------------------------------------------------------- RECON-L (sizes users run)
+
+#: shaped like PtyRAD's published benchmark (tBL-WSe2: 128 x 128 scan, 80 kV, 24.9 mrad, 0.429 Å
+#: step, 128 x 128 patterns at 0.1494 Å real-space pixels); the specimen is a WSe2-like twisted
+#: bilayer phase object made here, not the experimental data
+RECON_L = dict(
+    energy=80e3,
+    semiangle_cutoff=24.9,
+    C10=100.0,  # Å overfocus (nominal, also the initial probe)
+    sampling=0.1494,
+    pattern_gpts=(128, 128),
+    scan_step=0.429,
+    iterations=3,
+    batch_size=64,
+    dose=None,
+)
+RECON_L_CASES = {
+    "recon-l": dict(scan_gpts=(128, 128), slices=1, modes=1),
+    "recon-l-ms": dict(scan_gpts=(128, 128), slices=6, modes=12, slice_thickness=2.0),
+    # 65,536 patterns = 4 GiB as float32: the out-of-core case (written to disk chunk by chunk)
+    "recon-l-256": dict(scan_gpts=(256, 256), slices=1, modes=1),
+    # the dry run's stand-in (seconds on a CPU): same code path, tiny sizes
+    "recon-l-tiny": dict(scan_gpts=(8, 8), slices=2, modes=2, slice_thickness=2.0, pattern_gpts=(32, 32), sampling=0.3),
+}
+
+
+
+def forward_batched(objects, probes, weights, positions, sampling, energy, dz, out, batch=256):
+    """The same model as :func:`forward` (probe modes shifted by sub-pixel phase ramps, object
+    windows, Fresnel propagation between slices, centred unitary far field, modes summed
+    incoherently), vectorised over batches of positions and written into ``out`` (n, qx, qy) —
+    which may be a memory map, so a 4 GiB dataset never sits in memory."""
+    try:
+        import scipy.fft as sfft
+
+        fft2 = lambda a: sfft.fft2(a, workers=-1)  # noqa: E731
+        ifft2 = lambda a: sfft.ifft2(a, workers=-1)  # noqa: E731
+    except ImportError:  # pragma: no cover
+        fft2, ifft2 = np.fft.fft2, np.fft.ifft2
+    npx = probes.shape[-1]
+    kx = np.fft.fftfreq(npx)[:, None]
+    ky = np.fft.fftfreq(npx)[None, :]
+    prop = fresnel((npx, npx), sampling, energy, dz).astype(np.complex64) if objects.shape[0] > 1 else None
+    fprobes = fft2(probes.astype(np.complex64))
+    objects = objects.astype(np.complex64)
+    ar = np.arange(npx)
+    for s0 in range(0, positions.shape[0], batch):
+        p = positions[s0 : s0 + batch] / sampling
+        ix, iy = np.floor(p[:, 0]).astype(int), np.floor(p[:, 1]).astype(int)
+        fx, fy = (p[:, 0] - ix)[:, None, None], (p[:, 1] - iy)[:, None, None]
+        ramp = np.exp(-2j * np.pi * (kx * fx + ky * fy)).astype(np.complex64)
+        rows = (ix - npx // 2)[:, None] + ar[None, :]
+        cols = (iy - npx // 2)[:, None] + ar[None, :]
+        acc = np.zeros((p.shape[0], npx, npx))
+        for m in range(probes.shape[0]):
+            w = ifft2(fprobes[m][None] * ramp)
+            for s in range(objects.shape[0]):
+                w = w * objects[s][rows[:, :, None], cols[:, None, :]]
+                if s < objects.shape[0] - 1:
+                    w = ifft2(fft2(w) * prop)
+            acc += weights[m] * np.abs(np.fft.fftshift(fft2(w), axes=(-2, -1))) ** 2 / (npx * npx)
+        out[s0 : s0 + p.shape[0]] = acc.astype(out.dtype)
+    return out
+
+
+def make_recon_l_case(case_dir: str, name: str) -> dict:
+    """Write a RECON-L dataset (``patterns.npy`` as a memory map, positions, initial probe, truth)
+    with the suite's own forward model (:func:`forward_batched`, numpy/scipy only)."""
+    spec = dict(RECON_L)
+    spec.update(RECON_L_CASES[name])
+    dx, pgpts, scan = spec["sampling"], tuple(spec["pattern_gpts"]), tuple(spec["scan_gpts"])
+    nslices, nmodes = spec["slices"], spec["modes"]
+    extent = (np.array(scan) - 1) * spec["scan_step"] + np.array(pgpts) * dx + 4.0
+    ogpts = tuple(int(math.ceil(e / dx / 16) * 16) for e in extent)
+    if nslices == 1:
+        phases = mos2_phase(ogpts, dx, a=3.28, peak=1.0)[None]
+    else:  # two layers twisted by 3°, each spread over half the slices
+        half = nslices // 2
+        phases = np.stack([mos2_phase(ogpts, dx, a=3.28, peak=1.0 / half, rotation=math.radians(3.0 if s >= half else 0.0),
+                                      shift=(0.5, 0.3) if s >= half else (0.0, 0.0)) for s in range(nslices)])  # fmt: skip
+    objects = np.exp(1j * phases)
+    if nmodes == 1:
+        probes = probe_array(pgpts, dx, spec["energy"], spec["semiangle_cutoff"], spec["C10"])[None]
+        weights = np.array([1.0])
+    else:  # focal spread, Gauss-Hermite nodes (30 Å rms)
+        nodes, w = np.polynomial.hermite_e.hermegauss(nmodes)
+        weights = w / w.sum()
+        probes = np.stack([probe_array(pgpts, dx, spec["energy"], spec["semiangle_cutoff"], spec["C10"] + 30.0 * z) for z in nodes])
+    centre = np.array(ogpts) * dx / 2
+    half_scan = (np.array(scan) - 1) * spec["scan_step"] / 2
+    positions = scan_positions(centre - half_scan, centre - half_scan + np.array(scan) * spec["scan_step"], scan)
+    os.makedirs(case_dir, exist_ok=True)
+    out = np.lib.format.open_memmap(os.path.join(case_dir, "patterns.npy"), mode="w+", dtype=np.float32, shape=scan + pgpts)
+    forward_batched(objects, probes, weights, positions, dx, spec["energy"], spec.get("slice_thickness", 1.0), out.reshape((-1,) + pgpts))
+    out.flush()
+    del out
+    np.save(os.path.join(case_dir, "positions.npy"), positions.astype(np.float64))
+    np.save(os.path.join(case_dir, "probe.npy"), probe_array(pgpts, dx, spec["energy"], spec["semiangle_cutoff"], spec["C10"]).astype(np.complex64))
+    np.save(os.path.join(case_dir, "true_phase.npy"), phases.astype(np.float32))
+    lam = wavelength(spec["energy"])
+    meta = dict(
+        case=name, kind="recon", energy=spec["energy"], wavelength=lam, semiangle_cutoff=spec["semiangle_cutoff"],
+        C10=spec["C10"], defocus=-spec["C10"], sampling=dx, angular_sampling_mrad=lam / (pgpts[0] * dx) * 1e3,
+        reciprocal_sampling=1.0 / (pgpts[0] * dx), pattern_gpts=list(pgpts), object_gpts=list(ogpts), scan_gpts=list(scan),
+        scan_step=spec["scan_step"], iterations=spec["iterations"], batch_size=spec["batch_size"], slices=nslices,
+        slice_thickness=spec.get("slice_thickness", 1.0), modes=nmodes, noise=False, dose=None,
+        bytes_float32=int(np.prod(scan + pgpts)) * 4,
+    )  # fmt: skip
+    save_meta(case_dir, meta)
+    return meta

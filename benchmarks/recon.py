@@ -9,7 +9,7 @@ import numpy as np
 import cases
 from runner import ADAPTERS, OUR_PY, WORK, Worker, env_python, finish_all, log, ratios, time_codes
 
-REF_ADAPTERS = {"py4dstem": "py4dstem_recon.py", "ptychi": "ptychi_recon.py", "ptyrad": "ptyrad_recon.py"}
+REF_ADAPTERS = {"py4dstem": "py4dstem_recon.py", "ptychi": "ptychi_recon.py", "ptyrad": "ptyrad_recon.py", "phaserem": "phaserem_recon.py"}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -99,7 +99,8 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     out = {"case": name, "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
            f"{meta['iterations']} passes, batch {meta['batch_size']}, probe updated; phase error = RMS over the scanned area after removing a constant offset and registering the object"}
     specs = [("ptyro", OUR_PY, "ours_recon.py")]
-    refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem"]
+    # py4DSTEM and phaserEM (a JAX code: minutes, not tens of minutes) in every case; PtyRAD and Pty-chi on RECON-A
+    refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem", "phaserem"]
     for ref in refs:
         script = REF_ADAPTERS[ref]
         env = info["envs"].get(ref, {})
@@ -110,7 +111,8 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     workers = []
     for label, py, script in specs:
         log(f"  starting {label}")
-        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}, warmup=(label == "ptyro")))
+        # the JAX codes (ours, phaserEM) get a timed first call: their compilation is reported apart
+        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}, warmup=(label in ("ptyro", "phaserem"))))
         if workers[-1].failed:
             log(f"  {label} failed: {workers[-1].failed}")
     res = time_codes(workers, rounds)

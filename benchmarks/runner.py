@@ -1,4 +1,4 @@
-"""Side-by-side benchmark runner: Ptyrodactyl against abTEM, py4DSTEM, PtyRAD and Pty-chi.
+"""Side-by-side benchmark runner: Ptyrodactyl against abTEM, py4DSTEM, PtyRAD, Pty-chi and phaserEM.
 
     benchmarks/run.sh [--quick] [--only sim-a,recon-a] [--rounds N] [--skip-install]
 
@@ -43,8 +43,10 @@ REFERENCES = {
     "py4dstem": ["py4DSTEM==0.14.18"],
     "ptyrad": ["torch==2.13.0", "ptyrad==1.0.0"],
     "ptychi": ["torch==2.13.0", "ptychi==2.2.0"],
+    # phaserEM's JAX back end is an optional dependency of its distribution: JAX named beside it
+    "phaserem": ["jax", "phaserem==0.3.1"],
 }
-IMPORT_NAME = {"abtem": "abtem", "py4dstem": "py4DSTEM", "ptyrad": "ptyrad", "ptychi": "ptychi"}
+IMPORT_NAME = {"abtem": "abtem", "py4dstem": "py4DSTEM", "ptyrad": "ptyrad", "ptychi": "ptychi", "phaserem": "phaser"}
 
 #: rounds per case in a full run (0: the first call is the only measurement); --rounds N sets the
 #: rounds of SIM-A and RECON-A, --quick caps every case at 1
@@ -380,7 +382,7 @@ def main(argv=None):
             "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
-        need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi"}
+        need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi", "phaserem"}
     for name in REFERENCES:
         if name in need:
             log(f"environment {name}")

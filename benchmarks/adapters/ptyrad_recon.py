@@ -70,7 +70,7 @@ class Worker:
 
     def run(self):
         t0 = time.perf_counter()
-        self.solver = PtyRADSolver(self._params(), device="cpu")
+        self.solver = PtyRADSolver(self._params(), device=os.environ.get("PTYRO_BENCH_DEVICE", "cpu"))
         build = time.perf_counter() - t0
         t1 = time.perf_counter()
         self.solver.reconstruct()
