@@ -9,7 +9,7 @@ import numpy as np
 import cases
 from runner import ADAPTERS, OUR_PY, WORK, Worker, env_python, finish_all, log, ratios, time_codes
 
-REF_ADAPTERS = {"py4dstem": "py4dstem_recon.py", "ptychi": "ptychi_recon.py", "ptyrad": "ptyrad_recon.py", "phaserem": "phaserem_recon.py"}
+REF_ADAPTERS = {"py4dstem": "py4dstem_recon.py", "ptychi": "ptychi_recon.py", "ptyrad": "ptyrad_recon.py", "phaserem": "phaserem_recon.py", "quantem": "quantem_recon.py"}
 
 
 # --------------------------------------------------------------------------- scoring
@@ -93,14 +93,16 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     log(f"{name}: preparing the dataset")
     case_dir = os.path.join(WORK, "cases", name)
     shutil.rmtree(case_dir, ignore_errors=True)
-    meta = cases.make_recon_case(case_dir, name)
+    meta = cases.make_recon_l_case(case_dir, name) if name in cases.RECON_L_CASES else cases.make_recon_case(case_dir, name)
     truth = np.load(os.path.join(case_dir, "true_phase.npy")).sum(0)
     region = scanned_region(meta)
     out = {"case": name, "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
            f"{meta['iterations']} passes, batch {meta['batch_size']}, probe updated; phase error = RMS over the scanned area after removing a constant offset and registering the object"}
     specs = [("ptyro", OUR_PY, "ours_recon.py")]
-    # py4DSTEM and phaserEM (a JAX code: minutes, not tens of minutes) in every case; PtyRAD and Pty-chi on RECON-A
-    refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem", "phaserem"]
+    # py4DSTEM, phaserEM and quantem in every case; PtyRAD and Pty-chi on RECON-A (or --all-references)
+    refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem", "phaserem", "quantem"]
+    if name in cases.RECON_L_CASES and not info.get("all_references"):  # 16,384+ patterns: py4DSTEM takes hours on 2 cores
+        refs = ["phaserem", "quantem"]
     for ref in refs:
         script = REF_ADAPTERS[ref]
         env = info["envs"].get(ref, {})

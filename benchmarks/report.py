@@ -68,7 +68,7 @@ def targets(results: dict) -> list:
     if ra:
         row("RECON-A time per pass, ptyro / py4DSTEM", _ratio(ra, "ptyro/py4dstem"), 0.2)
         acc = ra.get("accuracy", {})
-        for ref, limit in (("ptyrad", 1.0), ("ptychi", 1.0), ("phaserem", 0.5)):
+        for ref, limit in (("ptyrad", 1.0), ("ptychi", 1.0), ("phaserem", 0.5), ("quantem", 0.5)):
             r = _ratio(ra, f"ptyro/{ref}")
             e_ours, e_ref = acc.get("ptyro", {}).get("phase_rmse"), acc.get(ref, {}).get("phase_rmse")
             extra = f"phase error ours {e_ours if e_ours is None else round(e_ours, 4)} vs {ref} {e_ref if e_ref is None else round(e_ref, 4)} rad"

@@ -1,4 +1,4 @@
-"""Side-by-side benchmark runner: Ptyrodactyl against abTEM, py4DSTEM, PtyRAD, Pty-chi and phaserEM.
+"""Side-by-side benchmark runner: Ptyrodactyl against abTEM, py4DSTEM, PtyRAD, Pty-chi, phaserEM and quantem.
 
     benchmarks/run.sh [--quick] [--only sim-a,recon-a] [--rounds N] [--skip-install]
 
@@ -45,18 +45,22 @@ REFERENCES = {
     "ptychi": ["torch==2.13.0", "ptychi==2.2.0"],
     # phaserEM's JAX back end is an optional dependency of its distribution: JAX named beside it
     "phaserem": ["jax", "phaserem==0.3.1"],
+    "quantem": ["torch==2.13.0", "quantem==0.1.10"],
 }
-IMPORT_NAME = {"abtem": "abtem", "py4dstem": "py4DSTEM", "ptyrad": "ptyrad", "ptychi": "ptychi", "phaserem": "phaser"}
+IMPORT_NAME = {"abtem": "abtem", "py4dstem": "py4DSTEM", "ptyrad": "ptyrad", "ptychi": "ptychi", "phaserem": "phaser", "quantem": "quantem"}
 
 #: rounds per case in a full run (0: the first call is the only measurement); --rounds N sets the
 #: rounds of SIM-A and RECON-A, --quick caps every case at 1
-DEFAULT_ROUNDS = {"sim-a": 3, "sim-b-scan": 0, "sim-b-phonons": 0, "recon-a": 1, "recon-a-poisson": 1, "recon-b-multislice": 1, "recon-b-mixed": 1}
+DEFAULT_ROUNDS = {"recon-l": 0, "recon-l-ms": 0, "recon-l-256": 0, "sim-a": 3, "sim-b-scan": 0, "sim-b-phonons": 0, "recon-a": 1, "recon-a-poisson": 1, "recon-b-multislice": 1, "recon-b-mixed": 1}
 #: the window of the ``ptyro-window`` SIM-A run (pixels): 160 x 160 = 19.5 Å around each probe, the
 #: smallest we found whose virtual BF and ADF images stay within 1 % of abTEM's full grid (128: BF
 #: 1.02 %, ADF 0.97 %; 144: ADF 4.6 %, where the coarser detector pixels fall on the annulus edges)
 SIM_WINDOW = 160
 
 ALL_CASES = ["sim-a", "sim-b-scan", "sim-b-phonons", "recon-a", "recon-a-poisson", "recon-b-multislice", "recon-b-mixed"]
+#: the sizes users run (cases.RECON_L_CASES): only with --only (16,384 patterns and more: hours
+#: for the CPU references on 2 cores); 3 passes each
+LARGE_CASES = ["recon-l", "recon-l-ms", "recon-l-256"]
 
 
 def log(*a):
@@ -357,7 +361,7 @@ def machine_info() -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 round per case instead of --rounds")
-    p.add_argument("--only", default=None, help=f"comma-separated cases among {','.join(ALL_CASES)} (also: sim-b, recon-b)")
+    p.add_argument("--only", default=None, help=f"comma-separated cases among {','.join(ALL_CASES + LARGE_CASES)} (also: sim-b, recon-b)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds for sim-a and recon-a (default 3)")
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
     p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
@@ -372,17 +376,17 @@ def main(argv=None):
     selected = ALL_CASES
     if a.only:
         want = [s.strip().lower() for s in a.only.split(",") if s.strip()]
-        selected = [c for c in ALL_CASES if any(c == w or c.startswith(w + "-") for w in want)]
-        unknown = [w for w in want if not any(c == w or c.startswith(w + "-") for c in ALL_CASES)]
+        selected = [c for c in ALL_CASES if any(c == w or c.startswith(w + "-") for w in want)] + [c for c in LARGE_CASES if c in want]
+        unknown = [w for w in want if not any(c == w or c.startswith(w + "-") for c in ALL_CASES) and w not in LARGE_CASES]
         if unknown:
-            p.error(f"--only: unknown case(s) {unknown}; expected some of {ALL_CASES}")
+            p.error(f"--only: unknown case(s) {unknown}; expected some of {ALL_CASES + LARGE_CASES}")
     os.makedirs(os.path.join(WORK, "logs"), exist_ok=True)
     info_all_refs = a.all_references
     info = {"all_references": info_all_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
             "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
-        need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi", "phaserem"}
+        need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi", "phaserem", "quantem"}
     for name in REFERENCES:
         if name in need:
             log(f"environment {name}")
