@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -208,7 +208,7 @@ class LivePtychography:
     def __init__(self, config: Mapping[str, Any], *, final_passes: int = 5, min_frames: int | None = None, progress: bool = False) -> None:
         from ptyro_workflows.config import reconstruction_config
 
-        self.config = reconstruction_config(dict(config))
+        self.config = reconstruction_config({k: v for k, v in config.items() if k in ("probe", "scan", "reconstruction")})
         if int(final_passes) < 0:
             raise PtyroValueError(f"final_passes {final_passes!r}: expected a number of passes >= 0")
         self.final_passes = int(final_passes)
@@ -250,7 +250,7 @@ class LivePtychography:
 
     def _pass(self) -> None:
         import ptyro_invert
-        from ptyro_core import Dataset4D
+        from ptyro_core import Dataset4D, replace
 
         r = self.config["reconstruction"]
         with self._lock:
