@@ -4,6 +4,7 @@ twice a second, with the counters (received / processed / dropped / queued), the
 the reconstruction's loss."""
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -80,6 +81,8 @@ class LiveServer:
             raise self._error
 
     def _run(self, session: Any) -> None:
+        # BokehJS from this server, not from a CDN: the view works on an offline microscope PC
+        os.environ.setdefault("BOKEH_RESOURCES", "server")
         from bokeh.server.server import Server
         from tornado.ioloop import IOLoop
 
