@@ -114,12 +114,34 @@ def _images(sig: np.ndarray, names: list[str], g: Geometry) -> dict[str, np.ndar
     return {k: v.reshape(g.scan_shape) for k, v in out.items()}
 
 
+class _Signals:
+    """patterns (b, Qx·Qy) -> exact signals (b, m), float64.
+
+    Fast path: float32 (half the memory traffic of float64). Every product count × weight and
+    every partial sum is an integer; float32 holds them exactly while they stay below 2^24, which
+    is guaranteed when a frame's total counts (the ``_total`` column, itself exact below 2^24)
+    stay below 2^24 / max|weight|. Batches with brighter frames take the float64 path (exact up
+    to 2^53). Either way the result is the exact integer sum, whatever the batch."""
+
+    def __init__(self, g: Geometry) -> None:
+        self.w64, self.names = _weights(g)
+        self.w32 = self.w64.astype(np.float32)
+        self.total = self.names.index("_total")
+        self.bound = float(2**24) / float(np.abs(self.w64).max())
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        s = flat.astype(np.float32) @ self.w32
+        if bool(np.all(s[:, self.total] < self.bound)):
+            return s.astype(np.float64)
+        return flat.astype(np.float64) @ self.w64
+
+
 def virtual_images(patterns: Any, geometry: Geometry) -> dict[str, np.ndarray]:
     """The virtual images of a whole (Rx, Ry, Qx, Qy) dataset at once (the offline reference of
     :class:`VirtualDetectors`: the same numbers, bit for bit)."""
-    w, names = _weights(geometry)
+    sig = _Signals(geometry)
     p = np.asarray(patterns).reshape(geometry.size, -1)
-    return _images((p.astype(np.float64) @ w).T, names, geometry)
+    return _images(sig(p).T, sig.names, geometry)
 
 
 class VirtualDetectors:
@@ -130,12 +152,13 @@ class VirtualDetectors:
 
     def start(self, geometry: Geometry) -> None:
         self.geometry = geometry
-        self._w, self._names = _weights(geometry)
+        self._signals = _Signals(geometry)
+        self._names = self._signals.names
         self._sig = np.zeros((len(self._names), geometry.size), np.float64)
         self._lock = threading.Lock()
 
     def update(self, indices: np.ndarray, patterns: np.ndarray) -> None:
-        s = np.asarray(patterns).reshape(len(indices), -1).astype(np.float64) @ self._w
+        s = self._signals(np.asarray(patterns).reshape(len(indices), -1))
         with self._lock:
             self._sig[:, indices] = s.T
 
