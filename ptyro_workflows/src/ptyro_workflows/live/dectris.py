@@ -100,7 +100,13 @@ def decode_message(raw: bytes) -> dict[str, Any]:
     """A Stream V2 message as a dict (typed arrays as numpy arrays, decompressed)."""
     import cbor2
 
-    msg = cbor2.loads(raw, tag_hook=_tag_hook)
+    try:
+        msg = cbor2.loads(raw, tag_hook=_tag_hook)
+    except cbor2.CBORDecodeError as e:  # a fault in our tag decoding travels as the cause
+        cause = e.__cause__
+        if isinstance(cause, PtyroValueError):
+            raise cause from None
+        raise PtyroValueError(f"Stream V2 message of {len(raw)} bytes is not valid CBOR ({e}{': ' + str(cause) if cause else ''})") from None
     if hasattr(msg, "tag") and msg.tag == SELF_DESCRIBED:
         msg = msg.value
     if not isinstance(msg, Mapping) or "type" not in msg:
