@@ -6,6 +6,7 @@ at the end of the scan must reach the offline one's quality within 5 %."""
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -28,12 +29,21 @@ def case():
     return make_case()
 
 
-def _stream(counts, cfg, out, *, compression=None, fps=0.0, skip=(), end=True, timeout=10.0):
+def _stream(counts, cfg, out, *, compression=None, fps=0.0, skip=(), end=True, timeout=10.0, hold_at=None):
+    """Stream ``counts`` to a live session; with ``hold_at`` the sender holds after that many
+    frames until the live reconstruction has made a pass on them (a deterministic test)."""
     sender = StreamV2Sender("tcp://127.0.0.1:0")
     port = sender.endpoint.rsplit(":", 1)[1]
     session = build_session(f"dectris://127.0.0.1:{port}", cfg, out, source_options={"timeout": timeout})
     n = counts.shape[0] * counts.shape[1]
-    t = threading.Thread(target=sender.send_series, args=(counts.reshape(n, *counts.shape[2:]), n),
+
+    def frames():
+        for k, p in enumerate(counts.reshape(n, *counts.shape[2:])):
+            while k == hold_at and session.processors[-1].passes_live == 0:
+                time.sleep(0.01)
+            yield p
+
+    t = threading.Thread(target=sender.send_series, args=(frames(), n),
                          kwargs={"compression": compression, "fps": fps, "skip": skip, "end": end, "energy": 300e3})  # fmt: skip
     t.start()
     try:
@@ -48,7 +58,7 @@ def test_every_frame_arrives_and_live_equals_offline(case, tmp_path):
     st0, truth, ds, counts = case
     cfg = {**CONFIG, "live": {**CONFIG["live"], "final_passes": 12, "save_frames": True}}
     out = tmp_path / "live.h5"
-    session, res = _stream(counts, cfg, out, compression="bslz4", fps=400)
+    session, res = _stream(counts, cfg, out, compression="bslz4", fps=400, hold_at=32)
     n = SCAN[0] * SCAN[1]
     assert res.complete, res.stats
     s = res.stats
@@ -72,16 +82,19 @@ def test_every_frame_arrives_and_live_equals_offline(case, tmp_path):
     np.testing.assert_allclose(live["bf"], (counts * (theta < 25.0)).sum(axis=(-2, -1)), rtol=1e-12)
     com_x = (counts * q[:, None]).sum(axis=(-2, -1)) / counts.sum(axis=(-2, -1))
     np.testing.assert_allclose(live["com_x"], com_x, rtol=1e-9, atol=1e-12)
-    # the reconstruction: refined while scanning, then 12 passes on the whole scan; offline: 12
-    # passes from the same start with the same options
+    # the reconstruction: refined on the first half of the scan while the rest was held back,
+    # then 12 passes on the whole scan; offline: 12 passes from the same start, same options
     assert passes_live >= 1 and loss.shape[0] == passes_live + 12
-    off = ptyro_invert.reconstruct(ds, st0, "single_slice", iterations=12, batch_size=8, lr_schedule="constant",
+    off = ptyro_invert.reconstruct(ds, st0, "single_slice", iterations=12, batch_size=8,
                                    learning_rates={"object": 0.05, "probe": 0.005}, progress=False)  # fmt: skip
     region = scanned_region(st0)
     rmse_live, corr_live = phase_metrics(obj[0], truth.object[0], region)
     rmse_off, corr_off = phase_metrics(np.asarray(off.object[0]), truth.object[0], region)
-    assert corr_live >= 0.95 * corr_off and rmse_live <= 1.05 * rmse_off + 0.005, (corr_live, corr_off, rmse_live, rmse_off)
+    # measured (benchmarks/live/acceptance.py --hold-at 32): live 0.9970 / 0.0161 rad / loss 160.0,
+    # offline 0.9971 / 0.0161 rad / 160.95
+    assert corr_live >= 0.95 * corr_off and rmse_live <= 1.05 * rmse_off, (corr_live, corr_off, rmse_live, rmse_off)
     assert loss[-1] <= 1.05 * float(np.asarray(off.loss)[-1]), (loss[-1], off.loss[-1])
+    assert passes_live >= 1 and int(np.asarray(off.iteration)) == 12
     assert res.latency > 0
 
 

@@ -215,8 +215,10 @@ class DirectMethod:
 class LivePtychography:
     """Iterative ptychography on the frames received so far, refined pass after pass in its own
     thread while the scan fills in, then ``final_passes`` passes over the whole scan after the
-    last frame; each pass is one call of the public ``ptyro_invert.reconstruct`` warm-started
-    from the previous state.
+    last frame, all through the public ``ptyro_invert.reconstruct``, each call warm-started from
+    the previous object and probe: while the scan fills in, a call ends after the first pass
+    that finds new frames (so that the next includes them); after the end, one call makes the
+    final passes (as an offline run does).
 
     A pass runs on a dataset of the full scan's size in which every position not yet received
     is stood in for by a received one (frame j of the received list repeated cyclically), so the
@@ -228,7 +230,8 @@ class LivePtychography:
 
     name = "ptycho"
 
-    def __init__(self, config: Mapping[str, Any], *, final_passes: int = 5, min_frames: int | None = None, progress: bool = False) -> None:
+    def __init__(self, config: Mapping[str, Any], *, final_passes: int = 5, min_frames: int | None = None, probe_after: float = 0.5,
+                 progress: bool = False) -> None:  # fmt: skip
         from ptyro_workflows.config import reconstruction_config
 
         self.config = reconstruction_config({k: v for k, v in config.items() if k in ("probe", "scan", "reconstruction")})
@@ -236,6 +239,7 @@ class LivePtychography:
             raise PtyroValueError(f"final_passes {final_passes!r}: expected a number of passes >= 0")
         self.final_passes = int(final_passes)
         self.min_frames = min_frames
+        self.probe_after = float(probe_after)
         self.passes_live = 0
         self.passes_final = 0
         self.loss: list[float] = []
@@ -271,7 +275,11 @@ class LivePtychography:
             self._received[indices] = True
             self._count = int(self._received.sum())
 
-    def _pass(self) -> None:
+    def _pass(self, iterations: int, *, until_new_frames: bool = False) -> int:
+        """Up to ``iterations`` passes in one call (the optimizer's state carried between them,
+        as offline); with ``until_new_frames`` the call ends after the first pass that finds
+        more frames received than it started with. Every call has the same number of passes, so
+        the step compiles once. Returns the passes made."""
         import ptyro_invert
         from ptyro_core import Dataset4D, replace
 
@@ -282,9 +290,11 @@ class LivePtychography:
         fill = have[np.arange(n) % len(have)] if len(have) < n else np.arange(n)
         data = self._buf[fill]
         ds = Dataset4D(data.reshape((1, n) + self.geometry.pattern_shape), self.positions[fill], grid=self.grid, energy=self.geometry.energy)
-        st = replace(self.state, positions=np.asarray(self.state0.positions)[fill])
+        # the loss history is kept here (self.loss); a call starting from an empty one keeps the
+        # shapes of its small bookkeeping ops the same from call to call (no recompiles)
+        st = replace(self.state, positions=np.asarray(self.state0.positions)[fill], loss=np.zeros(0, np.float32))
         opts: dict[str, Any] = {"loss": r["loss"], "optimizer": r["optimizer"], "batch_size": int(r["batch_size"]),
-                                "seed": int(r["seed"]) + len(self.loss), "progress": False, "lr_schedule": "constant"}  # fmt: skip
+                                "seed": int(r["seed"]) + len(self.loss), "progress": False}  # fmt: skip
         lrs = dict((r.get("options") or {}).get("learning_rates") or {})
         if r.get("learning_rate") is not None:
             lrs["object"] = float(r["learning_rate"])
@@ -293,28 +303,33 @@ class LivePtychography:
         if lrs:
             opts["learning_rates"] = lrs
         opts.update({k: v for k, v in (r.get("options") or {}).items() if k != "learning_rates"})
-        out = ptyro_invert.reconstruct(ds, st, r["algorithm"], iterations=1, **opts)
-        loss = float(np.asarray(out.loss)[-1])
-        self.state = replace(out, positions=self.state0.positions, loss=np.asarray([*self.loss, loss], np.float32))
-        self.loss.append(loss)
-        self.coverage.append(len(have))
-        self._phase = np.angle(np.asarray(out.object[0]))
+        if len(have) < self.probe_after * n:
+            opts["fit_probe"] = False  # on a small part of the scan the probe would absorb the object (one more compile when it turns on)
+        done = [0]
+
+        def after_pass(out: Any) -> bool:
+            self.state = replace(out, positions=self.state0.positions)
+            self.loss.append(float(np.asarray(out.loss)[-1]))
+            self.coverage.append(len(have))
+            self._phase = np.angle(np.asarray(out.object[0]))
+            done[0] += 1
+            if until_new_frames and self._count > len(have):
+                return False
+            return not self._stop.is_set()
+
+        ptyro_invert.reconstruct(ds, st, r["algorithm"], iterations=int(iterations), callback=after_pass, **opts)
+        return done[0]
 
     def _loop(self) -> None:
         try:
             start = self.min_frames if self.min_frames is not None else self.geometry.scan_shape[1]
             while not self._stop.is_set():
                 if self._ended.is_set():
-                    if self._count:
-                        for _ in range(self.final_passes):
-                            if self._stop.is_set():
-                                break
-                            self._pass()
-                            self.passes_final += 1
+                    if self._count and self.final_passes and not self._stop.is_set():
+                        self.passes_final = self._pass(self.final_passes)
                     return
                 if self._count >= max(1, start):
-                    self._pass()
-                    self.passes_live += 1
+                    self.passes_live += self._pass(max(self.final_passes, 1), until_new_frames=True)
                 else:
                     self._ended.wait(0.05)
         except BaseException as e:  # reported by finish(); the other processors keep going
