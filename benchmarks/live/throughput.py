@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["virtual", "ptycho"])
     ap.add_argument("--fps", type=float, default=200.0)
+    ap.add_argument("--buffer", type=int, default=256, help="ptycho: the bounded buffer (frames)")
     a = ap.parse_args()
     if a.mode == "virtual":
         r1 = run("virtual", 0.0, 4096)
@@ -98,7 +99,7 @@ def main() -> None:
                 break
         print(json.dumps(processing_only()), flush=True)
     else:
-        print(json.dumps(run("ptycho", a.fps, 4096)), flush=True)
+        print(json.dumps(run("ptycho", a.fps, a.buffer)), flush=True)
 
 
 if __name__ == "__main__":

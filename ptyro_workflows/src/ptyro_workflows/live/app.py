@@ -83,15 +83,15 @@ def make_geometry(cfg: Mapping[str, Any], start: SeriesStart, first: list[Frame]
 
 def _direct(name: str) -> Any:
     """A direct method of ``ptyro_invert.direct`` as a function of the partial images."""
+    from ptyro_workflows.live.direct import METHODS
+
+    if name not in METHODS:
+        raise PtyroValueError(f"[live] direct method {name!r}: unknown; expected one of {', '.join(METHODS)}")
     try:
-        import ptyro_invert.direct as direct  # the direct-phase issue's package
+        import ptyro_invert.direct  # noqa: F401  (the direct-phase issue's package)
     except ImportError:
         raise PtyroValueError(f"[live] direct = [{name!r}]: ptyro_invert.direct is not installed in this version") from None
-    fn = getattr(direct, f"live_{name}", None)
-    if fn is None:
-        known = [n[5:] for n in dir(direct) if n.startswith("live_")]
-        raise PtyroValueError(f"[live] direct method {name!r}: unknown; expected one of {known}")
-    return fn
+    return METHODS[name]
 
 
 def build_session(spec: str, config: Any = None, output: str | Path | None = None, *, overwrite: bool = False,
