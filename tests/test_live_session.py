@@ -120,6 +120,7 @@ def test_the_detector_pixel_is_measured_on_the_first_frames():
     first = [Frame(k, counts[0, k]) for k in range(8)]
     g = make_geometry(cfg, SeriesStart(64, (GPTS, GPTS)), first)
     assert g.reciprocal_sampling[0] == pytest.approx(1 / (GPTS * SAMPLING), rel=0.05)
+    assert g.calibration.startswith("measured on the bright-field disc of the first 8 frames")
     with pytest.raises(PtyroValueError, match=r"scan shape is unknown.*\[scan\] gpts"):
         make_geometry(live_config({"scan": {"step": 1.0}}), SeriesStart(64, (GPTS, GPTS)), first)
 
@@ -139,6 +140,7 @@ def test_ptyro_live_replays_a_file(tmp_path, capsys):
     with h5py.File(out) as f:
         assert bool(f.attrs["complete"]) and f["reconstruction/loss"].shape[0] >= 2
         np.testing.assert_allclose(f.attrs["reciprocal_sampling"], ds.grid.reciprocal_sampling, rtol=1e-6)
+        assert f.attrs["calibration"] == "the source's metadata"
     # bad input: one line, exit status 2, nothing written
     bad = tmp_path / "bad.toml"
     bad.write_text("[live]\nbuffer = 3\n")

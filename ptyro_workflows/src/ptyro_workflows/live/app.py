@@ -69,16 +69,20 @@ def make_geometry(cfg: Mapping[str, Any], start: SeriesStart, first: list[Frame]
     if pshape is None:
         raise PtyroValueError("the pattern shape is unknown: the stream sent no image size and no frame")
     live = cfg["live"]
-    rs = live.get("reciprocal_sampling") or meta.get("reciprocal_sampling")
+    rs = live.get("reciprocal_sampling")
+    how = "[live] reciprocal_sampling"
+    if rs is None and meta.get("reciprocal_sampling") is not None:
+        rs, how = meta["reciprocal_sampling"], "the source's metadata"
     if rs is None:
         if not first:
             raise PtyroValueError("the detector pixel is unknown: expected [live] reciprocal_sampling (Å⁻¹) or calibration_frames > 0")
         mean = np.mean([np.asarray(f.pattern, np.float64) for f in first], axis=0)
         rs = _estimate_reciprocal_sampling(mean, float(cfg["probe"]["semiangle_cutoff"]), energy)
+        how = f"measured on the bright-field disc of the first {len(first)} frames, then frozen"
     rs = (float(rs[0]), float(rs[1])) if isinstance(rs, (list, tuple)) else (float(rs),) * 2
     dets = {k: tuple(v) for k, v in (live.get("detectors") or {}).items()}
     return Geometry((int(shape[0]), int(shape[1])), (int(pshape[0]), int(pshape[1])), energy, rs, step,
-                    float(cfg["probe"]["semiangle_cutoff"]), dets)  # fmt: skip
+                    float(cfg["probe"]["semiangle_cutoff"]), dets, how)  # fmt: skip
 
 
 def _direct(name: str) -> Any:

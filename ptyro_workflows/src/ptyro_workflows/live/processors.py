@@ -44,6 +44,7 @@ class Geometry:
     scan_step: tuple[float, float] = (1.0, 1.0)
     semiangle_cutoff: float = 20.0
     detectors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    calibration: str = "given"  # where the detector pixel came from (reported in the output)
 
     @property
     def size(self) -> int:

@@ -318,7 +318,7 @@ class LiveSession:
                 "elapsed_s": st["elapsed"], "mean_fps": st["received"] / st["elapsed"] if st["elapsed"] > 0 else 0.0,
                 "buffer_frames": self.buffer_frames, "scan_shape": list(g.scan_shape), "pattern_shape": list(g.pattern_shape),
                 "scan_step": list(g.scan_step), "energy": g.energy, "reciprocal_sampling": list(g.reciprocal_sampling),
-                "semiangle_cutoff": g.semiangle_cutoff, "notes": "; ".join(notes),
+                "semiangle_cutoff": g.semiangle_cutoff, "calibration": g.calibration, "notes": "; ".join(notes),
             }  # fmt: skip
             for k, v in attrs.items():
                 f.attrs[k] = v
