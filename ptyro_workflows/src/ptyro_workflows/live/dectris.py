@@ -120,7 +120,9 @@ class DectrisStream:
     Options: ``channel`` (default: the first of the start message's ``channels``),
     ``timeout`` (seconds without a message before the stream is declared dead; default 10; the
     first message may take ``start_timeout`` seconds, default: wait for ever), ``hwm`` (ZeroMQ
-    receive high-water mark, messages), ``first_image_id`` (the image_id of frame 0; default 0)."""
+    receive high-water mark, messages), ``first_image_id`` (the image_id of frame 0; default 0).
+    One series per stream: images before its start message (a receiver started mid-series) are
+    skipped and counted (``skipped_before_start``); a second start message ends the stream."""
 
     def __init__(self, endpoint: str, *, channel: str | None = None, timeout: float = 10.0, start_timeout: float | None = None,
                  hwm: int = 10000, first_image_id: int = 0, bind: bool = False) -> None:  # fmt: skip
@@ -137,6 +139,7 @@ class DectrisStream:
         self._sock.setsockopt(zmq.LINGER, 0)
         (self._sock.bind if bind else self._sock.connect)(self.endpoint)
         self._closed = False
+        self.skipped_before_start = 0
 
     def _recv(self, timeout: float | None) -> bytes | None:
         import zmq
@@ -162,6 +165,8 @@ class DectrisStream:
                 msg = decode_message(raw)
                 kind = msg["type"]
                 if kind == "start":
+                    if started:  # the next series began before this one's end message: this one is over (incomplete)
+                        return
                     started = True
                     channels = list(msg.get("channels") or [])
                     if channel is None:
@@ -173,13 +178,16 @@ class DectrisStream:
                                                 "detector_description", "series_unique_id", "saturation_value") if k in msg}  # fmt: skip
                     yield SeriesStart(msg.get("number_of_images"), (int(nx), int(ny)) if nx and ny else None, None, msg.get("series_id"), meta)
                 elif kind == "image":
+                    if not started:  # joined in the middle of a series: wait for the next start
+                        self.skipped_before_start += 1
+                        continue
                     data = msg["data"]
                     key = channel if channel is not None else next(iter(data))
                     if key not in data:
                         raise PtyroValueError(f"image {msg.get('image_id')}: no channel {key!r}; it has {list(data)}")
                     img = np.asarray(data[key])
                     yield Frame(int(msg["image_id"]) - self.first_image_id, img.T)
-                elif kind == "end":
+                elif kind == "end" and started:
                     yield SeriesEnd(msg.get("series_id"))
                     return
         finally:
