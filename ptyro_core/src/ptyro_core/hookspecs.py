@@ -55,6 +55,13 @@ def ptyro_register_simulators(register: Register) -> None:
     (b, nx, ny), centred, summed over probe modes (e.g. ``multislice``, or PRISM from a plugin)."""
 
 
+@hookspec
+def ptyro_register_sources(register: Register) -> None:
+    """Register frame sources (detector streams): ``component(address, **options) -> stream``, an
+    iterable of ``SeriesStart``, ``Frame`` ... , ``SeriesEnd`` with a ``close()`` (see
+    ``ptyro_workflows.live.sources``); chosen on the command line as ``NAME:ADDRESS``."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -64,5 +71,6 @@ HOOKS: dict[str, str] = {
     "optimizer": "ptyro_register_optimizers",
     "reconstruction": "ptyro_register_reconstructions",
     "simulator": "ptyro_register_simulators",
+    "source": "ptyro_register_sources",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", metavar="FILE")
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=_run_info)
+
+    from ptyro_workflows.live.cli import add_live_parser  # argparse only: nothing heavy is imported
+
+    add_live_parser(sub)
     return parser
 
 

@@ -1,0 +1,129 @@
+"""A DECTRIS Stream V2 *sender*, written from DECTRIS's public specification (not from our
+receiver): a ZeroMQ PUSH socket sending CBOR messages ``start``, ``image`` x N, ``end``, each a
+self-described (tag 55799) map with text keys. Images are MultiDimArrays (RFC 8746 tag 40:
+``[[image_size_y, image_size_x], typed array]``, row-major) of little-endian typed arrays
+(RFC 8746 tags 64, 69, 70, 85), optionally compressed with DECTRIS tag 56500 (``bslz4``: bitshuffle
++ LZ4 in HDF5 framing; ``lz4``: LZ4 blocks in HDF5 framing).
+
+For tests, benchmarks and demos without a detector: ``StreamV2Sender("tcp://127.0.0.1:31001")``
+binds (as the detector's DCU does) and :meth:`send_series` pushes one series of patterns
+(pattern (Qx, Qy) = image transposed).
+"""
+
+import datetime
+import struct
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["StreamV2Sender", "encode_image", "compress"]
+
+_TAGS = {np.dtype("uint8"): 64, np.dtype("<u2"): 69, np.dtype("<u4"): 70, np.dtype("<f4"): 85}
+
+
+def compress(raw: bytes, algorithm: str, elem_size: int, block_bytes: int = 8192) -> bytes:
+    """``raw`` compressed as DECTRIS tag 56500 content expects: a big-endian uint64 size and
+    uint32 block size, then per block a big-endian uint32 length and the block."""
+    head = struct.pack(">QI", len(raw), block_bytes)
+    if algorithm == "bslz4":
+        import bitshuffle
+
+        arr = np.frombuffer(raw, f"u{elem_size}")
+        return head + bitshuffle.compress_lz4(arr, block_bytes // elem_size).tobytes()
+    if algorithm == "lz4":
+        import lz4.block
+
+        parts = [head]
+        for lo in range(0, len(raw), block_bytes):
+            blk = raw[lo : lo + block_bytes]
+            c = lz4.block.compress(blk, store_size=False)
+            if len(c) >= len(blk):
+                c = blk
+            parts += [struct.pack(">I", len(c)), c]
+        return b"".join(parts)
+    raise ValueError(f"compression {algorithm!r}: expected 'bslz4', 'lz4' or None")
+
+
+def encode_image(image: np.ndarray, compression: str | None = None) -> Any:
+    """A row-major detector image as a Stream V2 MultiDimArray (cbor2 tags)."""
+    import cbor2
+
+    a = np.ascontiguousarray(image)
+    dt = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
+    a = a.astype(dt, copy=False)
+    raw = a.tobytes()
+    payload: Any = raw if compression is None else cbor2.CBORTag(56500, [compression, a.dtype.itemsize if compression == "bslz4" else 0, compress(raw, compression, a.dtype.itemsize)])
+    return cbor2.CBORTag(40, [list(a.shape), cbor2.CBORTag(_TAGS[np.dtype(dt)], payload)])
+
+
+class StreamV2Sender:
+    """PUSH socket bound at ``endpoint`` (``tcp://*:31001`` on a detector)."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:31001", *, hwm: int = 1000) -> None:
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 5000)
+        if endpoint.endswith(":0"):
+            self.sock.bind(endpoint[:-2] + ":*")
+        else:
+            self.sock.bind(endpoint)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _send(self, msg: dict) -> None:
+        import cbor2
+
+        self.sock.send(cbor2.dumps(cbor2.CBORTag(55799, msg)), copy=False)
+
+    def send_series(self, patterns: Iterable[np.ndarray], number_of_images: int, *, series_id: int = 1, compression: str | None = None,
+                    fps: float = 0.0, energy: float = 200e3, channel: str = "threshold_1", end: bool = True,
+                    skip: Iterable[int] = ()) -> int:  # fmt: skip
+        """Send one series (patterns (Qx, Qy), sent as images = pattern.T) at ``fps`` frames per
+        second (0: as fast as the socket takes them); frames in ``skip`` are not sent (a lossy
+        link), ``end=False`` leaves out the end message (a dying stream). Returns frames sent."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        uid = f"ptyro-sender-{series_id}"
+        first = None
+        skip = set(skip)
+        sent = 0
+        t0 = time.perf_counter()
+        for k, p in enumerate(patterns):
+            p = np.asarray(p)
+            if first is None:
+                first = p.shape
+                self._send({
+                    "type": "start", "series_id": series_id, "series_unique_id": uid, "arm_date": cbor2_datetime(now),
+                    "channels": [channel], "number_of_images": int(number_of_images), "image_size_x": int(p.shape[0]),
+                    "image_size_y": int(p.shape[1]), "incident_energy": float(energy), "count_time": 1e-4, "frame_time": 1e-4,
+                    "beam_center_x": p.shape[0] / 2, "beam_center_y": p.shape[1] / 2, "detector_description": "ptyro StreamV2Sender",
+                    "saturation_value": int(np.iinfo(p.dtype).max) if p.dtype.kind == "u" else 0,
+                })  # fmt: skip
+            if fps > 0:
+                wait = t0 + k / fps - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            if k in skip:
+                continue
+            self._send({
+                "type": "image", "series_id": series_id, "series_unique_id": uid, "image_id": k,
+                "real_time": [1, 10000], "start_time": [k, 10000], "stop_time": [k + 1, 10000], "series_date": cbor2_datetime(now),
+                "data": {channel: encode_image(p.T, compression)},
+            })  # fmt: skip
+            sent += 1
+        if end:
+            self._send({"type": "end", "series_id": series_id, "series_unique_id": uid})
+        return sent
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+def cbor2_datetime(t: datetime.datetime) -> Any:
+    import cbor2
+
+    return cbor2.CBORTag(0, t.isoformat())
