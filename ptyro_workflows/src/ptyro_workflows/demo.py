@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ptyro_core import PtyroValueError
-from ptyro_workflows.config import to_toml
+from ptyro_workflows.config import annular_detectors, to_toml
 
 __all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo"]
 
@@ -117,7 +117,7 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
     truth_area = truth[np.ix_(tx, ty)]
 
     # figures
-    dets = {k: v for k, v in sim.config["detectors"].items() if k != "pixelated"}
+    dets = annular_detectors(sim.config["detectors"])
     from ptyro_simul.constants import energy2wavelength
 
     lam = energy2wavelength(ds.energy)

@@ -28,18 +28,23 @@ the end, so an interrupted or failed run leaves no half-written output; an exist
 replaced only with ``overwrite=True``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from ptyro_core import Dataset4D, Grid, PtyroTypeError, PtyroValueError, ReconState
+from ptyro_core import PtyroTypeError, PtyroValueError
+
+if TYPE_CHECKING:  # imported where used: reading a file's description (ptyro info) imports no JAX
+    from ptyro_core import Dataset4D, Grid, ReconState
 from ptyro_workflows.provenance import read_provenance, write_provenance
 
 __all__ = [
@@ -474,6 +479,8 @@ def load_dataset(
     ``semiangle_cutoff`` (mrad; the detector pixel is then measured from the bright-field disk).
     Arguments override what the file says.
     """
+    from ptyro_core import Dataset4D, Grid
+
     p = Path(path)
     positions = None
     meta: dict[str, Any] = {}
@@ -618,6 +625,8 @@ def read_file_provenance(path: str | Path) -> dict[str, Any]:
 
 def save_reconstruction(path: str | Path, state: ReconState, *, provenance: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a :class:`~ptyro_core.ReconState` as HDF5 (layout in the module docstring)."""
+    from ptyro_core import ReconState
+
     with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["ptyrodactyl_file"] = "reconstruction"
         g = f.create_group("reconstruction")
@@ -643,6 +652,8 @@ def save_reconstruction(path: str | Path, state: ReconState, *, provenance: Mapp
 
 def load_reconstruction(path: str | Path) -> ReconState:
     """Read a reconstruction file written by :func:`save_reconstruction`."""
+    from ptyro_core import ReconState
+
     with _open_h5(path) as f:
         g = f.get("reconstruction")
         if g is None or "object" not in g or "probe" not in g:

@@ -19,12 +19,12 @@ import numpy as np
 
 from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, PtyroValueError, ScanPositions, get
 from ptyro_core.pipeline import is_writer
-from ptyro_workflows.config import aberrations_for_api, simulation_config
+from ptyro_workflows.config import aberrations_for_api, annular_detectors, simulation_config
 from ptyro_workflows.io import DatasetWriter, check_output
 from ptyro_workflows.progress import progress_bar
 from ptyro_workflows.provenance import make_provenance
 
-__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "simulate"]
+__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "electrons_per_position", "poisson_counts", "simulate"]
 
 
 @attrs.frozen(eq=False)
@@ -149,9 +149,7 @@ def virtual_masks(grid: Grid, energy: float, detectors: Mapping[str, Any]) -> di
     alpha = np.sqrt(kx**2 + ky**2) * lam * 1e3  # mrad
     limit = antialias_cutoff(grid) * lam * 1e3
     out = {}
-    for name, rng in detectors.items():
-        if name == "pixelated":
-            continue
+    for name, rng in annular_detectors(detectors).items():
         inner, outer = float(rng[0]), float(rng[1])
         if inner >= limit:
             raise PtyroValueError(
@@ -179,6 +177,32 @@ def _pattern_grid(grid: Grid, options: dict[str, Any]) -> Grid:
 
     options["window"] = check_window((wx, wy), grid, "[simulation.options] window")
     return Grid(options["window"], grid.sampling)
+
+
+def electrons_per_position(detectors: Mapping[str, Any], positions: ScanPositions) -> float | None:
+    """Electrons per probe position from ``[detectors] dose`` (e⁻/Å² over the scan step area)
+    or ``dose_per_position``; None without a dose."""
+    if detectors.get("dose_per_position") is not None:
+        return float(detectors["dose_per_position"])
+    if detectors.get("dose") is None:
+        return None
+    rx, ry = positions.shape
+    pos = np.asarray(positions.positions, np.float64).reshape(rx, ry, 2)
+    if rx < 2 or ry < 2:
+        raise PtyroValueError(f"[detectors] dose: a dose in e⁻/Å² needs a 2D raster to give the area per position, got scan {rx} x {ry}; use dose_per_position (e⁻)")
+    area = abs(float(pos[1, 0, 0] - pos[0, 0, 0]) * float(pos[0, 1, 1] - pos[0, 0, 1]))
+    return float(detectors["dose"]) * area
+
+
+def poisson_counts(patterns: Any, electrons: float, seed: int, start: int) -> np.ndarray:
+    """Seeded Poisson counts (uint32) of ``patterns`` (fractions of the beam, scan indices
+    ``start``, ``start + 1``, ...) for ``electrons`` per position. Each pattern has its own
+    random stream (seed, scan index), so the counts do not depend on the batch size."""
+    p = np.clip(np.asarray(patterns, np.float64), 0.0, None)
+    out = np.empty(p.shape, np.uint32)
+    for i in range(p.shape[0]):
+        out[i] = np.random.default_rng((int(seed), start + i)).poisson(p[i] * electrons)
+    return out
 
 
 def _sigma_spec(sigmas: Any) -> Any:
@@ -242,7 +266,7 @@ def simulate(
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     pattern_grid = _pattern_grid(grid, options)
-    masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
+    masks = annular_detectors(cfg["detectors"])
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
@@ -272,7 +296,13 @@ def simulate(
         ("simulator", sim_cfg["simulator"]),
         ("propagator", sim_cfg["propagator"]),
     ]
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command)
+    electrons = electrons_per_position(cfg["detectors"], positions)
+    from ptyro_workflows.cache import cache_record
+
+    dose_record = {"dose": "none (noise-free fractions of the beam)"}
+    if electrons is not None:
+        dose_record = {"dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}", "electrons_per_position": electrons}
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record()})
 
     scan_shape = positions.shape
     total = len(positions)
@@ -284,12 +314,15 @@ def simulate(
     if out is not None and is_writer():
         writer = DatasetWriter(
             out, scan_shape=scan_shape, positions=positions.positions, grid=pattern_grid, energy=energy, provenance=prov, overwrite=overwrite,
-            store_patterns=pixelated,
+            store_patterns=pixelated, dtype=np.uint32 if electrons is not None else np.float32,
+            calibration={"electrons_per_position": electrons} if electrons is not None else None,
         )
     try:
         for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
             if "pixelated" in signals:
                 arr = np.asarray(signals["pixelated"], np.float32)
+                if electrons is not None:
+                    arr = poisson_counts(arr, electrons, int(cfg["detectors"]["dose_seed"]), start)
                 if writer is not None:
                     writer.write(start, stop, arr)
                 if keep_arr is not None:

@@ -1,0 +1,243 @@
+"""The first hour of a new user (issue 20): one meaning per value, plausibility checks with the
+likely fix, optics taken from a file's provenance, dose, a start-up without JAX, the persistent
+compilation cache."""
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptyro_workflows.cli import main
+from ptyro_workflows.config import ALIAS_OF, aberrations_for_api, merge, reconstruction_config, validate
+from ptyro_workflows.reconstruct import optics_from_provenance
+from ptyro_workflows.simulate import poisson_counts
+
+TINY = {
+    "specimen": {"structure": "SrTiO3"},
+    "potential": {"gpts": [32, 32], "slice_thickness": 3.905},
+    "probe": {"semiangle_cutoff": 20.0, "C10": -30.0},
+    "scan": {"gpts": [3, 3]},
+    "simulation": {"batch_size": 9},
+}
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_toml(path, cfg):
+    from ptyro_workflows.config import to_toml
+
+    path.write_text(to_toml(cfg))
+    return path
+
+
+# --------------------------------------------------------------------------- one meaning per value
+
+
+@pytest.mark.parametrize("alias", sorted(ALIAS_OF))
+def test_alias_and_coefficient_together_is_an_error_naming_both(alias):
+    with pytest.raises(ValueError) as e:
+        validate({"probe": {alias: 10.0, ALIAS_OF[alias]: 20.0}})
+    assert alias in str(e.value) and ALIAS_OF[alias] in str(e.value)
+
+
+def test_alias_and_coefficient_flags_together_fail_on_the_command_line(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "x.h5", "--C10", "-50", "--defocus", "50")
+    assert code == 2
+    assert "defocus" in err and "C10" in err and "expected only one" in err
+    assert not list(tmp_path.iterdir())
+
+
+@settings(max_examples=40, deadline=None)
+@given(alias=st.sampled_from(sorted(ALIAS_OF)), file_uses_alias=st.booleans(), flag_uses_alias=st.booleans(),
+       a=st.floats(-500, 500, allow_nan=False), b=st.floats(-500, 500, allow_nan=False))
+def test_a_flag_replaces_the_files_value_whichever_spelling_either_used(alias, file_uses_alias, flag_uses_alias, a, b):
+    coeff = ALIAS_OF[alias]
+    file_key = alias if file_uses_alias else coeff
+    flag_key = alias if flag_uses_alias else coeff
+    cfg = validate(merge({"probe": {file_key: a}}, {"probe": {flag_key: b}}), ("probe",))
+    api = aberrations_for_api(cfg["probe"])
+    # exactly one spelling survives and it carries the flag's value
+    assert [k for k in (alias, coeff) if k in api] == [flag_key]
+    assert api[flag_key] == pytest.approx(np.radians(b) if "angle" in flag_key or flag_key.startswith("phi") else b)
+
+
+def test_the_issue_example_defocus_flag_over_a_c10_file():
+    cfg = validate(merge({"probe": {"C10": -60.0}}, {"probe": {"defocus": 30.0}}), ("probe",))
+    assert "C10" not in cfg["probe"] and cfg["probe"]["defocus"] == 30.0
+
+
+@pytest.mark.parametrize(
+    "table, needle",
+    [
+        ({"probe": {"energy": 300}}, "did you mean 300000 eV"),
+        ({"probe": {"semiangle_cutoff": 0.02}}, "did you mean 20 mrad"),
+        ({"scan": {"step": 0.04}}, "did you mean [0.4, 0.4] Å"),
+    ],
+)
+def test_implausible_units_name_the_likely_fix(table, needle):
+    with pytest.raises(ValueError) as e:
+        validate(table)
+    assert needle in str(e.value)
+
+
+def test_energy_flag_in_kev_is_refused_with_the_fix(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "x.h5", "--energy", "300")
+    assert code == 2 and "did you mean 300000 eV" in err
+
+
+def test_plausible_values_pass():
+    cfg = validate({"probe": {"energy": 60e3, "semiangle_cutoff": 0.5}, "scan": {"step": 0.1}}, ("probe", "scan"))
+    assert cfg["probe"]["energy"] == 60e3
+
+
+def test_a_detectors_table_without_pixelated_does_not_break_a_reconstruction_config():
+    cfg = reconstruction_config({"detectors": {"bf": [0, 20]}, "reconstruction": {"iterations": 1}})
+    assert cfg["detectors"] == {"bf": [0, 20]}
+
+
+# --------------------------------------------------------------------------- optics from provenance
+
+
+def test_optics_from_provenance_fill_only_what_the_configuration_lacks():
+    prov = {"config": '[probe]\nname = "aberrated"\nenergy = 300000.0\nsemiangle_cutoff = 25.0\nC10 = -40.0\nC30 = 1000.0\n'}
+    taken, note = optics_from_provenance({}, prov, name="d.h5")
+    assert taken == {"name": "aberrated", "energy": 300000.0, "semiangle_cutoff": 25.0, "C10": -40.0, "C30": 1000.0}
+    assert note.startswith("optics from d.h5's provenance") and "300 keV" in note and "C10 = -40 Å" in note
+    # the user's aberrations (any spelling) replace the recorded ones as a whole
+    taken, _ = optics_from_provenance({"defocus": 10.0, "semiangle_cutoff": 21.0}, prov)
+    assert taken == {"name": "aberrated", "energy": 300000.0}
+    assert optics_from_provenance({}, {}) == ({}, None)
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = write_toml(d / "sim.toml", TINY)
+    assert main(["simulate", str(cfg), "-o", str(d / "data.h5"), "-q", "--no-jax-cache"]) == 0
+    return d / "data.h5"
+
+
+def test_reconstruct_takes_the_optics_of_our_file_and_says_so(tiny_file, tmp_path, capsys):
+    out = tmp_path / "rec.h5"
+    code, stdout, err = run(capsys, "reconstruct", tiny_file, "-o", out, "--iterations", "1", "--no-progress", "--no-jax-cache")
+    assert code == 0, err
+    lines = [ln for ln in stdout.splitlines() if "provenance" in ln]
+    assert len(lines) == 1 and "C10 = -30 Å" in lines[0] and "20 mrad" in lines[0], stdout
+    with h5py.File(out) as f:
+        recorded = tomllib.loads(f["provenance/config"][()].decode())
+    assert recorded["probe"]["C10"] == -30.0
+    # a flag is the user's choice: the recorded aberrations are not added to it
+    code, stdout, _ = run(capsys, "reconstruct", tiny_file, "-o", out, "--overwrite", "--iterations", "1", "--defocus", "30", "--no-progress", "--no-jax-cache")
+    assert code == 0
+    with h5py.File(out) as f:
+        recorded = tomllib.loads(f["provenance/config"][()].decode())
+    assert recorded["probe"]["defocus"] == 30.0 and "C10" not in recorded["probe"]
+
+
+# --------------------------------------------------------------------------- dose
+
+
+def test_poisson_counts_are_seeded_integers_independent_of_the_batching():
+    rng = np.random.default_rng(1)
+    p = rng.random((6, 8, 8))
+    p /= p.sum(axis=(1, 2), keepdims=True)
+    whole = poisson_counts(p, 500.0, 7, 10)
+    split = np.concatenate([poisson_counts(p[:2], 500.0, 7, 10), poisson_counts(p[2:], 500.0, 7, 12)])
+    assert whole.dtype == np.uint32 and np.array_equal(whole, split)
+    assert not np.array_equal(whole, poisson_counts(p, 500.0, 8, 10))
+
+
+def test_poisson_counts_have_the_mean_and_variance_of_the_dose():
+    p = np.full((400, 4, 4), 1 / 16)
+    c = poisson_counts(p, 160.0, 0, 0).astype(np.float64)  # 10 electrons expected per pixel
+    assert c.mean() == pytest.approx(10.0, rel=0.03)
+    assert c.var() == pytest.approx(10.0, rel=0.1)  # Poisson: variance = mean
+
+
+def test_dose_is_stored_as_integer_counts_and_recorded(tiny_file, tmp_path, capsys):
+    cfg = write_toml(tmp_path / "sim.toml", {**TINY, "detectors": {"dose": 2000.0, "dose_seed": 3}})
+    out = tmp_path / "noisy.h5"
+    code, _, err = run(capsys, "simulate", cfg, "-o", out, "-q", "--no-jax-cache")
+    assert code == 0, err
+    with h5py.File(out) as f, h5py.File(tiny_file) as g:
+        counts = f["ptyrodactyl/datacube/data"][()]
+        clean = g["ptyrodactyl/datacube/data"][()]
+        prov = dict(f["provenance"].attrs)
+    step = 3.905 / 3
+    electrons = 2000.0 * step * step
+    assert counts.dtype == np.uint32
+    assert "Poisson" in prov["dose"] and prov["electrons_per_position"] == pytest.approx(electrons)
+    # the counts scatter about the noise-free patterns times the electrons per position
+    assert counts.sum(axis=(2, 3)).mean() == pytest.approx(electrons * clean.sum(axis=(2, 3)).mean(), rel=0.02)
+    # --dose-per-position replaces the file's dose
+    code, _, err = run(capsys, "simulate", cfg, "-o", tmp_path / "n2.h5", "-q", "--dose-per-position", "100", "--no-jax-cache")
+    assert code == 0, err
+    with h5py.File(tmp_path / "n2.h5") as f:
+        assert f["provenance"].attrs["electrons_per_position"] == 100.0
+
+
+# --------------------------------------------------------------------------- start-up and cache
+
+
+def test_help_info_and_show_help_import_no_jax(tiny_file):
+    code = (
+        "import sys\n"
+        "from ptyro_workflows.cli import main\n"
+        "for argv in (['--help'], ['simulate', '--help'], ['reconstruct', '--help'], ['demo', '--help'], ['info', '--help'],\n"
+        "             ['show', '--help'], ['plugins', '--help'], ['info', sys.argv[1]]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('JAX', 'jax' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_file)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("JAX False"), r.stdout[-500:]
+
+
+def test_compilation_cache_switches(tmp_path, monkeypatch):
+    from ptyro_workflows import cache
+
+    monkeypatch.setenv("PTYRO_JAX_CACHE", "0")
+    assert cache.default_cache_dir() is None
+    monkeypatch.setenv("PTYRO_JAX_CACHE", str(tmp_path / "c"))
+    assert cache.default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("PTYRO_JAX_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache.default_cache_dir() == tmp_path / "x" / "ptyrodactyl" / "jax"
+    assert cache.enable_compilation_cache(enabled=False) == "off"
+    assert cache.cache_record() == {"jax_compilation_cache": "off"}
+
+
+def test_the_cache_is_used_by_a_second_process(tmp_path):
+    """A second process compiling the same function finds it in the cache directory."""
+    code = (
+        "import sys, jax, jax.numpy as jnp\n"
+        "from ptyro_workflows.cache import enable_compilation_cache\n"
+        "print(enable_compilation_cache(sys.argv[1]))\n"
+        "jax.jit(lambda x: jnp.sin(x) * 3 + 1)(jnp.ones(17)).block_until_ready()\n"
+    )
+    where = tmp_path / "cache"
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", code, str(where)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == str(where)
+    entries = [p.name for p in where.iterdir()]
+    assert any(n.startswith("jit__lambda") for n in entries), entries
+
+
+def test_provenance_records_the_cache(tiny_file):
+    with h5py.File(tiny_file) as f:
+        assert f["provenance"].attrs["jax_compilation_cache"] == "off"
+        json.loads(f["provenance/versions"][()])
