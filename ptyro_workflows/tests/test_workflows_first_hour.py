@@ -241,3 +241,37 @@ def test_provenance_records_the_cache(tiny_file):
     with h5py.File(tiny_file) as f:
         assert f["provenance"].attrs["jax_compilation_cache"] == "off"
         json.loads(f["provenance/versions"][()])
+
+
+# --------------------------------------------------------------------------- structures as users have them
+
+
+def _graphene_hex():
+    ase = pytest.importorskip("ase")
+    a = 2.46
+    return ase.Atoms("C2", scaled_positions=[[1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]], cell=[[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, 3.35]], pbc=True)
+
+
+def test_simulate_takes_an_ase_atoms_with_a_hexagonal_cell():
+    from ptyro_simul.structures import StructureNote
+    from ptyro_workflows.simulate import simulate
+
+    cfg = {"specimen": {"structure": _graphene_hex(), "repeat": [1, 1, 1]}, "potential": {"gpts": [24, 40], "slice_thickness": 3.35},
+           "probe": {"semiangle_cutoff": 25.0}, "scan": {"gpts": [2, 2]}}
+    with pytest.warns(StructureNote, match="orthorhombic supercell"):
+        res = simulate(cfg, progress=False)
+    assert res.dataset.array.shape == (2, 2, 24, 40)
+    assert "4 atoms" in res.config["specimen"]["structure"]
+    xyz = res.provenance["structure_xyz"].splitlines()
+    assert xyz[0] == "4" and sum(ln.startswith("C ") for ln in xyz) == 4
+
+
+def test_cli_says_in_one_line_that_a_hexagonal_file_was_made_orthogonal(tmp_path, capsys):
+    a = 2.46
+    path = tmp_path / "g.extxyz"
+    path.write_text(f'2\nLattice="{a} 0 0 {-a / 2} {a * np.sqrt(3) / 2} 0 0 0 3.35"\nC 0 {a / np.sqrt(3)} 1.675\nC {a / 2} {a / (2 * np.sqrt(3))} 1.675\n')
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "g.h5", "--structure", str(path), "--potential-gpts", "[24, 40]",
+                       "--slice-thickness", "3.35", "--scan-gpts", "[2, 2]", "-q", "--no-jax-cache")
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("ptyro: note:")]
+    assert len(notes) == 1 and "g.extxyz" in notes[0] and "2.46 × 4.261" in notes[0], err

@@ -253,7 +253,8 @@ def validate(config: Mapping[str, Any], tables: tuple[str, ...] | None = None) -
 def _check_values(c: dict[str, Any]) -> None:
     if "specimen" in c:
         s = c["specimen"]
-        _string("[specimen] structure", s["structure"])
+        if isinstance(s["structure"], str) or not (hasattr(s["structure"], "get_positions") or hasattr(s["structure"], "numbers")):
+            _string("[specimen] structure (a name or a file; in Python also an ase.Atoms or ptyro_core.Atoms)", s["structure"])
         s["repeat"] = _vector("[specimen] repeat", s["repeat"], 3, positive=True, integer=True)
         s["zone_axis"] = _vector("[specimen] zone_axis", s["zone_axis"], 3, integer=True)
         if all(v == 0 for v in s["zone_axis"]):
@@ -436,9 +437,9 @@ def to_toml(config: Mapping[str, Any]) -> str:
 #: and the configuration reference in docs/configuration.md)
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "specimen": {
-        "structure": "built-in crystal name (SrTiO3, Si, Au, GaAs, MoS2, graphene) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra)",
+        "structure": "built-in crystal name (SrTiO3, Si, Au, GaAs, MoS2, graphene) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra; any cell shape); in Python also an ase.Atoms",
         "repeat": "unit cells along x, y, z [nx, ny, nz]",
-        "zone_axis": "crystal direction [u, v, w] along the beam (z)",
+        "zone_axis": "crystal direction [u, v, w] along the beam (z); for a structure file or ase.Atoms of any cell, the orthorhombic supercell along it is built (with a note)",
     },
     "potential": {
         "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",

@@ -63,26 +63,40 @@ class SimulationResult:
 
 
 def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
-    """Atoms from a ``[specimen]`` table: a built-in crystal name or a structure file, repeated."""
+    """Atoms from a ``[specimen]`` table: a built-in crystal name, a structure file or (Python
+    API) an ``ase.Atoms`` / :class:`ptyro_core.Atoms`, oriented along ``zone_axis`` and repeated."""
     from ptyro_simul import structures
 
-    name = str(specimen["structure"])
+    obj = specimen["structure"]
     repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
     zone = tuple(int(v) for v in specimen.get("zone_axis", (0, 0, 1)))
-    looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
-    if looks_like_path:
+    if isinstance(obj, Atoms):
+        if zone != (0, 0, 1):
+            raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: a ptyro_core.Atoms has no lattice to orient; give an ase.Atoms or a structure file, or zone_axis [0, 0, 1]")
+        atoms = obj
+    elif not isinstance(obj, str):
+        atoms = structures.atoms_from_ase(obj, zone)
+    else:
+        name = obj
+        looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+        if not looks_like_path:
+            return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
         p = Path(name)
         if not p.exists():
             raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
-        atoms = structures.read_structure(p)
-        if zone != (0, 0, 1):
-            _unsupported_zone(zone)
-        return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
-    return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
+        atoms = structures.read_structure(p, zone_axis=zone)
+    return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
 
 
-def _unsupported_zone(zone: tuple) -> Any:
-    raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: orienting a structure file is not supported; expected [0, 0, 1] (orient the file itself)")
+def _structure_record(atoms: Atoms, obj: Any) -> tuple[str, str]:
+    """(a one-line description, extended-XYZ text) of an in-memory structure, for provenance."""
+    from ptyro_simul.elements import symbol
+
+    nums = np.asarray(atoms.numbers)
+    cell = atoms.cell
+    lines = [str(len(nums)), f'Lattice="{cell[0]!r} 0 0 0 {cell[1]!r} 0 0 0 {cell[2]!r}" Properties=species:S:1:pos:R:3']
+    lines += [f"{symbol(int(z))} {x:.6f} {y:.6f} {zz:.6f}" for z, (x, y, zz) in zip(nums, np.asarray(atoms.positions, np.float64))]
+    return f"<{type(obj).__module__}.{type(obj).__name__}: {len(nums)} atoms in the provenance's structure_xyz>", "\n".join(lines) + "\n"
 
 
 def _repeat(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
@@ -261,6 +275,9 @@ def simulate(
 
     # cheap checks first, so bad input fails before anything is computed
     atoms = build_specimen(spec)
+    structure_extra: dict[str, Any] = {}
+    if not isinstance(spec["structure"], str):
+        spec["structure"], structure_extra["structure_xyz"] = _structure_record(atoms, spec["structure"])
     grid = potential_grid(atoms, pot_cfg)
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
@@ -302,7 +319,7 @@ def simulate(
     dose_record = {"dose": "none (noise-free fractions of the beam)"}
     if electrons is not None:
         dose_record = {"dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}", "electrons_per_position": electrons}
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record()})
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record(), **structure_extra})
 
     scan_shape = positions.shape
     total = len(positions)
