@@ -275,3 +275,42 @@ def test_cli_says_in_one_line_that_a_hexagonal_file_was_made_orthogonal(tmp_path
     assert code == 0, err
     notes = [ln for ln in err.splitlines() if ln.startswith("ptyro: note:")]
     assert len(notes) == 1 and "g.extxyz" in notes[0] and "2.46 × 4.261" in notes[0], err
+
+
+# --------------------------------------------------------------------------- py4DSTEM-native files
+
+import emdfile  # noqa: E402
+
+_emd_hook = True  # emdfile finds the py4DSTEM stand-ins below through this module
+
+
+class DataCube(emdfile.Array):
+    """py4DSTEM's DataCube is an emdfile Array subclass of this name."""
+
+
+class Calibration(emdfile.Metadata):
+    """py4DSTEM's Calibration is an emdfile Metadata subclass of this name, in the root."""
+
+
+def test_our_dataset_is_a_calibrated_datacube_for_py4dstem(tiny_file):
+    try:
+        root = emdfile.read(str(tiny_file))
+    except RuntimeError:  # emdfile's walk of sys.modules raced a lazy import
+        root = emdfile.read(str(tiny_file))
+    cube = root.tree("datacube")
+    assert isinstance(cube, DataCube)
+    cal = root.metadata["calibration"]
+    assert isinstance(cal, Calibration)
+    assert cal["R_pixel_units"] == "A" and cal["Q_pixel_units"] == "A^-1"
+    assert cal["R_pixel_size"] == pytest.approx(3.905 / 3, rel=1e-6)  # the scan step
+    assert cal["Q_pixel_size"] == pytest.approx(1 / 3.905, rel=1e-6)  # 1 / (32 px × 3.905/32 Å)
+    assert cal["beam_energy"] == 200e3 and list(cal["_target_paths"]) == ["/datacube"]
+
+
+def test_py4dstem_reads_a_calibrated_datacube(tiny_file):
+    py4DSTEM = pytest.importorskip("py4DSTEM")
+    root = py4DSTEM.read(str(tiny_file))
+    cube = root.tree("datacube")
+    assert type(cube).__name__ == "DataCube"
+    assert cube.calibration.get_R_pixel_size() == pytest.approx(3.905 / 3, rel=1e-6)
+    assert cube.calibration.get_Q_pixel_units() == "A^-1"
