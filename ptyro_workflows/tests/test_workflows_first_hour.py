@@ -314,3 +314,98 @@ def test_py4dstem_reads_a_calibrated_datacube(tiny_file):
     assert type(cube).__name__ == "DataCube"
     assert cube.calibration.get_R_pixel_size() == pytest.approx(3.905 / 3, rel=1e-6)
     assert cube.calibration.get_Q_pixel_units() == "A^-1"
+
+
+# --------------------------------------------------------------------------- look without code
+
+from ptyro_workflows.show import default_detectors, idpc, transfer_limited, virtual_images  # noqa: E402
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), step=st.floats(0.1, 1.0))
+def test_idpc_inverts_the_centre_of_mass_of_a_known_phase(seed, step):
+    """Independent reference: the COM field of a periodic phase φ is ∇φ / 2π (spectral derivative);
+    iDPC must give φ back (mean zero)."""
+    rng = np.random.default_rng(seed)
+    n = 16
+    q = np.fft.fftfreq(n, step)
+    spec = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * (np.hypot(q[:, None], q[None, :]) < 0.3 / step)
+    phi = np.real(np.fft.ifft2(spec))
+    phi -= phi.mean()
+    gx = np.real(np.fft.ifft2(2j * np.pi * q[:, None] * np.fft.fft2(phi)))
+    gy = np.real(np.fft.ifft2(2j * np.pi * q[None, :] * np.fft.fft2(phi)))
+    com = np.stack([gx, gy], -1) / (2 * np.pi)
+    np.testing.assert_allclose(idpc(com, (step, step)), phi, atol=1e-9 * (1 + np.abs(phi).max()))
+
+
+def test_virtual_detectors_covering_every_angle_add_up_to_the_whole_beam():
+    rng = np.random.default_rng(0)
+    data = rng.random((3, 4, 9, 9))
+    k = (np.arange(9) - 4.0)
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    mrad = np.hypot(kx, ky) * 5.0
+    dets = {"a": [0, 7], "b": [7, 15], "c": [15, 100]}
+    imgs, com, mean, _ = virtual_images(iter(data), mrad, dets, (kx, ky))
+    np.testing.assert_allclose(imgs["a"] + imgs["b"] + imgs["c"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(mean, data.reshape(-1, 9, 9).mean(axis=0))
+    np.testing.assert_allclose(com[1, 2, 0], (data[1, 2] * kx).sum() / data[1, 2].sum())
+
+
+def test_transfer_limit_keeps_what_passes_and_removes_the_rest():
+    x = np.arange(32) * 0.1
+    low = np.cos(2 * np.pi * 0.9375 * x)[:, None] * np.ones(32)[None, :]  # 0.9375 Å⁻¹ (on the grid)
+    high = np.cos(2 * np.pi * 3.125 * x)[:, None] * np.ones(32)[None, :]  # 3.125 Å⁻¹
+    np.testing.assert_allclose(transfer_limited(low + high, (0.1, 0.1), 2.0), low, atol=1e-12)
+    assert default_detectors(20, 137) == {"bf": [0.0, 10.0], "abf": [10.0, 20.0], "adf": [25.0, 60.0], "haadf": [60.0, 137]}
+    assert "haadf" not in default_detectors(20, 45)
+
+
+@pytest.fixture(scope="module")
+def tiny_reconstruction(tiny_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "rec.h5"
+    assert main(["reconstruct", str(tiny_file), "-o", str(out), "--iterations", "2", "-q", "--no-jax-cache"]) == 0
+    return out
+
+
+def test_show_draws_a_dataset(tiny_file, tmp_path, capsys):
+    code, out, err = run(capsys, "show", tiny_file, "-o", tmp_path / "fig", "--position", "0,1")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert names == ["cbed.png", "mean_diffraction.png", "potential.png", "virtual_images.png"]
+    assert "3 x 3 scan" in out and "wrote 4 figures" in out
+    # refuses to overwrite, and a bad position names the range
+    assert run(capsys, "show", tiny_file, "-o", tmp_path / "fig")[0] == 2
+    code, _, err = run(capsys, "show", tiny_file, "-o", tmp_path / "f2", "--position", "5,0")
+    assert code == 2 and "[0, 2] x [0, 2]" in err and not (tmp_path / "f2").exists()
+
+
+def test_show_draws_a_reconstruction_against_its_ground_truth(tiny_reconstruction, tmp_path, capsys):
+    code, out, err = run(capsys, "show", tiny_reconstruction, "-o", tmp_path / "fig")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["loss.png", "object.png", "phase.png", "probe.png"]
+    r = float(out.split("over the scanned area: ")[1].split()[0])
+    assert -1 <= r <= 1 and "band-limited to the probe's transfer" in out
+
+
+def test_show_and_info_on_a_file_import_no_jax(tiny_file, tmp_path):
+    code = (
+        "import sys\n"
+        "from ptyro_workflows.cli import main\n"
+        "assert main(['show', sys.argv[1], '-o', sys.argv[2], '-q']) == 0\n"
+        "print('JAX', 'jax' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_file), str(tmp_path / "f")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("JAX False"), r.stdout
+
+
+def test_results_have_a_concise_repr_and_html(tmp_path):
+    from ptyro_workflows.simulate import simulate
+
+    res = simulate(TINY, tmp_path / "d.h5", progress=False)
+    text = repr(res)
+    assert len(text) < 400 and "SrTiO3" in text and "(3, 3, 32, 32)" in text
+    assert "<table>" in res._repr_html_()
+    assert repr(res.dataset).startswith("Dataset4D(array=float32[3, 3, 32, 32]")
+    shown = res.show(tmp_path / "fig")
+    assert {p.name for p in shown["files"]} == {"cbed.png", "mean_diffraction.png", "potential.png", "virtual_images.png"}

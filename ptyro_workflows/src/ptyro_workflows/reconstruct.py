@@ -6,16 +6,21 @@ The algorithm, loss and optimizer are registry names (``[reconstruction] algorit
 (:func:`ptyro_invert.initial_state`), the algorithms and the checkpoints.
 """
 
+from __future__ import annotations
+
 import inspect
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptyro_core import Dataset4D, PtyroValueError, ReconState, get
+from ptyro_core import PtyroValueError
 from ptyro_workflows.config import aberrations_for_api, reconstruction_config
+
+if TYPE_CHECKING:  # imported where used: ptyro show uses phase_correlation without JAX
+    from ptyro_core import Dataset4D, ReconState
 
 __all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used", "optics_from_provenance", "mean_pattern_total"]
 
@@ -76,6 +81,8 @@ def apply_scan_config(dataset: Dataset4D, scan: Mapping[str, Any]) -> Dataset4D:
         pos = (pos - c) @ r.T + c
     if scan.get("step") is None and not rot:
         return dataset
+    from ptyro_core import Dataset4D
+
     return Dataset4D(dataset.array, pos.astype(np.float32), grid=dataset.grid, energy=dataset.energy)
 
 
@@ -155,6 +162,7 @@ def reconstruct(
     ...                             "reconstruction": {"iterations": 10}})  # doctest: +SKIP
     """
     import ptyro_invert
+    from ptyro_core import get
 
     cfg = reconstruction_config(config)
     r = cfg["reconstruction"]

@@ -46,6 +46,48 @@ class SimulationResult:
     path: Path | None
     provenance: dict[str, Any]
 
+    def __repr__(self) -> str:
+        shape = "not kept" if self.dataset is None else f"{tuple(self.dataset.array.shape)} (Rx, Ry, Qx, Qy)"
+        spec = self.config.get("specimen", {})
+        probe = self.config.get("probe", {})
+        images = ", ".join(f"{k} mean {float(np.mean(v)):.3g}" for k, v in self.images.items()) or "none"
+        return (
+            f"SimulationResult({spec.get('structure')} {spec.get('zone_axis')}, {float(probe.get('energy', 0)) / 1e3:g} keV, "
+            f"{float(probe.get('semiangle_cutoff', 0)):g} mrad; patterns {shape}; virtual images: {images}; file: {self.path})"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = [("patterns", "not kept" if self.dataset is None else f"{tuple(self.dataset.array.shape)} (Rx, Ry, Qx, Qy)")]
+        rows += [(f"[{t}]", ", ".join(f"{k} = {v}" for k, v in self.config.get(t, {}).items() if k != "options")) for t in ("specimen", "probe", "scan", "detectors")]
+        rows += [(f"virtual {k}", f"{v.shape}, mean {float(np.mean(v)):.4g}") for k, v in self.images.items()]
+        rows.append(("file", str(self.path)))
+        body = "".join(f"<tr><td style='text-align:left'>{html.escape(a)}</td><td style='text-align:left'>{html.escape(b)}</td></tr>" for a, b in rows)
+        return f"<b>SimulationResult</b><table>{body}</table>"
+
+    def show(self, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Draw the figures of ``ptyro show`` (mean pattern, virtual images, iDPC, CBED, the
+        projected potential) into ``out`` (default: beside the file, or a temporary directory
+        when nothing was written); shown inline in a notebook. Returns what
+        :func:`ptyro_workflows.show.show_file` returns."""
+        import tempfile
+
+        from ptyro_workflows.io import save_dataset
+        from ptyro_workflows.show import display_inline, show_file
+
+        path = self.path
+        if path is None:
+            if self.dataset is None:
+                raise PtyroValueError("SimulationResult.show: no file and no patterns kept; simulate with out=... or keep=True")
+            tmp = Path(tempfile.mkdtemp(prefix="ptyro-show-"))
+            sampling = self.potential.grid.sampling
+            path = save_dataset(tmp / "dataset.h5", self.dataset, images=self.images, arrays={"projected_potential": (self.projected_potential, sampling, "V*A")}, provenance=self.provenance)
+            out = out or tmp
+        res = show_file(path, out, **kwargs)
+        display_inline(res["files"])
+        return res
+
     @property
     def projected_potential(self) -> np.ndarray:
         """Σ over slices of the potential, (x, y) in V·Å."""
