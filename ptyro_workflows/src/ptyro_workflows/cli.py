@@ -360,6 +360,12 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         lazy=args.out_of_core,
     )
     cfg["probe"]["energy"] = ds.energy
+    if args.sampling is None and args.reciprocal_sampling is None and not _has_detector_calibration(args.data):
+        from ptyro_simul.constants import energy2wavelength
+
+        dq = 1.0 / (ds.grid.gpts[0] * ds.grid.sampling[0])
+        _say(args, f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
+             f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)")
     _start_jax(args, f"the {cfg['reconstruction']['algorithm']} reconstruction")
     from ptyro_workflows.cache import cache_record
     from ptyro_workflows.io import save_reconstruction
@@ -378,6 +384,18 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     loss = np.asarray(state.loss)
     _say(args, f"wrote {args.out}", f"  iterations: {int(np.asarray(state.iteration))}, final loss: {loss[-1]:.4g}" if loss.size else "  (no iterations)")
     return 0
+
+
+def _has_detector_calibration(path: str) -> bool:
+    """Whether the file gives the detector pixel (calibrated Q dims), so none was measured."""
+    if str(path).lower().endswith(".npy"):
+        return False
+    from ptyro_workflows.io import file_info
+
+    for a in file_info(path)["arrays"]:
+        if len(a["shape"]) == 4:
+            return any(d.get("units", "").lower() not in ("", "pixels", "pixel") for d in a.get("dims", [])[2:])
+    return False
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -431,6 +449,14 @@ def _run_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+def _note(message: Any, *_: Any, **__: Any) -> None:
+    """A library warning as one line (the rest with PTYRO_DEBUG=1)."""
+    text = str(message).strip()
+    if not os.environ.get("PTYRO_DEBUG") and "\n" in text:
+        text = text.splitlines()[0] + " (PTYRO_DEBUG=1 shows the details)"
+    print(f"ptyro: note: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``ptyro``; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
@@ -442,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             # library warnings (a cell made orthogonal, ...) as one line each
-            warnings.showwarning = lambda message, *a, **k: print(f"ptyro: note: {message}", file=sys.stderr)
+            warnings.showwarning = _note
             return int(func(args) or 0)
     except KeyboardInterrupt:
         print("ptyro: interrupted; no output written", file=sys.stderr)
