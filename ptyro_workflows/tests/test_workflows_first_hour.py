@@ -409,3 +409,13 @@ def test_results_have_a_concise_repr_and_html(tmp_path):
     assert repr(res.dataset).startswith("Dataset4D(array=float32[3, 3, 32, 32]")
     shown = res.show(tmp_path / "fig")
     assert {p.name for p in shown["files"]} == {"cbed.png", "mean_diffraction.png", "potential.png", "virtual_images.png"}
+
+
+def test_lazy_package_names_stay_the_functions_after_their_modules_are_imported():
+    import importlib
+
+    import ptyro_workflows as pw
+
+    for name in ("simulate", "reconstruct"):
+        importlib.import_module(f"ptyro_workflows.{name}")
+        assert callable(getattr(pw, name)) and getattr(pw, name).__name__ == name

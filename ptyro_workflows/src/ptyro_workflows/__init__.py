@@ -12,6 +12,9 @@ From a structure file to a reconstruction, as a user runs it:
 Figures live in :mod:`ptyro_workflows.figures` (the only module that imports matplotlib).
 """
 
+import sys
+import types
+
 from ptyro_core._lazy import lazy_getattr
 
 # imported on first use (PEP 562): ``import ptyro_workflows`` (and the ``ptyro`` command's
@@ -30,6 +33,19 @@ _LAZY = {
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+class _Package(types.ModuleType):
+    """The import system binds a submodule as an attribute of its package once imported; the
+    functions named like their modules (``simulate``, ``reconstruct``) stay the functions."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
