@@ -350,6 +350,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if note:
         _say(args, note)
     _distributed(args)
+    _start_jax(args, f"the {cfg['reconstruction']['algorithm']} reconstruction")
     ds = load_dataset(
         args.data,
         energy=explicit_energy,
@@ -366,7 +367,6 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         dq = 1.0 / (ds.grid.gpts[0] * ds.grid.sampling[0])
         _say(args, f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
              f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)")
-    _start_jax(args, f"the {cfg['reconstruction']['algorithm']} reconstruction")
     from ptyro_workflows.cache import cache_record
     from ptyro_workflows.io import save_reconstruction
     from ptyro_workflows.provenance import make_provenance
