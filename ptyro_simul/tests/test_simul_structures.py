@@ -1,10 +1,13 @@
 """Built-in crystals, zone axes, supercells, XYZ / extended XYZ readers, the ASE path."""
 
+import re
+
 import numpy as np
 import pytest
 
 from ptyro_core import PtyroValueError
-from ptyro_simul.structures import BUILTIN_CRYSTALS, atoms_from_ase, build_crystal, read_structure
+from ptyro_simul.elements import atomic_number
+from ptyro_simul.structures import BUILTIN_CRYSTALS, StructureNote, atoms_from_ase, build_crystal, orient_lattice, read_structure
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,7 @@ def test_read_xyz_and_extended_xyz(tmp_path):
         ("2\ncomment\nC 0 0 0\n", r"bad\.xyz, line 4: expected 2 atom lines"),
         ("1\ncomment\nC 0 zero 0\n", r"bad\.xyz, line 3: expected three coordinates"),
         ("1\ncomment\nXx 0 0 0\n", r"bad\.xyz, line 3: unknown element symbol 'Xx'"),
-        ('1\nLattice="4 0 0 0 4 0 1 0 4"\nC 0 0 0\n', r"bad\.xyz, line 2: expected an orthorhombic Lattice"),
+        ('1\nLattice="4 0 0 4 0 0 0 0 4"\nC 0 0 0\n', r"bad\.xyz, line 2: expected a Lattice of three independent vectors"),
         ("1\ncomment\nC 0 0\n", r"bad\.xyz, line 3: expected 'symbol x y z'"),
     ],
 )
@@ -119,9 +122,87 @@ class _FakeAseAtoms:
 def test_atoms_from_ase_conversion():
     atoms = atoms_from_ase(_FakeAseAtoms(np.diag([3.0, 4.0, 5.0]), [[0.5, 4.5, 1.0]], [79]))
     assert atoms.cell == (3.0, 4.0, 5.0)
-    np.testing.assert_allclose(np.asarray(atoms.positions), [[0.5, 0.5, 1.0]])  # wrapped into the cell
-    with pytest.raises(PtyroValueError, match="orthorhombic"):
-        atoms_from_ase(_FakeAseAtoms([[3, 0, 0], [1, 4, 0], [0, 0, 5]], [[0, 0, 0]], [6]))
+    np.testing.assert_allclose(np.asarray(atoms.positions), [[0.5, 0.5, 1.0]], atol=1e-6)  # wrapped into the cell
+    # a monoclinic cell becomes the orthorhombic supercell a x (3b - a), with a note
+    with pytest.warns(StructureNote, match="orthorhombic supercell"):
+        atoms = atoms_from_ase(_FakeAseAtoms([[3, 0, 0], [1, 4, 0], [0, 0, 5]], [[0, 0, 0]], [6]))
+    assert np.allclose(atoms.cell, (3.0, 12.0, 5.0)) and len(atoms.numbers) == 3
+
+
+def _hexagonal(crystal):
+    """An ase.Atoms-like object of a built-in hexagonal crystal in its primitive (120°) cell."""
+    c = BUILTIN_CRYSTALS[crystal]
+    lat = np.asarray(c.lattice)
+    return _FakeAseAtoms(lat, np.asarray(c.fractional) @ lat, [atomic_number(s) for s in c.symbols])
+
+
+def _sorted(atoms):
+    pos = np.asarray(atoms.positions, np.float64)
+    order = np.lexsort(np.round(pos, 4).T[::-1])
+    return pos[order], np.asarray(atoms.numbers)[order]
+
+
+@pytest.mark.parametrize("crystal", ["graphene", "MoS2"])
+def test_a_hexagonal_cell_is_made_orthogonal_like_the_built_in_crystal(crystal):
+    """Independent reference: the built-in crystals' hand-written a x a√3 cells."""
+    with pytest.warns(StructureNote, match="120"):
+        atoms = atoms_from_ase(_hexagonal(crystal))
+    ref = build_crystal(crystal)
+    np.testing.assert_allclose(atoms.cell, ref.cell, rtol=1e-6)
+    assert atoms.cell[1] == pytest.approx(atoms.cell[0] * np.sqrt(3), rel=1e-6)
+    (p, n), (rp, rn) = _sorted(atoms), _sorted(ref)
+    np.testing.assert_array_equal(n, rn)
+    np.testing.assert_allclose(p, rp, atol=1e-4)
+
+
+@pytest.mark.parametrize("zone", [(1, 1, 0), (1, 1, 1)])
+def test_a_zone_axis_for_any_structure_matches_the_built_in_orientation(zone):
+    """A cubic structure given as a file/ase.Atoms along [110] or [111]: the same cell volume,
+    atoms and atomic column spacing along the beam as the built-in crystal."""
+    c = BUILTIN_CRYSTALS["SrTiO3"]
+    lat = np.asarray(c.lattice)
+    fake = _FakeAseAtoms(lat, np.asarray(c.fractional) @ lat, [atomic_number(s) for s in c.symbols])
+    with pytest.warns(StructureNote, match=re.escape(f"zone axis {list(zone)}")):
+        atoms = atoms_from_ase(fake, zone)
+    ref = build_crystal("SrTiO3", zone_axis=zone)
+    assert sorted(atoms.cell) == pytest.approx(sorted(ref.cell), rel=1e-6)
+    assert atoms.cell[2] == pytest.approx(ref.cell[2], rel=1e-6)  # the repeat along the beam
+    assert sorted(np.asarray(atoms.numbers).tolist()) == sorted(np.asarray(ref.numbers).tolist())
+
+
+def test_orient_lattice_gives_perpendicular_vectors_along_the_zone_axis():
+    lat = np.asarray(BUILTIN_CRYSTALS["MoS2"].lattice)
+    u, v, w = orient_lattice(lat, (0, 0, 1))
+    vecs = np.asarray([u, v, w]) @ lat
+    gram = vecs @ vecs.T
+    assert np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-9)
+    assert np.cross(vecs[0], vecs[1]) @ vecs[2] > 0
+    with pytest.raises(PtyroValueError, match="zone_axis"):
+        orient_lattice(lat, (0, 0, 0))
+
+
+def test_a_hexagonal_cif_read_through_ase(tmp_path):
+    ase_build = pytest.importorskip("ase.build")
+    import ase.io
+
+    path = tmp_path / "mg.cif"
+    ase.io.write(path, ase_build.bulk("Mg", "hcp", a=3.21, c=5.21))
+    with pytest.warns(StructureNote):
+        atoms = read_structure(path)
+    assert atoms.cell == pytest.approx((3.21, 3.21 * np.sqrt(3), 5.21), rel=1e-5)
+    assert len(atoms.numbers) == 4 and set(np.asarray(atoms.numbers).tolist()) == {12}
+
+
+def test_an_extended_xyz_with_a_hexagonal_lattice_and_a_zone_axis(tmp_path):
+    path = tmp_path / "g.extxyz"
+    a = 2.46
+    path.write_text(f'2\nLattice="{a} 0 0 {-a / 2} {a * np.sqrt(3) / 2} 0 0 0 3.35"\nC 0 {a / np.sqrt(3)} 1.675\nC {a / 2} {a / (2 * np.sqrt(3))} 1.675\n')
+    with pytest.warns(StructureNote):
+        atoms = read_structure(path)
+    assert atoms.cell == pytest.approx((a, a * np.sqrt(3), 3.35), rel=1e-6) and len(atoms.numbers) == 4
+    with pytest.raises(PtyroValueError, match="needs a periodic cell"):
+        (tmp_path / "m.xyz").write_text("1\nmolecule\nC 0 0 0\n")
+        read_structure(tmp_path / "m.xyz", zone_axis=(1, 1, 0))
 
 
 def test_non_xyz_without_ase_names_the_extra(tmp_path):

@@ -24,7 +24,7 @@ def small_demo(monkeypatch):
         "potential": {"parametrization": "kirkland", "gpts": [32, 32], "slice_thickness": A / 2},
         "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -20.0},
         "scan": {"start": [0.0, 0.0], "end": [A, A], "gpts": [8, 8]},
-        "detectors": {"pixelated": True, "bf": [0, 20], "adf": [22, 33]},
+        "detectors": {"pixelated": True, "bf": [0, 10], "abf": [10, 20], "adf": [22, 33]},
         "simulation": {"batch_size": 16},
     }
     rec = {"probe": {"semiangle_cutoff": 20.0, "C10": -20.0}, "reconstruction": {"iterations": 10, "batch_size": 16}}
@@ -79,7 +79,7 @@ def test_every_configuration_key_is_in_the_reference():
 
 def test_every_subcommand_is_in_the_cli_reference():
     text = (DOCS / "cli.md").read_text()
-    for cmd in ("demo", "simulate", "reconstruct", "info", "plugins"):
+    for cmd in ("demo", "simulate", "reconstruct", "info", "show", "plugins"):
         assert f"## `ptyro {cmd}`" in text, cmd
 
 

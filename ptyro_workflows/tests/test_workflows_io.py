@@ -23,6 +23,19 @@ from ptyro_workflows.io import (
 from ptyro_workflows.provenance import make_provenance
 
 
+# py4DSTEM's classes as emdfile sees them (found through this module's ``_emd_hook``): our datacube
+# is a DataCube node (an emdfile Array) with a Calibration (an emdfile Metadata) in the root
+_emd_hook = True
+
+
+class DataCube(emdfile.Array):
+    pass
+
+
+class Calibration(emdfile.Metadata):
+    pass
+
+
 def _emd_read(path):
     # emdfile walks sys.modules looking for plugins; a lazily imported module can change it
     # during the walk (RuntimeError: dictionary changed size), so try twice.

@@ -6,7 +6,7 @@ Typed PyTrees (:mod:`ptyro_core.types`), the component protocols
 Importing it imports no plugin.
 """
 
-from ptyro_core._pytree import replace
+from ptyro_core._lazy import lazy_getattr
 from ptyro_core.errors import (
     DuplicateComponentError,
     MemoryBudgetError,
@@ -16,10 +16,20 @@ from ptyro_core.errors import (
     PtyroValueError,
     UnknownComponentError,
 )
-from ptyro_core.hookspecs import KINDS, hookimpl
-from ptyro_core.protocols import Optimizer
-from ptyro_core.registry import Registry, get, get_registry, list_components, register_plugin, reset_registry
-from ptyro_core.types import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, ReconState, ScanPositions
+
+# everything else is imported on first use (PEP 562), so that importing ptyro_core for its
+# errors (the ``ptyro`` command's --help, info, ...) does not import JAX
+_LAZY = {
+    "replace": "ptyro_core._pytree",
+    "KINDS": "ptyro_core.hookspecs",
+    "hookimpl": "ptyro_core.hookspecs",
+    "Optimizer": "ptyro_core.protocols",
+    **dict.fromkeys(("Registry", "get", "get_registry", "list_components", "register_plugin", "reset_registry"), "ptyro_core.registry"),
+    **dict.fromkeys(("Atoms", "Dataset4D", "Grid", "PotentialSlices", "ProbeModes", "ReconState", "ScanPositions"), "ptyro_core.types"),
+}
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __version__ = "0.1.0"
 

@@ -54,9 +54,31 @@ def pytree(cls: type) -> type:
         return obj
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    cls.__repr__ = _concise_repr  # type: ignore[method-assign]  # arrays as dtype[shape], not their values
+    cls._repr_html_ = _html_repr  # type: ignore[attr-defined]  # the same as a table in notebooks
     cls.__ptyro_leaves__ = leaf_names  # type: ignore[attr-defined]
     cls.__ptyro_static__ = static_names  # type: ignore[attr-defined]
     return cls
+
+
+def _fields(obj: Any) -> list[tuple[str, str]]:
+    out = []
+    for n in type(obj).__ptyro_leaves__ + type(obj).__ptyro_static__:
+        v = getattr(obj, n, None)
+        text = describe(v) if hasattr(v, "shape") and hasattr(v, "dtype") else repr(v)
+        out.append((n, text if len(text) <= 80 else text[:77] + "..."))
+    return out
+
+
+def _concise_repr(obj: Any) -> str:
+    return f"{type(obj).__name__}(" + ", ".join(f"{n}={t}" for n, t in _fields(obj)) + ")"
+
+
+def _html_repr(obj: Any) -> str:
+    import html
+
+    rows = "".join(f"<tr><td style='text-align:left'><code>{html.escape(n)}</code></td><td style='text-align:left'>{html.escape(t)}</td></tr>" for n, t in _fields(obj))
+    return f"<b>{html.escape(type(obj).__name__)}</b><table>{rows}</table>"
 
 
 def replace(obj: Any, **changes: Any) -> Any:

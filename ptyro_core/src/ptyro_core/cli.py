@@ -3,9 +3,10 @@
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ptyro_core.registry import Registry, get_registry
+if TYPE_CHECKING:  # the registry (and JAX) is imported when the listing runs, not for --help
+    from ptyro_core.registry import Registry
 
 
 def add_plugins_parser(sub: Any) -> argparse.ArgumentParser:
@@ -24,7 +25,9 @@ def add_plugins_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def run_plugins(args: argparse.Namespace, registry: Registry | None = None, out: TextIO | None = None) -> int:
+def run_plugins(args: argparse.Namespace, registry: "Registry | None" = None, out: TextIO | None = None) -> int:
+    from ptyro_core.registry import get_registry
+
     reg = registry or get_registry()
     out = out or sys.stdout
     data = reg.as_json()

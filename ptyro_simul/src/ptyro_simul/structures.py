@@ -10,15 +10,22 @@ w along the zone axis, u × v ∥ w, and x ∥ u, y ∥ v:
 - hexagonal monolayers (MoS2, graphene): [001] only, orthorhombic a × a√3 cell (6 / 4 atoms
   per cell), the layer centred in a slab of height c (see BUILTIN_CRYSTALS).
 
-Readers: ``read_structure(path)`` for XYZ, extended XYZ (``Lattice="..."``, orthorhombic only)
+Readers: ``read_structure(path, zone_axis=...)`` for XYZ, extended XYZ (``Lattice="..."``)
 natively, and CIF / POSCAR (and anything else ASE reads) through ASE, the ``ptyro-simul[ase]``
-extra. A malformed file is refused with the file name, line number and what was expected.
+extra; ``atoms_from_ase(atoms, zone_axis=...)`` for an ``ase.Atoms`` in memory. A malformed
+file is refused with the file name, line number and what was expected.
+
+Any periodic structure, whatever its cell (hexagonal, monoclinic, triclinic), is oriented along
+any zone axis by :func:`orient_lattice`: it searches the shortest lattice vectors u ⟂ v ⟂ w = the
+zone axis and builds that orthorhombic supercell (what ``ptyro_core.Atoms`` holds), with a
+:class:`StructureNote` warning saying what it did (a hexagonal a × a cell becomes a × a√3).
 """
 
 import itertools
 import math
 import re
 import shlex
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,20 @@ import numpy as np
 from ptyro_core import Atoms, PtyroTypeError, PtyroValueError
 from ptyro_simul.elements import atomic_number
 
-__all__ = ["Crystal", "BUILTIN_CRYSTALS", "build_crystal", "read_structure", "atoms_from_ase", "orthorhombic_supercell"]
+__all__ = [
+    "Crystal",
+    "BUILTIN_CRYSTALS",
+    "build_crystal",
+    "read_structure",
+    "atoms_from_ase",
+    "orthorhombic_supercell",
+    "orient_lattice",
+    "StructureNote",
+]
+
+
+class StructureNote(UserWarning):
+    """A structure was changed to fit an orthorhombic cell (made orthogonal, oriented)."""
 
 
 @attrs.frozen
@@ -97,16 +117,17 @@ BUILTIN_CRYSTALS: dict[str, Crystal] = {
 
 
 def orthorhombic_supercell(
-    lattice: Any, fractional: Any, numbers: Any, u: Sequence[int], v: Sequence[int], w: Sequence[int]
+    lattice: Any, fractional: Any, numbers: Any, u: Sequence[int], v: Sequence[int], w: Sequence[int], *, tol: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Atoms of the supercell spanned by integer lattice vectors (u, v, w) (mutually orthogonal),
-    rotated so that u ∥ x, v ∥ y, w ∥ z. Returns (positions (n, 3) Å, numbers (n,), cell)."""
+    """Atoms of the supercell spanned by integer lattice vectors (u, v, w) (mutually orthogonal
+    within ``tol``, relative), rotated so that u ∥ x, v ∥ y, w ∥ z. Returns (positions (n, 3) Å,
+    numbers (n,), cell)."""
     lat = np.asarray(lattice, dtype=np.float64)
     m = np.asarray([u, v, w], dtype=np.int64)
     vecs = m @ lat
     lengths = np.linalg.norm(vecs, axis=1)
     gram = vecs @ vecs.T
-    if np.max(np.abs(gram - np.diag(np.diag(gram)))) > 1e-6 * max(lengths) ** 2:
+    if np.max(np.abs(gram - np.diag(np.diag(gram)))) > tol * max(lengths) ** 2:
         raise PtyroValueError(f"zone axis: the cell vectors {m.tolist()} are not mutually orthogonal")
     det = int(round(abs(np.linalg.det(m))))
     frac = np.asarray(fractional, dtype=np.float64)
@@ -129,6 +150,64 @@ def orthorhombic_supercell(
         raise PtyroValueError(f"zone axis: supercell {m.tolist()} holds {fr.shape[0]} atoms, expected {det * frac.shape[0]}")
     cell = (float(lengths[0]), float(lengths[1]), float(lengths[2]))
     return fr * lengths, nm, cell
+
+
+def orient_lattice(lattice: Any, zone_axis: Sequence[int] = (0, 0, 1), *, max_index: int = 6, tol: float = 1e-4) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Integer lattice vectors (u, v, w) spanning an orthorhombic supercell of ``lattice`` (rows,
+    Å) with w along ``zone_axis`` [u v w] (direction indices), u ⟂ v ⟂ w (cosines below ``tol``),
+    u × v ∥ w, each the shortest such vector with indices up to ``max_index``.
+
+    >>> orient_lattice(((3.16, 0, 0), (-1.58, 2.7368, 0), (0, 0, 6.5)))   # hexagonal [001]
+    ((1, 0, 0), (1, 2, 0), (0, 0, 1))
+    """
+    lat = np.asarray(lattice, np.float64).reshape(3, 3)
+    w = np.asarray([int(i) for i in zone_axis], np.int64)
+    if len(w) != 3 or not np.any(w):
+        raise PtyroValueError(f"zone_axis: expected a non-zero direction [u, v, w], got {list(zone_axis)!r}")
+    w = w // math.gcd(*(abs(int(i)) for i in w))
+    wc = w @ lat
+    rng = range(-max_index, max_index + 1)
+    cand = np.array([n for n in itertools.product(rng, repeat=3) if any(n)], np.int64)
+    cart = cand @ lat
+    length = np.linalg.norm(cart, axis=1)
+    perp = np.abs(cart @ wc) < tol * length * np.linalg.norm(wc)
+    # shortest first; among equals, prefer non-negative indices, then the direction of a (x)
+    along_a = np.round(cart @ lat[0] / (length * np.linalg.norm(lat[0])), 6)
+    order = np.lexsort((-along_a, -(cand >= 0).sum(axis=1), np.round(length, 6)))
+    ok = [i for i in order if perp[i]]
+    if not ok:
+        raise PtyroValueError(f"zone_axis {w.tolist()}: no lattice vector perpendicular to it with indices up to {max_index}; expected a rational zone axis")
+    u = cand[ok[0]]
+    for i in ok[1:]:
+        c = cart[i]
+        if abs(c @ cart[ok[0]]) < tol * length[i] * length[ok[0]]:
+            v = cand[i] if np.cross(cart[ok[0]], c) @ wc > 0 else -cand[i]
+            return tuple(int(x) for x in u), tuple(int(x) for x in v), tuple(int(x) for x in w)
+    raise PtyroValueError(
+        f"zone_axis {w.tolist()}: no two perpendicular lattice vectors across it with indices up to {max_index}; "
+        "expected a zone axis with an orthogonal (rectangular) periodic cell"
+    )
+
+
+def orient_periodic(lattice: Any, fractional: Any, numbers: Any, zone_axis: Sequence[int] = (0, 0, 1), *, what: str = "structure") -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(positions, numbers, cell) of a periodic structure (``lattice`` rows in Å, fractional
+    coordinates) in the orthorhombic supercell along ``zone_axis`` (see :func:`orient_lattice`);
+    a :class:`StructureNote` says what was done unless the cell already is that cell."""
+    lat = np.asarray(lattice, np.float64).reshape(3, 3)
+    u, v, w = orient_lattice(lat, zone_axis)
+    pos, num, cell = orthorhombic_supercell(lat, np.mod(np.asarray(fractional, np.float64), 1.0), numbers, u, v, w, tol=1e-4)
+    already = (u, v, w) == ((1, 0, 0), (0, 1, 0), (0, 0, 1)) and np.allclose(lat, np.diag(np.diag(lat)), atol=1e-6)
+    if not already:
+        angles = [math.degrees(math.acos(np.clip(lat[i] @ lat[j] / np.linalg.norm(lat[i]) / np.linalg.norm(lat[j]), -1, 1))) for i, j in ((1, 2), (0, 2), (0, 1))]
+        warnings.warn(
+            StructureNote(
+                f"{what}: cell a, b, c = {', '.join(f'{x:.4g}' for x in np.linalg.norm(lat, axis=1))} Å, angles {', '.join(f'{x:.4g}' for x in angles)}° "
+                f"oriented along zone axis {list(w)} as the orthorhombic supercell u = {list(u)}, v = {list(v)}, w = {list(w)}: "
+                f"{cell[0]:.4g} × {cell[1]:.4g} × {cell[2]:.4g} Å, {len(num)} atoms"
+            ),
+            stacklevel=3,
+        )
+    return pos, num, cell
 
 
 def build_crystal(
@@ -190,7 +269,7 @@ class _Lines:
         raise PtyroValueError(f"{self.path.name}, line {lineno}: expected {expected}{got_text}")
 
 
-def _parse_lattice(comment: str, f: _Lines) -> tuple[float, float, float] | None:
+def _parse_lattice(comment: str, f: _Lines) -> np.ndarray | None:
     m = re.search(r'Lattice\s*=\s*"([^"]*)"', comment) or re.search(r"Lattice\s*=\s*(\S+)", comment)
     if not m:
         return None
@@ -201,10 +280,9 @@ def _parse_lattice(comment: str, f: _Lines) -> tuple[float, float, float] | None
     if len(vals) != 9:
         f.fail(2, 'Lattice="ax ay az bx by bz cx cy cz" with nine numbers', m.group(1))
     mat = np.asarray(vals).reshape(3, 3)
-    off = mat - np.diag(np.diag(mat))
-    if np.max(np.abs(off)) > 1e-6 or np.any(np.diag(mat) <= 0):
-        f.fail(2, "an orthorhombic Lattice (diagonal, positive; ptyro_core.Atoms has an orthorhombic cell)", m.group(1))
-    return (float(mat[0, 0]), float(mat[1, 1]), float(mat[2, 2]))
+    if abs(np.linalg.det(mat)) < 1e-9:
+        f.fail(2, "a Lattice of three independent vectors", m.group(1))
+    return mat
 
 
 def _parse_properties(comment: str) -> tuple[int, int]:
@@ -224,7 +302,7 @@ def _parse_properties(comment: str) -> tuple[int, int]:
     return species, pos
 
 
-def _read_xyz(path: Path, vacuum: float) -> Atoms:
+def _read_xyz(path: Path, vacuum: float, zone_axis: tuple[int, ...] = (0, 0, 1)) -> Atoms:
     f = _Lines(path)
     if not f.lines:
         f.fail(1, "the number of atoms", "")
@@ -257,41 +335,53 @@ def _read_xyz(path: Path, vacuum: float) -> Atoms:
     if not np.all(np.isfinite(pos)):
         f.fail(3, "finite coordinates")
     if cell is None:
+        if tuple(zone_axis) != (0, 0, 1):
+            raise PtyroValueError(f"{path.name}: zone_axis {list(zone_axis)} needs a periodic cell (an extended-XYZ Lattice=...); expected zone_axis [0, 0, 1]")
         lo = pos.min(axis=0)
         pos = pos - lo + vacuum
         ext = pos.max(axis=0) + vacuum
-        cell = (float(ext[0]), float(ext[1]), float(ext[2]))
-    return Atoms(pos.astype(np.float32), np.asarray(numbers), cell=cell)
-
-
-def atoms_from_ase(ase_atoms: Any) -> Atoms:
-    """:class:`ptyro_core.Atoms` from an ``ase.Atoms`` with an orthorhombic cell (axes along x, y, z)."""
-    cell = np.asarray(ase_atoms.cell, dtype=np.float64).reshape(3, 3)
-    off = cell - np.diag(np.diag(cell))
-    if np.max(np.abs(off)) > 1e-6 or np.any(np.diag(cell) <= 0):
-        raise PtyroValueError(
-            f"cell: expected an orthorhombic cell along x, y, z (ptyro_core.Atoms), got {np.round(cell, 4).tolist()}; "
-            "orient it first (e.g. ase.build.cut / make_supercell)"
-        )
-    pos = np.asarray(ase_atoms.get_positions(), dtype=np.float64)
+        return Atoms(pos.astype(np.float32), np.asarray(numbers), cell=(float(ext[0]), float(ext[1]), float(ext[2])))
     diag = np.diag(cell)
-    pos = np.mod(pos, diag)
-    return Atoms(pos.astype(np.float32), np.asarray(ase_atoms.get_atomic_numbers()), cell=tuple(float(c) for c in diag))
+    if tuple(zone_axis) == (0, 0, 1) and np.allclose(cell, np.diag(diag), atol=1e-6) and np.all(diag > 0):
+        return Atoms(pos.astype(np.float32), np.asarray(numbers), cell=tuple(float(c) for c in diag))
+    frac = np.linalg.solve(cell.T, pos.T).T
+    opos, onum, box = orient_periodic(cell, frac, np.asarray(numbers), zone_axis, what=path.name)
+    return Atoms(opos.astype(np.float32), onum, cell=box)
 
 
-def read_structure(path: Any, *, vacuum: float = 2.0) -> Atoms:
-    """Read a structure file into :class:`ptyro_core.Atoms`.
+def atoms_from_ase(ase_atoms: Any, zone_axis: Sequence[int] = (0, 0, 1), *, what: str = "ase.Atoms") -> Atoms:
+    """:class:`ptyro_core.Atoms` from an ``ase.Atoms``. A periodic cell of any shape (hexagonal,
+    monoclinic, ...) is made the orthorhombic supercell along ``zone_axis`` (with a
+    :class:`StructureNote` saying so); an orthorhombic cell along x, y, z with zone [001] is
+    kept as it is. A cell-less structure (a molecule) is boxed like an XYZ file, along [001]."""
+    cell = np.asarray(ase_atoms.cell, dtype=np.float64).reshape(3, 3)
+    za = tuple(int(i) for i in zone_axis)
+    if abs(np.linalg.det(cell)) < 1e-9:
+        if za != (0, 0, 1):
+            raise PtyroValueError(f"{what}: zone_axis {list(za)} needs a periodic cell; the structure has none (expected a crystal, or zone_axis [0, 0, 1])")
+        pos = np.asarray(ase_atoms.get_positions(), np.float64)
+        pos = pos - pos.min(axis=0) + 2.0
+        return Atoms(pos.astype(np.float32), np.asarray(ase_atoms.get_atomic_numbers()), cell=tuple(float(c) for c in pos.max(axis=0) + 2.0))
+    frac = np.linalg.solve(cell.T, np.asarray(ase_atoms.get_positions(), np.float64).T).T
+    pos, num, box = orient_periodic(cell, frac, np.asarray(ase_atoms.get_atomic_numbers()), za, what=what)
+    return Atoms(pos.astype(np.float32), num, cell=box)
 
-    ``.xyz`` / ``.extxyz``: read natively; an extended-XYZ ``Lattice="..."`` (orthorhombic) gives
-    the cell, otherwise the cell is the atoms' bounding box plus ``vacuum`` Å on every side.
-    Anything else (CIF, POSCAR/CONTCAR, ...) is read with ASE (``pip install ptyro-simul[ase]``);
-    its cell must be orthorhombic.
+
+def read_structure(path: Any, *, vacuum: float = 2.0, zone_axis: Sequence[int] = (0, 0, 1)) -> Atoms:
+    """Read a structure file into :class:`ptyro_core.Atoms`, oriented along ``zone_axis``.
+
+    ``.xyz`` / ``.extxyz``: read natively; an extended-XYZ ``Lattice="..."`` gives the cell,
+    otherwise the cell is the atoms' bounding box plus ``vacuum`` Å on every side (zone [001]
+    only). Anything else (CIF, POSCAR/CONTCAR, ...) is read with ASE (``pip install
+    ptyro-simul[ase]``). A non-orthogonal cell (a hexagonal CIF) or another zone axis gives the
+    orthorhombic supercell along the zone axis (see :func:`atoms_from_ase`).
     """
     p = Path(path)
     if not p.is_file():
         raise PtyroValueError(f"path: no such file {str(p)!r}")
+    za = tuple(int(i) for i in zone_axis)
     if p.suffix.lower() in (".xyz", ".extxyz"):
-        return _read_xyz(p, float(vacuum))
+        return _read_xyz(p, float(vacuum), za)
     try:
         import ase.io
     except ImportError:
@@ -302,4 +392,4 @@ def read_structure(path: Any, *, vacuum: float = 2.0) -> Atoms:
         obj = ase.io.read(str(p))
     except Exception as e:  # ASE raises many types for malformed files
         raise PtyroValueError(f"{p.name}: ASE could not read it as a structure: {e}") from None
-    return atoms_from_ase(obj)
+    return atoms_from_ase(obj, za, what=p.name)

@@ -12,27 +12,40 @@ From a structure file to a reconstruction, as a user runs it:
 Figures live in :mod:`ptyro_workflows.figures` (the only module that imports matplotlib).
 """
 
-from ptyro_workflows.config import load_config, reconstruction_config, simulation_config, to_toml, validate
-from ptyro_workflows.io import (
-    DatasetWriter,
-    file_info,
-    load_dataset,
-    load_images,
-    load_reconstruction,
-    read_file_provenance,
-    save_dataset,
-    save_reconstruction,
-)
-from ptyro_workflows.reconstruct import initial_state, phase_correlation, reconstruct
-from ptyro_workflows.simulate import SimulationResult, simulate
+import sys
+import types
+
+from ptyro_core._lazy import lazy_getattr
+
+# imported on first use (PEP 562): ``import ptyro_workflows`` (and the ``ptyro`` command's
+# --help, info, show) does not import JAX
+_LAZY = {
+    **dict.fromkeys(("load_config", "reconstruction_config", "simulation_config", "to_toml", "validate"), "ptyro_workflows.config"),
+    **dict.fromkeys(
+        ("DatasetWriter", "file_info", "load_dataset", "load_images", "load_reconstruction", "read_file_provenance", "save_dataset", "save_reconstruction"),
+        "ptyro_workflows.io",
+    ),
+    **dict.fromkeys(("initial_state", "phase_correlation", "reconstruct"), "ptyro_workflows.reconstruct"),
+    **dict.fromkeys(("SimulationResult", "simulate"), "ptyro_workflows.simulate"),
+    "run_demo": "ptyro_workflows.demo",
+    "show_file": "ptyro_workflows.show",
+}
 
 
-def run_demo(*args, **kwargs):  # noqa: ANN002, ANN003
-    """``ptyro demo`` as a function; see :func:`ptyro_workflows.demo.run_demo`."""
-    from ptyro_workflows.demo import run_demo as _run
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
-    return _run(*args, **kwargs)
 
+class _Package(types.ModuleType):
+    """The import system binds a submodule as an attribute of its package once imported; the
+    functions named like their modules (``simulate``, ``reconstruct``) stay the functions."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 
@@ -52,6 +65,7 @@ __all__ = [
     "run_demo",
     "save_dataset",
     "save_reconstruction",
+    "show_file",
     "simulate",
     "simulation_config",
     "to_toml",

@@ -1,24 +1,43 @@
 """The ``ptyro`` command: a thin layer over the Python API of :mod:`ptyro_workflows`.
 
-Subcommands: ``demo``, ``simulate``, ``reconstruct``, ``info``, ``plugins``. Every configuration
-key is also a flag (``--help`` lists them with units). Bad input gives one line
+Subcommands: ``demo``, ``simulate``, ``reconstruct``, ``info``, ``show``, ``plugins``. Every
+configuration key is also a flag (``--help`` lists them with units). Bad input gives one line
 ``ptyro: error: ...`` on stderr and exit status 2, and nothing is written.
+
+Start-up is fast: this module and everything ``--help``, ``info`` and ``show`` need import no
+JAX; the subcommands live in :data:`COMMANDS`, a table of name -> ``"module:function"`` (the
+function adds the subparser; its ``func`` default may itself be a ``"module:function"`` string,
+imported only when that subcommand runs). A new subcommand is one line in the table.
 """
 
 import argparse
+import importlib
 import json
 import os
 import re
 import sys
 import tomllib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from ptyro_core import PtyroError
-from ptyro_core.cli import add_plugins_parser
 from ptyro_workflows.config import ABERRATION_KEYS, DESCRIPTIONS, SCHEMA
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: subcommand name -> "module:function" that adds its subparser (in this order in --help).
+#: The module must not import JAX at its top; the handler (``set_defaults(func=...)``) may be
+#: a "module:function" string, resolved when the subcommand runs.
+COMMANDS: dict[str, str] = {
+    "demo": "ptyro_workflows.cli:_add_demo",
+    "simulate": "ptyro_workflows.cli:_add_simulate",
+    "reconstruct": "ptyro_workflows.cli:_add_reconstruct",
+    "info": "ptyro_workflows.cli:_add_info",
+    "show": "ptyro_workflows.cli:_add_show",
+    "live": "ptyro_workflows.live.cli:add_live_parser",
+    "plugins": "ptyro_core.cli:add_plugins_parser",
+}
 
 _SIM_TABLES = ("specimen", "potential", "probe", "scan", "frozen_phonons", "simulation")
 _REC_TABLES = ("probe", "scan", "reconstruction")
@@ -100,6 +119,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
     g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (implies --no-progress)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--no-jax-cache",
+        action="store_true",
+        help="do not use JAX's persistent compilation cache (default: on, in ~/.cache/ptyrodactyl/jax; "
+        "PTYRO_JAX_CACHE=0 switches it off, PTYRO_JAX_CACHE=DIR moves it)",
+    )
     m = p.add_argument_group("multi-host (jax.distributed)")
     m.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 of a multi-process run")
     m.add_argument("--num-processes", type=int, metavar="N", help="number of processes of the run")
@@ -128,6 +153,12 @@ def _kv(text: str) -> tuple[str, Any]:
     return k.strip(), _toml_value(v.strip())
 
 
+def _resolve(spec: str) -> Any:
+    """The object a ``"module:function"`` string names."""
+    mod, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ptyro",
@@ -135,38 +166,46 @@ def build_parser() -> argparse.ArgumentParser:
         "Units: Å, eV, mrad; azimuths in degrees; array axis 0 = x.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    add_plugins_parser(sub)
+    for spec in COMMANDS.values():
+        _resolve(spec)(sub)
+    return parser
 
-    # demo
+
+def _add_demo(sub: Any) -> None:
     d = sub.add_parser("demo", help="simulate a built-in crystal and reconstruct it (no input needed)",
-                       description="Simulate a 4D-STEM dataset of SrTiO3 [001], reconstruct it with single-slice "
-                       "ptychography, and write the dataset, the reconstruction and PNG figures into DIR; print what "
+                       description="Simulate a 4D-STEM dataset of SrTiO3 [001] (2 x 2 unit cells scanned), reconstruct it with "
+                       "single-slice ptychography, and write the dataset, the reconstruction and PNG figures into DIR; print what "
                        "was written and the quality reached (phase correlation with the ground truth σ·ΣV).")
     d.add_argument("--out", default="ptyro-demo", metavar="DIR", help="output directory (default: ./ptyro-demo)")
     d.add_argument("--iterations", type=int, default=None, help="reconstruction iterations (default: the demo's)")
     _add_common(d)
     d.set_defaults(func=_run_demo)
 
-    # simulate
+
+def _add_simulate(sub: Any) -> None:
     s = sub.add_parser("simulate", help="simulate a 4D-STEM dataset from a TOML configuration",
                        description="Simulate a 4D-STEM dataset as CONFIG says (every key also settable as a flag; "
-                       "flags override the file) and write it as an EMD 1.0 HDF5 file (py4DSTEM reads it), "
-                       "batch by batch, with virtual detector images and provenance.")
+                       "flags override the file) and write it as an EMD 1.0 HDF5 file (py4DSTEM reads it as a calibrated "
+                       "DataCube), batch by batch, with virtual detector images and provenance.")
     s.add_argument("config", nargs="?", metavar="CONFIG.toml", help="simulation configuration (default: all defaults)")
     s.add_argument("-o", "--out", metavar="OUT.h5", default="simulation.h5", help="output file (default: simulation.h5)")
     s.add_argument("--detector", action="append", type=_kv, default=[], metavar="NAME=INNER,OUTER",
                    help="annular detector in mrad, e.g. haadf=70,200 (repeatable; [detectors] table)")
     s.add_argument("--pixelated", action=argparse.BooleanOptionalAction, default=None, help="store the 4D data ([detectors] pixelated; default: true)")
+    s.add_argument("--dose", type=float, metavar="E_PER_A2", help="electron dose in e⁻/Å²: Poisson counts stored as integers ([detectors] dose)")
+    s.add_argument("--dose-per-position", type=float, metavar="E", help="electrons per probe position instead ([detectors] dose_per_position)")
     s.add_argument("--simulator-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the simulator ([simulation.options]; repeatable)")
     _add_config_flags(s, _SIM_TABLES)
     _add_common(s)
     s.set_defaults(func=_run_simulate)
 
-    # reconstruct
+
+def _add_reconstruct(sub: Any) -> None:
     r = sub.add_parser("reconstruct", help="reconstruct a 4D-STEM dataset by ptychography",
                        description="Reconstruct DATA (our EMD files, EMD 1.0 files from py4DSTEM, or a .npy 4D array "
                        "(Rx, Ry, Qx, Qy) with calibrations given as flags) and write the object, probe, positions and loss "
-                       "as HDF5 with provenance.")
+                       "as HDF5 with provenance. The optics (energy, aperture, aberrations) not given by --config or flags "
+                       "are taken from DATA's provenance when it has one (one line says so).")
     r.add_argument("data", metavar="DATA", help="dataset: .h5/.emd (EMD 1.0) or .npy")
     r.add_argument("--config", metavar="CONFIG.toml", help="reconstruction configuration ([probe], [scan], [reconstruction])")
     r.add_argument("-o", "--out", metavar="OUT.h5", default="reconstruction.h5", help="output file (default: reconstruction.h5)")
@@ -180,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--algorithm-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the algorithm ([reconstruction.options]; repeatable)")
     cal = r.add_argument_group("calibration of files that lack it (.npy, uncalibrated EMD)")
-    cal.add_argument("--energy", type=float, metavar="EV", help="beam energy in eV (also [probe] energy)")
+    cal.add_argument("--energy", type=_toml_value, metavar="EV", help="beam energy in eV (also [probe] energy)")
     cal.add_argument("--scan-step", type=_toml_value, metavar="A", help="scan step in Å, scalar or [dx, dy] (also [scan] step)")
     cal.add_argument("--sampling", type=_toml_value, metavar="A", help="real-space pixel of the probe grid in Å")
     cal.add_argument("--reciprocal-sampling", type=_toml_value, metavar="1/A", help="detector pixel in Å⁻¹")
@@ -188,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(r)
     r.set_defaults(func=_run_reconstruct)
 
-    # info
+
+def _add_info(sub: Any) -> None:
     i = sub.add_parser("info", help="what a file holds (arrays, shapes, calibrations, provenance)",
                        description="Describe a dataset, reconstruction or .npy file: every array with shape, dtype, units and "
                        "calibrations, and the provenance (configuration, components, versions, seed).")
@@ -196,10 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=_run_info)
 
-    from ptyro_workflows.live.cli import add_live_parser  # argparse only: nothing heavy is imported
 
-    add_live_parser(sub)
-    return parser
+def _add_show(sub: Any) -> None:
+    w = sub.add_parser("show", help="draw the figures of a dataset or reconstruction file (PNG)",
+                       description="Draw what FILE holds as PNG figures into DIR, without code. A dataset: the mean pattern with "
+                       "the detector rings and the band limit, virtual images (BF, ABF, ADF/HAADF, iDPC from the 4D data), CBED "
+                       "patterns at chosen positions. A reconstruction: phase and amplitude per slice, the probe in real and "
+                       "reciprocal space, the loss; with the ground truth in the source dataset, the truth band-limited to what "
+                       "the probe transfers, on the same colour scale, and the correlation.")
+    w.add_argument("file", metavar="FILE")
+    w.add_argument("-o", "--out", metavar="DIR", default=None, help="output directory (default: FILE's name without suffix + '-show')")
+    w.add_argument("--position", action="append", type=_toml_value, default=[], metavar="IX,IY",
+                   help="scan index of a CBED pattern to draw (repeatable; default: the brightest and the darkest ADF position)")
+    w.add_argument("--truth", metavar="DATASET", help="dataset holding the ground truth of a reconstruction (default: its recorded input)")
+    w.add_argument("--overwrite", action="store_true", help="replace existing figures (default: refuse)")
+    w.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    w.set_defaults(func="ptyro_workflows.show:run_show")
 
 
 def _say(args: argparse.Namespace, *lines: str) -> None:
@@ -233,10 +285,19 @@ def _distributed(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+def _start_jax(args: argparse.Namespace, what: str) -> None:
+    """Switch the persistent compilation cache on (unless --no-jax-cache / PTYRO_JAX_CACHE=0)
+    and say that compiling comes first."""
+    from ptyro_workflows.cache import enable_compilation_cache
+
+    where = enable_compilation_cache(enabled=not getattr(args, "no_jax_cache", False))
+    cached = f"compiled programs cached in {where}" if where != "off" else "compilation cache off"
+    _say(args, f"compiling {what} ... (JAX compiles each new array shape once; {cached})")
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
-    from ptyro_workflows.config import load_config, merge
+    from ptyro_workflows.config import load_config, merge, simulation_config
     from ptyro_workflows.io import check_output
-    from ptyro_workflows.simulate import simulate
 
     base = load_config(args.config)
     over = _collect(args)
@@ -244,11 +305,22 @@ def _run_simulate(args: argparse.Namespace) -> int:
         over.setdefault("detectors", {}).update(dict(args.detector))
     if args.pixelated is not None:
         over.setdefault("detectors", {})["pixelated"] = args.pixelated
+    for key in ("dose", "dose_per_position"):
+        if getattr(args, key) is not None:
+            over.setdefault("detectors", {})[key] = getattr(args, key)
+            # a flag replaces the file's dose whichever way the file gave it
+            other = "dose_per_position" if key == "dose" else "dose"
+            if getattr(args, other) is None:
+                (base.get("detectors") or {}).pop(other, None)
     if args.simulator_option:
         over.setdefault("simulation", {})["options"] = {**(base.get("simulation", {}).get("options") or {}), **dict(args.simulator_option)}
     cfg = merge(base, over)
+    simulation_config(cfg)  # every check before anything is imported or compiled
     check_output(args.out, args.overwrite)
     _distributed(args)
+    _start_jax(args, "the potential, the probe and the multislice")
+    from ptyro_workflows.simulate import simulate
+
     res = simulate(cfg, args.out, overwrite=args.overwrite, progress=_progress(args), keep=False, command=["ptyro", *sys.argv[1:]])
     _say(args, f"wrote {res.path}", *(f"  virtual image {k}: mean {v.mean():.4g} (fraction of beam)" for k, v in res.images.items()))
     return 0
@@ -256,9 +328,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
-    from ptyro_workflows.io import check_output, load_dataset, read_file_provenance, save_reconstruction
-    from ptyro_workflows.provenance import make_provenance
-    from ptyro_workflows.reconstruct import components_used, reconstruct
+    from ptyro_workflows.io import check_output, load_dataset, read_file_provenance
+    from ptyro_workflows.reconstruct import optics_from_provenance
 
     base = load_config(args.config)
     over = _collect(args)
@@ -268,11 +339,19 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         over.setdefault("scan", {})["step"] = args.scan_step
     if args.algorithm_option:
         over.setdefault("reconstruction", {})["options"] = {**(base.get("reconstruction", {}).get("options") or {}), **dict(args.algorithm_option)}
-    explicit_energy = (base.get("probe") or {}).get("energy") if args.energy is None else args.energy
+    user = merge(base, over)
+    source = {} if str(args.data).lower().endswith(".npy") else read_file_provenance(args.data)
+    taken, note = optics_from_provenance(user.get("probe") or {}, source, name=os.path.basename(str(args.data)))
+    if taken:
+        user["probe"] = {**taken, **(user.get("probe") or {})}
     # a full simulation config is accepted: its other tables are kept (provenance) but not read
-    cfg = reconstruction_config(merge(base, over))
+    cfg = reconstruction_config(user)
+    explicit_energy = (user.get("probe") or {}).get("energy")
     check_output(args.out, args.overwrite)
+    if note:
+        _say(args, note)
     _distributed(args)
+    _start_jax(args, f"the {cfg['reconstruction']['algorithm']} reconstruction")
     ds = load_dataset(
         args.data,
         energy=explicit_energy,
@@ -283,11 +362,20 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         lazy=args.out_of_core,
     )
     cfg["probe"]["energy"] = ds.energy
+    if args.sampling is None and args.reciprocal_sampling is None and not _has_detector_calibration(args.data):
+        from ptyro_simul.constants import energy2wavelength
+
+        dq = 1.0 / (ds.grid.gpts[0] * ds.grid.sampling[0])
+        _say(args, f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
+             f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)")
+    from ptyro_workflows.cache import cache_record
+    from ptyro_workflows.io import save_reconstruction
+    from ptyro_workflows.provenance import make_provenance
+    from ptyro_workflows.reconstruct import components_used, reconstruct
+
     state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))
-    source = {}
-    if not str(args.data).lower().endswith(".npy"):
-        source = read_file_provenance(args.data)
-    prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra={"input": str(args.data), **({"source": source} if source else {})})
+    extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {})}
+    prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra=extra)
     from ptyro_core.pipeline import is_writer
 
     if is_writer():
@@ -297,6 +385,18 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     loss = np.asarray(state.loss)
     _say(args, f"wrote {args.out}", f"  iterations: {int(np.asarray(state.iteration))}, final loss: {loss[-1]:.4g}" if loss.size else "  (no iterations)")
     return 0
+
+
+def _has_detector_calibration(path: str) -> bool:
+    """Whether the file gives the detector pixel (calibrated Q dims), so none was measured."""
+    if str(path).lower().endswith(".npy"):
+        return False
+    from ptyro_workflows.io import file_info
+
+    for a in file_info(path)["arrays"]:
+        if len(a["shape"]) == 4:
+            return any(d.get("units", "").lower() not in ("", "pixels", "pixel") for d in a.get("dims", [])[2:])
+    return False
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -342,11 +442,20 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ptyro_workflows.demo import run_demo
 
     _distributed(args)
+    _start_jax(args, "the demo's simulation and reconstruction")
     run_demo(args.out, overwrite=args.overwrite, progress=_progress(args), quiet=args.quiet, iterations=args.iterations)
     return 0
 
 
 # --------------------------------------------------------------------------- entry point
+
+
+def _note(message: Any, *_: Any, **__: Any) -> None:
+    """A library warning as one line (the rest with PTYRO_DEBUG=1)."""
+    text = str(message).strip()
+    if not os.environ.get("PTYRO_DEBUG") and "\n" in text:
+        text = text.splitlines()[0] + " (PTYRO_DEBUG=1 shows the details)"
+    print(f"ptyro: note: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,8 +465,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
+    func = _resolve(args.func) if isinstance(args.func, str) else args.func
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            # library warnings (a cell made orthogonal, ...) as one line each
+            warnings.showwarning = _note
+            return int(func(args) or 0)
     except KeyboardInterrupt:
         print("ptyro: interrupted; no output written", file=sys.stderr)
         return 130

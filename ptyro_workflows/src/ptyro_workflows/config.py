@@ -32,6 +32,9 @@ __all__ = [
     "to_toml",
     "merge",
     "aberrations_for_api",
+    "ALIAS_OF",
+    "same_quantity",
+    "annular_detectors",
 ]
 
 #: polar aberration symbols (magnitudes, Å) and azimuths (degrees in configs) up to 5th order,
@@ -41,6 +44,9 @@ _AZIMUTHS = tuple("phi" + s[1:] for s in _MAGNITUDES if s[2] != "0")
 _ALIASES = ("defocus", "Cs", "C5", "astigmatism", "astigmatism_angle", "coma", "coma_angle")
 ABERRATION_KEYS: tuple[str, ...] = _MAGNITUDES + _AZIMUTHS + _ALIASES
 _AZIMUTH_KEYS = frozenset(_AZIMUTHS + ("astigmatism_angle", "coma_angle"))
+#: alias -> the coefficient it names (one physical quantity, two spellings; ``defocus`` = -C10)
+ALIAS_OF: dict[str, str] = {"defocus": "C10", "Cs": "C30", "C5": "C50", "astigmatism": "C12", "astigmatism_angle": "phi12", "coma": "C21", "coma_angle": "phi21"}
+_SPELLINGS: dict[str, tuple[str, str]] = {**{a: (a, c) for a, c in ALIAS_OF.items()}, **{c: (a, c) for a, c in ALIAS_OF.items()}}
 
 _REQUIRED = object()
 
@@ -78,6 +84,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "detectors": {
         "pixelated": True,
+        "dose": None,
+        "dose_per_position": None,
+        "dose_seed": 0,
         # any other key: an annular detector name -> [inner, outer] mrad
     },
     "simulation": {
@@ -108,6 +117,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
 SIMULATION_TABLES = ("specimen", "potential", "probe", "scan", "frozen_phonons", "detectors", "simulation")
 RECONSTRUCTION_TABLES = ("probe", "scan", "reconstruction")
 _FREE_TABLES = {"detectors"}  # extra keys allowed (annular detectors by name)
+
+
+def annular_detectors(detectors: Mapping[str, Any]) -> dict[str, Any]:
+    """The annular detectors of a ``[detectors]`` table (name -> [inner, outer] mrad), without
+    its settings (pixelated, dose, ...)."""
+    return {k: v for k, v in detectors.items() if k not in SCHEMA["detectors"]}
 
 
 def _closest(name: str, known: list[str]) -> str:
@@ -143,15 +158,25 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None) -> dict[str,
         raise PtyroValueError(f"configuration file {str(p)!r} is not a UTF-8 text (TOML) file") from None
 
 
+def same_quantity(key: str) -> tuple[str, ...]:
+    """Every spelling of the physical quantity ``key`` names (``defocus`` -> (defocus, C10))."""
+    return _SPELLINGS.get(key, (key,))
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Tables of ``override`` merged into ``base`` key by key (override wins); None values in
-    ``override`` are skipped (so unset command-line flags keep the file's values)."""
+    ``override`` are skipped (so unset command-line flags keep the file's values). An override
+    replaces the base's value of the same physical quantity whichever spelling either used
+    (``--defocus 30`` over a file's ``C10 = -60`` gives defocus 30, not both)."""
     out = copy.deepcopy(dict(base))
     for table, values in override.items():
         if isinstance(values, Mapping):
             tgt = dict(out.get(table) or {})
             for k, v in values.items():
                 if v is not None:
+                    for other in same_quantity(k):
+                        if other != k and other not in values:
+                            tgt.pop(other, None)
                     tgt[k] = copy.deepcopy(v)
             out[table] = tgt
         elif values is not None:
@@ -218,17 +243,18 @@ def validate(config: Mapping[str, Any], tables: tuple[str, ...] | None = None) -
     out: dict[str, Any] = {}
     for name in allowed:
         out[name] = _check_table(name, config.get(name, {}))
+    _check_values(out)  # only the tables read (a simulation's [detectors] given to a reconstruction is kept as is)
     for name in config:
         if name not in out:
             out[name] = copy.deepcopy(config[name])
-    _check_values(out)
     return out
 
 
 def _check_values(c: dict[str, Any]) -> None:
     if "specimen" in c:
         s = c["specimen"]
-        _string("[specimen] structure", s["structure"])
+        if isinstance(s["structure"], str) or not (hasattr(s["structure"], "get_positions") or hasattr(s["structure"], "numbers")):
+            _string("[specimen] structure (a name or a file; in Python also an ase.Atoms or ptyro_core.Atoms)", s["structure"])
         s["repeat"] = _vector("[specimen] repeat", s["repeat"], 3, positive=True, integer=True)
         s["zone_axis"] = _vector("[specimen] zone_axis", s["zone_axis"], 3, integer=True)
         if all(v == 0 for v in s["zone_axis"]):
@@ -248,7 +274,19 @@ def _check_values(c: dict[str, Any]) -> None:
         p = c["probe"]
         _string("[probe] name", p["name"])
         p["energy"] = _number("[probe] energy (eV)", p["energy"], positive=True)
+        if p["energy"] < 1e3:
+            raise PtyroValueError(f"[probe] energy: {p['energy']:g} eV is below 1 keV; energies are in eV: did you mean {p['energy'] * 1e3:g} eV ({p['energy']:g}e3)?")
         p["semiangle_cutoff"] = _number("[probe] semiangle_cutoff (mrad)", p["semiangle_cutoff"], positive=True)
+        if p["semiangle_cutoff"] < 0.2:
+            raise PtyroValueError(
+                f"[probe] semiangle_cutoff: {p['semiangle_cutoff']:g} mrad looks like radians; semi-angles are in mrad: did you mean {p['semiangle_cutoff'] * 1e3:g} mrad?"
+            )
+        for alias, coeff in ALIAS_OF.items():
+            if alias in p and coeff in p:
+                sign = "-" if alias == "defocus" else ""
+                raise PtyroValueError(
+                    f"[probe]: both {alias} = {p[alias]!r} and {coeff} = {p[coeff]!r} are given; they are one quantity ({alias} = {sign}{coeff}): expected only one of them"
+                )
         for k in ABERRATION_KEYS:
             if k in p:
                 p[k] = _number(f"[probe] {k}", p[k])
@@ -261,6 +299,9 @@ def _check_values(c: dict[str, Any]) -> None:
             s["gpts"] = _vector("[scan] gpts", s["gpts"], 2, positive=True, integer=True)
         if "step" in s:
             s["step"] = _vector("[scan] step (Å)", s["step"], 2, positive=True)
+            if min(s["step"]) < 0.05:
+                nm = [round(v * 10, 6) for v in s["step"]]
+                raise PtyroValueError(f"[scan] step: {s['step']} Å is below 0.05 Å; steps are in Å: did you mean {nm} Å (the value in nm)?")
         s["rotation"] = _number("[scan] rotation (degrees)", s["rotation"])
         if "start" in s and "end" in s and any(e <= a for a, e in zip(s["start"], s["end"])):
             raise PtyroValueError(f"[scan]: expected end > start in x and y, got start={s['start']} end={s['end']}")
@@ -276,9 +317,13 @@ def _check_values(c: dict[str, Any]) -> None:
         d = c["detectors"]
         if not isinstance(d["pixelated"], bool):
             raise PtyroTypeError(f"[detectors] pixelated: expected true or false, got {d['pixelated']!r}")
-        for k, v in d.items():
-            if k == "pixelated":
-                continue
+        if "dose" in d and "dose_per_position" in d:
+            raise PtyroValueError(f"[detectors]: both dose = {d['dose']!r} (e⁻/Å²) and dose_per_position = {d['dose_per_position']!r} (e⁻) are given; expected only one of them")
+        for k in ("dose", "dose_per_position"):
+            if k in d:
+                d[k] = _number(f"[detectors] {k}", d[k], positive=True)
+        d["dose_seed"] = _number("[detectors] dose_seed", d["dose_seed"], nonneg=True, integer=True)
+        for k, v in annular_detectors(d).items():
             rng = _vector(f"[detectors] {k} (annular range [inner, outer] mrad)", v, 2, nonneg=True)
             if rng[1] <= rng[0]:
                 raise PtyroValueError(f"[detectors] {k}: expected inner < outer (mrad), got {v!r}")
@@ -392,9 +437,9 @@ def to_toml(config: Mapping[str, Any]) -> str:
 #: and the configuration reference in docs/configuration.md)
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "specimen": {
-        "structure": "built-in crystal name (SrTiO3, Si, Au, GaAs, MoS2, graphene) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra)",
+        "structure": "built-in crystal name (SrTiO3, Si, Au, GaAs, MoS2, graphene) or a structure file (.xyz, .extxyz; .cif/.vasp with the ase extra; any cell shape); in Python also an ase.Atoms",
         "repeat": "unit cells along x, y, z [nx, ny, nz]",
-        "zone_axis": "crystal direction [u, v, w] along the beam (z)",
+        "zone_axis": "crystal direction [u, v, w] along the beam (z); for a structure file or ase.Atoms of any cell, the orthorhombic supercell along it is built (with a note)",
     },
     "potential": {
         "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",
@@ -431,6 +476,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "detectors": {
         "pixelated": "store the 4D data (true) or only the virtual images (false)",
+        "dose": "electron dose in e⁻/Å² (per scan step area): patterns become seeded Poisson counts stored as integers (default: no noise, fractions of the beam)",
+        "dose_per_position": "electrons per probe position instead of dose (one of the two)",
+        "dose_seed": "random seed of the Poisson counts",
         "<name>": "an annular detector: [inner, outer] in mrad, e.g. haadf = [70, 200] (stored as a virtual image)",
     },
     "simulation": {

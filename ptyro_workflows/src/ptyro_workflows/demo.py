@@ -1,10 +1,12 @@
 """``ptyro demo``: the whole job on an embedded default, no input needed.
 
-Simulates a 4D-STEM dataset of SrTiO3 [001] (3 x 3 x 2 unit cells, 64 x 64 patterns, 16 x 16
-scan over the central unit cell, 200 keV, 20 mrad), reconstructs it with single-slice
-ptychography, and writes into the output directory the dataset, the reconstruction, the two
-configurations (so each step can be rerun with ``ptyro simulate`` / ``ptyro reconstruct``) and
-PNG figures; prints what it wrote and the phase correlation with the ground truth σ·ΣV.
+Simulates a 4D-STEM dataset of SrTiO3 [001] (a 4 x 4 x 2 unit-cell slab on a 0.061 Å grid, so
+that the patterns reach 137 mrad and an HAADF detector is possible; each probe propagated in a
+96 x 96 window; a 16 x 16 scan over 2 x 2 unit cells; 200 keV, 20 mrad, 30 Å defocus),
+reconstructs it with single-slice ptychography, and writes into the output directory the
+dataset, the reconstruction, the two configurations (so each step can be rerun with
+``ptyro simulate`` / ``ptyro reconstruct``) and the figures of ``ptyro show`` for both files;
+prints what it wrote and the phase correlation with the ground truth σ·ΣV.
 """
 
 import copy
@@ -22,43 +24,45 @@ __all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo"]
 _A = 3.905  # SrTiO3 lattice parameter, Å
 
 DEMO_SIMULATION: dict[str, Any] = {
-    "specimen": {"structure": "SrTiO3", "repeat": [3, 3, 2], "zone_axis": [0, 0, 1]},
-    "potential": {"parametrization": "kirkland", "gpts": [64, 64], "slice_thickness": _A / 2, "projection": "infinite"},
-    "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -30.0},
-    "scan": {"start": [_A, _A], "end": [2 * _A, 2 * _A], "gpts": [16, 16]},
+    "specimen": {"structure": "SrTiO3", "repeat": [4, 4, 2], "zone_axis": [0, 0, 1]},
+    # 256 px over 4a = 15.62 Å: 0.061 Å pixels, band limit λ/(3·dx) = 137 mrad at 200 keV
+    "potential": {"parametrization": "kirkland", "gpts": [256, 256], "slice_thickness": _A / 2, "projection": "infinite"},
+    "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "defocus": 30.0},
+    "scan": {"start": [_A, _A], "end": [3 * _A, 3 * _A], "gpts": [16, 16]},
     "frozen_phonons": {"configurations": 1, "sigmas": 0.0, "seed": 0},
-    "detectors": {"pixelated": True, "bf": [0.0, 20.0], "adf": [25.0, 45.0]},
-    "simulation": {"simulator": "multislice", "propagator": "fresnel", "batch_size": 64},
+    "detectors": {"pixelated": True, "bf": [0.0, 10.0], "abf": [10.0, 20.0], "adf": [25.0, 60.0], "haadf": [70.0, 130.0]},
+    "simulation": {"simulator": "multislice", "propagator": "fresnel", "batch_size": 64, "options": {"window": [96, 96]}},
 }
 
 DEMO_RECONSTRUCTION: dict[str, Any] = {
-    "probe": {"semiangle_cutoff": 20.0, "C10": -30.0},
+    "probe": {"semiangle_cutoff": 20.0, "defocus": 30.0},
     "reconstruction": {"algorithm": "single_slice", "loss": "amplitude", "optimizer": "adam", "iterations": 20, "batch_size": 32, "seed": 0},
 }
 
 #: file name -> what it shows
 DEMO_FILES: dict[str, str] = {
-    "dataset.h5": "simulated 4D-STEM dataset (EMD 1.0) with virtual images and provenance",
+    "dataset.h5": "simulated 4D-STEM dataset (EMD 1.0; py4DSTEM reads a calibrated DataCube) with virtual images and provenance",
     "reconstruction.h5": "reconstructed object, probe, positions, loss (HDF5) with provenance",
     "simulation.toml": "configuration of the simulation (ptyro simulate simulation.toml)",
     "reconstruction.toml": "configuration of the reconstruction (ptyro reconstruct dataset.h5 --config reconstruction.toml)",
-    "projected_potential.png": "ground-truth projected potential ΣV (V·Å) with the scanned area",
-    "mean_diffraction.png": "mean diffraction pattern (log scale, mrad) with the detector ranges",
-    "virtual_images.png": "virtual bright-field and annular dark-field images",
-    "phase.png": "reconstructed phase beside the ground truth σ·ΣV over the scanned area",
-    "probe.png": "reconstructed probe: intensity and phase",
+    "potential.png": "ground-truth projected potential ΣV (V·Å) with the scanned area (2 x 2 unit cells)",
+    "mean_diffraction.png": "mean diffraction pattern (log, mrad) with the BF/ABF/ADF/HAADF annuli, aperture and band limit",
+    "virtual_images.png": "virtual BF, ABF, ADF, HAADF and iDPC images from the 4D data, CBED positions marked",
+    "cbed.png": "CBED patterns on a Sr column and between columns (one log scale)",
+    "phase.png": "reconstructed phase beside the truth σ·ΣV band-limited to the probe's transfer (2α), one colour scale",
+    "object.png": "reconstructed object phase and amplitude over the whole field",
+    "probe.png": "reconstructed probe: intensity and phase, and its amplitude in reciprocal space",
     "loss.png": "loss per iteration",
 }
 
 
 def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None) -> dict[str, Any]:
     """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
-    from ptyro_simul.constants import energy2sigma
-
-    from ptyro_workflows import figures
+    from ptyro_workflows.cache import cache_record
     from ptyro_workflows.io import save_reconstruction
+    from ptyro_workflows.show import dataset_figures, reconstruction_figures
     from ptyro_workflows.provenance import make_provenance
-    from ptyro_workflows.reconstruct import components_used, phase_correlation, reconstruct
+    from ptyro_workflows.reconstruct import components_used, reconstruct
     from ptyro_workflows.config import reconstruction_config
     from ptyro_workflows.simulate import simulate
 
@@ -81,7 +85,9 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
             raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
         rec_cfg["reconstruction"]["iterations"] = int(iterations)
     t0 = time.perf_counter()
-    say(f"ptyro demo: SrTiO3 [001], {sim_cfg['specimen']['repeat']} cells, {sim_cfg['potential']['gpts']} patterns, "
+    sp, rep = sim_cfg["potential"]["gpts"], sim_cfg["specimen"]["repeat"]
+    window = (sim_cfg["simulation"].get("options") or {}).get("window") or sp
+    say(f"ptyro demo: SrTiO3 [001], {rep} cells on {sp[0]} x {sp[1]} px ({rep[0] * _A / sp[0]:.3f} Å), {list(window)} patterns, "
         f"{sim_cfg['scan']['gpts']} scan, {sim_cfg['probe']['energy'] / 1e3:g} keV, {sim_cfg['probe']['semiangle_cutoff']:g} mrad")
     sim = simulate(sim_cfg, outdir / "dataset.h5", overwrite=True, progress=progress, keep=True, command=["ptyro", "demo"])
     t_sim = time.perf_counter() - t0
@@ -94,59 +100,35 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)
     cfg_r["probe"]["energy"] = ds.energy
-    prov = make_provenance("reconstruction", cfg_r, components_used(cfg_r), int(cfg_r["reconstruction"]["seed"]), command=["ptyro", "demo"], extra={"input": str(outdir / "dataset.h5"), "source": sim.provenance})
+    prov = make_provenance(
+        "reconstruction", cfg_r, components_used(cfg_r), int(cfg_r["reconstruction"]["seed"]), command=["ptyro", "demo"],
+        extra={"input": str(outdir / "dataset.h5"), **cache_record(), "source": sim.provenance},
+    )
     save_reconstruction(outdir / "reconstruction.h5", state, provenance=prov, overwrite=True)
     (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
 
-    # quality: phase correlation over the scanned area
-    grid = ds.grid
-    sigma = energy2sigma(ds.energy)
-    truth = sigma * sim.projected_potential
-    corr = phase_correlation(state, ds.positions, truth, grid.sampling)
-    # the phase maps over the scanned area, for the figure
-    pos = np.asarray(ds.positions, np.float64)
-    offset = np.mean(np.asarray(state.positions, np.float64) - pos, axis=0)
-    lo, hi = pos.min(axis=0), pos.max(axis=0)
-    d = state.sampling
-    i0 = np.round((lo + offset) / d).astype(int)
-    i1 = np.round((hi + offset) / d).astype(int) + 1
-    rec_phase = np.sum(np.angle(np.asarray(state.object)), axis=0)[i0[0] : i1[0], i0[1] : i1[1]]
-    j0 = np.round(lo / grid.sampling).astype(int)
-    tx = np.arange(j0[0], j0[0] + rec_phase.shape[0]) % truth.shape[0]
-    ty = np.arange(j0[1], j0[1] + rec_phase.shape[1]) % truth.shape[1]
-    truth_area = truth[np.ix_(tx, ty)]
-
-    # figures
-    dets = {k: v for k, v in sim.config["detectors"].items() if k != "pixelated"}
-    from ptyro_simul.constants import energy2wavelength
-
-    lam = energy2wavelength(ds.energy)
-    mrad = (grid.reciprocal_sampling[0] * lam * 1e3, grid.reciprocal_sampling[1] * lam * 1e3)
-    step = (float(pos[ds.scan_shape[1], 0] - pos[0, 0]), float(pos[1, 1] - pos[0, 1]))
-    written = [
-        figures.plot_projected_potential(outdir / "projected_potential.png", sim.projected_potential, grid.sampling, scan_box=(tuple(lo), tuple(hi + np.asarray(step)))),
-        figures.plot_mean_diffraction(outdir / "mean_diffraction.png", np.asarray(ds.array).mean(axis=(0, 1)), mrad, semiangle_cutoff=sim.config["probe"]["semiangle_cutoff"], detectors=dets),
-        figures.plot_virtual_images(outdir / "virtual_images.png", sim.images, step, (float(lo[0]), float(lo[1])), detectors=dets),
-        figures.plot_phase_comparison(outdir / "phase.png", rec_phase, truth_area, d, correlation=corr, origin=(float(lo[0]), float(lo[1]))),
-        figures.plot_probe(outdir / "probe.png", np.asarray(state.probe), d),
-        figures.plot_loss(outdir / "loss.png", np.asarray(state.loss), name=cfg_r["reconstruction"]["loss"]),
-    ]
+    t2 = time.perf_counter()
+    shown = dataset_figures(outdir / "dataset.h5", outdir, overwrite=True)
+    rec = reconstruction_figures(outdir / "reconstruction.h5", outdir, truth=outdir / "dataset.h5", overwrite=True)
+    t_fig = time.perf_counter() - t2
     total = time.perf_counter() - t0
     loss = np.asarray(state.loss)
-    say(f"simulated {len(pos)} patterns in {t_sim:.1f} s; reconstructed ({cfg_r['reconstruction']['algorithm']}, "
-        f"{int(np.asarray(state.iteration))} iterations) in {t_rec:.1f} s")
+    say(f"simulated {ds.scan_shape[0] * ds.scan_shape[1]} patterns in {t_sim:.1f} s; reconstructed ({cfg_r['reconstruction']['algorithm']}, "
+        f"{int(np.asarray(state.iteration))} iterations) in {t_rec:.1f} s; figures in {t_fig:.1f} s")
+    for line in shown["lines"]:
+        say(line)
     say(f"wrote into {outdir}/:")
     for name, what in DEMO_FILES.items():
-        say(f"  {name:<24} {what}")
-    say(f"quality: phase correlation with the ground truth σ·ΣV over the scanned area: {corr:.3f}")
-    if loss.size:
-        say(f"         loss {loss[0]:.3g} -> {loss[-1]:.3g} ({cfg_r['reconstruction']['loss']})")
+        say(f"  {name:<20} {what}")
+    for line in rec["lines"]:
+        say(line)
     say(f"total {total:.1f} s")
     return {
         "out": outdir,
         "files": [outdir / n for n in DEMO_FILES],
-        "figures": written,
-        "correlation": corr,
+        "figures": shown["files"] + rec["files"],
+        "correlation": rec["correlation"],
+        "correlation_unfiltered": rec["correlation_unfiltered"],
         "loss": loss,
         "time_simulation": t_sim,
         "time_reconstruction": t_rec,

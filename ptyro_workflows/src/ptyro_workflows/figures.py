@@ -1,11 +1,14 @@
 """PNG figures a microscopist looks at first. The only module that imports matplotlib, and it
 uses the Agg canvas directly (no global backend switch).
 
+Every function draws from plain arrays (no JAX) and returns the matplotlib ``Figure`` (which a
+notebook shows inline); with a ``path`` it is also saved there as PNG.
+
 Orientation: every real-space image is drawn with x to the right and y up (``array.T``,
 ``origin="lower"``), axes labelled in Å; diffraction patterns in mrad.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,115 +17,177 @@ import numpy as np
 __all__ = [
     "plot_projected_potential",
     "plot_mean_diffraction",
-    "plot_virtual_images",
+    "plot_images",
+    "plot_cbed",
     "plot_phase_comparison",
     "plot_probe",
     "plot_loss",
 ]
 
+_RING_COLOURS = ("cyan", "lime", "yellow", "magenta", "orange", "white")
 
-def _figure(ncols: int = 1, width: float = 4.6, height: float = 4.0) -> tuple[Any, list[Any]]:
+
+def _figure(ncols: int = 1, width: float = 4.6, height: float = 4.0, nrows: int = 1) -> tuple[Any, list[Any]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * ncols, height), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(ncols * nrows)]
     return fig, axes
 
 
-def _save(fig: Any, path: Path) -> Path:
-    path = Path(path)
-    fig.savefig(path)
-    return path
+def _done(fig: Any, path: Path | str | None) -> Any:
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig
 
 
-def _image(fig: Any, ax: Any, img: np.ndarray, extent: list[float], title: str, cbar: str, *, cmap: str = "viridis", xlabel: str = "x (Å)", ylabel: str = "y (Å)", **kw: Any) -> Any:
+def _image(fig: Any, ax: Any, img: np.ndarray, extent: list[float], title: str, cbar: str | None, *, cmap: str = "viridis", xlabel: str = "x (Å)", ylabel: str = "y (Å)", **kw: Any) -> Any:
     im = ax.imshow(np.asarray(img).T, origin="lower", extent=extent, cmap=cmap, interpolation="nearest", **kw)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.colorbar(im, ax=ax, label=cbar, shrink=0.85)
+    if cbar is not None:
+        fig.colorbar(im, ax=ax, label=cbar, shrink=0.8, fraction=0.05, pad=0.02)
     return im
 
 
-def _extent(shape: tuple[int, ...], sampling: tuple[float, float], origin: tuple[float, float] = (0.0, 0.0)) -> list[float]:
-    return [origin[0], origin[0] + shape[0] * sampling[0], origin[1], origin[1] + shape[1] * sampling[1]]
+def _extent(shape: tuple[int, ...], sampling: Sequence[float], origin: Sequence[float] = (0.0, 0.0)) -> list[float]:
+    """Pixel edges: pixel i covers [origin + (i - 1/2) d, origin + (i + 1/2) d]."""
+    return [origin[0] - sampling[0] / 2, origin[0] + (shape[0] - 0.5) * sampling[0], origin[1] - sampling[1] / 2, origin[1] + (shape[1] - 0.5) * sampling[1]]
 
 
-def plot_projected_potential(path: Path, projected: np.ndarray, sampling: tuple[float, float], *, scan_box: tuple[Any, Any] | None = None, title: str = "Projected potential ΣV") -> Path:
-    """ΣV (V·Å) over the cell, with the scanned area outlined."""
+def _centred_extent(shape: tuple[int, ...], step: Sequence[float]) -> list[float]:
+    nx, ny = shape[:2]
+    return [-(nx // 2 + 0.5) * step[0], (nx - nx // 2 - 0.5) * step[0], -(ny // 2 + 0.5) * step[1], (ny - ny // 2 - 0.5) * step[1]]
+
+
+def plot_projected_potential(path: Path | str | None, projected: np.ndarray, sampling: Sequence[float], *, scan_box: tuple[Any, Any] | None = None, clip_percentile: float = 99.0, title: str = "Projected potential ΣV") -> Any:
+    """ΣV (V·Å) over the cell, with the scanned area outlined. The colour scale stops at the
+    ``clip_percentile``-th percentile, so that the single-pixel peaks of the atom cores (which
+    depend on where a nucleus falls within its pixel) do not make equal columns look unequal."""
     fig, (ax,) = _figure()
-    _image(fig, ax, projected, _extent(projected.shape, sampling), title, "V·Å", cmap="magma")
+    vmax = float(np.percentile(projected, clip_percentile))
+    _image(fig, ax, projected, _extent(projected.shape, sampling), title, f"V·Å (clipped at the {clip_percentile:g}th percentile)", cmap="magma", vmin=float(np.min(projected)), vmax=vmax)
     if scan_box is not None:
         from matplotlib.patches import Rectangle
 
         (x0, y0), (x1, y1) = scan_box
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", lw=1.2, label="scanned area"))
         ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return _done(fig, path)
 
 
-def plot_mean_diffraction(path: Path, mean_pattern: np.ndarray, mrad_per_pixel: tuple[float, float], *, semiangle_cutoff: float | None = None, detectors: Mapping[str, Any] | None = None) -> Path:
-    """The mean diffraction pattern on a log scale, in mrad, with the detector ranges drawn."""
+def plot_mean_diffraction(
+    path: Path | str | None,
+    mean_pattern: np.ndarray,
+    mrad_per_pixel: Sequence[float],
+    *,
+    semiangle_cutoff: float | None = None,
+    detectors: Mapping[str, Sequence[float]] | None = None,
+    band_limit: float | None = None,
+) -> Any:
+    """The mean diffraction pattern on a log scale, in mrad, with the detector ranges as filled
+    annuli (so a detector that ends at the aperture edge stays visible), the aperture edge and
+    the band limit of the simulation grid."""
+    from matplotlib.patches import Circle, Wedge
+
+    fig, (ax,) = _figure(width=5.6, height=5.4)
+    floor = max(float(mean_pattern.max()) * 1e-6, 1e-12)
+    _image(fig, ax, np.log10(np.maximum(mean_pattern, floor)), _centred_extent(mean_pattern.shape, mrad_per_pixel), "Mean diffraction pattern", "log₁₀ intensity", cmap="gray", xlabel="θx (mrad)", ylabel="θy (mrad)")
+    for (name, rng), c in zip((detectors or {}).items(), _RING_COLOURS):
+        inner, outer = float(rng[0]), float(rng[1])
+        ax.add_patch(Wedge((0, 0), outer, 0, 360, width=outer - inner, facecolor=c, alpha=0.07, edgecolor="none"))
+        for r in (inner, outer):
+            if r > 0:
+                ax.add_patch(Circle((0, 0), r, fill=False, color=c, lw=1.0, ls="--"))
+        ax.plot([], [], color=c, ls="--", label=f"{name} {inner:g}–{outer:g} mrad")
+    if semiangle_cutoff:
+        ax.add_patch(Circle((0, 0), semiangle_cutoff, fill=False, color="white", lw=0.8, ls=":", label=f"aperture {semiangle_cutoff:g} mrad"))
+    if band_limit:
+        ax.add_patch(Circle((0, 0), band_limit, fill=False, color="red", lw=1.0, label=f"band limit {band_limit:.0f} mrad (2/3 Nyquist)"))
+    if detectors or semiangle_cutoff or band_limit:
+        fig.legend(loc="outside lower center", ncols=3, fontsize=7, facecolor="0.25", labelcolor="white", framealpha=1.0)
+    return _done(fig, path)
+
+
+def plot_images(path: Path | str | None, images: Mapping[str, tuple[np.ndarray, str, str]], step: Sequence[float], origin: Sequence[float] = (0.0, 0.0), *, marks: Mapping[str, Sequence[float]] | None = None, ncols: int | None = None, cmap: str = "gray") -> Any:
+    """Images side by side (``{title: (image, colour-bar label, colour map or "")}``), axes in
+    Å; ``marks`` ({label: (x, y) Å}) are drawn on every panel."""
+    n = max(1, len(images))
+    ncols = ncols or (n if n <= 3 else 3)
+    nrows = -(-n // ncols)
+    fig, axes = _figure(ncols, width=3.9, height=3.4, nrows=nrows)
+    for k, (ax, (title, (img, label, cm))) in enumerate(zip(axes, images.items())):
+        img = np.asarray(img)
+        _image(fig, ax, img, _extent(img.shape, step, origin), title, label, cmap=cm or cmap)
+        for (name, (x, y)), c in zip((marks or {}).items(), ("red", "deepskyblue", "lime", "yellow")):
+            ax.plot([x], [y], ls="none", marker="o", mfc="none", mec=c, ms=10, mew=1.8, label=f"CBED {name}" if k == 0 else None)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if marks:
+        fig.legend(loc="outside lower center", ncols=len(marks), fontsize=8)
+    return _done(fig, path)
+
+
+def plot_cbed(path: Path | str | None, patterns: Mapping[str, np.ndarray], mrad_per_pixel: Sequence[float], *, semiangle_cutoff: float | None = None) -> Any:
+    """Single diffraction patterns (CBED) side by side, log scale, one colour scale."""
     from matplotlib.patches import Circle
 
-    fig, (ax,) = _figure()
-    nx, ny = mean_pattern.shape
-    ext = [-(nx // 2) * mrad_per_pixel[0], (nx - nx // 2) * mrad_per_pixel[0], -(ny // 2) * mrad_per_pixel[1], (ny - ny // 2) * mrad_per_pixel[1]]
-    floor = max(float(mean_pattern.max()) * 1e-6, 1e-12)
-    _image(fig, ax, np.log10(np.maximum(mean_pattern, floor)), ext, "Mean diffraction pattern", "log₁₀ intensity (fraction of beam)", cmap="inferno", xlabel="θx (mrad)", ylabel="θy (mrad)")
-    colors = iter(["cyan", "lime", "white", "yellow", "magenta"])
-    for name, rng in (detectors or {}).items():
-        c = next(colors, "white")
-        for r in rng:
-            ax.add_patch(Circle((0, 0), r, fill=False, color=c, lw=0.8, ls="--"))
-        ax.plot([], [], color=c, ls="--", label=f"{name} {rng[0]:g}–{rng[1]:g} mrad")
-    if semiangle_cutoff:
-        ax.add_patch(Circle((0, 0), semiangle_cutoff, fill=False, color="white", lw=0.6))
-    if detectors:
-        ax.legend(loc="upper right", fontsize=7)
-    return _save(fig, path)
+    fig, axes = _figure(max(1, len(patterns)), width=4.2, height=3.8)
+    top = max(float(np.max(p)) for p in patterns.values())
+    floor = max(top * 1e-5, 1e-12)
+    for ax, (title, p) in zip(axes, patterns.items()):
+        _image(fig, ax, np.log10(np.maximum(p, floor)), _centred_extent(p.shape, mrad_per_pixel), title, "log₁₀ intensity", cmap="inferno", xlabel="θx (mrad)", ylabel="θy (mrad)", vmin=np.log10(floor), vmax=np.log10(top))
+        if semiangle_cutoff:
+            ax.add_patch(Circle((0, 0), semiangle_cutoff, fill=False, color="white", lw=0.6, ls=":"))
+    return _done(fig, path)
 
 
-def plot_virtual_images(path: Path, images: Mapping[str, np.ndarray], scan_step: tuple[float, float], scan_origin: tuple[float, float] = (0.0, 0.0), *, detectors: Mapping[str, Any] | None = None) -> Path:
-    """The virtual detector images side by side, axes in Å."""
-    names = list(images)
-    fig, axes = _figure(max(1, len(names)))
-    for ax, name in zip(axes, names):
-        img = np.asarray(images[name])
-        rng = (detectors or {}).get(name)
-        title = f"Virtual {name.upper()}" + (f" ({rng[0]:g}–{rng[1]:g} mrad)" if rng is not None else "")
-        _image(fig, ax, img, _extent(img.shape, scan_step, scan_origin), title, "fraction of beam", cmap="gray")
-    return _save(fig, path)
-
-
-def plot_phase_comparison(path: Path, reconstructed: np.ndarray, truth: np.ndarray, sampling: tuple[float, float], *, correlation: float | None = None, origin: tuple[float, float] = (0.0, 0.0)) -> Path:
-    """Reconstructed object phase beside the ground truth σ·ΣV over the same area (radians)."""
+def plot_phase_comparison(path: Path | str | None, reconstructed: np.ndarray, truth: np.ndarray, sampling: Sequence[float], *, correlation: float | None = None, origin: Sequence[float] = (0.0, 0.0), truth_title: str = "Ground truth σ·ΣV") -> Any:
+    """Reconstructed object phase beside the ground truth over the same area, mean removed, on
+    one colour scale (so equal contrast looks equal)."""
     fig, axes = _figure(2)
-    rec = np.asarray(reconstructed) - float(np.mean(reconstructed))
-    tru = np.asarray(truth) - float(np.mean(truth))
+    rec = np.asarray(reconstructed, np.float64) - float(np.mean(reconstructed))
+    tru = np.asarray(truth, np.float64) - float(np.mean(truth))
+    lo = float(min(np.percentile(rec, 0.5), np.percentile(tru, 0.5)))
+    hi = float(max(np.percentile(rec, 99.5), np.percentile(tru, 99.5)))
     ext = _extent(rec.shape, sampling, origin)
-    _image(fig, axes[0], rec, ext, "Reconstructed phase" + (f" (r = {correlation:.3f})" if correlation is not None else ""), "phase (rad, mean removed)", cmap="magma")
-    _image(fig, axes[1], tru, ext, "Ground truth σ·ΣV", "phase (rad, mean removed)", cmap="magma")
-    return _save(fig, path)
+    title = "Reconstructed phase" + (f" (r = {correlation:.3f})" if correlation is not None else "")
+    _image(fig, axes[0], rec, ext, title, None, cmap="magma", vmin=lo, vmax=hi)
+    im = _image(fig, axes[1], tru, ext, truth_title, None, cmap="magma", vmin=lo, vmax=hi)
+    fig.colorbar(im, ax=axes, label="phase (rad, mean removed; one scale)", shrink=0.85)
+    return _done(fig, path)
 
 
-def plot_probe(path: Path, probe: np.ndarray, sampling: tuple[float, float]) -> Path:
-    """The reconstructed probe (first mode): intensity and phase in real space."""
+def plot_probe(path: Path | str | None, probe: np.ndarray, sampling: Sequence[float], *, mrad_per_pixel: Sequence[float] | None = None, semiangle_cutoff: float | None = None) -> Any:
+    """The probe (first mode): intensity and phase in real space, amplitude in reciprocal
+    space (mrad when ``mrad_per_pixel`` is given, else pixels; zoomed to 2.5 α with the
+    aperture edge dotted when ``semiangle_cutoff`` is given)."""
     p = np.asarray(probe)
     p = p[0] if p.ndim == 3 else p
-    fig, axes = _figure(2)
-    nx, ny = p.shape
-    ext = [-(nx // 2) * sampling[0], (nx - nx // 2) * sampling[0], -(ny // 2) * sampling[1], (ny - ny // 2) * sampling[1]]
+    fig, axes = _figure(3, width=4.0)
+    ext = _centred_extent(p.shape, sampling)
     _image(fig, axes[0], np.abs(p) ** 2, ext, "Probe intensity |ψ|²", "fraction of beam per pixel", cmap="magma")
     amp = np.abs(p)
     phase = np.where(amp > 0.05 * amp.max(), np.angle(p), np.nan)
-    _image(fig, axes[1], phase, ext, "Probe phase (where |ψ| > 5% of max)", "rad", cmap="twilight", vmin=-np.pi, vmax=np.pi)
-    return _save(fig, path)
+    _image(fig, axes[1], phase, ext, "Probe phase (|ψ| > 5% of max)", "rad", cmap="twilight", vmin=-np.pi, vmax=np.pi)
+    fourier = np.abs(np.fft.fftshift(np.fft.fft2(p, norm="ortho")))
+    step = mrad_per_pixel or (1.0, 1.0)
+    unit = "mrad" if mrad_per_pixel else "pixels"
+    _image(fig, axes[2], fourier, _centred_extent(p.shape, step), "Probe in reciprocal space |ψ̃|", "amplitude", cmap="magma", xlabel=f"θx ({unit})", ylabel=f"θy ({unit})")
+    if semiangle_cutoff and mrad_per_pixel:
+        from matplotlib.patches import Circle
+
+        lim = 2.5 * semiangle_cutoff
+        axes[2].set_xlim(-lim, lim)
+        axes[2].set_ylim(-lim, lim)
+        axes[2].add_patch(Circle((0, 0), semiangle_cutoff, fill=False, color="cyan", lw=0.8, ls=":"))
+    return _done(fig, path)
 
 
-def plot_loss(path: Path, loss: np.ndarray, *, name: str = "loss") -> Path:
+def plot_loss(path: Path | str | None, loss: np.ndarray, *, name: str = "loss") -> Any:
     """The loss per iteration (log scale)."""
     fig, (ax,) = _figure(width=5.0, height=3.6)
     v = np.asarray(loss, np.float64)
@@ -136,4 +201,4 @@ def plot_loss(path: Path, loss: np.ndarray, *, name: str = "loss") -> Path:
     ax.set_ylabel(f"{name} loss (mean per pattern)")
     ax.set_title("Reconstruction convergence")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _done(fig, path)

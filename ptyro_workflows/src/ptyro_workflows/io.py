@@ -5,7 +5,11 @@ Dataset layout (EMD 1.0, one root group ``ptyrodactyl``)::
 
     /                              attrs emd_group_type="file", version_major=1, version_minor=0
     /ptyrodactyl                   emd root (emd_group_type="root")
-    /ptyrodactyl/datacube          emd Array: data (Rx, Ry, Qx, Qy) float32, chunked per pattern,
+    /ptyrodactyl                   metadatabundle/calibration: py4DSTEM's Calibration (R/Q pixel
+                                   sizes and units, beam_energy eV) linked to the datacube, so
+                                   py4DSTEM.read gives a calibrated DataCube
+    /ptyrodactyl/datacube          emd Array of python_class DataCube: data (Rx, Ry, Qx, Qy)
+                                   float32 (uint32 counts with a dose), chunked per pattern,
                                    dim0..dim3 named Rx, Ry, Qx, Qy with calibrations (units "A"
                                    = Å for R, "A^-1" = Å⁻¹ for Q, as py4DSTEM writes them),
                                    metadatabundle/calibration (energy eV, pixel sizes, ...)
@@ -28,18 +32,23 @@ the end, so an interrupted or failed run leaves no half-written output; an exist
 replaced only with ``overwrite=True``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from ptyro_core import Dataset4D, Grid, PtyroTypeError, PtyroValueError, ReconState
+from ptyro_core import PtyroTypeError, PtyroValueError
+
+if TYPE_CHECKING:  # imported where used: reading a file's description (ptyro info) imports no JAX
+    from ptyro_core import Dataset4D, Grid, ReconState
 from ptyro_workflows.provenance import read_provenance, write_provenance
 
 __all__ = [
@@ -131,14 +140,20 @@ def _emd_dims(g: h5py.Group, dims: list[tuple[str, str, Any]]) -> None:
         d.attrs["units"] = str(units)
 
 
-def _emd_metadata(g: h5py.Group, name: str, values: Mapping[str, Any]) -> None:
+def _emd_metadata(g: h5py.Group, name: str, values: Mapping[str, Any], python_class: str = "Metadata") -> None:
     bundle = g.require_group("metadatabundle")
     bundle.attrs["emd_group_type"] = "metadatabundle"
     m = bundle.create_group(name)
     m.attrs["emd_group_type"] = "metadata"
-    m.attrs["python_class"] = "Metadata"
+    m.attrs["python_class"] = python_class
     for k, v in values.items():
-        if isinstance(v, str):
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            lst = m.create_group(k)  # emdfile's list of strings
+            lst.attrs["type"] = b"list_of_strings"
+            lst.attrs["length"] = len(v)
+            for i, x in enumerate(v):
+                lst.create_dataset(str(i), data=x.encode("utf-8"))
+        elif isinstance(v, str):
             d = m.create_dataset(k, data=v.encode("utf-8"))
             d.attrs["type"] = b"string"
         elif isinstance(v, bool):
@@ -152,10 +167,12 @@ def _emd_metadata(g: h5py.Group, name: str, values: Mapping[str, Any]) -> None:
             d.attrs["type"] = b"array"
 
 
-def write_emd_array(parent: h5py.Group, name: str, data: Any, dims: list[tuple[str, str, Any]], units: str = "", **create: Any) -> h5py.Group:
+def write_emd_array(parent: h5py.Group, name: str, data: Any, dims: list[tuple[str, str, Any]], units: str = "", *, python_class: str = "Array", **create: Any) -> h5py.Group:
     """An emdfile ``Array`` node ``name`` under ``parent`` (data may be None when ``create``
-    gives shape and dtype, to be filled later)."""
+    gives shape and dtype, to be filled later); ``python_class="DataCube"`` makes it the node
+    py4DSTEM reads as a DataCube."""
     g = _emd_array_group(parent, name)
+    g.attrs["python_class"] = python_class
     if data is None:
         d = g.create_dataset("data", **create)
     else:
@@ -239,12 +256,32 @@ class DatasetWriter:
                     DATACUBE,
                     None,
                     dims,
-                    units="intensity (fraction of the incident beam)",
+                    units="counts (electrons)" if np.issubdtype(np.dtype(dtype), np.integer) else "intensity (fraction of the incident beam)",
+                    python_class="DataCube",
                     shape=(*self.scan_shape, nx, ny),
                     dtype=dtype,
                     chunks=(1, 1, nx, ny),
                 )
                 self.data = g["data"]
+                # py4DSTEM's Calibration, in the root's metadata and linked to the datacube, so
+                # that py4DSTEM.read gives a calibrated DataCube (R in Å, Q in Å⁻¹)
+                _emd_metadata(
+                    self.root,
+                    "calibration",
+                    {
+                        "Q_pixel_size": float(grid.reciprocal_sampling[0]),
+                        "R_pixel_size": float(step[0]),
+                        "Q_pixel_units": Q_UNITS,
+                        "R_pixel_units": R_UNITS,
+                        "QR_flip": False,
+                        "QR_rotation": 0.0,
+                        "QR_rotation_degrees": 0.0,
+                        "beam_energy": float(energy),
+                        "_root_treepath": "",
+                        "_target_paths": [f"/{DATACUBE}"],
+                    },
+                    python_class="Calibration",
+                )
             from ptyro_simul.constants import energy2wavelength
 
             lam = energy2wavelength(self.energy)
@@ -474,6 +511,8 @@ def load_dataset(
     ``semiangle_cutoff`` (mrad; the detector pixel is then measured from the bright-field disk).
     Arguments override what the file says.
     """
+    from ptyro_core import Dataset4D, Grid
+
     p = Path(path)
     positions = None
     meta: dict[str, Any] = {}
@@ -618,6 +657,8 @@ def read_file_provenance(path: str | Path) -> dict[str, Any]:
 
 def save_reconstruction(path: str | Path, state: ReconState, *, provenance: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a :class:`~ptyro_core.ReconState` as HDF5 (layout in the module docstring)."""
+    from ptyro_core import ReconState
+
     with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["ptyrodactyl_file"] = "reconstruction"
         g = f.create_group("reconstruction")
@@ -643,6 +684,8 @@ def save_reconstruction(path: str | Path, state: ReconState, *, provenance: Mapp
 
 def load_reconstruction(path: str | Path) -> ReconState:
     """Read a reconstruction file written by :func:`save_reconstruction`."""
+    from ptyro_core import ReconState
+
     with _open_h5(path) as f:
         g = f.get("reconstruction")
         if g is None or "object" not in g or "probe" not in g:

@@ -22,7 +22,6 @@ from typing import Any
 
 import h5py
 
-from ptyro_core import get_registry
 from ptyro_workflows.config import to_toml
 
 __all__ = ["library_versions", "component_records", "make_provenance", "write_provenance", "read_provenance"]
@@ -51,6 +50,8 @@ def library_versions() -> dict[str, str]:
 
 def component_records(used: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
     """``{kind, name, description, distribution, version}`` of each (kind, name) used."""
+    from ptyro_core import get_registry
+
     reg = get_registry()
     out = []
     for kind, name in used:

@@ -6,18 +6,60 @@ The algorithm, loss and optimizer are registry names (``[reconstruction] algorit
 (:func:`ptyro_invert.initial_state`), the algorithms and the checkpoints.
 """
 
+from __future__ import annotations
+
 import inspect
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptyro_core import Dataset4D, PtyroValueError, ReconState, get
+from ptyro_core import PtyroValueError
 from ptyro_workflows.config import aberrations_for_api, reconstruction_config
 
-__all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used"]
+if TYPE_CHECKING:  # imported where used: ptyro show uses phase_correlation without JAX
+    from ptyro_core import Dataset4D, ReconState
+
+__all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used", "optics_from_provenance", "mean_pattern_total"]
+
+_OPTICS = ("name", "energy", "semiangle_cutoff")
+
+
+def optics_from_provenance(probe: Mapping[str, Any], provenance: Mapping[str, Any], *, name: str = "the dataset") -> tuple[dict[str, Any], str | None]:
+    """The optics recorded in a dataset's provenance that ``probe`` (the user's ``[probe]``
+    table, before defaults) does not give, and one line saying what was taken.
+
+    Energy, aperture and probe name are taken key by key; the aberrations as a whole, only when
+    ``probe`` gives none (any spelling). Returns ``({}, None)`` when the file records no
+    simulation configuration or the user gives everything.
+    """
+    import tomllib
+
+    from ptyro_workflows.config import ABERRATION_KEYS
+
+    text = (provenance or {}).get("config")
+    if not text:
+        return {}, None
+    try:
+        recorded = tomllib.loads(str(text)).get("probe") or {}
+    except tomllib.TOMLDecodeError:
+        return {}, None
+    taken = {k: recorded[k] for k in _OPTICS if k in recorded and probe.get(k) is None}
+    if not any(probe.get(k) is not None for k in ABERRATION_KEYS):
+        taken.update({k: v for k, v in recorded.items() if k in ABERRATION_KEYS and v is not None})
+    if not taken:
+        return {}, None
+    parts = []
+    if "energy" in taken:
+        parts.append(f"{float(taken['energy']) / 1e3:g} keV")
+    if "semiangle_cutoff" in taken:
+        parts.append(f"{float(taken['semiangle_cutoff']):g} mrad")
+    parts += [f"{k} = {v:g} {'°' if k.startswith('phi') or k.endswith('_angle') else 'Å'}" for k, v in taken.items() if k in ABERRATION_KEYS and v]
+    if "name" in taken and taken["name"] != "aberrated":
+        parts.append(f"probe {taken['name']!r}")
+    return taken, f"optics from {name}'s provenance (not given by the configuration): {', '.join(parts) or 'no aberrations'}"
 
 
 def apply_scan_config(dataset: Dataset4D, scan: Mapping[str, Any]) -> Dataset4D:
@@ -39,6 +81,8 @@ def apply_scan_config(dataset: Dataset4D, scan: Mapping[str, Any]) -> Dataset4D:
         pos = (pos - c) @ r.T + c
     if scan.get("step") is None and not rot:
         return dataset
+    from ptyro_core import Dataset4D
+
     return Dataset4D(dataset.array, pos.astype(np.float32), grid=dataset.grid, energy=dataset.energy)
 
 
@@ -70,7 +114,25 @@ def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
         kwargs["slice_thickness"] = float(r["slice_thickness"])
     if probe.get("name", "aberrated") != "aberrated":
         kwargs["probe"] = probe["name"]
-    return ptyro_invert.initial_state(dataset, **_accepts(ptyro_invert.initial_state, kwargs))
+    state = ptyro_invert.initial_state(dataset, **_accepts(ptyro_invert.initial_state, kwargs))
+    total = mean_pattern_total(dataset)
+    if abs(total - 1.0) > 0.05:
+        # counts (a dose), not fractions of the beam: the probe carries the mean number of
+        # electrons per pattern, so the model's intensities match the data's
+        from ptyro_core import replace
+
+        state = replace(state, probe=state.probe * np.float32(math.sqrt(total)))
+    return state
+
+
+def mean_pattern_total(dataset: Dataset4D, sample: int = 64) -> float:
+    """The mean summed intensity of up to ``sample`` patterns (1 for fractions of the beam; the
+    electrons per position for counts). Reads only that sample of a dataset on disk."""
+    rx, ry = dataset.scan_shape
+    n = min(rx * ry, sample)
+    idx = np.linspace(0, rx * ry - 1, n).astype(int)
+    tot = [float(np.sum(np.asarray(dataset.array[i // ry, i % ry], np.float64))) for i in idx]
+    return float(np.mean(tot)) if tot else 1.0
 
 
 def components_used(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -100,6 +162,7 @@ def reconstruct(
     ...                             "reconstruction": {"iterations": 10}})  # doctest: +SKIP
     """
     import ptyro_invert
+    from ptyro_core import get
 
     cfg = reconstruction_config(config)
     r = cfg["reconstruction"]

@@ -19,12 +19,12 @@ import numpy as np
 
 from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, PtyroValueError, ScanPositions, get
 from ptyro_core.pipeline import is_writer
-from ptyro_workflows.config import aberrations_for_api, simulation_config
+from ptyro_workflows.config import aberrations_for_api, annular_detectors, simulation_config
 from ptyro_workflows.io import DatasetWriter, check_output
 from ptyro_workflows.progress import progress_bar
 from ptyro_workflows.provenance import make_provenance
 
-__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "simulate"]
+__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "electrons_per_position", "poisson_counts", "simulate"]
 
 
 @attrs.frozen(eq=False)
@@ -46,6 +46,48 @@ class SimulationResult:
     path: Path | None
     provenance: dict[str, Any]
 
+    def __repr__(self) -> str:
+        shape = "not kept" if self.dataset is None else f"{tuple(self.dataset.array.shape)} (Rx, Ry, Qx, Qy)"
+        spec = self.config.get("specimen", {})
+        probe = self.config.get("probe", {})
+        images = ", ".join(f"{k} mean {float(np.mean(v)):.3g}" for k, v in self.images.items()) or "none"
+        return (
+            f"SimulationResult({spec.get('structure')} {spec.get('zone_axis')}, {float(probe.get('energy', 0)) / 1e3:g} keV, "
+            f"{float(probe.get('semiangle_cutoff', 0)):g} mrad; patterns {shape}; virtual images: {images}; file: {self.path})"
+        )
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = [("patterns", "not kept" if self.dataset is None else f"{tuple(self.dataset.array.shape)} (Rx, Ry, Qx, Qy)")]
+        rows += [(f"[{t}]", ", ".join(f"{k} = {v}" for k, v in self.config.get(t, {}).items() if k != "options")) for t in ("specimen", "probe", "scan", "detectors")]
+        rows += [(f"virtual {k}", f"{v.shape}, mean {float(np.mean(v)):.4g}") for k, v in self.images.items()]
+        rows.append(("file", str(self.path)))
+        body = "".join(f"<tr><td style='text-align:left'>{html.escape(a)}</td><td style='text-align:left'>{html.escape(b)}</td></tr>" for a, b in rows)
+        return f"<b>SimulationResult</b><table>{body}</table>"
+
+    def show(self, out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Draw the figures of ``ptyro show`` (mean pattern, virtual images, iDPC, CBED, the
+        projected potential) into ``out`` (default: beside the file, or a temporary directory
+        when nothing was written); shown inline in a notebook. Returns what
+        :func:`ptyro_workflows.show.show_file` returns."""
+        import tempfile
+
+        from ptyro_workflows.io import save_dataset
+        from ptyro_workflows.show import display_inline, show_file
+
+        path = self.path
+        if path is None:
+            if self.dataset is None:
+                raise PtyroValueError("SimulationResult.show: no file and no patterns kept; simulate with out=... or keep=True")
+            tmp = Path(tempfile.mkdtemp(prefix="ptyro-show-"))
+            sampling = self.potential.grid.sampling
+            path = save_dataset(tmp / "dataset.h5", self.dataset, images=self.images, arrays={"projected_potential": (self.projected_potential, sampling, "V*A")}, provenance=self.provenance)
+            out = out or tmp
+        res = show_file(path, out, **kwargs)
+        display_inline(res["files"])
+        return res
+
     @property
     def projected_potential(self) -> np.ndarray:
         """Σ over slices of the potential, (x, y) in V·Å."""
@@ -63,26 +105,40 @@ class SimulationResult:
 
 
 def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
-    """Atoms from a ``[specimen]`` table: a built-in crystal name or a structure file, repeated."""
+    """Atoms from a ``[specimen]`` table: a built-in crystal name, a structure file or (Python
+    API) an ``ase.Atoms`` / :class:`ptyro_core.Atoms`, oriented along ``zone_axis`` and repeated."""
     from ptyro_simul import structures
 
-    name = str(specimen["structure"])
+    obj = specimen["structure"]
     repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
     zone = tuple(int(v) for v in specimen.get("zone_axis", (0, 0, 1)))
-    looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
-    if looks_like_path:
+    if isinstance(obj, Atoms):
+        if zone != (0, 0, 1):
+            raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: a ptyro_core.Atoms has no lattice to orient; give an ase.Atoms or a structure file, or zone_axis [0, 0, 1]")
+        atoms = obj
+    elif not isinstance(obj, str):
+        atoms = structures.atoms_from_ase(obj, zone)
+    else:
+        name = obj
+        looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+        if not looks_like_path:
+            return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
         p = Path(name)
         if not p.exists():
             raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
-        atoms = structures.read_structure(p)
-        if zone != (0, 0, 1):
-            _unsupported_zone(zone)
-        return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
-    return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
+        atoms = structures.read_structure(p, zone_axis=zone)
+    return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
 
 
-def _unsupported_zone(zone: tuple) -> Any:
-    raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: orienting a structure file is not supported; expected [0, 0, 1] (orient the file itself)")
+def _structure_record(atoms: Atoms, obj: Any) -> tuple[str, str]:
+    """(a one-line description, extended-XYZ text) of an in-memory structure, for provenance."""
+    from ptyro_simul.elements import symbol
+
+    nums = np.asarray(atoms.numbers)
+    cell = atoms.cell
+    lines = [str(len(nums)), f'Lattice="{cell[0]!r} 0 0 0 {cell[1]!r} 0 0 0 {cell[2]!r}" Properties=species:S:1:pos:R:3']
+    lines += [f"{symbol(int(z))} {x:.6f} {y:.6f} {zz:.6f}" for z, (x, y, zz) in zip(nums, np.asarray(atoms.positions, np.float64))]
+    return f"<{type(obj).__module__}.{type(obj).__name__}: {len(nums)} atoms in the provenance's structure_xyz>", "\n".join(lines) + "\n"
 
 
 def _repeat(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
@@ -149,9 +205,7 @@ def virtual_masks(grid: Grid, energy: float, detectors: Mapping[str, Any]) -> di
     alpha = np.sqrt(kx**2 + ky**2) * lam * 1e3  # mrad
     limit = antialias_cutoff(grid) * lam * 1e3
     out = {}
-    for name, rng in detectors.items():
-        if name == "pixelated":
-            continue
+    for name, rng in annular_detectors(detectors).items():
         inner, outer = float(rng[0]), float(rng[1])
         if inner >= limit:
             raise PtyroValueError(
@@ -179,6 +233,32 @@ def _pattern_grid(grid: Grid, options: dict[str, Any]) -> Grid:
 
     options["window"] = check_window((wx, wy), grid, "[simulation.options] window")
     return Grid(options["window"], grid.sampling)
+
+
+def electrons_per_position(detectors: Mapping[str, Any], positions: ScanPositions) -> float | None:
+    """Electrons per probe position from ``[detectors] dose`` (e⁻/Å² over the scan step area)
+    or ``dose_per_position``; None without a dose."""
+    if detectors.get("dose_per_position") is not None:
+        return float(detectors["dose_per_position"])
+    if detectors.get("dose") is None:
+        return None
+    rx, ry = positions.shape
+    pos = np.asarray(positions.positions, np.float64).reshape(rx, ry, 2)
+    if rx < 2 or ry < 2:
+        raise PtyroValueError(f"[detectors] dose: a dose in e⁻/Å² needs a 2D raster to give the area per position, got scan {rx} x {ry}; use dose_per_position (e⁻)")
+    area = abs(float(pos[1, 0, 0] - pos[0, 0, 0]) * float(pos[0, 1, 1] - pos[0, 0, 1]))
+    return float(detectors["dose"]) * area
+
+
+def poisson_counts(patterns: Any, electrons: float, seed: int, start: int) -> np.ndarray:
+    """Seeded Poisson counts (uint32) of ``patterns`` (fractions of the beam, scan indices
+    ``start``, ``start + 1``, ...) for ``electrons`` per position. Each pattern has its own
+    random stream (seed, scan index), so the counts do not depend on the batch size."""
+    p = np.clip(np.asarray(patterns, np.float64), 0.0, None)
+    out = np.empty(p.shape, np.uint32)
+    for i in range(p.shape[0]):
+        out[i] = np.random.default_rng((int(seed), start + i)).poisson(p[i] * electrons)
+    return out
 
 
 def _sigma_spec(sigmas: Any) -> Any:
@@ -237,12 +317,15 @@ def simulate(
 
     # cheap checks first, so bad input fails before anything is computed
     atoms = build_specimen(spec)
+    structure_extra: dict[str, Any] = {}
+    if not isinstance(spec["structure"], str):
+        spec["structure"], structure_extra["structure_xyz"] = _structure_record(atoms, spec["structure"])
     grid = potential_grid(atoms, pot_cfg)
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     pattern_grid = _pattern_grid(grid, options)
-    masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
+    masks = annular_detectors(cfg["detectors"])
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
@@ -272,7 +355,13 @@ def simulate(
         ("simulator", sim_cfg["simulator"]),
         ("propagator", sim_cfg["propagator"]),
     ]
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command)
+    electrons = electrons_per_position(cfg["detectors"], positions)
+    from ptyro_workflows.cache import cache_record
+
+    dose_record = {"dose": "none (noise-free fractions of the beam)"}
+    if electrons is not None:
+        dose_record = {"dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}", "electrons_per_position": electrons}
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record(), **structure_extra})
 
     scan_shape = positions.shape
     total = len(positions)
@@ -284,12 +373,15 @@ def simulate(
     if out is not None and is_writer():
         writer = DatasetWriter(
             out, scan_shape=scan_shape, positions=positions.positions, grid=pattern_grid, energy=energy, provenance=prov, overwrite=overwrite,
-            store_patterns=pixelated,
+            store_patterns=pixelated, dtype=np.uint32 if electrons is not None else np.float32,
+            calibration={"electrons_per_position": electrons} if electrons is not None else None,
         )
     try:
         for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
             if "pixelated" in signals:
                 arr = np.asarray(signals["pixelated"], np.float32)
+                if electrons is not None:
+                    arr = poisson_counts(arr, electrons, int(cfg["detectors"]["dose_seed"]), start)
                 if writer is not None:
                     writer.write(start, stop, arr)
                 if keep_arr is not None:

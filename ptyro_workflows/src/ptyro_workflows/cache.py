@@ -1,0 +1,53 @@
+"""JAX's persistent compilation cache, on by default for the ``ptyro`` command.
+
+A second run of the same shapes (the same configuration, or the demo twice) loads the compiled
+programs from disk instead of compiling them again. The cache lives in the user's cache
+directory (``$XDG_CACHE_HOME/ptyrodactyl/jax``, default ``~/.cache/ptyrodactyl/jax``);
+``PTYRO_JAX_CACHE`` switches it (``0``/``off``: no cache; a directory: that directory) and
+``ptyro ... --no-jax-cache`` turns it off for one run. Which cache a run used is recorded in its
+provenance (``jax_compilation_cache``).
+"""
+
+import os
+from pathlib import Path
+
+__all__ = ["default_cache_dir", "enable_compilation_cache", "cache_record"]
+
+_OFF = {"0", "off", "false", "no", "none", ""}
+_state: dict[str, str] = {"jax_compilation_cache": "off"}
+
+
+def default_cache_dir() -> Path | None:
+    """The cache directory ``PTYRO_JAX_CACHE`` asks for (None: switched off)."""
+    env = os.environ.get("PTYRO_JAX_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ptyrodactyl" / "jax"
+
+
+def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = True) -> str:
+    """Point JAX's persistent compilation cache at ``path`` (default :func:`default_cache_dir`)
+    and cache every compiled program (no minimum compile time). Returns what is recorded in the
+    provenance: the directory, or ``"off"``. Call before the first compilation."""
+    where = Path(path) if path is not None else default_cache_dir()
+    if not enabled or where is None:
+        _state["jax_compilation_cache"] = "off"
+        return "off"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache rather than fail
+        _state["jax_compilation_cache"] = "off"
+        return "off"
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(where))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _state["jax_compilation_cache"] = str(where)
+    return str(where)
+
+
+def cache_record() -> dict[str, str]:
+    """``{"jax_compilation_cache": directory or "off"}`` for a provenance record."""
+    return dict(_state)

@@ -1,0 +1,422 @@
+"""The first hour of a new user (issue 20): one meaning per value, plausibility checks with the
+likely fix, optics taken from a file's provenance, dose, a start-up without JAX, the persistent
+compilation cache."""
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptyro_workflows.cli import main
+from ptyro_workflows.config import ALIAS_OF, aberrations_for_api, merge, reconstruction_config, validate
+from ptyro_workflows.reconstruct import optics_from_provenance
+from ptyro_workflows.simulate import poisson_counts
+
+TINY = {
+    "specimen": {"structure": "SrTiO3"},
+    "potential": {"gpts": [32, 32], "slice_thickness": 3.905},
+    "probe": {"semiangle_cutoff": 20.0, "C10": -30.0},
+    "scan": {"gpts": [3, 3]},
+    "simulation": {"batch_size": 9},
+}
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_toml(path, cfg):
+    from ptyro_workflows.config import to_toml
+
+    path.write_text(to_toml(cfg))
+    return path
+
+
+# --------------------------------------------------------------------------- one meaning per value
+
+
+@pytest.mark.parametrize("alias", sorted(ALIAS_OF))
+def test_alias_and_coefficient_together_is_an_error_naming_both(alias):
+    with pytest.raises(ValueError) as e:
+        validate({"probe": {alias: 10.0, ALIAS_OF[alias]: 20.0}})
+    assert alias in str(e.value) and ALIAS_OF[alias] in str(e.value)
+
+
+def test_alias_and_coefficient_flags_together_fail_on_the_command_line(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "x.h5", "--C10", "-50", "--defocus", "50")
+    assert code == 2
+    assert "defocus" in err and "C10" in err and "expected only one" in err
+    assert not list(tmp_path.iterdir())
+
+
+@settings(max_examples=40, deadline=None)
+@given(alias=st.sampled_from(sorted(ALIAS_OF)), file_uses_alias=st.booleans(), flag_uses_alias=st.booleans(),
+       a=st.floats(-500, 500, allow_nan=False), b=st.floats(-500, 500, allow_nan=False))
+def test_a_flag_replaces_the_files_value_whichever_spelling_either_used(alias, file_uses_alias, flag_uses_alias, a, b):
+    coeff = ALIAS_OF[alias]
+    file_key = alias if file_uses_alias else coeff
+    flag_key = alias if flag_uses_alias else coeff
+    cfg = validate(merge({"probe": {file_key: a}}, {"probe": {flag_key: b}}), ("probe",))
+    api = aberrations_for_api(cfg["probe"])
+    # exactly one spelling survives and it carries the flag's value
+    assert [k for k in (alias, coeff) if k in api] == [flag_key]
+    assert api[flag_key] == pytest.approx(np.radians(b) if "angle" in flag_key or flag_key.startswith("phi") else b)
+
+
+def test_the_issue_example_defocus_flag_over_a_c10_file():
+    cfg = validate(merge({"probe": {"C10": -60.0}}, {"probe": {"defocus": 30.0}}), ("probe",))
+    assert "C10" not in cfg["probe"] and cfg["probe"]["defocus"] == 30.0
+
+
+@pytest.mark.parametrize(
+    "table, needle",
+    [
+        ({"probe": {"energy": 300}}, "did you mean 300000 eV"),
+        ({"probe": {"semiangle_cutoff": 0.02}}, "did you mean 20 mrad"),
+        ({"scan": {"step": 0.04}}, "did you mean [0.4, 0.4] Å"),
+    ],
+)
+def test_implausible_units_name_the_likely_fix(table, needle):
+    with pytest.raises(ValueError) as e:
+        validate(table)
+    assert needle in str(e.value)
+
+
+def test_energy_flag_in_kev_is_refused_with_the_fix(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "x.h5", "--energy", "300")
+    assert code == 2 and "did you mean 300000 eV" in err
+
+
+def test_plausible_values_pass():
+    cfg = validate({"probe": {"energy": 60e3, "semiangle_cutoff": 0.5}, "scan": {"step": 0.1}}, ("probe", "scan"))
+    assert cfg["probe"]["energy"] == 60e3
+
+
+def test_a_detectors_table_without_pixelated_does_not_break_a_reconstruction_config():
+    cfg = reconstruction_config({"detectors": {"bf": [0, 20]}, "reconstruction": {"iterations": 1}})
+    assert cfg["detectors"] == {"bf": [0, 20]}
+
+
+# --------------------------------------------------------------------------- optics from provenance
+
+
+def test_optics_from_provenance_fill_only_what_the_configuration_lacks():
+    prov = {"config": '[probe]\nname = "aberrated"\nenergy = 300000.0\nsemiangle_cutoff = 25.0\nC10 = -40.0\nC30 = 1000.0\n'}
+    taken, note = optics_from_provenance({}, prov, name="d.h5")
+    assert taken == {"name": "aberrated", "energy": 300000.0, "semiangle_cutoff": 25.0, "C10": -40.0, "C30": 1000.0}
+    assert note.startswith("optics from d.h5's provenance") and "300 keV" in note and "C10 = -40 Å" in note
+    # the user's aberrations (any spelling) replace the recorded ones as a whole
+    taken, _ = optics_from_provenance({"defocus": 10.0, "semiangle_cutoff": 21.0}, prov)
+    assert taken == {"name": "aberrated", "energy": 300000.0}
+    assert optics_from_provenance({}, {}) == ({}, None)
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = write_toml(d / "sim.toml", TINY)
+    assert main(["simulate", str(cfg), "-o", str(d / "data.h5"), "-q", "--no-jax-cache"]) == 0
+    return d / "data.h5"
+
+
+def test_reconstruct_takes_the_optics_of_our_file_and_says_so(tiny_file, tmp_path, capsys):
+    out = tmp_path / "rec.h5"
+    code, stdout, err = run(capsys, "reconstruct", tiny_file, "-o", out, "--iterations", "1", "--no-progress", "--no-jax-cache")
+    assert code == 0, err
+    lines = [ln for ln in stdout.splitlines() if "provenance" in ln]
+    assert len(lines) == 1 and "C10 = -30 Å" in lines[0] and "20 mrad" in lines[0], stdout
+    with h5py.File(out) as f:
+        recorded = tomllib.loads(f["provenance/config"][()].decode())
+    assert recorded["probe"]["C10"] == -30.0
+    # a flag is the user's choice: the recorded aberrations are not added to it
+    code, stdout, _ = run(capsys, "reconstruct", tiny_file, "-o", out, "--overwrite", "--iterations", "1", "--defocus", "30", "--no-progress", "--no-jax-cache")
+    assert code == 0
+    with h5py.File(out) as f:
+        recorded = tomllib.loads(f["provenance/config"][()].decode())
+    assert recorded["probe"]["defocus"] == 30.0 and "C10" not in recorded["probe"]
+
+
+# --------------------------------------------------------------------------- dose
+
+
+def test_poisson_counts_are_seeded_integers_independent_of_the_batching():
+    rng = np.random.default_rng(1)
+    p = rng.random((6, 8, 8))
+    p /= p.sum(axis=(1, 2), keepdims=True)
+    whole = poisson_counts(p, 500.0, 7, 10)
+    split = np.concatenate([poisson_counts(p[:2], 500.0, 7, 10), poisson_counts(p[2:], 500.0, 7, 12)])
+    assert whole.dtype == np.uint32 and np.array_equal(whole, split)
+    assert not np.array_equal(whole, poisson_counts(p, 500.0, 8, 10))
+
+
+def test_poisson_counts_have_the_mean_and_variance_of_the_dose():
+    p = np.full((400, 4, 4), 1 / 16)
+    c = poisson_counts(p, 160.0, 0, 0).astype(np.float64)  # 10 electrons expected per pixel
+    assert c.mean() == pytest.approx(10.0, rel=0.03)
+    assert c.var() == pytest.approx(10.0, rel=0.1)  # Poisson: variance = mean
+
+
+def test_dose_is_stored_as_integer_counts_and_recorded(tiny_file, tmp_path, capsys):
+    cfg = write_toml(tmp_path / "sim.toml", {**TINY, "detectors": {"dose": 2000.0, "dose_seed": 3}})
+    out = tmp_path / "noisy.h5"
+    code, _, err = run(capsys, "simulate", cfg, "-o", out, "-q", "--no-jax-cache")
+    assert code == 0, err
+    with h5py.File(out) as f, h5py.File(tiny_file) as g:
+        counts = f["ptyrodactyl/datacube/data"][()]
+        clean = g["ptyrodactyl/datacube/data"][()]
+        prov = dict(f["provenance"].attrs)
+    step = 3.905 / 3
+    electrons = 2000.0 * step * step
+    assert counts.dtype == np.uint32
+    assert "Poisson" in prov["dose"] and prov["electrons_per_position"] == pytest.approx(electrons)
+    # the counts scatter about the noise-free patterns times the electrons per position
+    assert counts.sum(axis=(2, 3)).mean() == pytest.approx(electrons * clean.sum(axis=(2, 3)).mean(), rel=0.02)
+    # --dose-per-position replaces the file's dose
+    code, _, err = run(capsys, "simulate", cfg, "-o", tmp_path / "n2.h5", "-q", "--dose-per-position", "100", "--no-jax-cache")
+    assert code == 0, err
+    with h5py.File(tmp_path / "n2.h5") as f:
+        assert f["provenance"].attrs["electrons_per_position"] == 100.0
+
+
+# --------------------------------------------------------------------------- start-up and cache
+
+
+def test_help_info_and_show_help_import_no_jax(tiny_file):
+    code = (
+        "import sys\n"
+        "from ptyro_workflows.cli import main\n"
+        "for argv in (['--help'], ['simulate', '--help'], ['reconstruct', '--help'], ['demo', '--help'], ['info', '--help'],\n"
+        "             ['show', '--help'], ['plugins', '--help'], ['info', sys.argv[1]]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('JAX', 'jax' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_file)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("JAX False"), r.stdout[-500:]
+
+
+def test_compilation_cache_switches(tmp_path, monkeypatch):
+    from ptyro_workflows import cache
+
+    monkeypatch.setenv("PTYRO_JAX_CACHE", "0")
+    assert cache.default_cache_dir() is None
+    monkeypatch.setenv("PTYRO_JAX_CACHE", str(tmp_path / "c"))
+    assert cache.default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("PTYRO_JAX_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache.default_cache_dir() == tmp_path / "x" / "ptyrodactyl" / "jax"
+    assert cache.enable_compilation_cache(enabled=False) == "off"
+    assert cache.cache_record() == {"jax_compilation_cache": "off"}
+
+
+def test_the_cache_is_used_by_a_second_process(tmp_path):
+    """A second process compiling the same function finds it in the cache directory."""
+    code = (
+        "import sys, jax, jax.numpy as jnp\n"
+        "from ptyro_workflows.cache import enable_compilation_cache\n"
+        "print(enable_compilation_cache(sys.argv[1]))\n"
+        "jax.jit(lambda x: jnp.sin(x) * 3 + 1)(jnp.ones(17)).block_until_ready()\n"
+    )
+    where = tmp_path / "cache"
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", code, str(where)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == str(where)
+    entries = [p.name for p in where.iterdir()]
+    assert any(n.startswith("jit__lambda") for n in entries), entries
+
+
+def test_provenance_records_the_cache(tiny_file):
+    with h5py.File(tiny_file) as f:
+        assert f["provenance"].attrs["jax_compilation_cache"] == "off"
+        json.loads(f["provenance/versions"][()])
+
+
+# --------------------------------------------------------------------------- structures as users have them
+
+
+def _graphene_hex():
+    ase = pytest.importorskip("ase")
+    a = 2.46
+    return ase.Atoms("C2", scaled_positions=[[1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]], cell=[[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, 3.35]], pbc=True)
+
+
+def test_simulate_takes_an_ase_atoms_with_a_hexagonal_cell():
+    from ptyro_simul.structures import StructureNote
+    from ptyro_workflows.simulate import simulate
+
+    cfg = {"specimen": {"structure": _graphene_hex(), "repeat": [1, 1, 1]}, "potential": {"gpts": [24, 40], "slice_thickness": 3.35},
+           "probe": {"semiangle_cutoff": 25.0}, "scan": {"gpts": [2, 2]}}
+    with pytest.warns(StructureNote, match="orthorhombic supercell"):
+        res = simulate(cfg, progress=False)
+    assert res.dataset.array.shape == (2, 2, 24, 40)
+    assert "4 atoms" in res.config["specimen"]["structure"]
+    xyz = res.provenance["structure_xyz"].splitlines()
+    assert xyz[0] == "4" and sum(ln.startswith("C ") for ln in xyz) == 4
+
+
+def test_cli_says_in_one_line_that_a_hexagonal_file_was_made_orthogonal(tmp_path, capsys):
+    a = 2.46
+    path = tmp_path / "g.extxyz"
+    path.write_text(f'2\nLattice="{a} 0 0 {-a / 2} {a * np.sqrt(3) / 2} 0 0 0 3.35"\nC 0 {a / np.sqrt(3)} 1.675\nC {a / 2} {a / (2 * np.sqrt(3))} 1.675\n')
+    code, _, err = run(capsys, "simulate", "-o", tmp_path / "g.h5", "--structure", str(path), "--potential-gpts", "[24, 40]",
+                       "--slice-thickness", "3.35", "--scan-gpts", "[2, 2]", "-q", "--no-jax-cache")
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("ptyro: note:")]
+    assert len(notes) == 1 and "g.extxyz" in notes[0] and "2.46 × 4.261" in notes[0], err
+
+
+# --------------------------------------------------------------------------- py4DSTEM-native files
+
+import emdfile  # noqa: E402
+
+_emd_hook = True  # emdfile finds the py4DSTEM stand-ins below through this module
+
+
+class DataCube(emdfile.Array):
+    """py4DSTEM's DataCube is an emdfile Array subclass of this name."""
+
+
+class Calibration(emdfile.Metadata):
+    """py4DSTEM's Calibration is an emdfile Metadata subclass of this name, in the root."""
+
+
+def test_our_dataset_is_a_calibrated_datacube_for_py4dstem(tiny_file):
+    try:
+        root = emdfile.read(str(tiny_file))
+    except RuntimeError:  # emdfile's walk of sys.modules raced a lazy import
+        root = emdfile.read(str(tiny_file))
+    cube = root.tree("datacube")
+    # (another test module may hold stand-ins of the same names: emdfile takes either)
+    assert type(cube).__name__ == "DataCube" and isinstance(cube, emdfile.Array)
+    cal = root.metadata["calibration"]
+    assert type(cal).__name__ == "Calibration" and isinstance(cal, emdfile.Metadata)
+    assert cal["R_pixel_units"] == "A" and cal["Q_pixel_units"] == "A^-1"
+    assert cal["R_pixel_size"] == pytest.approx(3.905 / 3, rel=1e-6)  # the scan step
+    assert cal["Q_pixel_size"] == pytest.approx(1 / 3.905, rel=1e-6)  # 1 / (32 px × 3.905/32 Å)
+    assert cal["beam_energy"] == 200e3 and list(cal["_target_paths"]) == ["/datacube"]
+
+
+def test_py4dstem_reads_a_calibrated_datacube(tiny_file):
+    py4DSTEM = pytest.importorskip("py4DSTEM")
+    root = py4DSTEM.read(str(tiny_file))
+    cube = root.tree("datacube")
+    assert type(cube).__name__ == "DataCube"
+    assert cube.calibration.get_R_pixel_size() == pytest.approx(3.905 / 3, rel=1e-6)
+    assert cube.calibration.get_Q_pixel_units() == "A^-1"
+
+
+# --------------------------------------------------------------------------- look without code
+
+from ptyro_workflows.show import default_detectors, idpc, transfer_limited, virtual_images  # noqa: E402
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), step=st.floats(0.1, 1.0))
+def test_idpc_inverts_the_centre_of_mass_of_a_known_phase(seed, step):
+    """Independent reference: the COM field of a periodic phase φ is ∇φ / 2π (spectral derivative);
+    iDPC must give φ back (mean zero)."""
+    rng = np.random.default_rng(seed)
+    n = 16
+    q = np.fft.fftfreq(n, step)
+    spec = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * (np.hypot(q[:, None], q[None, :]) < 0.3 / step)
+    phi = np.real(np.fft.ifft2(spec))
+    phi -= phi.mean()
+    gx = np.real(np.fft.ifft2(2j * np.pi * q[:, None] * np.fft.fft2(phi)))
+    gy = np.real(np.fft.ifft2(2j * np.pi * q[None, :] * np.fft.fft2(phi)))
+    com = np.stack([gx, gy], -1) / (2 * np.pi)
+    np.testing.assert_allclose(idpc(com, (step, step)), phi, atol=1e-9 * (1 + np.abs(phi).max()))
+
+
+def test_virtual_detectors_covering_every_angle_add_up_to_the_whole_beam():
+    rng = np.random.default_rng(0)
+    data = rng.random((3, 4, 9, 9))
+    k = (np.arange(9) - 4.0)
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    mrad = np.hypot(kx, ky) * 5.0
+    dets = {"a": [0, 7], "b": [7, 15], "c": [15, 100]}
+    imgs, com, mean, _ = virtual_images(iter(data), mrad, dets, (kx, ky))
+    np.testing.assert_allclose(imgs["a"] + imgs["b"] + imgs["c"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(mean, data.reshape(-1, 9, 9).mean(axis=0))
+    np.testing.assert_allclose(com[1, 2, 0], (data[1, 2] * kx).sum() / data[1, 2].sum())
+
+
+def test_transfer_limit_keeps_what_passes_and_removes_the_rest():
+    x = np.arange(32) * 0.1
+    low = np.cos(2 * np.pi * 0.9375 * x)[:, None] * np.ones(32)[None, :]  # 0.9375 Å⁻¹ (on the grid)
+    high = np.cos(2 * np.pi * 3.125 * x)[:, None] * np.ones(32)[None, :]  # 3.125 Å⁻¹
+    np.testing.assert_allclose(transfer_limited(low + high, (0.1, 0.1), 2.0), low, atol=1e-12)
+    assert default_detectors(20, 137) == {"bf": [0.0, 10.0], "abf": [10.0, 20.0], "adf": [25.0, 60.0], "haadf": [60.0, 137]}
+    assert "haadf" not in default_detectors(20, 45)
+
+
+@pytest.fixture(scope="module")
+def tiny_reconstruction(tiny_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "rec.h5"
+    assert main(["reconstruct", str(tiny_file), "-o", str(out), "--iterations", "2", "-q", "--no-jax-cache"]) == 0
+    return out
+
+
+def test_show_draws_a_dataset(tiny_file, tmp_path, capsys):
+    code, out, err = run(capsys, "show", tiny_file, "-o", tmp_path / "fig", "--position", "0,1")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert names == ["cbed.png", "mean_diffraction.png", "potential.png", "virtual_images.png"]
+    assert "3 x 3 scan" in out and "wrote 4 figures" in out
+    # refuses to overwrite, and a bad position names the range
+    assert run(capsys, "show", tiny_file, "-o", tmp_path / "fig")[0] == 2
+    code, _, err = run(capsys, "show", tiny_file, "-o", tmp_path / "f2", "--position", "5,0")
+    assert code == 2 and "[0, 2] x [0, 2]" in err and not (tmp_path / "f2").exists()
+
+
+def test_show_draws_a_reconstruction_against_its_ground_truth(tiny_reconstruction, tmp_path, capsys):
+    code, out, err = run(capsys, "show", tiny_reconstruction, "-o", tmp_path / "fig")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["loss.png", "object.png", "phase.png", "probe.png"]
+    r = float(out.split("over the scanned area: ")[1].split()[0])
+    assert -1 <= r <= 1 and "band-limited to the probe's transfer" in out
+
+
+def test_show_and_info_on_a_file_import_no_jax(tiny_file, tmp_path):
+    code = (
+        "import sys\n"
+        "from ptyro_workflows.cli import main\n"
+        "assert main(['show', sys.argv[1], '-o', sys.argv[2], '-q']) == 0\n"
+        "print('JAX', 'jax' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_file), str(tmp_path / "f")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("JAX False"), r.stdout
+
+
+def test_results_have_a_concise_repr_and_html(tmp_path):
+    from ptyro_workflows.simulate import simulate
+
+    res = simulate(TINY, tmp_path / "d.h5", progress=False)
+    text = repr(res)
+    assert len(text) < 400 and "SrTiO3" in text and "(3, 3, 32, 32)" in text
+    assert "<table>" in res._repr_html_()
+    assert repr(res.dataset).startswith("Dataset4D(array=float32[3, 3, 32, 32]")
+    shown = res.show(tmp_path / "fig")
+    assert {p.name for p in shown["files"]} == {"cbed.png", "mean_diffraction.png", "potential.png", "virtual_images.png"}
+
+
+def test_lazy_package_names_stay_the_functions_after_their_modules_are_imported():
+    import importlib
+
+    import ptyro_workflows as pw
+
+    for name in ("simulate", "reconstruct"):
+        importlib.import_module(f"ptyro_workflows.{name}")
+        assert callable(getattr(pw, name)) and getattr(pw, name).__name__ == name
