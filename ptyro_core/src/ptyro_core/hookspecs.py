@@ -55,6 +55,14 @@ def ptyro_register_simulators(register: Register) -> None:
     (b, nx, ny), centred, summed over probe modes (e.g. ``multislice``, or PRISM from a plugin)."""
 
 
+@hookspec
+def ptyro_register_backends(register: Register) -> None:
+    """Register far-field back ends of the multislice loop with kernel propagators:
+    ``component(waves, head, last, offsets=None) -> intensities`` (a
+    :class:`ptyro_core.protocols.FarFieldBackend`, e.g. ``native`` from ptyro-native), chosen
+    with ``backend="auto" | "xla" | NAME``."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -64,5 +72,6 @@ HOOKS: dict[str, str] = {
     "optimizer": "ptyro_register_optimizers",
     "reconstruction": "ptyro_register_reconstructions",
     "simulator": "ptyro_register_simulators",
+    "backend": "ptyro_register_backends",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)
