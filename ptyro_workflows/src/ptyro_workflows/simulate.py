@@ -189,7 +189,7 @@ def _sigma_spec(sigmas: Any) -> Any:
     return float(sigmas) if float(sigmas) > 0 else None
 
 
-def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool) -> Any:
+def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool, record: dict[str, Any] | None = None) -> Any:
     """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch
     through :func:`ptyro_simul.stem.iter_4dstem` (sharded over every device, memory bounded by
     the batch) with its pixelated and annular detectors."""
@@ -199,7 +199,7 @@ def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, pos
     dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in ranges.items()}
     if want_patterns or not dets:
         dets["pixelated"] = PixelatedDetector()
-    yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, **options)
+    yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, record=record, **options)
 
 
 def simulate(
@@ -241,6 +241,8 @@ def simulate(
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
+    if str(sim_cfg.get("backend", "auto")) != "auto":  # a simulator that knows no back ends is not handed one
+        options["backend"] = sim_cfg["backend"]
     pattern_grid = _pattern_grid(grid, options)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
@@ -272,7 +274,9 @@ def simulate(
         ("simulator", sim_cfg["simulator"]),
         ("propagator", sim_cfg["propagator"]),
     ]
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command)
+    # what the run actually uses (back end, streams, memory budget), filled in as it starts
+    execution: dict[str, Any] = {}
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={"execution": execution})
 
     scan_shape = positions.shape
     total = len(positions)
@@ -287,7 +291,7 @@ def simulate(
             store_patterns=pixelated,
         )
     try:
-        for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
+        for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress, execution):
             if "pixelated" in signals:
                 arr = np.asarray(signals["pixelated"], np.float32)
                 if writer is not None:
