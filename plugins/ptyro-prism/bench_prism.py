@@ -72,9 +72,11 @@ def main() -> None:
     s = (np.arange(args.scan) + 0.5) * a / args.scan + a * (args.cells // 2)
     positions = jnp.asarray(np.stack(np.meshgrid(s, s, indexing="ij"), -1).reshape(-1, 2), jnp.float32)
     nb = int(positions.shape[0])
-    print(f"SrTiO3 [001] {args.cells}x{args.cells}x{args.thickness} cells ({atoms.cell[0]:.2f} Å, {potential.num_slices} slices), "
-          f"{args.gpts}x{args.gpts} grid ({grid.sampling[0]:.3f} Å), 200 keV, {SEMIANGLE} mrad, {nb} positions, "
-          f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
+    print(
+        f"SrTiO3 [001] {args.cells}x{args.cells}x{args.thickness} cells ({atoms.cell[0]:.2f} Å, {potential.num_slices} slices), "
+        f"{args.gpts}x{args.gpts} grid ({grid.sampling[0]:.3f} Å), 200 keV, {SEMIANGLE} mrad, {nb} positions, "
+        f"devices: {jax.devices()[0].platform} x{jax.device_count()}"
+    )
 
     def run(make):
         sim = make()
@@ -84,7 +86,7 @@ def main() -> None:
     ms_sim = ptyro_core.get("simulator", "multislice")
     with jax.numpy_rank_promotion("allow"):
         ms_apply = jax.jit(lambda pot, pr, pos: ms_sim(pot, pr)(pos))  # compiled once, like PRISM's parts
-        make_ms = lambda: (lambda pos: ms_apply(potential, probe, pos))  # noqa: E731
+        make_ms = lambda: lambda pos: ms_apply(potential, probe, pos)  # noqa: E731
         ms = run(make_ms)  # warm-up (compiles)
         ms, t_ms = _timed(run, make_ms)
     ms = np.asarray(ms, np.float64)

@@ -102,14 +102,16 @@ class PlannedSimulator(abc.ABC):
     """
 
     @abc.abstractmethod
-    def plan(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Any:
-        """What every position shares, as a PyTree (computed outside ``jit``)."""
+    def plan(self, *args: Any, **options: Any) -> Any:
+        """``plan(potential, probe, **options)``: what every position shares, as a PyTree
+        (computed outside ``jit``). (Declared with ``*args, **options`` so that subclasses name
+        their own options.)"""
 
     @abc.abstractmethod
     def apply(self, plan: Any, positions: Any) -> Any:
         """Centred intensities (b, nx, ny) for positions (b, 2) Å from ``plan`` (pure)."""
 
-    def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Callable[[Any], Any]:
+    def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Any:
         return functools.partial(self.apply, self.plan(potential, probe, **options))
 
 
@@ -126,7 +128,7 @@ class KernelPropagator(abc.ABC):
     def __call__(self, wave: Any, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0)) -> Any:
         import jax.numpy as jnp
 
-        k = self.kernel(dz, grid, energy, tilt=tuple(tilt), dtype=jnp.result_type(wave, jnp.complex64))
+        k = self.kernel(dz, grid, energy, tilt=(float(tilt[0]), float(tilt[1])), dtype=jnp.result_type(wave, jnp.complex64))
         return jnp.fft.ifft2(jnp.fft.fft2(wave) * k)
 
 

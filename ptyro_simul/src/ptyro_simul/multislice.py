@@ -242,7 +242,7 @@ def _window_crop(grid: Grid, window: Grid, positions: Array, real: Any) -> tuple
     return crop_windows(offsets, (nx, ny), (wx, wy)), centre, offsets
 
 
-def crop_windows(offsets: Array, gpts: tuple[int, int], window: tuple[int, int]) -> Callable[[Array], Array]:
+def crop_windows(offsets: Array, gpts: tuple[int, ...], window: tuple[int, ...]) -> Callable[[Array], Array]:
     """``crop(t)``: t (..., nx, ny) cut periodically to the windows (wx, wy) whose first pixels are
     ``offsets`` (b, 2), as (..., b, 1, wx, wy) (the 1 broadcasts over probe modes)."""
     ix = (offsets[:, 0:1] + jnp.arange(window[0])[None, :]) % gpts[0]  # (b, wx)
@@ -338,9 +338,8 @@ def _plan_arrays(potential: PotentialSlices, probe: ProbeModes, propagator: Any,
     the waves' dtype."""
     ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
     ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
-    if isinstance(propagator, KernelPropagator):
-        ops = _far_field_operators(*ops)
-    return ops, fft2(probe.array.astype(ctype))
+    pk = fft2(probe.array.astype(ctype))
+    return (_far_field_operators(*ops) if isinstance(propagator, KernelPropagator) else ops), pk
 
 
 @jax.jit
@@ -359,9 +358,9 @@ def _intensities(plan: MultislicePlan, positions: Array) -> Array:
             grid = plan.window
         waves = shifted_probes(pk, pos, grid)
         if kernel and plan.far_field is not None:
-            intensity = plan.far_field(waves, *plan.operators, offsets)
+            intensity = plan.far_field(waves, plan.operators[0], plan.operators[1], offsets)
         elif kernel:
-            intensity = fresnel_far_field(waves, *plan.operators, crop)
+            intensity = fresnel_far_field(waves, plan.operators[0], plan.operators[1], crop)
         else:
             exit_k = fft2(_propagate(waves, plan.operators, grid, plan.energy, plan.propagator, plan.tilt, crop))
             intensity = jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2
@@ -425,8 +424,10 @@ class Multislice(PlannedSimulator):
             raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
         return _intensities(plan, positions)
 
-    def __call__(self, potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0),
-                 window: tuple[int, int] | None = None, backend: str = "auto") -> "MultisliceSimulator":  # fmt: skip
+    def __call__(  # type: ignore[override]
+        self, potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0),
+        window: tuple[int, int] | None = None, backend: str = "auto",
+    ) -> "MultisliceSimulator":  # fmt: skip
         return MultisliceSimulator(potential, probe, propagator, tilt, window, backend)
 
     def __repr__(self) -> str:

@@ -147,19 +147,20 @@ def partially_coherent_probe(
     base = normalize_aberrations(aberrations)
     focal = _gauss_hermite(num_focal, float(focal_spread)) if focal_spread > 0 else ([0.0], [1.0])
     real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    modes_k = []
+    modes: list[Array] = []
     weights = []
     for d, w in zip(*focal):
         ab = dict(base)
         ab["C10"] = ab.get("C10", 0.0) + float(d)
         pk = _probe_fourier_jit(ab, grid, float(energy), float(semiangle_cutoff), jnp.dtype(dtype).name)
-        modes_k.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
+        modes.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
         weights.append(float(w))
-    modes_k = jnp.stack(modes_k)
+    modes_k = jnp.stack(modes)
     occ = jnp.asarray(weights, real)
     if source_size > 0:
         sx, sw = _gauss_hermite(num_source, float(source_size))
-        shifted, occ2 = [], []
+        shifted: list[Array] = []
+        occ2: list[Array] = []
         for i in range(len(sx)):
             for j in range(len(sx)):
                 ramp = shift_ramp([[sx[i], sx[j]]], grid.gpts, grid.sampling, dtype)

@@ -56,7 +56,7 @@ class Fresnel(KernelPropagator):
         return fresnel_kernel(dz, grid, energy, tilt=tilt, dtype=jnp.complex64 if dtype is None else dtype)
 
     def __call__(self, wave: Array, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0)) -> Array:
-        kernel = self.kernel(dz, grid, energy, tilt=tuple(tilt), dtype=jnp.result_type(wave, jnp.complex64))
+        kernel = self.kernel(dz, grid, energy, tilt=(float(tilt[0]), float(tilt[1])), dtype=jnp.result_type(wave, jnp.complex64))
         return ifft2(fft2(wave) * kernel)
 
     def __repr__(self) -> str:

@@ -248,11 +248,20 @@ def simulate_4dstem(
     n = int(pos.shape[0])
     out: dict[str, np.ndarray] = {}
     for start, stop, signals in iter_4dstem(
-        potential, probe, positions, detectors=detectors, batch_size=batch_size, simulator=simulator, mesh=mesh,
-        progress=progress, streams=streams, record=record, **simulator_options,
+        potential,
+        probe,
+        positions,
+        detectors=detectors,
+        batch_size=batch_size,
+        simulator=simulator,
+        mesh=mesh,
+        progress=progress,
+        streams=streams,
+        record=record,
+        **simulator_options,
     ):
-        for name, value in signals.items():
-            value = np.asarray(value)
+        for name, signal in signals.items():
+            value = np.asarray(signal)
             if name not in out:
                 out[name] = np.empty((n,) + value.shape[1:], value.dtype)
             out[name][start:stop] = value
