@@ -23,6 +23,7 @@ import numpy as np
 
 import ptyro_core
 from ptyro_core import Grid
+from ptyro_core.conventions import energy2wavelength
 from ptyro_simul.structures import build_crystal
 
 ENERGY = 200e3
@@ -40,7 +41,7 @@ def _bin(patterns: np.ndarray, f: int) -> np.ndarray:
 
 
 def _angles(shape: tuple[int, int], grid: Grid, f: int) -> np.ndarray:
-    lam = 12.2643 / np.sqrt(ENERGY * (1 + 0.97845e-6 * ENERGY))  # Å (relativistic)
+    lam = energy2wavelength(ENERGY)
     nx, ny = shape
     kx = (np.arange(nx) - nx // 2) * f / grid.extent[0]
     ky = (np.arange(ny) - ny // 2) * f / grid.extent[1]
@@ -93,7 +94,7 @@ def main() -> None:
     print(f"multislice: {t_ms:.2f} s")
 
     ang = _angles((args.gpts, args.gpts), grid, 1)
-    cutoff = 2.0 / 3.0 * 0.5 / grid.sampling[0] * 12.2643 / np.sqrt(ENERGY * (1 + 0.97845e-6 * ENERGY)) * 1e3
+    cutoff = 2.0 / 3.0 * 0.5 / grid.sampling[0] * energy2wavelength(ENERGY) * 1e3
     adf = (ang >= 40.0) & (ang < min(60.0, cutoff))
     bf = ang <= SEMIANGLE
 
