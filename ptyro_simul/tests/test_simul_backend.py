@@ -116,3 +116,7 @@ def test_the_backend_is_static_in_the_plan(recording):
     # a jit/vmap round trip of the plan keeps it
     out = jax.jit(lambda p: p)(b)
     assert out.backend == "recording" and jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(b)
+    # and a vmap over plans stacked along a leading axis (frozen-phonon configurations)
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), a, a)
+    back = jax.vmap(lambda p: p)(stacked)
+    assert back.backend == "xla" and back.probe_fourier.shape == (2,) + a.probe_fourier.shape
