@@ -14,7 +14,7 @@ stream, and prints each median and its ratio to the FFT-only loop:
 XLA runs each multiplication as its own pass over the chunk's memory (it cannot fuse an
 elementwise operation into an FFT), so each costs a share of an FFT pair that no arrangement of
 XLA operations removes. That is why the library's full-grid far field runs on a native kernel on
-the CPU (``ptyro_simul.native``), which does the multiplications inside its FFT passes.
+the CPU (the back end ``native`` of the plugin ``plugins/ptyro-native``), which does the multiplications inside its FFT passes.
 """
 
 import argparse

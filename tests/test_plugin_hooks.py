@@ -16,6 +16,7 @@ COMPONENTS = {
     "ptyro_register_reconstructions": ("reconstruction", "def comp(dataset, state, **options):\n    return state"),
     "ptyro_register_simulators": ("simulator", "def comp(potential, probe, **options):\n    return lambda positions: positions"),
     "ptyro_register_sources": ("source", "def comp(address, **options):\n    return iter(())"),
+    "ptyro_register_backends": ("backend", "def comp(waves, head, last, offsets=None):\n    return waves"),
 }
 
 

@@ -205,9 +205,9 @@ class Worker:
             np.save(os.path.join(out_dir, "data4d.npy"), np.asarray(self.result, np.float32))
         info = {"version": ptyro_core.__version__, "jax": jax.__version__, "mode": MODE}
         if MODE in ("ptyro", "ptyro-window"):
-            from ptyro_simul import native
+            from ptyro_simul.backend import resolve_backend
 
-            info["native"] = self.window is None and native.use_native(jnp.complex64)
+            info["native"] = resolve_backend("auto", jnp.complex64, windowed=self.window is not None, kernel=True)[0] == "native"
         if MODE == "floor":
             info["chunk"] = self._floor_chunk
             info["chunk_trials_s"] = self._floor_trials

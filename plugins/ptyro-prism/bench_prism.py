@@ -23,6 +23,7 @@ import numpy as np
 
 import ptyro_core
 from ptyro_core import Grid
+from ptyro_core.conventions import energy2wavelength
 from ptyro_simul.structures import build_crystal
 
 ENERGY = 200e3
@@ -40,7 +41,7 @@ def _bin(patterns: np.ndarray, f: int) -> np.ndarray:
 
 
 def _angles(shape: tuple[int, int], grid: Grid, f: int) -> np.ndarray:
-    lam = 12.2643 / np.sqrt(ENERGY * (1 + 0.97845e-6 * ENERGY))  # Å (relativistic)
+    lam = energy2wavelength(ENERGY)
     nx, ny = shape
     kx = (np.arange(nx) - nx // 2) * f / grid.extent[0]
     ky = (np.arange(ny) - ny // 2) * f / grid.extent[1]
@@ -72,9 +73,11 @@ def main() -> None:
     s = (np.arange(args.scan) + 0.5) * a / args.scan + a * (args.cells // 2)
     positions = jnp.asarray(np.stack(np.meshgrid(s, s, indexing="ij"), -1).reshape(-1, 2), jnp.float32)
     nb = int(positions.shape[0])
-    print(f"SrTiO3 [001] {args.cells}x{args.cells}x{args.thickness} cells ({atoms.cell[0]:.2f} Å, {potential.num_slices} slices), "
-          f"{args.gpts}x{args.gpts} grid ({grid.sampling[0]:.3f} Å), 200 keV, {SEMIANGLE} mrad, {nb} positions, "
-          f"devices: {jax.devices()[0].platform} x{jax.device_count()}")
+    print(
+        f"SrTiO3 [001] {args.cells}x{args.cells}x{args.thickness} cells ({atoms.cell[0]:.2f} Å, {potential.num_slices} slices), "
+        f"{args.gpts}x{args.gpts} grid ({grid.sampling[0]:.3f} Å), 200 keV, {SEMIANGLE} mrad, {nb} positions, "
+        f"devices: {jax.devices()[0].platform} x{jax.device_count()}"
+    )
 
     def run(make):
         sim = make()
@@ -84,14 +87,14 @@ def main() -> None:
     ms_sim = ptyro_core.get("simulator", "multislice")
     with jax.numpy_rank_promotion("allow"):
         ms_apply = jax.jit(lambda pot, pr, pos: ms_sim(pot, pr)(pos))  # compiled once, like PRISM's parts
-        make_ms = lambda: (lambda pos: ms_apply(potential, probe, pos))  # noqa: E731
+        make_ms = lambda: lambda pos: ms_apply(potential, probe, pos)  # noqa: E731
         ms = run(make_ms)  # warm-up (compiles)
         ms, t_ms = _timed(run, make_ms)
     ms = np.asarray(ms, np.float64)
     print(f"multislice: {t_ms:.2f} s")
 
     ang = _angles((args.gpts, args.gpts), grid, 1)
-    cutoff = 2.0 / 3.0 * 0.5 / grid.sampling[0] * 12.2643 / np.sqrt(ENERGY * (1 + 0.97845e-6 * ENERGY)) * 1e3
+    cutoff = 2.0 / 3.0 * 0.5 / grid.sampling[0] * energy2wavelength(ENERGY) * 1e3
     adf = (ang >= 40.0) & (ang < min(60.0, cutoff))
     bf = ang <= SEMIANGLE
 

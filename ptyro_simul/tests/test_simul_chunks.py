@@ -9,6 +9,7 @@ import pytest
 
 import ptyro_simul.multislice as ms
 from ptyro_core import Grid, PtyroValueError
+from ptyro_core.protocols import KernelPropagator
 from ptyro_simul.multislice import multislice
 from ptyro_simul.potentials import kirkland
 from ptyro_simul.probe import aberrated_probe
@@ -72,6 +73,15 @@ def _generic_fresnel(wave, dz, grid, energy, *, tilt=(0.0, 0.0)):
     return fresnel(wave, dz, grid, energy, tilt=tilt)
 
 
+class _ThirdParty(KernelPropagator):
+    """A propagator from elsewhere that declares a kernel (here the Fresnel one)."""
+
+    def kernel(self, dz, grid, energy, *, tilt=(0.0, 0.0), dtype=None):
+        from ptyro_simul.propagator import fresnel_kernel
+
+        return fresnel_kernel(dz, grid, energy, tilt=tilt, dtype=dtype or jnp.complex64)
+
+
 @pytest.mark.parametrize("window", [None, (24, 24)])
 def test_far_field_shortcut_matches_the_exit_waves(case, window):
     """The built-in Fresnel path skips the last slice's inverse FFT and the detector's FFT (and
@@ -92,6 +102,10 @@ def test_far_field_shortcut_matches_the_exit_waves(case, window):
     scale = float(from_waves.max())
     np.testing.assert_allclose(fast, from_waves, rtol=0, atol=3e-6 * scale)
     np.testing.assert_allclose(generic, from_waves, rtol=0, atol=3e-6 * scale)
+    # a third-party propagator that declares its kernel gets the same far-field lane as fresnel
+    third = ms.multislice.plan(pot, probe, tilt=(3.0, -2.0), window=window, propagator=_ThirdParty(), backend="xla")
+    assert isinstance(third.operators[0], tuple)  # (head, last): the far-field split of the kernels
+    np.testing.assert_allclose(np.asarray(ms.multislice.apply(third, positions)), from_waves, rtol=0, atol=3e-6 * scale)
     # nothing outside the 2/3-Nyquist band limit, and the probe's intensity is kept inside it
     from ptyro_simul.multislice import bandlimit_mask
 
@@ -126,31 +140,35 @@ def test_concurrent_batches_change_nothing(case, monkeypatch):
         simulate_4dstem(pot, probe, scan, detectors=dets, batch_size=3, mesh=mesh, progress=False, streams=0)
 
 
-def test_operators_prepared_once_per_simulation(case, monkeypatch):
-    """4D-STEM with the built-in multislice computes the transmission functions and kernels once
-    (``prepare``) and every batch applies them: the result equals calling the simulator on every
-    batch, and ``prepare`` runs once however many batches there are; a simulator component that
-    does not declare ``prepares`` is never built outside the batch function."""
-    import ptyro_simul.multislice as msl
+def test_planned_once_per_simulation(case, monkeypatch):
+    """4D-STEM with a planned simulator (``multislice``) computes the transmission functions and
+    kernels once (``plan``) and every batch applies them: the result equals calling the simulator
+    on every batch, ``plan`` runs once however many batches there are, and the run records the
+    back end, streams and memory budget it used; a plain simulator component (no ``plan``) is
+    built inside the batch function."""
     from ptyro_core import ScanPositions
     from ptyro_simul.detectors import PixelatedDetector
+    from ptyro_simul.multislice import Multislice
     from ptyro_simul.stem import simulate_4dstem
 
     grid, pot, _ = case
     probe = aberrated_probe(grid, 200e3, semiangle_cutoff=20.0)
     scan = ScanPositions.raster((0.0, 0.0), (3.9, 3.9), (4, 5))
     calls = []
-    real = msl.MultisliceSimulator.prepare
-    monkeypatch.setattr(msl.MultisliceSimulator, "prepare", lambda self: (calls.append(1), real(self))[1])
-    got = simulate_4dstem(pot, probe, scan, detectors=[PixelatedDetector()], batch_size=4, progress=False)["pixelated"]
-    assert len(calls) == 1  # 5 batches, one prepare
+    real = Multislice.plan
+    monkeypatch.setattr(Multislice, "plan", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    record = {}
+    got = simulate_4dstem(pot, probe, scan, detectors=[PixelatedDetector()], batch_size=4, progress=False, streams=2, backend="xla",
+                          record=record)["pixelated"]  # fmt: skip
+    assert len(calls) == 1  # 5 batches, one plan
+    assert record["backend"] == "xla" and record["streams"] == 2 and record["memory_budget"] > 0
     sim = multislice(pot, probe)
     expected = np.concatenate([np.asarray(sim(np.asarray(scan.positions)[i : i + 4])) for i in range(0, 20, 4)])
     np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=0, atol=1e-6 * float(expected.max()))
 
     built = []
 
-    def plain(potential, probe_, **options):  # no `prepares`: built only inside the batch function
+    def plain(potential, probe_, **options):  # no plan(): built only inside the batch function
         built.append(isinstance(potential.array, jax.core.Tracer))
         return multislice(potential, probe_, **options)
 

@@ -63,6 +63,9 @@ def test_file_holds_what_was_simulated(simulated):
     names = {(c["kind"], c["name"]) for c in prov["components"]}
     assert {("potential", "kirkland"), ("probe", "aberrated"), ("propagator", "fresnel")} <= names
     assert "structure = \"SrTiO3\"" in prov["config"] and prov["seed"] == 0
+    # what the run actually used: the tests' two fake devices shard batches, so XLA and one stream
+    assert prov["execution"]["backend"] == "xla" and prov["execution"]["streams"] == 1
+    assert prov["execution"]["memory_budget"] > 0 and res.provenance["execution"] == prov["execution"]
 
 
 def test_frozen_phonons_change_the_patterns_and_are_seeded(simulated):

@@ -160,3 +160,36 @@ def test_errors_name_the_bad_value():
         prism(pot, probe, max_memory=1e3)
     with pytest.raises(PtyroValueError, match="positions"):
         prism(pot, probe)(jnp.zeros((3,)))
+
+
+def test_the_pipeline_plans_the_smatrix_once(monkeypatch):
+    """Through ``iter_4dstem`` (the route of ``ptyro simulate``) the S-matrix is built once per
+    simulation and configuration, not per batch, and the patterns equal calling the simulator on
+    each batch; frozen-phonon configurations are planned once each and averaged."""
+    import sys
+
+    from ptyro_simul.detectors import PixelatedDetector
+    from ptyro_simul.stem import simulate_4dstem
+
+    pot, a = _crystal(n=32, reps=2)
+    probe = _probe(pot.grid)
+    pos = jnp.asarray(np.random.default_rng(2).uniform(0.0, 2 * a, (10, 2)), jnp.float32)
+    pp = sys.modules["ptyro_prism.prism"]  # the module (the package's ``prism`` is the component)
+    builds = []
+    real = pp.build_smatrix
+    monkeypatch.setattr(pp, "build_smatrix", lambda *a, **k: (builds.append(1), real(*a, **k))[1])
+    record = {}
+    got = simulate_4dstem(pot, probe, pos, detectors=[PixelatedDetector()], batch_size=4, progress=False, simulator="prism",
+                          record=record, interpolation=2)["pixelated"]  # fmt: skip
+    assert len(builds) == 1 and record["backend"] == "xla"  # 3 batches, one S-matrix
+    sim = prism(pot, probe, interpolation=2)
+    np.testing.assert_allclose(got, np.asarray(sim(pos)), rtol=0, atol=1e-6 * float(got.max()))
+    other = PotentialSlices(pot.array * 0.8, pot.slice_thickness, grid=pot.grid)
+    builds.clear()
+    mean = simulate_4dstem([pot, other], probe, pos, detectors=[PixelatedDetector()], batch_size=4, progress=False, simulator="prism",
+                           interpolation=2)["pixelated"]  # fmt: skip
+    assert len(builds) == 2
+    expected = (np.asarray(sim(pos)) + np.asarray(prism(other, probe, interpolation=2)(pos))) / 2
+    np.testing.assert_allclose(mean, expected, rtol=0, atol=1e-6 * float(expected.max()))
+    with pytest.raises(PtyroValueError, match="prism: backend must be 'auto' or 'xla'.*'native'"):
+        prism(pot, probe, backend="native")

@@ -62,6 +62,14 @@ def ptyro_register_sources(register: Register) -> None:
     ``ptyro_workflows.live.sources``); chosen on the command line as ``NAME:ADDRESS``."""
 
 
+@hookspec
+def ptyro_register_backends(register: Register) -> None:
+    """Register far-field back ends of the multislice loop with kernel propagators:
+    ``component(waves, head, last, offsets=None) -> intensities`` (a
+    :class:`ptyro_core.protocols.FarFieldBackend`, e.g. ``native`` from ptyro-native), chosen
+    with ``backend="auto" | "xla" | NAME``."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -72,5 +80,6 @@ HOOKS: dict[str, str] = {
     "reconstruction": "ptyro_register_reconstructions",
     "simulator": "ptyro_register_simulators",
     "source": "ptyro_register_sources",
+    "backend": "ptyro_register_backends",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

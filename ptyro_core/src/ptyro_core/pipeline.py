@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ptyro_core.errors import MemoryBudgetError, PtyroValueError
 
@@ -100,7 +101,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except Exception:  # noqa: BLE001 - option absent on some builds
         pass
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if coordinator is not None:
         kwargs = {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_id}
     jax.distributed.initialize(**kwargs)
@@ -292,9 +293,7 @@ def check_memory(required: float, *, what: str, knob: str, budget: float | None 
     if budget is None:
         budget = memory_budget()
     if required > budget:
-        raise MemoryBudgetError(
-            f"{what} needs about {_fmt_bytes(required)} but only {_fmt_bytes(budget)} is available; {knob}"
-        )
+        raise MemoryBudgetError(f"{what} needs about {_fmt_bytes(required)} but only {_fmt_bytes(budget)} is available; {knob}")
 
 
 # --------------------------------------------------------------------------- pattern sources
@@ -388,4 +387,4 @@ def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:
     """
     indices = np.asarray(indices)
     shape = (indices.shape[0],) + tuple(source.shape[1:])
-    return jax.make_array_from_callback(shape, scan_sharding(mesh), lambda idx: source.read(indices[idx[0]]))
+    return jax.make_array_from_callback(shape, scan_sharding(mesh), lambda idx: source.read(indices[idx[0]]))  # type: ignore[index]

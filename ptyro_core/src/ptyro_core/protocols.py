@@ -4,8 +4,22 @@ Components are plain callables (functions, or instances of classes with ``__call
 PyTrees are welcome so that their parameters can be differentiated). The registry checks that a
 registered component is callable with the positional parameters below; the conformance check in
 :mod:`ptyro_core.testing` checks that it works under ``jit``, ``vmap`` and ``grad``.
+
+Two declared capabilities (base classes, never identity checks) open the fast lanes to every
+component, built-in or third-party:
+
+- :class:`PlannedSimulator`: plan once, apply many (after optax's ``init``/``update`` and
+  diffrax's solvers' ``init``/``step``). ``plan(potential, probe, **options)`` does, outside
+  ``jit``, everything the scan positions share and returns it as a PyTree;
+  ``apply(plan, positions)`` is pure and is what the jitted batch function runs, the plan
+  passed to it as an argument. :func:`ptyro_simul.stem.iter_4dstem` plans once per simulation.
+- :class:`KernelPropagator`: a propagator whose step is a multiplication by a kernel in Fourier
+  space exposes ``kernel(dz, grid, energy, *, tilt, dtype)``; the multislice loop then computes
+  the kernels of all slices once and runs the FFT-multiply loop (and a far-field back end).
 """
 
+import abc
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -22,6 +36,9 @@ __all__ = [
     "Reconstruction",
     "Simulator",
     "Source",
+    "PlannedSimulator",
+    "KernelPropagator",
+    "FarFieldBackend",
     "PROTOCOLS",
     "check_component",
 ]
@@ -79,6 +96,67 @@ class Source(Protocol):
     def __call__(self, address: str, **options: Any) -> Any: ...
 
 
+class PlannedSimulator(abc.ABC):
+    """A simulator component in two phases. ``plan(potential, probe, **options)`` returns a
+    PyTree (arrays as leaves, settings as static metadata) holding what every scan position
+    shares; ``apply(plan, positions (b, 2) Å) -> intensities (b, nx, ny)`` is pure and jittable,
+    taking the plan as an argument (so a jitted batch function compiles once per plan structure
+    and shape, and the plan is computed once per simulation, not per batch).
+
+    Calling the component, ``component(potential, probe, **options)``, is plan then apply:
+    it returns ``fn(positions)`` like any simulator.
+    """
+
+    @abc.abstractmethod
+    def plan(self, *args: Any, **options: Any) -> Any:
+        """``plan(potential, probe, **options)``: what every position shares, as a PyTree
+        (computed outside ``jit``). (Declared with ``*args, **options`` so that subclasses name
+        their own options.)"""
+
+    @abc.abstractmethod
+    def apply(self, plan: Any, positions: Any) -> Any:
+        """Centred intensities (b, nx, ny) for positions (b, 2) Å from ``plan`` (pure)."""
+
+    def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Any:
+        return functools.partial(self.apply, self.plan(potential, probe, **options))
+
+
+class KernelPropagator(abc.ABC):
+    """A propagator whose step over ``dz`` is the multiplication of the wave's FFT by a kernel:
+    ``propagate(wave) = IFFT(kernel · FFT(wave))``. Subclasses define :meth:`kernel`; calling
+    the instance propagates one wave (the :class:`Propagator` signature)."""
+
+    @abc.abstractmethod
+    def kernel(self, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0), dtype: Any = None) -> Any:
+        """The kernel (nx, ny) in FFT order for a distance ``dz`` Å (may be traced), in ``dtype``
+        (a complex dtype; complex64 when None)."""
+
+    def __call__(self, wave: Any, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0)) -> Any:
+        import jax.numpy as jnp
+
+        k = self.kernel(dz, grid, energy, tilt=(float(tilt[0]), float(tilt[1])), dtype=jnp.result_type(wave, jnp.complex64))
+        return jnp.fft.ifft2(jnp.fft.fft2(wave) * k)
+
+
+class FarFieldBackend(abc.ABC):
+    """A back end for the multislice far field with kernel propagators (kind ``backend``):
+    ``backend(waves, head, last, offsets=None) -> intensities``, what
+    :func:`ptyro_simul.multislice.fresnel_far_field` computes (|FFT(exit wave)|², FFT order) for
+    waves (..., nx, ny); ``head`` = (transmission functions, kernels) of every slice but the
+    last, ``last`` = (last transmission function, |last kernel|²/N); ``offsets`` (b, 2) int32:
+    each position's window in the potential (windowed runs), None on the full grid.
+
+    :meth:`unavailable` says, outside ``jit``, why it cannot run such waves here (or None).
+    """
+
+    @abc.abstractmethod
+    def unavailable(self, dtype: Any, windowed: bool) -> str | None:
+        """Why this back end cannot compute waves of ``dtype`` on the default device now (None: it can)."""
+
+    @abc.abstractmethod
+    def __call__(self, waves: Any, head: tuple[Any, Any], last: tuple[Any, Any], offsets: Any = None) -> Any: ...
+
+
 #: kind -> (protocol, number of positional parameters a component must accept)
 PROTOCOLS: dict[str, tuple[type, int]] = {
     "potential": (Potential, 2),
@@ -89,6 +167,7 @@ PROTOCOLS: dict[str, tuple[type, int]] = {
     "reconstruction": (Reconstruction, 2),
     "simulator": (Simulator, 2),
     "source": (Source, 1),
+    "backend": (FarFieldBackend, 3),
 }
 
 

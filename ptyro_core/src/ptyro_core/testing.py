@@ -128,6 +128,13 @@ def check_conformance(kind: str, component: Any, **options: Any) -> None:
     globals()[f"_conform_{kind}"](component, **options)
 
 
+def _conform_backend(backend: Any, **options: Any) -> None:
+    """A far-field back end says whether it can run (outside jit); where it can, it must match
+    :func:`ptyro_simul.multislice.fresnel_far_field` under jit and vmap (ptyro-native's tests
+    check gradients against it)."""
+    assert callable(getattr(backend, "unavailable", None)), "backend: no unavailable(dtype, windowed) method"
+
+
 def _conform_potential(potential: Any, *, slice_thickness: float = 2.0, **options: Any) -> None:
     grid = Grid((32, 32), (0.25, 0.25))
     atoms = Atoms(np.array([[2.0, 3.0, 1.0], [5.0, 4.0, 3.0]], np.float32), np.array([6, 14]), cell=(8.0, 8.0, 4.0))

@@ -6,8 +6,14 @@ Conventions: probe positions are (x, y) Å in the potential's frame (pixel [i, j
 so it is moved by ``position − (n//2)·d`` with a Fourier phase ramp (differentiable with respect
 to the positions; the potential is periodic, so the probe wraps around the cell). Detection is
 the unitary forward FFT of the exit wave, centred (zero frequency at n // 2).
+
+``multislice`` is a :class:`~ptyro_core.protocols.PlannedSimulator`: ``plan(potential, probe,
+...)`` computes the transmission functions, the propagator's kernels (for any
+:class:`~ptyro_core.protocols.KernelPropagator`) and the probe's FFT once, and resolves the
+far-field back end (:mod:`ptyro_simul.backend`); ``apply(plan, positions)`` runs a batch.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +22,11 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError
-from ptyro_simul import native
-from ptyro_simul.constants import energy2sigma
-from ptyro_simul.fft import fft2, ifft2
-from ptyro_simul.propagator import antialias_aperture, fresnel, fresnel_kernel
+from ptyro_core import Grid, PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError
+from ptyro_core.conventions import energy2sigma, fft2, ifft2, shift_ramp
+from ptyro_core.protocols import KernelPropagator, PlannedSimulator
+from ptyro_simul.backend import resolve_backend
+from ptyro_simul.propagator import antialias_aperture
 
 __all__ = [
     "resolve_propagator",
@@ -29,6 +35,11 @@ __all__ = [
     "plane_wave_exit",
     "shift_phase",
     "shifted_probes",
+    "fresnel_far_field",
+    "crop_windows",
+    "MultislicePlan",
+    "Multislice",
+    "MultisliceSimulator",
     "multislice",
     "check_window",
 ]
@@ -84,8 +95,9 @@ def multislice_exit_wave(
     """Exit wave of ``wave`` (..., nx, ny) through ``potential``: for every slice, multiply by
     exp(iσV) and propagate by that slice's thickness (``jax.lax.scan`` over slices).
 
-    ``propagator`` is a registered name or a callable ``(wave, dz, grid, energy, *, tilt)``; with
-    ``"fresnel"`` the band-limited kernels of all slices are computed once, outside the loop.
+    ``propagator`` is a registered name or a callable ``(wave, dz, grid, energy, *, tilt)``; for a
+    :class:`~ptyro_core.protocols.KernelPropagator` (``"fresnel"``) the kernels of all slices
+    are computed once, outside the loop.
     Differentiable with respect to the wave, the potential (and its slice thicknesses).
     """
     if not isinstance(potential, PotentialSlices):
@@ -100,17 +112,18 @@ def multislice_exit_wave(
 def _exit_wave(wave: Array, potential: PotentialSlices, energy: float, prop: Any, tilt: tuple[float, float]) -> Array:
     ctype = jnp.result_type(wave, _complex_dtype(potential.array))
     ops = _slice_operators(potential, energy, prop, tilt, ctype)
-    return _propagate(wave.astype(ctype), ops, potential, energy, prop, tilt)
+    return _propagate(wave.astype(ctype), ops, potential.grid, energy, prop, tilt)
 
 
 def _slice_operators(potential: PotentialSlices, energy: float, prop: Any, tilt: tuple[float, float], ctype: Any,
                      grid: Any = None) -> tuple[Array, Array]:  # fmt: skip
-    """What every position shares: the transmission functions and, for the built-in Fresnel
-    propagator, its kernels (``grid``: the grid they are applied on, default the potential's)."""
+    """What every position shares: the transmission functions and, for a propagator that declares
+    its kernel (:class:`~ptyro_core.protocols.KernelPropagator`), the kernels of all slices
+    (``grid``: the grid they are applied on, default the potential's); else the thicknesses."""
     trans = transmission(potential, energy).astype(ctype)
-    if prop is fresnel:
+    if isinstance(prop, KernelPropagator):
         g = potential.grid if grid is None else grid
-        return trans, jax.vmap(lambda dz: fresnel_kernel(dz, g, energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
+        return trans, jax.vmap(lambda dz: prop.kernel(dz, g, energy, tilt=tilt, dtype=ctype))(potential.slice_thickness)
     return trans, potential.slice_thickness
 
 
@@ -120,8 +133,8 @@ def _expand(t: Array, ndim: int) -> Array:
     return t.reshape(t.shape[:-2] + (1,) * (ndim - t.ndim) + t.shape[-2:])
 
 
-def _fresnel_loop(wave: Array, trans: Array, kernels: Array, crop: Callable[[Array], Array] | None = None) -> Array:
-    """The multislice loop with the built-in Fresnel kernels (s, ...): w ← IFFT(k · FFT(t · w)) per
+def _kernel_loop(wave: Array, trans: Array, kernels: Array, crop: Callable[[Array], Array] | None = None) -> Array:
+    """The multislice loop with the kernels (s, ...) of a kernel propagator: w ← IFFT(k · FFT(t · w)) per
     slice, with unnormalised FFTs (forward then inverse is the identity, so no scaling passes).
     ``crop`` is applied to each transmission function as it is used (the windowed path: a gather
     that XLA fuses into the multiplication, so no crop of every slice is ever stored)."""
@@ -135,15 +148,14 @@ def _fresnel_loop(wave: Array, trans: Array, kernels: Array, crop: Callable[[Arr
     return out
 
 
-def _propagate(wave: Array, ops: tuple[Array, Array], potential: PotentialSlices, energy: float, prop: Any,
-               tilt: tuple[float, float], grid: Any = None, crop: Callable[[Array], Array] | None = None) -> Array:  # fmt: skip
-    """The multislice loop over slices for waves (..., nx, ny), transmission functions (s, ...)
-    broadcasting against them (after ``crop``, see :func:`_fresnel_loop`) and the operators of
-    :func:`_slice_operators`."""
-    grid = potential.grid if grid is None else grid
+def _propagate(wave: Array, ops: tuple[Array, Array], grid: Grid, energy: float, prop: Any, tilt: tuple[float, float],
+               crop: Callable[[Array], Array] | None = None) -> Array:  # fmt: skip
+    """The multislice loop over slices for waves (..., nx, ny) on ``grid``, transmission functions
+    (s, ...) broadcasting against them (after ``crop``, see :func:`_kernel_loop`) and the
+    operators of :func:`_slice_operators`."""
     trans, second = ops
-    if prop is fresnel:
-        return _fresnel_loop(wave, trans, second, crop)
+    if isinstance(prop, KernelPropagator):
+        return _kernel_loop(wave, trans, second, crop)
     ctype = wave.dtype
 
     def gstep(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
@@ -194,15 +206,9 @@ def plane_wave_exit(
 
 
 def shift_phase(shifts: Array, grid: Any, dtype: Any = jnp.complex64) -> Array:
-    """exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) Å: multiplying a wave's FFT by it
-    moves the wave by +s (periodically). Separable: an outer product of two 1D ramps."""
-    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)
-    ky = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)
-    s = jnp.asarray(shifts).astype(real)
-    ex = jnp.exp(-2j * jnp.pi * kx[None, :] * s[:, 0:1]).astype(dtype)  # (b, nx)
-    ey = jnp.exp(-2j * jnp.pi * ky[None, :] * s[:, 1:2]).astype(dtype)  # (b, ny)
-    return ex[:, :, None] * ey[:, None, :]
+    """exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) Å on ``grid``
+    (:func:`ptyro_core.conventions.shift_ramp`)."""
+    return shift_ramp(shifts, grid.gpts, grid.sampling, dtype)
 
 
 def shifted_probes(probe_fourier: Array, positions: Array, grid: Any) -> Array:
@@ -211,6 +217,64 @@ def shifted_probes(probe_fourier: Array, positions: Array, grid: Any) -> Array:
     centre = jnp.asarray([(grid.gpts[0] // 2) * grid.sampling[0], (grid.gpts[1] // 2) * grid.sampling[1]])
     ramp = shift_phase(jnp.asarray(positions) - centre.astype(jnp.asarray(positions).dtype)[None, :], grid, probe_fourier.dtype)
     return ifft2(probe_fourier[None, :, :, :] * ramp[:, None, :, :])
+
+
+def _wave_bytes(probe_fourier: Array) -> int:
+    return int(probe_fourier.shape[0] * probe_fourier.shape[-1] * probe_fourier.shape[-2] * jnp.dtype(probe_fourier.dtype).itemsize)
+
+
+def _window_starts(grid: Grid, window: Grid, positions: Array, real: Any) -> tuple[Array, Array, Array]:
+    (dx, dy), (wx, wy) = grid.sampling, window.gpts
+    pos = positions.astype(real)
+    i0 = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
+    j0 = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
+    frac = pos - jnp.stack([i0.astype(pos.dtype) * dx, j0.astype(pos.dtype) * dy], axis=-1)
+    return i0, j0, frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :]
+
+
+def _window_crop(grid: Grid, window: Grid, positions: Array, real: Any) -> tuple[Callable[[Array], Array], Array, Array]:
+    """``crop(t)``: transmission functions t (..., nx, ny) on ``grid`` cut periodically to each
+    probe's window (..., b, 1, wx, wy); the positions of the probes in their windows (b, 2) Å (in
+    ``real``); and the windows' first pixels in the potential (b, 2) int32."""
+    (nx, ny), (wx, wy) = grid.gpts, window.gpts
+    i0, j0, centre = _window_starts(grid, window, positions, real)
+    offsets = jnp.stack([(i0 - wx // 2) % nx, (j0 - wy // 2) % ny], axis=-1).astype(jnp.int32)
+    return crop_windows(offsets, (nx, ny), (wx, wy)), centre, offsets
+
+
+def crop_windows(offsets: Array, gpts: tuple[int, ...], window: tuple[int, ...]) -> Callable[[Array], Array]:
+    """``crop(t)``: t (..., nx, ny) cut periodically to the windows (wx, wy) whose first pixels are
+    ``offsets`` (b, 2), as (..., b, 1, wx, wy) (the 1 broadcasts over probe modes)."""
+    ix = (offsets[:, 0:1] + jnp.arange(window[0])[None, :]) % gpts[0]  # (b, wx)
+    iy = (offsets[:, 1:2] + jnp.arange(window[1])[None, :]) % gpts[1]  # (b, wy)
+    return lambda t: t[..., ix[:, None, :, None], iy[:, None, None, :]]
+
+
+def fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array],
+                      crop: Callable[[Array], Array] | None = None) -> Array:  # fmt: skip
+    """|FFT(exit wave)|² (unitary FFT, FFT order) of waves (..., nx, ny) through the slices with the
+    kernels of a kernel propagator, with no FFT beyond the 2 per slice the algorithm needs (one
+    fewer per position than propagating and then transforming): the XLA far field, and the
+    reference every far-field back end (:class:`~ptyro_core.protocols.FarFieldBackend`) matches.
+    ``head``: the transmission functions and kernels of every slice but the last (s − 1, ...),
+    run by :func:`_kernel_loop`; ``last``: the last slice's transmission function and
+    |kernel|²/N (see :func:`_far_field_operators`).
+
+    The last slice's propagation is a multiplication by its kernel in Fourier space, so its
+    inverse FFT and the detector's forward FFT cancel: the pattern is |FFT(t_s ψ)|² · |P_s|² / N.
+    """
+    w = _kernel_loop(waves, *head, crop)
+    t = last[0] if crop is None else crop(last[0])
+    wk = jnp.fft.fft2(w * _expand(t, w.ndim))
+    return (jnp.real(wk) ** 2 + jnp.imag(wk) ** 2) * _expand(last[1], w.ndim)
+
+
+def _far_field_operators(trans: Array, kernels: Array) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    """The operators of :func:`fresnel_far_field`, split once per plan (split inside the loop over
+    chunks, the slices are copied for every chunk: ~15 % of SIM-A's time)."""
+    last = kernels[-1]
+    mask = (jnp.real(last) ** 2 + jnp.imag(last) ** 2) / (last.shape[-1] * last.shape[-2])
+    return (trans[:-1], kernels[:-1]), (trans[-1], mask)
 
 
 def check_window(window: Any, grid: Any, name: str = "window") -> tuple[int, int]:
@@ -222,225 +286,181 @@ def check_window(window: Any, grid: Any, name: str = "window") -> tuple[int, int
     return w
 
 
-class MultisliceSimulator:
-    """``fn(positions (b, 2) Å) -> intensities (b, nx, ny)``: centred diffraction patterns of the
-    probe at each position after multislice through the potential, summed over probe modes.
-
-    The transmission functions, the propagator kernels and the probe's FFT (:meth:`prepare`) are
-    computed once per call, never per position, and once per simulation by
-    :func:`ptyro_simul.stem.iter_4dstem` (:meth:`apply` for every batch); positions are batched as
-    one array, propagated in cache-sized chunks, so memory grows with the batch only.
-    """
-
-    def __init__(
-        self,
-        potential: PotentialSlices,
-        probe: ProbeModes,
-        propagator: Any = "fresnel",
-        tilt: tuple[float, float] = (0.0, 0.0),
-        window: tuple[int, int] | None = None,
-    ) -> None:
-        if not isinstance(potential, PotentialSlices):
-            raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
-        if not isinstance(probe, ProbeModes):
-            raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
-        if window is not None:
-            window = check_window(window, potential.grid)
-        expected = tuple(potential.grid.gpts) if window is None else window
-        if tuple(probe.grid.gpts) != expected or not all(
-            abs(a - b) <= 1e-6 * b for a, b in zip(probe.grid.sampling, potential.grid.sampling)
-        ):
-            raise PtyroValueError(
-                f"probe: grid {probe.grid.gpts} x {probe.grid.sampling} Å does not match {expected} x {potential.grid.sampling} Å "
-                "(the potential's sampling and its gpts, or the window's)"
-            )
-        self.potential = potential
-        self.probe = probe
-        self.propagator = resolve_propagator(propagator)
-        self.tilt = (float(tilt[0]), float(tilt[1]))
-        self.window = window
-
-    def exit_waves(self, positions: Any) -> Array:
-        """Exit waves (b, m, nx, ny) for positions (b, 2) Å."""
-        if self.window is not None:
-            return _windowed_exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
-        return _exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt)
-
-    def prepare(self) -> Any:
-        """The operators every position shares: the transmission functions, the propagator's
-        kernels and the probe's FFT (a PyTree). :func:`ptyro_simul.stem.iter_4dstem` computes
-        them once per simulation and passes them to :meth:`apply` for every batch; calling the
-        simulator computes them on each call."""
-        return _prepare(self.potential, self.probe, self.propagator, self.tilt, self.window is not None)
-
-    def apply(self, prepared: Any, positions: Any) -> Array:
-        """Patterns (b, nx, ny) for positions (b, 2) Å from the operators of :meth:`prepare`."""
-        positions = jnp.asarray(positions)
-        if positions.ndim != 2 or positions.shape[-1] != 2:
-            raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
-        windowed = self.window is not None
-        fast = self.propagator is fresnel and native.use_native(prepared[1].dtype)
-        return _intensities(prepared, self.potential, self.probe, positions, self.propagator, self.tilt, windowed, fast)
-
-    def __call__(self, positions: Any) -> Array:
-        return self.apply(self.prepare(), positions)
+def _check_inputs(potential: Any, probe: Any, window: Any) -> tuple[int, int] | None:
+    """Raise a clear error unless ``potential`` and ``probe`` fit together (the probe on the
+    potential's grid, or on the window's); the window as ints."""
+    if not isinstance(potential, PotentialSlices):
+        raise PtyroTypeError(f"potential: expected ptyro_core.PotentialSlices, got {type(potential).__name__}")
+    if not isinstance(probe, ProbeModes):
+        raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
+    if window is not None:
+        window = check_window(window, potential.grid)
+    expected = tuple(potential.grid.gpts) if window is None else window
+    if tuple(probe.grid.gpts) != expected or not all(abs(a - b) <= 1e-6 * b for a, b in zip(probe.grid.sampling, potential.grid.sampling)):
+        raise PtyroValueError(
+            f"probe: grid {probe.grid.gpts} x {probe.grid.sampling} Å does not match {expected} x {potential.grid.sampling} Å "
+            "(the potential's sampling and its gpts, or the window's)"
+        )
+    return window
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    # jitted as a whole (one compile per shape) rather than dispatched op by op
-    pk = fft2(probe.array)
-    waves = shifted_probes(pk, positions, potential.grid)
-    return multislice_exit_wave(waves, potential, probe.energy, propagator, tilt=tilt)
+@dataclasses.dataclass(frozen=True)
+class MultislicePlan:
+    """What every scan position of a multislice run shares (a PyTree; see
+    :meth:`Multislice.plan`): the slice ``operators`` (transmission functions and, for a kernel
+    propagator, the kernels, split for the far field) and the probe's FFT ``probe_fourier``
+    (m, nx, ny) as leaves; as static metadata the potential's ``grid``, the ``window`` grid
+    (None: the full grid), ``energy`` (eV), ``propagator``, ``tilt`` (mrad) and the far-field
+    back end (``backend`` its name, ``far_field`` the component; None for XLA)."""
+
+    operators: Any
+    probe_fourier: Array
+    grid: Grid
+    window: Grid | None
+    energy: float
+    propagator: Any
+    tilt: tuple[float, float]
+    backend: str = "xla"
+    far_field: Any = None
 
 
-def _wave_bytes(probe: ProbeModes, ctype: Any) -> int:
-    return int(probe.array.shape[0] * probe.array.shape[-1] * probe.array.shape[-2] * jnp.dtype(ctype).itemsize)
-
-
-def _window_starts(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Array, Array, Array]:
-    (dx, dy), (wx, wy) = potential.grid.sampling, probe.grid.gpts
-    pos = positions.astype(potential.array.dtype)
-    i0 = jnp.round(jax.lax.stop_gradient(pos[:, 0]) / dx).astype(jnp.int32)
-    j0 = jnp.round(jax.lax.stop_gradient(pos[:, 1]) / dy).astype(jnp.int32)
-    frac = pos - jnp.stack([i0.astype(pos.dtype) * dx, j0.astype(pos.dtype) * dy], axis=-1)
-    return i0, j0, frac + jnp.asarray([(wx // 2) * dx, (wy // 2) * dy], pos.dtype)[None, :]
-
-
-def _window_crop(potential: PotentialSlices, probe: ProbeModes, positions: Array) -> tuple[Callable[[Array], Array], Array, Array]:
-    """``crop(t)``: transmission functions t (..., nx, ny) cut periodically to each probe's window,
-    (..., b, 1, wx, wy); the positions of the probes in their windows (b, 2) Å; and the windows'
-    first pixels in the potential (b, 2) int32."""
-    (nx, ny), (wx, wy) = potential.grid.gpts, probe.grid.gpts
-    i0, j0, centre = _window_starts(potential, probe, positions)
-    offsets = jnp.stack([(i0 - wx // 2) % nx, (j0 - wy // 2) % ny], axis=-1).astype(jnp.int32)
-    return _crop_windows(offsets, (nx, ny), (wx, wy)), centre, offsets
-
-
-def _crop_windows(offsets: Array, gpts: tuple[int, int], window: tuple[int, int]) -> Callable[[Array], Array]:
-    """``crop(t)``: t (..., nx, ny) cut periodically to the windows (wx, wy) whose first pixels are
-    ``offsets`` (b, 2), as (..., b, 1, wx, wy) (the 1 broadcasts over probe modes)."""
-    ix = (offsets[:, 0:1] + jnp.arange(window[0])[None, :]) % gpts[0]  # (b, wx)
-    iy = (offsets[:, 1:2] + jnp.arange(window[1])[None, :]) % gpts[1]  # (b, wy)
-    return lambda t: t[..., ix[:, None, :, None], iy[:, None, None, :]]
-
-
-def _window_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
-                  trans: Array, second: Array, pk: Array) -> Array:  # fmt: skip
-    crop, centre, _ = _window_crop(potential, probe, positions)
-    return _propagate(shifted_probes(pk, centre, probe.grid), (trans, second), potential, probe.energy, propagator, tilt, probe.grid, crop)
-
-
-def _fresnel_far_field(waves: Array, head: tuple[Array, Array], last: tuple[Array, Array],
-                       crop: Callable[[Array], Array] | None = None) -> Array:  # fmt: skip
-    """|FFT(exit wave)|² (unitary FFT, FFT order) of waves (..., nx, ny) through the slices with the
-    built-in Fresnel kernels, with no FFT beyond the 2 per slice the algorithm needs (one fewer
-    per position than propagating and then transforming). ``head``: the transmission functions
-    and kernels of every slice but the last (s − 1, ...), run by :func:`_fresnel_loop`; ``last``:
-    the last slice's transmission function and |kernel|²/N (see :func:`_far_field_operators`).
-
-    The last slice's propagation is a multiplication by its kernel in Fourier space, so its
-    inverse FFT and the detector's forward FFT cancel: the pattern is |FFT(t_s ψ)|² · |P_s|² / N.
-    """
-    w = _fresnel_loop(waves, *head, crop)
-    t = last[0] if crop is None else crop(last[0])
-    wk = jnp.fft.fft2(w * _expand(t, w.ndim))
-    return (jnp.real(wk) ** 2 + jnp.imag(wk) ** 2) * _expand(last[1], w.ndim)
-
-
-def _far_field_operators(trans: Array, kernels: Array) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
-    """The operators of :func:`_fresnel_far_field`, split once per batch (split inside the loop over
-    chunks, the slices are copied for every chunk: ~15 % of SIM-A's time)."""
-    last = kernels[-1]
-    mask = (jnp.real(last) ** 2 + jnp.imag(last) ** 2) / (last.shape[-1] * last.shape[-2])
-    return (trans[:-1], kernels[:-1]), (trans[-1], mask)
-
-
-def _batch_operators(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float],
-                     windowed: bool) -> tuple[tuple[Array, Array], Array]:  # fmt: skip
-    """What every position shares: the slice operators (on the window's grid when ``windowed``)
-    and the probe's FFT, in the waves' dtype."""
-    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
-    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
-    return ops, fft2(probe.array.astype(ctype))
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _windowed_exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float]) -> Array:
-    (trans, second), pk = _batch_operators(potential, probe, propagator, tilt, True)
-    return _window_waves(potential, probe, positions, propagator, tilt, trans, second, pk)
+jax.tree_util.register_dataclass(
+    MultislicePlan,
+    data_fields=["operators", "probe_fourier"],
+    meta_fields=["grid", "window", "energy", "propagator", "tilt", "backend", "far_field"],
+)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _prepare(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float], windowed: bool) -> Any:
-    """The operators every position shares (see :meth:`MultisliceSimulator.prepare`): the slice
-    operators (for the built-in Fresnel propagator split for the far-field loop) and the probe's
-    FFT."""
-    ops, pk = _batch_operators(potential, probe, propagator, tilt, windowed)
-    return (_far_field_operators(*ops) if propagator is fresnel else ops), pk
+def _plan_arrays(potential: PotentialSlices, probe: ProbeModes, propagator: Any, tilt: tuple[float, float], windowed: bool) -> Any:
+    """The arrays of a :class:`MultislicePlan`: the slice operators (on the window's grid when
+    ``windowed``; for a kernel propagator split for the far-field loop) and the probe's FFT, in
+    the waves' dtype."""
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
+    pk = fft2(probe.array.astype(ctype))
+    return (_far_field_operators(*ops) if isinstance(propagator, KernelPropagator) else ops), pk
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _intensities(prepared: Any, potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any,
-                 tilt: tuple[float, float], windowed: bool = False, fast: bool = False) -> Array:  # fmt: skip
+@jax.jit
+def _intensities(plan: MultislicePlan, positions: Array) -> Array:
     """Centred patterns (b, nx, ny) summed over modes, in cache-sized chunks of positions, on the
-    full grid or (``windowed``) in a window around each probe, from the operators of
-    :func:`_prepare`; ``fast``: the Fresnel far field on the native CPU kernel
-    (:mod:`ptyro_simul.native`)."""
-    ops, pk = prepared
-    ctype = pk.dtype
-    if propagator is fresnel:
-        head, last = ops
+    full grid or in a window around each probe, from the arrays of ``plan``; the far field of a
+    kernel propagator on the plan's back end."""
+    pk = plan.probe_fourier
+    real = jnp.real(jnp.zeros((), pk.dtype)).dtype
+    kernel = isinstance(plan.propagator, KernelPropagator)
 
     def chunk(pos: Array) -> Array:
-        crop, grid, offsets = None, potential.grid, None
-        if windowed:
-            crop, pos, offsets = _window_crop(potential, probe, pos)
-            grid = probe.grid
+        crop, grid, offsets = None, plan.grid, None
+        if plan.window is not None:
+            crop, pos, offsets = _window_crop(plan.grid, plan.window, pos, real)
+            grid = plan.window
         waves = shifted_probes(pk, pos, grid)
-        if fast:
-            intensity = native.fresnel_far_field(waves, head, last, offsets)
-        elif propagator is fresnel:
-            intensity = _fresnel_far_field(waves, head, last, crop)
+        if kernel and plan.far_field is not None:
+            intensity = plan.far_field(waves, plan.operators[0], plan.operators[1], offsets)
+        elif kernel:
+            intensity = fresnel_far_field(waves, plan.operators[0], plan.operators[1], crop)
         else:
-            exit_k = fft2(_propagate(waves, ops, potential, probe.energy, propagator, tilt, grid, crop))
+            exit_k = fft2(_propagate(waves, plan.operators, grid, plan.energy, plan.propagator, plan.tilt, crop))
             intensity = jnp.real(exit_k) ** 2 + jnp.imag(exit_k) ** 2
         return jnp.fft.fftshift(jnp.sum(intensity, axis=1), axes=(-2, -1))
 
-    return _in_chunks(chunk, positions, _wave_bytes(probe, ctype))
+    return _in_chunks(chunk, positions, _wave_bytes(pk))
 
 
-def multislice(
-    potential: PotentialSlices,
-    probe: ProbeModes,
-    *,
-    propagator: Any = "fresnel",
-    tilt: tuple[float, float] = (0.0, 0.0),
-    window: tuple[int, int] | None = None,
-) -> MultisliceSimulator:
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array, propagator: Any, tilt: tuple[float, float],
+                windowed: bool) -> Array:  # fmt: skip
+    # jitted as a whole (one compile per shape) rather than dispatched op by op
+    ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+    ops = _slice_operators(potential, probe.energy, propagator, tilt, ctype, probe.grid if windowed else None)
+    pk, grid, crop = fft2(probe.array.astype(ctype)), potential.grid, None
+    if windowed:
+        crop, positions, _ = _window_crop(potential.grid, probe.grid, positions, potential.array.dtype)
+        grid = probe.grid
+    return _propagate(shifted_probes(pk, positions, grid), ops, grid, probe.energy, propagator, tilt, crop)
+
+
+class Multislice(PlannedSimulator):
     """The ``multislice`` simulator component: ``multislice(potential, probe)(positions) ->
-    intensities (b, nx, ny)`` (see :class:`MultisliceSimulator`). ``tilt`` (θx, θy) in mrad.
+    intensities (b, nx, ny)``, centred diffraction patterns of the probe at each position after
+    multislice through the potential, summed over probe modes (a :class:`MultisliceSimulator`).
 
+    Plan once, apply many: :meth:`plan` computes the transmission functions, the kernels of a
+    kernel propagator and the probe's FFT once (:func:`ptyro_simul.stem.iter_4dstem` does it
+    once per simulation); :meth:`apply` runs a batch of positions as one array, propagated in
+    cache-sized chunks, so memory grows with the batch only.
+
+    Options: ``propagator`` a registered name or a callable; ``tilt`` (θx, θy) in mrad;
+    ``backend`` ``"auto" | "xla" | NAME`` the far field's back end (:mod:`ptyro_simul.backend`);
     ``window=(wx, wy)``: propagate each probe only in a wx × wy window (same sampling) cropped
     from the periodic potential around it (``probe`` must then be built on
     ``Grid(window, potential.grid.sampling)``; patterns are (b, wx, wy), with the coarser
     reciprocal sampling 1/(wx·dx)). Cost falls with the window area; the accuracy cost is the
     probe intensity that would have spread beyond the window (it wraps around the window
-    instead) plus the coarser detector pixels. Measured on SrTiO3 [001] (3x3x2 cells, 96² grid,
-    0.122 Å, 20 mrad, 200 keV) with a 48² window: BF (0-20 mrad) within 0.5 %, ADF (30-60 mrad)
-    within 7 % on a Sr column and up to 20 % on the weak signals between columns. On SIM-A
-    (8x8x10 cells, 256² grid, 16x16 scan; benchmarks/) against abTEM's full grid, maximum
-    difference of the virtual BF (0-20 mrad) / ADF (30-65 mrad) images: 128² window 1.02 % /
-    0.97 % at 0.21x abTEM's time; 160² 0.77 % / 0.80 % at 0.08x (on the native CPU kernel,
-    :mod:`ptyro_simul.native`; 0.17x on XLA); 144² 0.57 % / 4.6 %. That
-    the error does not fall with the window shows it is mostly where the coarser detector
-    pixels put the annulus edges, not the cropping.
+    instead) plus the coarser detector pixels: on SrTiO3 [001] (3x3x2 cells, 96² grid, 0.122 Å,
+    20 mrad, 200 keV) with a 48² window, BF (0-20 mrad) within 0.5 %, ADF (30-60 mrad) within
+    7 % on a Sr column and up to 20 % on the weak signals between columns (benchmarks/README.md
+    has the SIM-A figures).
     """
-    return MultisliceSimulator(potential, probe, propagator, tilt, window)
+
+    def plan(self, potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0),
+             window: tuple[int, int] | None = None, backend: str = "auto") -> MultislicePlan:  # fmt: skip
+        """The :class:`MultislicePlan` of a run: inputs checked, propagator and back end resolved
+        (outside ``jit``), the shared arrays computed."""
+        window = _check_inputs(potential, probe, window)
+        prop = resolve_propagator(propagator)
+        tilt = (float(tilt[0]), float(tilt[1]))
+        ctype = jnp.result_type(probe.array, _complex_dtype(potential.array))
+        name, far_field = resolve_backend(backend, ctype, windowed=window is not None, kernel=isinstance(prop, KernelPropagator))
+        ops, pk = _plan_arrays(potential, probe, prop, tilt, window is not None)
+        return MultislicePlan(ops, pk, potential.grid, None if window is None else probe.grid, float(probe.energy), prop, tilt, name, far_field)
+
+    def apply(self, plan: MultislicePlan, positions: Any) -> Array:
+        """Patterns (b, nx, ny) for positions (b, 2) Å from ``plan``."""
+        positions = jnp.asarray(positions)
+        if positions.ndim != 2 or positions.shape[-1] != 2:
+            raise PtyroValueError(f"positions: expected an array (b, 2) of (x, y) Å, got shape {positions.shape}")
+        return _intensities(plan, positions)
+
+    def __call__(  # type: ignore[override]
+        self, potential: PotentialSlices, probe: ProbeModes, *, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0),
+        window: tuple[int, int] | None = None, backend: str = "auto",
+    ) -> "MultisliceSimulator":  # fmt: skip
+        return MultisliceSimulator(potential, probe, propagator, tilt, window, backend)
+
+    def __repr__(self) -> str:
+        return "multislice"
 
 
-#: its simulators offer prepare() / apply(): 4D-STEM computes the operators once per simulation
-multislice.prepares = True  # type: ignore[attr-defined]
+#: the ``multislice`` simulator component
+multislice = Multislice()
+
+
+class MultisliceSimulator:
+    """``fn(positions (b, 2) Å) -> intensities (b, nx, ny)`` of :data:`multislice` for one
+    potential and probe (each call plans and applies; :meth:`plan` once and
+    ``multislice.apply(plan, positions)`` per batch to share the plan), and their
+    :meth:`exit_waves`."""
+
+    def __init__(self, potential: PotentialSlices, probe: ProbeModes, propagator: Any = "fresnel", tilt: tuple[float, float] = (0.0, 0.0),
+                 window: tuple[int, int] | None = None, backend: str = "auto") -> None:  # fmt: skip
+        self.window = _check_inputs(potential, probe, window)
+        self.potential, self.probe = potential, probe
+        self.propagator = resolve_propagator(propagator)
+        self.tilt = (float(tilt[0]), float(tilt[1]))
+        self.backend = backend
+
+    def plan(self) -> MultislicePlan:
+        return multislice.plan(self.potential, self.probe, propagator=self.propagator, tilt=self.tilt, window=self.window, backend=self.backend)
+
+    def exit_waves(self, positions: Any) -> Array:
+        """Exit waves (b, m, nx, ny) for positions (b, 2) Å (in each probe's window when windowed)."""
+        return _exit_waves(self.potential, self.probe, jnp.asarray(positions), self.propagator, self.tilt, self.window is not None)
+
+    def __call__(self, positions: Any) -> Array:
+        return multislice.apply(self.plan(), positions)
 
 
 def bandlimit_mask(grid: Any) -> Array:

@@ -16,38 +16,10 @@ import jax.numpy as jnp
 from jax import Array
 
 from ptyro_core import Grid, ProbeModes, PtyroValueError
-from ptyro_simul.constants import energy2wavelength
-from ptyro_simul.fft import ifft2
+from ptyro_core.conventions import ALIASES, AZIMUTHS, POLAR_SYMBOLS, energy2wavelength, ifft2, normalize_aberrations, shift_ramp
 from ptyro_simul.propagator import antialias_cutoff
 
-__all__ = ["POLAR_SYMBOLS", "ALIASES", "chi", "aperture", "probe_fourier", "aberrated_probe", "partially_coherent_probe", "normalize_aberrations"]
-
-#: (n, m) of every magnitude symbol C_nm up to 5th order; each with m > 0 has an azimuth phi_nm.
-POLAR_SYMBOLS: dict[str, tuple[int, int]] = {
-    "C10": (1, 0), "C12": (1, 2),
-    "C21": (2, 1), "C23": (2, 3),
-    "C30": (3, 0), "C32": (3, 2), "C34": (3, 4),
-    "C41": (4, 1), "C43": (4, 3), "C45": (4, 5),
-    "C50": (5, 0), "C52": (5, 2), "C54": (5, 4), "C56": (5, 6),
-}  # fmt: skip
-AZIMUTHS = tuple("phi" + s[1:] for s, (_, m) in POLAR_SYMBOLS.items() if m > 0)
-#: common names accepted as aliases (abTEM's): defocus = -C10, Cs = C30, C5 = C50, astigmatism = C12
-ALIASES = {"Cs": "C30", "C5": "C50", "astigmatism": "C12", "astigmatism_angle": "phi12", "coma": "C21", "coma_angle": "phi21"}
-
-
-def normalize_aberrations(aberrations: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Map aliases and ``defocus`` to polar symbols; reject unknown names with the known ones."""
-    out: dict[str, Any] = {}
-    for key, value in (aberrations or {}).items():
-        if key == "defocus":
-            out["C10"] = out.get("C10", 0.0) - value
-            continue
-        sym = ALIASES.get(key, key)
-        if sym not in POLAR_SYMBOLS and sym not in AZIMUTHS:
-            known = ", ".join([*POLAR_SYMBOLS, *AZIMUTHS, "defocus", *ALIASES])
-            raise PtyroValueError(f"aberrations: unknown aberration {key!r}; expected one of {known}")
-        out[sym] = out.get(sym, 0.0) + value
-    return out
+__all__ = ["POLAR_SYMBOLS", "AZIMUTHS", "ALIASES", "chi", "aperture", "probe_fourier", "aberrated_probe", "partially_coherent_probe", "normalize_aberrations"]
 
 
 def chi(alpha: Array, phi: Array, wavelength: float, aberrations: Mapping[str, Any] | None) -> Array:
@@ -175,24 +147,24 @@ def partially_coherent_probe(
     base = normalize_aberrations(aberrations)
     focal = _gauss_hermite(num_focal, float(focal_spread)) if focal_spread > 0 else ([0.0], [1.0])
     real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    modes_k = []
+    modes: list[Array] = []
     weights = []
     for d, w in zip(*focal):
         ab = dict(base)
         ab["C10"] = ab.get("C10", 0.0) + float(d)
         pk = _probe_fourier_jit(ab, grid, float(energy), float(semiangle_cutoff), jnp.dtype(dtype).name)
-        modes_k.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
+        modes.append(pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2)))
         weights.append(float(w))
-    modes_k = jnp.stack(modes_k)
+    modes_k = jnp.stack(modes)
     occ = jnp.asarray(weights, real)
     if source_size > 0:
         sx, sw = _gauss_hermite(num_source, float(source_size))
-        kx, ky = grid.frequencies(real)
-        shifted, occ2 = [], []
+        shifted: list[Array] = []
+        occ2: list[Array] = []
         for i in range(len(sx)):
             for j in range(len(sx)):
-                ramp = jnp.exp(-2j * jnp.pi * (kx * sx[i] + ky * sx[j])).astype(dtype)
-                shifted.append(modes_k * ramp[None])
+                ramp = shift_ramp([[sx[i], sx[j]]], grid.gpts, grid.sampling, dtype)
+                shifted.append(modes_k * ramp)
                 occ2.append(occ * float(sw[i] * sw[j]))
         modes_k = jnp.concatenate(shifted)
         occ = jnp.concatenate(occ2)

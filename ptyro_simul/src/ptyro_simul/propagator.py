@@ -2,6 +2,10 @@
 
 P(k) = exp(−i π λ Δz |k|²) · exp(−2πi Δz (kx tan θx + ky tan θy)) · A(k), where A is the
 band-limiting (anti-aliasing) aperture at 2/3 of the Nyquist frequency, applied at every step.
+
+``fresnel`` is a :class:`~ptyro_core.protocols.KernelPropagator`: it declares its kernel, so the
+multislice loop computes the kernels of all slices once and multiplies in Fourier space (the
+same lane any third-party propagator that declares a kernel gets).
 """
 
 from typing import Any
@@ -10,10 +14,10 @@ import jax.numpy as jnp
 from jax import Array
 
 from ptyro_core import Grid
-from ptyro_simul.constants import energy2wavelength
-from ptyro_simul.fft import fft2, ifft2
+from ptyro_core.conventions import energy2wavelength, fft2, ifft2
+from ptyro_core.protocols import KernelPropagator
 
-__all__ = ["ANTIALIAS_FRACTION", "antialias_aperture", "antialias_cutoff", "fresnel_kernel", "fresnel"]
+__all__ = ["ANTIALIAS_FRACTION", "antialias_aperture", "antialias_cutoff", "fresnel_kernel", "Fresnel", "fresnel"]
 
 #: fraction of the Nyquist frequency kept by the band limit
 ANTIALIAS_FRACTION = 2.0 / 3.0
@@ -43,7 +47,21 @@ def fresnel_kernel(dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, flo
     return (jnp.exp(-1j * phase) * antialias_aperture(grid, real)).astype(dtype)
 
 
-def fresnel(wave: Array, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0)) -> Array:
-    """Propagate ``wave`` (..., nx, ny) by ``dz`` Å through free space (band-limited)."""
-    kernel = fresnel_kernel(dz, grid, energy, tilt=tuple(tilt), dtype=jnp.result_type(wave, jnp.complex64))
-    return ifft2(fft2(wave) * kernel)
+class Fresnel(KernelPropagator):
+    """The band-limited Fresnel propagator: ``fresnel(wave, dz, grid, energy, *, tilt)`` propagates
+    ``wave`` (..., nx, ny) by ``dz`` Å through free space; :meth:`kernel` is
+    :func:`fresnel_kernel`."""
+
+    def kernel(self, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0), dtype: Any = None) -> Array:
+        return fresnel_kernel(dz, grid, energy, tilt=tilt, dtype=jnp.complex64 if dtype is None else dtype)
+
+    def __call__(self, wave: Array, dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, float] = (0.0, 0.0)) -> Array:
+        kernel = self.kernel(dz, grid, energy, tilt=(float(tilt[0]), float(tilt[1])), dtype=jnp.result_type(wave, jnp.complex64))
+        return ifft2(fft2(wave) * kernel)
+
+    def __repr__(self) -> str:
+        return "fresnel"
+
+
+#: the ``fresnel`` propagator component
+fresnel = Fresnel()

@@ -10,6 +10,13 @@ Frozen phonons: pass a *sequence* of :class:`~ptyro_core.PotentialSlices` (one p
 configuration, e.g. from :func:`ptyro_simul.phonons.frozen_phonon_potentials`) as ``potential``;
 the intensities of each batch are averaged over the configurations (a ``lax.scan`` inside the
 jitted batch function) before the detectors reduce them.
+
+Plan once, apply many: a simulator component that is a
+:class:`~ptyro_core.protocols.PlannedSimulator` (``multislice``, PRISM) is planned once per
+simulation and configuration, outside ``jit`` (the transmission functions and kernels, the
+S-matrix), and the jitted batch function takes the plan as an argument; any other simulator
+component (a plain ``component(potential, probe, **options) -> fn``) is built inside the batch
+function.
 """
 
 import functools
@@ -23,9 +30,9 @@ from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError, ScanPositions
 from ptyro_core.pipeline import check_memory, check_streams, default_streams, device_mesh, map_batches, memory_budget
-from ptyro_simul import native
+from ptyro_core.protocols import PlannedSimulator
 
-__all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "resolve_detectors", "stack_potentials"]
+__all__ = ["iter_4dstem", "simulate_4dstem", "cbed", "plan_simulation", "resolve_detectors", "stack_potentials"]
 
 
 def resolve_detectors(detectors: Any) -> dict[str, Any]:
@@ -73,57 +80,64 @@ def _resolve_simulator(simulator: Any) -> Any:
     return simulator
 
 
-def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], prepared: bool = False) -> Any:
+def _batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], stacked_plan: bool | None) -> Any:
     """The jitted batch function, cached so repeated runs with the same simulator, detectors and
-    options (and shapes) compile once. ``prepared``: the function takes the simulator's
-    operators (``prepare()``, computed once per simulation) as a fourth argument."""
-    # PTYRO_NATIVE is read when the simulator is traced: a changed setting needs a fresh function
-    key = (simulator, tuple(detectors.items()), tuple(sorted(sim_options.items())), prepared, native.mode())
+    options (and shapes) compile once. ``stacked_plan``: None for a plain simulator component
+    (built inside the function, from the stacked potential); else the function takes the plan of
+    a :class:`~ptyro_core.protocols.PlannedSimulator` (True: stacked over frozen-phonon
+    configurations), whose static settings key JAX's own cache."""
+    options = () if stacked_plan is not None else tuple(sorted(sim_options.items()))
+    key = (simulator, tuple(detectors.items()), options, stacked_plan)
     try:
         return _cached_batch_function(key)
     except TypeError:  # an unhashable detector or option: build a fresh one
-        return _make_batch_function(simulator, detectors, sim_options, prepared)
+        return _make_batch_function(simulator, detectors, dict(options), stacked_plan)
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_batch_function(key: tuple) -> Any:
-    simulator, detectors, options, prepared, _ = key
-    return _make_batch_function(simulator, dict(detectors), dict(options), prepared)
+    simulator, detectors, options, stacked_plan = key
+    return _make_batch_function(simulator, dict(detectors), dict(options), stacked_plan)
 
 
-def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], prepared: bool) -> Any:
+def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], stacked_plan: bool | None) -> Any:
     def reduce(patterns: Array, probe: ProbeModes) -> dict[str, Array]:
         return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors.items()}
 
-    if prepared:  # one configuration whose simulator computed its operators once, outside
+    def mean(one: Any, stack: Any) -> Array:
+        """``one(item)`` averaged over the items (configurations) of ``stack`` (a ``lax.scan``)."""
+        out = jax.eval_shape(one, jax.tree_util.tree_map(lambda x: x[0], stack))
 
-        def run_prepared(positions: Array, stacked: PotentialSlices, probe: ProbeModes, ops: Any) -> dict[str, Array]:
-            return reduce(simulator(_first_configuration(stacked), probe, **sim_options).apply(ops, positions), probe)
+        def step(acc: Array, item: Any) -> tuple[Array, None]:
+            return acc + one(item), None
 
-        return jax.jit(run_prepared)
+        total, _ = jax.lax.scan(step, jnp.zeros(out.shape, out.dtype), stack)
+        return total / jax.tree_util.tree_leaves(stack)[0].shape[0]
 
-    def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
-        n_conf = stacked.array.shape[0]
+    if stacked_plan is None:  # a plain simulator component, built per configuration inside
 
-        def one(acc: Array, pot: PotentialSlices) -> tuple[Array, None]:
-            return acc + simulator(pot, probe, **sim_options)(positions), None
+        def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
+            return reduce(mean(lambda pot: simulator(pot, probe, **sim_options)(positions), stacked), probe)
 
-        zero = jnp.zeros((positions.shape[0],) + tuple(probe.grid.gpts), stacked.array.dtype)
-        total, _ = jax.lax.scan(one, zero, stacked)
-        return reduce(total / n_conf, probe)
+        return jax.jit(run)
 
-    return jax.jit(run)
+    def run_planned(positions: Array, plan: Any, probe: ProbeModes) -> dict[str, Array]:
+        if not stacked_plan:
+            return reduce(simulator.apply(plan, positions), probe)
+        return reduce(mean(lambda p: simulator.apply(p, positions), plan), probe)
+
+    return jax.jit(run_planned)
 
 
-def _prepared_operators(simulator: Any, stacked: PotentialSlices, probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
-    """The operators of a simulator component that says (attribute ``prepares = True``) its
-    simulators offer ``prepare()`` / ``apply(operators, positions)`` (the built-in multislice
-    does), for one configuration; None for frozen phonons (each configuration's operators are
-    then made inside the batch) or any other simulator (which is never built outside the batch
-    function: a plugin's may do heavy work on construction, as PRISM builds its S-matrix)."""
-    if stacked.array.shape[0] != 1 or getattr(simulator, "prepares", False) is not True:
+def plan_simulation(simulator: Any, stacked: PotentialSlices, probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
+    """The plan of a :class:`~ptyro_core.protocols.PlannedSimulator` for every configuration of a
+    :func:`stack_potentials` stack, made once, outside ``jit``: one configuration's plan, or the
+    plans of several stacked along a leading axis; None for a plain simulator component."""
+    if not isinstance(simulator, PlannedSimulator):
         return None
-    return simulator(_first_configuration(stacked), probe, **sim_options).prepare()
+    n_conf = int(stacked.array.shape[0])
+    plans = [simulator.plan(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked), probe, **sim_options) for i in range(n_conf)]
+    return plans[0] if n_conf == 1 else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *plans)
 
 
 def _first_configuration(stacked: PotentialSlices) -> PotentialSlices:
@@ -141,6 +155,21 @@ def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
     return arr, (arr.shape[0],)
 
 
+def _streams_and_budget(streams: Any, mesh: Any, per_batch: int, shared: int, what: str) -> tuple[int, float]:
+    """Batches computed at once (default: one per core on a CPU, fewer if memory is short) and the
+    memory budget in bytes, after refusing a run that would not fit in it."""
+    budget = memory_budget()
+    if streams is None:
+        streams = default_streams(mesh)
+        while streams > 1 and per_batch * streams + shared > budget:
+            streams -= 1
+    else:
+        streams = check_streams(streams)
+    check_memory(per_batch * streams + shared, what=what, budget=budget,
+                 knob="lower batch_size (or streams, PTYRO_STREAMS, or the number of probe modes)")  # fmt: skip
+    return streams, budget
+
+
 def iter_4dstem(
     potential: Any,
     probe: ProbeModes,
@@ -152,18 +181,21 @@ def iter_4dstem(
     mesh: Any = None,
     progress: bool = True,
     streams: int | None = None,
+    record: dict[str, Any] | None = None,
     **simulator_options: Any,
 ) -> Iterator[tuple[int, int, dict[str, Array]]]:
     """Yield ``(start, stop, {detector_name: array})`` for each batch of scan positions.
 
     ``potential``: PotentialSlices, or a sequence of them (frozen phonons; intensities averaged).
     ``positions``: :class:`~ptyro_core.ScanPositions` (or an (n, 2) array, Å). ``detectors``: a
-    dict ``{name: detector}``, a sequence of detectors or one detector. The batch function is
-    jitted once (per shape) and each batch is sharded over ``mesh`` (default: all devices).
-    ``simulator_options`` (e.g. ``propagator="fresnel"``, ``tilt``) go to the simulator.
-    ``streams``: batches computed at once (default
-    :func:`~ptyro_core.pipeline.default_streams`: one per core on one CPU device, else 1; fewer
-    when memory is short).
+    dict ``{name: detector}``, a sequence of detectors or one detector. The simulator is planned
+    once (a :class:`~ptyro_core.protocols.PlannedSimulator`), the batch function jitted once (per
+    shape) and each batch sharded over ``mesh`` (default: all devices). ``simulator_options``
+    (e.g. ``propagator="fresnel"``, ``tilt``, ``backend``) go to the simulator. ``streams``:
+    batches computed at once (default :func:`~ptyro_core.pipeline.default_streams`: one per
+    core on one CPU device, else 1; fewer when memory is short). ``record``: a dict filled,
+    before the first batch, with what the run actually uses: ``backend`` (the far field's back
+    end), ``streams`` and ``memory_budget`` (bytes).
     """
     if not isinstance(probe, ProbeModes):
         raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
@@ -176,28 +208,20 @@ def iter_4dstem(
     b = min(int(batch_size), int(pos.shape[0]))
     mesh = device_mesh() if mesh is None else mesh
     per_batch, shared = b * probe.num_modes * nx * ny * itemsize * 6, stacked.array.size * itemsize * 3
-    if streams is None:  # batches at once (one per core on a CPU): fewer if memory is short
-        streams = default_streams(mesh)
-        while streams > 1 and per_batch * streams + shared > memory_budget():
-            streams -= 1
-    else:
-        streams = check_streams(streams)
-    check_memory(
-        per_batch * streams + shared,
-        what=f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}",
-        knob="lower batch_size (or streams, PTYRO_STREAMS, or the number of probe modes)",
-    )
-    ops = _prepared_operators(sim, stacked, probe, dict(simulator_options))
-    fn = _batch_function(sim, dets, dict(simulator_options), ops is not None)
-    extra = () if ops is None else (ops,)
+    streams, budget = _streams_and_budget(streams, mesh, per_batch, shared, f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}")
+    plan = plan_simulation(sim, stacked, probe, dict(simulator_options))
+    stacked_plan = None if plan is None else stacked.array.shape[0] > 1
+    fn = _batch_function(sim, dets, dict(simulator_options), stacked_plan)
+    if record is not None:
+        record.update(backend=str(getattr(plan, "backend", None) or "xla"), streams=int(streams), memory_budget=float(budget))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
     try:
-        yield from map_batches(fn, pos, stacked, probe, *extra, batch_size=batch_size, mesh=mesh, streams=streams,
-                              progress=None if bar is None else bar.update)  # fmt: skip
+        args = (stacked, probe) if plan is None else (plan, probe)
+        yield from map_batches(fn, pos, *args, batch_size=batch_size, mesh=mesh, streams=streams, progress=None if bar is None else bar.update)
     finally:
         if bar is not None:
             bar.close()
@@ -214,6 +238,7 @@ def simulate_4dstem(
     mesh: Any = None,
     progress: bool = True,
     streams: int | None = None,
+    record: dict[str, Any] | None = None,
     **simulator_options: Any,
 ) -> dict[str, np.ndarray]:
     """Run :func:`iter_4dstem` and return ``{detector_name: array}`` (numpy) reshaped to the scan
@@ -223,11 +248,20 @@ def simulate_4dstem(
     n = int(pos.shape[0])
     out: dict[str, np.ndarray] = {}
     for start, stop, signals in iter_4dstem(
-        potential, probe, positions, detectors=detectors, batch_size=batch_size, simulator=simulator, mesh=mesh,
-        progress=progress, streams=streams, **simulator_options,
+        potential,
+        probe,
+        positions,
+        detectors=detectors,
+        batch_size=batch_size,
+        simulator=simulator,
+        mesh=mesh,
+        progress=progress,
+        streams=streams,
+        record=record,
+        **simulator_options,
     ):
-        for name, value in signals.items():
-            value = np.asarray(value)
+        for name, signal in signals.items():
+            value = np.asarray(signal)
             if name not in out:
                 out[name] = np.empty((n,) + value.shape[1:], value.dtype)
             out[name][start:stop] = value

@@ -92,6 +92,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "simulation": {
         "simulator": "multislice",
         "propagator": "fresnel",
+        "backend": "auto",
         "batch_size": 16,
         "options": {},
     },
@@ -332,6 +333,7 @@ def _check_values(c: dict[str, Any]) -> None:
         s = c["simulation"]
         _string("[simulation] simulator", s["simulator"])
         _string("[simulation] propagator", s["propagator"])
+        _string("[simulation] backend", s["backend"])
         s["batch_size"] = _number("[simulation] batch_size", s["batch_size"], positive=True, integer=True)
         if not isinstance(s["options"], Mapping):
             raise PtyroTypeError(f"[simulation] options: expected a table, got {s['options']!r}")
@@ -484,6 +486,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "simulation": {
         "simulator": "registered simulator name (multislice, or a plugin's, e.g. prism)",
         "propagator": "registered propagator name (fresnel)",
+        "backend": "far-field back end: auto (a registered one on a single CPU device, else XLA), xla, or a registered name (native)",
         "batch_size": "probe positions per batch (memory is bounded by the batch)",
         "options": "table of extra options passed to the simulator",
     },

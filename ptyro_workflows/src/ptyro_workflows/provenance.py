@@ -9,6 +9,9 @@ Stored in every file we write as the HDF5 group ``/provenance``:
   distribution);
 - attributes ``seed``, ``kind`` ("simulation" / "reconstruction"), ``created`` (UTC ISO time),
   ``command`` (the command line, when run from the CLI);
+- for a simulation, ``execution``: JSON object of what the run actually used: ``backend`` (the
+  multislice far field's back end, e.g. ``xla`` or ``native``), ``streams`` (batches at once) and
+  ``memory_budget`` (bytes);
 - for a reconstruction, a subgroup ``source`` with the provenance of the dataset it read.
 """
 

@@ -269,7 +269,7 @@ def _sigma_spec(sigmas: Any) -> Any:
     return float(sigmas) if float(sigmas) > 0 else None
 
 
-def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool) -> Any:
+def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool, record: dict[str, Any] | None = None) -> Any:
     """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch
     through :func:`ptyro_simul.stem.iter_4dstem` (sharded over every device, memory bounded by
     the batch) with its pixelated and annular detectors."""
@@ -279,7 +279,7 @@ def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, pos
     dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in ranges.items()}
     if want_patterns or not dets:
         dets["pixelated"] = PixelatedDetector()
-    yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, **options)
+    yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, record=record, **options)
 
 
 def simulate(
@@ -324,6 +324,8 @@ def simulate(
     energy = float(probe_cfg["energy"])
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
+    if str(sim_cfg.get("backend", "auto")) != "auto":  # a simulator that knows no back ends is not handed one
+        options["backend"] = sim_cfg["backend"]
     pattern_grid = _pattern_grid(grid, options)
     masks = annular_detectors(cfg["detectors"])
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
@@ -361,7 +363,10 @@ def simulate(
     dose_record = {"dose": "none (noise-free fractions of the beam)"}
     if electrons is not None:
         dose_record = {"dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}", "electrons_per_position": electrons}
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record(), **structure_extra})
+    # what the run actually uses (back end, streams, memory budget), filled in as it starts
+    execution: dict[str, Any] = {}
+    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command,
+                           extra={**dose_record, **cache_record(), **structure_extra, "execution": execution})
 
     scan_shape = positions.shape
     total = len(positions)
@@ -377,7 +382,7 @@ def simulate(
             calibration={"electrons_per_position": electrons} if electrons is not None else None,
         )
     try:
-        for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
+        for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress, execution):
             if "pixelated" in signals:
                 arr = np.asarray(signals["pixelated"], np.float32)
                 if electrons is not None:

@@ -20,11 +20,15 @@ slice thickness with the chosen propagator (Fresnel, band-limited to 2/3 Nyquist
 the unitary forward FFT of the exit wave, patterns centred (zero frequency at index n // 2),
 intensities summed over probe modes. The probe is given centred in its grid (index n // 2);
 positions are where its centre goes, (x, y) Å.
+
+``prism`` is a :class:`~ptyro_core.protocols.PlannedSimulator`: its plan is the
+:class:`PrismSimulator` (the S-matrix and the probe's coefficients, a PyTree), built once per
+simulation by :func:`ptyro_simul.stem.iter_4dstem` (the route of ``ptyro simulate``) and passed
+to the jitted batch function; ``apply(plan, positions)`` is the per-position half.
 """
 
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -35,20 +39,12 @@ from jax import Array
 
 from ptyro_core import PotentialSlices, ProbeModes, PtyroTypeError, PtyroValueError
 from ptyro_core._pytree import is_tracer
-from ptyro_simul.constants import energy2wavelength
+from ptyro_core.conventions import energy2wavelength
+from ptyro_core.protocols import PlannedSimulator
+from ptyro_simul.multislice import multislice_exit_wave, resolve_propagator
 from ptyro_simul.propagator import antialias_cutoff
 
-__all__ = ["PrismSimulator", "prism", "beam_indices", "build_smatrix", "smatrix_memory"]
-
-
-def _resolve_propagator(propagator: Any) -> Callable[..., Array]:
-    if isinstance(propagator, str):
-        import ptyro_core
-
-        return ptyro_core.get("propagator", propagator)
-    if callable(propagator):
-        return propagator
-    raise PtyroTypeError(f"propagator: expected a registered propagator name or a callable, got {propagator!r}")
+__all__ = ["Prism", "PrismSimulator", "prism", "beam_indices", "build_smatrix", "smatrix_memory"]
 
 
 def beam_indices(
@@ -91,8 +87,6 @@ def smatrix_memory(num_beams: int, gpts: tuple[int, int], dtype: Any = jnp.compl
 @functools.partial(jax.jit, static_argnames=("energy", "propagator", "dtype"))
 def _smatrix_batch(potential: PotentialSlices, bx: Array, by: Array, *, energy: float, propagator: Any, dtype: Any) -> Array:
     """Exit waves of the plane waves at FFT indices (bx, by); jitted once per shape and setting."""
-    from ptyro_simul.multislice import multislice_exit_wave
-
     grid = potential.grid
     real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
     kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)[bx]
@@ -121,7 +115,7 @@ def build_smatrix(
     """Exit waves (num_beams, nx, ny) of the plane waves exp(2πi k·r) at FFT indices (ix, iy)
     after multislice through ``potential`` (``ptyro_simul.multislice.multislice_exit_wave``:
     transmit, then propagate, per slice; lax.scan)."""
-    prop = _resolve_propagator(propagator)
+    prop = resolve_propagator(propagator)
     run = functools.partial(_smatrix_batch, potential, energy=float(energy), propagator=prop, dtype=dtype)
 
     n = int(ix.size)
@@ -228,31 +222,8 @@ def _apply(sim: PrismSimulator, positions: Array) -> Array:
     return sim.intensities(positions)
 
 
-def prism(
-    potential: PotentialSlices,
-    probe: ProbeModes,
-    *,
-    interpolation: int = 1,
-    propagator: Any = "fresnel",
-    semiangle_cutoff: float | None = None,
-    output: str = "full",
-    beam_batch: int | None = None,
-    beam_threshold: float = 1e-10,
-    progress: bool = False,
-    max_memory: float | None = None,
-    crop_first: bool | None = None,
-) -> PrismSimulator:
-    """The ``prism`` simulator: build the S-matrix now, return ``fn(positions) -> intensities``.
-
-    ``interpolation`` f (integer ≥ 1 dividing both grid sizes); ``propagator`` a registered name
-    (resolved here, outside any jit) or a callable; ``semiangle_cutoff`` (mrad) limits the plane
-    waves to an aperture (default: the probe's own Fourier support, or the band limit if the
-    probe is traced); ``output`` "full" (b, nx, ny) or "cropped" (b, nx/f, ny/f); ``beam_batch``
-    builds the S-matrix in batches of plane waves (bounded memory, tqdm progress with
-    ``progress=True``); ``crop_first`` picks how the windows are summed (default: gather the
-    windows first on accelerators, one dense product then crop on CPUs; same result). The
-    returned :class:`PrismSimulator` is a PyTree (jit/vmap/grad-able).
-    """
+def _check_options(potential: Any, probe: Any, interpolation: Any, output: str, backend: Any) -> int:
+    """The interpolation factor as an int, after a clear error for any input PRISM cannot use."""
     if not isinstance(potential, PotentialSlices):
         raise PtyroTypeError(f"prism: potential must be a PotentialSlices, got {type(potential).__name__}")
     if not isinstance(probe, ProbeModes):
@@ -262,33 +233,71 @@ def prism(
     if isinstance(interpolation, bool) or not float(interpolation).is_integer() or int(interpolation) < 1:
         raise PtyroValueError(f"prism: interpolation must be a positive integer, got {interpolation!r}")
     f = int(interpolation)
-    grid = potential.grid
-    if grid.gpts[0] % f or grid.gpts[1] % f:
-        raise PtyroValueError(f"prism: interpolation {f} must divide the grid size {grid.gpts}; pick gpts that are multiples of {f}")
+    if potential.grid.gpts[0] % f or potential.grid.gpts[1] % f:
+        raise PtyroValueError(f"prism: interpolation {f} must divide the grid size {potential.grid.gpts}; pick gpts that are multiples of {f}")
     if output not in ("full", "cropped"):
         raise PtyroValueError(f"prism: output must be 'full' or 'cropped', got {output!r}")
-    ix, iy = beam_indices(probe, f, semiangle_cutoff=semiangle_cutoff, threshold=beam_threshold)
-    dtype = jnp.result_type(probe.array, jnp.complex64)
-    from ptyro_core.pipeline import check_memory
+    if str(backend).strip().lower() not in ("auto", "xla"):
+        raise PtyroValueError(f"prism: backend must be 'auto' or 'xla' (PRISM runs on XLA), got {backend!r}")
+    return f
 
-    check_memory(
-        2 * smatrix_memory(ix.size if not beam_batch else ix.size + min(int(beam_batch), ix.size), grid.gpts, dtype),
-        what=f"the PRISM S-matrix ({ix.size} plane waves on {grid.gpts[0]}x{grid.gpts[1]})",
-        knob="raise interpolation, lower semiangle_cutoff, or set beam_batch",
-        budget=max_memory,
-    )
-    smatrix = build_smatrix(potential, probe.energy, ix, iy, propagator=propagator, beam_batch=beam_batch, dtype=dtype, progress=progress)
-    real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
-    kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)[jnp.asarray(ix)]
-    ky = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)[jnp.asarray(iy)]
-    # the probe is centred at c = (n // 2) d: at r0 it is ψ(r − (r0 − c)), i.e. coefficients
-    # P̂(k) exp(−2πi k·(r0 − c)); the position phase is applied per position (PrismSimulator)
-    coeffs = jnp.fft.fft2(probe.array, norm="ortho")[:, jnp.asarray(ix), jnp.asarray(iy)].astype(dtype)  # (m, k)
-    (nx, ny) = grid.gpts
-    # ψ(r) = s Σ_k c_k e^{2πi k·r}: Σ over a window of N/f² pixels of |ψ|² = s² (N/f²) Σ|c_k|²;
-    # with c_k = P̂(k)/√N the window then carries norm 1 when s = f / sqrt(Σ_k |P̂(k)|²)
-    norm = jnp.sqrt(jnp.sum(jnp.abs(coeffs) ** 2))
-    coeffs = coeffs * (f / (norm * math.sqrt(nx * ny)))
-    if crop_first is None:  # dense products on CPUs, the f²-cheaper window gathers on accelerators
-        crop_first = jax.default_backend() != "cpu"
-    return PrismSimulator(smatrix, coeffs.astype(dtype), kx, ky, grid, f, output, bool(crop_first))
+
+class Prism(PlannedSimulator):
+    """The ``prism`` simulator: ``prism(potential, probe, **options)`` builds the S-matrix now and
+    returns ``fn(positions) -> intensities`` (a :class:`PrismSimulator`, which is also the plan
+    of :meth:`plan`; :meth:`apply` is its per-position half).
+
+    ``interpolation`` f (integer ≥ 1 dividing both grid sizes); ``propagator`` a registered name
+    (resolved here, outside any jit) or a callable; ``semiangle_cutoff`` (mrad) limits the plane
+    waves to an aperture (default: the probe's own Fourier support, or the band limit if the
+    probe is traced); ``output`` "full" (b, nx, ny) or "cropped" (b, nx/f, ny/f); ``beam_batch``
+    builds the S-matrix in batches of plane waves (bounded memory, tqdm progress with
+    ``progress=True``); ``crop_first`` picks how the windows are summed (default: gather the
+    windows first on accelerators, one dense product then crop on CPUs; same result);
+    ``backend`` "auto" or "xla" (PRISM runs on XLA). The :class:`PrismSimulator` is a PyTree
+    (jit/vmap/grad-able).
+    """
+
+    def plan(self, potential: PotentialSlices, probe: ProbeModes, *, interpolation: int = 1, propagator: Any = "fresnel",
+             semiangle_cutoff: float | None = None, output: str = "full", beam_batch: int | None = None, beam_threshold: float = 1e-10,
+             progress: bool = False, max_memory: float | None = None, crop_first: bool | None = None, backend: str = "auto") -> "PrismSimulator":  # fmt: skip
+        f = _check_options(potential, probe, interpolation, output, backend)
+        grid = potential.grid
+        ix, iy = beam_indices(probe, f, semiangle_cutoff=semiangle_cutoff, threshold=beam_threshold)
+        dtype = jnp.result_type(probe.array, jnp.complex64)
+        from ptyro_core.pipeline import check_memory
+
+        check_memory(
+            2 * smatrix_memory(ix.size if not beam_batch else ix.size + min(int(beam_batch), ix.size), grid.gpts, dtype),
+            what=f"the PRISM S-matrix ({ix.size} plane waves on {grid.gpts[0]}x{grid.gpts[1]})",
+            knob="raise interpolation, lower semiangle_cutoff, or set beam_batch",
+            budget=max_memory,
+        )
+        smatrix = build_smatrix(potential, probe.energy, ix, iy, propagator=propagator, beam_batch=beam_batch, dtype=dtype, progress=progress)
+        real = jnp.float64 if dtype == jnp.complex128 else jnp.float32
+        kx = jnp.fft.fftfreq(grid.gpts[0], grid.sampling[0]).astype(real)[jnp.asarray(ix)]
+        ky = jnp.fft.fftfreq(grid.gpts[1], grid.sampling[1]).astype(real)[jnp.asarray(iy)]
+        # the probe is centred at c = (n // 2) d: at r0 it is ψ(r − (r0 − c)), i.e. coefficients
+        # P̂(k) exp(−2πi k·(r0 − c)); the position phase is applied per position (PrismSimulator)
+        coeffs = jnp.fft.fft2(probe.array, norm="ortho")[:, jnp.asarray(ix), jnp.asarray(iy)].astype(dtype)  # (m, k)
+        (nx, ny) = grid.gpts
+        # ψ(r) = s Σ_k c_k e^{2πi k·r}: Σ over a window of N/f² pixels of |ψ|² = s² (N/f²) Σ|c_k|²;
+        # with c_k = P̂(k)/√N the window then carries norm 1 when s = f / sqrt(Σ_k |P̂(k)|²)
+        norm = jnp.sqrt(jnp.sum(jnp.abs(coeffs) ** 2))
+        coeffs = coeffs * (f / (norm * math.sqrt(nx * ny)))
+        if crop_first is None:  # dense products on CPUs, the f²-cheaper window gathers on accelerators
+            crop_first = jax.default_backend() != "cpu"
+        return PrismSimulator(smatrix, coeffs.astype(dtype), kx, ky, grid, f, output, bool(crop_first))
+
+    def apply(self, plan: "PrismSimulator", positions: Any) -> Array:
+        return plan(positions)
+
+    def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> "PrismSimulator":  # type: ignore[override]
+        return self.plan(potential, probe, **options)
+
+    def __repr__(self) -> str:
+        return "prism"
+
+
+#: the ``prism`` simulator component
+prism = Prism()

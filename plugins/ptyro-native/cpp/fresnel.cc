@@ -1,8 +1,8 @@
-// Fused multislice far field for XLA on the CPU (the "native" path of ptyro_simul.native).
+// Fused multislice far field for XLA on the CPU: the far-field back end "native" of ptyro-native.
 //
 // For waves psi (c, nx, ny), transmission functions t_0 .. t_{S-1} (given as head (S-1, nx, ny)
 // and last (nx, ny)), Fresnel kernels k_0 .. k_{S-2} (S-1, nx, ny) and a far-field mask
-// m (nx, ny), computes per wave exactly what ptyro_simul.multislice._fresnel_far_field does:
+// m (nx, ny), computes per wave exactly what ptyro_simul.multislice.fresnel_far_field does:
 //
 //     w <- IFFT2(k_i * FFT2(t_i * w))      for i = 0 .. S-2   (XLA's 1/N-normalised inverse)
 //     out = |FFT2(t_{S-1} * w)|^2 * m

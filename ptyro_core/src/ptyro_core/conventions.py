@@ -1,0 +1,141 @@
+"""The conventions every part of Ptyrodactyl shares, in one place below simulation and
+reconstruction: physical constants, the relativistic electron wavelength, mass and interaction
+constant, the unitary FFT helpers, the Fourier shift ramp and the aberration symbols.
+
+Units: Å, eV, mrad (radians inside formulas). Arrays: axis 0 is x; diffraction patterns are
+centred (zero frequency at index n // 2); FFTs are unitary (``norm="ortho"``, numpy's sign).
+
+λ = h / sqrt(2 m₀ e E (1 + e E / (2 m₀ c²)))           (200 keV: 0.025079 Å; 300 keV: 0.019687 Å)
+σ = 2π m e λ / h², m = m₀ (1 + e E / (m₀ c²))           (200 keV: 7.2884e-4 rad/(V·Å))
+
+Aberrations: polar symbols C_nm (magnitudes, Å) with azimuths phi_nm (radians) for m > 0, up to
+5th order; C10 = −defocus (abTEM's convention), C30 = Cs.
+"""
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+from jax import Array
+
+from ptyro_core.errors import PtyroValueError
+
+__all__ = [
+    "PLANCK",
+    "ELECTRON_MASS",
+    "ELEMENTARY_CHARGE",
+    "SPEED_OF_LIGHT",
+    "energy2wavelength",
+    "energy2sigma",
+    "relativistic_mass",
+    "fft2",
+    "ifft2",
+    "fft2c",
+    "ifft2c",
+    "shift_ramp",
+    "POLAR_SYMBOLS",
+    "AZIMUTHS",
+    "ALIASES",
+    "normalize_aberrations",
+]
+
+# CODATA 2018, SI
+PLANCK = 6.62607015e-34  # J s
+ELECTRON_MASS = 9.1093837015e-31  # kg
+ELEMENTARY_CHARGE = 1.602176634e-19  # C
+SPEED_OF_LIGHT = 299792458.0  # m / s
+
+
+def _check_energy(energy: float) -> float:
+    e = float(energy)
+    if not math.isfinite(e) or e <= 0:
+        raise PtyroValueError(f"energy: expected a positive acceleration voltage in eV, got {energy!r}")
+    return e
+
+
+def energy2wavelength(energy: float) -> float:
+    """Relativistic electron wavelength in Å for an acceleration energy in eV."""
+    e = _check_energy(energy) * ELEMENTARY_CHARGE
+    m0c2 = ELECTRON_MASS * SPEED_OF_LIGHT**2
+    return PLANCK / math.sqrt(2 * ELECTRON_MASS * e * (1 + e / (2 * m0c2))) * 1e10
+
+
+def relativistic_mass(energy: float) -> float:
+    """Relativistic electron mass in kg at an acceleration energy in eV."""
+    e = _check_energy(energy) * ELEMENTARY_CHARGE
+    return ELECTRON_MASS * (1 + e / (ELECTRON_MASS * SPEED_OF_LIGHT**2))
+
+
+def energy2sigma(energy: float) -> float:
+    """Interaction constant σ in rad / (V·Å): transmission t = exp(i σ V_projected[V·Å])."""
+    lam = energy2wavelength(energy) * 1e-10  # m
+    sigma_si = 2 * math.pi * relativistic_mass(energy) * ELEMENTARY_CHARGE * lam / PLANCK**2  # rad / (V m)
+    return sigma_si * 1e-10
+
+
+# ----------------------------------------------------------------------------- unitary FFTs
+
+
+def fft2(x: Array) -> Array:
+    """Unitary forward FFT over the last two axes (zero frequency at index 0)."""
+    return jnp.fft.fft2(x, norm="ortho")
+
+
+def ifft2(x: Array) -> Array:
+    """Unitary inverse FFT over the last two axes."""
+    return jnp.fft.ifft2(x, norm="ortho")
+
+
+def fft2c(x: Array) -> Array:
+    """Unitary forward FFT with the zero frequency moved to the centre (index n // 2)."""
+    return jnp.fft.fftshift(fft2(x), axes=(-2, -1))
+
+
+def ifft2c(x: Array) -> Array:
+    """Inverse of :func:`fft2c`."""
+    return ifft2(jnp.fft.ifftshift(x, axes=(-2, -1)))
+
+
+def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = jnp.complex64) -> Array:
+    """The Fourier shift ramp exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) (in the
+    units of ``sampling``: Å, or pixels with the default): multiplying a wave's FFT by it moves
+    the wave by +s (periodically). Separable: an outer product of two 1D ramps, built in the
+    real dtype that matches ``dtype`` (differentiable with respect to the shifts)."""
+    real = jnp.real(jnp.zeros((), dtype)).dtype
+    kx = jnp.fft.fftfreq(int(gpts[0]), float(sampling[0])).astype(real)
+    ky = jnp.fft.fftfreq(int(gpts[1]), float(sampling[1])).astype(real)
+    s = jnp.asarray(shifts).astype(real)
+    ex = jnp.exp(-2j * jnp.pi * kx[None, :] * s[:, 0:1]).astype(dtype)  # (b, nx)
+    ey = jnp.exp(-2j * jnp.pi * ky[None, :] * s[:, 1:2]).astype(dtype)  # (b, ny)
+    return ex[:, :, None] * ey[:, None, :]
+
+
+# ----------------------------------------------------------------------------- aberrations
+
+#: (n, m) of every magnitude symbol C_nm up to 5th order; each with m > 0 has an azimuth phi_nm.
+POLAR_SYMBOLS: dict[str, tuple[int, int]] = {
+    "C10": (1, 0), "C12": (1, 2),
+    "C21": (2, 1), "C23": (2, 3),
+    "C30": (3, 0), "C32": (3, 2), "C34": (3, 4),
+    "C41": (4, 1), "C43": (4, 3), "C45": (4, 5),
+    "C50": (5, 0), "C52": (5, 2), "C54": (5, 4), "C56": (5, 6),
+}  # fmt: skip
+AZIMUTHS: tuple[str, ...] = tuple("phi" + s[1:] for s, (_, m) in POLAR_SYMBOLS.items() if m > 0)
+#: common names accepted as aliases (abTEM's): defocus = -C10, Cs = C30, C5 = C50, astigmatism = C12
+ALIASES: dict[str, str] = {"Cs": "C30", "C5": "C50", "astigmatism": "C12", "astigmatism_angle": "phi12", "coma": "C21", "coma_angle": "phi21"}
+
+
+def normalize_aberrations(aberrations: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Map aliases and ``defocus`` to polar symbols; reject unknown names with the known ones."""
+    out: dict[str, Any] = {}
+    for key, value in (aberrations or {}).items():
+        if key == "defocus":
+            out["C10"] = out.get("C10", 0.0) - value
+            continue
+        sym = ALIASES.get(key, key)
+        if sym not in POLAR_SYMBOLS and sym not in AZIMUTHS:
+            known = ", ".join([*POLAR_SYMBOLS, *AZIMUTHS, "defocus", *ALIASES])
+            raise PtyroValueError(f"aberrations: unknown aberration {key!r}; expected one of {known}")
+        out[sym] = out.get(sym, 0.0) + value
+    return out
