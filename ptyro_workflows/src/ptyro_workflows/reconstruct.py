@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState, get
-from ptyro_workflows.config import aberrations_for_api, reconstruction_config
+from ptyro_workflows.config import aberrations_for_api, load_config, reconstruction_config
 
 __all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used"]
 
@@ -60,6 +60,10 @@ def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
 
     cfg = reconstruction_config(config)
     probe, r = cfg["probe"], cfg["reconstruction"]
+    if r.get("optics_from"):  # fitted optics (e.g. by a direct method) replace the nominal ones
+        fitted = load_config(r["optics_from"]).get("probe", {})
+        reconstruction_config({"probe": fitted})  # the same checks as a [probe] table
+        probe = {**probe, **fitted}
     kwargs = {
         "semiangle_cutoff": float(probe["semiangle_cutoff"]),
         "aberrations": aberrations_for_api(probe),
