@@ -37,7 +37,7 @@ def com_field(dataset: Dataset4D, *, descan: str = "constant", mask: Any = None)
     "plane" or "free")."""
     com = center_of_mass(jnp.asarray(np.asarray(dataset.array)), mask)
     ref = fit_descan(np.asarray(com), descan)
-    return (com - jnp.asarray(ref, com.dtype)) * jnp.asarray(dataset.grid.reciprocal_sampling, com.dtype)
+    return (com - jnp.asarray(ref, com.dtype)) * jnp.asarray(dataset.grid.reciprocal_sampling, com.dtype)[None, None, :]
 
 
 def integrate_gradient(field: jax.Array, vectors: Any, highpass: float = 0.0) -> jax.Array:

@@ -68,7 +68,7 @@ def transfer(state: ReconState, lattice: Lattice, method: str = "ssb", threshold
     weights, _ = sideband_filter(state, method, threshold)
     q = jnp.asarray(lattice.frequencies().reshape(-1, 2), jnp.float32)
     t = jax.lax.map(lambda v: weights(v)[1], q, batch_size=64)
-    t = np.asarray(t).reshape(lattice.shape)
+    t = np.array(t).reshape(lattice.shape)
     t[0, 0] = 0.0
     return t
 
