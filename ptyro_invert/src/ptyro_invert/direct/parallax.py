@@ -72,7 +72,7 @@ def _terms(orders: tuple[str, ...]) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = DEFAULT_ORDERS) -> jax.Array:
+def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = tuple(ORDERS)) -> jax.Array:
     """χ's basis functions at k (…, 2) Å⁻¹: (…, nb), with χ = basis · c for the cartesian
     coefficients c (C·cos mφ_nm, C·sin mφ_nm per aberration with m > 0, C for m = 0), each
     term (2π/λ)(λ|k|)^{n+1}/(n+1)·{cos, sin}(mφ) written as a polynomial in kx, ky (so that
@@ -231,7 +231,7 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
     ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
     aligned = F * ramp
     ref = jnp.sum(aligned, axis=0)
-    X = F * jnp.conj(ref - aligned) * lowpass  # each against the others: no pull towards its own last shift
+    X = F * jnp.conj(ref[None] - aligned) * lowpass[None]  # each against the others: no pull towards its own last shift
 
     def one(x: jax.Array) -> jax.Array:
         cc = jnp.real(jnp.fft.ifft2(x))
@@ -252,7 +252,7 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
         return p
 
     out = jax.vmap(one)(X)
-    return out - jnp.mean(out, axis=0)
+    return out - jnp.mean(out, axis=0, keepdims=True)
 
 
 def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
