@@ -172,14 +172,14 @@ def test_integrate_gradient_inverts_an_analytic_gradient():
 
 def test_ssb_is_linear_in_the_patterns_and_differentiable():
     ds, state, _ = case()
-    weights, pix = ssb_mod.sideband_filter(state)
+    consts, pix = ssb_mod.sideband_filter(state)
     lat = scan_lattice(ds.positions, ds.scan_shape)
     q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
     from ptyro_invert.direct._common import scan_fft
 
     def phase_of(p):
         g = scan_fft(p, pix).reshape(len(pix), -1).T
-        return jnp.real(jnp.fft.ifft2(ssb_mod._apply(weights, g, q, 64).reshape(lat.shape)))
+        return jnp.real(jnp.fft.ifft2(ssb_mod.apply_filter(g, q, consts, "ssb", 64).reshape(lat.shape)))
 
     p = jnp.fft.ifftshift(jnp.asarray(ds.array), axes=(-2, -1))
     check_grads(lambda x: jnp.sum(phase_of(x) ** 2), (p,), order=1, modes=["rev"], atol=5e-2, rtol=5e-2)

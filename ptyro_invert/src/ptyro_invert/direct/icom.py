@@ -26,7 +26,7 @@ import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_invert.calibrate import center_of_mass, fit_descan
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, scan_lattice, shifted_probe_fourier
+from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_lattice, shift_fourier
 
 __all__ = ["com_field", "integrate_gradient", "icom_transfer", "icom_phase", "icom"]
 
@@ -56,11 +56,13 @@ def integrate_gradient(field: jax.Array, vectors: Any, highpass: float = 0.0) ->
 
 def icom_transfer(state: ReconState, lattice: Lattice) -> np.ndarray:
     """T_iCoM(Q) = Σ_k P̃(k) P̃*(k − Q) (real part) on the lattice's frequencies."""
-    p0 = probe_fourier(state)
-    shifted = shifted_probe_fourier(state)
     q = jnp.asarray(lattice.frequencies().reshape(-1, 2), jnp.float32)
-    t = jax.lax.map(lambda v: jnp.real(jnp.sum(p0 * jnp.conj(shifted(v)))), q, batch_size=64)
-    return np.asarray(t).reshape(lattice.shape)
+    return np.asarray(_autocorrelation(q, probe_fourier(state), probe_geometry(state))).reshape(lattice.shape)
+
+
+@jax.jit
+def _autocorrelation(q: jax.Array, p0: jax.Array, probe: tuple) -> jax.Array:
+    return jax.lax.map(lambda v: jnp.real(jnp.sum(p0 * jnp.conj(shift_fourier(*probe, v)))), q, batch_size=64)
 
 
 def icom_phase(dataset: Dataset4D, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None) -> tuple[jax.Array, Lattice]:

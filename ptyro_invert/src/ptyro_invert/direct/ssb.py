@@ -18,6 +18,7 @@ For a weak phase object G(k, Q) = i Φ(Q) γ(k, Q), γ = P̃*(k) P̃(k − Q) �
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -25,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, scan_fft, scan_lattice, shifted_probe_fourier
+from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, probe_geometry, scan_fft, scan_lattice, shift_fourier
 
-__all__ = ["sideband_filter", "transfer", "ssb_phase", "ssb", "obf"]
+__all__ = ["sideband_filter", "apply_filter", "transfer", "ssb_phase", "ssb", "obf"]
 
 
 def _aperture_pixels(state: ReconState, threshold: float) -> np.ndarray:
@@ -35,42 +36,53 @@ def _aperture_pixels(state: ReconState, threshold: float) -> np.ndarray:
     return np.flatnonzero(pk.reshape(-1) > threshold * pk.max())
 
 
-def sideband_filter(state: ReconState, method: str = "ssb", threshold: float = 0.5) -> Any:
-    """A function Q (2,) Å⁻¹ → (weights (n,) complex on the aperture pixels, transfer T(Q)) of
-    ``method`` ("ssb" or "obf"); the aperture pixels are where |P̃| > ``threshold`` × its max."""
+def _weights(q: jax.Array, probe: tuple, pix: jax.Array, p0: jax.Array, t: jax.Array, method: str) -> tuple[jax.Array, jax.Array]:
+    """(weights on the aperture pixels, transfer) of ``method`` at Q = ``q``."""
+    pm = shift_fourier(*probe, q).reshape(-1)[pix]
+    pp = shift_fourier(*probe, -q).reshape(-1)[pix]
+    gamma = jnp.conj(p0) * pm - p0 * jnp.conj(pp)
+    mag = jnp.abs(gamma)
+    if method == "ssb":
+        double = (jnp.abs(pm) > t) != (jnp.abs(pp) > t)
+        w = jnp.where(double, jnp.conj(1j * gamma) / jnp.where(mag > 0, mag, 1.0), 0.0)
+        return w, jnp.sum(jnp.where(double, mag, 0.0))
+    i0 = jnp.abs(p0) ** 2
+    norm = jnp.sqrt(jnp.sum(mag**2 / i0))
+    return jnp.conj(1j * gamma) / i0 / jnp.where(norm > 0, norm, 1.0), norm
+
+
+def sideband_filter(state: ReconState, method: str = "ssb", threshold: float = 0.5) -> tuple[tuple, jax.Array]:
+    """The filter's constants ``(probe geometry, aperture pixels, P̃ there, amplitude
+    threshold)`` for ``method`` ("ssb" or "obf") and the aperture pixels (flat indices in FFT
+    order where |P̃| > ``threshold`` × its max)."""
     if method not in ("ssb", "obf"):
         raise PtyroValueError(f"sideband_filter: method must be 'ssb' or 'obf', got {method!r}")
     pix = jnp.asarray(_aperture_pixels(state, threshold))
     p0 = probe_fourier(state).reshape(-1)[pix]
-    shifted = shifted_probe_fourier(state)
     t = threshold * jnp.max(jnp.abs(p0))
+    return (probe_geometry(state), pix, p0, t), pix
 
-    def weights(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-        pm = shifted(q).reshape(-1)[pix]
-        pp = shifted(-q).reshape(-1)[pix]
-        gamma = jnp.conj(p0) * pm - p0 * jnp.conj(pp)
-        mag = jnp.abs(gamma)
-        if method == "ssb":
-            double = (jnp.abs(pm) > t) != (jnp.abs(pp) > t)
-            w = jnp.where(double, jnp.conj(1j * gamma) / jnp.where(mag > 0, mag, 1.0), 0.0)
-            return w, jnp.sum(jnp.where(double, mag, 0.0))
-        i0 = jnp.abs(p0) ** 2
-        norm = jnp.sqrt(jnp.sum(mag**2 / i0))
-        w = jnp.conj(1j * gamma) / i0 / jnp.where(norm > 0, norm, 1.0)
-        return w, norm
 
-    return weights, pix
+@functools.partial(jax.jit, static_argnames=("method", "q_batch"))
+def _transfer(q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
+    return jax.lax.map(lambda v: _weights(v, *consts, method)[1], q, batch_size=q_batch)
 
 
 def transfer(state: ReconState, lattice: Lattice, method: str = "ssb", threshold: float = 0.5) -> np.ndarray:
     """The method's phase transfer T(Q) (Rx, Ry) on the lattice's frequencies, from the probe:
     what a weak phase's Fourier component is multiplied by (T(0) is set to 0)."""
-    weights, _ = sideband_filter(state, method, threshold)
+    consts, _ = sideband_filter(state, method, threshold)
     q = jnp.asarray(lattice.frequencies().reshape(-1, 2), jnp.float32)
-    t = jax.lax.map(lambda v: weights(v)[1], q, batch_size=64)
-    t = np.array(t).reshape(lattice.shape)
+    t = np.array(_transfer(q, consts, method, 64)).reshape(lattice.shape)
     t[0, 0] = 0.0
     return t
+
+
+@functools.partial(jax.jit, static_argnames=("method", "q_batch"))
+def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
+    """Φ(Q) (n,) = Σ_k G(k, Q) w(k, Q) for the rows of ``g`` (n, aperture pixels) at the
+    frequencies ``q`` (n, 2); ``consts`` from :func:`sideband_filter`. Linear in ``g``."""
+    return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], *consts, method)[0]), (g, q), batch_size=q_batch)
 
 
 def ssb_phase(dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 64) -> tuple[jax.Array, Lattice]:
@@ -79,17 +91,13 @@ def ssb_phase(dataset: Dataset4D, state: ReconState, method: str = "ssb", *, thr
     if int(q_batch) < 1:
         raise PtyroValueError(f"{method}: expected q_batch >= 1 spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who=method)
-    weights, pix = sideband_filter(state, method, threshold)
+    consts, pix = sideband_filter(state, method, threshold)
     pats, _ = normalised_patterns(dataset)
     g = scan_fft(pats, pix).reshape(len(pix), -1).T  # (Rx·Ry, n)
     q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
-    phi = _apply(weights, g, q, int(q_batch))
+    phi = apply_filter(g, q, consts, method, int(q_batch))
     phi = phi.reshape(lat.shape).at[0, 0].set(0.0)
     return jnp.real(jnp.fft.ifft2(phi)), lat
-
-
-def _apply(weights: Any, g: jax.Array, q: jax.Array, q_batch: int) -> jax.Array:
-    return jax.lax.map(lambda a: jnp.sum(a[0] * weights(a[1])[0]), (g, q), batch_size=q_batch)
 
 
 def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64) -> ReconState:

@@ -14,13 +14,28 @@ and amplitude. Costs one detector-sized FFT of the data and two of the probe per
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, scan_fft, scan_lattice, shifted_probe_fourier
+from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, probe_geometry, scan_fft, scan_lattice, shift_fourier
 
 __all__ = ["wdd_object", "wdd"]
+
+
+@functools.partial(jax.jit, static_argnames=("n", "q_batch"))
+def _deconvolve(g: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: jax.Array, n: int, q_batch: int) -> jax.Array:
+    """D(Q) = Σ_ρ χ_O(ρ, Q) for each row of ``g`` (Qx, Qy) at frequency ``q``."""
+
+    def one(a: tuple[jax.Array, jax.Array]) -> jax.Array:
+        gq, qq = a
+        h = jnp.fft.ifft2(gq)
+        chi_p = jnp.fft.ifft2(jnp.conj(p0) * shift_fourier(*probe, qq))
+        return jnp.sum(h * jnp.conj(chi_p) / (n * (jnp.abs(chi_p) ** 2 + floor)))
+
+    return jax.lax.map(one, (g, q), batch_size=q_batch)
 
 
 def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16) -> tuple[jax.Array, Lattice]:
@@ -38,18 +53,9 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     g = scan_fft(pats).reshape(nx, ny, -1)  # (Qx, Qy, Rx·Ry) in FFT order
     g = jnp.moveaxis(g, -1, 0)
     p0 = probe_fourier(state)
-    shifted = shifted_probe_fourier(state)
     floor = float(epsilon) * float(jnp.max(jnp.abs(jnp.fft.ifft2(jnp.abs(p0) ** 2)))) ** 2
     q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
-
-    def one(a: tuple[jax.Array, jax.Array]) -> jax.Array:
-        gq, qq = a
-        h = jnp.fft.ifft2(gq)
-        chi_p = jnp.fft.ifft2(jnp.conj(p0) * shifted(qq))
-        chi_o = h * jnp.conj(chi_p) / (n * (jnp.abs(chi_p) ** 2 + floor))
-        return jnp.sum(chi_o)
-
-    d = jax.lax.map(one, (g, q), batch_size=int(q_batch)).reshape(lat.shape)
+    d = _deconvolve(g, q, p0, probe_geometry(state), jnp.float32(floor), n, int(q_batch)).reshape(lat.shape)
     ok = jnp.sqrt(jnp.maximum(jnp.real(d[0, 0]), 1e-30))
     obj = jnp.fft.ifft2(d / ok)
     return obj / jnp.mean(jnp.abs(obj)), lat
