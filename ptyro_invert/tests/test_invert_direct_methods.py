@@ -204,3 +204,14 @@ def test_bad_inputs_fail_with_one_clear_line():
     line = Dataset4D(np.asarray(ds.array)[:1], np.asarray(ds.positions)[:24], grid=ds.grid, energy=ds.energy)
     with pytest.raises(PtyroValueError, match="at least 2 x 2 positions"):
         icom_mod.icom(line, state)
+
+
+@pytest.mark.parametrize("name", ["icom", "ssb", "obf", "wdd", "parallax"])
+def test_registered_and_conformant(name):
+    from ptyro_core.testing import check_conformance
+
+    if name == "parallax":  # the conformance data (a 2 x 2 scan, a tiny bright field) cannot be fitted: said so
+        with pytest.raises(PtyroValueError, match="bright-field bins are too few to fit"):
+            check_conformance("reconstruction", get("reconstruction", name))
+        return
+    check_conformance("reconstruction", get("reconstruction", name))
