@@ -248,7 +248,7 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
             step = jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
             return p - step, None
 
-        p, _ = jax.lax.scan(newton, p, None, length=6)
+        p, _ = jax.lax.scan(newton, p, None, length=3)
         return p
 
     out = jax.vmap(one)(X)
