@@ -27,3 +27,7 @@ def ptyro_register_reconstructions(register):
     register("position_corrected", recon.position_corrected, description="Single slice plus per-position and global affine scan correction")
     register("mixed_state", recon.mixed_state, description="Several orthogonal incoherent probe modes for partial coherence")
     register("multislice", recon.multislice, description="Several object slices propagated with a registered propagator")
+    from ptyro_invert.direct import COMPONENTS
+
+    for name, (fn, description) in COMPONENTS.items():
+        register(name, fn, description=description)

@@ -110,6 +110,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "seed": 0,
         "checkpoint": None,
         "checkpoint_every": None,
+        "optics_from": None,
         "options": {},
     },
 }
@@ -504,6 +505,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "seed": "random seed (batch order, mode initialisation)",
         "checkpoint": "checkpoint file written during the run",
         "checkpoint_every": "iterations between checkpoints (default 1, when checkpoint is set)",
+        "optics_from": "TOML file whose [probe] optics (e.g. fitted by --algorithm parallax with --algorithm-option optics_out=FILE) replace [probe]'s",
         "options": "table of extra options passed to the algorithm (e.g. fit_positions, tv_weight, lr_schedule, learning_rates = {positions = 0.01})",
     },
 }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ptyro_core import PtyroValueError
-from ptyro_workflows.config import aberrations_for_api, reconstruction_config
+from ptyro_workflows.config import aberrations_for_api, load_config, reconstruction_config
 
 if TYPE_CHECKING:  # imported where used: ptyro show uses phase_correlation without JAX
     from ptyro_core import Dataset4D, ReconState
@@ -104,6 +104,14 @@ def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
 
     cfg = reconstruction_config(config)
     probe, r = cfg["probe"], cfg["reconstruction"]
+    if r.get("optics_from"):  # fitted optics (e.g. by a direct method) replace the nominal ones
+        from ptyro_workflows.config import ABERRATION_KEYS
+
+        fitted = load_config(r["optics_from"]).get("probe", {})
+        reconstruction_config({"probe": fitted})  # the same checks as a [probe] table
+        if any(k in ABERRATION_KEYS for k in fitted):  # fitted aberrations replace the nominal ones, whatever their spelling
+            probe = {k: v for k, v in probe.items() if k not in ABERRATION_KEYS}
+        probe = {**probe, **fitted}
     kwargs = {
         "semiangle_cutoff": float(probe["semiangle_cutoff"]),
         "aberrations": aberrations_for_api(probe),

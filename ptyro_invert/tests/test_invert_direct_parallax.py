@@ -1,0 +1,165 @@
+"""Parallax (tilt-corrected bright field): the aberration fit from the shifts (exact on model
+shifts, a hypothesis property), the optics recovered from simulated data with known optics,
+the scan rotation against the DPC curl fit of :mod:`ptyro_invert.calibrate`, the optics file
+and its round trip through ``ptyro reconstruct``."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptyro_core import PtyroValueError
+from ptyro_invert import calibrate
+from ptyro_invert import synthetic as syn
+from ptyro_invert.direct import parallax as px
+from ptyro_invert.direct.icom import com_field
+from ptyro_invert.forward import wavelength
+
+ENERGY = 300e3
+
+
+def test_shift_basis_is_minus_the_gradient_of_chi_over_2pi():
+    """The analytic gradient against JAX's derivative of χ's basis functions."""
+    lam = wavelength(ENERGY)
+    k = np.random.default_rng(0).uniform(-1.2, 1.2, (7, 2))
+    jac = jax.vmap(jax.jacfwd(lambda q: px.chi_basis(q, lam, tuple(px.ORDERS))))(jnp.asarray(k, jnp.float32))
+    ref = -np.asarray(jac, np.float64).transpose(0, 2, 1) / (2 * math.pi)
+    got = px._shift_basis(k, lam, tuple(px.ORDERS))
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_chi_basis_matches_the_polar_formula():
+    """χ = (2π/λ) Σ C (λk)^{n+1}/(n+1) cos(m(φ − φ_nm)) with the fit's cartesian coefficients."""
+    lam = wavelength(ENERGY)
+    ab = {"C10": -80.0, "C12": 12.0, "phi12": 0.4, "C21": 900.0, "phi21": 1.1, "C23": 300.0, "phi23": 0.3, "C30": 2e4}
+    fit = px.AberrationFit(ab, 0.0, False, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2)), 0.0)
+    k = np.random.default_rng(1).uniform(-1.0, 1.0, (9, 2))
+    kk, ph = np.linalg.norm(k, axis=1), np.arctan2(k[:, 1], k[:, 0])
+    ref = np.zeros(len(k))
+    for sym, (n, m) in px.ORDERS.items():
+        ref += ab[sym] * (lam * kk) ** (n + 1) / (n + 1) * np.cos(m * (ph - ab.get("phi" + sym[1:], 0.0)))
+    assert np.allclose(np.asarray(px._chi_of(fit, k, ENERGY)), 2 * np.pi / lam * ref, rtol=1e-4, atol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    c10=st.floats(-300, 300).filter(lambda v: abs(v) > 20),
+    c12=st.floats(0, 40), phi12=st.floats(0, math.pi - 1e-3),
+    c21=st.floats(0, 3000), phi21=st.floats(0, 2 * math.pi - 1e-3),
+    rot=st.floats(-80, 80),
+)  # fmt: skip
+def test_fit_shifts_recovers_model_shifts_exactly(c10, c12, phi12, c21, phi21, rot):
+    lam = wavelength(ENERGY)
+    k = np.stack(np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9), indexing="ij"), -1).reshape(-1, 2)
+    k = k[np.linalg.norm(k, axis=1) <= 1]
+    coef = np.array([c10, c12 * math.cos(2 * phi12), c12 * math.sin(2 * phi12), c21 * math.cos(phi21), c21 * math.sin(phi21), 0.0, 0.0])
+    s_det = np.einsum("nij,j->ni", px._shift_basis(k, lam, px.DEFAULT_ORDERS), coef) + [0.3, -0.2]
+    t = math.radians(rot)
+    r = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    s_raster = s_det @ r  # = R(-θ) s_det: what an unrotated raster sees
+    fit = px.fit_shifts(k, s_raster, ENERGY)
+    ab = fit.aberrations
+    assert abs(fit.rotation - rot) < 1e-3
+    assert ab["C10"] == pytest.approx(c10, abs=1e-3 * max(1.0, abs(c10)))
+    assert ab["C12"] == pytest.approx(c12, abs=1e-2)
+    assert ab["C21"] == pytest.approx(c21, abs=0.5)
+    if c12 > 1:
+        assert math.cos(2 * (ab["phi12"] - phi12)) > 0.9999
+    assert fit.rms < 1e-6
+
+
+def amorphous_phase(shape, sampling, rms=0.2, corr=0.5, seed=0):
+    w = np.random.default_rng(seed).standard_normal(shape)
+    kx = np.fft.fftfreq(shape[0], sampling[0])[:, None]
+    ky = np.fft.fftfreq(shape[1], sampling[1])[None, :]
+    ph = np.real(np.fft.ifft2(np.fft.fft2(w) * np.exp(-2 * np.pi**2 * corr**2 * (kx**2 + ky**2))))
+    return ph * rms / ph.std()
+
+
+@functools.lru_cache(maxsize=None)
+def parallax_case(rotation: float = 0.0):
+    """Amorphous weak phase (0.2 rad rms), 40 x 40 scan at 0.3 Å, 32 x 32 patterns, 20 mrad,
+    defocus 100 Å, astigmatism 10 Å at 0.5 rad, 4000 electrons per pattern; the raster rotated
+    by ``rotation`` degrees while the dataset keeps the unrotated positions."""
+    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5}
+    grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.3, energy=ENERGY, semiangle_cutoff=20.0, aberrations=ab)
+    truth = syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling)))
+    pos = None
+    if rotation:
+        p = np.asarray(state.positions, np.float64)
+        c = p.mean(0)
+        t = math.radians(rotation)
+        pos = (p - c) @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T + c
+    return syn.simulate(truth, grid, scan, positions=pos, dose=4000.0), state, truth, ab
+
+
+def test_fit_aberrations_recovers_defocus_and_astigmatism():
+    ds, _, _, ab = parallax_case()
+    fit = px.fit_aberrations(ds)
+    # measured: C10 -100.48 Å (0.5 %), C12 8.94 Å at 0.445 rad (rotation 1.0°)
+    assert fit.defocus == pytest.approx(100.0, rel=0.02)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, abs=2.0)
+    assert abs(fit.rotation) < 2.0
+
+
+def test_rotation_agrees_with_the_curl_fit():
+    ds, state, _, _ = parallax_case(rotation=10.0)
+    fit = px.fit_aberrations(ds)
+    assert fit.rotation == pytest.approx(10.0, abs=1.0)
+    assert fit.defocus == pytest.approx(100.0, rel=0.02)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
+    # the same rotation from the DPC field's curl (calibrate.scan_rotation), modulo 180°
+    rf = calibrate.scan_rotation(np.asarray(com_field(ds)), step=(0.3, 0.3))
+    assert not rf.transpose
+    assert abs((rf.rotation - fit.rotation + 90.0) % 180.0 - 90.0) < 10.0
+
+
+def test_parallax_component_image_and_fitted_probe(tmp_path):
+    ds, state, truth, ab = parallax_case()
+    blank = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.3, energy=ENERGY, semiangle_cutoff=20.0, aberrations={})[2]
+    out = px.parallax(ds, blank, optics_out=tmp_path / "optics.toml")
+    rmse, corr = syn.phase_metrics(out.object[0], truth.object[0], syn.scanned_region(state, margin=-1.0))
+    assert corr > 0.5, (rmse, corr)
+    # the probe is rebuilt from the fitted optics: it overlaps the true probe, the blank one does not
+    ov = lambda a, b: float(np.abs(np.vdot(np.asarray(a), np.asarray(b))))  # noqa: E731
+    assert ov(out.probe[0], state.probe[0]) > 0.9 > ov(blank.probe[0], state.probe[0]) + 0.2
+    text = (tmp_path / "optics.toml").read_text()
+    assert "[probe]" in text and "C10 = -" in text and "phi12 =" in text
+
+
+def test_bad_options():
+    ds, state, _, _ = parallax_case()
+    with pytest.raises(PtyroValueError, match="correction must be 'none', 'flip' or 'wiener', got 'bogus'"):
+        px.parallax(ds, state, correction="bogus")
+    with pytest.raises(PtyroValueError, match="unknown aberration 'C99'"):
+        px.fit_aberrations(ds, orders=("C10", "C99"))
+    with pytest.raises(PtyroValueError, match="expected bin_size >= 1"):
+        px.fit_aberrations(ds, bin_size=0)
+    with pytest.raises(PtyroValueError, match="expected frequencies and shifts of shape"):
+        px.fit_shifts(np.zeros((5, 2)), np.zeros((4, 2)), ENERGY)
+
+
+def test_cli_parallax_optics_seed_an_iterative_run(tmp_path):
+    pytest.importorskip("ptyro_workflows")
+    from ptyro_workflows.cli import main
+    from ptyro_workflows.io import load_reconstruction, save_dataset
+
+    ds, _, _, _ = parallax_case()
+    data = save_dataset(tmp_path / "data.h5", ds)
+    optics = tmp_path / "optics.toml"
+    args = ["reconstruct", str(data), "--semiangle-cutoff", "20", "-q"]
+    assert main([*args, "--algorithm", "parallax", "--algorithm-option", f"optics_out={optics}", "-o", str(tmp_path / "px.h5")]) == 0
+    direct = load_reconstruction(tmp_path / "px.h5")
+    assert direct.object.shape[0] == 1 and np.std(np.angle(np.asarray(direct.object))) > 0.01
+    assert main([*args, "--optics-from", str(optics), "--iterations", "1", "-o", str(tmp_path / "it.h5")]) == 0
+    seeded = load_reconstruction(tmp_path / "it.h5")
+    assert np.abs(np.vdot(np.asarray(seeded.probe[0]), np.asarray(direct.probe[0]))) > 0.8
+    # an optics file with a bad key is refused before anything runs
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[probe]\nC99 = 1.0\n")
+    assert main([*args, "--optics-from", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
