@@ -69,7 +69,7 @@ DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
 #: detector size; the loss is per electron (divided by the mean counts per pattern), so no rate
 #: depends on the dose.
 #: aberrations (``fit_aberrations``): rad of phase at the aperture edge per step
-ABERRATION_LEARNING_RATE = 0.1
+ABERRATION_LEARNING_RATE = 0.3
 
 
 # --------------------------------------------------------------------------- initial state
