@@ -55,6 +55,12 @@ __all__ = [
     "multislice",
     "reconstruct",
     "DEFAULT_LEARNING_RATES",
+    "StepConfig",
+    "recon_step",
+    "apply_aberrations",
+    "aberration_basis",
+    "aberrations_in_angstrom",
+    "scan_map",
 ]
 
 #: learning rates per algorithm and group (Adam; tuned on RECON-A), decayed by ``lr_schedule``.
@@ -948,6 +954,25 @@ _COMMON_DOC = """
     ``chunk_size`` (16): positions per device computed at once inside a step; the gradient of the
     batch is accumulated over its chunks (same result up to round-off, a cache-sized working set).
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
+
+    Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
+    for counts (integers, or integer multiples of one quantum, which is divided out) and
+    ``amplitude`` otherwise; the gradient is that of the loss per electron, so the default rates
+    do not depend on the dose (the probe's default is scaled to the window's rms probe
+    amplitude). ``fit_aberrations`` fits C10, C12/φ12 and C30 as real parameters (the group
+    ``aberrations``, rad at the aperture edge, default rate 0.3) from the first pass, the pixel-wise
+    probe joining at ``probe_start`` (default 3 then, else 1); the returned probe includes them.
+    Position corrections carry no translation and no linear map of the scan (projected out after
+    every step); the global map (``affine``) has its scale held (``scan_scale="hold"``, the
+    default: only the rotation is fitted) or fitted (``"fit"``). ``remove_phase_ramp`` moves the
+    object's linear phase ramp (degenerate with a probe tilt) out at the end of the run by holding
+    the probe's bright-field centroid (off by default: on RECON-A there is no spurious ramp).
+    ``indices`` reconstructs on a subset of the scan positions (a live caller's warm start:
+    pass the previous result as the state). ``report``: a list that receives one dict per pass
+    (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot
+    noise of counted data, else None), ``time_s``, ``aberrations`` (changes in Å, φ12 in rad),
+    ``scan`` (scale change, rotation), ``position_correction_rms``); with ``progress`` a one-line
+    summary (loss against the noise floor) is printed at the end.
 """
 
 
