@@ -183,3 +183,31 @@ def test_step_config_is_the_jit_key():
     b = StepConfig(**{**fields, "dtype": "complex128", "window": (8, 8)})
     assert hash(a) == hash(StepConfig(**{**fields, "dtype": "complex64", "window": (8, 8)}))
     assert a != b  # the dtype is part of the key
+
+
+def test_scan_scale_fitted_when_asked(case):
+    grid, scan, st0, truth = case
+    nominal = np.asarray(st0.positions, np.float64)
+    c = nominal.mean(0)
+    ds = simulate(truth, grid, scan, positions=(c + 1.03 * (nominal - c)).astype(np.float32))  # the scan 3 % larger than nominal
+    report: list = []
+    # the probe held at the true one: the scale is then not traded against it
+    reconstruct(ds, st0, "position_corrected", iterations=24, batch_size=8, scan_scale="fit", fit_probe=False,
+                learning_rates={**LR, "positions": 0.02, "affine": 5e-3}, progress=False, report=report)  # fmt: skip
+    assert 0.02 < report[-1]["scan"]["scale_change"] < 0.04, report[-1]["scan"]  # measured +2.85 %
+
+
+# --------------------------------------------------------------------------- the workflow's keys and figure
+
+
+def test_workflow_keys_and_convergence_figure(tmp_path):
+    config = pytest.importorskip("ptyro_workflows.config")
+    figures = pytest.importorskip("ptyro_workflows.figures")
+    r = config.reconstruction_config({"reconstruction": {"fit_aberrations": True}})["reconstruction"]
+    assert r["fit_aberrations"] is True and r["loss"] == "auto" and r["scan_scale"] == "hold"
+    with pytest.raises(ptyro_core.PtyroTypeError, match="fit_aberrations"):
+        config.reconstruction_config({"reconstruction": {"fit_aberrations": "yes"}})
+    with pytest.raises(PtyroValueError, match="scan_scale"):
+        config.reconstruction_config({"reconstruction": {"scan_scale": "free"}})
+    path = figures.plot_loss(tmp_path / "loss.png", np.array([5.0, 2.0, 1.1]), name="poisson", noise_floor=[1.0, 1.0, 1.02])
+    assert path.exists() and path.stat().st_size > 1000

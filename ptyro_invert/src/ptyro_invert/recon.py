@@ -703,21 +703,13 @@ def run_reconstruction(
         budget=memory_budget,
     )
 
-    # ---------------- resume
-    ck = None
+    ck = _read_resume(checkpoint) if resume else None
+    if ck is not None:
+        state, seed, target = ck["state"], ck["seed"], ck["target_iteration"]
+        nominal = np.asarray(ck["nominal_positions"], np.float32)
+    else:
+        target, nominal = int(state.iteration) + int(iterations), np.asarray(state.positions, np.float32)
     start_iter = int(state.iteration)
-    target = start_iter + int(iterations)
-    nominal = np.asarray(state.positions, np.float32)
-    if checkpoint is not None and resume:
-        from pathlib import Path
-
-        if Path(checkpoint).exists():
-            ck = read_checkpoint(checkpoint)
-            state = ck["state"]
-            seed = ck["seed"]
-            target = ck["target_iteration"]
-            start_iter = int(state.iteration)
-            nominal = np.asarray(ck["nominal_positions"], np.float32)
 
     # ---------------- the data and the loss they choose
     source = _FFTOrderSource(pattern_source(dataset))
@@ -728,27 +720,12 @@ def run_reconstruction(
         raise PtyroValueError(f"{algorithm}: the dataset holds no intensity (mean pattern sum {scale!r}); expected positive counts")
 
     # ---------------- parameters and their learning rates
-    real = state.object.real.dtype
-    params: dict[str, Any] = {"object": state.object, "probe": state.probe}
-    groups = ["object", "probe"]
+    params = _parameters(state, n, fit_aberrations=fit_aberrations, fit_positions=fit_positions, affine=affine, fit_thickness=fit_thickness)
+    groups = list(params)
     if probe_start is None:
         probe_start = 3 if fit_aberrations else 1
     starts = {"probe": int(probe_start), "positions": int(position_start), "affine": int(position_start)}
     k_alpha = _aperture_radius(state.probe, state.sampling)
-    if fit_aberrations:
-        params["aberrations"] = jnp.zeros((len(ABERRATION_TERMS),), real)
-        groups.append("aberrations")
-    if fit_positions:
-        params["positions"] = jnp.zeros((n, 2), real)
-        groups.append("positions")
-        if affine:
-            params["affine"] = jnp.eye(2, dtype=real)
-            groups.append("affine")
-    if fit_thickness:
-        if num_slices < 2:
-            raise PtyroValueError(f"fit_thickness: needs a multislice object (2+ slices), got {num_slices} slice(s)")
-        params["thickness"] = state.slice_thickness
-        groups.append("thickness")
     probe_power = float(ck["extras"]["probe_power"]) if ck is not None and "probe_power" in ck["extras"] else float(jnp.sum(jnp.abs(state.probe) ** 2))
     lrs = _learning_rates(algorithm, learning_rates, groups, probe_scale=math.sqrt(probe_power * 128 * 128 / (window[0] * window[1])))
     if not fit_object:
@@ -774,12 +751,7 @@ def run_reconstruction(
         params = _restore(params, ck["params"], "params")
         opt_state = _restore(opt_state, ck["opt_state"], "optimizer state")
 
-    if ck is not None and "probe_centroid" in ck["extras"]:
-        probe_centroid = np.asarray(ck["extras"]["probe_centroid"], np.float64)
-    else:
-        f = np.sum(np.abs(np.fft.fft2(np.asarray(state.probe))) ** 2, axis=0) * _disc(state.probe)
-        inten = f / np.sum(f)
-        probe_centroid = np.array([np.sum(inten * np.fft.fftfreq(window[0])[:, None]), np.sum(inten * np.fft.fftfreq(window[1])[None, :])])
+    probe_centroid = np.asarray(ck["extras"]["probe_centroid"], np.float64) if ck is not None and "probe_centroid" in ck["extras"] else _centroid(state.probe)
     consts = _constants(state, cfg, nominal, active_idx, n, scale, probe_power, probe_centroid, k_alpha, grouped, mask, probe_support, fit_positions)
     return _loop(
         dataset=dataset, state=state, cfg=cfg, params=params, opt_state=opt_state, consts=consts, source=source, mesh=mesh,
@@ -787,6 +759,37 @@ def run_reconstruction(
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, nominal=nominal, k_alpha=k_alpha, report=report,
         loss_reason=loss_reason, extras={"probe_power": np.asarray(probe_power), "probe_centroid": probe_centroid},
     )  # fmt: skip
+
+
+def _read_resume(checkpoint: Any) -> dict | None:
+    """The checkpoint to resume from, if one exists at ``checkpoint``."""
+    from pathlib import Path
+
+    return read_checkpoint(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+
+
+def _parameters(state: ReconState, n: int, *, fit_aberrations: bool, fit_positions: bool, affine: bool, fit_thickness: bool) -> dict[str, Any]:
+    """The fitted parameters, a dict PyTree keyed by group (the learning rates' keys)."""
+    real = state.object.real.dtype
+    params: dict[str, Any] = {"object": state.object, "probe": state.probe}
+    if fit_aberrations:
+        params["aberrations"] = jnp.zeros((len(ABERRATION_TERMS),), real)
+    if fit_positions:
+        params["positions"] = jnp.zeros((n, 2), real)
+        if affine:
+            params["affine"] = jnp.eye(2, dtype=real)
+    if fit_thickness:
+        if int(state.object.shape[0]) < 2:
+            raise PtyroValueError(f"fit_thickness: needs a multislice object (2+ slices), got {state.object.shape[0]} slice(s)")
+        params["thickness"] = state.slice_thickness
+    return params
+
+
+def _centroid(probe: Any) -> np.ndarray:
+    """The centroid (cycles per pixel, FFT order) of the probe's power in its bright-field disc."""
+    f = np.sum(np.abs(np.fft.fft2(np.asarray(probe))) ** 2, axis=0) * _disc(probe)
+    f = f / np.sum(f)
+    return np.array([np.sum(f * np.fft.fftfreq(f.shape[0])[:, None]), np.sum(f * np.fft.fftfreq(f.shape[1])[None, :])])
 
 
 def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_idx: np.ndarray, n: int, scale: float, probe_power: float,
