@@ -536,10 +536,10 @@ def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) ->
         p = p * jnp.sqrt(c["probe_power"] / jnp.sum(jnp.real(p) ** 2 + jnp.imag(p) ** 2)).astype(p.real.dtype)
     out["probe"] = p
     if "positions" in out:
-        # per-position corrections carry no translation and no linear map of the scan (those are
-        # the object's shift and the global affine's business): project them out
+        # per-position corrections carry no translation and no isotropic scaling of the scan
+        # (the object's shift; the scale that trades against the probe): project them out
         dp = out["positions"]
-        dp = (dp - c["pos_basis"] @ (c["pos_pinv"] @ dp)) * c["active"][:, None]
+        dp = (dp - c["pos_basis"] @ jnp.tensordot(c["pos_pinv"], dp, axes=2)) * c["active"][:, None]
         out["positions"] = dp
     if "affine" in out and cfg.scan_scale == "hold":
         # the scan's scale (the calibrated step) held: the nearest rotation
@@ -606,11 +606,19 @@ def _active_indices(indices: Any, n: int) -> np.ndarray:
 
 
 def _position_projection(nominal: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(basis (n, 3): 1, x, y about the centre; its pseudo-inverse (3, n) over the active positions)."""
-    g = np.concatenate([np.ones((nominal.shape[0], 1)), nominal - nominal[active > 0].mean(axis=0)], axis=1)
-    ga = g * active[:, None]
-    pinv = np.linalg.pinv(ga.T @ ga) @ ga.T
-    return g.astype(np.float32), pinv.astype(np.float32)
+    """The corrections per-position corrections may not carry: a translation (the object's shift)
+    and an isotropic scaling of the scan about its centre (the scale that trades against the
+    probe; the global map's business): basis (n, 2, 3) and its pseudo-inverse (3, n, 2) over
+    the active positions. Rotation and shear stay free (with ``affine`` the map fits the rotation)."""
+    n = nominal.shape[0]
+    x = nominal - nominal[active > 0].mean(axis=0)
+    basis = np.zeros((n, 2, 3))
+    basis[:, 0, 0] = 1.0
+    basis[:, 1, 1] = 1.0
+    basis[:, :, 2] = x
+    flat = (basis * active[:, None, None]).reshape(2 * n, 3)
+    pinv = (np.linalg.pinv(flat.T @ flat) @ flat.T).reshape(3, n, 2)
+    return basis.astype(np.float32), pinv.astype(np.float32)
 
 
 def scan_map(affine: Any) -> dict[str, float]:
@@ -965,8 +973,8 @@ _COMMON_DOC = """
     amplitude). ``fit_aberrations`` fits C10, C12/φ12 and C30 as real parameters (the group
     ``aberrations``, rad at the aperture edge, default rate 0.3) from the first pass, the pixel-wise
     probe joining at ``probe_start`` (default 3 then, else 1); the returned probe includes them.
-    Position corrections carry no translation and no linear map of the scan (projected out after
-    every step); the global map (``affine``) has its scale held (``scan_scale="hold"``, the
+    Position corrections carry no translation and no isotropic scaling of the scan (projected out
+    after every step: the scale trades against the probe); the global map (``affine``) has its scale held (``scan_scale="hold"``, the
     default: only the rotation is fitted) or fitted (``"fit"``). ``remove_phase_ramp`` moves the
     object's linear phase ramp (degenerate with a probe tilt) out at the end of the run by holding
     the probe's bright-field centroid (off by default: on RECON-A there is no spurious ramp).
