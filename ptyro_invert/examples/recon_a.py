@@ -81,7 +81,8 @@ def case_positions(args):
     true_pos = np.asarray(st0.positions) + err
     ds = dataset_from(true, grid, scan_pos, positions=true_pos)
     lrs = None if args.position_lr is None else {"object": 2e-2, "probe": 2e-3, "positions": args.position_lr, "affine": 1e-3}
-    out, dt = run(ds, st0, "position_corrected", iterations=args.passes, batch_size=64, learning_rates=lrs)
+    report = []
+    out, dt = run(ds, st0, "position_corrected", iterations=args.passes, batch_size=64, learning_rates=lrs, report=report, scan_scale=args.scan_scale)
     rec = np.asarray(out.positions)
     resid = rec - true_pos
     shift = resid.mean(0)
@@ -93,7 +94,8 @@ def case_positions(args):
     region = scanned_region(st0)
     rmse, corr = phase_metrics(out.object[0], shifted_true, region)
     print(f"position_corrected: passes={args.passes} position error rms {rms_before:.3f} Å -> {rms_after:.4f} Å "
-          f"(mean shift {shift.round(3)} Å removed); phase RMSE={rmse:.4f} rad corr={corr:.5f} time={dt:.1f}s")  # fmt: skip
+          f"(mean shift {shift.round(3)} Å removed); phase RMSE={rmse:.4f} rad corr={corr:.5f} time={dt:.1f}s; "
+          f"scan scale change {100 * report[-1]['scan']['scale_change']:+.3f} % (scan_scale={args.scan_scale}), rotation {report[-1]['scan']['rotation'] * 1e3:+.3f} mrad")  # fmt: skip
     return rms_after, rmse, corr
 
 
@@ -149,6 +151,7 @@ def main(argv=None):
     ap.add_argument("--modes", type=int, default=2, help="probe modes of the partially coherent case")
     ap.add_argument("--source-sigma", type=float, default=0.25, help="rms source size (Å) of the partially coherent case")
     ap.add_argument("--position-lr", type=float, default=None, help="learning rate of the position corrections (default: the algorithm's)")
+    ap.add_argument("--scan-scale", default="hold", choices=["hold", "fit"], help="positions case: hold the scan's scale or fit it")
     ap.add_argument("--quick", action="store_true", help="64x64 patterns, 12x12 scan")
     args = ap.parse_args(argv)
     args.q, args.scan = (64, (12, 12)) if args.quick else (128, (32, 32))

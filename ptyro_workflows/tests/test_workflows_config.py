@@ -131,7 +131,7 @@ def test_merge_lets_flags_override_and_skips_unset():
 
 def test_reconstruction_defaults_match_the_issue():
     r = reconstruction_config({})["reconstruction"]
-    assert (r["algorithm"], r["loss"], r["optimizer"], r["iterations"], r["batch_size"]) == ("single_slice", "amplitude", "adam", 20, 64)
+    assert (r["algorithm"], r["loss"], r["optimizer"], r["iterations"], r["batch_size"]) == ("single_slice", "auto", "adam", 20, 64)
 
 
 def test_every_key_is_documented():

@@ -21,17 +21,33 @@ finite where the prediction vanishes: 1e-12 for ``amplitude``; 0.1 for ``poisson
 a count (a small background), which also keeps the pull of dark-field counts on a near-zero
 prediction (∝ m / (p + ε)) bounded, so that a reconstruction started from a blank object
 converges (with ε → 0 it does not).
+
+Choosing a loss from the data (``loss = "auto"``, :func:`choose_loss`): counted data (non-negative
+integers, or integer multiples of one quantum, e.g. counts divided by a dose) get ``poisson``, the
+likelihood of counts; anything else (noise-free simulations, float data) gets ``amplitude``.
+
+Noise floor (:func:`noise_floor`): the value each loss is expected to reach on Poisson counts
+when the model is exactly right, ``Σ_pixels E_{m ~ Poisson(λ)}[ℓ(λ, m)]`` at the predicted
+counts λ: about ½ per bright pixel for ``poisson`` (half the deviance; Wilks), ¼ for
+``amplitude`` (√ is variance-stabilising), λ for ``intensity``. A loss at its floor has fitted the
+data down to the shot noise; the ratio loss / floor is the convergence measure needed no ground
+truth. The expectations are tabulated once (exact sums over the Poisson distribution on a log
+grid of λ, asymptotic series above 10³) and interpolated.
 """
+
+import math
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jaxtyping import ArrayLike
 
 from ptyro_core import PtyroValueError
 
-__all__ = ["amplitude_loss", "intensity_loss", "poisson_loss", "LOSSES", "reduce_patterns"]
+__all__ = ["amplitude_loss", "intensity_loss", "poisson_loss", "LOSSES", "reduce_patterns", "choose_loss", "noise_floor", "expected_loss_per_pixel"]
 
 EPS = 1e-12
 
@@ -95,3 +111,78 @@ LOSSES = {
     "intensity": (intensity_loss, "Least squares on intensities I, mean over patterns"),
     "poisson": (poisson_loss, "Poisson negative log-likelihood (deviance/2) for counted data, mean over patterns"),
 }
+
+
+# --------------------------------------------------------------------------- the loss the data choose
+
+
+def choose_loss(sample: Any, *, tol: float = 1e-3) -> tuple[str, float, str]:
+    """``(loss name, gain, reason)`` for data of which ``sample`` is a representative part (a few
+    patterns). Counts -> ``("poisson", gain, ...)`` where ``sample · gain`` are the counts (1 for
+    integers; ``1 / quantum`` for integer multiples of a quantum, e.g. counts / dose); anything
+    else -> ``("amplitude", 1.0, ...)``."""
+    x = np.asarray(sample, np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0 or np.min(x) < 0 or np.max(x) <= 0:
+        return "amplitude", 1.0, "the data are not non-negative intensities"
+    pos = x[x > 0]
+    for gain, what in ((1.0, "integers"), (1.0 / float(np.min(pos)), f"integer multiples of {float(np.min(pos)):.4g}")):
+        c = x * gain
+        # float32 storage of a count c / dose is exact to ~1e-7 relative: allow that much
+        if np.max(c) < 2**24 and np.min(c[c > 0]) >= 0.5 and np.all(np.abs(c - np.round(c)) <= np.maximum(tol, 4e-7 * c)):
+            return "poisson", gain, f"the data are counts ({what})"
+    return "amplitude", 1.0, "the data are not counts (non-integer values): noise-free or already processed"
+
+
+# --------------------------------------------------------------------------- noise floors
+
+
+def _poisson_table(fn: Any, lam: np.ndarray, mmax: int = 4000) -> np.ndarray:
+    m = np.arange(mmax + 1, dtype=np.float64)
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(m[1:]))])
+    lam_ = lam[:, None]
+    logp = m[None] * np.log(lam_) - lam_ - logfact[None]
+    return np.sum(np.exp(logp) * fn(lam_, m[None]), axis=1)
+
+
+_LOG_LAM = np.linspace(math.log(1e-4), math.log(1e3), 240)
+_EPS_POISSON = 0.1
+
+
+def _tables() -> dict[str, np.ndarray]:
+    lam = np.exp(_LOG_LAM)
+    e = _EPS_POISSON
+    pois = _poisson_table(lambda l, m: l - m + (m + e) * (np.log(m + e) - np.log(l + e)), lam)
+    amp = _poisson_table(lambda l, m: (np.sqrt(l + EPS) - np.sqrt(m + EPS)) ** 2, lam)
+    return {"poisson": pois, "amplitude": amp}
+
+
+_TABLES = _tables()
+
+
+def expected_loss_per_pixel(name: str, lam: ArrayLike) -> Array:
+    """``E_{m ~ Poisson(λ)}[ℓ(λ, m)]`` per pixel for the registered loss ``name`` at rates λ
+    (counts); differentiable nowhere needed, used with ``stop_gradient``."""
+    lam = jnp.maximum(jnp.asarray(lam), 0.0)
+    if name == "intensity":
+        return lam
+    if name not in _TABLES:
+        raise PtyroValueError(f"noise floor: no expectation known for loss {name!r}; expected 'poisson', 'amplitude' or 'intensity'")
+    table = jnp.asarray(_TABLES[name], lam.dtype)
+    ll = jnp.log(jnp.maximum(lam, 1e-30))
+    small = jnp.interp(ll, jnp.asarray(_LOG_LAM, lam.dtype), table, left=0.0)
+    # below the table: linear in λ (one count with probability ≈ λ); above: the asymptotic series
+    low = table[0] * lam / math.exp(_LOG_LAM[0])
+    big = 0.5 + 1.0 / (12.0 * jnp.maximum(lam, 1.0)) if name == "poisson" else 0.25 - 1.0 / (32.0 * jnp.maximum(lam, 1.0))
+    return jnp.where(ll < _LOG_LAM[0], low, jnp.where(ll > _LOG_LAM[-1], big, small))
+
+
+def noise_floor(name: str, predicted: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None) -> Array:
+    """The value loss ``name`` is expected to take on Poisson counts drawn from ``predicted``
+    (counts, (b, qx, qy)), normalised like the loss (sum over pixels, weighted mean over patterns)."""
+    p = jax.lax.stop_gradient(jnp.asarray(predicted))
+    return reduce_patterns(expected_loss_per_pixel(name, p), mask=mask, weights=weights)
+
+
+#: the registered loss functions whose noise floor is known, by function
+FLOOR_NAMES = {poisson_loss: "poisson", amplitude_loss: "amplitude", intensity_loss: "intensity"}

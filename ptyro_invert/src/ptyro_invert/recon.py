@@ -13,7 +13,11 @@ Parameters are a dict PyTree with the groups ``object``, ``probe`` and, where fi
 ``thickness`` (Å per slice); ``learning_rates`` is keyed by these names.
 """
 
+import dataclasses
+import functools
 import math
+import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +40,7 @@ from ptyro_core.pipeline import (
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import read_checkpoint, save_checkpoint
 from ptyro_invert.forward import make_model, shift_groups, shifted_probes, wavelength
+from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [
     "initial_state",
@@ -50,6 +55,12 @@ __all__ = [
     "multislice",
     "reconstruct",
     "DEFAULT_LEARNING_RATES",
+    "StepConfig",
+    "recon_step",
+    "apply_aberrations",
+    "aberration_basis",
+    "aberrations_in_angstrom",
+    "scan_map",
 ]
 
 #: learning rates per algorithm and group (Adam; tuned on RECON-A), decayed by ``lr_schedule``.
@@ -59,6 +70,12 @@ DEFAULT_LEARNING_RATES: dict[str, dict[str, float]] = {
     "mixed_state": {"object": 2e-2, "probe": 1.5e-3},
     "multislice": {"object": 2e-2, "probe": 2e-3, "thickness": 0.5},
 }
+#: the probe's rate is for a 128 × 128 window with Σ|P|² = 1 and is scaled to the rms probe
+#: amplitude of other windows (√(Σ|P|²·128²/(px·py))), so the default does not depend on the
+#: detector size; the loss is per electron (divided by the mean counts per pattern), so no rate
+#: depends on the dose.
+#: aberrations (``fit_aberrations``): rad of phase at the aperture edge per step
+ABERRATION_LEARNING_RATE = 0.3
 
 
 # --------------------------------------------------------------------------- initial state
@@ -211,28 +228,33 @@ def estimate_memory(
 
 
 class _FFTOrderSource:
-    """Patterns as the step wants them: float32, zero frequency at index 0 (the files hold them
-    centred), checked for NaN/inf as each batch is read."""
+    """Patterns as the step wants them: float32, times ``gain`` (to counts, where the data are
+    counts in other units), zero frequency at index 0 (the files hold them centred), checked for
+    NaN/inf as each batch is read."""
 
-    def __init__(self, source: Any, chunk: int = 256) -> None:
+    def __init__(self, source: Any, chunk: int = 256, gain: float = 1.0) -> None:
         self._source = source
         self._chunk = chunk
+        self.gain = float(gain)
         self.shape = tuple(source.shape)
 
+    def raw(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self._source.read(np.asarray(indices)), np.float32)
+
     def read(self, indices: np.ndarray) -> np.ndarray:
-        block = np.asarray(self._source.read(indices), np.float32)
+        block = self.raw(indices)
         if not np.all(np.isfinite(block)):
             raise PtyroValueError(f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities")
+        if self.gain != 1.0:
+            block = block * np.float32(self.gain)
         return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))
 
-    def mean_pattern_sum(self) -> float:
-        """Mean total intensity per pattern, streamed chunk by chunk."""
-        n = self.shape[0]
+    def mean_pattern_sum(self, indices: np.ndarray) -> float:
+        """Mean total intensity per pattern (times the gain) over ``indices``, streamed chunk by chunk."""
         total = 0.0
-        for lo, hi in batch_bounds(n, self._chunk):
-            total += float(np.sum(self._source.read(np.arange(lo, hi)), dtype=np.float64))
-        return total / n
-
+        for lo, hi in batch_bounds(len(indices), self._chunk):
+            total += float(np.sum(self.raw(np.sort(indices[lo:hi])), dtype=np.float64))
+        return total * self.gain / len(indices)
 
 
 def _resolve_loss(loss: Any) -> Callable[..., Any]:
@@ -243,31 +265,78 @@ def _resolve_loss(loss: Any) -> Callable[..., Any]:
     raise PtyroTypeError(f"loss: expected a registered loss name or a callable, got {type(loss).__name__} {loss!r:.60}")
 
 
-def _lr_schedules(algorithm: str, learning_rates: Mapping[str, Any] | None, groups: list[str], total_steps: int, steps_per_pass: int,
-                  lr_schedule: str, starts: Mapping[str, int]) -> dict[str, Any]:  # fmt: skip
-    given = dict(learning_rates or {})
-    unknown = set(given) - set(groups) - {"default"}
-    if unknown:
-        raise PtyroValueError(f"learning_rates: unknown group(s) {sorted(unknown)} for {algorithm}; expected among {groups}")
-    defaults = DEFAULT_LEARNING_RATES.get(algorithm, DEFAULT_LEARNING_RATES["single_slice"])
-    out = {}
-    for g in groups:
-        lr = given.get(g, given.get("default", defaults.get(g, 1e-3)))
-        if not callable(lr):
-            if lr_schedule == "cosine":
-                lr = _opt.cosine_decay(float(lr), max(total_steps, 1), alpha=0.05)
-            elif lr_schedule == "exponential":
-                lr = _opt.exponential_decay(float(lr), 0.05 ** (1 / max(total_steps, 1)))
-            elif lr_schedule == "constant":
-                lr = _opt.constant(float(lr))
-            else:
-                raise PtyroValueError(f"lr_schedule: expected 'cosine', 'exponential' or 'constant', got {lr_schedule!r}")
-        start = int(starts.get(g, 0)) * steps_per_pass
-        out[g] = _opt.delayed(lr, start) if start > 0 else lr
-    return out
+def _choose_loss(loss: Any, source: _FFTOrderSource, indices: np.ndarray) -> tuple[Any, float, str, bool]:
+    """(the loss to use, the gain to counts, why, whether the data are counts): ``"auto"``
+    chooses from a few patterns; a named loss is kept (counted data still get their gain and a
+    noise floor)."""
+    pick = np.unique(indices[np.linspace(0, len(indices) - 1, min(len(indices), 16)).astype(int)])
+    name, gain, why = choose_loss(source.raw(pick))
+    counted = name == "poisson"
+    if isinstance(loss, str) and loss == "auto":
+        return name, gain, f"auto: {why}", counted
+    _resolve_loss(loss)
+    return loss, gain, f"named by the caller; {why}", counted
 
 
-def _resolve_optimizer(optimizer: Any, lrs: dict[str, Any]) -> Any:
+def _floor_name(loss: Any) -> str | None:
+    fn = _resolve_loss(loss)
+    return FLOOR_NAMES.get(fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The static part of a reconstruction step: everything that shapes the traced computation
+    (the dtype included), hashable, so that it is the key of JAX's own jit cache
+    (``static_argnums``): a second run with the same configuration does not compile. Arrays
+    live in the parameters and the constants instead."""
+
+    algorithm: str
+    window: tuple[int, int]
+    sampling: tuple[float, float]
+    energy: float
+    dtype: str
+    num_slices: int
+    propagator: Any
+    detector_blur: float
+    loss: Any
+    floor: str | None
+    optimizer: Any
+    learning_rates: tuple[tuple[str, Any], ...]
+    lr_schedule: str
+    total_steps: int
+    starts: tuple[tuple[str, int], ...]
+    tv_weight: float
+    depth_weight: float
+    object_max_amplitude: float | None
+    phase_positive: bool
+    orthogonalize: bool
+    fix_probe_intensity: bool
+    remove_phase_ramp: bool
+    scan_scale: str
+    grouped: bool
+    chunk_size: int
+    batch: int
+    ndev: int
+
+
+def _schedule(lr: Any, cfg: StepConfig) -> Any:
+    if callable(lr):
+        return lr
+    if cfg.lr_schedule == "cosine":
+        return _opt.cosine_decay(float(lr), max(cfg.total_steps, 1), alpha=0.05)
+    if cfg.lr_schedule == "exponential":
+        return _opt.exponential_decay(float(lr), 0.05 ** (1 / max(cfg.total_steps, 1)))
+    return _opt.constant(float(lr))
+
+
+def _optimizer(cfg: StepConfig) -> Any:
+    """The optimizer of a configuration (built inside the trace: a pure function of ``cfg``)."""
+    starts = dict(cfg.starts)
+    lrs = {}
+    for g, lr in cfg.learning_rates:
+        s = _schedule(lr, cfg)
+        lrs[g] = _opt.delayed(s, starts[g]) if starts.get(g, 0) > 0 else s
+    optimizer = cfg.optimizer
     if isinstance(optimizer, str):
         return get("optimizer", optimizer)(lrs)
     if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
@@ -277,27 +346,225 @@ def _resolve_optimizer(optimizer: Any, lrs: dict[str, Any]) -> Any:
     raise PtyroTypeError(f"optimizer: expected a registered optimizer name, a factory or an Optimizer, got {type(optimizer).__name__}")
 
 
-def _constrain(params: dict, *, probe_power: Array, object_max_amplitude: float | None, phase_positive: bool,
-               orthogonalize: bool, fix_probe_intensity: bool, support: Array | None, previous_probe: Array) -> dict:  # fmt: skip
+def _learning_rates(algorithm: str, learning_rates: Mapping[str, Any] | None, groups: list[str], *, probe_scale: float) -> dict[str, Any]:
+    given = dict(learning_rates or {})
+    unknown = set(given) - set(groups) - {"default"}
+    if unknown:
+        raise PtyroValueError(f"learning_rates: unknown group(s) {sorted(unknown)} for {algorithm}; expected among {groups}")
+    defaults = dict(DEFAULT_LEARNING_RATES.get(algorithm, DEFAULT_LEARNING_RATES["single_slice"]))
+    defaults["probe"] = defaults.get("probe", 2e-3) * probe_scale
+    defaults.setdefault("aberrations", ABERRATION_LEARNING_RATE)
+    out = {}
+    for g in groups:
+        lr = given.get(g, given.get("default", defaults.get(g, 1e-3)))
+        if not callable(lr):
+            lr = float(lr)
+            if not (math.isfinite(lr) and lr >= 0):
+                raise PtyroValueError(f"learning_rates[{g!r}]: expected a finite number >= 0, got {lr!r}")
+        out[g] = lr
+    return out
+
+
+# --------------------------------------------------------------------------- aberrations
+
+
+#: the fitted aberrations, in the order of ``params["aberrations"]``: C10, C12 (as its two
+#: Cartesian components), C30, each as its phase (rad) at the aperture edge
+ABERRATION_TERMS = ("C10", "C12a", "C12b", "C30")
+
+
+def _aperture_radius(probe: Any, sampling: tuple[float, float]) -> float:
+    """Radius (1/Å) of the probe's aperture: the largest |k| where |P(k)| > half its maximum."""
+    f = np.abs(np.fft.fft2(np.asarray(probe).reshape((-1,) + tuple(np.shape(probe)[-2:]))[0]))
+    kx = np.fft.fftfreq(f.shape[0], sampling[0])[:, None]
+    ky = np.fft.fftfreq(f.shape[1], sampling[1])[None, :]
+    k = np.sqrt(kx**2 + ky**2)
+    return float(np.max(k[f > 0.5 * f.max()]))
+
+
+def _disc(probe: Any) -> np.ndarray:
+    """The bright-field disc of a probe (FFT order): where Σ_modes |P(k)|² > ¼ of its maximum."""
+    f = np.sum(np.abs(np.fft.fft2(np.asarray(probe))) ** 2, axis=0)
+    return (f > 0.25 * f.max()).astype(np.float32)
+
+
+def aberration_basis(window: tuple[int, int], sampling: tuple[float, float], k_alpha: float) -> np.ndarray:
+    """(4, px, py) phase patterns (FFT order) of C10, C12 (cos 2φ and sin 2φ) and C30, each 1 rad
+    at the aperture edge ``k_alpha`` (1/Å): ρ², ρ² cos 2φ, ρ² sin 2φ, ρ⁴ with ρ = k / k_alpha."""
+    kx = np.fft.fftfreq(window[0], sampling[0])[:, None] / k_alpha
+    ky = np.fft.fftfreq(window[1], sampling[1])[None, :] / k_alpha
+    r2 = np.broadcast_to(kx**2 + ky**2, tuple(window))
+    return np.stack([r2, kx**2 - ky**2 + 0 * r2, 2 * kx * ky + 0 * r2, r2**2]).astype(np.float32)
+
+
+def apply_aberrations(probe: Array, coefficients: Array, basis: Array) -> Array:
+    """Probe modes (m, px, py) with the extra aberration phase Σ cⱼ Bⱼ(k) (ψ(k) ← ψ(k)·e^{−iΔχ})."""
+    dchi = jnp.tensordot(coefficients, basis, axes=1)
+    phase = jnp.exp(-1j * dchi).astype(probe.dtype)
+    return jnp.fft.ifft2(jnp.fft.fft2(probe) * phase[None]).astype(probe.dtype)
+
+
+def aberrations_in_angstrom(coefficients: Any, k_alpha: float, energy: float) -> dict[str, float]:
+    """Fitted aberration changes (rad at the aperture edge) in the polar notation: ΔC10, ΔC12
+    (Å), φ12 (rad), ΔC30 (Å); χ = 2π/λ (C10 α²/2 + C12 α²/2 cos 2(φ − φ12) + C30 α⁴/4)."""
+    c = np.asarray(coefficients, np.float64)
+    lam = wavelength(energy)
+    q = math.pi * lam * k_alpha**2  # rad at the edge per Å of C10 or C12
+    return {"C10": float(c[0] / q), "C12": float(math.hypot(c[1], c[2]) / q), "phi12": float(0.5 * math.atan2(c[2], c[1])),
+            "C30": float(2 * c[3] / (math.pi * lam**3 * k_alpha**4))}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the pure step
+
+
+def _shared(cfg: StepConfig, p: dict, c: dict) -> dict:
+    """The work a step shares between its positions: the aberration phase on the probe, and the
+    probe shifted once per distinct sub-pixel shift (fixed positions)."""
+    probe = p["probe"]
+    if "aberrations" in p:
+        probe = apply_aberrations(probe, p["aberrations"], c["aber_basis"])
+    if cfg.grouped:
+        probe = shifted_probes(probe, c["shifts"])
+    return {**p, "probe": probe}
+
+
+def _effective_positions(p: dict, idx: Array, c: dict) -> Array:
+    pos = c["positions"][idx]
+    if "affine" in p:
+        pos = c["centre"][None] + (pos - c["centre"][None]) @ p["affine"].T
+    if "positions" in p:
+        pos = pos + p["positions"][idx]
+    return pos
+
+
+def _chunked(x: Array, cfg: StepConfig, fill: Any = None) -> Array:
+    """(b, ...) sharded in device blocks -> (nchunks, ndev * cs, ...), each chunk spread over all
+    devices; each device block padded to nchunks * cs (with ``fill``, or its last entry)."""
+    ndev, local = cfg.ndev, cfg.batch // cfg.ndev
+    nchunks = -(-local // max(1, min(cfg.chunk_size, local)))
+    cs = -(-local // nchunks)  # equal chunks; the last padded with zero-weight entries
+    pad = nchunks * cs - local
+    y = x.reshape((ndev, local) + x.shape[1:])
+    if pad:
+        extra = jnp.repeat(y[:, -1:], pad, axis=1) if fill is None else jnp.full((ndev, pad) + x.shape[1:], fill, x.dtype)
+        y = jnp.concatenate([y, extra], axis=1)
+    y = y.reshape((ndev, nchunks, cs) + x.shape[1:])
+    return jnp.swapaxes(y, 0, 1).reshape((nchunks, ndev * cs) + x.shape[1:])
+
+
+def _regulariser(cfg: StepConfig, p: dict) -> Array:
+    total = jnp.zeros((), p["object"].real.dtype)
+    if cfg.tv_weight:
+        total = total + cfg.tv_weight * _tv(p["object"])
+    if cfg.depth_weight and cfg.num_slices > 1:
+        total = total + cfg.depth_weight * jnp.mean(jnp.abs(jnp.diff(p["object"], axis=0)) ** 2)
+    return total
+
+
+def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array, Array]:
+    """(gradient of the batch's loss per electron, the loss, its noise floor) of one batch."""
+    model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
+    loss_fn = _resolve_loss(cfg.loss)
+    batched = jax.vmap(model, in_axes=(None, None, None, 0))
+    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))
+    real = p0["object"].real.dtype
+    p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
+    wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+
+    def data_term(q: dict, dd: Array, ii: Array, ww: Array) -> tuple[Array, tuple[Array, Array]]:
+        dz = q.get("thickness", c["thickness"])
+        if cfg.grouped:
+            pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
+        else:
+            pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
+        pred = pred * c["scale"]
+        share = jnp.sum(ww) / wsum  # a weighted mean over the chunk, re-weighted to its share of the batch
+        v = loss_fn(pred, dd, mask=c.get("mask"), weights=ww) * share
+        fl = noise_floor(cfg.floor, pred, mask=c.get("mask"), weights=ww) * share if cfg.floor else jnp.zeros((), real)
+        # the gradient of the loss per electron: learning rates independent of the dose
+        return v / c["scale"], (v, fl)
+
+    def body(acc: tuple, xs: tuple[Array, Array, Array]) -> tuple[tuple, None]:
+        dd, ii, ww = xs
+        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, dd, ii, ww)
+        return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
+
+    zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
+    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0)))
+    (grads,) = back(grads)
+    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1):
+        grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
+    return grads, value, floor
+
+
+def _remove_ramp(o: Array, p: Array, target: Array, disc: Array) -> tuple[Array, Array]:
+    """Move a linear phase ramp out of the object into... nowhere: the pair (object·e^{2πik·r},
+    probe·e^{−2πik·r}) predicts the same patterns (a phase per position), so the ramp is a
+    degeneracy. It is pinned by holding the probe's Fourier-space centroid (the bright-field
+    disc's centre) at ``target`` (cycles per pixel); the drift k is taken out of both. The
+    centroid is taken over ``disc`` (the starting probe's aperture), where the probe's power is."""
+    f = jnp.fft.fft2(p)
+    inten = jnp.sum(jnp.real(f) ** 2 + jnp.imag(f) ** 2, axis=0) * disc
+    real = inten.dtype
+    fx = jnp.fft.fftfreq(p.shape[-2]).astype(real)[:, None]
+    fy = jnp.fft.fftfreq(p.shape[-1]).astype(real)[None, :]
+    tot = jnp.maximum(jnp.sum(inten), jnp.finfo(real).tiny)
+    k = jnp.stack([jnp.sum(inten * fx), jnp.sum(inten * fy)]) / tot - target
+
+    def ramp(shape: tuple[int, ...], sign: float) -> Array:
+        x = jnp.arange(shape[-2], dtype=real)[:, None]
+        y = jnp.arange(shape[-1], dtype=real)[None, :]
+        return jnp.exp(sign * 2j * jnp.pi * (k[0] * x + k[1] * y))
+
+    return (o * ramp(o.shape, 1.0)[None]).astype(o.dtype), (p * ramp(p.shape, -1.0)[None]).astype(p.dtype)
+
+
+def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) -> dict:
     out = dict(params)
-    o = params["object"]
-    if object_max_amplitude is not None:
+    o, p = params["object"], params["probe"]
+    if cfg.object_max_amplitude is not None:
         a = jnp.abs(o)
-        o = o * (jnp.minimum(a, object_max_amplitude) / jnp.maximum(a, 1e-30)).astype(o.real.dtype)
-    if phase_positive:
+        o = o * (jnp.minimum(a, cfg.object_max_amplitude) / jnp.maximum(a, 1e-30)).astype(o.real.dtype)
+    if cfg.phase_positive:
         o = (jnp.abs(o) * jnp.exp(1j * jnp.maximum(jnp.angle(o), 0.0))).astype(o.dtype)
     out["object"] = o
-    p = params["probe"]
-    if support is not None:
-        p = jnp.fft.ifft2(jnp.fft.fft2(p) * support[None]).astype(p.dtype)
-    if orthogonalize and p.shape[0] > 1:
+    if "support" in c:
+        p = jnp.fft.ifft2(jnp.fft.fft2(p) * c["support"][None]).astype(p.dtype)
+    if cfg.orthogonalize and p.shape[0] > 1:
         p = orthogonalize_modes(p, previous_probe, sort=False)
-    if fix_probe_intensity:
-        p = p * jnp.sqrt(probe_power / jnp.sum(jnp.real(p) ** 2 + jnp.imag(p) ** 2)).astype(p.real.dtype)
+    if cfg.fix_probe_intensity:
+        p = p * jnp.sqrt(c["probe_power"] / jnp.sum(jnp.real(p) ** 2 + jnp.imag(p) ** 2)).astype(p.real.dtype)
     out["probe"] = p
+    if "positions" in out:
+        # per-position corrections carry no translation and no isotropic scaling of the scan
+        # (the object's shift; the scale that trades against the probe): project them out
+        dp = out["positions"]
+        dp = (dp - c["pos_basis"] @ jnp.tensordot(c["pos_pinv"], dp, axes=2)) * c["active"][:, None]
+        out["positions"] = dp
+    if "affine" in out and cfg.scan_scale == "hold":
+        # the scan's scale (the calibrated step) held: the nearest rotation
+        a = out["affine"]
+        cs, sn = 0.5 * (a[0, 0] + a[1, 1]), 0.5 * (a[1, 0] - a[0, 1])
+        r = jnp.maximum(jnp.sqrt(cs * cs + sn * sn), jnp.finfo(a.dtype).tiny)
+        out["affine"] = jnp.stack([jnp.stack([cs, -sn]), jnp.stack([sn, cs])]) / r
     if "thickness" in out:
         out["thickness"] = jnp.maximum(out["thickness"], 1e-2)
     return out
+
+
+def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Any, Array]:
+    """One pure reconstruction step: the batch's gradient, the optimizer's update, the
+    constraints. Returns (parameters, optimizer state, [loss, noise floor])."""
+    grads, value, floor = _gradient(cfg, p, d, idx, w, c)
+    updates, s = _optimizer(cfg).update(grads, s, p)
+    new = _constrain(cfg, _opt.apply_updates(p, updates), p["probe"], c)
+    return new, s, jnp.stack([value, floor])
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_step(mesh: Any) -> Any:
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(recon_step, static_argnums=0, out_shardings=(rep, rep, rep), donate_argnums=(1, 2))
 
 
 def _tv(o: Array) -> Array:
@@ -306,47 +573,10 @@ def _tv(o: Array) -> Array:
     return jnp.mean(jnp.sqrt(jnp.abs(dx) ** 2 + jnp.abs(dy) ** 2 + 1e-12))
 
 
-def run_reconstruction(
-    dataset: Dataset4D,
-    state: ReconState,
-    *,
-    algorithm: str = "single_slice",
-    loss: Any = "amplitude",
-    optimizer: Any = "adam",
-    iterations: int = 20,
-    batch_size: int = 64,
-    learning_rates: Mapping[str, Any] | None = None,
-    callback: Callable[[ReconState], Any] | None = None,
-    seed: int = 0,
-    mesh: Any = None,
-    progress: bool = True,
-    checkpoint: Any = None,
-    resume: bool = True,
-    checkpoint_every: int = 1,
-    fit_object: bool = True,
-    fit_probe: bool = True,
-    fit_positions: bool = False,
-    affine: bool = False,
-    fit_thickness: bool = False,
-    orthogonalize: bool = False,
-    num_modes: int | None = None,
-    propagator: Any = "fresnel",
-    probe_start: int = 1,
-    position_start: int = 1,
-    lr_schedule: str = "cosine",
-    object_max_amplitude: float | None = 1.0,
-    phase_positive: bool = False,
-    fix_probe_intensity: bool = True,
-    probe_support: float | None = None,
-    tv_weight: float = 0.0,
-    depth_weight: float = 0.0,
-    detector_blur: float = 0.0,
-    mask: Any = None,
-    memory_budget: float | None = None,
-    group_shifts: bool = True,
-    chunk_size: int = 16,
-) -> ReconState:
-    """The shared engine; see :func:`single_slice` for the public options."""
+# --------------------------------------------------------------------------- the driver
+
+
+def _check_inputs(dataset: Any, state: Any, algorithm: str, iterations: Any, chunk_size: Any) -> tuple[int, tuple[int, int]]:
     if not isinstance(dataset, Dataset4D):
         raise PtyroTypeError(f"{algorithm}: expected a Dataset4D, got {type(dataset).__name__}")
     if not isinstance(state, ReconState):
@@ -363,12 +593,115 @@ def run_reconstruction(
         raise PtyroValueError(f"{algorithm}: state has {state.positions.shape[0]} positions, dataset has {n}")
     if not np.allclose(state.sampling, dataset.grid.sampling, rtol=1e-5):
         raise PtyroValueError(f"{algorithm}: state sampling {state.sampling} Å differs from the dataset grid sampling {dataset.grid.sampling} Å")
+    return n, window  # type: ignore[return-value]
+
+
+def _active_indices(indices: Any, n: int) -> np.ndarray:
+    if indices is None:
+        return np.arange(n)
+    idx = np.asarray(indices).reshape(-1)
+    if idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
+        raise PtyroValueError(f"indices: expected distinct integer scan indices in [0, {n}), got {np.asarray(indices).ravel()[:8]!r} ({idx.size} values)")
+    return np.sort(idx)
+
+
+def _position_projection(nominal: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The corrections per-position corrections may not carry: a translation (the object's shift)
+    and an isotropic scaling of the scan about its centre (the scale that trades against the
+    probe; the global map's business): basis (n, 2, 3) and its pseudo-inverse (3, n, 2) over
+    the active positions. Rotation and shear stay free (with ``affine`` the map fits the rotation)."""
+    n = nominal.shape[0]
+    x = nominal - nominal[active > 0].mean(axis=0)
+    basis = np.zeros((n, 2, 3))
+    basis[:, 0, 0] = 1.0
+    basis[:, 1, 1] = 1.0
+    basis[:, :, 2] = x
+    flat = (basis * active[:, None, None]).reshape(2 * n, 3)
+    pinv = (np.linalg.pinv(flat.T @ flat) @ flat.T).reshape(3, n, 2)
+    return basis.astype(np.float32), pinv.astype(np.float32)
+
+
+def scan_map(affine: Any) -> dict[str, float]:
+    """The scan's global map fitted by ``position_corrected``: its scale change (√|det A| − 1)
+    and rotation (rad)."""
+    a = np.asarray(affine, np.float64)
+    return {"scale_change": float(math.sqrt(abs(np.linalg.det(a))) - 1.0), "rotation": float(math.atan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]))}
+
+
+def _summary(report: list[dict]) -> str:
+    r = report[-1]
+    line = f"reconstruction: {r['pass']} passes, loss {r['loss_name']!r} ({r['loss_reason']}): final {r['loss']:.5g} per pattern"
+    if r.get("noise_floor"):
+        line += f", expected noise floor {r['noise_floor']:.5g} (ratio {r['loss'] / r['noise_floor']:.3f}"
+        line += "; at the shot noise)" if r["loss"] <= 1.05 * r["noise_floor"] else "; above the shot noise: not converged, or a model error)"
+    elif len(report) > 1 and report[-2]["loss"] > 0:
+        line += f", no noise floor (data not counted); last pass changed it by {100 * (r['loss'] / report[-2]['loss'] - 1):+.2f} %"
+    if "aberrations" in r:
+        line += "; fitted aberration change " + ", ".join(f"{k} {v:+.2f}" + (" rad" if k.startswith("phi") else " Å") for k, v in r["aberrations"].items())
+    if "scan" in r:
+        line += f"; scan scale change {100 * r['scan']['scale_change']:+.3f} %, rotation {math.degrees(r['scan']['rotation']):+.3f}°"
+    return line
+
+
+def run_reconstruction(
+    dataset: Dataset4D,
+    state: ReconState,
+    *,
+    algorithm: str = "single_slice",
+    loss: Any = "auto",
+    optimizer: Any = "adam",
+    iterations: int = 20,
+    batch_size: int = 64,
+    learning_rates: Mapping[str, Any] | None = None,
+    callback: Callable[[ReconState], Any] | None = None,
+    seed: int = 0,
+    mesh: Any = None,
+    progress: bool = True,
+    checkpoint: Any = None,
+    resume: bool = True,
+    checkpoint_every: int = 1,
+    fit_object: bool = True,
+    fit_probe: bool = True,
+    fit_aberrations: bool = False,
+    fit_positions: bool = False,
+    affine: bool = False,
+    scan_scale: str = "hold",
+    fit_thickness: bool = False,
+    orthogonalize: bool = False,
+    num_modes: int | None = None,
+    propagator: Any = "fresnel",
+    probe_start: int | None = None,
+    position_start: int = 1,
+    lr_schedule: str = "cosine",
+    object_max_amplitude: float | None = 1.0,
+    phase_positive: bool = False,
+    fix_probe_intensity: bool = True,
+    remove_phase_ramp: bool = False,
+    probe_support: float | None = None,
+    tv_weight: float = 0.0,
+    depth_weight: float = 0.0,
+    detector_blur: float = 0.0,
+    mask: Any = None,
+    memory_budget: float | None = None,
+    group_shifts: bool = True,
+    chunk_size: int = 16,
+    indices: Any = None,
+    report: list | None = None,
+) -> ReconState:
+    """The shared engine (a small driver around the pure :func:`recon_step`); see
+    :func:`single_slice` for the public options."""
+    n, window = _check_inputs(dataset, state, algorithm, iterations, chunk_size)
+    if lr_schedule not in ("cosine", "exponential", "constant"):
+        raise PtyroValueError(f"lr_schedule: expected 'cosine', 'exponential' or 'constant', got {lr_schedule!r}")
+    if scan_scale not in ("hold", "fit"):
+        raise PtyroValueError(f"scan_scale: expected 'hold' (the scan's step is calibrated; only its rotation is fitted) or 'fit', got {scan_scale!r}")
+    active_idx = _active_indices(indices, n)
     if num_modes is not None and int(num_modes) > state.probe.shape[0]:
         state = replace(state, probe=add_probe_modes(state.probe, int(num_modes)))
     num_slices = int(state.object.shape[0])
     mesh = device_mesh() if mesh is None else mesh
     ndev = int(mesh.size)
-    b = round_batch_size(int(batch_size), ndev, n)
+    b = round_batch_size(int(batch_size), ndev, len(active_idx))
     slots = {"adam": 2, "rmsprop": 2, "sgd": 1, "adagrad": 1}.get(optimizer if isinstance(optimizer, str) else "", 2)
     need = estimate_memory(dataset, state, batch_size=b, num_devices=ndev, optimizer_slots=slots)
     check_memory(
@@ -378,194 +711,155 @@ def run_reconstruction(
         budget=memory_budget,
     )
 
-    # ---------------- resume
-    ck = None
+    ck = _read_resume(checkpoint) if resume else None
+    if ck is not None:
+        state, seed, target = ck["state"], ck["seed"], ck["target_iteration"]
+        nominal = np.asarray(ck["nominal_positions"], np.float32)
+    else:
+        target, nominal = int(state.iteration) + int(iterations), np.asarray(state.positions, np.float32)
     start_iter = int(state.iteration)
-    target = start_iter + int(iterations)
-    nominal = np.asarray(state.positions, np.float32)
-    if checkpoint is not None and resume:
-        from pathlib import Path
 
-        if Path(checkpoint).exists():
-            ck = read_checkpoint(checkpoint)
-            state = ck["state"]
-            seed = ck["seed"]
-            target = ck["target_iteration"]
-            start_iter = int(state.iteration)
-            nominal = np.asarray(ck["nominal_positions"], np.float32)
+    # ---------------- the data and the loss they choose
+    source = _FFTOrderSource(pattern_source(dataset))
+    loss, gain, loss_reason, counted = _choose_loss(loss, source, active_idx)
+    source.gain = gain
+    scale = source.mean_pattern_sum(active_idx)
+    if not scale > 0:
+        raise PtyroValueError(f"{algorithm}: the dataset holds no intensity (mean pattern sum {scale!r}); expected positive counts")
 
     # ---------------- parameters and their learning rates
-    real = state.object.real.dtype
-    params: dict[str, Any] = {"object": state.object, "probe": state.probe}
-    groups = ["object", "probe"]
-    starts = {"probe": probe_start, "positions": position_start, "affine": position_start}
-    if fit_positions:
-        params["positions"] = jnp.zeros((n, 2), real)
-        groups.append("positions")
-        if affine:
-            params["affine"] = jnp.eye(2, dtype=real)
-            groups.append("affine")
-    if fit_thickness:
-        if num_slices < 2:
-            raise PtyroValueError(f"fit_thickness: needs a multislice object (2+ slices), got {num_slices} slice(s)")
-        params["thickness"] = state.slice_thickness
-        groups.append("thickness")
-    steps_per_pass = len(batch_bounds(n, b))
-    lrs = _lr_schedules(algorithm, learning_rates, groups, int(iterations) * steps_per_pass, steps_per_pass, lr_schedule, starts)
+    params = _parameters(state, n, fit_aberrations=fit_aberrations, fit_positions=fit_positions, affine=affine, fit_thickness=fit_thickness)
+    groups = list(params)
+    if probe_start is None:
+        probe_start = 3 if fit_aberrations else 1
+    starts = {"probe": int(probe_start), "positions": int(position_start), "affine": int(position_start)}
+    k_alpha = _aperture_radius(state.probe, state.sampling)
+    probe_power = float(ck["extras"]["probe_power"]) if ck is not None and "probe_power" in ck["extras"] else float(jnp.sum(jnp.abs(state.probe) ** 2))
+    lrs = _learning_rates(algorithm, learning_rates, groups, probe_scale=math.sqrt(probe_power * 128 * 128 / (window[0] * window[1])))
     if not fit_object:
         lrs["object"] = 0.0
     if not fit_probe:
         lrs["probe"] = 0.0
-    opt = _resolve_optimizer(optimizer, lrs)
-    loss_fn = _resolve_loss(loss)
-    opt_state = opt.init(params)
+    steps_per_pass = len(batch_bounds(len(active_idx), b))
+    grouped = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
+    cfg = StepConfig(
+        algorithm=algorithm, window=window, sampling=tuple(float(v) for v in state.sampling), energy=float(state.energy),
+        dtype=str(np.dtype(state.object.dtype)), num_slices=num_slices, propagator=propagator, detector_blur=float(detector_blur),
+        loss=loss, floor=_floor_name(loss) if counted else None,
+        optimizer=optimizer, learning_rates=tuple(lrs.items()), lr_schedule=lr_schedule,
+        total_steps=int(iterations) * steps_per_pass, starts=tuple((g, int(starts.get(g, 0)) * steps_per_pass) for g in groups),
+        tv_weight=float(tv_weight), depth_weight=float(depth_weight),
+        object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
+        phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
+        remove_phase_ramp=bool(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
+        chunk_size=int(chunk_size), batch=b, ndev=ndev,
+    )  # fmt: skip
+    opt_state = _optimizer(cfg).init(params)
     if ck is not None:
         params = _restore(params, ck["params"], "params")
         opt_state = _restore(opt_state, ck["opt_state"], "optimizer state")
 
-    # ---------------- constants (replicated) and the data (host, FFT order)
-    model = make_model(window, state.sampling, state.energy, propagator=propagator, num_slices=num_slices, detector_blur=detector_blur)
-    source = _FFTOrderSource(pattern_source(dataset))
-    scale = source.mean_pattern_sum()
-    if not scale > 0:
-        raise PtyroValueError(f"{algorithm}: the dataset holds no intensity (mean pattern sum {scale!r}); expected positive counts")
-    mask_arr = None
+    probe_centroid = np.asarray(ck["extras"]["probe_centroid"], np.float64) if ck is not None and "probe_centroid" in ck["extras"] else _centroid(state.probe)
+    consts = _constants(state, cfg, nominal, active_idx, n, scale, probe_power, probe_centroid, k_alpha, grouped, mask, probe_support, fit_positions)
+    return _loop(
+        dataset=dataset, state=state, cfg=cfg, params=params, opt_state=opt_state, consts=consts, source=source, mesh=mesh,
+        active_idx=active_idx, start_iter=start_iter, target=target, seed=seed, progress=progress, callback=callback,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, nominal=nominal, k_alpha=k_alpha, report=report,
+        loss_reason=loss_reason, extras={"probe_power": np.asarray(probe_power), "probe_centroid": probe_centroid},
+    )  # fmt: skip
+
+
+def _read_resume(checkpoint: Any) -> dict | None:
+    """The checkpoint to resume from, if one exists at ``checkpoint``."""
+    from pathlib import Path
+
+    return read_checkpoint(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+
+
+def _parameters(state: ReconState, n: int, *, fit_aberrations: bool, fit_positions: bool, affine: bool, fit_thickness: bool) -> dict[str, Any]:
+    """The fitted parameters, a dict PyTree keyed by group (the learning rates' keys)."""
+    real = state.object.real.dtype
+    params: dict[str, Any] = {"object": state.object, "probe": state.probe}
+    if fit_aberrations:
+        params["aberrations"] = jnp.zeros((len(ABERRATION_TERMS),), real)
+    if fit_positions:
+        params["positions"] = jnp.zeros((n, 2), real)
+        if affine:
+            params["affine"] = jnp.eye(2, dtype=real)
+    if fit_thickness:
+        if int(state.object.shape[0]) < 2:
+            raise PtyroValueError(f"fit_thickness: needs a multislice object (2+ slices), got {state.object.shape[0]} slice(s)")
+        params["thickness"] = state.slice_thickness
+    return params
+
+
+def _centroid(probe: Any) -> np.ndarray:
+    """The centroid (cycles per pixel, FFT order) of the probe's power in its bright-field disc."""
+    f = np.sum(np.abs(np.fft.fft2(np.asarray(probe))) ** 2, axis=0) * _disc(probe)
+    f = f / np.sum(f)
+    return np.array([np.sum(f * np.fft.fftfreq(f.shape[0])[:, None]), np.sum(f * np.fft.fftfreq(f.shape[1])[None, :])])
+
+
+def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_idx: np.ndarray, n: int, scale: float, probe_power: float,
+               probe_centroid: np.ndarray, k_alpha: float, grouped: Any, mask: Any, probe_support: float | None, fit_positions: bool) -> dict[str, Any]:  # fmt: skip
+    """The arrays a step reads and does not change (replicated on every device)."""
+    real = np.dtype(cfg.dtype).type(0).real.dtype
+    window = cfg.window
+    active = np.zeros(n, np.float32)
+    active[active_idx] = 1.0
+    consts: dict[str, Any] = {
+        "positions": jnp.asarray(nominal),
+        "centre": jnp.asarray(nominal[active_idx].mean(axis=0)),
+        "scale": jnp.asarray(scale, real),
+        # the power the probe is held at: the starting state's (kept in checkpoints, so that a
+        # resumed run holds exactly the same value)
+        "probe_power": jnp.asarray(probe_power, real),
+        "probe_centroid": jnp.asarray(probe_centroid, real),
+        "disc": jnp.asarray(_disc(state.probe), real),
+        "thickness": state.slice_thickness,
+        "active": jnp.asarray(active),
+        "aber_basis": jnp.asarray(aberration_basis(window, cfg.sampling, k_alpha)),
+    }
+    if fit_positions:
+        basis, pinv = _position_projection(nominal.astype(np.float64), active)
+        consts["pos_basis"], consts["pos_pinv"] = jnp.asarray(basis), jnp.asarray(pinv)
     if mask is not None:
         mask_arr = np.fft.ifftshift(np.asarray(mask, np.float32), axes=(-2, -1))
         if mask_arr.shape != window:
             raise PtyroValueError(f"mask: expected shape {window} (the detector), got {mask_arr.shape}")
-    support = None
+        consts["mask"] = jnp.asarray(mask_arr)
     if probe_support is not None:
         lam = wavelength(state.energy)
         kx = np.fft.fftfreq(window[0], state.sampling[0])[:, None]
         ky = np.fft.fftfreq(window[1], state.sampling[1])[None, :]
-        support = (np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32)
-    consts = {
-        "positions": jnp.asarray(nominal),
-        "centre": jnp.asarray(nominal.mean(axis=0)),
-        "scale": jnp.asarray(scale, real),
-        # the power the probe is held at: the starting state's (kept in checkpoints, so that a
-        # resumed run holds exactly the same value)
-        "probe_power": jnp.asarray(ck["extras"]["probe_power"] if ck is not None and "probe_power" in ck["extras"]
-                                   else jnp.sum(jnp.abs(params["probe"]) ** 2), real),
-        "thickness": state.slice_thickness,
-    }
-    if mask_arr is not None:
-        consts["mask"] = jnp.asarray(mask_arr)
-    if support is not None:
-        consts["support"] = jnp.asarray(support)
+        consts["support"] = jnp.asarray((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
+    if grouped is not None:
+        consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in grouped)
+    return consts
 
-    batched_model = jax.vmap(model, in_axes=(None, None, None, 0))
-    # fixed positions: shift the probe once per distinct sub-pixel shift, not once per position
-    groups_ = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
-    if groups_ is not None:
-        consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in groups_)
-        at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))
 
-    def effective_positions(p: dict, idx: Array, c: dict) -> Array:
-        pos = c["positions"][idx]
-        if "affine" in p:
-            pos = c["centre"][None] + (pos - c["centre"][None]) @ p["affine"].T
-        if "positions" in p:
-            pos = pos + p["positions"][idx]
-        return pos
-
-    def shared(p: dict, c: dict) -> dict:
-        # the work a step shares between its positions: the probe shifted once per distinct shift
-        return {**p, "probe": shifted_probes(p["probe"], c["shifts"])} if "shifts" in c else p
-
-    def data_term(p: dict, d: Array, idx: Array, w: Array, c: dict) -> Array:
-        # p as returned by shared()
-        dz = p.get("thickness", c["thickness"])
-        if "shifts" in c:
-            probes = jnp.take(p["probe"], c["group"][idx], axis=0)
-            pred = at_start(p["object"], probes, dz, c["start"][idx]) * c["scale"]
-        else:
-            pred = batched_model(p["object"], p["probe"], dz, effective_positions(p, idx, c)) * c["scale"]
-        return loss_fn(pred, d, mask=c.get("mask"), weights=w)
-
-    def regulariser(p: dict) -> Array:
-        total = jnp.zeros((), real)
-        if tv_weight:
-            total = total + tv_weight * _tv(p["object"])
-        if depth_weight and num_slices > 1:
-            total = total + depth_weight * jnp.mean(jnp.abs(jnp.diff(p["object"], axis=0)) ** 2)
-        return total
-
-    # a step works through its batch in chunks of a few positions per device, accumulating the
-    # gradient: the working set of a chunk stays in cache (1.5x faster per position on a CPU than
-    # a whole batch of 64 at 128x128) and only one chunk's intermediates are held
-    local = b // ndev
-    nchunks = -(-local // max(1, min(int(chunk_size), local)))
-    cs = -(-local // nchunks)  # equal chunks; the last padded with zero-weight entries
-    pad = nchunks * cs - local
-
-    def chunked(x: Array, fill: Any = None) -> Array:
-        # (b, ...) sharded in device blocks -> (nchunks, ndev * cs, ...), each chunk spread over
-        # all devices; each device block padded to nchunks * cs (with ``fill``, or its last entry)
-        y = x.reshape((ndev, local) + x.shape[1:])
-        if pad:
-            extra = jnp.repeat(y[:, -1:], pad, axis=1) if fill is None else jnp.full((ndev, pad) + x.shape[1:], fill, x.dtype)
-            y = jnp.concatenate([y, extra], axis=1)
-        y = y.reshape((ndev, nchunks, cs) + x.shape[1:])
-        return jnp.swapaxes(y, 0, 1).reshape((nchunks, ndev * cs) + x.shape[1:])
-
-    def gradient(p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array]:
-        p, back = jax.vjp(lambda q: shared(q, c), p0)
-        wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
-
-        def body(acc: tuple[dict, Array], xs: tuple[Array, Array, Array]) -> tuple[tuple[dict, Array], None]:
-            dd, ii, ww = xs
-            # a weighted mean over the chunk, re-weighted to its share of the batch
-            v, g = jax.value_and_grad(lambda q: data_term(q, dd, ii, ww, c) * (jnp.sum(ww) / wsum))(p)
-            return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v), None
-
-        zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real))
-        (grads, value), _ = jax.lax.scan(body, zero, (chunked(d), chunked(idx), chunked(w, 0.0)))
-        (grads,) = back(grads)
-        if tv_weight or (depth_weight and num_slices > 1):
-            grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(regulariser)(p0))
-        return grads, value
-
-    def recon_step(p: dict, s: Any, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Any, Array]:
-        grads, value = gradient(p, d, idx, w, c)
-        updates, s = opt.update(grads, s, p)
-        new = _opt.apply_updates(p, updates)
-        new = _constrain(
-            new,
-            probe_power=c["probe_power"],
-            object_max_amplitude=object_max_amplitude,
-            phase_positive=phase_positive,
-            orthogonalize=orthogonalize,
-            fix_probe_intensity=fix_probe_intensity,
-            support=c.get("support"),
-            previous_probe=p["probe"],
-        )
-        return new, s, value
-
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    key = _cache_key(
-        algorithm, loss, optimizer, learning_rates, tuple(groups), int(iterations) * steps_per_pass, steps_per_pass, lr_schedule,
-        probe_start, position_start, fit_object, fit_probe, window, state.sampling, state.energy, propagator, num_slices,
-        detector_blur, tv_weight, depth_weight, object_max_amplitude, phase_positive, orthogonalize, fix_probe_intensity,
-        mask_arr is None, support is None, mesh, groups_ is None, chunk_size, b,
-    )  # fmt: skip
-    step = _STEP_CACHE.get(key) if key is not None else None
-    if step is None:
-        step = jax.jit(recon_step, out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
-        if key is not None:
-            if len(_STEP_CACHE) >= 16:
-                _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
-            _STEP_CACHE[key] = step
+def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dict, opt_state: Any, consts: dict, source: Any, mesh: Any,
+          active_idx: np.ndarray, start_iter: int, target: int, seed: int, progress: bool, callback: Any, checkpoint: Any,
+          checkpoint_every: int, nominal: np.ndarray, k_alpha: float, report: list | None, loss_reason: str,
+          extras: dict) -> ReconState:  # fmt: skip
+    """The passes: batches in a seeded random order, the jitted step, the per-pass report,
+    checkpoints and the callback."""
+    step = _jitted_step(mesh)
     # fresh buffers: the step donates them, and the caller's state must survive
     params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
     opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
     consts = replicate(consts, mesh)
     shard = scan_sharding(mesh)
+    n_act, b = len(active_idx), cfg.batch
+    loss_name = cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "__name__", "custom")
+    report = [] if report is None else report
 
     def current_state(it: int, hist: list) -> ReconState:
-        pos = effective_positions(params, jnp.arange(n), consts) if fit_positions else consts["positions"]
-        probe = orthogonalize_modes(params["probe"]) if orthogonalize else params["probe"]
+        pos = _effective_positions(params, jnp.arange(nominal.shape[0]), consts) if "positions" in params else consts["positions"]
+        probe = params["probe"]
+        if "aberrations" in params:
+            probe = apply_aberrations(probe, params["aberrations"], consts["aber_basis"])
+        probe = orthogonalize_modes(probe) if cfg.orthogonalize else probe
         return replace(
             state,
             object=params["object"],
@@ -579,13 +873,14 @@ def run_reconstruction(
     from tqdm.auto import tqdm
 
     hist: list[float] = []
-    bar = tqdm(total=max(target - start_iter, 0), desc=algorithm, disable=not progress, leave=False)
+    bar = tqdm(total=max(target - start_iter, 0), desc=cfg.algorithm, disable=not progress, leave=False)
     out = current_state(start_iter, hist)
     try:
         for it in range(start_iter, target):
-            perm = np.random.default_rng([int(seed), it]).permutation(n)
+            t0 = time.perf_counter()
+            perm = active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
             acc = []
-            for lo, hi in batch_bounds(n, b):
+            for lo, hi in batch_bounds(n_act, b):
                 idx = perm[lo:hi]
                 k = hi - lo
                 w = np.zeros(b, np.float32)
@@ -595,47 +890,40 @@ def run_reconstruction(
                 # each process reads only the patterns of its own devices (from memory or disk)
                 d = global_batch(source, idx, mesh)
                 ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
-                params, opt_state, value = step(params, opt_state, d, ii, ww, consts)
+                params, opt_state, value = step(cfg, params, opt_state, d, ii, ww, consts)
                 acc.append((value, k))
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
                     jax.block_until_ready(acc[-3][0])
-            pass_loss = float(sum(float(v) * k for v, k in acc) / n)
-            hist.append(pass_loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{pass_loss:.4g}")
+            vals = np.sum([np.asarray(v, np.float64) * k for v, k in acc], axis=0) / n_act
+            hist.append(float(vals[0]))
             out = current_state(it + 1, hist)
+            entry: dict[str, Any] = {"pass": it + 1, "loss": float(vals[0]), "loss_name": loss_name, "loss_reason": loss_reason,
+                                     "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0}  # fmt: skip
+            if "aberrations" in params:
+                entry["aberrations"] = aberrations_in_angstrom(params["aberrations"], k_alpha, cfg.energy)
+            if "affine" in params:
+                entry["scan"] = scan_map(params["affine"])
+            if "positions" in params:
+                entry["position_correction_rms"] = float(np.sqrt(np.mean(np.sum(np.asarray(params["positions"])[active_idx] ** 2, -1))))
+            report.append(entry)
+            bar.update(1)
+            bar.set_postfix(loss=f"{hist[-1]:.4g}")
             if checkpoint is not None and ((it + 1 - start_iter) % max(int(checkpoint_every), 1) == 0 or it + 1 == target):
                 save_checkpoint(
                     checkpoint, out, params=params, opt_state=opt_state, nominal_positions=nominal,
-                    seed=seed, target_iteration=target, algorithm=algorithm,
-                    extras={"probe_power": np.asarray(consts["probe_power"])},
+                    seed=seed, target_iteration=target, algorithm=cfg.algorithm, extras=extras,
                 )  # fmt: skip
             if callback is not None and callback(out) is False:
                 break
     finally:
         bar.close()
+    if cfg.remove_phase_ramp and cfg.num_slices == 1:
+        o, p = jax.jit(_remove_ramp)(params["object"], params["probe"], consts["probe_centroid"], consts["disc"])
+        params = {**params, "object": o, "probe": p}
+        out = current_state(int(out.iteration), hist)
+    if progress and report:
+        print(_summary(report), file=sys.stderr, flush=True)
     return out
-
-
-#: jitted steps of earlier runs with the same configuration (so a second run does not compile)
-_STEP_CACHE: dict[Any, Any] = {}
-
-
-def _cache_key(*parts: Any) -> Any:
-    """A hashable key of a run's configuration, or None when a part is not hashable."""
-
-    def freeze(x: Any) -> Any:
-        if isinstance(x, Mapping):
-            return tuple(sorted((str(k), freeze(v)) for k, v in x.items()))
-        if isinstance(x, (list, tuple)):
-            return tuple(freeze(v) for v in x)
-        hash(x)
-        return x
-
-    try:
-        return freeze(parts)
-    except TypeError:
-        return None
 
 
 def _restore(tree: Any, leaves: list | None, what: str) -> Any:
@@ -677,6 +965,25 @@ _COMMON_DOC = """
     ``chunk_size`` (16): positions per device computed at once inside a step; the gradient of the
     batch is accumulated over its chunks (same result up to round-off, a cache-sized working set).
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
+
+    Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
+    for counts (integers, or integer multiples of one quantum, which is divided out) and
+    ``amplitude`` otherwise; the gradient is that of the loss per electron, so the default rates
+    do not depend on the dose (the probe's default is scaled to the window's rms probe
+    amplitude). ``fit_aberrations`` fits C10, C12/φ12 and C30 as real parameters (the group
+    ``aberrations``, rad at the aperture edge, default rate 0.3) from the first pass, the pixel-wise
+    probe joining at ``probe_start`` (default 3 then, else 1); the returned probe includes them.
+    Position corrections carry no translation and no isotropic scaling of the scan (projected out
+    after every step: the scale trades against the probe); the global map (``affine``) has its scale held (``scan_scale="hold"``, the
+    default: only the rotation is fitted) or fitted (``"fit"``). ``remove_phase_ramp`` moves the
+    object's linear phase ramp (degenerate with a probe tilt) out at the end of the run by holding
+    the probe's bright-field centroid (off by default: on RECON-A there is no spurious ramp).
+    ``indices`` reconstructs on a subset of the scan positions (a live caller's warm start:
+    pass the previous result as the state). ``report``: a list that receives one dict per pass
+    (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot
+    noise of counted data, else None), ``time_s``, ``aberrations`` (changes in Å, φ12 in rad),
+    ``scan`` (scale change, rotation), ``position_correction_rms``); with ``progress`` a one-line
+    summary (loss against the noise floor) is printed at the end.
 """
 
 

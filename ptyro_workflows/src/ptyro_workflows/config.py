@@ -98,7 +98,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "reconstruction": {
         "algorithm": "single_slice",
-        "loss": "amplitude",
+        "loss": "auto",
         "optimizer": "adam",
         "iterations": 20,
         "batch_size": 64,
@@ -112,6 +112,9 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "checkpoint_every": None,
         "optics_from": None,
         "options": {},
+        # issue 21: a reconstruction that forgives nominal optics
+        "fit_aberrations": False,
+        "scan_scale": "hold",
     },
 }
 
@@ -357,6 +360,10 @@ def _check_values(c: dict[str, Any]) -> None:
             _string("[reconstruction] checkpoint", r["checkpoint"])
         if not isinstance(r["options"], Mapping):
             raise PtyroTypeError(f"[reconstruction] options: expected a table, got {r['options']!r}")
+        if not isinstance(r["fit_aberrations"], bool):
+            raise PtyroTypeError(f"[reconstruction] fit_aberrations: expected true or false, got {r['fit_aberrations']!r}")
+        if r["scan_scale"] not in ("hold", "fit"):
+            raise PtyroValueError(f"[reconstruction] scan_scale: expected 'hold' or 'fit', got {r['scan_scale']!r}")
 
 
 def simulation_config(config: Any = None) -> dict[str, Any]:
@@ -493,7 +500,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "reconstruction": {
         "algorithm": "registered reconstruction name (single_slice, multislice, mixed_state, ...)",
-        "loss": "registered loss name (amplitude, intensity, poisson, ...)",
+        "loss": "registered loss name (amplitude, intensity, poisson, ...), or auto: poisson for counted data, amplitude otherwise",
         "optimizer": "registered optimizer name (adam, sgd, ...)",
         "iterations": "passes over the data",
         "batch_size": "patterns per gradient step",
@@ -507,5 +514,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "checkpoint_every": "iterations between checkpoints (default 1, when checkpoint is set)",
         "optics_from": "TOML file whose [probe] optics (e.g. fitted by --algorithm parallax with --algorithm-option optics_out=FILE) replace [probe]'s",
         "options": "table of extra options passed to the algorithm (e.g. fit_positions, tv_weight, lr_schedule, learning_rates = {positions = 0.01})",
+        "fit_aberrations": "fit C10, C12/phi12 and C30 of the probe by autodiff (alone for 3 passes, then with the pixel-wise probe)",
+        "scan_scale": "position correction: hold the scan's step (only its rotation is fitted) or fit its full 2x2 map",
     },
 }

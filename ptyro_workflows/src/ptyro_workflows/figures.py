@@ -187,11 +187,17 @@ def plot_probe(path: Path | str | None, probe: np.ndarray, sampling: Sequence[fl
     return _done(fig, path)
 
 
-def plot_loss(path: Path | str | None, loss: np.ndarray, *, name: str = "loss") -> Any:
-    """The loss per iteration (log scale)."""
+def plot_loss(path: Path | str | None, loss: np.ndarray, *, name: str = "loss", noise_floor: Any = None) -> Any:
+    """The loss per iteration (log scale); with ``noise_floor`` (per iteration, or one value:
+    the loss expected at the shot noise of counted data, ``report[i]["noise_floor"]`` of
+    ptyro_invert) drawn beside it, so convergence is judged without a ground truth."""
     fig, (ax,) = _figure(width=5.0, height=3.6)
     v = np.asarray(loss, np.float64)
-    ax.plot(np.arange(1, v.size + 1), v, marker="o", ms=3)
+    ax.plot(np.arange(1, v.size + 1), v, marker="o", ms=3, label=f"{name} loss")
+    if noise_floor is not None:
+        fl = np.broadcast_to(np.asarray(noise_floor, np.float64), v.shape)
+        ax.plot(np.arange(1, v.size + 1), fl, ls="--", color="0.4", label="noise floor (shot noise)")
+        ax.legend(fontsize=8)
     if v.size and np.all(v > 0):
         ax.set_yscale("log")
     from matplotlib.ticker import MaxNLocator

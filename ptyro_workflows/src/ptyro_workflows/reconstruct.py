@@ -145,7 +145,8 @@ def mean_pattern_total(dataset: Dataset4D, sample: int = 64) -> float:
 
 def components_used(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     r = cfg["reconstruction"]
-    return [("reconstruction", r["algorithm"]), ("loss", r["loss"]), ("optimizer", r["optimizer"]), ("probe", cfg["probe"].get("name", "aberrated"))]
+    loss = [] if r["loss"] == "auto" else [("loss", r["loss"])]  # "auto": chosen from the data by ptyro_invert
+    return [("reconstruction", r["algorithm"]), *loss, ("optimizer", r["optimizer"]), ("probe", cfg["probe"].get("name", "aberrated"))]
 
 
 def reconstruct(
@@ -156,9 +157,12 @@ def reconstruct(
     resume: str | Path | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    report: list | None = None,
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
-    single-slice, amplitude loss, Adam, 20 iterations).
+    single-slice, the loss chosen from the data, Adam, 20 iterations). ``report``: a list that
+    receives one dict per pass (loss, noise floor, fitted aberrations, scan map; see
+    :func:`ptyro_invert.recon.run_reconstruction`).
 
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
@@ -207,6 +211,12 @@ def reconstruct(
         options["resume"] = resume is not None
         if r.get("checkpoint_every"):
             options["checkpoint_every"] = int(r["checkpoint_every"])
+    if r.get("fit_aberrations"):
+        options["fit_aberrations"] = True
+    if r.get("scan_scale", "hold") != "hold":
+        options["scan_scale"] = r["scan_scale"]
+    if report is not None:
+        options["report"] = report
     options.update(extra)
     return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
 
