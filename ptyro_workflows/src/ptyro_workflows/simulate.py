@@ -99,9 +99,14 @@ def _repeat(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
     )
 
 
-def potential_grid(atoms: Atoms, potential: Mapping[str, Any]) -> Grid:
-    """The grid covering the cell from ``gpts`` or ``sampling`` (default 0.1 Å)."""
+def potential_grid(atoms: Atoms, potential: Mapping[str, Any], *, max_angle: float | None = None, energy: float | None = None) -> Grid:
+    """The grid covering the cell from ``gpts`` or ``sampling`` (default 0.1 Å); ``gpts = "auto"``
+    keeps ``max_angle`` (mrad) within ptyro_simul.convergence.SAFE_FRACTION of the band limit."""
     extent = (atoms.cell[0], atoms.cell[1])
+    if potential.get("gpts") == "auto":  # issue 14: automatic grid
+        from ptyro_simul.convergence import auto_gpts
+
+        return Grid.from_extent(extent, gpts=auto_gpts(extent, float(max_angle or 0.0), float(energy or 0.0)))
     if potential.get("gpts") is not None:
         return Grid.from_extent(extent, gpts=potential["gpts"])
     return Grid.from_extent(extent, sampling=potential.get("sampling") or 0.1)
@@ -237,13 +242,18 @@ def simulate(
 
     # cheap checks first, so bad input fails before anything is computed
     atoms = build_specimen(spec)
-    grid = potential_grid(atoms, pot_cfg)
     energy = float(probe_cfg["energy"])
+    # issue 14: the largest detector angle (else twice the aperture) sets gpts = "auto"
+    outer = [float(v[1]) for k, v in cfg["detectors"].items() if k != "pixelated"]
+    grid = potential_grid(atoms, pot_cfg, max_angle=max(outer, default=2 * float(probe_cfg["semiangle_cutoff"])), energy=energy)
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     pattern_grid = _pattern_grid(grid, options)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
+    from ptyro_simul.convergence import check_band_limit
+
+    check_band_limit(pattern_grid, energy, masks, stacklevel=2)  # issue 14: warns when not converged
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
     sigma_spec = _sigma_spec(fp["sigmas"])
