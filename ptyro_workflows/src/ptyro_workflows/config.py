@@ -400,7 +400,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "potential": {
         "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",
-        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling; \"auto\": the largest detector angle at 60 % of the band limit",
+        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling; \"auto\": chosen so that the largest detector angle is at most 0.6 of the band limit",
         "sampling": "real-space pixel size in Å (scalar or [dx, dy]); default 0.1 when gpts is not given",
         "slice_thickness": "slice thickness in Å",
         "projection": "how atoms are projected into slices (infinite, or what the parametrization supports)",

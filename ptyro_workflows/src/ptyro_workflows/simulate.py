@@ -8,6 +8,7 @@ they arrive, so memory is bounded by the batch, not by the scan.
 """
 
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -251,9 +252,12 @@ def simulate(
     pattern_grid = _pattern_grid(grid, options)
     masks = {k: v for k, v in cfg["detectors"].items() if k != "pixelated"}
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
-    from ptyro_simul.convergence import check_band_limit
+    from ptyro_simul.convergence import band_limit_message, check_band_limit
 
-    check_band_limit(pattern_grid, energy, masks, stacklevel=2)  # issue 14: warns when not converged
+    if command is None:  # issue 14: warn when not converged (the command prints one clean line)
+        check_band_limit(pattern_grid, energy, masks, stacklevel=2)
+    elif (msg := band_limit_message(pattern_grid, energy, masks)) is not None:
+        print(f"ptyro simulate: warning: {msg}", file=sys.stderr)
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
     sigma_spec = _sigma_spec(fp["sigmas"])
