@@ -257,7 +257,7 @@ def simulate(
     if command is None:  # issue 14: warn when not converged (the command prints one clean line)
         check_band_limit(pattern_grid, energy, masks, stacklevel=2)
     elif (msg := band_limit_message(pattern_grid, energy, masks)) is not None:
-        print(f"ptyro simulate: warning: {msg}", file=sys.stderr)
+        print(f"{' '.join(command[:2])}: warning: {msg}", file=sys.stderr)
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
     sigma_spec = _sigma_spec(fp["sigmas"])
