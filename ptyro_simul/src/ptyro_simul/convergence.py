@@ -4,7 +4,7 @@ A multislice grid of pixel dx carries spatial frequencies up to its band limit, 
 k_max = 1/(3 dx), i.e. θ_max = λ/(3 dx) (68 mrad at 0.122 Å, 200 keV). Electrons scattered
 beyond it are dropped at every slice, and those that would have scattered back in are missing
 too, so a detector that reaches close to the band limit collects too little even with an exact
-potential: a 40–65 mrad ADF of SrTiO3 is 21 % low at 0.122 Å pixels (65 mrad = 95 % of the band
+potential: the mean 40–65 mrad ADF of SrTiO3 is 21 % low at 0.122 Å pixels (65 mrad = 95 % of the band
 limit), 6 % low at 0.098 Å (76 %) and within 1 % at 0.081 Å (63 %) against a 4 × finer grid (the
 measured table is in ptyro_simul/README.md, "Convergence"). :func:`check_band_limit` warns when a detector's
 outer angle exceeds :data:`SAFE_FRACTION` of the band limit, naming the numbers and the fix;
