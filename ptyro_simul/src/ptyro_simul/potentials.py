@@ -233,9 +233,11 @@ class ParametrizedPotential:
     """A potential component built from a radial parametrisation (see the module docstring).
 
     ``ParametrizedPotential(name, parameters, projected, potential_3d=None, *,
-    cutoff_tolerance=5e-3, num_quadrature=16, chunk_elements=2**22)``; call it as
-    ``potential(atoms, grid, *, slice_thickness, projection="infinite")`` to get
-    :class:`~ptyro_core.PotentialSlices` (V·Å per slice), dtype following ``atoms.positions``.
+    scattering_factor=None, cutoff_tolerance=5e-3, num_quadrature=16, chunk_elements=2**22)``;
+    call it as ``potential(atoms, grid, *, slice_thickness, projection="infinite", method=None,
+    debye_waller=False)`` to get :class:`~ptyro_core.PotentialSlices` (V·Å per slice), dtype
+    following ``atoms.positions``; ``method`` defaults to ``"fourier"`` when ``scattering_factor``
+    is given, else ``"real"``.
     """
 
     def __init__(
