@@ -151,12 +151,13 @@ def _single_atom(Z, grid, cell):
 
 
 def test_sliced_single_atom_matches_radial_function():
-    """The framework's grid potential of one atom equals v_z(r) (minus the cutoff shift) away
-    from the nucleus, and its integral is 2π a₀e f(0) to the cutoff tolerance."""
+    """The framework's real-space grid potential of one atom equals v_z(r) (minus the cutoff
+    shift) away from the nucleus, and its integral is 2π a₀e f(0) to the cutoff tolerance (the
+    default Fourier path is checked against f(k) in ptyro_simul's test_simul_potential_fourier)."""
     lob = ptyro_core.get("potential", "lobato")
     cell = 12.8
     grid = Grid((64, 64), (0.2, 0.2))
-    out = np.asarray(lob(_single_atom(38, grid, cell), grid, slice_thickness=2.0).array[0], np.float64)
+    out = np.asarray(lob(_single_atom(38, grid, cell), grid, slice_thickness=2.0, method="real").array[0], np.float64)
     total = out.sum() * 0.2 * 0.2
     assert total == pytest.approx(2 * np.pi * A0E * float(scattering_factor(0.0, 38)), rel=2e-2)
     x = (np.arange(64) * 0.2 - cell / 2)[:, None]

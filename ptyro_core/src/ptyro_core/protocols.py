@@ -28,6 +28,7 @@ from ptyro_core.types import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes
 
 __all__ = [
     "Potential",
+    "ScatteringFactor",
     "Propagator",
     "Probe",
     "Loss",
@@ -47,6 +48,15 @@ __all__ = [
 @runtime_checkable
 class Potential(Protocol):
     def __call__(self, atoms: Atoms, grid: Grid, *, slice_thickness: float, projection: str = "infinite", **options: Any) -> PotentialSlices: ...
+
+
+@runtime_checkable
+class ScatteringFactor(Protocol):
+    """Optional for a potential: its electron scattering factor f(k) in Å of atomic number ``z``
+    at |k| in Å⁻¹ (no 2π; numpy in, float64 numpy out). A potential that has it can be built in
+    Fourier space, exactly at any sub-pixel position (``ptyro_simul.potential_fourier``)."""
+
+    def scattering_factor(self, k: Any, z: int) -> Any: ...
 
 
 @runtime_checkable

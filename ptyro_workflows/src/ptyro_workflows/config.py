@@ -269,7 +269,9 @@ def _check_values(c: dict[str, Any]) -> None:
         _string("[potential] parametrization", p["parametrization"])
         if "gpts" in p and "sampling" in p:
             raise PtyroValueError("[potential]: give either gpts or sampling, not both")
-        if "gpts" in p:
+        if isinstance(p.get("gpts"), str) and p["gpts"] != "auto":  # issue 14
+            raise PtyroValueError(f'[potential] gpts: expected [nx, ny] or "auto", got {p["gpts"]!r}')
+        if "gpts" in p and p["gpts"] != "auto":  # "auto": chosen from the detectors (issue 14)
             p["gpts"] = _vector("[potential] gpts", p["gpts"], 2, positive=True, integer=True)
         if "sampling" in p:
             p["sampling"] = _vector("[potential] sampling", p["sampling"], 2, positive=True)
@@ -453,7 +455,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "potential": {
         "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",
-        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling",
+        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling; \"auto\": chosen so that the largest detector angle is at most 0.6 of the band limit",
         "sampling": "real-space pixel size in Å (scalar or [dx, dy]); default 0.1 when gpts is not given",
         "slice_thickness": "slice thickness in Å",
         "projection": "how atoms are projected into slices (infinite, or what the parametrization supports)",

@@ -8,6 +8,7 @@ they arrive, so memory is bounded by the batch, not by the scan.
 """
 
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,14 @@ def _repeat(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
     )
 
 
-def potential_grid(atoms: Atoms, potential: Mapping[str, Any]) -> Grid:
-    """The grid covering the cell from ``gpts`` or ``sampling`` (default 0.1 Å)."""
+def potential_grid(atoms: Atoms, potential: Mapping[str, Any], *, max_angle: float | None = None, energy: float | None = None) -> Grid:
+    """The grid covering the cell from ``gpts`` or ``sampling`` (default 0.1 Å); ``gpts = "auto"``
+    keeps ``max_angle`` (mrad) within ptyro_simul.convergence.SAFE_FRACTION of the band limit."""
     extent = (atoms.cell[0], atoms.cell[1])
+    if potential.get("gpts") == "auto":  # issue 14: automatic grid
+        from ptyro_simul.convergence import auto_gpts
+
+        return Grid.from_extent(extent, gpts=auto_gpts(extent, float(max_angle or 0.0), float(energy or 0.0)))
     if potential.get("gpts") is not None:
         return Grid.from_extent(extent, gpts=potential["gpts"])
     return Grid.from_extent(extent, sampling=potential.get("sampling") or 0.1)
@@ -320,8 +326,10 @@ def simulate(
     structure_extra: dict[str, Any] = {}
     if not isinstance(spec["structure"], str):
         spec["structure"], structure_extra["structure_xyz"] = _structure_record(atoms, spec["structure"])
-    grid = potential_grid(atoms, pot_cfg)
     energy = float(probe_cfg["energy"])
+    # issue 14: the largest detector angle (else twice the aperture) sets gpts = "auto"
+    outer = [float(v[1]) for v in annular_detectors(cfg["detectors"]).values()]
+    grid = potential_grid(atoms, pot_cfg, max_angle=max(outer, default=2 * float(probe_cfg["semiangle_cutoff"])), energy=energy)
     positions = scan_positions(cfg["scan"], grid.extent)
     options = {"propagator": sim_cfg["propagator"], **dict(sim_cfg.get("options") or {})}
     if str(sim_cfg.get("backend", "auto")) != "auto":  # a simulator that knows no back ends is not handed one
@@ -329,6 +337,12 @@ def simulate(
     pattern_grid = _pattern_grid(grid, options)
     masks = annular_detectors(cfg["detectors"])
     virtual_masks(pattern_grid, energy, masks)  # checks the angles against the band limit
+    from ptyro_simul.convergence import band_limit_message, check_band_limit
+
+    if command is None:  # issue 14: warn when not converged (the command prints one clean line)
+        check_band_limit(pattern_grid, energy, masks, stacklevel=2)
+    elif (msg := band_limit_message(pattern_grid, energy, masks)) is not None:
+        print(f"{' '.join(command[:2])}: warning: {msg}", file=sys.stderr)
     from ptyro_simul.phonons import frozen_phonon_configurations, thermal_sigmas
 
     sigma_spec = _sigma_spec(fp["sigmas"])
