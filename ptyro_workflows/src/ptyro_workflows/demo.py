@@ -30,7 +30,8 @@ DEMO_SIMULATION: dict[str, Any] = {
     "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "defocus": 30.0},
     "scan": {"start": [_A, _A], "end": [3 * _A, 3 * _A], "gpts": [16, 16]},
     "frozen_phonons": {"configurations": 1, "sigmas": 0.0, "seed": 0},
-    "detectors": {"pixelated": True, "bf": [0.0, 10.0], "abf": [10.0, 20.0], "adf": [25.0, 60.0], "haadf": [70.0, 130.0]},
+    # HAADF from 3α and every ring inside 60 % of the 137 mrad band limit (ptyro_simul/README.md, Convergence: beyond that the ADF signal is not converged)
+    "detectors": {"pixelated": True, "bf": [0.0, 10.0], "abf": [10.0, 20.0], "adf": [25.0, 55.0], "haadf": [60.0, 82.0]},
     "simulation": {"simulator": "multislice", "propagator": "fresnel", "batch_size": 64, "options": {"window": [96, 96]}},
 }
 
