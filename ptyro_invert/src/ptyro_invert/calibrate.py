@@ -15,8 +15,10 @@ when transposed — rotated by θ about its centre. This is the convention of
 Physics used (checked in the tests against analytic fields): the centre of mass of a pattern of
 a thin specimen is (1/2π)·∇φ in cycles per Å (the detector's forward FFT, numpy's sign), a
 gradient field, so its curl vanishes in the right frame: the rotation and transpose are those
-that minimise the curl (py4DSTEM's method). The curl is linear in (cos θ, sin θ), so the
-minimum over θ is the smallest eigenvector of a 2×2 quadratic form: exact, no angle grid. A
+that minimise the curl (py4DSTEM's method). The curl is taken in Fourier space (the field's
+component across k̂, weighted by the signal-to-noise power of each frequency, so that counting
+noise does not swamp it) and is linear in (cos θ, sin θ): the minimum over θ is the smallest
+eigenvector of a 2×2 quadratic form, exact, no angle grid. A
 curl cannot tell θ from θ + 180°; that is decided by the sign of the integrated phase: thin
 specimens of atoms give sparse positive phase peaks, so the phase's skewness must be positive.
 """
@@ -212,25 +214,55 @@ def _scan_components(dpc: np.ndarray, rotation: float, transpose: bool) -> tuple
     return dpc @ u, dpc @ v
 
 
-def _derivatives(dpc: np.ndarray, step: tuple[float, float]) -> dict[str, np.ndarray]:
+def _mirror(a: np.ndarray, odd_axis: int) -> np.ndarray:
+    """(2Rx, 2Ry) extension of a scan-frame field component: mirrored about the scan's edges
+    (half-sample), with a sign change across ``odd_axis``, as the derivative along that axis of
+    an evenly mirrored phase is: the extended field of a gradient stays a gradient, with no
+    edge jumps for the FFT."""
+    s0 = -1.0 if odd_axis == 0 else 1.0
+    s1 = -1.0 if odd_axis == 1 else 1.0
+    top = np.concatenate([a, s1 * a[:, ::-1]], axis=1)
+    return np.concatenate([top, s0 * top[::-1, :]], axis=0)
+
+
+def _spectra(dpc: np.ndarray, step: tuple[float, float]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Fourier transforms of the detector components (x, y) of the DPC field, mirrored as a
+    field's i component (``"ix"``, ``"iy"``) and j component (``"jx"``, ``"jy"``) would be;
+    the frequencies k_i, k_j and a weight per frequency: the signal-to-noise power (the power
+    over its median, less 1, at least 0), so that white counting noise does not swamp the curl."""
     d = np.asarray(dpc, np.float64)
     if d.ndim != 3 or d.shape[-1] != 2 or min(d.shape[:2]) < 3:
         raise PtyroValueError(f"scan_rotation: expected a DPC field of shape (Rx, Ry, 2) with Rx, Ry >= 3, got {d.shape}")
-    gi = [np.gradient(d[..., k], axis=0) / step[0] for k in range(2)]
-    gj = [np.gradient(d[..., k], axis=1) / step[1] for k in range(2)]
-    return {"dix": gi[0][1:-1, 1:-1], "diy": gi[1][1:-1, 1:-1], "djx": gj[0][1:-1, 1:-1], "djy": gj[1][1:-1, 1:-1]}
+    d = d - d.mean(axis=(0, 1))
+    f = {f"{ax}{c}": np.fft.fft2(_mirror(d[..., n], k)) for ax, k in (("i", 0), ("j", 1)) for n, c in enumerate("xy")}
+    rx, ry = d.shape[:2]
+    ki = np.fft.fftfreq(2 * rx, d=step[0])[:, None]
+    kj = np.fft.fftfreq(2 * ry, d=step[1])[None, :]
+    power = sum(np.abs(v) ** 2 for v in f.values())
+    w = np.maximum(power / max(float(np.median(power)), 1e-300) - 1.0, 0.0)
+    w[0, 0] = 0.0
+    return f, ki, kj, w
 
 
 def _curl_forms(dpc: np.ndarray, step: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, float]:
-    """curl(θ) = cosθ·P + sinθ·Q for each transpose: the 2×2 forms [[PP, PQ], [PQ, QQ]] and
-    the θ-independent Σ(curl² + div²)."""
-    g = _derivatives(dpc, step)
-    # plain: g_i = c·x + s·y, g_j = −s·x + c·y → curl = c(∂i y − ∂j x) − s(∂i x + ∂j y)
-    p0, q0 = g["diy"] - g["djx"], -(g["dix"] + g["djy"])
-    # transposed: g_i = −s·x + c·y, g_j = c·x + s·y → curl = c(∂i x − ∂j y) + s(∂i y + ∂j x)
-    p1, q1 = g["dix"] - g["djy"], g["diy"] + g["djx"]
-    forms = [np.array([[np.sum(p * p), np.sum(p * q)], [np.sum(p * q), np.sum(q * q)]]) for p, q in ((p0, q0), (p1, q1))]
-    total = float(np.sum(p0 * p0) + np.sum(q0 * q0))
+    """curl(θ) = cosθ·P + sinθ·Q for each transpose, in Fourier space (k̂_i ĝ_j − k̂_j ĝ_i of
+    the mirrored field, weighted): the 2×2 forms [[PP, PQ], [PQ, QQ]] and the field's weighted
+    energy Σ(|ĝ_i|² + |ĝ_j|²), θ-independent, to normalise them."""
+    f, ki, kj, w = _spectra(dpc, step)
+    kk = np.hypot(ki, kj)
+    kk[0, 0] = np.inf
+    sw = np.sqrt(w)
+    ui, uj = ki / kk * sw, kj / kk * sw
+    # plain: g_i = c·x + s·y, g_j = −s·x + c·y → curl = c(k̂i ĝj,y − k̂j ĝi,x) − s(k̂i ĝj,x + k̂j ĝi,y)
+    p0, q0 = ui * f["jy"] - uj * f["ix"], -(ui * f["jx"] + uj * f["iy"])
+    # transposed: g_i = −s·x + c·y, g_j = c·x + s·y → curl = c(k̂i ĝj,x − k̂j ĝi,y) + s(k̂i ĝj,y + k̂j ĝi,x)
+    p1, q1 = ui * f["jx"] - uj * f["iy"], ui * f["jy"] + uj * f["ix"]
+
+    def dot(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sum(np.real(np.conj(a) * b)))
+
+    forms = [np.array([[dot(p, p), dot(p, q)], [dot(p, q), dot(q, q)]]) for p, q in ((p0, q0), (p1, q1))]
+    total = 0.5 * float(np.sum(w * sum(np.abs(v) ** 2 for v in f.values())))
     return forms[0], forms[1], total
 
 
@@ -247,18 +279,19 @@ def dpc_curl(dpc: Any, rotation: float, transpose: bool = False, *, step: tuple[
 
 def icom_phase(dpc: Any, rotation: float, transpose: bool = False, *, step: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Integrated centre of mass (Rx, Ry): φ with ∇φ = the DPC field's scan-frame components,
-    by Fourier integration (periodic; mean 0). With the DPC field in cycles/Å and ``step`` in Å
-    this is the phase / 2π."""
+    by Fourier integration of the mirrored field (no edge jumps; mean 0). With the DPC field in
+    cycles/Å and ``step`` in Å this is the phase / 2π."""
     d = np.asarray(dpc, np.float64)
-    gi, gj = _scan_components(d, rotation, transpose)
+    gi, gj = _scan_components(d - d.mean(axis=(0, 1)), rotation, transpose)
     rx, ry = gi.shape
-    ki = np.fft.fftfreq(rx, d=step[0])[:, None]
-    kj = np.fft.fftfreq(ry, d=step[1])[None, :]
+    ki = np.fft.fftfreq(2 * rx, d=step[0])[:, None]
+    kj = np.fft.fftfreq(2 * ry, d=step[1])[None, :]
     k2 = ki**2 + kj**2
     k2[0, 0] = 1.0
-    ph = (ki * np.fft.fft2(gi) + kj * np.fft.fft2(gj)) / (2j * np.pi * k2)
+    ph = (ki * np.fft.fft2(_mirror(gi, 0)) + kj * np.fft.fft2(_mirror(gj, 1))) / (2j * np.pi * k2)
     ph[0, 0] = 0.0
-    return np.real(np.fft.ifft2(ph))
+    out = np.real(np.fft.ifft2(ph))[:rx, :ry]
+    return out - out.mean()
 
 
 def _skew(a: np.ndarray) -> float:

@@ -86,6 +86,7 @@ def reconstruct(
     resume: str | Path | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    elsewhere: bool = False,
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
     single-slice, amplitude loss, Adam, 20 iterations).
@@ -93,6 +94,10 @@ def reconstruct(
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
     ``[reconstruction] checkpoint_every`` iterations).
+
+    ``[preprocess]`` runs first (:func:`ptyro_workflows.preprocess.check_or_prepare`): the whole
+    preprocessing for data from ``elsewhere`` (or when switched on), else checks that refuse
+    uncentred patterns or a clearly wrong scan frame.
 
     >>> import ptyro_workflows as pw                                   # doctest: +SKIP
     >>> ds = pw.load_dataset("data.h5")                                 # doctest: +SKIP
@@ -107,6 +112,9 @@ def reconstruct(
     for kind, name in components_used(cfg):
         get(kind, name)
     dataset = apply_scan_config(dataset, cfg["scan"])
+    from ptyro_workflows.preprocess import check_or_prepare
+
+    dataset, _ = check_or_prepare(dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]))
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
     if state is None:

@@ -1,0 +1,186 @@
+"""Pieces shared by the direct methods: the scan lattice, the patterns in FFT order, the
+probe's Fourier transform at shifted frequencies, the Fourier transform of the data over the
+scan, and the placement of a phase image on the lattice into a :class:`~ptyro_core.ReconState`.
+
+Geometry (``../shared/DESIGN.md``): the detector frequency k (Å⁻¹) and the object frame share
+their axes (as in the forward model); the scan is any affine raster, found from the positions:
+position (i, j) = p₀ + i·a₁ + j·a₂ (a rotated or transposed raster is just other a₁, a₂). The
+scan's Fourier frequencies (cycles per step, ``fftfreq``) map to object-frame frequencies
+Q (Å⁻¹) by Q·a₁ = fᵢ, Q·a₂ = fⱼ.
+
+Physics (thin specimen, probe P centred at the scan position, unitary FFT, numpy's sign): the
+Fourier transform over the scan of the normalised intensities is
+
+    G(k, Q) = Σ_R I(k, R) e^{−2πi Q·R} = Σ_q P̃(k − q − Q) P̃*(k − q) Õ(q + Q) Õ*(q),
+
+and for a weak phase object O = 1 + iφ, G(k, Q) = i Φ(Q) γ(k, Q) with
+γ(k, Q) = P̃*(k) P̃(k − Q) − P̃(k) P̃*(k + Q) (Φ the scan FFT of φ on the lattice).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, replace
+
+__all__ = [
+    "Lattice",
+    "scan_lattice",
+    "check_inputs",
+    "normalised_patterns",
+    "probe_fourier",
+    "shifted_probe_fourier",
+    "scan_fft",
+    "phase_to_object",
+    "finish",
+]
+
+
+class Lattice:
+    """An affine raster: ``shape`` (Rx, Ry), ``origin`` p₀ (Å), ``vectors`` A = [a₁ a₂] (2×2,
+    columns in Å); ``frequencies()`` are the scan FFT's frequencies Q (Rx, Ry, 2) in Å⁻¹."""
+
+    def __init__(self, shape: tuple[int, int], origin: np.ndarray, vectors: np.ndarray) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.origin = np.asarray(origin, np.float64)
+        self.vectors = np.asarray(vectors, np.float64)
+
+    @property
+    def step(self) -> tuple[float, float]:
+        return float(np.linalg.norm(self.vectors[:, 0])), float(np.linalg.norm(self.vectors[:, 1]))
+
+    def frequencies(self) -> np.ndarray:
+        fi = np.fft.fftfreq(self.shape[0])
+        fj = np.fft.fftfreq(self.shape[1])
+        f = np.stack(np.meshgrid(fi, fj, indexing="ij"), -1)  # cycles per step
+        return f @ np.linalg.inv(self.vectors)  # Q with A^T Q = f  <=>  Q^T = f^T A^{-1}
+
+    def to_angstrom(self, shifts: Any) -> np.ndarray:
+        """Shifts (…, 2) in lattice steps (i, j) → Å (object frame)."""
+        return np.asarray(shifts, np.float64) @ self.vectors.T
+
+
+def scan_lattice(positions: Any, scan_shape: tuple[int, int], *, tol: float = 1e-3, who: str = "direct") -> Lattice:
+    """The affine raster of ``positions`` (Rx·Ry, 2) Å, row-major over ``scan_shape``; a scan
+    that is not one (to ``tol`` of a step) is refused, naming the first position off it."""
+    rx, ry = (int(s) for s in scan_shape)
+    if rx < 2 or ry < 2:
+        raise PtyroValueError(f"{who}: expected a 2D raster scan of at least 2 x 2 positions, got scan shape {(rx, ry)}")
+    pos = np.asarray(positions, np.float64).reshape(rx, ry, 2)
+    a1 = (pos[-1, 0] - pos[0, 0]) / (rx - 1)
+    a2 = (pos[0, -1] - pos[0, 0]) / (ry - 1)
+    A = np.stack([a1, a2], axis=1)
+    if abs(np.linalg.det(A)) < 1e-12:
+        raise PtyroValueError(f"{who}: the scan's step vectors {a1.tolist()} and {a2.tolist()} Å are parallel; expected a 2D raster")
+    ii, jj = np.meshgrid(np.arange(rx), np.arange(ry), indexing="ij")
+    model = pos[0, 0] + ii[..., None] * a1 + jj[..., None] * a2
+    err = np.linalg.norm(pos - model, axis=-1)
+    worst = np.unravel_index(int(np.argmax(err)), err.shape)
+    if err[worst] > tol * min(np.linalg.norm(a1), np.linalg.norm(a2)):
+        raise PtyroValueError(
+            f"{who}: position {tuple(int(v) for v in worst)} is {err[worst]:.3g} Å off the raster p0 + i*a1 + j*a2; "
+            "expected a regular (affine) raster scan"
+        )
+    return Lattice((rx, ry), pos[0, 0], A)
+
+
+def check_inputs(dataset: Any, state: Any, who: str) -> None:
+    if not isinstance(dataset, Dataset4D):
+        raise PtyroTypeError(f"{who}: expected a Dataset4D, got {type(dataset).__name__}")
+    if state is not None and not isinstance(state, ReconState):
+        raise PtyroTypeError(f"{who}: expected a ReconState (e.g. from ptyro_invert.initial_state), got {type(state).__name__}")
+    if state is not None and tuple(state.probe.shape[-2:]) != tuple(dataset.grid.gpts):
+        raise PtyroValueError(f"{who}: the state's probe window {tuple(state.probe.shape[-2:])} differs from the dataset's patterns {tuple(dataset.grid.gpts)}")
+
+
+def normalised_patterns(dataset: Dataset4D) -> tuple[jax.Array, float]:
+    """Patterns (Rx, Ry, Qx, Qy) in FFT order (zero frequency at [0, 0]) divided by the mean
+    total per pattern (the dose, returned too): a pattern of an unscattering specimen sums to 1."""
+    arr = jnp.asarray(np.asarray(dataset.array), jnp.float32)
+    dose = float(jnp.mean(jnp.sum(arr, axis=(-2, -1))))
+    if not dose > 0:
+        raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
+    return jnp.fft.ifftshift(arr, axes=(-2, -1)) / dose, dose
+
+
+def probe_fourier(state: ReconState) -> jax.Array:
+    """P̃(k) (Qx, Qy) in FFT order of the state's first probe mode moved to the origin,
+    normalised to Σ|P̃|² = 1."""
+    p = jnp.fft.ifftshift(jnp.asarray(state.probe[0], jnp.complex64))
+    pk = jnp.fft.fft2(p, norm="ortho")
+    return pk / jnp.sqrt(jnp.sum(jnp.abs(pk) ** 2))
+
+
+def _centred_probe(state: ReconState) -> jax.Array:
+    p = jnp.fft.ifftshift(jnp.asarray(state.probe[0], jnp.complex64))
+    return p / jnp.sqrt(jnp.sum(jnp.abs(p) ** 2))
+
+
+def shifted_probe_fourier(state: ReconState) -> Any:
+    """A function Q (2,) Å⁻¹ → P̃(k − Q) (Qx, Qy), exact for any Q (not only detector pixels):
+    the FFT of P(r)·e^{2πi Q·r} with r the window's coordinates about the probe centre."""
+    p = _centred_probe(state)
+    nx, ny = p.shape
+    dx, dy = state.sampling
+    rx = jnp.asarray(np.fft.fftfreq(nx) * nx * dx, jnp.float32)[:, None]
+    ry = jnp.asarray(np.fft.fftfreq(ny) * ny * dy, jnp.float32)[None, :]
+
+    def at(q: jax.Array) -> jax.Array:
+        ramp = jnp.exp(2j * jnp.pi * (q[0] * rx + q[1] * ry)).astype(jnp.complex64)
+        return jnp.fft.fft2(p * ramp, norm="ortho")
+
+    return at
+
+
+def scan_fft(patterns: jax.Array, pixels: Any = None) -> jax.Array:
+    """G (N, Rx, Ry): the FFT over the scan of each detector pixel's image (all pixels, or the
+    flat indices ``pixels`` into (Qx, Qy) in FFT order)."""
+    rx, ry = patterns.shape[:2]
+    flat = patterns.reshape(rx, ry, -1)
+    if pixels is not None:
+        flat = flat[..., jnp.asarray(pixels)]
+    return jnp.fft.fft2(jnp.moveaxis(flat, -1, 0), axes=(-2, -1))
+
+
+def _fourier_upsample(img: jax.Array, factor: int) -> jax.Array:
+    """Band-limited (periodic) upsampling of a real image by an integer factor."""
+    if factor == 1:
+        return img
+    nx, ny = img.shape
+    f = jnp.fft.fftshift(jnp.fft.fft2(img))
+    px, py = (factor - 1) * nx, (factor - 1) * ny
+    f = jnp.pad(f, ((px // 2, px - px // 2), (py // 2, py - py // 2)))
+    return jnp.real(jnp.fft.ifft2(jnp.fft.ifftshift(f))) * factor * factor
+
+
+def phase_to_object(phase: jax.Array, lattice: Lattice, state: ReconState) -> jax.Array:
+    """The phase image on the scan lattice (Rx, Ry) as an object transmission exp(iφ) on the
+    state's object grid (1, ox, oy): Fourier-upsampled to finer than the object pixel, sampled
+    bilinearly at each object pixel inside the scanned area; outside it φ = 0. The lattice
+    origin is the state's first position (the object frame). Differentiable in ``phase``."""
+    lat = scan_lattice(state.positions, lattice.shape, who="direct")
+    d = np.asarray(state.sampling, np.float64)
+    factor = max(1, int(math.ceil(max(lat.step) / min(d) - 1e-6)))
+    up = _fourier_upsample(phase - jnp.mean(phase), factor)
+    ox, oy = state.object.shape[-2:]
+    xx, yy = np.meshgrid(np.arange(ox) * d[0], np.arange(oy) * d[1], indexing="ij")
+    rel = np.stack([xx - lat.origin[0], yy - lat.origin[1]], -1)
+    c = rel @ np.linalg.inv(lat.vectors).T  # lattice coordinates (i, j)
+    inside = (c[..., 0] >= -0.5) & (c[..., 0] <= lat.shape[0] - 0.5) & (c[..., 1] >= -0.5) & (c[..., 1] <= lat.shape[1] - 0.5)
+    coords = [jnp.asarray(np.mod(c[..., 0], lat.shape[0]) * factor), jnp.asarray(np.mod(c[..., 1], lat.shape[1]) * factor)]
+    vals = jax.scipy.ndimage.map_coordinates(up, coords, order=1, mode="wrap")
+    ph = jnp.where(jnp.asarray(inside), vals, 0.0)
+    return jnp.exp(1j * ph).astype(jnp.complex64)[None]
+
+
+def finish(state: ReconState, phase: jax.Array, lattice: Lattice, amplitude: Any = None) -> ReconState:
+    """``state`` with the direct method's object (one slice) in place of its own."""
+    obj = phase_to_object(phase, lattice, state)
+    if amplitude is not None:
+        obj = obj * amplitude
+    return replace(state, object=obj, slice_thickness=state.slice_thickness[:1])

@@ -1,0 +1,410 @@
+"""Tilt-corrected bright field (parallax): the bright-field pixels' images aligned by their
+cross-correlation shifts, the shifts fitted to the aberration function, and the aligned images
+summed on the object grid (upsampled) with the contrast transfer corrected.
+
+Physics (weak phase object, thin specimen; ``_common`` for G): for a detector pixel k inside
+the bright-field disc and Q small against the aperture,
+
+    G(k, Q) ≈ 2 |P̃(k)|² sin χ(Q) Φ(Q) e^{i Q·∇χ(k)},
+
+so the pixel's image is the object's phase-contrast image 2 sin χ ⊛ φ shifted by
+s(k) = −∇ₖχ(k) / 2π (Å; for defocus alone s = λ·Δf·k). The shifts are linear in the
+aberration coefficients: fitting them gives C10 (= −defocus), C12/φ12, C21/φ21, C23/φ23 and
+C30 in the project's polar notation (azimuths in radians), and the scan's rotation relative to
+the detector (degrees, the ``[scan] rotation`` convention of :mod:`ptyro_invert.calibrate`:
+the raster lies rotated by θ in the detector's frame; θ and θ + 180° with all coefficients
+negated fit equally, θ is reported in (−90°, 90°]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, replace
+from ptyro_invert.direct._common import Lattice, check_inputs, normalised_patterns, scan_lattice
+from ptyro_invert.forward import wavelength
+
+__all__ = ["AberrationFit", "ORDERS", "DEFAULT_ORDERS", "chi_basis", "measure_shifts", "fit_shifts", "fit_aberrations", "tcbf_image", "parallax", "fitted_probe"]
+
+#: (symbol, n, m) of the aberrations the shifts can be fitted to, in the polar notation.
+ORDERS: dict[str, tuple[int, int]] = {"C10": (1, 0), "C12": (1, 2), "C21": (2, 1), "C23": (2, 3), "C30": (3, 0)}
+#: fitted by default: C30's shifts (∝ |k|²k) correlate with defocus's (∝ k) over a bright-field
+#: disc, so C30 is fitted only when asked for (it then needs a wide field and a large aperture).
+DEFAULT_ORDERS = ("C10", "C12", "C21", "C23")
+
+
+class AberrationFit(NamedTuple):
+    """What :func:`fit_aberrations` found.
+
+    ``aberrations``: polar notation (Å; azimuths ``phiNM`` in radians), ready for a probe;
+    ``rotation`` (degrees) and ``transpose``: the raster's frame in the detector's (as
+    :func:`ptyro_invert.calibrate.scan_rotation` reports it; 0 / False when the positions were
+    already right); ``frequencies`` (n, 2) Å⁻¹ of the bright-field bins, ``shifts`` (n, 2) Å
+    measured (detector frame, mean removed) and ``model_shifts`` fitted; ``rms`` the rms
+    residual in Å."""
+
+    aberrations: dict[str, float]
+    rotation: float
+    transpose: bool
+    frequencies: np.ndarray
+    shifts: np.ndarray
+    model_shifts: np.ndarray
+    rms: float
+
+    @property
+    def defocus(self) -> float:
+        """Δf = −C10 in Å."""
+        return -float(self.aberrations.get("C10", 0.0))
+
+
+def _terms(orders: tuple[str, ...]) -> list[tuple[str, int, int, str]]:
+    out = []
+    for sym in orders:
+        if sym not in ORDERS:
+            raise PtyroValueError(f"fit_aberrations: unknown aberration {sym!r}; expected some of {', '.join(ORDERS)}")
+        n, m = ORDERS[sym]
+        out += [(sym, n, m, "cos")] + ([(sym, n, m, "sin")] if m > 0 else [])
+    return out
+
+
+def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = DEFAULT_ORDERS) -> jax.Array:
+    """χ's basis functions at k (…, 2) Å⁻¹: (…, nb), with χ = basis · c for the cartesian
+    coefficients c (C·cos mφ_nm, C·sin mφ_nm per aberration with m > 0, C for m = 0), each
+    term (2π/λ)(λ|k|)^{n+1}/(n+1)·{cos, sin}(mφ) written as a polynomial in kx, ky (so that
+    its gradient is smooth at k = 0)."""
+    k = jnp.asarray(k)
+    z = k[..., 0] + 1j * k[..., 1]
+    r2 = k[..., 0] ** 2 + k[..., 1] ** 2
+    cols = []
+    for _, n, m, part in _terms(orders):
+        zm = z**m
+        poly = (jnp.real(zm) if part == "cos" else jnp.imag(zm)) * r2 ** ((n + 1 - m) // 2)
+        cols.append(2 * math.pi / lam * lam ** (n + 1) / (n + 1) * poly)
+    return jnp.stack(cols, axis=-1)
+
+
+def _shift_basis(k: np.ndarray, lam: float, orders: tuple[str, ...]) -> np.ndarray:
+    """(n, 2, nb): s(k) = −∇χ(k)/2π for each basis coefficient."""
+    jac = jax.vmap(jax.jacfwd(lambda q: chi_basis(q, lam, orders)))(jnp.asarray(k, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
+    return -np.asarray(jac, np.float64).transpose(0, 2, 1) / (2 * math.pi)
+
+
+def _rot(deg: float) -> np.ndarray:
+    t = math.radians(deg)
+    return np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+
+
+_SWAP = np.array([[0.0, 1.0], [1.0, 0.0]])
+
+
+def _lstsq(basis: np.ndarray, s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted fit s ≈ basis·c + t (t a constant shift): (c, weighted residual sum)."""
+    n, _, nb = basis.shape
+    const = np.zeros((n, 2, 2))
+    const[:, 0, 0] = const[:, 1, 1] = 1.0
+    a = np.concatenate([basis, const], axis=-1).reshape(2 * n, nb + 2)
+    sw = np.repeat(np.sqrt(w), 2)
+    coef, *_ = np.linalg.lstsq(a * sw[:, None], s.reshape(-1) * sw, rcond=None)
+    res = float(np.sum((a @ coef - s.reshape(-1)) ** 2 * np.repeat(w, 2)))
+    return coef, res
+
+
+def _polar(coef: np.ndarray, orders: tuple[str, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    terms = _terms(orders)
+    i = 0
+    while i < len(terms):
+        sym, n, m, _ = terms[i]
+        if m == 0:
+            out[sym] = float(coef[i])
+            i += 1
+        else:
+            a, b = float(coef[i]), float(coef[i + 1])
+            out[sym] = math.hypot(a, b)
+            out["phi" + sym[1:]] = (math.atan2(b, a) / m) % (2 * math.pi / m)
+            i += 2
+    return out
+
+
+def fit_shifts(frequencies: Any, shifts: Any, energy: float, *, weights: Any = None, orders: tuple[str, ...] = DEFAULT_ORDERS,
+               fit_rotation: bool = True, transpose: bool = False) -> AberrationFit:  # fmt: skip
+    """Fit measured image shifts (n, 2) Å (in the raster's frame as the positions give it) of
+    bright-field pixels at detector frequencies (n, 2) Å⁻¹ to s = −∇χ/2π (plus a constant
+    shift), with ``fit_rotation`` also over the raster's rotation (an exact 1D search: for each
+    angle the fit is linear). ``transpose`` is given, not fitted: a transposed raster's shifts
+    (the swap [[0, 1], [1, 0]] is symmetric) are those of two-fold astigmatism, so the two
+    cannot be told apart from the shifts (take it from
+    :func:`ptyro_invert.calibrate.scan_rotation`). See :class:`AberrationFit`."""
+    k = np.asarray(frequencies, np.float64)
+    s = np.asarray(shifts, np.float64)
+    if k.ndim != 2 or k.shape[1] != 2 or s.shape != k.shape:
+        raise PtyroValueError(f"fit_shifts: expected frequencies and shifts of shape (n, 2), got {k.shape} and {s.shape}")
+    nb = len(_terms(orders))
+    if k.shape[0] * 2 < nb + 2 + 4:
+        raise PtyroValueError(f"fit_shifts: {k.shape[0]} bright-field bins are too few to fit {', '.join(orders)}; use a smaller bin_size")
+    w = np.ones(k.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    lam = wavelength(energy)
+    basis = _shift_basis(k, lam, orders)
+
+    def residual(deg: float, tr: bool) -> float:
+        m = _rot(deg) @ (_SWAP if tr else np.eye(2))
+        return _lstsq(basis, s @ m.T, w)[1]
+
+    best = (residual(0.0, bool(transpose)), 0.0, bool(transpose))
+    if fit_rotation:
+        for tr in (bool(transpose),):
+            grid = np.arange(-90.0, 90.0, 1.0)
+            vals = [residual(a, tr) for a in grid]
+            i = int(np.argmin(vals))
+            lo, hi = grid[i] - 1.0, grid[i] + 1.0
+            g = (math.sqrt(5) - 1) / 2
+            for _ in range(40):  # golden section on the bracket
+                a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+                if residual(a, tr) < residual(b, tr):
+                    hi = b
+                else:
+                    lo = a
+            ang = 0.5 * (lo + hi)
+            best = min(best, (residual(ang, tr), ang, tr))
+    _, ang, tr = best
+    ang = (ang + 90.0) % 180.0 - 90.0
+    if ang == -90.0:
+        ang = 90.0
+    m = _rot(ang) @ (_SWAP if tr else np.eye(2))
+    s_det = s @ m.T
+    coef, res = _lstsq(basis, s_det, w)
+    model = np.einsum("nij,j->ni", basis, coef[:nb]) + coef[nb:]
+    rms = math.sqrt(res / (2 * np.sum(w)))
+    return AberrationFit(_polar(coef[:nb], orders), float(ang), bool(tr), k, s_det - coef[nb:], model - coef[nb:], rms)
+
+
+def _bins(mean: np.ndarray, grid_gpts: tuple[int, int], recip: tuple[float, float], threshold: float, bin_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bright-field pixels grouped into bin_size² bins: (flat pixel indices, bin of each,
+    bin frequencies (nb, 2) Å⁻¹, pixels per bin)."""
+    nx, ny = grid_gpts
+    bf = mean > threshold * mean.max()
+    ix = np.fft.fftfreq(nx) * nx
+    iy = np.fft.fftfreq(ny) * ny
+    IX, IY = np.meshgrid(ix, iy, indexing="ij")
+    if bin_size is None:
+        radius = math.sqrt(bf.sum() / math.pi)
+        bin_size = max(1, int(radius // 5))
+    if int(bin_size) < 1:
+        raise PtyroValueError(f"parallax: expected bin_size >= 1 detector pixels, got {bin_size}")
+    b = int(bin_size)
+    keys = np.stack([np.floor(IX / b + 0.5), np.floor(IY / b + 0.5)], -1)[bf]
+    uniq, which = np.unique(keys, axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    pix = np.flatnonzero(bf.reshape(-1))
+    wts = mean.reshape(-1)[pix]
+    kvec = np.stack([IX.reshape(-1)[pix] * recip[0], IY.reshape(-1)[pix] * recip[1]], -1)
+    counts = np.bincount(which, minlength=len(uniq)).astype(np.float64)
+    kb = np.stack([np.bincount(which, wts * kvec[:, c], len(uniq)) for c in range(2)], -1) / np.bincount(which, wts, len(uniq))[:, None]
+    return pix, which, kb, counts
+
+
+@jax.jit
+def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.Array:
+    """New shifts (nb, 2) in steps of each image against the sum of all aligned by ``s``:
+    the cross-correlation's integer peak refined by Newton steps on the continuous
+    correlation Re Σ X e^{2πi f·s}."""
+    ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
+    aligned = F * ramp
+    ref = jnp.sum(aligned, axis=0)
+    X = F * jnp.conj(ref - aligned) * lowpass  # each against the others: no pull towards its own last shift
+
+    def one(x: jax.Array) -> jax.Array:
+        cc = jnp.real(jnp.fft.ifft2(x))
+        i = jnp.argmax(cc)
+        nx, ny = cc.shape
+        p = jnp.stack([i // ny, i % ny]).astype(f.dtype)
+        p = jnp.where(p > jnp.asarray([nx, ny], f.dtype) / 2, p - jnp.asarray([nx, ny], f.dtype), p)
+
+        def newton(p: jax.Array, _: Any) -> tuple[jax.Array, None]:
+            e = x * jnp.exp(2j * jnp.pi * jnp.einsum("xyc,c->xy", f, p))
+            g = jnp.real(jnp.einsum("xy,xyc->c", e, 2j * jnp.pi * f))
+            h = jnp.real(jnp.einsum("xy,xyc,xyd->cd", e, -4 * jnp.pi**2 * f, f))
+            step = jnp.linalg.solve(h - 1e-12 * jnp.eye(2), g)
+            step = jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
+            return p - step, None
+
+        p, _ = jax.lax.scan(newton, p, None, length=6)
+        return p
+
+    out = jax.vmap(one)(X)
+    return out - jnp.mean(out, axis=0)
+
+
+def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
+                   lowpass: float = 0.35, fit_model: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
+    """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
+    Å in the raster's frame, pixels per bin (n,), the lattice, the images' scan FFTs).
+
+    Pixels with mean intensity above ``threshold`` × the maximum are the bright field, summed in
+    ``bin_size``² bins (default: about 10 bins across the disc). Each pass aligns every bin
+    against the sum of all bins aligned by the previous pass; between passes the shifts are
+    replaced by the fit of ``fit_model`` (low orders: robust when far from converged), so that
+    large defocus converges from zero shifts. ``lowpass`` is the Gaussian σ (cycles per step)
+    of the correlation's weight."""
+    pats, _ = normalised_patterns(dataset)
+    lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
+    mean = np.asarray(jnp.mean(pats, axis=(0, 1)))
+    pix, which, kb, counts = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
+    nb = len(counts)
+    onehot = jax.nn.one_hot(jnp.asarray(which), nb, dtype=jnp.float32)
+    rx, ry = dataset.scan_shape
+    imgs = jnp.einsum("rp,pb->br", pats.reshape(rx * ry, -1)[:, jnp.asarray(pix)], onehot).reshape(nb, rx, ry)
+    contrast = imgs / jnp.mean(imgs, axis=(1, 2), keepdims=True) - 1.0
+    F = jnp.fft.fft2(contrast)
+    fi = np.fft.fftfreq(rx)
+    fj = np.fft.fftfreq(ry)
+    f = jnp.asarray(np.stack(np.meshgrid(fi, fj, indexing="ij"), -1), jnp.float32)
+    lp = jnp.exp(-(f[..., 0] ** 2 + f[..., 1] ** 2) / (2 * lowpass**2))
+    s = jnp.zeros((nb, 2), jnp.float32)
+    inv = np.linalg.inv(lat.vectors)
+    for it in range(int(iterations)):
+        s = _align(F, f, s, lp)
+        if fit_model and it < int(iterations) - 1:
+            fit = fit_shifts(kb, lat.to_angstrom(np.asarray(s)), dataset.energy, weights=counts, orders=fit_model, fit_rotation=False)
+            s = jnp.asarray((fit.model_shifts - fit.model_shifts.mean(0)) @ inv.T, jnp.float32)
+    return kb, lat.to_angstrom(np.asarray(s, np.float64)), counts, lat, (F, f)
+
+
+def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
+                    lowpass: float = 0.35, orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True,
+                    fit_radius: float = 0.8) -> AberrationFit:  # fmt: skip
+    """Defocus (C10 = −defocus), two-fold astigmatism C12/φ12, coma C21/φ21, three-fold
+    astigmatism C23/φ23, spherical aberration C30 and the scan rotation from the parallax
+    shifts of the bright-field pixels (:func:`measure_shifts`, then :func:`fit_shifts`).
+
+    Only bins within ``fit_radius`` × the bright-field disc's radius enter the fit: near the
+    rim most of a pixel's image comes through one sideband only, whose extra phase
+    (−χ(Q) there) biases the correlation peak outwards (by 10–20 % at the rim, measured).
+
+    >>> fit = fit_aberrations(dataset)                     # doctest: +SKIP
+    >>> fit.defocus, fit.aberrations["C12"], fit.rotation  # doctest: +SKIP
+    """
+    kb, s, counts, _, _ = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass)
+    return _fit_inner(dataset, kb, s, counts, threshold, fit_radius, tuple(orders), fit_rotation)
+
+
+def _fit_inner(dataset: Dataset4D, kb: np.ndarray, s: np.ndarray, counts: np.ndarray, threshold: float, fit_radius: float,
+               orders: tuple[str, ...], fit_rotation: bool) -> AberrationFit:  # fmt: skip
+    if not 0 < float(fit_radius) <= 1.5:
+        raise PtyroValueError(f"fit_aberrations: expected 0 < fit_radius <= 1.5 (fraction of the bright-field radius), got {fit_radius}")
+    kmax = bf_semiangle(dataset, threshold) * 1e-3 / wavelength(dataset.energy)
+    inner = np.linalg.norm(kb, axis=1) <= float(fit_radius) * kmax
+    return fit_shifts(kb[inner], s[inner], dataset.energy, weights=counts[inner], orders=orders, fit_rotation=fit_rotation)
+
+
+def _cartesian(fit: AberrationFit) -> np.ndarray:
+    """The fit's coefficients for every term of :data:`ORDERS` (0 for those not fitted)."""
+    coef = []
+    for sym, (_, m) in ORDERS.items():
+        c = fit.aberrations.get(sym, 0.0)
+        t = m * fit.aberrations.get("phi" + sym[1:], 0.0)
+        coef += [c] if m == 0 else [c * math.cos(t), c * math.sin(t)]
+    return np.asarray(coef)
+
+
+def _chi_of(fit: AberrationFit, q: Any, energy: float) -> jax.Array:
+    """χ(Q) of the fitted aberrations at object-frame frequencies q (…, 2) Å⁻¹."""
+    m = _rot(fit.rotation) @ (_SWAP if fit.transpose else np.eye(2))
+    qd = jnp.asarray(np.asarray(q, np.float64) @ m.T, jnp.float32)
+    return chi_basis(qd, wavelength(energy)) @ jnp.asarray(_cartesian(fit), jnp.float32)
+
+
+def tcbf_image(dataset: Dataset4D, state: ReconState, fit: AberrationFit, measured: Any = None, *, correction: str = "flip",
+               epsilon: float = 0.1, smoothing: float = 0.5) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """The tilt-corrected bright-field image on the state's object grid: (phase (ox, oy) rad,
+    coverage (ox, oy) bool), from ``fit`` and ``measured`` (what :func:`measure_shifts`
+    returned; measured with its defaults when None). Every bin's contrast image is placed at the scan
+    positions minus its fitted shift (bilinear splatting onto the object pixels, Gaussian
+    kernel of σ = ``smoothing`` × the step), and the sum's transfer 2 sin χ(Q) is corrected:
+    ``correction`` = "none" (contrast / 2), "flip" (phase flipping: sign of sin χ) or "wiener"
+    (2 sin χ / (4 sin²χ + ``epsilon``))."""
+    if correction not in ("none", "flip", "wiener"):
+        raise PtyroValueError(f"parallax: correction must be 'none', 'flip' or 'wiener', got {correction!r}")
+    kb, s, counts, lat, (F, _) = measure_shifts(dataset) if measured is None else measured
+    m = _rot(fit.rotation) @ (_SWAP if fit.transpose else np.eye(2))
+    model = np.einsum("nij,j->ni", _shift_basis(kb, wavelength(dataset.energy), tuple(ORDERS)), _cartesian(fit))
+    shifts = model @ np.linalg.inv(m).T  # every bin's fitted shift, back in the raster's frame
+    contrast = jnp.real(jnp.fft.ifft2(F))  # (nb, rx, ry)
+    pos = np.asarray(state.positions, np.float64).reshape(lat.shape + (2,))
+    d = np.asarray(state.sampling, np.float64)
+    ox, oy = state.object.shape[-2:]
+    x = (pos[None] - shifts[:, None, None, :]) / d  # (nb, rx, ry, 2) object pixels
+    x0 = np.floor(x).astype(np.int64)
+    fr = x - x0
+    num = jnp.zeros((ox, oy), jnp.float32)
+    den = jnp.zeros((ox, oy), jnp.float32)
+    w_bin = jnp.asarray(counts, jnp.float32)[:, None, None]
+    for dx in (0, 1):
+        for dy in (0, 1):
+            w = (fr[..., 0] if dx else 1 - fr[..., 0]) * (fr[..., 1] if dy else 1 - fr[..., 1])
+            ii, jj = x0[..., 0] + dx, x0[..., 1] + dy
+            ok = (ii >= 0) & (ii < ox) & (jj >= 0) & (jj < oy)
+            wj = jnp.asarray(np.where(ok, w, 0.0), jnp.float32) * w_bin
+            idx = (np.clip(ii, 0, ox - 1), np.clip(jj, 0, oy - 1))
+            num = num.at[idx].add(wj * contrast)
+            den = den.at[idx].add(jnp.broadcast_to(wj, contrast.shape))
+    sig = smoothing * np.asarray(lat.step) / d
+    kx = np.fft.fftfreq(ox)[:, None]
+    ky = np.fft.fftfreq(oy)[None, :]
+    kern = jnp.asarray(np.exp(-2 * np.pi**2 * ((kx * sig[0]) ** 2 + (ky * sig[1]) ** 2)), jnp.float32)
+    num = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(num) * kern))
+    den = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(den) * kern))
+    cover = den > 0.05 * jnp.max(den)
+    img = jnp.where(cover, num / jnp.where(cover, den, 1.0), 0.0)
+    q = np.stack(np.meshgrid(np.fft.fftfreq(ox, d[0]), np.fft.fftfreq(oy, d[1]), indexing="ij"), -1)
+    sin = jnp.sin(_chi_of(fit, q, dataset.energy))
+    if correction == "none":
+        h = jnp.full(sin.shape, 0.5, jnp.float32)
+    elif correction == "flip":
+        h = 0.5 * jnp.sign(sin)
+    else:
+        h = 2 * sin / (4 * sin**2 + epsilon)
+    h = h.at[0, 0].set(0.0)
+    phase = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(img) * h))
+    return jnp.where(cover, phase, 0.0), cover
+
+
+def fitted_probe(state: ReconState, fit: AberrationFit, semiangle_cutoff: float, probe: str = "aberrated") -> jax.Array:
+    """The state's probe rebuilt from the fitted aberrations by the registered ``probe``."""
+    grid = state.probe_grid
+    modes = get("probe", probe)(grid, state.energy, semiangle_cutoff=float(semiangle_cutoff), aberrations=dict(fit.aberrations))
+    return jnp.asarray(modes.array, jnp.complex64)
+
+
+def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
+    """The bright-field disc's semiangle in mrad, from the area of the mean pattern above
+    ``threshold`` × its maximum."""
+    mean = np.asarray(dataset.array).reshape((-1,) + tuple(dataset.grid.gpts)).mean(0)
+    area = float(np.sum(mean > threshold * mean.max())) * dataset.grid.reciprocal_sampling[0] * dataset.grid.reciprocal_sampling[1]
+    return math.sqrt(area / math.pi) * wavelength(dataset.energy) * 1e3
+
+
+def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
+             threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6, lowpass: float = 0.35,
+             orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
+             semiangle_cutoff: float | None = None, update_probe: bool = True) -> ReconState:  # fmt: skip
+    """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
+    (:func:`fit_aberrations`, :func:`tcbf_image`): the object is exp(iφ) on the state's
+    object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
+    rebuilt from the fitted aberrations (aperture ``semiangle_cutoff`` mrad, default: the
+    measured bright-field disc), so that the state seeds an iterative reconstruction."""
+    check_inputs(dataset, state, "parallax")
+    measured = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass)
+    fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation)
+    phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
+    obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
+    out = replace(state, object=obj, slice_thickness=state.slice_thickness[:1])
+    if update_probe:
+        alpha = bf_semiangle(dataset, threshold) if semiangle_cutoff is None else float(semiangle_cutoff)
+        out = replace(out, probe=fitted_probe(state, fit, alpha))
+    return out
