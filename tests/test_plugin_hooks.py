@@ -15,6 +15,7 @@ COMPONENTS = {
     "ptyro_register_optimizers": ("optimizer", "def comp(learning_rate=0.1):\n    return None"),
     "ptyro_register_reconstructions": ("reconstruction", "def comp(dataset, state, **options):\n    return state"),
     "ptyro_register_simulators": ("simulator", "def comp(potential, probe, **options):\n    return lambda positions: positions"),
+    "ptyro_register_readers": ("reader", "def comp(path, *, lazy=True):\n    return {'array': None, 'calibration': {}}"),
 }
 
 

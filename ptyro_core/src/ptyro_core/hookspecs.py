@@ -55,6 +55,14 @@ def ptyro_register_simulators(register: Register) -> None:
     (b, nx, ny), centred, summed over probe modes (e.g. ``multislice``, or PRISM from a plugin)."""
 
 
+@hookspec
+def ptyro_register_readers(register: Register) -> None:
+    """Register readers: ``component(path, *, lazy=True, **options) -> dict`` with ``"array"`` (4D
+    array-like (Rx, Ry, Qx, Qy), lazy where the format allows), ``"calibration"`` (``energy``,
+    ``scan_step``, ``detector_pixel`` as ``(value, unit)`` in the file's units) and ``"metadata"``;
+    optional attributes ``suffixes`` (file endings claimed) and ``claims(path) -> bool``."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -64,5 +72,6 @@ HOOKS: dict[str, str] = {
     "optimizer": "ptyro_register_optimizers",
     "reconstruction": "ptyro_register_reconstructions",
     "simulator": "ptyro_register_simulators",
+    "reader": "ptyro_register_readers",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

@@ -21,6 +21,7 @@ __all__ = [
     "Optimizer",
     "Reconstruction",
     "Simulator",
+    "Reader",
     "PROTOCOLS",
     "check_component",
 ]
@@ -73,6 +74,11 @@ class Simulator(Protocol):
     def __call__(self, potential: PotentialSlices, probe: ProbeModes, **options: Any) -> Callable[[Any], Any]: ...
 
 
+@runtime_checkable
+class Reader(Protocol):
+    def __call__(self, path: Any, **options: Any) -> Mapping[str, Any]: ...
+
+
 #: kind -> (protocol, number of positional parameters a component must accept)
 PROTOCOLS: dict[str, tuple[type, int]] = {
     "potential": (Potential, 2),
@@ -82,6 +88,7 @@ PROTOCOLS: dict[str, tuple[type, int]] = {
     "optimizer": (OptimizerFactory, 0),
     "reconstruction": (Reconstruction, 2),
     "simulator": (Simulator, 2),
+    "reader": (Reader, 1),
 }
 
 
