@@ -21,7 +21,7 @@ from ptyro_workflows.config import ABERRATION_KEYS, DESCRIPTIONS, SCHEMA
 __all__ = ["build_parser", "main"]
 
 _SIM_TABLES = ("specimen", "potential", "probe", "scan", "frozen_phonons", "simulation")
-_REC_TABLES = ("probe", "scan", "reconstruction")
+_REC_TABLES = ("probe", "scan", "reconstruction", "preprocess")
 # keys set by dedicated flags (or free-form tables) instead of the generated ones
 _SKIP = {("simulation", "options"), ("reconstruction", "options"), ("detectors", "pixelated")}
 
@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", metavar="FILE")
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=_run_info)
+
+    # preprocess (issue 21: experimental data)
+    from ptyro_workflows.preprocess_cli import add_preprocess_parser
+
+    add_preprocess_parser(sub, _toml_value, _add_common)
     return parser
 
 
@@ -252,7 +257,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
-    from ptyro_workflows.io import check_output, load_dataset, read_file_provenance, save_reconstruction
+    from ptyro_workflows.io import check_output, read_file_provenance, save_reconstruction
+    from ptyro_workflows.preprocess_cli import load_for_reconstruct as load_dataset, prepare_for_reconstruction
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
 
@@ -279,11 +285,12 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         lazy=args.out_of_core,
     )
     cfg["probe"]["energy"] = ds.energy
+    ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
     state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))
     source = {}
-    if not str(args.data).lower().endswith(".npy"):
+    if str(args.data).lower().endswith((".h5", ".hdf5")):
         source = read_file_provenance(args.data)
-    prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra={"input": str(args.data), **({"source": source} if source else {})})
+    prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra={"input": str(args.data), **({"source": source} if source else {}), **({"preprocess": found} if found else {})})
     from ptyro_core.pipeline import is_writer
 
     if is_writer():

@@ -41,6 +41,7 @@ __all__ = [
     "preprocess",
     "estimate_optics",
     "check_or_prepare",
+    "use_found_optics",
     "plot_preprocess",
 ]
 
@@ -232,7 +233,7 @@ def analyse(
     mean = total / (rx * ry)
     counts = bool(np.issubdtype(np.asarray(dataset.array[0, 0, :1, :1]).dtype, np.integer))
     bad = None
-    if opts["bad_pixels"] and apply_corrections:
+    if opts["bad_pixels"]:
         hot, dead = cal.find_bad_pixels(mean, n_frames=rx * ry if counts else 1)
         bad = hot | dead
         v["hot_pixels"] = [tuple(int(i) for i in ij) for ij in zip(*np.nonzero(hot))]
@@ -481,6 +482,18 @@ def preprocess(
     return out, rep
 
 
+def use_found_optics(probe: dict[str, Any], report: PreprocessReport | None) -> str | None:
+    """Put the defocus and astigmatism the parallax fit found into a ``[probe]`` table (in
+    place; aliases replaced by C10, C12, phi12 in degrees). Returns a line saying so, or None."""
+    ab = None if report is None else report.values.get("aberrations")
+    if not ab:
+        return None
+    for k in ("defocus", "astigmatism", "astigmatism_angle", "C10", "C12", "phi12"):
+        probe.pop(k, None)
+    probe.update(C10=float(ab["C10"]), C12=float(ab["C12"]), phi12=float(ab["phi12"]))
+    return f"  probe for the reconstruction: C10 {ab['C10']:g} Å, C12 {ab['C12']:g} Å, phi12 {ab['phi12']:g} deg (from the parallax fit)"
+
+
 def check_or_prepare(dataset: Dataset4D, options: Mapping[str, Any] | None, *, elsewhere: bool, semiangle_cutoff: float | None = None, defocus: float | None = None) -> tuple[Dataset4D, PreprocessReport | None]:
     """What :func:`ptyro_workflows.reconstruct.reconstruct` runs first: with ``[preprocess]
     preprocess = true`` (or ``"auto"`` for data from elsewhere) the whole preprocessing; else
@@ -495,9 +508,9 @@ def check_or_prepare(dataset: Dataset4D, options: Mapping[str, Any] | None, *, e
     try:
         rep, _ = analyse(dataset, {**opts, "scan_frame": "check" if opts["scan_frame"] != "keep" else "keep"}, apply_corrections=False)
     except PtyroValueError as e:
-        if "scan frame" in str(e):
+        if "scan frame" in str(e) or "bright-field disc" not in str(e):
             raise
-        return dataset, None  # no disc to check (e.g. a dark-field-only pattern): nothing to say
+        return dataset, None  # no bright-field disc to check (e.g. dark-field-only patterns): nothing to say
     off = np.hypot(*rep.values["com_mean_offset"])
     if off > opts["max_offset"]:
         c = rep.values["com_mean_offset"]

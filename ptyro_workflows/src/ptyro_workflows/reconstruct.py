@@ -112,9 +112,10 @@ def reconstruct(
     for kind, name in components_used(cfg):
         get(kind, name)
     dataset = apply_scan_config(dataset, cfg["scan"])
-    from ptyro_workflows.preprocess import check_or_prepare
+    from ptyro_workflows.preprocess import check_or_prepare, use_found_optics
 
-    dataset, _ = check_or_prepare(dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]))
+    dataset, found = check_or_prepare(dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]), defocus=_nominal_defocus(cfg["probe"]))
+    use_found_optics(cfg["probe"], found)
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
     if state is None:
@@ -146,6 +147,12 @@ def reconstruct(
             options["checkpoint_every"] = int(r["checkpoint_every"])
     options.update(extra)
     return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+
+
+def _nominal_defocus(probe: Mapping[str, Any]) -> float | None:
+    if probe.get("defocus") is not None:
+        return float(probe["defocus"])
+    return None if probe.get("C10") is None else -float(probe["C10"])
 
 
 def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
