@@ -36,14 +36,13 @@ import numpy as np
 
 #: the two sizes: ``full`` for the acceptance run, ``tiny`` for tests (seconds).
 SIZES = {
-    "full": dict(scan=(32, 32), gpts=64, step=0.42),
-    "tiny": dict(scan=(12, 12), gpts=48, step=0.5),
+    "full": dict(scan=(32, 32), gpts=128, pixel_mrad=0.8, step=0.42),
+    "tiny": dict(scan=(16, 16), gpts=48, pixel_mrad=1.6, step=0.5),
 }
 
 DEFAULTS = dict(
     energy=300e3,  # eV
     semiangle=21.4,  # mrad
-    pixel_mrad=1.6,  # detector pixel, mrad
     nominal_defocus=80.0,  # Å (C10 = -defocus)
     defocus_error=0.25,  # the true defocus is 25 % larger
     astigmatism=8.0,  # Å, C12
@@ -110,7 +109,7 @@ def probe_k(n: int, dk: float, lam: float, semiangle: float, c10: float, c12: fl
 def generate(out: str | Path, *, size: str = "full", seed: int = 0, **overrides) -> dict:
     """Write ``raw.npy`` (uint16 counts, (Rx, Ry, Qx, Qy)) and ``truth.npz`` into ``out``;
     returns what a user would know (``known``) and the truth (``truth``) as plain values."""
-    p = {**DEFAULTS, **SIZES[size], **overrides}
+    p = {**DEFAULTS, "pixel_mrad": 1.6, **SIZES[size], **overrides}
     rng = np.random.default_rng(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,23 @@ def test_fit_results_are_pytrees_through_jit():
     fit = cal.DiscFit((1.0, 2.0), 3.0)
     out = jax.jit(lambda f: f)(fit)
     assert isinstance(out, cal.DiscFit) and float(out.radius) == 3.0
+
+
+@settings(max_examples=10, deadline=None)
+@given(sx=st.floats(-3.0, 3.0), sy=st.floats(-3.0, 3.0))
+def test_linear_shift_moves_the_centre_of_mass_exactly_and_stays_non_negative(sx, sy):
+    rng = np.random.default_rng(4)
+    p = rng.poisson(200 * _disc(32, (16.0, 16.0), 6.0)).astype(np.float32)
+    out = cal.shift_patterns(p, np.array([sx, sy]), "linear")
+    np.testing.assert_allclose(np.asarray(cal.center_of_mass(out)), np.asarray(cal.center_of_mass(p)) + [sx, sy], atol=2e-3)
+    assert float(out.min()) >= 0 and abs(float(out.sum()) / p.sum() - 1) < 1e-5
+
+
+def test_fourier_shift_is_exact_for_band_limited_patterns_and_methods_are_checked():
+    x = np.arange(32)
+    smooth = (2 + np.cos(2 * np.pi * 3 * x / 32))[:, None] * (2 + np.sin(2 * np.pi * 2 * x / 32))[None, :]
+    out = np.asarray(cal.shift_patterns(smooth, np.array([0.5, -1.25]), "fourier"))
+    want = (2 + np.cos(2 * np.pi * 3 * (x - 0.5) / 32))[:, None] * (2 + np.sin(2 * np.pi * 2 * (x + 1.25) / 32))[None, :]
+    np.testing.assert_allclose(out, want, atol=1e-4)
+    with pytest.raises(PtyroValueError, match="unknown method 'cubic'"):
+        cal.shift_patterns(smooth, np.zeros(2), "cubic")

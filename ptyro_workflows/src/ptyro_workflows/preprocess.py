@@ -231,7 +231,8 @@ def analyse(
     for _, _, p in _rows(dataset, chunk):
         total += correct(p).sum(axis=(0, 1), dtype=np.float64)
     mean = total / (rx * ry)
-    counts = bool(np.issubdtype(np.asarray(dataset.array[0, 0, :1, :1]).dtype, np.integer))
+    first = np.asarray(dataset.array[0, 0])
+    counts = bool(np.issubdtype(first.dtype, np.integer) or np.all(first == np.round(first)))  # counted electrons
     bad = None
     if opts["bad_pixels"]:
         hot, dead = cal.find_bad_pixels(mean, n_frames=rx * ry if counts else 1)
@@ -318,7 +319,8 @@ def analyse(
                 raise PtyroValueError(
                     f"the scan frame looks wrong: relative DPC curl {given:.2f} with rotation {rot0:.1f} deg"
                     f"{' transposed' if tr0 else ''}, {fit.curl:.2f} with rotation {fit.rotation:.1f} deg{' transposed' if fit.transpose else ''}; "
-                    f"set [scan] rotation = {fit.rotation:.1f}{' and transpose the scan' if fit.transpose != tr0 else ''}, or enable preprocessing (--preprocess true)"
+                    f"enable preprocessing (--preprocess true), or set [scan] rotation = {fit.rotation % 180.0:.1f} or {fit.rotation % 180.0 + 180.0:.1f} "
+                    f"(the curl cannot tell them apart){' and transpose the scan' if fit.transpose != tr0 else ''}"
                 )
             else:
                 v["frame_action"] = "kept the frame given (the difference is not clear)"
@@ -349,10 +351,19 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
 
     if defocus is not None:
         v["defocus_given"] = float(defocus)
+    step, rot0, tr = _frame_of(np.asarray(dataset.positions, np.float64), dataset.scan_shape)
+    import jax
+
     try:
-        fit = fit_aberrations(dataset, orders=("C10", "C12"))
+        # issue-16's parallax (as copied) broadcasts implicitly in places; allow it here only
+        with jax.numpy_rank_promotion("allow"):
+            fit = fit_aberrations(dataset, orders=("C10", "C12"))
     except (PtyroValueError, ValueError, np.linalg.LinAlgError) as e:
         v["defocus_note"] = f"not estimated ({' '.join(str(e).split())})"
+        return dataset
+    measured = float(np.sqrt(np.mean(np.sum(np.asarray(fit.shifts) ** 2, axis=1))))
+    if not fit.rms < 0.25 * measured:
+        v["defocus_note"] = f"not estimated: the parallax shifts do not fit defocus and astigmatism (rms residual {fit.rms:.3f} Å of {measured:.3f} Å); the nominal defocus is used"
         return dataset
     ab = dict(fit.aberrations)
     rel = float(fit.rotation)
@@ -372,7 +383,6 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
         rel = 0.0
     if rel == 0.0 and not flip:
         return dataset
-    step, rot0, tr = _frame_of(np.asarray(dataset.positions, np.float64), dataset.scan_shape)
     rot = (rot0 + rel + (180.0 if flip else 0.0)) % 360.0
     c = np.asarray(dataset.positions, np.float64).mean(axis=0)
     pos = cal.raster_positions(dataset.scan_shape, step, rot, tr)
