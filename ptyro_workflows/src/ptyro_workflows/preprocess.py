@@ -512,7 +512,12 @@ def check_or_prepare(dataset: Dataset4D, options: Mapping[str, Any] | None, *, e
     opts = preprocess_options(options)
     on = opts["preprocess"] is True or (opts["preprocess"] == "auto" and elsewhere)
     if on:
-        return preprocess(dataset, opts, semiangle_cutoff=semiangle_cutoff, defocus=defocus)
+        try:
+            return preprocess(dataset, opts, semiangle_cutoff=semiangle_cutoff, defocus=defocus)
+        except PtyroValueError as e:
+            if opts["preprocess"] is True or "bright-field disc" not in str(e):
+                raise
+            return dataset, None  # "auto" and no bright-field disc: nothing to centre on
     if min(dataset.scan_shape) < 2 or opts["preprocess"] is False and opts["scan_frame"] == "keep" and opts["max_offset"] >= 1e9:
         return dataset, None
     try:

@@ -122,18 +122,21 @@ def load_for_reconstruct(path: str | Path, **kwargs: Any) -> Any:
 
 
 def _elsewhere(path: str | Path) -> bool:
-    """Data from elsewhere: anything but a file our simulator or ``ptyro preprocess`` wrote."""
-    from ptyro_workflows.io import read_file_provenance
+    """Data from elsewhere: anything but an EMD file we wrote (our ``/ptyrodactyl`` root group:
+    simulations, ``ptyro preprocess`` outputs, ``save_dataset``)."""
+    import h5py
+
+    from ptyro_workflows.io import ROOT
     from ptyro_workflows.readers import is_native
 
     p = Path(path)
     if not is_native(p) or p.suffix.lower() == ".npy":
         return True
     try:
-        kind = read_file_provenance(p).get("kind")
-    except Exception:  # noqa: BLE001 - unreadable provenance: treat as foreign
+        with h5py.File(p, "r") as f:
+            return ROOT not in f
+    except OSError:
         return True
-    return kind not in ("simulation", "preprocess")
 
 
 def prepare_for_reconstruction(path: str | Path, dataset: Any, cfg: dict[str, Any], *, out: str | Path, say: Callable[..., None]) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
@@ -143,6 +146,11 @@ def prepare_for_reconstruction(path: str | Path, dataset: Any, cfg: dict[str, An
     checks refuse uncentred data or a wrong scan frame). Returns (dataset, cfg, found values)."""
     from ptyro_workflows.preprocess import plot_preprocess, preprocess, preprocess_options, use_found_optics
 
+    from ptyro_core import PtyroValueError, get
+    from ptyro_workflows.reconstruct import components_used
+
+    for kind, name in components_used(cfg):  # a typo fails before anything is computed
+        get(kind, name)
     opts = preprocess_options(cfg.get("preprocess"))
     on = opts["preprocess"] is True or (opts["preprocess"] == "auto" and _elsewhere(path))
     if not on:
@@ -154,7 +162,14 @@ def prepare_for_reconstruction(path: str | Path, dataset: Any, cfg: dict[str, An
     # positions carry it, so the reconstruction must not apply it again
     dataset = apply_scan_config(dataset, cfg["scan"])
     cfg["scan"] = {**cfg["scan"], "step": None, "rotation": 0.0}
-    out_ds, rep = preprocess(dataset, opts, semiangle_cutoff=float(probe["semiangle_cutoff"]), defocus=nominal_defocus(probe))
+    try:
+        out_ds, rep = preprocess(dataset, opts, semiangle_cutoff=float(probe["semiangle_cutoff"]), defocus=nominal_defocus(probe))
+    except PtyroValueError as e:
+        if opts["preprocess"] is True or "bright-field disc" not in str(e):
+            raise
+        say(f"preprocessing skipped ({' '.join(str(e).split())}); set --preprocess true to make this an error")
+        cfg["preprocess"] = {**opts, "preprocess": False}
+        return dataset, cfg, None
     say(*rep.summary())
     fig = Path(out).with_name(Path(out).stem + "_preprocess.png")
     plot_preprocess(fig, rep)
