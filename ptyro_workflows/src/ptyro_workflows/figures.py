@@ -183,7 +183,7 @@ def plot_preprocess(path: str | Path, values: Mapping[str, Any], arrays: Mapping
         ax.plot(fit.angles, fit.curl_plain, label="not transposed")
         ax.plot(fit.angles, fit.curl_transposed, label="transposed")
         ax.axvline(fit.rotation % 180.0, color="k", ls=":", lw=1)
-        ax.set_title(f"DPC curl: rotation {fit.rotation:.2f} deg, transpose {'yes' if fit.transpose else 'no'}", fontsize=9)
+        ax.set_title(f"DPC curl: minimum at {fit.rotation % 180.0:.2f} deg (mod 180), transpose {'yes' if fit.transpose else 'no'}", fontsize=8)
         ax.set_xlabel("rotation (deg, mod 180)")
         ax.set_ylabel("Σcurl² / Σ(curl² + div²)")
         ax.legend(fontsize=8)
