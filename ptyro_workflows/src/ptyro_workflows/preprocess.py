@@ -352,12 +352,8 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
     if defocus is not None:
         v["defocus_given"] = float(defocus)
     step, rot0, tr = _frame_of(np.asarray(dataset.positions, np.float64), dataset.scan_shape)
-    import jax
-
     try:
-        # issue-16's parallax (as copied) broadcasts implicitly in places; allow it here only
-        with jax.numpy_rank_promotion("allow"):
-            fit = fit_aberrations(dataset, orders=("C10", "C12"))
+        fit = fit_aberrations(dataset, orders=("C10", "C12"))
     except (PtyroValueError, ValueError, np.linalg.LinAlgError) as e:
         v["defocus_note"] = f"not estimated ({' '.join(str(e).split())})"
         return dataset

@@ -7,9 +7,61 @@ Each is a registered component of kind ``reconstruction`` with the iterative met
 is the transfer the method corrects for, and the result is the state with the object replaced
 (one slice, exp(iφ) on the state's object grid, φ = 0 outside the scanned area), so that it is
 written like any reconstruction and seeds an iterative one. ``parallax`` also fits the optics
-(:func:`ptyro_invert.direct.parallax.fit_aberrations`) and puts them into the probe.
+(:func:`ptyro_invert.direct.parallax.fit_aberrations`), puts them into the probe and, with
+``optics_out=PATH``, writes them as a TOML ``[probe]`` table that ``ptyro reconstruct
+--optics-from PATH`` (or ``--config PATH``) starts from.
+
+The registered components ignore the iterative methods' options (``loss``, ``optimizer``,
+``iterations``, ``batch_size``, ``seed``, ``progress``, ...), which the ``ptyro reconstruct``
+pipeline passes to every algorithm, and refuse any other unknown option.
 """
 
-from ptyro_invert.direct.parallax import AberrationFit, fit_aberrations, fit_shifts, parallax
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["AberrationFit", "fit_aberrations", "fit_shifts", "parallax"]
+from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_invert.direct import icom, parallax, ssb, wdd
+from ptyro_invert.direct.icom import com_field, icom_phase, icom_transfer, integrate_gradient
+from ptyro_invert.direct.parallax import AberrationFit, fit_aberrations, fit_shifts, measure_shifts, write_optics
+from ptyro_invert.direct.ssb import ssb_phase, transfer
+from ptyro_invert.direct.wdd import wdd_object
+
+# the modules keep their names (ptyro_invert.direct.parallax.fit_aberrations); the components
+# are in COMPONENTS and the registry
+__all__ = [
+    "icom", "parallax", "ssb", "wdd", "COMPONENTS",
+    "AberrationFit", "fit_aberrations", "fit_shifts", "measure_shifts", "write_optics",
+    "com_field", "integrate_gradient", "icom_phase", "icom_transfer", "ssb_phase", "transfer", "wdd_object",
+]  # fmt: skip
+
+#: options of the iterative reconstructions that the pipeline passes to every algorithm
+ITERATIVE_OPTIONS = frozenset({
+    "loss", "optimizer", "iterations", "batch_size", "seed", "progress", "learning_rates", "fit_probe",
+    "checkpoint", "resume", "checkpoint_every", "callback", "mesh", "memory_budget",
+})  # fmt: skip
+
+
+def _component(fn: Callable[..., ReconState]) -> Callable[..., ReconState]:
+    accepted = [p for p in inspect.signature(fn).parameters if p not in ("dataset", "state")]
+
+    @functools.wraps(fn)
+    def run(dataset: Dataset4D, state: ReconState, **options: Any) -> ReconState:
+        opts = {k: v for k, v in options.items() if k not in ITERATIVE_OPTIONS}
+        unknown = sorted(set(opts) - set(accepted))
+        if unknown:
+            raise PtyroValueError(f"{fn.__name__}: unknown option {unknown[0]!r}; expected some of {', '.join(accepted)}")
+        return fn(dataset, state, **opts)
+
+    return run
+
+
+#: name → (component, one-line description), registered by ``ptyro_invert.plugin``
+COMPONENTS: dict[str, tuple[Callable[..., ReconState], str]] = {
+    "icom": (_component(icom.icom), "Integrated centre of mass (iCoM/DPC), Fourier inverse gradient"),
+    "parallax": (_component(parallax.parallax), "Tilt-corrected bright field with defocus/astigmatism/coma fitted from the parallax shifts"),
+    "ssb": (_component(ssb.ssb), "Single-sideband ptychography with the probe's aberrations (weak phase)"),
+    "obf": (_component(ssb.obf), "Optimum bright field: SNR-optimal linear phase image"),
+    "wdd": (_component(wdd.wdd), "Wigner-distribution deconvolution (complex object, thicker specimens)"),
+}

@@ -34,7 +34,8 @@ __all__ = [
     "check_inputs",
     "normalised_patterns",
     "probe_fourier",
-    "shifted_probe_fourier",
+    "probe_geometry",
+    "shift_fourier",
     "scan_fft",
     "phase_to_object",
     "finish",
@@ -121,20 +122,22 @@ def _centred_probe(state: ReconState) -> jax.Array:
     return p / jnp.sqrt(jnp.sum(jnp.abs(p) ** 2))
 
 
-def shifted_probe_fourier(state: ReconState) -> Any:
-    """A function Q (2,) Å⁻¹ → P̃(k − Q) (Qx, Qy), exact for any Q (not only detector pixels):
-    the FFT of P(r)·e^{2πi Q·r} with r the window's coordinates about the probe centre."""
+def probe_geometry(state: ReconState) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(probe moved to the origin (px, py), normalised; its window's coordinates x (px, 1) and
+    y (1, py) in Å about the probe centre): the arguments of :func:`shift_fourier`."""
     p = _centred_probe(state)
     nx, ny = p.shape
     dx, dy = state.sampling
     rx = jnp.asarray(np.fft.fftfreq(nx) * nx * dx, jnp.float32)[:, None]
     ry = jnp.asarray(np.fft.fftfreq(ny) * ny * dy, jnp.float32)[None, :]
+    return p, rx, ry
 
-    def at(q: jax.Array) -> jax.Array:
-        ramp = jnp.exp(2j * jnp.pi * (q[0] * rx + q[1] * ry)).astype(jnp.complex64)
-        return jnp.fft.fft2(p * ramp, norm="ortho")
 
-    return at
+def shift_fourier(p: jax.Array, rx: jax.Array, ry: jax.Array, q: jax.Array) -> jax.Array:
+    """P̃(k − Q) (Qx, Qy) for Q = ``q`` (2,) Å⁻¹, exact for any Q (not only detector pixels):
+    the FFT of P(r)·e^{2πi Q·r} (``p, rx, ry`` from :func:`probe_geometry`)."""
+    ramp = jnp.exp(2j * jnp.pi * (q[0] * rx + q[1] * ry)).astype(jnp.complex64)
+    return jnp.fft.fft2(p * ramp, norm="ortho")
 
 
 def scan_fft(patterns: jax.Array, pixels: Any = None) -> jax.Array:

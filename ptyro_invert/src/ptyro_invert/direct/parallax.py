@@ -29,7 +29,7 @@ from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, replace
 from ptyro_invert.direct._common import Lattice, check_inputs, normalised_patterns, scan_lattice
 from ptyro_invert.forward import wavelength
 
-__all__ = ["AberrationFit", "ORDERS", "DEFAULT_ORDERS", "chi_basis", "measure_shifts", "fit_shifts", "fit_aberrations", "tcbf_image", "parallax", "fitted_probe"]
+__all__ = ["AberrationFit", "ORDERS", "DEFAULT_ORDERS", "chi_basis", "measure_shifts", "fit_shifts", "fit_aberrations", "tcbf_image", "parallax", "fitted_probe", "write_optics", "bf_semiangle"]
 
 #: (symbol, n, m) of the aberrations the shifts can be fitted to, in the polar notation.
 ORDERS: dict[str, tuple[int, int]] = {"C10": (1, 0), "C12": (1, 2), "C21": (2, 1), "C23": (2, 3), "C30": (3, 0)}
@@ -72,7 +72,7 @@ def _terms(orders: tuple[str, ...]) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = DEFAULT_ORDERS) -> jax.Array:
+def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = tuple(ORDERS)) -> jax.Array:
     """χ's basis functions at k (…, 2) Å⁻¹: (…, nb), with χ = basis · c for the cartesian
     coefficients c (C·cos mφ_nm, C·sin mφ_nm per aberration with m > 0, C for m = 0), each
     term (2π/λ)(λ|k|)^{n+1}/(n+1)·{cos, sin}(mφ) written as a polynomial in kx, ky (so that
@@ -89,9 +89,24 @@ def chi_basis(k: Any, lam: float, orders: tuple[str, ...] = DEFAULT_ORDERS) -> j
 
 
 def _shift_basis(k: np.ndarray, lam: float, orders: tuple[str, ...]) -> np.ndarray:
-    """(n, 2, nb): s(k) = −∇χ(k)/2π for each basis coefficient."""
-    jac = jax.vmap(jax.jacfwd(lambda q: chi_basis(q, lam, orders)))(jnp.asarray(k, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
-    return -np.asarray(jac, np.float64).transpose(0, 2, 1) / (2 * math.pi)
+    """(n, 2, nb): s(k) = −∇χ(k)/2π for each basis coefficient of :func:`chi_basis`, by the
+    analytic gradient of Re/Im[zᵐ]·|k|^{2p} (z = kx + i ky, 2p = n + 1 − m)."""
+    k = np.asarray(k, np.float64)
+    z = k[:, 0] + 1j * k[:, 1]
+    r2 = k[:, 0] ** 2 + k[:, 1] ** 2
+    cols = []
+    for _, n, m, part in _terms(orders):
+        p = (n + 1 - m) // 2
+        zm = z**m
+        dzm = m * z ** (m - 1) if m > 0 else np.zeros_like(z)
+        rp = r2**p
+        drp = p * r2 ** (p - 1) if p > 0 else np.zeros_like(r2)
+        take = np.real if part == "cos" else np.imag
+        gx = take(dzm) * rp + take(zm) * drp * 2 * k[:, 0]
+        gy = take(1j * dzm) * rp + take(zm) * drp * 2 * k[:, 1]
+        scale = 2 * math.pi / lam * lam ** (n + 1) / (n + 1)
+        cols.append(np.stack([gx, gy], -1) * scale)
+    return -np.stack(cols, -1) / (2 * math.pi)
 
 
 def _rot(deg: float) -> np.ndarray:
@@ -216,7 +231,7 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
     ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
     aligned = F * ramp
     ref = jnp.sum(aligned, axis=0)
-    X = F * jnp.conj(ref - aligned) * lowpass  # each against the others: no pull towards its own last shift
+    X = F * jnp.conj(ref[None] - aligned) * lowpass[None]  # each against the others: no pull towards its own last shift
 
     def one(x: jax.Array) -> jax.Array:
         cc = jnp.real(jnp.fft.ifft2(x))
@@ -233,11 +248,11 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
             step = jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
             return p - step, None
 
-        p, _ = jax.lax.scan(newton, p, None, length=6)
+        p, _ = jax.lax.scan(newton, p, None, length=3)
         return p
 
     out = jax.vmap(one)(X)
-    return out - jnp.mean(out, axis=0)
+    return out - jnp.mean(out, axis=0, keepdims=True)
 
 
 def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
@@ -392,19 +407,44 @@ def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
              threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6, lowpass: float = 0.35,
              orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
-             semiangle_cutoff: float | None = None, update_probe: bool = True) -> ReconState:  # fmt: skip
+             semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
     """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
     (:func:`fit_aberrations`, :func:`tcbf_image`): the object is exp(iφ) on the state's
     object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
     rebuilt from the fitted aberrations (aperture ``semiangle_cutoff`` mrad, default: the
-    measured bright-field disc), so that the state seeds an iterative reconstruction."""
+    measured bright-field disc), so that the state seeds an iterative reconstruction; with
+    ``optics_out`` the fitted optics are written there too (:func:`write_optics`)."""
     check_inputs(dataset, state, "parallax")
     measured = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass)
     fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation)
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
     out = replace(state, object=obj, slice_thickness=state.slice_thickness[:1])
+    alpha = bf_semiangle(dataset, threshold) if semiangle_cutoff is None else float(semiangle_cutoff)
     if update_probe:
-        alpha = bf_semiangle(dataset, threshold) if semiangle_cutoff is None else float(semiangle_cutoff)
         out = replace(out, probe=fitted_probe(state, fit, alpha))
+    if optics_out is not None:
+        write_optics(optics_out, fit, alpha)
     return out
+
+
+def write_optics(path: Any, fit: AberrationFit, semiangle_cutoff: float) -> None:
+    """Write the fitted optics as a TOML configuration: a ``[probe]`` table (magnitudes in Å,
+    azimuths in degrees, as configurations have them) that ``ptyro reconstruct --optics-from
+    PATH`` (or ``--config PATH``) starts from; the fit's rotation, transpose and residual are
+    comments (the rotation is relative to the positions used and is not applied). Written to a
+    temporary file and renamed: nothing half-written on failure."""
+    import os
+    from pathlib import Path
+
+    lines = ["# optics fitted by ptyro_invert.direct.parallax (tilt-corrected bright field)",
+             f"# scan rotation relative to the positions used: {fit.rotation:.3f} degrees, transpose = {str(fit.transpose).lower()}",
+             f"# rms residual of the shifts: {fit.rms:.4g} A over {len(fit.shifts)} bright-field bins", "", "[probe]"]  # fmt: skip
+    lines.append(f"semiangle_cutoff = {float(semiangle_cutoff)!r}")
+    for key, value in fit.aberrations.items():
+        v = math.degrees(value) if key.startswith("phi") else value
+        lines.append(f"{key} = {float(v)!r}")
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, p)

@@ -1,0 +1,116 @@
+"""Single-sideband (SSB) ptychography and optimum bright field (OBF), with the probe's
+aberrations in the transfer.
+
+For a weak phase object G(k, Q) = i Φ(Q) γ(k, Q), γ = P̃*(k) P̃(k − Q) − P̃(k) P̃*(k + Q)
+(``_common``). Both methods are linear filters of G summed over the detector:
+
+- **SSB** (Rodenburg et al. 1993; Pennycook et al. 2015; with aberrations, Yang et al. 2016)
+  keeps the double-overlap regions only (k in the aperture and in exactly one of the shifted
+  apertures), multiplies by the phase of conj(iγ) there, and sums:
+  Φ_SSB(Q) = Σ_{k ∈ D(Q)} G(k, Q) conj(iγ)/|γ| = T_SSB(Q) Φ(Q) with
+  T_SSB(Q) = Σ_{k ∈ D(Q)} |γ(k, Q)| (for a flat, in-focus aperture: the double-overlap area
+  over the disc's area, 2·L(Q) beyond Q = k_α, L the two-disc overlap).
+- **OBF** (Ooe et al. 2021) weights every bright-field pixel by conj(iγ)/|P̃(k)|², the matched
+  filter for Poisson noise (variance ∝ |P̃(k)|²), normalised so that the noise is white:
+  Φ_OBF(Q) = T_OBF(Q) Φ(Q), T_OBF = sqrt(Σ_k |γ|²/|P̃(k)|²). Its image maximises the
+  signal-to-noise ratio at every Q; its transfer is not flat (not a quantitative phase).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, probe_geometry, scan_fft, scan_lattice, shift_fourier
+
+__all__ = ["sideband_filter", "apply_filter", "transfer", "ssb_phase", "ssb", "obf"]
+
+
+def _aperture_pixels(state: ReconState, threshold: float) -> np.ndarray:
+    pk = np.abs(np.asarray(probe_fourier(state)))
+    return np.flatnonzero(pk.reshape(-1) > threshold * pk.max())
+
+
+def _weights(q: jax.Array, probe: tuple, pix: jax.Array, p0: jax.Array, t: jax.Array, method: str) -> tuple[jax.Array, jax.Array]:
+    """(weights on the aperture pixels, transfer) of ``method`` at Q = ``q``."""
+    pm = shift_fourier(*probe, q).reshape(-1)[pix]
+    pp = shift_fourier(*probe, -q).reshape(-1)[pix]
+    gamma = jnp.conj(p0) * pm - p0 * jnp.conj(pp)
+    mag = jnp.abs(gamma)
+    if method == "ssb":
+        double = (jnp.abs(pm) > t) != (jnp.abs(pp) > t)
+        w = jnp.where(double, jnp.conj(1j * gamma) / jnp.where(mag > 0, mag, 1.0), 0.0)
+        return w, jnp.sum(jnp.where(double, mag, 0.0))
+    i0 = jnp.abs(p0) ** 2
+    norm = jnp.sqrt(jnp.sum(mag**2 / i0))
+    return jnp.conj(1j * gamma) / i0 / jnp.where(norm > 0, norm, 1.0), norm
+
+
+def sideband_filter(state: ReconState, method: str = "ssb", threshold: float = 0.5) -> tuple[tuple, jax.Array]:
+    """The filter's constants ``(probe geometry, aperture pixels, P̃ there, amplitude
+    threshold)`` for ``method`` ("ssb" or "obf") and the aperture pixels (flat indices in FFT
+    order where |P̃| > ``threshold`` × its max)."""
+    if method not in ("ssb", "obf"):
+        raise PtyroValueError(f"sideband_filter: method must be 'ssb' or 'obf', got {method!r}")
+    pix = jnp.asarray(_aperture_pixels(state, threshold))
+    p0 = probe_fourier(state).reshape(-1)[pix]
+    t = threshold * jnp.max(jnp.abs(p0))
+    return (probe_geometry(state), pix, p0, t), pix
+
+
+@functools.partial(jax.jit, static_argnames=("method", "q_batch"))
+def _transfer(q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
+    return jax.lax.map(lambda v: _weights(v, *consts, method)[1], q, batch_size=q_batch)
+
+
+def transfer(state: ReconState, lattice: Lattice, method: str = "ssb", threshold: float = 0.5) -> np.ndarray:
+    """The method's phase transfer T(Q) (Rx, Ry) on the lattice's frequencies, from the probe:
+    what a weak phase's Fourier component is multiplied by (T(0) is set to 0)."""
+    consts, _ = sideband_filter(state, method, threshold)
+    q = jnp.asarray(lattice.frequencies().reshape(-1, 2), jnp.float32)
+    t = np.array(_transfer(q, consts, method, 64)).reshape(lattice.shape)
+    t[0, 0] = 0.0
+    return t
+
+
+@functools.partial(jax.jit, static_argnames=("method", "q_batch"))
+def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
+    """Φ(Q) (n,) = Σ_k G(k, Q) w(k, Q) for the rows of ``g`` (n, aperture pixels) at the
+    frequencies ``q`` (n, 2); ``consts`` from :func:`sideband_filter`. Linear in ``g``."""
+    return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], *consts, method)[0]), (g, q), batch_size=q_batch)
+
+
+def ssb_phase(dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 64) -> tuple[jax.Array, Lattice]:
+    """(phase (Rx, Ry) on the scan lattice, the lattice) by SSB or OBF."""
+    check_inputs(dataset, state, method)
+    if int(q_batch) < 1:
+        raise PtyroValueError(f"{method}: expected q_batch >= 1 spatial frequencies, got {q_batch}")
+    lat = scan_lattice(dataset.positions, dataset.scan_shape, who=method)
+    consts, pix = sideband_filter(state, method, threshold)
+    pats, _ = normalised_patterns(dataset)
+    g = scan_fft(pats, pix).reshape(len(pix), -1).T  # (Rx·Ry, n)
+    q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
+    phi = apply_filter(g, q, consts, method, int(q_batch))
+    phi = phi.reshape(lat.shape).at[0, 0].set(0.0)
+    return jnp.real(jnp.fft.ifft2(phi)), lat
+
+
+def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64) -> ReconState:
+    """Single-sideband ptychography: the weak phase object φ from the double-overlap regions of
+    G(k, Q), corrected for the state's probe (its aberrations included); the result's object is
+    exp(i φ) with transfer T_SSB (:func:`transfer`). ``q_batch`` spatial frequencies are
+    filtered at once (memory ∝ q_batch × detector pixels)."""
+    phase, lat = ssb_phase(dataset, state, "ssb", threshold=threshold, q_batch=q_batch)
+    return finish(state, phase, lat)
+
+
+def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64) -> ReconState:
+    """Optimum bright field: the signal-to-noise-optimal linear phase image (white noise,
+    transfer T_OBF); see the module's notes."""
+    phase, lat = ssb_phase(dataset, state, "obf", threshold=threshold, q_batch=q_batch)
+    return finish(state, phase, lat)
