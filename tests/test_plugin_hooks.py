@@ -17,6 +17,7 @@ COMPONENTS = {
     "ptyro_register_simulators": ("simulator", "def comp(potential, probe, **options):\n    return lambda positions: positions"),
     "ptyro_register_sources": ("source", "def comp(address, **options):\n    return iter(())"),
     "ptyro_register_backends": ("backend", "def comp(waves, head, last, offsets=None):\n    return waves"),
+    "ptyro_register_readers": ("reader", "def comp(path, *, lazy=True):\n    return {'array': None, 'calibration': {}}"),
 }
 
 

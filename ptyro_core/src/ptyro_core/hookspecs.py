@@ -70,6 +70,14 @@ def ptyro_register_backends(register: Register) -> None:
     with ``backend="auto" | "xla" | NAME``."""
 
 
+@hookspec
+def ptyro_register_readers(register: Register) -> None:
+    """Register readers: ``component(path, *, lazy=True, **options) -> dict`` with ``"array"`` (4D
+    array-like (Rx, Ry, Qx, Qy), lazy where the format allows), ``"calibration"`` (``energy``,
+    ``scan_step``, ``detector_pixel`` as ``(value, unit)`` in the file's units) and ``"metadata"``;
+    optional attributes ``suffixes`` (file endings claimed) and ``claims(path) -> bool``."""
+
+
 #: kind name -> hook name; the order is the order of listings.
 HOOKS: dict[str, str] = {
     "potential": "ptyro_register_potentials",
@@ -81,5 +89,6 @@ HOOKS: dict[str, str] = {
     "simulator": "ptyro_register_simulators",
     "source": "ptyro_register_sources",
     "backend": "ptyro_register_backends",
+    "reader": "ptyro_register_readers",
 }
 KINDS: tuple[str, ...] = tuple(HOOKS)

@@ -40,6 +40,7 @@ __all__ = [
     "PlannedSimulator",
     "KernelPropagator",
     "FarFieldBackend",
+    "Reader",
     "PROTOCOLS",
     "check_component",
 ]
@@ -167,6 +168,11 @@ class FarFieldBackend(abc.ABC):
     def __call__(self, waves: Any, head: tuple[Any, Any], last: tuple[Any, Any], offsets: Any = None) -> Any: ...
 
 
+@runtime_checkable
+class Reader(Protocol):
+    def __call__(self, path: Any, **options: Any) -> Mapping[str, Any]: ...
+
+
 #: kind -> (protocol, number of positional parameters a component must accept)
 PROTOCOLS: dict[str, tuple[type, int]] = {
     "potential": (Potential, 2),
@@ -178,6 +184,7 @@ PROTOCOLS: dict[str, tuple[type, int]] = {
     "simulator": (Simulator, 2),
     "source": (Source, 1),
     "backend": (FarFieldBackend, 3),
+    "reader": (Reader, 1),
 }
 
 

@@ -35,12 +35,13 @@ COMMANDS: dict[str, str] = {
     "reconstruct": "ptyro_workflows.cli:_add_reconstruct",
     "info": "ptyro_workflows.cli:_add_info",
     "show": "ptyro_workflows.cli:_add_show",
+    "preprocess": "ptyro_workflows.cli:_add_preprocess",
     "live": "ptyro_workflows.live.cli:add_live_parser",
     "plugins": "ptyro_core.cli:add_plugins_parser",
 }
 
 _SIM_TABLES = ("specimen", "potential", "probe", "scan", "frozen_phonons", "simulation")
-_REC_TABLES = ("probe", "scan", "reconstruction")
+_REC_TABLES = ("probe", "scan", "reconstruction", "preprocess")
 # keys set by dedicated flags (or free-form tables) instead of the generated ones
 _SKIP = {("simulation", "options"), ("reconstruction", "options"), ("detectors", "pixelated")}
 
@@ -254,6 +255,13 @@ def _add_show(sub: Any) -> None:
     w.set_defaults(func="ptyro_workflows.show:run_show")
 
 
+def _add_preprocess(sub: Any) -> None:
+    # issue 21 (experimental data): its parser lives with its code; nothing heavy is imported here
+    from ptyro_workflows.preprocess_cli import add_preprocess_parser
+
+    add_preprocess_parser(sub, _toml_value, _add_common)
+
+
 def _say(args: argparse.Namespace, *lines: str) -> None:
     if not getattr(args, "quiet", False):
         for line in lines:
@@ -328,7 +336,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
-    from ptyro_workflows.io import check_output, load_dataset, read_file_provenance
+    from ptyro_workflows.io import check_output, read_file_provenance
+    from ptyro_workflows.preprocess_cli import load_for_reconstruct as load_dataset, prepare_for_reconstruction
     from ptyro_workflows.reconstruct import optics_from_provenance
 
     base = load_config(args.config)
@@ -340,7 +349,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if args.algorithm_option:
         over.setdefault("reconstruction", {})["options"] = {**(base.get("reconstruction", {}).get("options") or {}), **dict(args.algorithm_option)}
     user = merge(base, over)
-    source = {} if str(args.data).lower().endswith(".npy") else read_file_provenance(args.data)
+    # our own HDF5 files record the optics they were made with; vendor formats and .npy have no provenance
+    source = read_file_provenance(args.data) if str(args.data).lower().endswith((".h5", ".hdf5")) else {}
     taken, note = optics_from_provenance(user.get("probe") or {}, source, name=os.path.basename(str(args.data)))
     if taken:
         user["probe"] = {**taken, **(user.get("probe") or {})}
@@ -373,8 +383,9 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
 
+    ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
     state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))
-    extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {})}
+    extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
     prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra=extra)
     from ptyro_core.pipeline import is_writer
 

@@ -520,3 +520,39 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "scan_scale": "position correction: hold the scan's step (only its rotation is fitted) or fit its full 2x2 map",
     },
 }
+
+
+# --------------------------------------------------------------------------- [preprocess] (issue 21)
+# Kept in its own block: experimental data before a reconstruction (ptyro_workflows.preprocess
+# checks the values). Keys are unique across the reconstruction tables, so each is a plain flag.
+SCHEMA["preprocess"] = {
+    "preprocess": "auto",
+    "bad_pixels": True,
+    "detector_mask": None,
+    "dark": None,
+    "gain": None,
+    "descan": "plane",
+    "recentre": True,
+    "scan_frame": "auto",
+    "estimate_defocus": True,
+    "crop": None,
+    "bin": 1,
+    "max_curl": 0.25,
+    "max_offset": 0.5,
+}
+DESCRIPTIONS["preprocess"] = {
+    "preprocess": 'run the preprocessing before reconstructing: true, false, or "auto" (on for data from elsewhere, off for our own simulated files, which are only checked)',
+    "bad_pixels": "find hot and dead pixels in the mean pattern and repair them",
+    "detector_mask": "a .npy boolean (Qx, Qy) array, true where pixels are good (the others are repaired)",
+    "dark": "a .npy (Qx, Qy) dark reference subtracted from every pattern",
+    "gain": "a .npy (Qx, Qy) gain reference multiplied into every pattern",
+    "descan": "descan model of the pattern centres: plane (linear in the scan), free (each pattern its own), constant, none",
+    "recentre": "move every pattern so that its descan centre is on the detector centre (sub-pixel)",
+    "scan_frame": "scan rotation and transpose from the DPC curl: auto (find and apply), check (refuse a clearly wrong frame), keep",
+    "estimate_defocus": "estimate the defocus and astigmatism from the bright-field parallax (when ptyro_invert.direct is present)",
+    "crop": "crop the detector to this many pixels (square, centred) after re-centring",
+    "bin": "bin the detector by this factor after cropping",
+    "max_curl": "relative DPC curl below which a scan frame counts as found",
+    "max_offset": "largest mean offset (px) of the pattern centres from the detector centre accepted without preprocessing",
+}
+RECONSTRUCTION_TABLES = (*RECONSTRUCTION_TABLES, "preprocess")

@@ -22,6 +22,7 @@ __all__ = [
     "plot_phase_comparison",
     "plot_probe",
     "plot_loss",
+    "plot_preprocess",
 ]
 
 _RING_COLOURS = ("cyan", "lime", "yellow", "magenta", "orange", "white")
@@ -208,3 +209,84 @@ def plot_loss(path: Path | str | None, loss: np.ndarray, *, name: str = "loss", 
     ax.set_title("Reconstruction convergence")
     ax.grid(alpha=0.3)
     return _done(fig, path)
+
+
+# --------------------------------------------------------------------------- preprocessing (issue 21)
+
+
+def plot_preprocess(path: str | Path, values: Mapping[str, Any], arrays: Mapping[str, Any], summary: list[str]) -> Path:
+    """One page: the mean pattern with the fitted disc; the centres of mass before and after
+    re-centring (x and y maps); the relative curl against the rotation angle; the parallax fit
+    (when estimated)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
+
+    a, v = arrays, values
+    fig = Figure(figsize=(15, 8.4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    gs = fig.add_gridspec(2, 4)
+    ax = fig.add_subplot(gs[0, 0])
+    m = np.asarray(a["mean_pattern"])
+    ax.imshow(np.log1p(m / max(m.max(), 1e-30) * 1e3).T, origin="lower", cmap="magma", interpolation="nearest")
+    d = a["disc"]
+    ax.add_patch(Circle(d.center, d.radius, fill=False, color="cyan", lw=1.2))
+    ax.plot([d.center[0]], [d.center[1]], "c+", ms=10)
+    ax.plot([m.shape[0] // 2], [m.shape[1] // 2], "wx", ms=8)
+    ax.set_title(f"mean pattern (log), disc r {d.radius:.2f} px" + (f" = {v['disc_semiangle']:.1f} mrad" if "disc_semiangle" in v else ""), fontsize=8)
+    ax.set_xlabel("qx (px)")
+    ax.set_ylabel("qy (px)")
+    for w in v.get("hot_pixels", []):
+        ax.plot([w[0]], [w[1]], "o", mfc="none", mec="lime", ms=7)
+    c = np.asarray(a["com"]) - np.array(v["detector_center"])
+    after = np.asarray(a.get("com_after", a["com"])) - np.array(v["detector_center"])
+    for k, (arr, name) in enumerate(((c, "before"), (after, "after"))):
+        for comp in range(2):
+            axc = fig.add_subplot(gs[comp, 1 + k])
+            im = axc.imshow(arr[..., comp].T, origin="lower", cmap="RdBu_r", interpolation="nearest")
+            fig.colorbar(im, ax=axc, shrink=0.8, label="px")
+            axc.set_title(f"CoM {'xy'[comp]} − centre, {name}", fontsize=9)
+            axc.set_xlabel("scan i")
+            axc.set_ylabel("scan j")
+    ax = fig.add_subplot(gs[0, 3])
+    fit = a.get("rotation_fit")
+    if fit is not None:
+        ax.plot(fit.angles, fit.curl_plain, label="not transposed")
+        ax.plot(fit.angles, fit.curl_transposed, label="transposed")
+        ax.axvline(fit.rotation % 180.0, color="k", ls=":", lw=1)
+        ax.set_title(f"DPC curl: minimum at {fit.rotation % 180.0:.2f} deg (mod 180), transpose {'yes' if fit.transpose else 'no'}", fontsize=8)
+        ax.set_xlabel("rotation (deg, mod 180)")
+        ax.set_ylabel("Σcurl² / Σ(curl² + div²)")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "scan frame not fitted", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    ax = fig.add_subplot(gs[1, 0])
+    pf = a.get("parallax_fit")
+    if pf is not None:
+        k = np.asarray(pf.frequencies)
+        ax.quiver(k[:, 0], k[:, 1], pf.shifts[:, 0], pf.shifts[:, 1], color="k", angles="xy", label="measured")
+        ax.quiver(k[:, 0], k[:, 1], pf.model_shifts[:, 0], pf.model_shifts[:, 1], color="r", angles="xy", alpha=0.6, label="fit")
+        ax.set_aspect("equal")
+        ax.set_xlabel("kx (1/Å)")
+        ax.set_ylabel("ky (1/Å)")
+        ax.set_title(f"parallax: defocus {v.get('defocus', float('nan')):.1f} Å, C12 {v.get('astigmatism', float('nan')):.1f} Å", fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "\n".join(_wrap_lines(v.get("defocus_note", "parallax not run"), 40)), ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+    ax = fig.add_subplot(gs[1, 3])
+    ax.set_axis_off()
+    ax.text(0.0, 1.0, "\n".join(_wrap_lines("\n".join(summary[1:]), 52)), va="top", ha="left", family="monospace", fontsize=7, transform=ax.transAxes)
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _wrap_lines(text: str, width: int) -> list[str]:
+    import textwrap
+
+    out: list[str] = []
+    for line in text.splitlines():
+        out += textwrap.wrap(line, width, subsequent_indent="    ") or [""]
+    return out

@@ -158,6 +158,7 @@ def reconstruct(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     report: list | None = None,
+    elsewhere: bool = False,
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
     single-slice, the loss chosen from the data, Adam, 20 iterations). ``report``: a list that
@@ -167,6 +168,10 @@ def reconstruct(
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
     ``[reconstruction] checkpoint_every`` iterations).
+
+    ``[preprocess]`` runs first (:func:`ptyro_workflows.preprocess.check_or_prepare`): the whole
+    preprocessing for data from ``elsewhere`` (or when switched on), else checks that refuse
+    uncentred patterns or a clearly wrong scan frame.
 
     >>> import ptyro_workflows as pw                                   # doctest: +SKIP
     >>> ds = pw.load_dataset("data.h5")                                 # doctest: +SKIP
@@ -182,6 +187,10 @@ def reconstruct(
     for kind, name in components_used(cfg):
         get(kind, name)
     dataset = apply_scan_config(dataset, cfg["scan"])
+    from ptyro_workflows.preprocess import check_or_prepare, use_found_optics
+
+    dataset, found = check_or_prepare(dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]), defocus=_nominal_defocus(cfg["probe"]))
+    use_found_optics(cfg["probe"], found)
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
     if state is None:
@@ -219,6 +228,12 @@ def reconstruct(
         options["report"] = report
     options.update(extra)
     return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+
+
+def _nominal_defocus(probe: Mapping[str, Any]) -> float | None:
+    if probe.get("defocus") is not None:
+        return float(probe["defocus"])
+    return None if probe.get("C10") is None else -float(probe["C10"])
 
 
 def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

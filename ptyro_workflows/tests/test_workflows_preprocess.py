@@ -1,0 +1,109 @@
+"""Preprocessing of experiment-like data made by benchmarks/experimental/generate.py (numpy
+only, independent of our simulator): what it finds against the generator's truth, the
+`ptyro preprocess` command, and the refusal of uncentred data or a wrong scan frame."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptyro_core import PtyroValueError
+from ptyro_workflows.cli import main
+from ptyro_workflows.preprocess import check_or_prepare, preprocess, preprocess_options
+from ptyro_workflows.readers import load
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "experimental"))
+from generate import generate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    made = generate(out, size="tiny", seed=1)
+    return out, made["known"], made["truth"], np.load(out / "truth.npz")
+
+
+def _load(tiny):
+    out, known, _, _ = tiny
+    ds, _ = load(out / "raw.npy", energy=known["energy"], scan_step=known["scan_step"], reciprocal_sampling=(known["detector_pixel_mrad"], "mrad"), lazy=False)
+    return ds
+
+
+def test_preprocessing_finds_what_the_generator_put_in(tiny):
+    _, known, truth, t = tiny
+    ds = _load(tiny)
+    out, rep = preprocess(ds, {}, semiangle_cutoff=known["semiangle_cutoff"], defocus=known["defocus"])
+    v = rep.values
+    assert sorted(map(list, v["hot_pixels"])) == sorted(t["hot"].tolist())
+    assert sorted(map(list, v["dead_pixels"])) == sorted(t["dead"].tolist())
+    assert np.hypot(*(np.array(v["disc_center"]) - truth["mean_disc_center"])) < 0.2
+    assert abs(v["disc_semiangle"] / known["semiangle_cutoff"] - 1) < 0.03
+    # 16x16 positions: a few degrees (the acceptance run, 32x32, measures < 1 degree)
+    assert abs((v["rotation"] - truth["rotation"] + 180) % 360 - 180) < 5.0 and v["transpose"] is False
+    assert abs(v["defocus"] / truth["defocus"] - 1) < 0.1  # nominal was 25 % off
+    # the output is centred: its mean centre of mass on the detector centre, counts kept
+    from ptyro_invert.calibrate import center_of_mass
+
+    com = np.asarray(center_of_mass(np.asarray(out.array))).reshape(-1, 2)
+    np.testing.assert_allclose(com.mean(0), np.array(out.grid.gpts) // 2, atol=0.05)
+    raw = np.asarray(ds.array)
+    hot_counts = sum(raw[:, :, x, y].sum() for x, y in t["hot"])
+    np.testing.assert_allclose(np.asarray(out.array).sum(), raw.sum() - hot_counts, rtol=0.01)  # counts kept but the hot pixels'
+
+    assert not rep.warnings
+    assert any("defocus from parallax" in line for line in rep.summary())
+
+
+def test_uncentred_or_wrongly_rotated_data_is_refused_not_reconstructed(tiny):
+    ds = _load(tiny)
+    with pytest.raises(PtyroValueError, match="scan frame looks wrong|not centred"):
+        check_or_prepare(ds, {"preprocess": False}, elsewhere=True)
+    # with the frame check off, the centring check still refuses
+    with pytest.raises(PtyroValueError, match="not centred.*ptyro preprocess"):
+        check_or_prepare(ds, {"preprocess": False, "scan_frame": "keep"}, elsewhere=True)
+    # "auto" preprocesses data from elsewhere
+    out, rep = check_or_prepare(ds, {}, elsewhere=True)
+    assert rep is not None and out is not ds
+
+
+def test_options_are_checked_with_one_clear_line():
+    with pytest.raises(PtyroValueError, match="unknown key 'descann'.*closest match: 'descan'"):
+        preprocess_options({"descann": "plane"})
+    with pytest.raises(PtyroValueError, match="descan: expected one of plane, free, constant, none, got 'cubic'"):
+        preprocess_options({"descan": "cubic"})
+    with pytest.raises(PtyroValueError, match="bin: expected an integer >= 1, got 0"):
+        preprocess_options({"bin": 0})
+
+
+def test_crop_and_bin_keep_the_reciprocal_calibration(tiny):
+    _, known, _, _ = tiny
+    ds = _load(tiny)
+    out, _ = preprocess(ds, {"crop": 40, "bin": 2, "estimate_defocus": False, "scan_frame": "keep"})
+    assert out.grid.gpts == (20, 20)
+    np.testing.assert_allclose(out.grid.reciprocal_sampling, 2 * np.array(ds.grid.reciprocal_sampling), rtol=1e-6)
+
+
+def test_ptyro_preprocess_command(tiny, tmp_path, capsys):
+    raw, known, truth, _ = tiny
+    out = tmp_path / "pre.h5"
+    rc = main(["preprocess", str(raw / "raw.npy"), "-o", str(out), "--energy", "300 keV", "--scan-step", f"{known['scan_step'] / 10} nm",
+               "--reciprocal-sampling", f"{known['detector_pixel_mrad']} mrad", "--semiangle-cutoff", str(known["semiangle_cutoff"]), "--defocus", str(known["defocus"])])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "bright-field disc" in text and "scan frame: rotation" in text and "reconstruct it with" in text
+    assert (tmp_path / "preprocess.png").stat().st_size > 10_000
+    from ptyro_workflows.io import load_dataset, read_file_provenance
+
+    prov = read_file_provenance(out)
+    assert prov["kind"] == "preprocess"
+    found = json.loads(prov["preprocess"]) if isinstance(prov["preprocess"], str) else prov["preprocess"]
+    assert abs(found["rotation"] - truth["rotation"]) < 5.0
+    ds = load_dataset(out)  # our EMD: calibrations and rotated positions travel with it
+    assert ds.energy == 300e3
+    # bad input: one line, exit 2, nothing written
+    rc = main(["preprocess", str(raw / "raw.npy"), "-o", str(tmp_path / "x.h5"), "--energy", "300 keV", "--bin", "0"])
+    assert rc == 2 and not (tmp_path / "x.h5").exists()
+    assert "bin: expected an integer >= 1" in capsys.readouterr().err
