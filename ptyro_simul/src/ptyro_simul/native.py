@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from ptyro_core import PtyroValueError
+from ptyro_core.files import check_private
 
 __all__ = ["available", "build", "cache_dir", "fresnel_far_field", "mode", "use_native"]
 
@@ -149,7 +150,7 @@ def available() -> bool:
     with _lock:
         if "ok" not in _state:
             try:
-                lib = ctypes.cdll.LoadLibrary(str(build()))
+                lib = ctypes.cdll.LoadLibrary(str(check_private(build(), cache_dir())))  # never code others can replace
                 jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.PtyroFresnelFarField), platform="cpu")
                 jax.ffi.register_ffi_target(_WINDOWED, jax.ffi.pycapsule(lib.PtyroFresnelFarFieldWindowed), platform="cpu")
                 _state.update(ok=True, lib=lib)

@@ -112,6 +112,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_preflight(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pre-flight")
+    g.add_argument("--dry-run", action="store_true", help="print the array sizes, memory, disk needed vs free and a rough time, then stop")
+    g.add_argument("--force", action="store_true", help="run even when the output looks too large for the free disk space")
+
+
 def _collect(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {}
     for k, v in vars(args).items():
@@ -160,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--simulator-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the simulator ([simulation.options]; repeatable)")
     _add_config_flags(s, _SIM_TABLES)
     _add_common(s)
+    _add_preflight(s)
     s.set_defaults(func=_run_simulate)
 
     # reconstruct
@@ -186,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--reciprocal-sampling", type=_toml_value, metavar="1/A", help="detector pixel in Å⁻¹")
     _add_config_flags(r, _REC_TABLES, skip={"--energy", "--step"})
     _add_common(r)
+    _add_preflight(r)
     r.set_defaults(func=_run_reconstruct)
 
     # info
@@ -244,15 +252,21 @@ def _run_simulate(args: argparse.Namespace) -> int:
         over.setdefault("simulation", {})["options"] = {**(base.get("simulation", {}).get("options") or {}), **dict(args.simulator_option)}
     cfg = merge(base, over)
     check_output(args.out, args.overwrite)
+    if args.dry_run:
+        from ptyro_workflows.config import simulation_config
+        from ptyro_workflows.preflight import format_plan, plan_simulation
+
+        print("\n".join(format_plan(plan_simulation(simulation_config(cfg), args.out, keep=False))))
+        return 0
     _distributed(args)
-    res = simulate(cfg, args.out, overwrite=args.overwrite, progress=_progress(args), keep=False, command=["ptyro", *sys.argv[1:]])
+    res = simulate(cfg, args.out, overwrite=args.overwrite, progress=_progress(args), keep=False, command=["ptyro", *sys.argv[1:]], force=args.force)
     _say(args, f"wrote {res.path}", *(f"  virtual image {k}: mean {v.mean():.4g} (fraction of beam)" for k, v in res.images.items()))
     return 0
 
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
-    from ptyro_workflows.io import check_output, load_dataset, read_file_provenance, save_reconstruction
+    from ptyro_workflows.io import check_outputs, load_dataset, read_file_provenance, save_reconstruction
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
 
@@ -267,7 +281,9 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     explicit_energy = (base.get("probe") or {}).get("energy") if args.energy is None else args.energy
     # a full simulation config is accepted: its other tables are kept (provenance) but not read
     cfg = reconstruction_config(merge(base, over))
-    check_output(args.out, args.overwrite)
+    ckpt = cfg["reconstruction"].get("checkpoint")
+    # every output checked before anything is read or computed: none may be an input, nor each other
+    check_outputs({"output": args.out, "checkpoint": None if args.resume else ckpt}, overwrite=args.overwrite, inputs=[args.data, args.resume])
     _distributed(args)
     ds = load_dataset(
         args.data,
@@ -279,7 +295,15 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         lazy=args.out_of_core,
     )
     cfg["probe"]["energy"] = ds.energy
-    state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))
+    from ptyro_workflows.preflight import check_calibration, check_plan, format_plan, plan_reconstruction
+
+    check_calibration(ds.grid, ds.energy, float(cfg["probe"]["semiangle_cutoff"]), source=str(args.data))
+    plan = plan_reconstruction(ds, cfg, args.out, checkpoint=args.resume or ckpt)
+    if args.dry_run:
+        print("\n".join(format_plan(plan)))
+        return 0
+    check_plan(plan, force=args.force)
+    state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
     source = {}
     if not str(args.data).lower().endswith(".npy"):
         source = read_file_provenance(args.data)
@@ -345,24 +369,74 @@ def _run_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM's time limit, ``docker stop``, ``kill``): unwinds like Ctrl-C, so every
+    temporary output is removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _failure_line(e: BaseException) -> tuple[str, int] | None:
+    """The one line (and exit status) for a failure that is not bad input: a component that
+    raised (named with its distribution), or memory exhausted (with the knobs)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, PtyroError):
+        return None
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+        return (
+            f"out of memory ({text[:200]}); reduce the batch_size, the grid (gpts), the scan or the probe modes, "
+            "or set PTYRO_MEMORY_BUDGET (bytes) to what this machine can give (--dry-run prints the sizes)",
+            1,
+        )
+    from ptyro_core import get_registry
+
+    comp, dist = get_registry().blame(e)
+    if comp is not None:
+        return f"{comp.kind} {comp.name!r} ({comp.distribution} {comp.version}) failed: {type(e).__name__}: {text}", 1
+    if dist is not None:
+        return f"a component of {dist!r} failed: {type(e).__name__}: {text}", 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``ptyro``; returns the exit status (0 ok, 2 bad input)."""
+    """Run ``ptyro``; returns the exit status (0 ok, 1 a component or the machine failed, 2 bad
+    input, 130 interrupted, 143 terminated)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
+    import signal
+    import threading
+
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
+    except _Terminated:
+        print("ptyro: terminated (SIGTERM); no output written (completed checkpoints are kept)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("ptyro: interrupted; no output written", file=sys.stderr)
         return 130
-    except (PtyroError, _Error, ValueError, TypeError, LookupError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - one line for what the user can act on, a traceback for our bugs
         if os.environ.get("PTYRO_DEBUG"):
+            raise
+        failure = _failure_line(e)
+        if failure is not None:
+            print(f"ptyro: error: {failure[0]}", file=sys.stderr)
+            return failure[1]
+        if not isinstance(e, (PtyroError, _Error, ValueError, TypeError, LookupError, OSError)):
             raise
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"ptyro: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

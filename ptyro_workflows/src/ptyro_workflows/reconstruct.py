@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ptyro_core import Dataset4D, PtyroValueError, ReconState, get
+from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, get_registry
 from ptyro_workflows.config import aberrations_for_api, reconstruction_config
+from ptyro_workflows.preflight import check_calibration, check_plan, plan_reconstruction
 
 __all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used"]
 
@@ -86,13 +87,17 @@ def reconstruct(
     resume: str | Path | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
     single-slice, amplitude loss, Adam, 20 iterations).
 
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
-    ``[reconstruction] checkpoint_every`` iterations).
+    ``[reconstruction] checkpoint_every`` iterations). A checkpoint of another dataset,
+    calibration or model is refused (:func:`ptyro_invert.checkpoint.check_resume`); an existing
+    file named as the checkpoint of a fresh run is replaced only with ``overwrite``. Each pass's
+    loss is checked: a NaN/inf loss stops the run naming the components used.
 
     >>> import ptyro_workflows as pw                                   # doctest: +SKIP
     >>> ds = pw.load_dataset("data.h5")                                 # doctest: +SKIP
@@ -109,7 +114,12 @@ def reconstruct(
     dataset = apply_scan_config(dataset, cfg["scan"])
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
+    ck_new = checkpoint or r.get("checkpoint")
+    if resume is None and ck_new and Path(ck_new).exists() and not overwrite:
+        raise PtyroValueError(f"checkpoint {str(ck_new)!r} exists; pass --resume {str(ck_new)!r} to continue from it, or --overwrite to replace it")
     if state is None:
+        check_calibration(dataset.grid, dataset.energy, float(cfg["probe"]["semiangle_cutoff"]))
+        check_plan(plan_reconstruction(dataset, cfg))
         state = initial_state(dataset, cfg)
     options: dict[str, Any] = {
         "loss": r["loss"],
@@ -137,7 +147,37 @@ def reconstruct(
         if r.get("checkpoint_every"):
             options["checkpoint_every"] = int(r["checkpoint_every"])
     options.update(extra)
+    if resume is not None:
+        from ptyro_invert.checkpoint import check_resume, fingerprint
+
+        check_resume(resume, fingerprint(_expected_model(state, r["algorithm"], extra), state.positions, r["algorithm"]))
+    user_callback = options.get("callback")
+
+    def check_pass(st: ReconState) -> Any:
+        loss = np.asarray(st.loss)
+        if loss.size and not np.isfinite(loss[-1]):
+            reg = get_registry()
+            who = ", ".join(reg.describe(k, n) for k, n in components_used(cfg)[:3])
+            raise PtyroValueError(f"pass {int(np.asarray(st.iteration))}: the loss is {float(loss[-1])!r}; the run is stopped (components: {who}); expected a finite loss")
+        return user_callback(st) if user_callback is not None else None
+
+    options["callback"] = check_pass
     return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+
+
+def _expected_model(state: ReconState, algorithm: str, extra: Mapping[str, Any]) -> Any:
+    """``state``'s shapes with as many probe modes as the algorithm will use (mixed-state adds
+    modes), for :func:`ptyro_invert.checkpoint.fingerprint` (nothing is allocated)."""
+    from types import SimpleNamespace
+
+    m = int(state.probe.shape[0])
+    want = extra.get("num_modes")
+    if algorithm == "mixed_state":
+        m = max(m, int(want) if want is not None else 2)
+    elif want is not None:
+        m = max(m, int(want))
+    probe = np.broadcast_to(np.complex64(0), (m,) + tuple(state.probe.shape[1:]))
+    return SimpleNamespace(object=state.object, probe=probe, sampling=state.sampling, energy=state.energy)
 
 
 def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
