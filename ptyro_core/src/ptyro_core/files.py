@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,20 +101,32 @@ def check_private(path: str | os.PathLike, root: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the duration of the block (they are delivered when it
-    ends): an interruption never lands inside the HDF5 library, where it can leave a file
-    half-closed (and the process crashing at exit). In threads other than the main one, and
-    where signals cannot be blocked, the block runs as it is."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    except (AttributeError, OSError, ValueError):
+    """Hold SIGINT and SIGTERM back for the duration of the block and deliver them (to the
+    handlers in place before it) when it ends: an interruption never lands inside the HDF5
+    library, where it can leave a file half-closed and the process crashing at exit. (Python
+    handlers, not the signal mask: JAX's threads would take a masked signal instead.) Outside the
+    main thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pending:
+            s = pending[0]
+            h = old[s]
+            if callable(h):
+                h(s, None)
+            elif h == signal.SIG_DFL:
+                signal.raise_signal(s)
 
 
 def _full_error(path: Path) -> OSError:

@@ -82,7 +82,8 @@ def check_output(path: str | Path, overwrite: bool = False, *, inputs: Any = (),
     if p.exists() and p.is_dir():
         raise PtyroValueError(f"{what} {str(p)!r} is a directory; expected a file path")
     if p.exists() and not overwrite:
-        raise PtyroValueError(f"{what} {str(p)!r} exists; pass --overwrite (overwrite=True) to replace it")
+        hint = f", or --resume {str(p)!r} to continue from it" if what == "checkpoint" else ""
+        raise PtyroValueError(f"{what} {str(p)!r} exists; pass --overwrite (overwrite=True) to replace it{hint}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise PtyroValueError(f"{what} directory {str(parent)!r} does not exist; create it first")

@@ -249,10 +249,12 @@ def format_plan(plan: Plan) -> list[str]:
     return lines
 
 
-def check_finite(value: Any, *, kind: str, name: str, what: str) -> np.ndarray:
-    """``value`` as a NumPy array of real or complex floats with only finite values; otherwise
-    raise naming the component (``kind`` ``name``, its distribution and version) and ``what``."""
-    who = get_registry().describe(kind, name)
+def check_finite(value: Any, *, components: Any, what: str) -> np.ndarray:
+    """``value`` as a NumPy array of numbers with only finite values; otherwise raise naming the
+    components that made it (``[(kind, name), ...]``, each with its distribution and version)
+    and ``what``."""
+    reg = get_registry()
+    who = " with ".join(reg.describe(k, n) for k, n in components)
     try:
         arr = np.asarray(value)
     except Exception as e:  # noqa: BLE001 - anything a plugin returns

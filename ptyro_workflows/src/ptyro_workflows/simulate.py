@@ -262,7 +262,7 @@ def simulate(
     frozen = nconf > 1 or bool(np.any(sigmas > 0))
     with progress_bar(total=1 + (nconf if frozen else 0), desc=f"potential ({pot_cfg['parametrization']})", unit="config", disable=not progress) as bar:
         static_potential = make_potential(atoms)
-        check_finite(static_potential.array, kind="potential", name=pot_cfg["parametrization"], what="the potential slices")
+        check_finite(static_potential.array, components=[("potential", pot_cfg["parametrization"])], what="the potential slices")
         bar.update(1)
         pots = [static_potential]
         if frozen:
@@ -291,10 +291,11 @@ def simulate(
             out, scan_shape=scan_shape, positions=positions.positions, grid=pattern_grid, energy=energy, provenance=prov, overwrite=overwrite,
             store_patterns=pixelated,
         )
+    sim_components = [("simulator", sim_cfg["simulator"]), ("propagator", sim_cfg["propagator"]), ("potential", pot_cfg["parametrization"])]
     try:
         for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress):
             if "pixelated" in signals:
-                arr = check_finite(signals["pixelated"], kind="simulator", name=sim_cfg["simulator"], what=f"the patterns of positions {start}:{stop}").astype(np.float32, copy=False)
+                arr = check_finite(signals["pixelated"], components=sim_components, what=f"the patterns of positions {start}:{stop}").astype(np.float32, copy=False)
                 if writer is not None:
                     writer.write(start, stop, arr)
                 if keep_arr is not None:
@@ -302,7 +303,7 @@ def simulate(
             elif writer is not None:
                 writer.write(start, stop, np.zeros((stop - start, 0, 0), np.float32))
             for name in masks:
-                images[name][start:stop] = check_finite(signals[name], kind="simulator", name=sim_cfg["simulator"], what=f"detector {name!r} at positions {start}:{stop}")
+                images[name][start:stop] = check_finite(signals[name], components=sim_components, what=f"detector {name!r} at positions {start}:{stop}")
         images2d = {k: v.reshape(scan_shape) for k, v in images.items()}
         if writer is not None:
             for name, img in images2d.items():
