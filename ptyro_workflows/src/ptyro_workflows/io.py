@@ -651,7 +651,8 @@ class _CheckedPatterns:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         block = np.asarray(self._array[index])
-        _check_values(block, self._path, f" at scan index {index}")
+        where = tuple(int(i) if isinstance(i, (int, np.integer)) else i for i in (index if isinstance(index, tuple) else (index,)))
+        _check_values(block, self._path, f" at scan index {where if len(where) > 1 else where[0]}")
         return block
 
 
