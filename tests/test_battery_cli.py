@@ -1,7 +1,8 @@
 """The fault battery of issue 17 (``tests/battery``) as tests: every case a user met that lost
 data, gave a wrong result with exit 0, crashed, left debris or named nothing, each run through
-``ptyro`` as the user ran it. In this process where it can (fast); in a subprocess where the case
-needs one (plugins installed on a private site directory, signals, a full disk).
+``ptyro`` as the user ran it. In this process where it can (fast; plugins are installed on a
+private site directory the registry discovers for that run), in a subprocess where the case needs
+one (signals, a full disk).
 
 ``python3 -m uv run python tests/battery/run_battery.py`` prints the same cases as a table, and
 ``--tree`` judges another checkout with them (the before/after counts of the issue).
@@ -24,6 +25,6 @@ def fixtures(tmp_path_factory):
 
 @pytest.mark.parametrize("name, fn", [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES])
 def test_battery_case(name, fn, fixtures, monkeypatch):
-    monkeypatch.setenv("BATTERY_INTERRUPTIONS", "4")
+    monkeypatch.setenv("BATTERY_INTERRUPTIONS", "3")
     held, note = run_case(fn, fixtures, None, inprocess=True)
     assert held, f"{name}: {note}"

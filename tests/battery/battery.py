@@ -79,15 +79,15 @@ class Context:
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, site: Path | None = None, timeout: float = 600,
             signal_after: float | None = None, sig: int = signal.SIGINT, cwd: Path | None = None, isolate: bool = False) -> tuple[int, str, str]:
         cwd = cwd or self.dir
-        if self.inprocess and signal_after is None and site is None and not isolate:
-            return _run_inprocess(argv, cwd, env or {})
+        if self.inprocess and signal_after is None and not isolate:
+            return _run_inprocess(argv, cwd, env or {}, site)
         paths = ([str(site)] if site else []) + (src_paths(self.tree) if self.tree else [])
         # the XLA path: the cases judge files and messages, not the kernel (whose build is per machine)
         e = {**os.environ, "PTYRO_NATIVE": "0", **(env or {}), "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])}
-        code = "import sys; from ptyro_workflows.cli import main; sys.exit(main(sys.argv[1:]))"
         # default signal dispositions, as in a terminal (a shell's background job ignores SIGINT)
-        p = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_default_signals)
+        code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+                "from ptyro_workflows.cli import main; sys.exit(main(sys.argv[1:]))")
+        p = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if signal_after is not None:
             # once the output's temporary file exists (the run is writing), wait, then signal
             t0 = time.time()
@@ -105,17 +105,19 @@ class Context:
         return p.returncode, out, err
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _run_inprocess(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+def _run_inprocess(argv: list[str], cwd: Path, env: dict[str, str], site: Path | None = None) -> tuple[int, str, str]:
+    """``main(argv)`` in this process; ``site``: a private site directory whose distributions the
+    registry discovers for this run only."""
+    from ptyro_core import reset_registry
     from ptyro_workflows.cli import main
 
     old_env = {k: os.environ.get(k) for k in env}
     old_cwd = os.getcwd()
+    old_modules = set(sys.modules)
     out, err = io.StringIO(), io.StringIO()
+    if site is not None:
+        sys.path.insert(0, str(site))
+        reset_registry()
     try:
         os.environ.update(env)
         os.chdir(cwd)
@@ -129,6 +131,12 @@ def _run_inprocess(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int
                 err.write("Traceback (most recent call last):\n" + "".join(traceback.format_exception(e)))
     finally:
         os.chdir(old_cwd)
+        if site is not None:
+            sys.path.remove(str(site))
+            for m in set(sys.modules) - old_modules:
+                if str(getattr(sys.modules[m], "__file__", "") or "").startswith(str(site)):
+                    del sys.modules[m]
+            reset_registry()
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
