@@ -117,6 +117,9 @@ def build() -> Path:
     if lib.exists():
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
+    for d in (cache_dir(), out_dir):  # code is loaded from here: writable by this user only (a umask of 002 too)
+        if d.stat().st_uid == os.geteuid():
+            os.chmod(d, d.stat().st_mode & ~0o022)
     with open(out_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if lib.exists():  # built by another process while this one waited
@@ -126,6 +129,7 @@ def build() -> Path:
         os.close(fd)
         try:
             _compile(cxx, tmp)
+            os.chmod(tmp, 0o755)
             os.replace(tmp, lib)
         finally:
             if os.path.exists(tmp):
