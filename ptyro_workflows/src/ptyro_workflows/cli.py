@@ -378,6 +378,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+def _drain() -> None:
+    """After an interruption: wait for the computations still in flight (JAX dispatches batches
+    ahead), so that none is running while the interpreter shuts down (a crash at exit)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    for a in jax.live_arrays():
+        try:
+            a.block_until_ready()
+        except Exception:  # noqa: BLE001 - a failed computation is finished too
+            pass
+
+
 def _failure_line(e: BaseException) -> tuple[str, int] | None:
     """The one line (and exit status) for a failure that is not bad input: a component that
     raised (named with its distribution), or memory exhausted (with the knobs)."""
@@ -417,9 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _Terminated:
+        _drain()
         print("ptyro: terminated (SIGTERM); no output written (completed checkpoints are kept)", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        _drain()
         print("ptyro: interrupted; no output written", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line for what the user can act on, a traceback for our bugs
