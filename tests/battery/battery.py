@@ -401,7 +401,7 @@ def _(ctx: Context) -> tuple[bool, str]:
 
 
 def _interrupt(ctx: Context, sig: int, delays: list[float]) -> tuple[list[int], list[str], str]:
-    ctx.write("sim.toml", SIM_TOML.format(n=24).replace("[32, 32]", "[48, 48]"))
+    ctx.write("sim.toml", SIM_TOML.format(n=32).replace("[32, 32]", "[64, 64]"))
     rcs, left, last = [], [], ""
     for i, t in enumerate(delays):
         rc, _, err = ctx.run(["simulate", "sim.toml", "-o", f"out{i}.h5", "--no-progress"], signal_after=t, sig=sig, env={"PTYRO_NATIVE": "0"})
@@ -414,7 +414,7 @@ def _interrupt(ctx: Context, sig: int, delays: list[float]) -> tuple[list[int], 
 
 @case("sigterm_during_simulate", "S4", "SIGTERM (SLURM time limit, docker stop) during ptyro simulate")
 def _(ctx: Context) -> tuple[bool, str]:
-    rcs, left, last = _interrupt(ctx, signal.SIGTERM, [0.5])
+    rcs, left, last = _interrupt(ctx, signal.SIGTERM, [0.1])
     return rcs == [143] and not left, f"rc={rcs}, left={left}: {last}"
 
 
