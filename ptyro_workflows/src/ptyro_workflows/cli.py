@@ -391,6 +391,20 @@ def _drain() -> None:
             pass
 
 
+def _interrupted(status: int, message: str, argv: list[str] | None) -> int:
+    """The end of an interrupted run, its temporaries already removed on the way out. As the
+    ``ptyro`` process itself (``argv`` None) it ends here, without the interpreter's shutdown:
+    work JAX still has in flight on its own threads can crash that shutdown (a segfault after
+    this message, about one interruption in six)."""
+    _drain()
+    print(message, file=sys.stderr)
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
 def _failure_line(e: BaseException) -> tuple[str, int] | None:
     """The one line (and exit status) for a failure that is not bad input: a component that
     raised (named with its distribution), or memory exhausted (with the knobs)."""
@@ -430,13 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _Terminated:
-        _drain()
-        print("ptyro: terminated (SIGTERM); no output written (completed checkpoints are kept)", file=sys.stderr)
-        return 143
+        return _interrupted(143, "ptyro: terminated (SIGTERM); no output written (completed checkpoints are kept)", argv)
     except KeyboardInterrupt:
-        _drain()
-        print("ptyro: interrupted; no output written", file=sys.stderr)
-        return 130
+        return _interrupted(130, "ptyro: interrupted; no output written", argv)
     except Exception as e:  # noqa: BLE001 - one line for what the user can act on, a traceback for our bugs
         if os.environ.get("PTYRO_DEBUG"):
             raise
