@@ -27,4 +27,6 @@ def fixtures(tmp_path_factory):
 def test_battery_case(name, fn, fixtures, monkeypatch):
     monkeypatch.setenv("BATTERY_INTERRUPTIONS", "3")
     held, note = run_case(fn, fixtures, None, inprocess=True)
+    if note.startswith("skipped"):  # a full disk needs a small tmpfs, which only root can mount
+        pytest.skip(note)
     assert held, f"{name}: {note}"

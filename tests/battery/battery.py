@@ -575,10 +575,12 @@ def table(results: list[tuple[str, str, bool, str]]) -> str:
     lines = [f"{'case':40s} {'sev':4s} {'result':7s} note", "-" * 120]
     for name, sev, held, note in results:
         lines.append(f"{name:40s} {sev:4s} {'held' if held else 'FAILED':7s} {note}")
+    skipped = [r[0] for r in results if r[3].startswith("skipped")]
+    results = [r for r in results if r[0] not in skipped]
     tried = len(results)
     held = sum(1 for r in results if r[2])
     lines.append("-" * 120)
-    lines.append(f"tried {tried}, held {held}, failed {tried - held}")
+    lines.append(f"tried {tried}, held {held}, failed {tried - held}" + (f" (skipped, not counted: {', '.join(skipped)})" if skipped else ""))
     for sev in ("S1", "S2", "S3", "S4", "S5", "N", "C"):
         rs = [r for r in results if r[1] == sev]
         if rs:
