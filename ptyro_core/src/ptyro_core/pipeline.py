@@ -284,7 +284,15 @@ def _fmt_bytes(n: float) -> str:
 def memory_budget() -> float:
     """Bytes a run may use: ``PTYRO_MEMORY_BUDGET`` if set, else 80% of available memory."""
     env = os.environ.get("PTYRO_MEMORY_BUDGET")
-    return float(env) if env else 0.8 * available_memory()
+    if not env:
+        return 0.8 * available_memory()
+    try:
+        budget = float(env)
+    except ValueError:
+        budget = float("nan")
+    if not (budget > 0 and math.isfinite(budget)):
+        raise PtyroValueError(f"PTYRO_MEMORY_BUDGET={env!r}: expected a positive number of bytes (e.g. 8e9)")
+    return budget
 
 
 def check_memory(required: float, *, what: str, knob: str, budget: float | None = None) -> None:

@@ -99,6 +99,14 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C (and SIGTERM, which ``ptyro`` turns into an interrupt) stops the program even while
+    a plugin is imported; any other BaseException of a plugin (``sys.exit``, ``GeneratorExit``) is
+    contained like an Exception."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
 class Registry:
     """Components by kind and name, fed by pluggy hooks.
 
@@ -138,7 +146,8 @@ class Registry:
             seen.add((ep.name, dist))
             try:
                 plugin = ep.load()
-            except Exception as e:  # noqa: BLE001 - third-party faults are data
+            except BaseException as e:  # noqa: BLE001 - third-party faults are data (sys.exit at import too)
+                _reraise_interrupt(e)
                 self._broken.append(BrokenPlugin(ep.name, dist, version, f"failed to import {ep.value!r}: {_short_error(e)}"))
                 continue
             self._add(plugin, ep.name, dist, version)
@@ -167,7 +176,8 @@ class Registry:
     def _add(self, plugin: Any, plugin_name: str, dist: str, version: str) -> None:
         try:
             self._pm.register(plugin, name=plugin_name)
-        except Exception as e:  # noqa: BLE001 (pluggy validation errors, double registration)
+        except BaseException as e:  # noqa: BLE001 (pluggy validation errors, double registration)
+            _reraise_interrupt(e)
             self._broken.append(BrokenPlugin(plugin_name, dist, version, f"not a valid plugin: {_short_error(e)}"))
             return
         for caller in self._pm.get_hookcallers(plugin) or []:
@@ -183,7 +193,8 @@ class Registry:
                 register = functools.partial(self._register_one, kind, plugin_name, dist, version)
                 try:
                     impl.function(register=register)
-                except Exception as e:  # noqa: BLE001
+                except BaseException as e:  # noqa: BLE001 - SystemExit from a hook is contained too
+                    _reraise_interrupt(e)
                     self._broken.append(BrokenPlugin(plugin_name, dist, version, f"{hook_name} raised {_short_error(e)}", kind))
 
     def _register_one(
@@ -257,6 +268,40 @@ class Registry:
         if failed:
             msg += "; plugins that failed to load: " + "; ".join(f"{b.plugin} ({b.error})" for b in failed)
         raise UnknownComponentError(msg)
+
+    def blame(self, exc: BaseException) -> tuple[Component | None, str | None]:
+        """Which registered component an exception came from, by its traceback: the innermost
+        frame that runs a component's own function gives ``(component, distribution)``; else the
+        innermost frame in a package that registers components gives ``(None, distribution)``;
+        else ``(None, None)``."""
+        self.load()
+        by_code: dict[Any, Component] = {}
+        by_package: dict[str, str] = {}
+        for c in self._components.values():
+            fn = c.obj if hasattr(c.obj, "__code__") else getattr(type(c.obj), "__call__", None)
+            code = getattr(fn, "__code__", None)
+            if code is not None:
+                by_code.setdefault(code, c)
+            module = getattr(c.obj, "__module__", None) or type(c.obj).__module__
+            if module and not module.startswith(("ptyro_core", "builtins")):
+                by_package.setdefault(module.split(".")[0], c.distribution)
+        frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
+        for frame in reversed(frames):
+            if frame.f_code in by_code:
+                return by_code[frame.f_code], by_code[frame.f_code].distribution
+        for frame in reversed(frames):
+            top = str(frame.f_globals.get("__name__", "")).split(".")[0]
+            if top in by_package:
+                return None, by_package[top]
+        return None, None
+
+    def describe(self, kind: str, name: str) -> str:
+        """``kind 'name' (distribution version)`` for messages (``kind 'name'`` if unknown)."""
+        try:
+            c = self.component(kind, name)
+        except Exception:  # noqa: BLE001 - a description never fails
+            return f"{kind} {name!r}"
+        return f"{kind} {name!r} ({c.distribution} {c.version})"
 
     def names(self, kind: str) -> list[str]:
         self.load()

@@ -262,7 +262,10 @@ def _sigmas(numbers: np.ndarray, sigmas: Any) -> np.ndarray | None:
 class _Lines:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines = path.read_text().splitlines()
+        try:
+            self.lines = path.read_text().splitlines()
+        except UnicodeDecodeError as e:
+            raise PtyroValueError(f"{path.name}: not a text file (byte {e.start} is not UTF-8); expected an XYZ / extended XYZ file") from None
 
     def fail(self, lineno: int, expected: str, got: str | None = None) -> None:
         got_text = f", got {got!r}" if got is not None else ""
@@ -285,12 +288,14 @@ def _parse_lattice(comment: str, f: _Lines) -> np.ndarray | None:
     return mat
 
 
-def _parse_properties(comment: str) -> tuple[int, int]:
+def _parse_properties(comment: str, f: "_Lines | None" = None) -> tuple[int, int]:
     """(column of species, column of the first position) from an extended-XYZ Properties=."""
     m = re.search(r"Properties\s*=\s*(\S+)", comment)
     if not m:
         return 0, 1
     fields = m.group(1).strip('"').split(":")
+    if f is not None and (len(fields) % 3 or not all(c.isdigit() for c in fields[2::3])):
+        f.fail(2, "Properties=name:type:count triples (e.g. species:S:1:pos:R:3)", m.group(1))
     col, species, pos = 0, 0, 1
     for i in range(0, len(fields) - 2, 3):
         name, _, count = fields[i : i + 3]
@@ -314,7 +319,7 @@ def _read_xyz(path: Path, vacuum: float, zone_axis: tuple[int, ...] = (0, 0, 1))
         f.fail(1, "a positive number of atoms", f.lines[0])
     comment = f.lines[1] if len(f.lines) > 1 else ""
     cell = _parse_lattice(comment, f)
-    species_col, pos_col = _parse_properties(comment)
+    species_col, pos_col = _parse_properties(comment, f)
     numbers, positions = [], []
     for k in range(n):
         lineno = k + 3

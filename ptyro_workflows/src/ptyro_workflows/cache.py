@@ -35,8 +35,20 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
         _state["jax_compilation_cache"] = "off"
         return "off"
     try:
-        where.mkdir(parents=True, exist_ok=True)
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:  # a read-only home: run without the cache rather than fail
+        _state["jax_compilation_cache"] = "off"
+        return "off"
+    # compiled programs are code: never load them from a directory another user owns or can write
+    import warnings
+
+    from ptyro_core import PtyroValueError
+    from ptyro_core.files import check_private
+
+    try:
+        check_private(where, where)
+    except PtyroValueError as e:
+        warnings.warn(f"{e}; running without the compilation cache", stacklevel=2)
         _state["jax_compilation_cache"] = "off"
         return "off"
     import jax

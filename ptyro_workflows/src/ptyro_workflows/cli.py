@@ -138,6 +138,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_preflight(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pre-flight")
+    g.add_argument("--dry-run", action="store_true", help="print the array sizes, memory, disk needed vs free and a rough time, then stop")
+    g.add_argument("--force", action="store_true", help="run even when the output looks too large for the free disk space")
+
+
 def _collect(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {}
     for k, v in vars(args).items():
@@ -198,6 +204,7 @@ def _add_simulate(sub: Any) -> None:
     s.add_argument("--simulator-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the simulator ([simulation.options]; repeatable)")
     _add_config_flags(s, _SIM_TABLES)
     _add_common(s)
+    _add_preflight(s)
     s.set_defaults(func=_run_simulate)
 
 
@@ -226,6 +233,7 @@ def _add_reconstruct(sub: Any) -> None:
     cal.add_argument("--reciprocal-sampling", type=_toml_value, metavar="1/A", help="detector pixel in Å⁻¹")
     _add_config_flags(r, _REC_TABLES, skip={"--energy", "--step"})
     _add_common(r)
+    _add_preflight(r)
     r.set_defaults(func=_run_reconstruct)
 
 
@@ -325,18 +333,24 @@ def _run_simulate(args: argparse.Namespace) -> int:
     cfg = merge(base, over)
     simulation_config(cfg)  # every check before anything is imported or compiled
     check_output(args.out, args.overwrite)
+    if args.dry_run:
+        from ptyro_workflows.config import simulation_config
+        from ptyro_workflows.preflight import format_plan, plan_simulation
+
+        print("\n".join(format_plan(plan_simulation(simulation_config(cfg), args.out, keep=False))))
+        return 0
     _distributed(args)
     _start_jax(args, "the potential, the probe and the multislice")
     from ptyro_workflows.simulate import simulate
 
-    res = simulate(cfg, args.out, overwrite=args.overwrite, progress=_progress(args), keep=False, command=["ptyro", *sys.argv[1:]])
+    res = simulate(cfg, args.out, overwrite=args.overwrite, progress=_progress(args), keep=False, command=["ptyro", *sys.argv[1:]], force=args.force)
     _say(args, f"wrote {res.path}", *(f"  virtual image {k}: mean {v.mean():.4g} (fraction of beam)" for k, v in res.images.items()))
     return 0
 
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
-    from ptyro_workflows.io import check_output, read_file_provenance
+    from ptyro_workflows.io import check_outputs, read_file_provenance
     from ptyro_workflows.preprocess_cli import load_for_reconstruct as load_dataset, prepare_for_reconstruction
     from ptyro_workflows.reconstruct import optics_from_provenance
 
@@ -357,7 +371,9 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     # a full simulation config is accepted: its other tables are kept (provenance) but not read
     cfg = reconstruction_config(user)
     explicit_energy = (user.get("probe") or {}).get("energy")
-    check_output(args.out, args.overwrite)
+    ckpt = cfg["reconstruction"].get("checkpoint")
+    # every output checked before anything is read or computed: none may be an input, nor each other
+    check_outputs({"output": args.out, "checkpoint": None if args.resume else ckpt}, overwrite=args.overwrite, inputs=[args.data, args.resume])
     if note:
         _say(args, note)
     _distributed(args)
@@ -383,8 +399,16 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
 
+    from ptyro_workflows.preflight import check_calibration, check_plan, format_plan, plan_reconstruction
+
+    check_calibration(ds.grid, ds.energy, float(cfg["probe"]["semiangle_cutoff"]), source=str(args.data))
+    plan = plan_reconstruction(ds, cfg, args.out, checkpoint=args.resume or ckpt)
+    if args.dry_run:
+        print("\n".join(format_plan(plan)))
+        return 0
+    check_plan(plan, force=args.force)
     ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
-    state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args))
+    state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
     extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
     prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra=extra)
     from ptyro_core.pipeline import is_writer
@@ -469,28 +493,103 @@ def _note(message: Any, *_: Any, **__: Any) -> None:
     print(f"ptyro: note: {text}", file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM's time limit, ``docker stop``, ``kill``): unwinds like Ctrl-C, so every
+    temporary output is removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _drain() -> None:
+    """After an interruption: wait for the computations still in flight (JAX dispatches batches
+    ahead), so that none is running while the interpreter shuts down (a crash at exit)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    for a in jax.live_arrays():
+        try:
+            a.block_until_ready()
+        except Exception:  # noqa: BLE001 - a failed computation is finished too
+            pass
+
+
+def _interrupted(status: int, message: str, argv: list[str] | None) -> int:
+    """The end of an interrupted run, its temporaries already removed on the way out. As the
+    ``ptyro`` process itself (``argv`` None) it ends here, without the interpreter's shutdown:
+    work JAX still has in flight on its own threads can crash that shutdown (a segfault after
+    this message, about one interruption in six)."""
+    _drain()
+    print(message, file=sys.stderr)
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _failure_line(e: BaseException) -> tuple[str, int] | None:
+    """The one line (and exit status) for a failure that is not bad input: a component that
+    raised (named with its distribution), or memory exhausted (with the knobs)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, PtyroError):
+        return None
+    if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+        return (
+            f"out of memory ({text[:200]}); reduce the batch_size, the grid (gpts), the scan or the probe modes, "
+            "or set PTYRO_MEMORY_BUDGET (bytes) to what this machine can give (--dry-run prints the sizes)",
+            1,
+        )
+    from ptyro_core import get_registry
+
+    comp, dist = get_registry().blame(e)
+    if comp is not None:
+        return f"{comp.kind} {comp.name!r} ({comp.distribution} {comp.version}) failed: {type(e).__name__}: {text}", 1
+    if dist is not None:
+        return f"a component of {dist!r} failed: {type(e).__name__}: {text}", 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``ptyro``; returns the exit status (0 ok, 2 bad input)."""
+    """Run ``ptyro``; returns the exit status (0 ok, 1 a component or the machine failed, 2 bad
+    input, 130 interrupted, 143 terminated)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     func = _resolve(args.func) if isinstance(args.func, str) else args.func
+    import signal
+    import threading
+
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with warnings.catch_warnings():
             # library warnings (a cell made orthogonal, ...) as one line each
             warnings.showwarning = _note
             return int(func(args) or 0)
+    except _Terminated:
+        return _interrupted(143, "ptyro: terminated (SIGTERM); no output written (completed checkpoints are kept)", argv)
     except KeyboardInterrupt:
-        print("ptyro: interrupted; no output written", file=sys.stderr)
-        return 130
-    except (PtyroError, _Error, ValueError, TypeError, LookupError, OSError) as e:
+        return _interrupted(130, "ptyro: interrupted; no output written", argv)
+    except Exception as e:  # noqa: BLE001 - one line for what the user can act on, a traceback for our bugs
         if os.environ.get("PTYRO_DEBUG"):
+            raise
+        failure = _failure_line(e)
+        if failure is not None:
+            print(f"ptyro: error: {failure[0]}", file=sys.stderr)
+            return failure[1]
+        if not isinstance(e, (PtyroError, _Error, ValueError, TypeError, LookupError, OSError)):
             raise
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"ptyro: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

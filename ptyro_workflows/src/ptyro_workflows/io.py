@@ -46,6 +46,7 @@ import h5py
 import numpy as np
 
 from ptyro_core import PtyroTypeError, PtyroValueError
+from ptyro_core.files import close_hdf5, deferred_signals, disk_full_error, hdf5_writing, remove_stale_temporaries, same_file, temporary_path
 
 if TYPE_CHECKING:  # imported where used: reading a file's description (ptyro info) imports no JAX
     from ptyro_core import Dataset4D, Grid, ReconState
@@ -54,6 +55,7 @@ from ptyro_workflows.provenance import read_provenance, write_provenance
 __all__ = [
     "ROOT",
     "check_output",
+    "check_outputs",
     "atomic_output",
     "DatasetWriter",
     "save_dataset",
@@ -77,18 +79,39 @@ _Q_UNIT_NAMES = {"a^-1", "å^-1", "å⁻¹", "a-1", "1/a", "1/å", "angstrom^-1"
 # --------------------------------------------------------------------------- atomic writes
 
 
-def check_output(path: str | Path, overwrite: bool = False) -> Path:
-    """Raise unless ``path`` can be written: its directory exists, and it does not exist
-    already (or ``overwrite``)."""
+def check_output(path: str | Path, overwrite: bool = False, *, inputs: Any = (), what: str = "output") -> Path:
+    """Raise unless ``path`` can be written: its directory exists, it is not the same file as
+    any of ``inputs`` (never, even with ``overwrite``: that would destroy the input), and it does
+    not exist already (or ``overwrite``). Temporaries of ``path`` left by dead processes of this
+    host (SIGKILL, out-of-memory kills) are removed on the way."""
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise PtyroValueError(f"output {str(p)!r} exists; pass --overwrite (overwrite=True) to replace it")
+    for src in inputs:
+        if src is not None and (same_file(p, src) or (not p.exists() and Path(os.path.abspath(p)) == Path(os.path.abspath(src)))):
+            raise PtyroValueError(f"{what} {str(p)!r} is the same file as the input {str(src)!r}; expected a different path (the input would be destroyed)")
     if p.exists() and p.is_dir():
-        raise PtyroValueError(f"output {str(p)!r} is a directory; expected a file path")
+        raise PtyroValueError(f"{what} {str(p)!r} is a directory; expected a file path")
+    if p.exists() and not overwrite:
+        hint = f", or --resume {str(p)!r} to continue from it" if what == "checkpoint" else ""
+        raise PtyroValueError(f"{what} {str(p)!r} exists; pass --overwrite (overwrite=True) to replace it{hint}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise PtyroValueError(f"output directory {str(parent)!r} does not exist; create it first")
+        raise PtyroValueError(f"{what} directory {str(parent)!r} does not exist; create it first")
+    remove_stale_temporaries(p)
     return p
+
+
+def check_outputs(outputs: Mapping[str, Any], *, overwrite: bool = False, inputs: Any = ()) -> None:
+    """:func:`check_output` for every ``{what: path}`` (None skipped), and no two of them the
+    same file: every output path goes through here before a run starts."""
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise PtyroValueError(f"{what} {str(path)!r} is the same file as the {seen[key]}; expected different paths")
+        seen[key] = what
+        check_output(path, overwrite, inputs=inputs, what=what)
 
 
 @contextlib.contextmanager
@@ -96,7 +119,7 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds,
     delete it when the block fails."""
     p = check_output(path, overwrite)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_path(p)
     try:
         yield tmp
         if p.exists() and not overwrite:  # appeared meanwhile
@@ -239,8 +262,12 @@ class DatasetWriter:
             raise PtyroValueError(f"positions: expected {self.scan_shape[0] * self.scan_shape[1]} positions for scan shape {self.scan_shape}, got {self.positions.shape[0]}")
         self.provenance = dict(provenance or {})
         self._written = 0
+        self.file = self.root = self.data = None
         try:
-            self.file = h5py.File(self.tmp, "w")
+            with deferred_signals():
+                # no chunk cache: a full disk fails the write of that batch (recoverable), not
+                # the flush at close (which leaves HDF5 unable to close the file)
+                self.file = h5py.File(self.tmp, "w", rdcc_nbytes=0)
             _emd_file_attrs(self.file)
             self.root = _emd_root(self.file)
             origin, step = _raster_calibration(self.positions, self.scan_shape)
@@ -315,12 +342,16 @@ class DatasetWriter:
             self._written += stop - start
             return
         ry = self.scan_shape[1]
-        i = start
-        while i < stop:
-            ix, iy = divmod(i, ry)
-            j = min(stop, (ix + 1) * ry)
-            self.data[ix, iy : iy + (j - i)] = arr[i - start : j - start]
-            i = j
+
+        def store() -> None:
+            i = start
+            while i < stop:
+                ix, iy = divmod(i, ry)
+                j = min(stop, (ix + 1) * ry)
+                self.data[ix, iy : iy + (j - i)] = arr[i - start : j - start]
+                i = j
+
+        self._guarded(store)
         self._written += stop - start
 
     def add_image(self, name: str, image: Any, units: str = "intensity") -> None:
@@ -329,18 +360,13 @@ class DatasetWriter:
         if img.shape != self.scan_shape:
             raise PtyroValueError(f"image {name!r}: expected shape {self.scan_shape}, got {img.shape}")
         origin, step = _raster_calibration(self.positions, self.scan_shape)
-        write_emd_array(
-            self.root,
-            f"virtual_{name}",
-            img.astype(np.float32),
-            [("Rx", R_UNITS, [origin[0], origin[0] + step[0]]), ("Ry", R_UNITS, [origin[1], origin[1] + step[1]])],
-            units=units,
-        )
+        dims = [("Rx", R_UNITS, [origin[0], origin[0] + step[0]]), ("Ry", R_UNITS, [origin[1], origin[1] + step[1]])]
+        self._guarded(write_emd_array, self.root, f"virtual_{name}", img.astype(np.float32), dims, units=units)
 
     def add_array(self, name: str, array: Any, sampling: tuple[float, float], units: str) -> None:
         """A 2D real-space array (e.g. the projected potential) with its sampling in Å."""
         a = np.asarray(array)
-        write_emd_array(self.root, name, a, [("x", R_UNITS, [0.0, sampling[0]]), ("y", R_UNITS, [0.0, sampling[1]])], units=units)
+        self._guarded(write_emd_array, self.root, name, a, [("x", R_UNITS, [0.0, sampling[0]]), ("y", R_UNITS, [0.0, sampling[1]])], units=units)
 
     def close(self) -> Path:
         """Finish: write provenance and rename into place. Returns the final path."""
@@ -348,21 +374,36 @@ class DatasetWriter:
         try:
             if self._written < total:
                 raise PtyroValueError(f"dataset {str(self.path)!r}: only {self._written} of {total} patterns written")
-            write_provenance(self.file.create_group("provenance"), self.provenance)
-            self.file.close()
+            self._guarded(write_provenance, self.file.create_group("provenance"), self.provenance)
+            f, self.file, self.root, self.data = self.file, None, None, None
+            close_hdf5(f, self.tmp, discard=False)
             self._ctx.__exit__(None, None, None)
         except BaseException:
             self._abort()
             raise
         return self.path
 
+    def _guarded(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an HDF5 call with SIGINT/SIGTERM held back until it returns; on failure, abort
+        (the file closed and removed) and re-raise without the HDF5 frames, so that no h5py
+        object outlives its file."""
+        with deferred_signals():
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                err = disk_full_error(e, self.path) or e.with_traceback(None)
+        self._abort()
+        raise err
+
     def _abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.file.close()
-        with contextlib.suppress(Exception):
-            self._ctx.__exit__(PtyroValueError, PtyroValueError("aborted"), None)
-        with contextlib.suppress(Exception):
-            self.tmp.unlink()
+        f, self.file, self.root, self.data = self.file, None, None, None
+        with deferred_signals():
+            if f is not None:
+                close_hdf5(f, self.tmp, discard=True)
+            with contextlib.suppress(Exception):
+                self._ctx.__exit__(PtyroValueError, PtyroValueError("aborted"), None)
+            with contextlib.suppress(Exception):
+                self.tmp.unlink()
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -518,6 +559,7 @@ def load_dataset(
     meta: dict[str, Any] = {}
     if p.suffix.lower() == ".npy":
         raw = load_array(p)
+        _check_dtype(p, raw.dtype)
         lazy = _decide_lazy(lazy, raw)
         arr = raw if lazy else np.asarray(raw, dtype=np.float32)
         step = None
@@ -528,6 +570,7 @@ def load_dataset(
             node = _find_4d(f)
             if node is None:
                 raise PtyroValueError(f"{str(p)!r} holds no 4D array; expected a 4D-STEM dataset (Rx, Ry, Qx, Qy)")
+            _check_dtype(p, (node if isinstance(node, h5py.Dataset) else node["data"]).dtype)
             if isinstance(node, h5py.Dataset):
                 lazy = _decide_lazy(lazy, node)
                 arr = node if lazy else np.asarray(node[()], dtype=np.float32)
@@ -566,12 +609,11 @@ def load_dataset(
     if arr.ndim != 4:
         raise PtyroValueError(f"{str(p)!r}: expected a 4D array (Rx, Ry, Qx, Qy), got shape {arr.shape} (rank {arr.ndim})")
     if lazy:
-        # the patterns stay on disk: check a sample here, each batch is checked as it is read
-        sample = np.asarray(arr[0, : min(arr.shape[1], 8)], dtype=np.float32)
-        if not np.all(np.isfinite(sample)):
-            raise PtyroValueError(f"{str(p)!r}: the 4D data holds NaN/inf values; expected finite intensities")
-    elif not np.all(np.isfinite(arr)):
-        raise PtyroValueError(f"{str(p)!r}: the 4D data holds {int(np.sum(~np.isfinite(arr)))} NaN/inf values; expected finite intensities")
+        # the patterns stay on disk: check a sample here, and every batch as it is read
+        arr = _CheckedPatterns(arr, p)
+        arr[0, : min(arr.shape[1], 8)]
+    else:
+        _check_values(arr, p)
     if energy is None:
         raise PtyroValueError(f"{str(p)!r}: the beam energy is not in the file; pass --energy (eV)")
     energy = float(energy)
@@ -609,6 +651,48 @@ def load_dataset(
     if lazy:
         return Dataset4D.lazy(arr, positions, grid=grid, energy=energy)
     return Dataset4D(arr, positions, grid=grid, energy=energy)
+
+
+def _check_dtype(path: Path, dtype: Any) -> None:
+    """Only integer and real floating-point intensities are read: complex values (whose
+    imaginary part a conversion would drop), booleans, strings and records are refused."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "iuf":
+        raise PtyroTypeError(f"{str(path)!r}: the 4D data has dtype {dt} ({'complex' if dt.kind == 'c' else 'not numeric intensities'}); expected integer or real floating-point intensities")
+
+
+def _check_values(block: Any, path: Path, where: str = "") -> None:
+    """One rule in memory and out of core: NaN/inf and negative intensities are refused,
+    with how many there are (negative counts are not physical; subtract a smaller background
+    or clip them to 0 before reconstructing)."""
+    a = np.asarray(block)
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise PtyroValueError(f"{str(path)!r}: the 4D data{where} holds {bad} NaN/inf values; expected finite intensities")
+    neg = int(np.count_nonzero(a < 0))
+    if neg:
+        raise PtyroValueError(
+            f"{str(path)!r}: the 4D data{where} holds {neg} negative values (down to {float(a.min()):.4g}); expected intensities >= 0 "
+            "(subtract a smaller background, or clip them to 0 before reconstructing)"
+        )
+
+
+class _CheckedPatterns:
+    """An on-disk 4D array whose every read is checked like data loaded into memory
+    (:func:`_check_values`), so a dataset means the same in memory and out of core."""
+
+    def __init__(self, array: Any, path: Path) -> None:
+        self._array, self._path = array, path
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), len(array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        block = np.asarray(self._array[index])
+        where = tuple(int(i) if isinstance(i, (int, np.integer)) else i for i in (index if isinstance(index, tuple) else (index,)))
+        _check_values(block, self._path, f" at scan index {where if len(where) > 1 else where[0]}")
+        return block
 
 
 def _decide_lazy(lazy: bool | None, array: Any) -> bool:
@@ -659,7 +743,7 @@ def save_reconstruction(path: str | Path, state: ReconState, *, provenance: Mapp
     """Write a :class:`~ptyro_core.ReconState` as HDF5 (layout in the module docstring)."""
     from ptyro_core import ReconState
 
-    with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_output(path, overwrite) as tmp, hdf5_writing(tmp) as f:
         f.attrs["ptyrodactyl_file"] = "reconstruction"
         g = f.create_group("reconstruction")
         g.attrs["energy"] = float(state.energy)

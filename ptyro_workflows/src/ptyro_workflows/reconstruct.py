@@ -159,6 +159,7 @@ def reconstruct(
     progress: bool = True,
     report: list | None = None,
     elsewhere: bool = False,
+    overwrite: bool = False,
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
     single-slice, the loss chosen from the data, Adam, 20 iterations). ``report``: a list that
@@ -167,7 +168,10 @@ def reconstruct(
 
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
-    ``[reconstruction] checkpoint_every`` iterations).
+    ``[reconstruction] checkpoint_every`` iterations). A checkpoint of another dataset,
+    calibration or model is refused (:func:`ptyro_invert.checkpoint.check_resume`); an existing
+    file named as the checkpoint of a fresh run is replaced only with ``overwrite``. Each pass's
+    loss is checked: a NaN/inf loss stops the run naming the components used.
 
     ``[preprocess]`` runs first (:func:`ptyro_workflows.preprocess.check_or_prepare`): the whole
     preprocessing for data from ``elsewhere`` (or when switched on), else checks that refuse
@@ -193,7 +197,14 @@ def reconstruct(
     use_found_optics(cfg["probe"], found)
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
+    ck_new = checkpoint or r.get("checkpoint")
+    if resume is None and ck_new and Path(ck_new).exists() and not overwrite:
+        raise PtyroValueError(f"checkpoint {str(ck_new)!r} exists; pass --resume {str(ck_new)!r} to continue from it, or --overwrite to replace it")
     if state is None:
+        from ptyro_workflows.preflight import check_calibration, check_plan, plan_reconstruction
+
+        check_calibration(dataset.grid, dataset.energy, float(cfg["probe"]["semiangle_cutoff"]))
+        check_plan(plan_reconstruction(dataset, cfg))
         state = initial_state(dataset, cfg)
     options: dict[str, Any] = {
         "loss": r["loss"],
@@ -227,6 +238,23 @@ def reconstruct(
     if report is not None:
         options["report"] = report
     options.update(extra)
+    if resume is not None:
+        from ptyro_invert.checkpoint import check_resume, fingerprint
+
+        check_resume(resume, fingerprint(_expected_model(state, r["algorithm"], extra), state.positions, r["algorithm"]))
+    user_callback = options.get("callback")
+
+    def check_pass(st: ReconState) -> Any:
+        loss = np.asarray(st.loss)
+        if loss.size and not np.isfinite(loss[-1]):
+            from ptyro_core import get_registry
+
+            reg = get_registry()
+            who = ", ".join(reg.describe(k, n) for k, n in components_used(cfg)[:3])
+            raise PtyroValueError(f"pass {int(np.asarray(st.iteration))}: the loss is {float(loss[-1])!r}; the run is stopped (components: {who}); expected a finite loss")
+        return user_callback(st) if user_callback is not None else None
+
+    options["callback"] = check_pass
     return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
 
 
@@ -234,6 +262,21 @@ def _nominal_defocus(probe: Mapping[str, Any]) -> float | None:
     if probe.get("defocus") is not None:
         return float(probe["defocus"])
     return None if probe.get("C10") is None else -float(probe["C10"])
+
+
+def _expected_model(state: ReconState, algorithm: str, extra: Mapping[str, Any]) -> Any:
+    """``state``'s shapes with as many probe modes as the algorithm will use (mixed-state adds
+    modes), for :func:`ptyro_invert.checkpoint.fingerprint` (nothing is allocated)."""
+    from types import SimpleNamespace
+
+    m = int(state.probe.shape[0])
+    want = extra.get("num_modes")
+    if algorithm == "mixed_state":
+        m = max(m, int(want) if want is not None else 2)
+    elif want is not None:
+        m = max(m, int(want))
+    probe = np.broadcast_to(np.complex64(0), (m,) + tuple(state.probe.shape[1:]))
+    return SimpleNamespace(object=state.object, probe=probe, sampling=state.sampling, energy=state.energy)
 
 
 def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

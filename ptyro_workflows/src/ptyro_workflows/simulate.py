@@ -22,6 +22,7 @@ from ptyro_core import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, Ptyr
 from ptyro_core.pipeline import is_writer
 from ptyro_workflows.config import aberrations_for_api, annular_detectors, simulation_config
 from ptyro_workflows.io import DatasetWriter, check_output
+from ptyro_workflows.preflight import check_finite, check_plan, plan_simulation
 from ptyro_workflows.progress import progress_bar
 from ptyro_workflows.provenance import make_provenance
 
@@ -296,6 +297,7 @@ def simulate(
     progress: bool = True,
     keep: bool = True,
     command: list[str] | None = None,
+    force: bool = False,
 ) -> SimulationResult:
     """Simulate a 4D-STEM dataset from a configuration (a TOML path or a dict of tables).
 
@@ -313,6 +315,9 @@ def simulate(
     cfg = simulation_config(config)
     if out is not None:
         check_output(out, overwrite)
+    # sized from the configuration before anything is built: refuses what cannot fit in memory, or
+    # on disk unless ``force``
+    check_plan(plan_simulation(cfg, out, keep=keep), force=force)
     spec, pot_cfg, probe_cfg = cfg["specimen"], cfg["potential"], cfg["probe"]
     sim_cfg, fp = cfg["simulation"], cfg["frozen_phonons"]
     # resolve every component by name, outside jit (errors name the known components)
@@ -356,7 +361,7 @@ def simulate(
     frozen = nconf > 1 or bool(np.any(sigmas > 0))
     with progress_bar(total=1 + (nconf if frozen else 0), desc=f"potential ({pot_cfg['parametrization']})", unit="config", disable=not progress) as bar:
         static_potential = make_potential(atoms)
-        jax.block_until_ready(static_potential.array)
+        check_finite(static_potential.array, components=[("potential", pot_cfg["parametrization"])], what="the potential slices")
         bar.update(1)
         pots = [static_potential]
         if frozen:
@@ -395,10 +400,11 @@ def simulate(
             store_patterns=pixelated, dtype=np.uint32 if electrons is not None else np.float32,
             calibration={"electrons_per_position": electrons} if electrons is not None else None,
         )
+    sim_components = [("simulator", sim_cfg["simulator"]), ("propagator", sim_cfg["propagator"]), ("potential", pot_cfg["parametrization"])]
     try:
         for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress, execution):
             if "pixelated" in signals:
-                arr = np.asarray(signals["pixelated"], np.float32)
+                arr = check_finite(signals["pixelated"], components=sim_components, what=f"the patterns of positions {start}:{stop}").astype(np.float32, copy=False)
                 if electrons is not None:
                     arr = poisson_counts(arr, electrons, int(cfg["detectors"]["dose_seed"]), start)
                 if writer is not None:
@@ -408,7 +414,7 @@ def simulate(
             elif writer is not None:
                 writer.write(start, stop, np.zeros((stop - start, 0, 0), np.float32))
             for name in masks:
-                images[name][start:stop] = np.asarray(signals[name], np.float64)
+                images[name][start:stop] = check_finite(signals[name], components=sim_components, what=f"detector {name!r} at positions {start}:{stop}")
         images2d = {k: v.reshape(scan_shape) for k, v in images.items()}
         if writer is not None:
             for name, img in images2d.items():
