@@ -38,7 +38,7 @@ from ptyro_core.pipeline import (
     scan_sharding,
 )
 from ptyro_invert import optimizers as _opt
-from ptyro_invert.checkpoint import read_checkpoint, save_checkpoint
+from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
 from ptyro_invert.forward import make_model, shift_groups, shifted_probes, wavelength
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
@@ -711,7 +711,8 @@ def run_reconstruction(
         budget=memory_budget,
     )
 
-    ck = _read_resume(checkpoint) if resume else None
+    # a checkpoint of another dataset, calibration or model is refused, naming what differs
+    ck = _read_resume(checkpoint, fingerprint(state, state.positions, algorithm)) if resume else None
     if ck is not None:
         state, seed, target = ck["state"], ck["seed"], ck["target_iteration"]
         nominal = np.asarray(ck["nominal_positions"], np.float32)
@@ -769,11 +770,12 @@ def run_reconstruction(
     )  # fmt: skip
 
 
-def _read_resume(checkpoint: Any) -> dict | None:
-    """The checkpoint to resume from, if one exists at ``checkpoint``."""
+def _read_resume(checkpoint: Any, expected: dict) -> dict | None:
+    """The checkpoint to resume from, if one exists at ``checkpoint`` and matches ``expected``
+    (:func:`ptyro_invert.checkpoint.fingerprint` of this run)."""
     from pathlib import Path
 
-    return read_checkpoint(checkpoint) if checkpoint is not None and Path(checkpoint).exists() else None
+    return check_resume(checkpoint, expected) if checkpoint is not None and Path(checkpoint).exists() else None
 
 
 def _parameters(state: ReconState, n: int, *, fit_aberrations: bool, fit_positions: bool, affine: bool, fit_thickness: bool) -> dict[str, Any]:
