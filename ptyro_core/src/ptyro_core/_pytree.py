@@ -77,7 +77,9 @@ def _concise_repr(obj: Any) -> str:
 def _html_repr(obj: Any) -> str:
     import html
 
-    rows = "".join(f"<tr><td style='text-align:left'><code>{html.escape(n)}</code></td><td style='text-align:left'>{html.escape(t)}</td></tr>" for n, t in _fields(obj))
+    rows = "".join(
+        f"<tr><td style='text-align:left'><code>{html.escape(n)}</code></td><td style='text-align:left'>{html.escape(t)}</td></tr>" for n, t in _fields(obj)
+    )
     return f"<b>{html.escape(type(obj).__name__)}</b><table>{rows}</table>"
 
 

@@ -93,8 +93,7 @@ def check_private(path: str | os.PathLike, root: str | os.PathLike) -> Path:
             raise PtyroValueError(f"cache: {str(item)!r} belongs to user id {st.st_uid}, not to this user ({uid}); refusing to load code from it (remove it)")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise PtyroValueError(
-                f"cache: {str(item)!r} is writable by others (mode {stat.filemode(st.st_mode)}); refusing to load code from it "
-                f"(chmod go-w it, or remove it)"
+                f"cache: {str(item)!r} is writable by others (mode {stat.filemode(st.st_mode)}); refusing to load code from it (chmod go-w it, or remove it)"
             )
     return p
 

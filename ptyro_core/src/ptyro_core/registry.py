@@ -278,7 +278,7 @@ class Registry:
         by_code: dict[Any, Component] = {}
         by_package: dict[str, str] = {}
         for c in self._components.values():
-            fn = c.obj if hasattr(c.obj, "__code__") else getattr(type(c.obj), "__call__", None)
+            fn = c.obj if hasattr(c.obj, "__code__") else getattr(type(c.obj), "__call__", None)  # noqa: B004 - the method object, not a callability test
             code = getattr(fn, "__code__", None)
             if code is not None:
                 by_code.setdefault(code, c)

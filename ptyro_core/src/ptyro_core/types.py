@@ -105,7 +105,7 @@ def _run_checker(cls: str, checker: Callable[..., None], **fields: Any) -> None:
     try:
         checker(**fields)
         return
-    except Exception as e:  # beartype / jaxtyping raise several types
+    except Exception as e:  # noqa: BLE001 - beartype / jaxtyping raise several types
         del e
     shapes = ", ".join(f"{n}={describe(v)}" for n, v in fields.items())
     for name, value in fields.items():
@@ -113,9 +113,7 @@ def _run_checker(cls: str, checker: Callable[..., None], **fields: Any) -> None:
         if not is_bearable(value, hint):
             raise PtyroTypeError(f"{cls}.{name}: expected {_hint_str(hint)}, got {describe(value)}") from None
     expected = ", ".join(f"{n}: {_hint_str(checker.__annotations__[n])}" for n in fields)
-    raise PtyroTypeError(
-        f"{cls}: shared dimensions disagree between fields: got {shapes}; expected {expected}"
-    ) from None
+    raise PtyroTypeError(f"{cls}: shared dimensions disagree between fields: got {shapes}; expected {expected}") from None
 
 
 def _blocks(x: Any, max_bytes: int = 4 << 20) -> Any:
@@ -412,9 +410,7 @@ class ScanPositions:
         if shape is not None:
             shape = _pair("ScanPositions", "shape", shape, int)
             if shape[0] * shape[1] != pos.shape[0]:
-                raise PtyroValueError(
-                    f"ScanPositions.shape: {shape} holds {shape[0] * shape[1]} positions, but positions has {pos.shape[0]}"
-                )
+                raise PtyroValueError(f"ScanPositions.shape: {shape} holds {shape[0] * shape[1]} positions, but positions has {pos.shape[0]}")
         _set(self, positions=pos, shape=shape)
 
     @classmethod
@@ -461,8 +457,7 @@ class Dataset4D:
         _run_checker("Dataset4D", _check_dataset, array=arr, positions=pos)
         if arr.shape[0] * arr.shape[1] != pos.shape[0]:
             raise PtyroValueError(
-                f"Dataset4D.positions: expected Rx*Ry = {arr.shape[0] * arr.shape[1]} positions for array "
-                f"{describe(arr)}, got {pos.shape[0]}"
+                f"Dataset4D.positions: expected Rx*Ry = {arr.shape[0] * arr.shape[1]} positions for array {describe(arr)}, got {pos.shape[0]}"
             )
         _check_grid_shape("Dataset4D", "array", arr.shape[-2:], self.grid)
         _check_finite("Dataset4D", "array", arr)

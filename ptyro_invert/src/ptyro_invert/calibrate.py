@@ -114,7 +114,9 @@ def bright_field_disc(mean_pattern: Any, *, threshold: float = 0.5) -> DiscFit:
     top = float(m.max())
     bright = m > threshold * top
     if top <= 0 or bright.sum() < 3:
-        raise PtyroValueError(f"bright_field_disc: no bright-field disc found (max {top:.3g}, {int(bright.sum())} pixels above {threshold} of it); expected a pattern with a bright central disc")
+        raise PtyroValueError(
+            f"bright_field_disc: no bright-field disc found (max {top:.3g}, {int(bright.sum())} pixels above {threshold} of it); expected a pattern with a bright central disc"
+        )
     plateau = float(np.median(m[bright]))
     bg = float(np.median(m[~bright])) if (~bright).any() else 0.0
     if plateau <= bg:
@@ -351,7 +353,9 @@ def _neighbours(img: np.ndarray) -> np.ndarray:
     return np.stack([p[1 + dx : 1 + dx + nx, 1 + dy : 1 + dy + ny] for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy])
 
 
-def find_bad_pixels(mean_pattern: Any, *, n_frames: int = 1, ratio: float = 3.0, nsigma: float = 8.0, dead_counts: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+def find_bad_pixels(
+    mean_pattern: Any, *, n_frames: int = 1, ratio: float = 3.0, nsigma: float = 8.0, dead_counts: float = 25.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Hot and dead pixels of a detector from its mean pattern (over ``n_frames`` patterns of
     counts): boolean masks ``(hot, dead)`` of shape (Qx, Qy).
 

@@ -96,7 +96,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise PtyroValueError(f"checkpoint: cannot read {str(path)!r} as HDF5 ({str(e).splitlines()[0]}); expected a checkpoint written by save_checkpoint") from None
+        raise PtyroValueError(
+            f"checkpoint: cannot read {str(path)!r} as HDF5 ({str(e).splitlines()[0]}); expected a checkpoint written by save_checkpoint"
+        ) from None
     with f:
         if f.attrs.get("format") != FORMAT:
             raise PtyroValueError(f"checkpoint: {str(path)!r} has format {f.attrs.get('format')!r}, expected {FORMAT!r}")
@@ -173,10 +175,16 @@ def check_resume(path: str | os.PathLike, expected: Mapping[str, Any]) -> dict[s
     got = ck["fingerprint"] or fingerprint(ck["state"], ck["nominal_positions"], ck["algorithm"])
     diffs = [f"{k} {got.get(k)!r} in the checkpoint, {v!r} in this run" for k, v in expected.items() if not _same(got.get(k), v)]
     if diffs:
-        raise PtyroValueError(f"--resume {str(path)!r} belongs to another run: " + "; ".join(diffs) + "; expected a checkpoint of this dataset and model (or start without --resume)")
+        raise PtyroValueError(
+            f"--resume {str(path)!r} belongs to another run: "
+            + "; ".join(diffs)
+            + "; expected a checkpoint of this dataset and model (or start without --resume)"
+        )
     st = ck["state"]
     for name in ("object", "probe"):
         bad = int(np.sum(~np.isfinite(np.asarray(getattr(st, name)))))
         if bad:
-            raise PtyroValueError(f"--resume {str(path)!r}: the checkpoint's {name} holds {bad} NaN/inf values; expected a finite state (start without --resume)")
+            raise PtyroValueError(
+                f"--resume {str(path)!r}: the checkpoint's {name} holds {bad} NaN/inf values; expected a finite state (start without --resume)"
+            )
     return ck

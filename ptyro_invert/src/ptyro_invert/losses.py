@@ -36,7 +36,6 @@ grid of λ, asymptotic series above 10³) and interpolated.
 """
 
 import math
-
 from typing import Any
 
 import jax
@@ -75,27 +74,21 @@ def reduce_patterns(per_pixel: Array, *, mask: ArrayLike | None = None, weights:
     return jnp.sum(w * per_pattern) / jnp.maximum(jnp.sum(w), jnp.finfo(per_pattern.dtype).tiny)
 
 
-def amplitude_loss(
-    predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = EPS
-) -> Array:
+def amplitude_loss(predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = EPS) -> Array:
     """Least squares on amplitudes √I (see the module docstring for the normalisation)."""
     p, m = _check(predicted, measured)
     d = jnp.sqrt(jnp.maximum(p, 0.0) + eps) - jnp.sqrt(jnp.maximum(m, 0.0) + eps)
     return reduce_patterns(d * d, mask=mask, weights=weights)
 
 
-def intensity_loss(
-    predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None
-) -> Array:
+def intensity_loss(predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None) -> Array:
     """Least squares on intensities."""
     p, m = _check(predicted, measured)
     d = p - m
     return reduce_patterns(d * d, mask=mask, weights=weights)
 
 
-def poisson_loss(
-    predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = 0.1
-) -> Array:
+def poisson_loss(predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike | None = None, weights: ArrayLike | None = None, eps: float = 0.1) -> Array:
     """Poisson negative log-likelihood of counts ``measured`` given rates ``predicted``, offset
     to be zero at the perfect prediction (half the Poisson deviance)."""
     p, m = _check(predicted, measured)

@@ -160,9 +160,7 @@ def _leaf_schedules(learning_rate: Any, params: Any) -> list[Schedule]:
         elif "default" in table:
             out.append(table["default"])
         else:
-            raise PtyroValueError(
-                f"learning_rate: no entry for parameter group {g!r}; expected keys among {sorted(map(str, table))} or a 'default'"
-            )
+            raise PtyroValueError(f"learning_rate: no entry for parameter group {g!r}; expected keys among {sorted(map(str, table))} or a 'default'")
     return out
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from ptyro_core import Dataset4D, Grid, MemoryBudgetError, PtyroTypeError, PtyroValueError, ReconState, get, replace
+from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, get, replace
 from ptyro_core.pipeline import (
     batch_bounds,
     check_memory,
@@ -164,9 +164,7 @@ def initial_state(
     if not isinstance(dataset, Dataset4D):
         raise PtyroTypeError(f"initial_state: expected a Dataset4D, got {type(dataset).__name__}")
     if int(num_modes) < 1 or int(num_slices) < 1 or int(padding_px) < 0:
-        raise PtyroValueError(
-            f"initial_state: expected num_modes >= 1, num_slices >= 1, padding_px >= 0; got {num_modes}, {num_slices}, {padding_px}"
-        )
+        raise PtyroValueError(f"initial_state: expected num_modes >= 1, num_slices >= 1, padding_px >= 0; got {num_modes}, {num_slices}, {padding_px}")
     if num_slices > 1 and slice_thickness is None:
         raise PtyroValueError(f"initial_state: num_slices={num_slices} needs a slice_thickness in Å, got None")
     grid = dataset.grid
@@ -182,9 +180,7 @@ def initial_state(
     gpts = tuple(int(v) for v in extent_px + win + 2 * int(padding_px) + 1)
     obj = jnp.ones((int(num_slices),) + gpts, jnp.complex64)
     th = None if slice_thickness is None else slice_thickness
-    return ReconState(
-        obj, parr, pos_obj.astype(np.float32), sampling=grid.sampling, energy=dataset.energy, slice_thickness=th
-    )
+    return ReconState(obj, parr, pos_obj.astype(np.float32), sampling=grid.sampling, energy=dataset.energy, slice_thickness=th)
 
 
 def occupancies(state: ReconState) -> Array:
@@ -244,7 +240,9 @@ class _FFTOrderSource:
     def read(self, indices: np.ndarray) -> np.ndarray:
         block = self.raw(indices)
         if not np.all(np.isfinite(block)):
-            raise PtyroValueError(f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities")
+            raise PtyroValueError(
+                f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities"
+            )
         if self.gain != 1.0:
             block = block * np.float32(self.gain)
         return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))

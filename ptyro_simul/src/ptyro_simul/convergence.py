@@ -78,7 +78,7 @@ def band_limit_message(grid: Grid, energy: float, detectors: Mapping[str, Any], 
         f"{limit:.1f} mrad ({max(grid.sampling):.4g} Å pixels, {energy / 1e3:g} keV): scattering beyond the band "
         f"limit is lost, so this signal is not converged (at 95 % of it a 40–65 mrad ADF is 21 % low; see "
         f"ptyro_simul/README.md, Convergence). Fix: a pixel of at most {dx:.3g} Å "
-        f"([potential] sampling = {math.floor(dx * 1000) / 1000:g}, or gpts = \"auto\"), which puts "
+        f'([potential] sampling = {math.floor(dx * 1000) / 1000:g}, or gpts = "auto"), which puts '
         f"{outer:g} mrad at {100 * fraction:.0f} % of a {outer / fraction:.0f} mrad band limit."
     )
 

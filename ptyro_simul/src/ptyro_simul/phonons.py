@@ -60,9 +60,7 @@ def displace(atoms: Atoms, key: Any, sigmas: Any = None) -> Atoms:
     return replace(atoms, positions=jnp.concatenate([xy, z], axis=1))
 
 
-def frozen_phonon_configurations(
-    atoms: Atoms, num_configs: int, *, seed: int = 0, sigmas: Any = None, debye_waller: Any = None
-) -> list[Atoms]:
+def frozen_phonon_configurations(atoms: Atoms, num_configs: int, *, seed: int = 0, sigmas: Any = None, debye_waller: Any = None) -> list[Atoms]:
     """``num_configs`` displaced copies of ``atoms`` (reproducible for a given ``seed``)."""
     if int(num_configs) < 1:
         raise PtyroValueError(f"num_configs: expected a positive integer, got {num_configs!r}")

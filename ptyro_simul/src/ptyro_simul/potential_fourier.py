@@ -28,7 +28,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -68,9 +67,7 @@ def slice_capacity(slices: np.ndarray, nslices: int, total: int) -> int:
     return max(1, min(int(total), cap))
 
 
-def structure_factors(
-    xy: Array, sigmas: Array | None, slices: Array, weights: Array, grid: Grid, nslices: int, capacity: int
-) -> Array:
+def structure_factors(xy: Array, sigmas: Array | None, slices: Array, weights: Array, grid: Grid, nslices: int, capacity: int) -> Array:
     """S(k) (nslices, nx, ny//2 + 1) complex of weighted entries ``xy`` (m, 2) Å in slices
     ``slices`` (m,) int (outside 0..nslices-1: dropped), weights (m,), rms displacements
     ``sigmas`` (m,) Å or None; at most ``capacity`` entries per slice are summed."""

@@ -172,13 +172,9 @@ def bessel_k0(x: Array) -> Array:
     small = jnp.clip(x, 1e-30, 2.0)
     large = jnp.maximum(x, 2.0)
     h = (small / 2) ** 2
-    k_small = -jnp.log(small / 2) * bessel_i0(small) + _poly(
-        h, (-0.57721566, 0.42278420, 0.23069756, 0.03488590, 0.00262698, 0.00010750, 0.00000740)
-    )
+    k_small = -jnp.log(small / 2) * bessel_i0(small) + _poly(h, (-0.57721566, 0.42278420, 0.23069756, 0.03488590, 0.00262698, 0.00010750, 0.00000740))
     u = 2.0 / large
-    k_large = jnp.exp(-large) / jnp.sqrt(large) * _poly(
-        u, (1.25331414, -0.07832358, 0.02189568, -0.01062446, 0.00587872, -0.00251540, 0.00053208)
-    )
+    k_large = jnp.exp(-large) / jnp.sqrt(large) * _poly(u, (1.25331414, -0.07832358, 0.02189568, -0.01062446, 0.00587872, -0.00251540, 0.00053208))
     return jnp.where(x <= 2.0, k_small, k_large)
 
 
@@ -188,13 +184,9 @@ def bessel_k1(x: Array) -> Array:
     small = jnp.clip(x, 1e-30, 2.0)
     large = jnp.maximum(x, 2.0)
     h = (small / 2) ** 2
-    xk1 = small * jnp.log(small / 2) * bessel_i1(small) + _poly(
-        h, (1.0, 0.15443144, -0.67278579, -0.18156897, -0.01919402, -0.00110404, -0.00004686)
-    )
+    xk1 = small * jnp.log(small / 2) * bessel_i1(small) + _poly(h, (1.0, 0.15443144, -0.67278579, -0.18156897, -0.01919402, -0.00110404, -0.00004686))
     u = 2.0 / large
-    k_large = jnp.exp(-large) / jnp.sqrt(large) * _poly(
-        u, (1.25331414, 0.23498619, -0.03655620, 0.01504268, -0.00780353, 0.00325614, -0.00068245)
-    )
+    k_large = jnp.exp(-large) / jnp.sqrt(large) * _poly(u, (1.25331414, 0.23498619, -0.03655620, 0.01504268, -0.00780353, 0.00325614, -0.00068245))
     return jnp.where(x <= 2.0, xk1 / small, k_large)
 
 
@@ -277,8 +269,7 @@ class ParametrizedPotential:
             return self.parameters[int(z)]
         except KeyError:
             raise PtyroValueError(
-                f"{self.name}: no parameters for Z = {int(z)}; this parametrisation covers Z = "
-                f"{min(self.parameters)}..{max(self.parameters)}"
+                f"{self.name}: no parameters for Z = {int(z)}; this parametrisation covers Z = {min(self.parameters)}..{max(self.parameters)}"
             ) from None
 
     def scattering_factor(self, k: Any, z: int) -> np.ndarray:
@@ -489,7 +480,9 @@ def _entry_slices_np(bounds: np.ndarray, z: np.ndarray, s_c: np.ndarray, project
     return np.where(w > 0, sl, -1)
 
 
-def _entries(pos: Array, sig: Array | None, s_c: Array, bounds: Array, projection: str, h: float, active: Array | None = None) -> tuple[Array, Array | None, Array, Array]:
+def _entries(
+    pos: Array, sig: Array | None, s_c: Array, bounds: Array, projection: str, h: float, active: Array | None = None
+) -> tuple[Array, Array | None, Array, Array]:
     """(xy (m, 2), sigmas (m,) or None, slices (m,), weights (m,)) of the Fourier-path entries."""
     if projection == "infinite":
         return pos[:, :2], sig, s_c, jnp.ones(s_c.shape, pos.dtype)
@@ -541,7 +534,7 @@ def _builder(
         else:
             s_all, act_host = host
         entries = []
-        for gi, (z, idx) in enumerate(groups):
+        for gi, (_z, idx) in enumerate(groups):
             ii = np.asarray(idx)
             pos, s_c = positions[ii], s_all[ii]
             sig = None if sigmas is None else sigmas[ii]

@@ -152,7 +152,9 @@ def orthorhombic_supercell(
     return fr * lengths, nm, cell
 
 
-def orient_lattice(lattice: Any, zone_axis: Sequence[int] = (0, 0, 1), *, max_index: int = 6, tol: float = 1e-4) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def orient_lattice(
+    lattice: Any, zone_axis: Sequence[int] = (0, 0, 1), *, max_index: int = 6, tol: float = 1e-4
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Integer lattice vectors (u, v, w) spanning an orthorhombic supercell of ``lattice`` (rows,
     Å) with w along ``zone_axis`` [u v w] (direction indices), u ⟂ v ⟂ w (cosines below ``tol``),
     u × v ∥ w, each the shortest such vector with indices up to ``max_index``.
@@ -189,7 +191,9 @@ def orient_lattice(lattice: Any, zone_axis: Sequence[int] = (0, 0, 1), *, max_in
     )
 
 
-def orient_periodic(lattice: Any, fractional: Any, numbers: Any, zone_axis: Sequence[int] = (0, 0, 1), *, what: str = "structure") -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def orient_periodic(
+    lattice: Any, fractional: Any, numbers: Any, zone_axis: Sequence[int] = (0, 0, 1), *, what: str = "structure"
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """(positions, numbers, cell) of a periodic structure (``lattice`` rows in Å, fractional
     coordinates) in the orthorhombic supercell along ``zone_axis`` (see :func:`orient_lattice`);
     a :class:`StructureNote` says what was done unless the cell already is that cell."""
@@ -198,7 +202,9 @@ def orient_periodic(lattice: Any, fractional: Any, numbers: Any, zone_axis: Sequ
     pos, num, cell = orthorhombic_supercell(lat, np.mod(np.asarray(fractional, np.float64), 1.0), numbers, u, v, w, tol=1e-4)
     already = (u, v, w) == ((1, 0, 0), (0, 1, 0), (0, 0, 1)) and np.allclose(lat, np.diag(np.diag(lat)), atol=1e-6)
     if not already:
-        angles = [math.degrees(math.acos(np.clip(lat[i] @ lat[j] / np.linalg.norm(lat[i]) / np.linalg.norm(lat[j]), -1, 1))) for i, j in ((1, 2), (0, 2), (0, 1))]
+        angles = [
+            math.degrees(math.acos(np.clip(lat[i] @ lat[j] / np.linalg.norm(lat[i]) / np.linalg.norm(lat[j]), -1, 1))) for i, j in ((1, 2), (0, 2), (0, 1))
+        ]
         warnings.warn(
             StructureNote(
                 f"{what}: cell a, b, c = {', '.join(f'{x:.4g}' for x in np.linalg.norm(lat, axis=1))} Å, angles {', '.join(f'{x:.4g}' for x in angles)}° "
@@ -390,11 +396,9 @@ def read_structure(path: Any, *, vacuum: float = 2.0, zone_axis: Sequence[int] =
     try:
         import ase.io
     except ImportError:
-        raise PtyroValueError(
-            f"{p.name}: reading {p.suffix or p.name} files needs ASE; install the extra: pip install 'ptyro-simul[ase]'"
-        ) from None
+        raise PtyroValueError(f"{p.name}: reading {p.suffix or p.name} files needs ASE; install the extra: pip install 'ptyro-simul[ase]'") from None
     try:
         obj = ase.io.read(str(p))
-    except Exception as e:  # ASE raises many types for malformed files
+    except Exception as e:  # noqa: BLE001 - ASE raises many types for malformed files
         raise PtyroValueError(f"{p.name}: ASE could not read it as a structure: {e}") from None
     return atoms_from_ase(obj, za, what=p.name)

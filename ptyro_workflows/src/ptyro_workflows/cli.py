@@ -133,8 +133,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--distributed",
         action="store_true",
-        help="join a multi-process run described by the cluster environment (SLURM, Open MPI, ...): "
-        "jax.distributed.initialize() with no arguments",
+        help="join a multi-process run described by the cluster environment (SLURM, Open MPI, ...): jax.distributed.initialize() with no arguments",
     )
 
 
@@ -169,8 +168,7 @@ def _resolve(spec: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ptyro",
-        description="Ptyrodactyl: electron microscopy simulation and ptychography in JAX. "
-        "Units: Å, eV, mrad; azimuths in degrees; array axis 0 = x.",
+        description="Ptyrodactyl: electron microscopy simulation and ptychography in JAX. Units: Å, eV, mrad; azimuths in degrees; array axis 0 = x.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for spec in COMMANDS.values():
@@ -179,10 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo(sub: Any) -> None:
-    d = sub.add_parser("demo", help="simulate a built-in crystal and reconstruct it (no input needed)",
-                       description="Simulate a 4D-STEM dataset of SrTiO3 [001] (2 x 2 unit cells scanned), reconstruct it with "
-                       "single-slice ptychography, and write the dataset, the reconstruction and PNG figures into DIR; print what "
-                       "was written and the quality reached (phase correlation with the ground truth σ·ΣV).")
+    d = sub.add_parser(
+        "demo",
+        help="simulate a built-in crystal and reconstruct it (no input needed)",
+        description="Simulate a 4D-STEM dataset of SrTiO3 [001] (2 x 2 unit cells scanned), reconstruct it with "
+        "single-slice ptychography, and write the dataset, the reconstruction and PNG figures into DIR; print what "
+        "was written and the quality reached (phase correlation with the ground truth σ·ΣV).",
+    )
     d.add_argument("--out", default="ptyro-demo", metavar="DIR", help="output directory (default: ./ptyro-demo)")
     d.add_argument("--iterations", type=int, default=None, help="reconstruction iterations (default: the demo's)")
     _add_common(d)
@@ -190,18 +191,34 @@ def _add_demo(sub: Any) -> None:
 
 
 def _add_simulate(sub: Any) -> None:
-    s = sub.add_parser("simulate", help="simulate a 4D-STEM dataset from a TOML configuration",
-                       description="Simulate a 4D-STEM dataset as CONFIG says (every key also settable as a flag; "
-                       "flags override the file) and write it as an EMD 1.0 HDF5 file (py4DSTEM reads it as a calibrated "
-                       "DataCube), batch by batch, with virtual detector images and provenance.")
+    s = sub.add_parser(
+        "simulate",
+        help="simulate a 4D-STEM dataset from a TOML configuration",
+        description="Simulate a 4D-STEM dataset as CONFIG says (every key also settable as a flag; "
+        "flags override the file) and write it as an EMD 1.0 HDF5 file (py4DSTEM reads it as a calibrated "
+        "DataCube), batch by batch, with virtual detector images and provenance.",
+    )
     s.add_argument("config", nargs="?", metavar="CONFIG.toml", help="simulation configuration (default: all defaults)")
     s.add_argument("-o", "--out", metavar="OUT.h5", default="simulation.h5", help="output file (default: simulation.h5)")
-    s.add_argument("--detector", action="append", type=_kv, default=[], metavar="NAME=INNER,OUTER",
-                   help="annular detector in mrad, e.g. haadf=70,200 (repeatable; [detectors] table)")
+    s.add_argument(
+        "--detector",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="NAME=INNER,OUTER",
+        help="annular detector in mrad, e.g. haadf=70,200 (repeatable; [detectors] table)",
+    )
     s.add_argument("--pixelated", action=argparse.BooleanOptionalAction, default=None, help="store the 4D data ([detectors] pixelated; default: true)")
     s.add_argument("--dose", type=float, metavar="E_PER_A2", help="electron dose in e⁻/Å²: Poisson counts stored as integers ([detectors] dose)")
     s.add_argument("--dose-per-position", type=float, metavar="E", help="electrons per probe position instead ([detectors] dose_per_position)")
-    s.add_argument("--simulator-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the simulator ([simulation.options]; repeatable)")
+    s.add_argument(
+        "--simulator-option",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="KEY=VALUE",
+        help="option passed to the simulator ([simulation.options]; repeatable)",
+    )
     _add_config_flags(s, _SIM_TABLES)
     _add_common(s)
     _add_preflight(s)
@@ -209,11 +226,14 @@ def _add_simulate(sub: Any) -> None:
 
 
 def _add_reconstruct(sub: Any) -> None:
-    r = sub.add_parser("reconstruct", help="reconstruct a 4D-STEM dataset by ptychography",
-                       description="Reconstruct DATA (our EMD files, EMD 1.0 files from py4DSTEM, or a .npy 4D array "
-                       "(Rx, Ry, Qx, Qy) with calibrations given as flags) and write the object, probe, positions and loss "
-                       "as HDF5 with provenance. The optics (energy, aperture, aberrations) not given by --config or flags "
-                       "are taken from DATA's provenance when it has one (one line says so).")
+    r = sub.add_parser(
+        "reconstruct",
+        help="reconstruct a 4D-STEM dataset by ptychography",
+        description="Reconstruct DATA (our EMD files, EMD 1.0 files from py4DSTEM, or a .npy 4D array "
+        "(Rx, Ry, Qx, Qy) with calibrations given as flags) and write the object, probe, positions and loss "
+        "as HDF5 with provenance. The optics (energy, aperture, aberrations) not given by --config or flags "
+        "are taken from DATA's provenance when it has one (one line says so).",
+    )
     r.add_argument("data", metavar="DATA", help="dataset: .h5/.emd (EMD 1.0) or .npy")
     r.add_argument("--config", metavar="CONFIG.toml", help="reconstruction configuration ([probe], [scan], [reconstruction])")
     r.add_argument("-o", "--out", metavar="OUT.h5", default="reconstruction.h5", help="output file (default: reconstruction.h5)")
@@ -225,7 +245,14 @@ def _add_reconstruct(sub: Any) -> None:
         help="read the patterns from the file batch by batch instead of loading them (default: only when they would "
         "take more than half of the memory budget; PTYRO_MEMORY_BUDGET sets the budget in bytes)",
     )
-    r.add_argument("--algorithm-option", action="append", type=_kv, default=[], metavar="KEY=VALUE", help="option passed to the algorithm ([reconstruction.options]; repeatable)")
+    r.add_argument(
+        "--algorithm-option",
+        action="append",
+        type=_kv,
+        default=[],
+        metavar="KEY=VALUE",
+        help="option passed to the algorithm ([reconstruction.options]; repeatable)",
+    )
     cal = r.add_argument_group("calibration of files that lack it (.npy, uncalibrated EMD)")
     cal.add_argument("--energy", type=_toml_value, metavar="EV", help="beam energy in eV (also [probe] energy)")
     cal.add_argument("--scan-step", type=_toml_value, metavar="A", help="scan step in Å, scalar or [dx, dy] (also [scan] step)")
@@ -238,25 +265,37 @@ def _add_reconstruct(sub: Any) -> None:
 
 
 def _add_info(sub: Any) -> None:
-    i = sub.add_parser("info", help="what a file holds (arrays, shapes, calibrations, provenance)",
-                       description="Describe a dataset, reconstruction or .npy file: every array with shape, dtype, units and "
-                       "calibrations, and the provenance (configuration, components, versions, seed).")
+    i = sub.add_parser(
+        "info",
+        help="what a file holds (arrays, shapes, calibrations, provenance)",
+        description="Describe a dataset, reconstruction or .npy file: every array with shape, dtype, units and "
+        "calibrations, and the provenance (configuration, components, versions, seed).",
+    )
     i.add_argument("file", metavar="FILE")
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.set_defaults(func=_run_info)
 
 
 def _add_show(sub: Any) -> None:
-    w = sub.add_parser("show", help="draw the figures of a dataset or reconstruction file (PNG)",
-                       description="Draw what FILE holds as PNG figures into DIR, without code. A dataset: the mean pattern with "
-                       "the detector rings and the band limit, virtual images (BF, ABF, ADF/HAADF, iDPC from the 4D data), CBED "
-                       "patterns at chosen positions. A reconstruction: phase and amplitude per slice, the probe in real and "
-                       "reciprocal space, the loss; with the ground truth in the source dataset, the truth band-limited to what "
-                       "the probe transfers, on the same colour scale, and the correlation.")
+    w = sub.add_parser(
+        "show",
+        help="draw the figures of a dataset or reconstruction file (PNG)",
+        description="Draw what FILE holds as PNG figures into DIR, without code. A dataset: the mean pattern with "
+        "the detector rings and the band limit, virtual images (BF, ABF, ADF/HAADF, iDPC from the 4D data), CBED "
+        "patterns at chosen positions. A reconstruction: phase and amplitude per slice, the probe in real and "
+        "reciprocal space, the loss; with the ground truth in the source dataset, the truth band-limited to what "
+        "the probe transfers, on the same colour scale, and the correlation.",
+    )
     w.add_argument("file", metavar="FILE")
     w.add_argument("-o", "--out", metavar="DIR", default=None, help="output directory (default: FILE's name without suffix + '-show')")
-    w.add_argument("--position", action="append", type=_toml_value, default=[], metavar="IX,IY",
-                   help="scan index of a CBED pattern to draw (repeatable; default: the brightest and the darkest ADF position)")
+    w.add_argument(
+        "--position",
+        action="append",
+        type=_toml_value,
+        default=[],
+        metavar="IX,IY",
+        help="scan index of a CBED pattern to draw (repeatable; default: the brightest and the darkest ADF position)",
+    )
     w.add_argument("--truth", metavar="DATASET", help="dataset holding the ground truth of a reconstruction (default: its recorded input)")
     w.add_argument("--overwrite", action="store_true", help="replace existing figures (default: refuse)")
     w.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -295,7 +334,9 @@ def _distributed(args: argparse.Namespace) -> None:
         try:
             initialize_distributed()
         except (ValueError, RuntimeError) as e:
-            raise _Error(f"--distributed: no cluster environment found ({str(e).splitlines()[0]}); pass --coordinator, --num-processes and --process-id") from None
+            raise _Error(
+                f"--distributed: no cluster environment found ({str(e).splitlines()[0]}); pass --coordinator, --num-processes and --process-id"
+            ) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -351,7 +392,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from ptyro_workflows.config import load_config, merge, reconstruction_config
     from ptyro_workflows.io import check_outputs, read_file_provenance
-    from ptyro_workflows.preprocess_cli import load_for_reconstruct as load_dataset, prepare_for_reconstruction
+    from ptyro_workflows.preprocess_cli import load_for_reconstruct as load_dataset
+    from ptyro_workflows.preprocess_cli import prepare_for_reconstruction
     from ptyro_workflows.reconstruct import optics_from_provenance
 
     base = load_config(args.config)
@@ -392,14 +434,16 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         from ptyro_simul.constants import energy2wavelength
 
         dq = 1.0 / (ds.grid.gpts[0] * ds.grid.sampling[0])
-        _say(args, f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
-             f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)")
+        _say(
+            args,
+            f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
+            f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)",
+        )
     from ptyro_workflows.cache import cache_record
     from ptyro_workflows.io import save_reconstruction
+    from ptyro_workflows.preflight import check_calibration, check_plan, format_plan, plan_reconstruction
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
-
-    from ptyro_workflows.preflight import check_calibration, check_plan, format_plan, plan_reconstruction
 
     check_calibration(ds.grid, ds.energy, float(cfg["probe"]["semiangle_cutoff"]), source=str(args.data))
     plan = plan_reconstruction(ds, cfg, args.out, checkpoint=args.resume or ckpt)

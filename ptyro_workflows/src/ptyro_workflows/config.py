@@ -45,7 +45,15 @@ _ALIASES = ("defocus", "Cs", "C5", "astigmatism", "astigmatism_angle", "coma", "
 ABERRATION_KEYS: tuple[str, ...] = _MAGNITUDES + _AZIMUTHS + _ALIASES
 _AZIMUTH_KEYS = frozenset(_AZIMUTHS + ("astigmatism_angle", "coma_angle"))
 #: alias -> the coefficient it names (one physical quantity, two spellings; ``defocus`` = -C10)
-ALIAS_OF: dict[str, str] = {"defocus": "C10", "Cs": "C30", "C5": "C50", "astigmatism": "C12", "astigmatism_angle": "phi12", "coma": "C21", "coma_angle": "phi21"}
+ALIAS_OF: dict[str, str] = {
+    "defocus": "C10",
+    "Cs": "C30",
+    "C5": "C50",
+    "astigmatism": "C12",
+    "astigmatism_angle": "phi12",
+    "coma": "C21",
+    "coma_angle": "phi21",
+}
 _SPELLINGS: dict[str, tuple[str, str]] = {**{a: (a, c) for a, c in ALIAS_OF.items()}, **{c: (a, c) for a, c in ALIAS_OF.items()}}
 
 _REQUIRED = object()
@@ -282,7 +290,9 @@ def _check_values(c: dict[str, Any]) -> None:
         _string("[probe] name", p["name"])
         p["energy"] = _number("[probe] energy (eV)", p["energy"], positive=True)
         if p["energy"] < 1e3:
-            raise PtyroValueError(f"[probe] energy: {p['energy']:g} eV is below 1 keV; energies are in eV: did you mean {p['energy'] * 1e3:g} eV ({p['energy']:g}e3)?")
+            raise PtyroValueError(
+                f"[probe] energy: {p['energy']:g} eV is below 1 keV; energies are in eV: did you mean {p['energy'] * 1e3:g} eV ({p['energy']:g}e3)?"
+            )
         p["semiangle_cutoff"] = _number("[probe] semiangle_cutoff (mrad)", p["semiangle_cutoff"], positive=True)
         if p["semiangle_cutoff"] < 0.2:
             raise PtyroValueError(
@@ -325,7 +335,9 @@ def _check_values(c: dict[str, Any]) -> None:
         if not isinstance(d["pixelated"], bool):
             raise PtyroTypeError(f"[detectors] pixelated: expected true or false, got {d['pixelated']!r}")
         if "dose" in d and "dose_per_position" in d:
-            raise PtyroValueError(f"[detectors]: both dose = {d['dose']!r} (e⁻/Å²) and dose_per_position = {d['dose_per_position']!r} (e⁻) are given; expected only one of them")
+            raise PtyroValueError(
+                f"[detectors]: both dose = {d['dose']!r} (e⁻/Å²) and dose_per_position = {d['dose_per_position']!r} (e⁻) are given; expected only one of them"
+            )
         for k in ("dose", "dose_per_position"):
             if k in d:
                 d[k] = _number(f"[detectors] {k}", d[k], positive=True)
@@ -455,7 +467,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "potential": {
         "parametrization": "registered potential name (kirkland, or a plugin's, e.g. lobato)",
-        "gpts": "grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling; \"auto\": chosen so that the largest detector angle is at most 0.6 of the band limit",
+        "gpts": 'grid points [nx, ny] over the cell (also the diffraction pattern size); or give sampling; "auto": chosen so that the largest detector angle is at most 0.6 of the band limit',
         "sampling": "real-space pixel size in Å (scalar or [dx, dy]); default 0.1 when gpts is not given",
         "slice_thickness": "slice thickness in Å",
         "projection": "how atoms are projected into slices (infinite, or what the parametrization supports)",

@@ -57,14 +57,16 @@ DEMO_FILES: dict[str, str] = {
 }
 
 
-def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None
+) -> dict[str, Any]:
     """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
     from ptyro_workflows.cache import cache_record
+    from ptyro_workflows.config import reconstruction_config
     from ptyro_workflows.io import save_reconstruction
-    from ptyro_workflows.show import dataset_figures, reconstruction_figures
     from ptyro_workflows.provenance import make_provenance
     from ptyro_workflows.reconstruct import components_used, reconstruct
-    from ptyro_workflows.config import reconstruction_config
+    from ptyro_workflows.show import dataset_figures, reconstruction_figures
     from ptyro_workflows.simulate import simulate
 
     def say(*a: Any) -> None:
@@ -88,8 +90,10 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
     t0 = time.perf_counter()
     sp, rep = sim_cfg["potential"]["gpts"], sim_cfg["specimen"]["repeat"]
     window = (sim_cfg["simulation"].get("options") or {}).get("window") or sp
-    say(f"ptyro demo: SrTiO3 [001], {rep} cells on {sp[0]} x {sp[1]} px ({rep[0] * _A / sp[0]:.3f} Å), {list(window)} patterns, "
-        f"{sim_cfg['scan']['gpts']} scan, {sim_cfg['probe']['energy'] / 1e3:g} keV, {sim_cfg['probe']['semiangle_cutoff']:g} mrad")
+    say(
+        f"ptyro demo: SrTiO3 [001], {rep} cells on {sp[0]} x {sp[1]} px ({rep[0] * _A / sp[0]:.3f} Å), {list(window)} patterns, "
+        f"{sim_cfg['scan']['gpts']} scan, {sim_cfg['probe']['energy'] / 1e3:g} keV, {sim_cfg['probe']['semiangle_cutoff']:g} mrad"
+    )
     sim = simulate(sim_cfg, outdir / "dataset.h5", overwrite=True, progress=progress, keep=True, command=["ptyro", "demo"])
     t_sim = time.perf_counter() - t0
     ds = sim.dataset
@@ -102,7 +106,11 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
     cfg_r = reconstruction_config(rec_cfg)
     cfg_r["probe"]["energy"] = ds.energy
     prov = make_provenance(
-        "reconstruction", cfg_r, components_used(cfg_r), int(cfg_r["reconstruction"]["seed"]), command=["ptyro", "demo"],
+        "reconstruction",
+        cfg_r,
+        components_used(cfg_r),
+        int(cfg_r["reconstruction"]["seed"]),
+        command=["ptyro", "demo"],
         extra={"input": str(outdir / "dataset.h5"), **cache_record(), "source": sim.provenance},
     )
     save_reconstruction(outdir / "reconstruction.h5", state, provenance=prov, overwrite=True)
@@ -114,8 +122,10 @@ def run_demo(out: str | Path = "ptyro-demo", *, overwrite: bool = False, progres
     t_fig = time.perf_counter() - t2
     total = time.perf_counter() - t0
     loss = np.asarray(state.loss)
-    say(f"simulated {ds.scan_shape[0] * ds.scan_shape[1]} patterns in {t_sim:.1f} s; reconstructed ({cfg_r['reconstruction']['algorithm']}, "
-        f"{int(np.asarray(state.iteration))} iterations) in {t_rec:.1f} s; figures in {t_fig:.1f} s")
+    say(
+        f"simulated {ds.scan_shape[0] * ds.scan_shape[1]} patterns in {t_sim:.1f} s; reconstructed ({cfg_r['reconstruction']['algorithm']}, "
+        f"{int(np.asarray(state.iteration))} iterations) in {t_rec:.1f} s; figures in {t_fig:.1f} s"
+    )
     for line in shown["lines"]:
         say(line)
     say(f"wrote into {outdir}/:")

@@ -44,7 +44,19 @@ def _done(fig: Any, path: Path | str | None) -> Any:
     return fig
 
 
-def _image(fig: Any, ax: Any, img: np.ndarray, extent: list[float], title: str, cbar: str | None, *, cmap: str = "viridis", xlabel: str = "x (Å)", ylabel: str = "y (Å)", **kw: Any) -> Any:
+def _image(
+    fig: Any,
+    ax: Any,
+    img: np.ndarray,
+    extent: list[float],
+    title: str,
+    cbar: str | None,
+    *,
+    cmap: str = "viridis",
+    xlabel: str = "x (Å)",
+    ylabel: str = "y (Å)",
+    **kw: Any,
+) -> Any:
     im = ax.imshow(np.asarray(img).T, origin="lower", extent=extent, cmap=cmap, interpolation="nearest", **kw)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
@@ -64,13 +76,31 @@ def _centred_extent(shape: tuple[int, ...], step: Sequence[float]) -> list[float
     return [-(nx // 2 + 0.5) * step[0], (nx - nx // 2 - 0.5) * step[0], -(ny // 2 + 0.5) * step[1], (ny - ny // 2 - 0.5) * step[1]]
 
 
-def plot_projected_potential(path: Path | str | None, projected: np.ndarray, sampling: Sequence[float], *, scan_box: tuple[Any, Any] | None = None, clip_percentile: float = 99.0, title: str = "Projected potential ΣV") -> Any:
+def plot_projected_potential(
+    path: Path | str | None,
+    projected: np.ndarray,
+    sampling: Sequence[float],
+    *,
+    scan_box: tuple[Any, Any] | None = None,
+    clip_percentile: float = 99.0,
+    title: str = "Projected potential ΣV",
+) -> Any:
     """ΣV (V·Å) over the cell, with the scanned area outlined. The colour scale stops at the
     ``clip_percentile``-th percentile, so that the single-pixel peaks of the atom cores (which
     depend on where a nucleus falls within its pixel) do not make equal columns look unequal."""
     fig, (ax,) = _figure()
     vmax = float(np.percentile(projected, clip_percentile))
-    _image(fig, ax, projected, _extent(projected.shape, sampling), title, f"V·Å (clipped at the {clip_percentile:g}th percentile)", cmap="magma", vmin=float(np.min(projected)), vmax=vmax)
+    _image(
+        fig,
+        ax,
+        projected,
+        _extent(projected.shape, sampling),
+        title,
+        f"V·Å (clipped at the {clip_percentile:g}th percentile)",
+        cmap="magma",
+        vmin=float(np.min(projected)),
+        vmax=vmax,
+    )
     if scan_box is not None:
         from matplotlib.patches import Rectangle
 
@@ -96,7 +126,17 @@ def plot_mean_diffraction(
 
     fig, (ax,) = _figure(width=5.6, height=5.4)
     floor = max(float(mean_pattern.max()) * 1e-6, 1e-12)
-    _image(fig, ax, np.log10(np.maximum(mean_pattern, floor)), _centred_extent(mean_pattern.shape, mrad_per_pixel), "Mean diffraction pattern", "log₁₀ intensity", cmap="gray", xlabel="θx (mrad)", ylabel="θy (mrad)")
+    _image(
+        fig,
+        ax,
+        np.log10(np.maximum(mean_pattern, floor)),
+        _centred_extent(mean_pattern.shape, mrad_per_pixel),
+        "Mean diffraction pattern",
+        "log₁₀ intensity",
+        cmap="gray",
+        xlabel="θx (mrad)",
+        ylabel="θy (mrad)",
+    )
     for (name, rng), c in zip((detectors or {}).items(), _RING_COLOURS):
         inner, outer = float(rng[0]), float(rng[1])
         ax.add_patch(Wedge((0, 0), outer, 0, 360, width=outer - inner, facecolor=c, alpha=0.07, edgecolor="none"))
@@ -113,7 +153,16 @@ def plot_mean_diffraction(
     return _done(fig, path)
 
 
-def plot_images(path: Path | str | None, images: Mapping[str, tuple[np.ndarray, str, str]], step: Sequence[float], origin: Sequence[float] = (0.0, 0.0), *, marks: Mapping[str, Sequence[float]] | None = None, ncols: int | None = None, cmap: str = "gray") -> Any:
+def plot_images(
+    path: Path | str | None,
+    images: Mapping[str, tuple[np.ndarray, str, str]],
+    step: Sequence[float],
+    origin: Sequence[float] = (0.0, 0.0),
+    *,
+    marks: Mapping[str, Sequence[float]] | None = None,
+    ncols: int | None = None,
+    cmap: str = "gray",
+) -> Any:
     """Images side by side (``{title: (image, colour-bar label, colour map or "")}``), axes in
     Å; ``marks`` ({label: (x, y) Å}) are drawn on every panel."""
     n = max(1, len(images))
@@ -140,13 +189,34 @@ def plot_cbed(path: Path | str | None, patterns: Mapping[str, np.ndarray], mrad_
     top = max(float(np.max(p)) for p in patterns.values())
     floor = max(top * 1e-5, 1e-12)
     for ax, (title, p) in zip(axes, patterns.items()):
-        _image(fig, ax, np.log10(np.maximum(p, floor)), _centred_extent(p.shape, mrad_per_pixel), title, "log₁₀ intensity", cmap="inferno", xlabel="θx (mrad)", ylabel="θy (mrad)", vmin=np.log10(floor), vmax=np.log10(top))
+        _image(
+            fig,
+            ax,
+            np.log10(np.maximum(p, floor)),
+            _centred_extent(p.shape, mrad_per_pixel),
+            title,
+            "log₁₀ intensity",
+            cmap="inferno",
+            xlabel="θx (mrad)",
+            ylabel="θy (mrad)",
+            vmin=np.log10(floor),
+            vmax=np.log10(top),
+        )
         if semiangle_cutoff:
             ax.add_patch(Circle((0, 0), semiangle_cutoff, fill=False, color="white", lw=0.6, ls=":"))
     return _done(fig, path)
 
 
-def plot_phase_comparison(path: Path | str | None, reconstructed: np.ndarray, truth: np.ndarray, sampling: Sequence[float], *, correlation: float | None = None, origin: Sequence[float] = (0.0, 0.0), truth_title: str = "Ground truth σ·ΣV") -> Any:
+def plot_phase_comparison(
+    path: Path | str | None,
+    reconstructed: np.ndarray,
+    truth: np.ndarray,
+    sampling: Sequence[float],
+    *,
+    correlation: float | None = None,
+    origin: Sequence[float] = (0.0, 0.0),
+    truth_title: str = "Ground truth σ·ΣV",
+) -> Any:
     """Reconstructed object phase beside the ground truth over the same area, mean removed, on
     one colour scale (so equal contrast looks equal)."""
     fig, axes = _figure(2)
@@ -162,7 +232,14 @@ def plot_phase_comparison(path: Path | str | None, reconstructed: np.ndarray, tr
     return _done(fig, path)
 
 
-def plot_probe(path: Path | str | None, probe: np.ndarray, sampling: Sequence[float], *, mrad_per_pixel: Sequence[float] | None = None, semiangle_cutoff: float | None = None) -> Any:
+def plot_probe(
+    path: Path | str | None,
+    probe: np.ndarray,
+    sampling: Sequence[float],
+    *,
+    mrad_per_pixel: Sequence[float] | None = None,
+    semiangle_cutoff: float | None = None,
+) -> Any:
     """The probe (first mode): intensity and phase in real space, amplitude in reciprocal
     space (mrad when ``mrad_per_pixel`` is given, else pixels; zoomed to 2.5 α with the
     aperture edge dotted when ``semiangle_cutoff`` is given)."""
@@ -177,7 +254,17 @@ def plot_probe(path: Path | str | None, probe: np.ndarray, sampling: Sequence[fl
     fourier = np.abs(np.fft.fftshift(np.fft.fft2(p, norm="ortho")))
     step = mrad_per_pixel or (1.0, 1.0)
     unit = "mrad" if mrad_per_pixel else "pixels"
-    _image(fig, axes[2], fourier, _centred_extent(p.shape, step), "Probe in reciprocal space |ψ̃|", "amplitude", cmap="magma", xlabel=f"θx ({unit})", ylabel=f"θy ({unit})")
+    _image(
+        fig,
+        axes[2],
+        fourier,
+        _centred_extent(p.shape, step),
+        "Probe in reciprocal space |ψ̃|",
+        "amplitude",
+        cmap="magma",
+        xlabel=f"θx ({unit})",
+        ylabel=f"θy ({unit})",
+    )
     if semiangle_cutoff and mrad_per_pixel:
         from matplotlib.patches import Circle
 

@@ -190,7 +190,9 @@ def _emd_metadata(g: h5py.Group, name: str, values: Mapping[str, Any], python_cl
             d.attrs["type"] = b"array"
 
 
-def write_emd_array(parent: h5py.Group, name: str, data: Any, dims: list[tuple[str, str, Any]], units: str = "", *, python_class: str = "Array", **create: Any) -> h5py.Group:
+def write_emd_array(
+    parent: h5py.Group, name: str, data: Any, dims: list[tuple[str, str, Any]], units: str = "", *, python_class: str = "Array", **create: Any
+) -> h5py.Group:
     """An emdfile ``Array`` node ``name`` under ``parent`` (data may be None when ``create``
     gives shape and dtype, to be filled later); ``python_class="DataCube"`` makes it the node
     py4DSTEM reads as a DataCube."""
@@ -259,7 +261,9 @@ class DatasetWriter:
         self.energy = float(energy)
         self.positions = np.asarray(positions, np.float64).reshape(-1, 2)
         if self.positions.shape[0] != self.scan_shape[0] * self.scan_shape[1]:
-            raise PtyroValueError(f"positions: expected {self.scan_shape[0] * self.scan_shape[1]} positions for scan shape {self.scan_shape}, got {self.positions.shape[0]}")
+            raise PtyroValueError(
+                f"positions: expected {self.scan_shape[0] * self.scan_shape[1]} positions for scan shape {self.scan_shape}, got {self.positions.shape[0]}"
+            )
         self.provenance = dict(provenance or {})
         self._written = 0
         self.file = self.root = self.data = None
@@ -405,7 +409,7 @@ class DatasetWriter:
             with contextlib.suppress(Exception):
                 self.tmp.unlink()
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -435,7 +439,9 @@ def save_dataset(
     >>> load_dataset(p).array.shape
     (2, 2, 8, 8)
     """
-    with DatasetWriter(path, scan_shape=dataset.scan_shape, positions=dataset.positions, grid=dataset.grid, energy=dataset.energy, provenance=provenance, overwrite=overwrite) as w:
+    with DatasetWriter(
+        path, scan_shape=dataset.scan_shape, positions=dataset.positions, grid=dataset.grid, energy=dataset.energy, provenance=provenance, overwrite=overwrite
+    ) as w:
         w.write(0, dataset.scan_shape[0] * dataset.scan_shape[1], np.asarray(dataset.patterns))
         for name, img in (images or {}).items():
             w.add_image(name, img)
@@ -524,7 +530,9 @@ def _estimate_reciprocal_sampling(mean_pattern: np.ndarray, semiangle_cutoff: fl
     area = float(np.sum(mean_pattern > 0.5 * float(mean_pattern.max())))
     radius_px = math.sqrt(area / math.pi)
     if radius_px < 2:
-        raise PtyroValueError(f"cannot estimate the detector calibration: the bright-field disk is {radius_px:.1f} pixels across; pass --reciprocal-sampling or --sampling")
+        raise PtyroValueError(
+            f"cannot estimate the detector calibration: the bright-field disk is {radius_px:.1f} pixels across; pass --reciprocal-sampling or --sampling"
+        )
     return semiangle_cutoff * 1e-3 / _wavelength(energy) / radius_px
 
 
@@ -636,7 +644,9 @@ def load_dataset(
             d = _estimate_reciprocal_sampling(mean, float(semiangle_cutoff), energy)
             dq_xy = (d, d)
         else:
-            raise PtyroValueError(f"{str(p)!r}: the detector calibration is not in the file; pass --sampling (Å), --reciprocal-sampling (Å⁻¹) or --semiangle-cutoff (mrad)")
+            raise PtyroValueError(
+                f"{str(p)!r}: the detector calibration is not in the file; pass --sampling (Å), --reciprocal-sampling (Å⁻¹) or --semiangle-cutoff (mrad)"
+            )
         grid = Grid((qx, qy), (1.0 / (qx * dq_xy[0]), 1.0 / (qy * dq_xy[1])))
     # --- scan positions
     if scan_step is not None or positions is None:
@@ -658,7 +668,9 @@ def _check_dtype(path: Path, dtype: Any) -> None:
     imaginary part a conversion would drop), booleans, strings and records are refused."""
     dt = np.dtype(dtype)
     if dt.kind not in "iuf":
-        raise PtyroTypeError(f"{str(path)!r}: the 4D data has dtype {dt} ({'complex' if dt.kind == 'c' else 'not numeric intensities'}); expected integer or real floating-point intensities")
+        raise PtyroTypeError(
+            f"{str(path)!r}: the 4D data has dtype {dt} ({'complex' if dt.kind == 'c' else 'not numeric intensities'}); expected integer or real floating-point intensities"
+        )
 
 
 def _check_values(block: Any, path: Path, where: str = "") -> None:

@@ -77,7 +77,9 @@ def _cell(spec: Mapping[str, Any]) -> tuple[tuple[float, float, float], int]:
 
     repeat = tuple(int(v) for v in spec.get("repeat", (1, 1, 1)))
     name = str(spec["structure"])
-    looks_like_path = any(name.lower().endswith(e) for e in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+    looks_like_path = (
+        any(name.lower().endswith(e) for e in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+    )
     if looks_like_path and Path(name).exists():
         atoms = structures.read_structure(Path(name))
     elif looks_like_path:
@@ -222,7 +224,9 @@ def check_plan(plan: Plan, *, force: bool = False, budget: float | None = None) 
 
     budget = memory_budget() if budget is None else budget
     if plan.memory > budget:
-        raise MemoryBudgetError(f"{plan.what} needs about {_fmt(plan.memory)} of memory but {_fmt(budget)} is available; {plan.knob} (--dry-run prints the sizes)")
+        raise MemoryBudgetError(
+            f"{plan.what} needs about {_fmt(plan.memory)} of memory but {_fmt(budget)} is available; {plan.knob} (--dry-run prints the sizes)"
+        )
     if plan.directory is not None and not force:
         free = shutil.disk_usage(plan.directory).free
         if plan.disk > free:

@@ -64,7 +64,7 @@ def preprocess_options(table: Mapping[str, Any] | None) -> dict[str, Any]:
             raise PtyroValueError(f"unknown key {k!r} in [preprocess]; known keys: {', '.join(known)}" + (f"; closest match: {close[0]!r}" if close else ""))
     o = {**known, **{k: v for k, v in t.items() if v is not None}}
     if o["preprocess"] not in ("auto", True, False):
-        raise PtyroValueError(f"[preprocess] preprocess: expected \"auto\", true or false, got {o['preprocess']!r}")
+        raise PtyroValueError(f'[preprocess] preprocess: expected "auto", true or false, got {o["preprocess"]!r}')
     for k in ("bad_pixels", "recentre"):
         if not isinstance(o[k], bool):
             raise PtyroTypeError(f"[preprocess] {k}: expected true or false, got {o[k]!r}")
@@ -101,7 +101,10 @@ class PreprocessReport:
         v = self.values
         out = ["preprocessing:"]
         if "hot_pixels" in v:
-            out.append(f"  bad pixels: {len(v['hot_pixels'])} hot, {len(v['dead_pixels'])} dead, {v.get('masked_pixels', 0)} masked" + (f" (hot at {v['hot_pixels'][:6]})" if v["hot_pixels"] else ""))
+            out.append(
+                f"  bad pixels: {len(v['hot_pixels'])} hot, {len(v['dead_pixels'])} dead, {v.get('masked_pixels', 0)} masked"
+                + (f" (hot at {v['hot_pixels'][:6]})" if v["hot_pixels"] else "")
+            )
         if "disc_center" in v:
             c, n = v["disc_center"], v["detector_center"]
             line = f"  bright-field disc: centre ({c[0]:.2f}, {c[1]:.2f}) px ({c[0] - n[0]:+.2f}, {c[1] - n[1]:+.2f} from the detector centre), radius {v['disc_radius']:.2f} px"
@@ -112,11 +115,17 @@ class PreprocessReport:
             out.append(line)
         if "descan" in v:
             d = v["descan"]
-            out.append(f"  descan ({d['mode']}): centre at the first position ({d['origin'][0]:.2f}, {d['origin'][1]:.2f}) px, drift per scan step di ({d['per_i'][0]:+.4f}, {d['per_i'][1]:+.4f}), dj ({d['per_j'][0]:+.4f}, {d['per_j'][1]:+.4f}) px; "
-                       f"spread of the centres {v['com_spread_before']:.3f} px -> {v['com_spread_after']:.3f} px rms after re-centring" if v.get("recentred") else "")
+            out.append(
+                f"  descan ({d['mode']}): centre at the first position ({d['origin'][0]:.2f}, {d['origin'][1]:.2f}) px, drift per scan step di ({d['per_i'][0]:+.4f}, {d['per_i'][1]:+.4f}), dj ({d['per_j'][0]:+.4f}, {d['per_j'][1]:+.4f}) px; "
+                f"spread of the centres {v['com_spread_before']:.3f} px -> {v['com_spread_after']:.3f} px rms after re-centring"
+                if v.get("recentred")
+                else ""
+            )
         if "rotation" in v:
-            out.append(f"  scan frame: rotation {v['rotation']:.2f} deg, transpose {'yes' if v['transpose'] else 'no'} (relative curl {v['curl']:.3f}; "
-                       f"{v['curl_given']:.3f} in the frame given, rotation {v['rotation_given']:.2f} deg, transpose {'yes' if v['transpose_given'] else 'no'}) -> {v['frame_action']}")
+            out.append(
+                f"  scan frame: rotation {v['rotation']:.2f} deg, transpose {'yes' if v['transpose'] else 'no'} (relative curl {v['curl']:.3f}; "
+                f"{v['curl_given']:.3f} in the frame given, rotation {v['rotation_given']:.2f} deg, transpose {'yes' if v['transpose_given'] else 'no'}) -> {v['frame_action']}"
+            )
         if v.get("defocus") is not None:
             line = f"  defocus from parallax: {v['defocus']:.1f} Å"
             if v.get("astigmatism") is not None:
@@ -304,7 +313,14 @@ def analyse(
         if fit is not None:
             rep.arrays["rotation_fit"] = fit
             given = cal.dpc_curl(dpc, rot0, tr0, step=step)
-            v.update(rotation=round(fit.rotation, 3), transpose=fit.transpose, curl=round(fit.curl, 4), curl_given=round(given, 4), rotation_given=round(rot0, 3), transpose_given=tr0)
+            v.update(
+                rotation=round(fit.rotation, 3),
+                transpose=fit.transpose,
+                curl=round(fit.curl, 4),
+                curl_given=round(given, 4),
+                rotation_given=round(rot0, 3),
+                transpose_given=tr0,
+            )
             same = fit.transpose == tr0 and _angle_diff(fit.rotation, rot0) < 1.0
             wrong = not same and fit.curl < opts["max_curl"] and given > max(2.0 * fit.curl, fit.curl + 0.05)
             if same:
@@ -330,7 +346,14 @@ def analyse(
         n_out = (crop or min(nx, ny)) // b
         v["detector"] = f"{nx}x{ny} px -> {n_out}x{n_out} px (crop {crop or 'none'}, bin {b})"
     v["seconds_analysis"] = round(time.perf_counter() - t0, 3)
-    plan = _Plan(bad=bad if (bad is not None and bad.any()) else None, correct=correct, centers=centers, positions=new_positions, crop=crop if apply_corrections else None, bin=b if apply_corrections else 1)
+    plan = _Plan(
+        bad=bad if (bad is not None and bad.any()) else None,
+        correct=correct,
+        centers=centers,
+        positions=new_positions,
+        crop=crop if apply_corrections else None,
+        bin=b if apply_corrections else 1,
+    )
     return rep, plan
 
 
@@ -359,7 +382,9 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
         return dataset
     measured = float(np.sqrt(np.mean(np.sum(np.asarray(fit.shifts) ** 2, axis=1))))
     if not fit.rms < 0.25 * measured:
-        v["defocus_note"] = f"not estimated: the parallax shifts do not fit defocus and astigmatism (rms residual {fit.rms:.3f} Å of {measured:.3f} Å); the nominal defocus is used"
+        v["defocus_note"] = (
+            f"not estimated: the parallax shifts do not fit defocus and astigmatism (rms residual {fit.rms:.3f} Å of {measured:.3f} Å); the nominal defocus is used"
+        )
         return dataset
     ab = dict(fit.aberrations)
     rel = float(fit.rotation)
@@ -386,7 +411,9 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
     if "rotation" in v:
         v["rotation_curl"] = v["rotation"]
         v["rotation"] = round(rot, 3)
-        v["frame_action"] = (v.get("frame_action", "") + f"; refined by the parallax fit ({rel:+.2f} deg" + (", 180° from the curl's choice" if flip else "") + ")").lstrip("; ")
+        v["frame_action"] = (
+            v.get("frame_action", "") + f"; refined by the parallax fit ({rel:+.2f} deg" + (", 180° from the curl's choice" if flip else "") + ")"
+        ).lstrip("; ")
     return Dataset4D(dataset.array, pos.astype(np.float32), grid=dataset.grid, energy=dataset.energy)
 
 
@@ -402,7 +429,7 @@ def _wavelength(energy: float) -> float:
 def _output_grid(grid: Grid, crop: int | None, b: int) -> Grid:
     nx, ny = grid.gpts
     dq = grid.reciprocal_sampling
-    ox, oy = ((crop, crop) if crop else (nx, ny))
+    ox, oy = (crop, crop) if crop else (nx, ny)
     ox, oy = ox // b, oy // b
     return Grid((ox, oy), (1.0 / (ox * dq[0] * b), 1.0 / (oy * dq[1] * b)))
 
@@ -500,7 +527,9 @@ def use_found_optics(probe: dict[str, Any], report: PreprocessReport | None) -> 
     return f"  probe for the reconstruction: C10 {ab['C10']:g} Å, C12 {ab['C12']:g} Å, phi12 {ab['phi12']:g} deg (from the parallax fit)"
 
 
-def check_or_prepare(dataset: Dataset4D, options: Mapping[str, Any] | None, *, elsewhere: bool, semiangle_cutoff: float | None = None, defocus: float | None = None) -> tuple[Dataset4D, PreprocessReport | None]:
+def check_or_prepare(
+    dataset: Dataset4D, options: Mapping[str, Any] | None, *, elsewhere: bool, semiangle_cutoff: float | None = None, defocus: float | None = None
+) -> tuple[Dataset4D, PreprocessReport | None]:
     """What :func:`ptyro_workflows.reconstruct.reconstruct` runs first: with ``[preprocess]
     preprocess = true`` (or ``"auto"`` for data from elsewhere) the whole preprocessing; else
     the checks only, which refuse a dataset whose bright-field disc is off centre by more than

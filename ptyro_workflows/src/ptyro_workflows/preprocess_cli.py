@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["add_preprocess_parser", "load_for_reconstruct", "prepare_for_reconstruction", "nominal_defocus"]
 
@@ -97,7 +98,14 @@ def run_preprocess(args: argparse.Namespace) -> int:
     out_ds, rep = preprocess(ds, opts, semiangle_cutoff=semi, defocus=defocus)
     rep.values["seconds_with_reading"] = round(time.perf_counter() - t0, 3)
     values = _jsonable(rep.values)
-    prov = make_provenance("preprocess", {"preprocess": opts}, [], 0, command=["ptyro", *sys.argv[1:]], extra={"input": str(args.data), "calibration_source": _jsonable(src), "preprocess": values})
+    prov = make_provenance(
+        "preprocess",
+        {"preprocess": opts},
+        [],
+        0,
+        command=["ptyro", *sys.argv[1:]],
+        extra={"input": str(args.data), "calibration_source": _jsonable(src), "preprocess": values},
+    )
     save_dataset(out, out_ds, provenance=prov, overwrite=args.overwrite)
     plot_preprocess(fig, rep)
     if not args.quiet:
@@ -105,7 +113,9 @@ def run_preprocess(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {fig}")
         ab = values.get("aberrations")
         if ab:
-            print(f"reconstruct it with: ptyro reconstruct {out} --C10 {ab['C10']:g} --C12 {ab['C12']:g} --phi12 {ab['phi12']:g} --semiangle-cutoff {semi if semi else '<mrad>'}")
+            print(
+                f"reconstruct it with: ptyro reconstruct {out} --C10 {ab['C10']:g} --C12 {ab['C12']:g} --phi12 {ab['phi12']:g} --semiangle-cutoff {semi if semi else '<mrad>'}"
+            )
     return 0
 
 
@@ -139,14 +149,15 @@ def _elsewhere(path: str | Path) -> bool:
         return True
 
 
-def prepare_for_reconstruction(path: str | Path, dataset: Any, cfg: dict[str, Any], *, out: str | Path, say: Callable[..., None]) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+def prepare_for_reconstruction(
+    path: str | Path, dataset: Any, cfg: dict[str, Any], *, out: str | Path, say: Callable[..., None]
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
     """Run ``[preprocess]`` before ``ptyro reconstruct``: the whole preprocessing for data from
     elsewhere (or when switched on; summary printed, figure beside the output, the found
     defocus and astigmatism put into ``[probe]``), else nothing here (the reconstruction's own
     checks refuse uncentred data or a wrong scan frame). Returns (dataset, cfg, found values)."""
-    from ptyro_workflows.preprocess import plot_preprocess, preprocess, preprocess_options, use_found_optics
-
     from ptyro_core import PtyroValueError, get
+    from ptyro_workflows.preprocess import plot_preprocess, preprocess, preprocess_options, use_found_optics
     from ptyro_workflows.reconstruct import components_used
 
     for kind, name in components_used(cfg):  # a typo fails before anything is computed

@@ -46,7 +46,7 @@ def library_versions() -> dict[str, str]:
         out["jax_backend"] = jax.default_backend()
         out["jax_devices"] = str(len(jax.devices()))
         out["jax_enable_x64"] = str(bool(jax.config.jax_enable_x64))
-    except Exception:  # pragma: no cover - jax is a dependency
+    except Exception:  # noqa: BLE001 - the record is best effort: jax is a dependency
         pass
     return out
 
@@ -60,7 +60,7 @@ def component_records(used: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
     for kind, name in used:
         try:
             out.append(reg.component(kind, name).as_dict())
-        except Exception:  # a glue implementation of ours, not a registered component
+        except Exception:  # noqa: BLE001 - a glue implementation of ours, not a registered component
             out.append({"kind": kind, "name": name, "description": "", "distribution": "ptyro-workflows", "version": _version("ptyro-workflows")})
     return out
 
@@ -72,11 +72,19 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def make_provenance(kind: str, config: Mapping[str, Any], components: Iterable[tuple[str, str]], seed: int, *, command: list[str] | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_provenance(
+    kind: str,
+    config: Mapping[str, Any],
+    components: Iterable[tuple[str, str]],
+    seed: int,
+    *,
+    command: list[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The provenance record of one run, as a plain dict (see the module docstring)."""
     return {
         "kind": kind,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join(command) if command is not None else " ".join(sys.argv),
         "seed": int(seed),
         "config": to_toml(config),

@@ -193,7 +193,9 @@ def reconstruct(
     dataset = apply_scan_config(dataset, cfg["scan"])
     from ptyro_workflows.preprocess import check_or_prepare, use_found_optics
 
-    dataset, found = check_or_prepare(dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]), defocus=_nominal_defocus(cfg["probe"]))
+    dataset, found = check_or_prepare(
+        dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]), defocus=_nominal_defocus(cfg["probe"])
+    )
     use_found_optics(cfg["probe"], found)
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
@@ -251,7 +253,9 @@ def reconstruct(
 
             reg = get_registry()
             who = ", ".join(reg.describe(k, n) for k, n in components_used(cfg)[:3])
-            raise PtyroValueError(f"pass {int(np.asarray(st.iteration))}: the loss is {float(loss[-1])!r}; the run is stopped (components: {who}); expected a finite loss")
+            raise PtyroValueError(
+                f"pass {int(np.asarray(st.iteration))}: the loss is {float(loss[-1])!r}; the run is stopped (components: {who}); expected a finite loss"
+            )
         return user_callback(st) if user_callback is not None else None
 
     options["callback"] = check_pass

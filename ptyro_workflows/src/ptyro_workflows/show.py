@@ -48,7 +48,9 @@ def default_detectors(semiangle: float, band_limit: float) -> dict[str, list[flo
     return out
 
 
-def virtual_images(rows: Any, mrad_grid: np.ndarray, detectors: Mapping[str, Sequence[float]], k_grid: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+def virtual_images(
+    rows: Any, mrad_grid: np.ndarray, detectors: Mapping[str, Sequence[float]], k_grid: tuple[np.ndarray, np.ndarray]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Stream the 4D data row by row (``rows`` yields (Ry, Qx, Qy) arrays): returns the annular
     detector images {name: (Rx, Ry)} as fractions of each pattern's total, the centre of mass
     (Rx, Ry, 2) in Å⁻¹, and the mean pattern."""
@@ -168,17 +170,26 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
             on = np.unravel_index(int(np.argmax(dark_field)), dark_field.shape)
             off = np.unravel_index(int(np.argmin(dark_field)), dark_field.shape)
             chosen = {"on a column": tuple(int(v) for v in on), "between columns": tuple(int(v) for v in off)}
-        cbed = {f"CBED {name} ({origin[0] + i * step[0]:.2f}, {origin[1] + j * step[1]:.2f}) Å": np.asarray(data[i, j], np.float64) for name, (i, j) in chosen.items()}
+        cbed = {
+            f"CBED {name} ({origin[0] + i * step[0]:.2f}, {origin[1] + j * step[1]:.2f}) Å": np.asarray(data[i, j], np.float64)
+            for name, (i, j) in chosen.items()
+        }
         projected = None
         root = node.parent
         if "projected_potential" in root:
             pp = root["projected_potential"]
-            projected = (np.asarray(pp["data"][()], np.float64), float(np.ravel(pp["dim0"][()])[1] - np.ravel(pp["dim0"][()])[0]), float(np.ravel(pp["dim1"][()])[1] - np.ravel(pp["dim1"][()])[0]))
+            projected = (
+                np.asarray(pp["data"][()], np.float64),
+                float(np.ravel(pp["dim0"][()])[1] - np.ravel(pp["dim0"][()])[0]),
+                float(np.ravel(pp["dim1"][()])[1] - np.ravel(pp["dim1"][()])[0]),
+            )
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if projected is not None:
         box = ((origin[0], origin[1]), (origin[0] + rx * step[0], origin[1] + ry * step[1]))
-        figures.plot_projected_potential(out / "potential.png", projected[0], (projected[1], projected[2]), scan_box=box, title="Projected potential ΣV (ground truth)")
+        figures.plot_projected_potential(
+            out / "potential.png", projected[0], (projected[1], projected[2]), scan_box=box, title="Projected potential ΣV (ground truth)"
+        )
         files.append(out / "potential.png")
     figures.plot_mean_diffraction(out / "mean_diffraction.png", mean, mrad_px, semiangle_cutoff=float(alpha), detectors=dets, band_limit=band)
     panels = {f"{n.upper()} {r[0]:g}–{r[1]:g} mrad": (img, "fraction of beam", "gray") for n, r in dets.items() for img in [images[n]]}
@@ -187,8 +198,12 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
     figures.plot_images(out / "virtual_images.png", panels, step, origin, marks=marks)
     figures.plot_cbed(out / "cbed.png", cbed, mrad_px, semiangle_cutoff=float(alpha))
     files += [out / "mean_diffraction.png", out / "virtual_images.png", out / "cbed.png"]
-    lines = [f"{Path(path).name}: {rx} x {ry} scan, step {step[0]:.4g} x {step[1]:.4g} Å; {qx} x {qy} patterns, {mrad_px[0]:.3g} mrad/pixel, {energy / 1e3:g} keV"]
-    lines.append("virtual images: " + ", ".join(f"{n} {dets[n][0]:g}–{dets[n][1]:g} mrad (mean {images[n].mean():.3g})" for n in dets) + "; iDPC from the centre of mass")
+    lines = [
+        f"{Path(path).name}: {rx} x {ry} scan, step {step[0]:.4g} x {step[1]:.4g} Å; {qx} x {qy} patterns, {mrad_px[0]:.3g} mrad/pixel, {energy / 1e3:g} keV"
+    ]
+    lines.append(
+        "virtual images: " + ", ".join(f"{n} {dets[n][0]:g}–{dets[n][1]:g} mrad (mean {images[n].mean():.3g})" for n in dets) + "; iDPC from the centre of mass"
+    )
     return {"files": files, "lines": lines}
 
 
@@ -219,10 +234,16 @@ def _truth(path: str | Path) -> tuple[np.ndarray, tuple[float, float], np.ndarra
             return None
         pp = root["projected_potential"]
         d = [np.ravel(pp[f"dim{i}"][()]) for i in (0, 1)]
-        return np.asarray(pp["data"][()], np.float64), (float(d[0][1] - d[0][0]), float(d[1][1] - d[1][0])), np.asarray(root["scan_positions"]["data"][()], np.float64)
+        return (
+            np.asarray(pp["data"][()], np.float64),
+            (float(d[0][1] - d[0][0]), float(d[1][1] - d[1][0])),
+            np.asarray(root["scan_positions"]["data"][()], np.float64),
+        )
 
 
-def scanned_area(state: Any, scan_positions: np.ndarray, truth: np.ndarray, truth_sampling: Sequence[float]) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+def scanned_area(
+    state: Any, scan_positions: np.ndarray, truth: np.ndarray, truth_sampling: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """The reconstructed phase (summed over slices) over the scanned area and the truth on the
     same pixels (the reconstruction's frame matched to the specimen's through the positions)."""
     pos = np.asarray(scan_positions, np.float64)
@@ -242,7 +263,6 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
     """Draw a reconstruction's figures into ``out`` (and, with the ground truth, the phase
     comparison); returns {"files", "lines", "correlation", "correlation_unfiltered"}."""
     from ptyro_simul.constants import energy2sigma
-
     from ptyro_workflows import figures
     from ptyro_workflows.io import read_file_provenance
     from ptyro_workflows.reconstruct import phase_correlation
@@ -292,12 +312,21 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
     figures.plot_loss(out / "loss.png", st.loss, name=str((cfg.get("reconstruction") or {}).get("loss", "")))
     files += [out / "object.png", out / "probe.png", out / "loss.png"]
     if st.loss.size:
-        lines.append(f"loss {float(st.loss[0]):.3g} -> {float(st.loss[-1]):.3g} over {st.loss.size} iterations; {n_obj} slice(s), {st.probe.shape[0]} probe mode(s)")
+        lines.append(
+            f"loss {float(st.loss[0]):.3g} -> {float(st.loss[-1]):.3g} over {st.loss.size} iterations; {n_obj} slice(s), {st.probe.shape[0]} probe mode(s)"
+        )
     result.update(files=files, lines=lines)
     return result
 
 
-def show_file(path: str | Path, out: str | Path | None = None, *, positions: Sequence[Sequence[int]] | None = None, truth: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+def show_file(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    positions: Sequence[Sequence[int]] | None = None,
+    truth: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Draw the figures of one of our files (a dataset or a reconstruction) into ``out``
     (default: ``<file stem>-show`` beside it). Returns {"files": [...], "lines": [...], ...}."""
     p = Path(path)

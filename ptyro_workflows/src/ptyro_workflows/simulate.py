@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,7 +25,17 @@ from ptyro_workflows.preflight import check_finite, check_plan, plan_simulation
 from ptyro_workflows.progress import progress_bar
 from ptyro_workflows.provenance import make_provenance
 
-__all__ = ["SimulationResult", "build_specimen", "build_potential", "build_probe", "scan_positions", "virtual_masks", "electrons_per_position", "poisson_counts", "simulate"]
+__all__ = [
+    "SimulationResult",
+    "build_specimen",
+    "build_potential",
+    "build_probe",
+    "scan_positions",
+    "virtual_masks",
+    "electrons_per_position",
+    "poisson_counts",
+    "simulate",
+]
 
 
 @attrs.frozen(eq=False)
@@ -62,7 +71,9 @@ class SimulationResult:
         import html
 
         rows = [("patterns", "not kept" if self.dataset is None else f"{tuple(self.dataset.array.shape)} (Rx, Ry, Qx, Qy)")]
-        rows += [(f"[{t}]", ", ".join(f"{k} = {v}" for k, v in self.config.get(t, {}).items() if k != "options")) for t in ("specimen", "probe", "scan", "detectors")]
+        rows += [
+            (f"[{t}]", ", ".join(f"{k} = {v}" for k, v in self.config.get(t, {}).items() if k != "options")) for t in ("specimen", "probe", "scan", "detectors")
+        ]
         rows += [(f"virtual {k}", f"{v.shape}, mean {float(np.mean(v)):.4g}") for k, v in self.images.items()]
         rows.append(("file", str(self.path)))
         body = "".join(f"<tr><td style='text-align:left'>{html.escape(a)}</td><td style='text-align:left'>{html.escape(b)}</td></tr>" for a, b in rows)
@@ -84,7 +95,13 @@ class SimulationResult:
                 raise PtyroValueError("SimulationResult.show: no file and no patterns kept; simulate with out=... or keep=True")
             tmp = Path(tempfile.mkdtemp(prefix="ptyro-show-"))
             sampling = self.potential.grid.sampling
-            path = save_dataset(tmp / "dataset.h5", self.dataset, images=self.images, arrays={"projected_potential": (self.projected_potential, sampling, "V*A")}, provenance=self.provenance)
+            path = save_dataset(
+                tmp / "dataset.h5",
+                self.dataset,
+                images=self.images,
+                arrays={"projected_potential": (self.projected_potential, sampling, "V*A")},
+                provenance=self.provenance,
+            )
             out = out or tmp
         res = show_file(path, out, **kwargs)
         display_inline(res["files"])
@@ -116,18 +133,24 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
     zone = tuple(int(v) for v in specimen.get("zone_axis", (0, 0, 1)))
     if isinstance(obj, Atoms):
         if zone != (0, 0, 1):
-            raise PtyroValueError(f"[specimen] zone_axis {list(zone)}: a ptyro_core.Atoms has no lattice to orient; give an ase.Atoms or a structure file, or zone_axis [0, 0, 1]")
+            raise PtyroValueError(
+                f"[specimen] zone_axis {list(zone)}: a ptyro_core.Atoms has no lattice to orient; give an ase.Atoms or a structure file, or zone_axis [0, 0, 1]"
+            )
         atoms = obj
     elif not isinstance(obj, str):
         atoms = structures.atoms_from_ase(obj, zone)
     else:
         name = obj
-        looks_like_path = any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+        looks_like_path = (
+            any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+        )
         if not looks_like_path:
             return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
         p = Path(name)
         if not p.exists():
-            raise PtyroValueError(f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)")
+            raise PtyroValueError(
+                f"[specimen] structure: file {name!r} not found; expected a built-in crystal name or a structure file (.xyz, .extxyz, .cif, .vasp)"
+            )
         atoms = structures.read_structure(p, zone_axis=zone)
     return _repeat(atoms, repeat) if repeat != (1, 1, 1) else atoms
 
@@ -252,7 +275,9 @@ def electrons_per_position(detectors: Mapping[str, Any], positions: ScanPosition
     rx, ry = positions.shape
     pos = np.asarray(positions.positions, np.float64).reshape(rx, ry, 2)
     if rx < 2 or ry < 2:
-        raise PtyroValueError(f"[detectors] dose: a dose in e⁻/Å² needs a 2D raster to give the area per position, got scan {rx} x {ry}; use dose_per_position (e⁻)")
+        raise PtyroValueError(
+            f"[detectors] dose: a dose in e⁻/Å² needs a 2D raster to give the area per position, got scan {rx} x {ry}; use dose_per_position (e⁻)"
+        )
     area = abs(float(pos[1, 0, 0] - pos[0, 0, 0]) * float(pos[0, 1, 1] - pos[0, 0, 1]))
     return float(detectors["dose"]) * area
 
@@ -276,7 +301,18 @@ def _sigma_spec(sigmas: Any) -> Any:
     return float(sigmas) if float(sigmas) > 0 else None
 
 
-def _batches(simulator: Any, pots: list[PotentialSlices], probe: ProbeModes, positions: ScanPositions, ranges: Mapping[str, Any], options: Mapping[str, Any], batch_size: int, want_patterns: bool, progress: bool, record: dict[str, Any] | None = None) -> Any:
+def _batches(
+    simulator: Any,
+    pots: list[PotentialSlices],
+    probe: ProbeModes,
+    positions: ScanPositions,
+    ranges: Mapping[str, Any],
+    options: Mapping[str, Any],
+    batch_size: int,
+    want_patterns: bool,
+    progress: bool,
+    record: dict[str, Any] | None = None,
+) -> Any:
     """Yield ``(start, stop, {"pixelated": (b, nx, ny), <detector>: (b,)})`` batch by batch
     through :func:`ptyro_simul.stem.iter_4dstem` (sharded over every device, memory bounded by
     the batch) with its pixelated and annular detectors."""
@@ -381,11 +417,15 @@ def simulate(
 
     dose_record = {"dose": "none (noise-free fractions of the beam)"}
     if electrons is not None:
-        dose_record = {"dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}", "electrons_per_position": electrons}
+        dose_record = {
+            "dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}",
+            "electrons_per_position": electrons,
+        }
     # what the run actually uses (back end, streams, memory budget), filled in as it starts
     execution: dict[str, Any] = {}
-    prov = make_provenance("simulation", cfg, used, int(fp["seed"]), command=command,
-                           extra={**dose_record, **cache_record(), **structure_extra, "execution": execution})
+    prov = make_provenance(
+        "simulation", cfg, used, int(fp["seed"]), command=command, extra={**dose_record, **cache_record(), **structure_extra, "execution": execution}
+    )
 
     scan_shape = positions.shape
     total = len(positions)
@@ -396,15 +436,24 @@ def simulate(
     writer = None
     if out is not None and is_writer():
         writer = DatasetWriter(
-            out, scan_shape=scan_shape, positions=positions.positions, grid=pattern_grid, energy=energy, provenance=prov, overwrite=overwrite,
-            store_patterns=pixelated, dtype=np.uint32 if electrons is not None else np.float32,
+            out,
+            scan_shape=scan_shape,
+            positions=positions.positions,
+            grid=pattern_grid,
+            energy=energy,
+            provenance=prov,
+            overwrite=overwrite,
+            store_patterns=pixelated,
+            dtype=np.uint32 if electrons is not None else np.float32,
             calibration={"electrons_per_position": electrons} if electrons is not None else None,
         )
     sim_components = [("simulator", sim_cfg["simulator"]), ("propagator", sim_cfg["propagator"]), ("potential", pot_cfg["parametrization"])]
     try:
         for start, stop, signals in _batches(simulator, pots, probe, positions, masks, options, int(sim_cfg["batch_size"]), want_patterns, progress, execution):
             if "pixelated" in signals:
-                arr = check_finite(signals["pixelated"], components=sim_components, what=f"the patterns of positions {start}:{stop}").astype(np.float32, copy=False)
+                arr = check_finite(signals["pixelated"], components=sim_components, what=f"the patterns of positions {start}:{stop}").astype(
+                    np.float32, copy=False
+                )
                 if electrons is not None:
                     arr = poisson_counts(arr, electrons, int(cfg["detectors"]["dose_seed"]), start)
                 if writer is not None:

@@ -15,7 +15,6 @@ so differentiated code stays small and exact to any order. Jitted (one compilati
 and dtype).
 """
 
-import math
 from typing import Any
 
 import jax

@@ -16,9 +16,7 @@ from ptyro_core import PtyroValueError
 
 __all__ = ["CITATION", "load_parameters", "parameters", "symbol"]
 
-CITATION = (
-    "I. Lobato and D. Van Dyck, Acta Cryst. A70 (2014) 636-649, doi:10.1107/S205327331401643X"
-)
+CITATION = "I. Lobato and D. Van Dyck, Acta Cryst. A70 (2014) 636-649, doi:10.1107/S205327331401643X"
 MAX_Z = 103
 
 

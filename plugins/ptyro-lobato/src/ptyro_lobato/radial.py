@@ -21,8 +21,8 @@ from typing import Any
 import jax.numpy as jnp
 from jax import Array
 
-from ptyro_lobato.bessel import k0k1
 from ptyro_core import PtyroValueError
+from ptyro_lobato.bessel import k0k1
 from ptyro_lobato.parameters import parameters
 
 __all__ = [

@@ -84,8 +84,7 @@ def scan_lattice(positions: Any, scan_shape: tuple[int, int], *, tol: float = 1e
     worst = np.unravel_index(int(np.argmax(err)), err.shape)
     if err[worst] > tol * min(np.linalg.norm(a1), np.linalg.norm(a2)):
         raise PtyroValueError(
-            f"{who}: position {tuple(int(v) for v in worst)} is {err[worst]:.3g} Å off the raster p0 + i*a1 + j*a2; "
-            "expected a regular (affine) raster scan"
+            f"{who}: position {tuple(int(v) for v in worst)} is {err[worst]:.3g} Å off the raster p0 + i*a1 + j*a2; expected a regular (affine) raster scan"
         )
     return Lattice((rx, ry), pos[0, 0], A)
 

@@ -29,7 +29,20 @@ from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, replace
 from ptyro_invert.direct._common import Lattice, check_inputs, normalised_patterns, scan_lattice
 from ptyro_invert.forward import wavelength
 
-__all__ = ["AberrationFit", "ORDERS", "DEFAULT_ORDERS", "chi_basis", "measure_shifts", "fit_shifts", "fit_aberrations", "tcbf_image", "parallax", "fitted_probe", "write_optics", "bf_semiangle"]
+__all__ = [
+    "AberrationFit",
+    "ORDERS",
+    "DEFAULT_ORDERS",
+    "chi_basis",
+    "measure_shifts",
+    "fit_shifts",
+    "fit_aberrations",
+    "tcbf_image",
+    "parallax",
+    "fitted_probe",
+    "write_optics",
+    "bf_semiangle",
+]
 
 #: (symbol, n, m) of the aberrations the shifts can be fitted to, in the polar notation.
 ORDERS: dict[str, tuple[int, int]] = {"C10": (1, 0), "C12": (1, 2), "C21": (2, 1), "C23": (2, 3), "C30": (3, 0)}
@@ -198,7 +211,9 @@ def fit_shifts(frequencies: Any, shifts: Any, energy: float, *, weights: Any = N
     return AberrationFit(_polar(coef[:nb], orders), float(ang), bool(tr), k, s_det - coef[nb:], model - coef[nb:], rms)
 
 
-def _bins(mean: np.ndarray, grid_gpts: tuple[int, int], recip: tuple[float, float], threshold: float, bin_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bins(
+    mean: np.ndarray, grid_gpts: tuple[int, int], recip: tuple[float, float], threshold: float, bin_size: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bright-field pixels grouped into bin_size² bins: (flat pixel indices, bin of each,
     bin frequencies (nb, 2) Å⁻¹, pixels per bin)."""
     nx, ny = grid_gpts

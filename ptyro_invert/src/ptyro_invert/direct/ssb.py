@@ -19,7 +19,6 @@ For a weak phase object G(k, Q) = i Φ(Q) γ(k, Q), γ = P̃*(k) P̃(k − Q) �
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp

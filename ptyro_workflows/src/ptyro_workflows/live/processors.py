@@ -11,7 +11,6 @@ partial virtual images (e.g. the direct methods of ``ptyro_invert.direct``: iCoM
 parallax) as one.
 """
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -333,7 +332,7 @@ class LivePtychography:
                     self.passes_live += self._pass(max(self.final_passes, 1), until_new_frames=True)
                 else:
                     self._ended.wait(0.05)
-        except BaseException as e:  # reported by finish(); the other processors keep going
+        except BaseException as e:  # noqa: BLE001 - reported by finish(); the other processors keep going
             self._error = e
 
     def snapshot(self) -> dict[str, np.ndarray]:

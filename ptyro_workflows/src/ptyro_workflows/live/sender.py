@@ -54,7 +54,11 @@ def encode_image(image: np.ndarray, compression: str | None = None) -> Any:
     dt = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
     a = a.astype(dt, copy=False)
     raw = a.tobytes()
-    payload: Any = raw if compression is None else cbor2.CBORTag(56500, [compression, a.dtype.itemsize if compression == "bslz4" else 0, compress(raw, compression, a.dtype.itemsize)])
+    payload: Any = (
+        raw
+        if compression is None
+        else cbor2.CBORTag(56500, [compression, a.dtype.itemsize if compression == "bslz4" else 0, compress(raw, compression, a.dtype.itemsize)])
+    )
     return cbor2.CBORTag(40, [list(a.shape), cbor2.CBORTag(_TAGS[np.dtype(dt)], payload)])
 
 
@@ -85,7 +89,7 @@ class StreamV2Sender:
         """Send one series (patterns (Qx, Qy), sent as images = pattern.T) at ``fps`` frames per
         second (0: as fast as the socket takes them); frames in ``skip`` are not sent (a lossy
         link), ``end=False`` leaves out the end message (a dying stream). Returns frames sent."""
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         uid = f"ptyro-sender-{series_id}"
         first = None
         skip = set(skip)

@@ -111,7 +111,7 @@ class LiveSession:
                 elif isinstance(ev, SeriesEnd):
                     self._ended_normally = True
                     break
-        except BaseException as e:  # a source failing mid-series: the session writes what it has
+        except BaseException as e:  # noqa: BLE001 - a source failing mid-series: the session writes what it has
             self._stream_error = e
         finally:
             self._q.put(_END)
@@ -259,7 +259,7 @@ class LiveSession:
                 self._process(batch)
         except KeyboardInterrupt as e:
             interrupted = e
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - a thread or processor reports its failure; the session keeps what it has
             failure = e
         finally:
             self.stream.close()
@@ -268,7 +268,7 @@ class LiveSession:
                 self._begin(pending_start, first)
                 self._open_output()
                 self._process(first)
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - a thread or processor reports its failure; the session keeps what it has
                 failure = e
         st = self.stats()
         complete = (interrupted is None and failure is None and self._stream_error is None and self._ended_normally
@@ -293,7 +293,7 @@ class LiveSession:
             for p in self.processors:
                 try:
                     results.update(p.finish(complete, passes=not quick) if hasattr(p, "abort") else p.finish(complete))
-                except BaseException as e:  # one processor failing must not lose the others' results
+                except BaseException as e:  # noqa: BLE001 - one processor failing must not lose the others' results
                     notes.append(f"{getattr(p, 'name', type(p).__name__)}: {type(e).__name__}: {e}")
         st = self.stats()
         path = None

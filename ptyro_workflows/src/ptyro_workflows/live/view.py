@@ -23,7 +23,11 @@ def _stats_html(s: dict[str, Any]) -> str:
         ("dropped", s["dropped"]), ("rejected", s["rejected"]), ("queued", f"{s['queued']} / {s['buffer']}"),
         ("frame rate", f"{s['fps_received']:.0f} /s received, {s['fps_processed']:.0f} /s processed"), ("loss", loss),
     ]  # fmt: skip
-    return "<table id='ptyro-stats'>" + "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td class='{k.replace(' ', '-')}'>{v}</td></tr>" for k, v in rows) + "</table>"
+    return (
+        "<table id='ptyro-stats'>"
+        + "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td class='{k.replace(' ', '-')}'>{v}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def _make_app(session: Any) -> Any:
@@ -93,7 +97,7 @@ class LiveServer:
             self._server = Server({"/": _make_app(session)}, io_loop=self._loop, address=self.host, port=self.port, allow_websocket_origin=origins)
             self._server.start()
             self.port = self._server.port
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - a thread or processor reports its failure; the session keeps what it has
             self._error = e
             self._ready.set()
             return

@@ -36,7 +36,11 @@ __all__ = ["LENGTH_UNITS", "convert_length", "convert_detector_pixel", "convert_
 
 #: Å per unit
 LENGTH_UNITS: dict[str, float] = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "µm": 1e4, "um": 1e4, "μm": 1e4, "m": 1e10, "mm": 1e7}
-_INVERSE = {"1/" + k: 1.0 / v for k, v in LENGTH_UNITS.items()} | {k + "^-1": 1.0 / v for k, v in LENGTH_UNITS.items()} | {k + "-1": 1.0 / v for k, v in LENGTH_UNITS.items()}
+_INVERSE = (
+    {"1/" + k: 1.0 / v for k, v in LENGTH_UNITS.items()}
+    | {k + "^-1": 1.0 / v for k, v in LENGTH_UNITS.items()}
+    | {k + "-1": 1.0 / v for k, v in LENGTH_UNITS.items()}
+)
 _ANGLE = {"mrad": 1.0, "rad": 1e3, "µrad": 1e-3, "urad": 1e-3}
 _ENERGY = {"ev": 1.0, "kev": 1e3, "v": 1.0, "kv": 1e3, "mev": 1e6}
 
@@ -120,7 +124,9 @@ def find_reader(path: str | Path, name: str | None = None) -> tuple[str, Any]:
     known = sorted({s for _, comp in comps for s in getattr(comp, "suffixes", ())})
     if matches:
         raise PtyroValueError(f"{str(p)!r}: no reader recognises this {suffix} file (tried {', '.join(n for n, _ in matches)}); pass --reader NAME")
-    raise PtyroValueError(f"{str(p)!r}: no reader for files ending in {suffix or '(nothing)'}; known endings: {', '.join(known)} (vendor formats need the extra: pip install 'ptyro-workflows[formats]')")
+    raise PtyroValueError(
+        f"{str(p)!r}: no reader for files ending in {suffix or '(nothing)'}; known endings: {', '.join(known)} (vendor formats need the extra: pip install 'ptyro-workflows[formats]')"
+    )
 
 
 def read_raw(path: str | Path, *, reader: str | None = None, lazy: bool = True, **options: Any) -> tuple[str, dict[str, Any]]:
@@ -214,7 +220,9 @@ def load(
             dq = (d, d)
             src["detector"] = "measured from the bright-field disc and the semi-angle"
         if dq is None:
-            raise PtyroValueError(f"{str(path)!r}: the detector calibration is not in the file; pass --reciprocal-sampling (Å⁻¹, or e.g. '1.6 mrad'), --sampling (Å) or --semiangle-cutoff (mrad)")
+            raise PtyroValueError(
+                f"{str(path)!r}: the detector calibration is not in the file; pass --reciprocal-sampling (Å⁻¹, or e.g. '1.6 mrad'), --sampling (Å) or --semiangle-cutoff (mrad)"
+            )
         qx, qy = arr.shape[-2:]
         s = (1.0 / (qx * dq[0]), 1.0 / (qy * dq[1]))
     grid = Grid(tuple(int(n) for n in arr.shape[-2:]), s)

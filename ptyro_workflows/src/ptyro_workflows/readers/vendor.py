@@ -37,7 +37,7 @@ def _rsciio(module: str) -> Any:
     try:
         return importlib.import_module(f"rsciio.{module}")
     except ImportError:
-        raise PtyroValueError(f"reading this format needs RosettaSciIO; install the extra: pip install 'ptyro-workflows[formats]'") from None
+        raise PtyroValueError("reading this format needs RosettaSciIO; install the extra: pip install 'ptyro-workflows[formats]'") from None
 
 
 def _axes(sig: dict[str, Any]) -> list[dict[str, Any]]:
