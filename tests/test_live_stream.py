@@ -39,7 +39,8 @@ def _stream(counts, cfg, out, *, compression=None, fps=0.0, skip=(), end=True, t
 
     def frames():
         for k, p in enumerate(counts.reshape(n, *counts.shape[2:])):
-            while k == hold_at and session.processors[-1].passes_live == 0:
+            deadline = time.monotonic() + 300.0  # a live reconstruction that never passes fails the test, not hangs it
+            while k == hold_at and session.processors[-1].passes_live == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
             yield p
 

@@ -12,12 +12,14 @@ Aberrations: polar symbols C_nm (magnitudes, Å) with azimuths phi_nm (radians) 
 5th order; C10 = −defocus (abTEM's convention), C30 = Cs.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax.numpy as jnp
-from jax import Array
+if TYPE_CHECKING:  # JAX is imported where an array helper runs: the scalar conventions (λ, σ) need none
+    from jax import Array
 
 from ptyro_core.errors import PtyroValueError
 
@@ -79,29 +81,40 @@ def energy2sigma(energy: float) -> float:
 
 def fft2(x: Array) -> Array:
     """Unitary forward FFT over the last two axes (zero frequency at index 0)."""
+    import jax.numpy as jnp
+
     return jnp.fft.fft2(x, norm="ortho")
 
 
 def ifft2(x: Array) -> Array:
     """Unitary inverse FFT over the last two axes."""
+    import jax.numpy as jnp
+
     return jnp.fft.ifft2(x, norm="ortho")
 
 
 def fft2c(x: Array) -> Array:
     """Unitary forward FFT with the zero frequency moved to the centre (index n // 2)."""
+    import jax.numpy as jnp
+
     return jnp.fft.fftshift(fft2(x), axes=(-2, -1))
 
 
 def ifft2c(x: Array) -> Array:
     """Inverse of :func:`fft2c`."""
+    import jax.numpy as jnp
+
     return ifft2(jnp.fft.ifftshift(x, axes=(-2, -1)))
 
 
-def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = jnp.complex64) -> Array:
+def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None) -> Array:
     """The Fourier shift ramp exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) (in the
     units of ``sampling``: Å, or pixels with the default): multiplying a wave's FFT by it moves
     the wave by +s (periodically). Separable: an outer product of two 1D ramps, built in the
     real dtype that matches ``dtype`` (differentiable with respect to the shifts)."""
+    import jax.numpy as jnp
+
+    dtype = jnp.complex64 if dtype is None else dtype
     real = jnp.real(jnp.zeros((), dtype)).dtype
     kx = jnp.fft.fftfreq(int(gpts[0]), float(sampling[0])).astype(real)
     ky = jnp.fft.fftfreq(int(gpts[1]), float(sampling[1])).astype(real)

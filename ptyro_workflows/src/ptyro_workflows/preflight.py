@@ -76,6 +76,11 @@ def _cell(spec: Mapping[str, Any]) -> tuple[tuple[float, float, float], int]:
     from ptyro_simul import structures
 
     repeat = tuple(int(v) for v in spec.get("repeat", (1, 1, 1)))
+    if not isinstance(spec["structure"], str):  # Python API: an ase.Atoms or a ptyro_core.Atoms, one cell
+        from ptyro_workflows.simulate import build_specimen
+
+        atoms = build_specimen({**spec, "repeat": (1, 1, 1)})
+        return tuple(float(c) * r for c, r in zip(atoms.cell, repeat)), int(np.asarray(atoms.numbers).size) * math.prod(repeat)  # type: ignore[return-value]
     name = str(spec["structure"])
     looks_like_path = (
         any(name.lower().endswith(e) for e in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
@@ -94,7 +99,14 @@ def plan_simulation(cfg: Mapping[str, Any], out: str | os.PathLike | None = None
     """The plan of :func:`ptyro_workflows.simulate` for a validated configuration."""
     spec, pot, scan, sim = cfg["specimen"], cfg["potential"], cfg["scan"], cfg["simulation"]
     cell, n_atoms = _cell(spec)
-    if pot.get("gpts") is not None:
+    if pot.get("gpts") == "auto":  # the grid simulate() will choose (issue 14): from the largest annular detector
+        from ptyro_simul.convergence import auto_gpts
+        from ptyro_workflows.config import annular_detectors
+
+        outer = [float(v[1]) for v in annular_detectors(cfg.get("detectors") or {}).values()]
+        max_angle = max(outer, default=2 * float(cfg["probe"]["semiangle_cutoff"]))
+        gx, gy = auto_gpts(cell[:2], max_angle, float(cfg["probe"]["energy"]))
+    elif pot.get("gpts") is not None:
         gx, gy = _pair(pot["gpts"], "[potential] gpts")
     else:
         s = pot.get("sampling") or 0.1

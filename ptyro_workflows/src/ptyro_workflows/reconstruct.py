@@ -123,13 +123,8 @@ def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
     if probe.get("name", "aberrated") != "aberrated":
         kwargs["probe"] = probe["name"]
     state = ptyro_invert.initial_state(dataset, **_accepts(ptyro_invert.initial_state, kwargs))
-    total = mean_pattern_total(dataset)
-    if abs(total - 1.0) > 0.05:
-        # counts (a dose), not fractions of the beam: the probe carries the mean number of
-        # electrons per pattern, so the model's intensities match the data's
-        from ptyro_core import replace
-
-        state = replace(state, probe=state.probe * np.float32(math.sqrt(total)))
+    # counted data need no rescaled probe here: ptyro_invert recognises counts (loss = "auto") and
+    # works in fractions of the beam per electron, so the probe keeps unit intensity
     return state
 
 
