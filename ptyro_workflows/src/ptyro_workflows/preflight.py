@@ -82,9 +82,9 @@ def _cell(spec: Mapping[str, Any]) -> tuple[tuple[float, float, float], int]:
         atoms = build_specimen({**spec, "repeat": (1, 1, 1)})
         return tuple(float(c) * r for c, r in zip(atoms.cell, repeat)), int(np.asarray(atoms.numbers).size) * math.prod(repeat)  # type: ignore[return-value]
     name = str(spec["structure"])
-    looks_like_path = (
-        any(name.lower().endswith(e) for e in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
-    )
+    from ptyro_workflows.simulate import is_structure_path
+
+    looks_like_path = is_structure_path(name)
     if looks_like_path and Path(name).exists():
         atoms = structures.read_structure(Path(name))
     elif looks_like_path:

@@ -123,6 +123,11 @@ class SimulationResult:
 # --------------------------------------------------------------------------- specimen
 
 
+def is_structure_path(name: str) -> bool:
+    """Whether a ``[specimen] structure`` string names a structure file (else a built-in crystal)."""
+    return any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
+
+
 def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
     """Atoms from a ``[specimen]`` table: a built-in crystal name, a structure file or (Python
     API) an ``ase.Atoms`` / :class:`ptyro_core.Atoms`, oriented along ``zone_axis`` and repeated."""
@@ -141,10 +146,7 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
         atoms = structures.atoms_from_ase(obj, zone)
     else:
         name = obj
-        looks_like_path = (
-            any(name.lower().endswith(ext) for ext in (".xyz", ".extxyz", ".cif", ".vasp", ".poscar")) or "/" in name or name.upper() in ("POSCAR", "CONTCAR")
-        )
-        if not looks_like_path:
+        if not is_structure_path(name):
             return structures.build_crystal(name, repeat=repeat, zone_axis=zone)
         p = Path(name)
         if not p.exists():
