@@ -51,6 +51,7 @@ RECON_CASES = {
 }
 
 
+# independent on purpose: the benchmark's reference model does not use ptyro_core.conventions
 def wavelength(energy: float) -> float:
     h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
     E = energy * e
@@ -151,6 +152,7 @@ def fresnel(gpts, sampling, energy, dz):
     return np.exp(-1j * math.pi * lam * dz * (kx**2 + ky**2))
 
 
+# independent on purpose: the benchmark's reference model does not use ptyro_core.conventions (λ, shift ramps)
 def forward(objects, probes, weights, positions, sampling, energy, dz):
     """Ground-truth patterns (n, qx, qy), centred, unitary FFT: the probe (modes) shifted by
     sub-pixel phase ramps, multiplied by object window(s), propagated between slices."""

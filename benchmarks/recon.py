@@ -15,6 +15,7 @@ REF_ADAPTERS = {"py4dstem": "py4dstem_recon.py", "ptychi": "ptychi_recon.py", "p
 # --------------------------------------------------------------------------- scoring
 
 
+# independent on purpose: the scoring does not use ptyro_core.conventions' shift ramp
 def _fourier_shift(a: np.ndarray, shift) -> np.ndarray:
     kx = np.fft.fftfreq(a.shape[0])[:, None]
     ky = np.fft.fftfreq(a.shape[1])[None, :]

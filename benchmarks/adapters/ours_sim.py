@@ -101,6 +101,7 @@ class Worker:
 
         @jax.jit
         def batch(pos, trans):
+            # written out on purpose: the plain baseline does not use the library's helpers (ptyro_core.conventions)
             ramp = jnp.exp(-2j * jnp.pi * (kx[None] * pos[:, 0, None, None] + ky[None] * pos[:, 1, None, None]))
             psi = jnp.fft.ifft2(pk[None] * ramp, norm="ortho")
 

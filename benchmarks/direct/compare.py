@@ -169,7 +169,7 @@ def iterative(ds, state, truth_lat, iterations=20):
 
 
 def reference(python, worker, ds, state, ab, alpha, methods):
-    from ptyro_invert.forward import wavelength
+    from ptyro_core.conventions import energy2wavelength as wavelength
 
     if not python:
         return {}

@@ -21,7 +21,7 @@ from ptyro_invert.direct import icom as icom_mod
 from ptyro_invert.direct import ssb as ssb_mod
 from ptyro_invert.direct import wdd as wdd_mod
 from ptyro_invert.direct._common import scan_lattice
-from ptyro_invert.forward import wavelength
+from ptyro_core.conventions import energy2wavelength as wavelength
 
 ENERGY = 300e3
 ALPHA = 25.0  # mrad

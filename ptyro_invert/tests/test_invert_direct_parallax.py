@@ -18,7 +18,7 @@ from ptyro_invert import calibrate
 from ptyro_invert import synthetic as syn
 from ptyro_invert.direct import parallax as px
 from ptyro_invert.direct.icom import com_field
-from ptyro_invert.forward import wavelength
+from ptyro_core.conventions import energy2wavelength as wavelength
 
 ENERGY = 300e3
 

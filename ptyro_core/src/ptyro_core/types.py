@@ -41,13 +41,6 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _float_dtype(x: Any) -> Any:
-    dt = jnp.result_type(x)
-    if jnp.issubdtype(dt, jnp.floating):
-        return dt
-    return jnp.float64 if jax.config.jax_enable_x64 and dt == np.float64 else jnp.float32
-
-
 def _to_jax(x: Any) -> Any:
     # device_put copies a NumPy array once; jnp.asarray stages it through an extra buffer
     return jax.device_put(x) if isinstance(x, np.ndarray) and x.dtype.kind in "fciub" else jnp.asarray(x)

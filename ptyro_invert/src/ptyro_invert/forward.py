@@ -14,7 +14,6 @@ Internally intensities stay in FFT order (zero frequency at index 0); :func:`pre
 returns them centred (fftshift), as :class:`~ptyro_core.Dataset4D` stores them.
 """
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,18 +23,12 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import Grid, ReconState, get
+from ptyro_core.conventions import shift_ramp
 
 __all__ = [
-    "wavelength", "window_offsets", "shift_ramp", "shift_groups", "shifted_probes", "exit_waves", "intensities",
+    "window_offsets", "shift_groups", "shifted_probes", "exit_waves", "intensities",
     "blur_transfer", "make_model", "predict_patterns",
 ]  # fmt: skip
-
-
-def wavelength(energy: float) -> float:
-    """Relativistic electron wavelength in Å for an energy in eV (CODATA 2018)."""
-    h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
-    ee = float(energy) * e
-    return h / math.sqrt(2 * m0 * ee * (1 + ee / (2 * m0 * c * c))) * 1e10
 
 
 def window_offsets(positions: Array, sampling: tuple[float, float], window: tuple[int, int]) -> tuple[Array, Array]:
@@ -45,15 +38,6 @@ def window_offsets(positions: Array, sampling: tuple[float, float], window: tupl
     start = positions / d - c
     r0 = jax.lax.stop_gradient(jnp.round(start))
     return r0.astype(jnp.int32), start - r0
-
-
-def shift_ramp(frac: Array, window: tuple[int, int], dtype: Any) -> Array:
-    """Fourier phase ramp (px, py) in FFT order that shifts an image by ``frac`` pixels."""
-    real = jnp.real(jnp.zeros((), dtype)).dtype
-    kx = jnp.fft.fftfreq(window[0]).astype(real)[:, None]
-    ky = jnp.fft.fftfreq(window[1]).astype(real)[None, :]
-    f = frac.astype(real)
-    return jnp.exp(-2j * jnp.pi * (kx * f[0] + ky * f[1])).astype(dtype)
 
 
 def shift_groups(positions: Any, sampling: tuple[float, float], window: tuple[int, int], *, max_groups: int = 64,
@@ -80,8 +64,7 @@ def shift_groups(positions: Any, sampling: tuple[float, float], window: tuple[in
 def shifted_probes(probe: Array, shifts: Array) -> Array:
     """Probe modes (m, px, py) shifted by each of ``shifts`` (g, 2) pixels: (g, m, px, py); one FFT of
     the probe and one inverse FFT per shift."""
-    window = tuple(probe.shape[-2:])
-    ramps = jax.vmap(lambda f: shift_ramp(f, window, probe.dtype))(shifts)
+    ramps = shift_ramp(shifts, (probe.shape[-2], probe.shape[-1]), dtype=probe.dtype)
     return jnp.fft.ifft2(jnp.fft.fft2(probe)[None] * ramps[:, None])
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, get, replace
+from ptyro_core.conventions import energy2wavelength as wavelength
 from ptyro_core.pipeline import (
     batch_bounds,
     check_memory,
@@ -39,7 +40,7 @@ from ptyro_core.pipeline import (
 )
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
-from ptyro_invert.forward import make_model, shift_groups, shifted_probes, wavelength
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, Grid, ReconState, ScanPositions, replace
+from ptyro_core.conventions import shift_ramp
 from ptyro_invert.forward import predict_patterns
 from ptyro_invert.recon import initial_state, orthogonalize_modes
 
@@ -123,17 +124,12 @@ def partially_coherent_modes(probe: Any, sampling: tuple[float, float], *, sourc
     kept and renormalised to Σ|P|² = 1."""
     probe = np.asarray(probe)
     px, py = probe.shape[-2:]
-    kx = np.fft.fftfreq(px, sampling[0])[:, None]
-    ky = np.fft.fftfreq(py, sampling[1])[None, :]
     pk = np.fft.fft2(probe.reshape(-1, px, py)[0])
     offs = np.linspace(-2.5, 2.5, 7) * source_sigma
-    copies, weights = [], []
-    for sx in offs:
-        for sy in offs:
-            w = np.exp(-(sx**2 + sy**2) / (2 * source_sigma**2))
-            copies.append(np.sqrt(w) * np.fft.ifft2(pk * np.exp(-2j * np.pi * (kx * sx + ky * sy))))
-            weights.append(w)
-    stack = np.stack(copies) / np.sqrt(np.sum(weights))
+    shifts = np.stack(np.meshgrid(offs, offs, indexing="ij"), axis=-1).reshape(-1, 2)  # (49, 2) Å
+    weights = np.exp(-np.sum(shifts**2, axis=-1) / (2 * source_sigma**2))
+    copies = np.sqrt(weights)[:, None, None] * np.fft.ifft2(pk[None] * np.asarray(shift_ramp(shifts, (px, py), sampling)))
+    stack = copies / np.sqrt(np.sum(weights))
     modes = np.asarray(orthogonalize_modes(jnp.asarray(stack, jnp.complex64)))
     modes = modes[:num_modes]
     return (modes / np.sqrt(np.sum(np.abs(modes) ** 2))).astype(np.complex64)

@@ -18,7 +18,7 @@ from jax import Array
 from ptyro_core import Grid, PtyroValueError
 from ptyro_simul.constants import energy2wavelength
 
-__all__ = ["PixelatedDetector", "AnnularDetector", "SegmentedDetector", "COMDetector", "scattering_angles", "DETECTOR_PRESETS"]
+__all__ = ["PixelatedDetector", "AnnularDetector", "SegmentedDetector", "COMDetector", "scattering_angles"]
 
 
 def scattering_angles(grid: Grid, energy: float, dtype: Any = jnp.float32) -> tuple[Array, Array]:
@@ -145,11 +145,3 @@ class COMDetector:
 
     def signal_shape(self, grid: Grid) -> tuple[int, ...]:
         return (2,)
-
-
-#: common annular detectors by name (mrad), for a probe of semi-angle α: use with care, the
-#: BF/ABF ranges depend on α (BF: 0..α, ABF: α/2..α).
-DETECTOR_PRESETS = {
-    "haadf": (70.0, 200.0),
-    "adf": (40.0, 100.0),
-}

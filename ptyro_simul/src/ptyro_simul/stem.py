@@ -140,11 +140,6 @@ def plan_simulation(simulator: Any, stacked: PotentialSlices, probe: ProbeModes,
     return plans[0] if n_conf == 1 else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *plans)
 
 
-def _first_configuration(stacked: PotentialSlices) -> PotentialSlices:
-    """The first configuration of a :func:`stack_potentials` stack (c, s, nx, ny)."""
-    return jax.tree_util.tree_map(lambda x: x[0], stacked)
-
-
 def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
     if isinstance(positions, ScanPositions):
         shape = positions.shape if positions.shape is not None else (len(positions),)

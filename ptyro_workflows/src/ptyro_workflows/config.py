@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ptyro_core import PtyroTypeError, PtyroValueError
+from ptyro_core.conventions import ALIASES, AZIMUTHS, POLAR_SYMBOLS
 
 __all__ = [
     "SCHEMA",
@@ -39,21 +40,13 @@ __all__ = [
 
 #: polar aberration symbols (magnitudes, Å) and azimuths (degrees in configs) up to 5th order,
 #: plus the common aliases (abTEM's names); ``defocus`` = -C10.
-_MAGNITUDES = ("C10", "C12", "C21", "C23", "C30", "C32", "C34", "C41", "C43", "C45", "C50", "C52", "C54", "C56")
-_AZIMUTHS = tuple("phi" + s[1:] for s in _MAGNITUDES if s[2] != "0")
-_ALIASES = ("defocus", "Cs", "C5", "astigmatism", "astigmatism_angle", "coma", "coma_angle")
+_MAGNITUDES = tuple(POLAR_SYMBOLS)  # the symbols of ptyro_core.conventions
+_AZIMUTHS = AZIMUTHS
+_ALIASES = ("defocus", *ALIASES)
 ABERRATION_KEYS: tuple[str, ...] = _MAGNITUDES + _AZIMUTHS + _ALIASES
 _AZIMUTH_KEYS = frozenset(_AZIMUTHS + ("astigmatism_angle", "coma_angle"))
 #: alias -> the coefficient it names (one physical quantity, two spellings; ``defocus`` = -C10)
-ALIAS_OF: dict[str, str] = {
-    "defocus": "C10",
-    "Cs": "C30",
-    "C5": "C50",
-    "astigmatism": "C12",
-    "astigmatism_angle": "phi12",
-    "coma": "C21",
-    "coma_angle": "phi21",
-}
+ALIAS_OF: dict[str, str] = {"defocus": "C10", **ALIASES}
 _SPELLINGS: dict[str, tuple[str, str]] = {**{a: (a, c) for a, c in ALIAS_OF.items()}, **{c: (a, c) for a, c in ALIAS_OF.items()}}
 
 _REQUIRED = object()

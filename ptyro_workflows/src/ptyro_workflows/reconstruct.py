@@ -22,7 +22,7 @@ from ptyro_workflows.config import aberrations_for_api, load_config, reconstruct
 if TYPE_CHECKING:  # imported where used: ptyro show uses phase_correlation without JAX
     from ptyro_core import Dataset4D, ReconState
 
-__all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used", "optics_from_provenance", "mean_pattern_total"]
+__all__ = ["apply_scan_config", "initial_state", "reconstruct", "phase_correlation", "components_used", "optics_from_provenance"]
 
 _OPTICS = ("name", "energy", "semiangle_cutoff")
 
@@ -126,16 +126,6 @@ def initial_state(dataset: Dataset4D, config: Any = None) -> ReconState:
     # counted data need no rescaled probe here: ptyro_invert recognises counts (loss = "auto") and
     # works in fractions of the beam per electron, so the probe keeps unit intensity
     return state
-
-
-def mean_pattern_total(dataset: Dataset4D, sample: int = 64) -> float:
-    """The mean summed intensity of up to ``sample`` patterns (1 for fractions of the beam; the
-    electrons per position for counts). Reads only that sample of a dataset on disk."""
-    rx, ry = dataset.scan_shape
-    n = min(rx * ry, sample)
-    idx = np.linspace(0, rx * ry - 1, n).astype(int)
-    tot = [float(np.sum(np.asarray(dataset.array[i // ry, i % ry], np.float64))) for i in idx]
-    return float(np.mean(tot)) if tot else 1.0
 
 
 def components_used(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, replace
+from ptyro_core.conventions import POLAR_SYMBOLS
+from ptyro_core.conventions import energy2wavelength as wavelength
 from ptyro_invert.direct._common import Lattice, check_inputs, normalised_patterns, scan_lattice
-from ptyro_invert.forward import wavelength
 
 __all__ = [
     "AberrationFit",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: (symbol, n, m) of the aberrations the shifts can be fitted to, in the polar notation.
-ORDERS: dict[str, tuple[int, int]] = {"C10": (1, 0), "C12": (1, 2), "C21": (2, 1), "C23": (2, 3), "C30": (3, 0)}
+ORDERS: dict[str, tuple[int, int]] = {s: POLAR_SYMBOLS[s] for s in ("C10", "C12", "C21", "C23", "C30")}
 #: fitted by default: C30's shifts (∝ |k|²k) correlate with defocus's (∝ k) over a bright-field
 #: disc, so C30 is fitted only when asked for (it then needs a wide field and a large aperture).
 DEFAULT_ORDERS = ("C10", "C12", "C21", "C23")
