@@ -40,3 +40,5 @@ def test_guide_code_blocks_run_in_order(capsys):
     out = capsys.readouterr().out
     assert "caught: loss: expected a scalar" in out
     assert "registered by several distributions" in out
+    # a plugin's reconstruction algorithm on the engine, run end to end by `ptyro reconstruct --algorithm`
+    assert "ptyro reconstruct ran phase_object from ptyro-phase-object" in out

@@ -18,7 +18,7 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -316,6 +316,9 @@ class StepConfig:
     chunk_size: int
     batch: int
     ndev: int
+    #: an algorithm's own constraints and regularisers (see :func:`run_reconstruction`)
+    constraints: tuple[Callable[[dict], dict], ...] = ()
+    regularisers: tuple[Callable[[dict], Any], ...] = ()
 
 
 def _schedule(lr: Any, cfg: StepConfig) -> Any:
@@ -457,6 +460,8 @@ def _regulariser(cfg: StepConfig, p: dict) -> Array:
         total = total + cfg.tv_weight * _tv(p["object"])
     if cfg.depth_weight and cfg.num_slices > 1:
         total = total + cfg.depth_weight * jnp.mean(jnp.abs(jnp.diff(p["object"], axis=0)) ** 2)
+    for regulariser in cfg.regularisers:
+        total = total + regulariser(p)
     return total
 
 
@@ -491,7 +496,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
     (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0)))
     (grads,) = back(grads)
-    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1):
+    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
         grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
     return grads, value, floor
 
@@ -548,6 +553,8 @@ def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) ->
         out["affine"] = jnp.stack([jnp.stack([cs, -sn]), jnp.stack([sn, cs])]) / r
     if "thickness" in out:
         out["thickness"] = jnp.maximum(out["thickness"], 1e-2)
+    for constraint in cfg.constraints:
+        out = constraint(out)
     return out
 
 
@@ -686,10 +693,24 @@ def run_reconstruction(
     chunk_size: int = 16,
     indices: Any = None,
     report: list | None = None,
+    constraints: Sequence[Callable[[dict], dict]] = (),
+    regularisers: Sequence[Callable[[dict], Any]] = (),
 ) -> ReconState:
     """The shared engine (a small driver around the pure :func:`recon_step`); see
-    :func:`single_slice` for the public options."""
+    :func:`single_slice` for the public options.
+
+    A new algorithm is a configuration of this engine (``docs/plugins.md``): its name
+    (``algorithm``: the progress bar, the report, the checkpoint's fingerprint; unknown names
+    start from single-slice's learning rates), its options, and its own ``constraints`` (pure
+    functions ``params -> params`` of the parameter dict, applied inside the jitted step after
+    the built-in ones) and ``regularisers`` (pure functions ``params -> scalar``, added to the
+    loss; their gradient joins the data term's). They are part of the step's static
+    configuration (:class:`StepConfig`): pass module-level functions, so that a second run
+    reuses the compiled step."""
     n, window = _check_inputs(dataset, state, algorithm, iterations, chunk_size)
+    for what, fns in (("constraints", constraints), ("regularisers", regularisers)):
+        if callable(fns) or not all(callable(f) for f in fns):
+            raise PtyroTypeError(f"{what}: expected a sequence of functions of the parameter dict, got {fns!r:.80}")
     if lr_schedule not in ("cosine", "exponential", "constant"):
         raise PtyroValueError(f"lr_schedule: expected 'cosine', 'exponential' or 'constant', got {lr_schedule!r}")
     if scan_scale not in ("hold", "fit"):
@@ -752,7 +773,7 @@ def run_reconstruction(
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=bool(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
-        chunk_size=int(chunk_size), batch=b, ndev=ndev,
+        chunk_size=int(chunk_size), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
     if ck is not None:

@@ -439,11 +439,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
             f"detector calibration measured from the bright-field disk ({cfg['probe']['semiangle_cutoff']:g} mrad aperture): "
             f"{dq:.5g} Å⁻¹ = {dq * energy2wavelength(ds.energy) * 1e3:.4g} mrad per pixel (pass --reciprocal-sampling to set it)",
         )
-    from ptyro_workflows.cache import cache_record
-    from ptyro_workflows.io import save_reconstruction
     from ptyro_workflows.preflight import check_calibration, check_plan, format_plan, plan_reconstruction
-    from ptyro_workflows.provenance import make_provenance
-    from ptyro_workflows.reconstruct import components_used, reconstruct
+    from ptyro_workflows.reconstruct import reconstruct
 
     check_calibration(ds.grid, ds.energy, float(cfg["probe"]["semiangle_cutoff"]), source=str(args.data))
     plan = plan_reconstruction(ds, cfg, args.out, checkpoint=args.resume or ckpt)
@@ -452,13 +449,11 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         return 0
     check_plan(plan, force=args.force)
     ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
-    state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
-    extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
-    prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra=extra)
-    from ptyro_core.pipeline import is_writer
-
-    if is_writer():
-        save_reconstruction(args.out, state, provenance=prov, overwrite=args.overwrite)
+    record = {"input": str(args.data), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
+    command = ["ptyro", *sys.argv[1:]]
+    state = reconstruct(
+        ds, cfg, args.out, resume=args.resume, progress=_progress(args), overwrite=args.overwrite, command=command, record=record, inputs=[args.data]
+    )
     import numpy as np
 
     loss = np.asarray(state.loss)

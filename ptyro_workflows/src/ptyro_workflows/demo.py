@@ -61,11 +61,8 @@ def run_demo(
     out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None
 ) -> dict[str, Any]:
     """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
-    from ptyro_workflows.cache import cache_record
     from ptyro_workflows.config import reconstruction_config
-    from ptyro_workflows.io import save_reconstruction
-    from ptyro_workflows.provenance import make_provenance
-    from ptyro_workflows.reconstruct import components_used, reconstruct
+    from ptyro_workflows.reconstruct import reconstruct
     from ptyro_workflows.show import dataset_figures, reconstruction_figures
     from ptyro_workflows.simulate import simulate
 
@@ -101,19 +98,11 @@ def run_demo(
     (outdir / "simulation.toml").write_text(to_toml(sim.config))
 
     t1 = time.perf_counter()
-    state = reconstruct(ds, rec_cfg, progress=progress)
+    record = {"input": str(outdir / "dataset.h5"), "source": sim.provenance}
+    state = reconstruct(ds, rec_cfg, outdir / "reconstruction.h5", progress=progress, overwrite=True, command=["ptyro", "demo"], record=record)
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)
     cfg_r["probe"]["energy"] = ds.energy
-    prov = make_provenance(
-        "reconstruction",
-        cfg_r,
-        components_used(cfg_r),
-        int(cfg_r["reconstruction"]["seed"]),
-        command=["ptyro", "demo"],
-        extra={"input": str(outdir / "dataset.h5"), **cache_record(), "source": sim.provenance},
-    )
-    save_reconstruction(outdir / "reconstruction.h5", state, provenance=prov, overwrite=True)
     (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
 
     t2 = time.perf_counter()

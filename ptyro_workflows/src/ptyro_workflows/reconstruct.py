@@ -137,6 +137,7 @@ def components_used(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
 def reconstruct(
     dataset: Dataset4D,
     config: Any = None,
+    out: str | Path | None = None,
     *,
     state: ReconState | None = None,
     resume: str | Path | None = None,
@@ -145,11 +146,21 @@ def reconstruct(
     report: list | None = None,
     elsewhere: bool = False,
     overwrite: bool = False,
+    command: list[str] | None = None,
+    record: Mapping[str, Any] | None = None,
+    inputs: Any = (),
 ) -> ReconState:
     """Reconstruct ``dataset`` as ``config`` says (a TOML path or a dict of tables; defaults:
     single-slice, the loss chosen from the data, Adam, 20 iterations). ``report``: a list that
     receives one dict per pass (loss, noise floor, fitted aberrations, scan map; see
     :func:`ptyro_invert.recon.run_reconstruction`).
+
+    With ``out``, the result is written there as HDF5 with its provenance (the configuration
+    used, the components with their distributions and versions, the seed, ``command``, and the
+    caller's ``record``, e.g. ``{"input": path}``), atomically and only by the writing process,
+    as :func:`ptyro_workflows.simulate.simulate` writes its dataset: ``out`` is checked before
+    anything is computed (its directory exists; it is not one of ``inputs`` nor the checkpoint;
+    an existing file only with ``overwrite``), and nothing is left behind when the run fails.
 
     ``state`` overrides the initial state; ``resume`` continues from a checkpoint written by
     ``ptyro_invert`` (``checkpoint`` names where to write them, every
@@ -187,6 +198,10 @@ def reconstruct(
     ck_new = checkpoint or r.get("checkpoint")
     if resume is None and ck_new and Path(ck_new).exists() and not overwrite:
         raise PtyroValueError(f"checkpoint {str(ck_new)!r} exists; pass --resume {str(ck_new)!r} to continue from it, or --overwrite to replace it")
+    if out is not None:  # checked before anything is computed, like simulate's output
+        from ptyro_workflows.io import check_outputs
+
+        check_outputs({"output": out, "checkpoint": ck_new if resume is None else None}, overwrite=overwrite, inputs=[*inputs, resume])
     if state is None:
         from ptyro_workflows.preflight import check_calibration, check_plan, plan_reconstruction
 
@@ -244,7 +259,26 @@ def reconstruct(
         return user_callback(st) if user_callback is not None else None
 
     options["callback"] = check_pass
-    return ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+    result = ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+    if out is not None:
+        _write(out, result, cfg, float(dataset.energy), found, command=command, record=record, overwrite=overwrite)
+    return result
+
+
+def _write(out: str | Path, state: ReconState, cfg: dict[str, Any], energy: float, found: Any, *, command: list[str] | None,
+           record: Mapping[str, Any] | None, overwrite: bool) -> None:  # fmt: skip
+    """The reconstruction file with its provenance (the writing process only)."""
+    from ptyro_core.pipeline import is_writer
+    from ptyro_workflows.cache import cache_record
+    from ptyro_workflows.io import save_reconstruction
+    from ptyro_workflows.preprocess_cli import _jsonable
+    from ptyro_workflows.provenance import make_provenance
+
+    used = {**cfg, "probe": {**cfg["probe"], "energy": energy}}  # the energy used is the dataset's
+    extra = {**cache_record(), **({"preprocess": _jsonable(found.values)} if found is not None else {}), **dict(record or {})}
+    prov = make_provenance("reconstruction", used, components_used(used), int(used["reconstruction"]["seed"]), command=command, extra=extra)
+    if is_writer():
+        save_reconstruction(out, state, provenance=prov, overwrite=overwrite)
 
 
 def _nominal_defocus(probe: Mapping[str, Any]) -> float | None:
