@@ -46,6 +46,7 @@ import h5py
 import numpy as np
 
 from ptyro_core import PtyroTypeError, PtyroValueError
+from ptyro_core.conventions import energy2wavelength
 from ptyro_core.files import close_hdf5, deferred_signals, disk_full_error, hdf5_writing, remove_stale_temporaries, same_file, temporary_path
 
 if TYPE_CHECKING:  # imported where used: reading a file's description (ptyro info) imports no JAX
@@ -519,12 +520,6 @@ def load_array(path: str | Path) -> np.ndarray:
         raise PtyroValueError(f"cannot read {str(p)!r} as a .npy array ({e})") from None
 
 
-def _wavelength(energy: float) -> float:
-    from ptyro_simul.constants import energy2wavelength
-
-    return energy2wavelength(energy)
-
-
 def _estimate_reciprocal_sampling(mean_pattern: np.ndarray, semiangle_cutoff: float, energy: float) -> float:
     """Å⁻¹ per detector pixel from the bright-field disk radius (pixels above half its maximum)."""
     area = float(np.sum(mean_pattern > 0.5 * float(mean_pattern.max())))
@@ -533,7 +528,7 @@ def _estimate_reciprocal_sampling(mean_pattern: np.ndarray, semiangle_cutoff: fl
         raise PtyroValueError(
             f"cannot estimate the detector calibration: the bright-field disk is {radius_px:.1f} pixels across; pass --reciprocal-sampling or --sampling"
         )
-    return semiangle_cutoff * 1e-3 / _wavelength(energy) / radius_px
+    return semiangle_cutoff * 1e-3 / energy2wavelength(energy) / radius_px
 
 
 def load_dataset(
@@ -636,7 +631,7 @@ def load_dataset(
         if reciprocal_sampling is not None:
             dq_xy = _pos_pair("reciprocal_sampling", reciprocal_sampling)
         elif dq is not None and all(d is not None for d in dq):
-            lam = _wavelength(energy)
+            lam = energy2wavelength(energy)
             dq_xy = tuple((d[1] * 1e-3 / lam if isinstance(d, tuple) else d) for d in dq)
             dq_xy = _pos_pair("reciprocal sampling in the file", [abs(v) for v in dq_xy])
         elif semiangle_cutoff is not None:

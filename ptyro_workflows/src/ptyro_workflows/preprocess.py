@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ptyro_core import Dataset4D, Grid, PtyroTypeError, PtyroValueError
+from ptyro_core.conventions import energy2wavelength
 
 __all__ = [
     "PreprocessReport",
@@ -258,7 +259,7 @@ def analyse(
     v["detector_center"] = [nx // 2, ny // 2]
     v["disc_center"] = [round(disc.center[0], 4), round(disc.center[1], 4)]
     v["disc_radius"] = round(disc.radius, 4)
-    lam = _wavelength(dataset.energy)
+    lam = energy2wavelength(dataset.energy)
     dq = dataset.grid.reciprocal_sampling
     v["disc_semiangle"] = round(disc.radius * math.sqrt(dq[0] * dq[1]) * lam * 1e3, 3)
     if semiangle_cutoff is not None:
@@ -415,12 +416,6 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
             v.get("frame_action", "") + f"; refined by the parallax fit ({rel:+.2f} deg" + (", 180° from the curl's choice" if flip else "") + ")"
         ).lstrip("; ")
     return Dataset4D(dataset.array, pos.astype(np.float32), grid=dataset.grid, energy=dataset.energy)
-
-
-def _wavelength(energy: float) -> float:
-    from ptyro_simul.constants import energy2wavelength
-
-    return float(energy2wavelength(energy))
 
 
 # --------------------------------------------------------------------------- applying

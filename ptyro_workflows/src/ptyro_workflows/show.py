@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from ptyro_core import PtyroValueError
+from ptyro_core.conventions import energy2wavelength
 
 __all__ = ["show_file", "dataset_figures", "reconstruction_figures", "virtual_images", "idpc", "transfer_limited", "display_inline", "run_show"]
 
@@ -101,12 +102,6 @@ def _config(prov: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def _wavelength(energy: float) -> float:
-    from ptyro_simul.constants import energy2wavelength
-
-    return energy2wavelength(energy)
-
-
 def _check_out(out: Path, names: Sequence[str], overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PtyroValueError(f"-o {str(out)!r} is a file; expected a directory")
@@ -137,7 +132,7 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
         energy = float(meta.get("energy") or (cfg.get("probe") or {}).get("energy") or 0)
         if not energy:
             raise PtyroValueError(f"{str(path)!r}: the beam energy is not in the file; expected a calibrated dataset")
-        lam = _wavelength(energy)
+        lam = energy2wavelength(energy)
         dq = [float(d[1] - d[0]) for d in dims[2:]]
         if units[2] == "mrad":
             dq = [v * 1e-3 / lam for v in dq]
@@ -262,7 +257,7 @@ def scanned_area(
 def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Draw a reconstruction's figures into ``out`` (and, with the ground truth, the phase
     comparison); returns {"files", "lines", "correlation", "correlation_unfiltered"}."""
-    from ptyro_simul.constants import energy2sigma
+    from ptyro_core.conventions import energy2sigma
     from ptyro_workflows import figures
     from ptyro_workflows.io import read_file_provenance
     from ptyro_workflows.reconstruct import phase_correlation
@@ -273,7 +268,7 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
     prov = read_file_provenance(path)
     cfg = _config(prov)
     alpha = float((cfg.get("probe") or {}).get("semiangle_cutoff") or 0) or None
-    lam = _wavelength(st.energy)
+    lam = energy2wavelength(st.energy)
     n_obj = st.object.shape[0]
     out.mkdir(parents=True, exist_ok=True)
     files, lines = [], []

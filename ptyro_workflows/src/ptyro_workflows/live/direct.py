@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ptyro_workflows.live.processors import Geometry, _wavelength
+from ptyro_core.conventions import energy2wavelength
+from ptyro_workflows.live.processors import Geometry
 
 __all__ = ["live_icom", "METHODS"]
 
@@ -22,7 +23,7 @@ def live_icom(images: dict[str, Any], geometry: Geometry, *, highpass: float = 0
     from ptyro_invert.direct.icom import integrate_gradient
 
     got = np.asarray(images["received"], bool)
-    per_mrad = 1e-3 / _wavelength(geometry.energy)  # Å⁻¹ per mrad
+    per_mrad = 1e-3 / energy2wavelength(geometry.energy)  # Å⁻¹ per mrad
     field = np.stack([np.asarray(images["com_x"]), np.asarray(images["com_y"])], -1) * per_mrad
     if got.any():
         field = np.where(got[..., None], field - field[got].mean(axis=0), 0.0)

@@ -20,14 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ptyro_core import PtyroValueError
+from ptyro_core.conventions import energy2wavelength
 
 __all__ = ["Geometry", "IncrementalProcessor", "VirtualDetectors", "virtual_images", "LivePtychography", "DirectMethod"]
-
-
-def _wavelength(energy: float) -> float:
-    from ptyro_workflows.io import _wavelength as wl
-
-    return float(wl(energy))
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class Geometry:
 
     @property
     def mrad_per_pixel(self) -> tuple[float, float]:
-        lam = _wavelength(self.energy)
+        lam = energy2wavelength(self.energy)
         return (self.reciprocal_sampling[0] * lam * 1e3, self.reciprocal_sampling[1] * lam * 1e3)
 
     def detector_table(self) -> dict[str, tuple[float, float]]:
