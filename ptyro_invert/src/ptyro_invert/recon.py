@@ -649,6 +649,7 @@ def _summary(report: list[dict]) -> str:
     return line
 
 
+# long: 58 of its lines are the signature (the engine's public options, one per line) and the docstring; the body sets the step up in order and hands over to _loop
 def run_reconstruction(
     dataset: Dataset4D,
     state: ReconState,

@@ -531,6 +531,7 @@ def _estimate_reciprocal_sampling(mean_pattern: np.ndarray, semiangle_cutoff: fl
     return semiangle_cutoff * 1e-3 / energy2wavelength(energy) / radius_px
 
 
+# long: one calibration path per file kind (.npy, EMD from us or py4DSTEM, lazy or not) and the docstring of every argument; split with the io.py split
 def load_dataset(
     path: str | Path,
     *,

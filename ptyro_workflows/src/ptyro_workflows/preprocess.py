@@ -216,6 +216,7 @@ class _Plan:
     bin: int
 
 
+# long: the two chunked passes over the patterns (mean pattern, bad pixels, disc; then centres of mass, descan, scan frame, crop) in the order they run, sharing their sums
 def analyse(
     dataset: Dataset4D,
     options: Mapping[str, Any] | None = None,

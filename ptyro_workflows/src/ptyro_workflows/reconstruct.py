@@ -208,6 +208,21 @@ def reconstruct(
         check_calibration(dataset.grid, dataset.energy, float(cfg["probe"]["semiangle_cutoff"]))
         check_plan(plan_reconstruction(dataset, cfg))
         state = initial_state(dataset, cfg)
+    options = _algorithm_options(r, progress=progress, resume=resume, checkpoint=checkpoint, report=report)
+    if resume is not None:
+        from ptyro_invert.checkpoint import check_resume, fingerprint
+
+        check_resume(resume, fingerprint(_expected_model(state, r["algorithm"], r.get("options") or {}), state.positions, r["algorithm"]))
+    options["callback"] = _stop_on_a_bad_loss(cfg, options.get("callback"))
+    result = ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
+    if out is not None:
+        _write(out, result, cfg, float(dataset.energy), found, command=command, record=record, overwrite=overwrite)
+    return result
+
+
+def _algorithm_options(r: Mapping[str, Any], *, progress: bool, resume: Any, checkpoint: Any, report: list | None) -> dict[str, Any]:
+    """The keyword arguments of the algorithm from ``[reconstruction]`` (``options`` last: they
+    override the rest)."""
     options: dict[str, Any] = {
         "loss": r["loss"],
         "optimizer": r["optimizer"],
@@ -240,11 +255,12 @@ def reconstruct(
     if report is not None:
         options["report"] = report
     options.update(extra)
-    if resume is not None:
-        from ptyro_invert.checkpoint import check_resume, fingerprint
+    return options
 
-        check_resume(resume, fingerprint(_expected_model(state, r["algorithm"], extra), state.positions, r["algorithm"]))
-    user_callback = options.get("callback")
+
+def _stop_on_a_bad_loss(cfg: Mapping[str, Any], user_callback: Any) -> Any:
+    """The callback after each pass: a NaN/inf loss stops the run naming the components used;
+    then the user's callback, if any."""
 
     def check_pass(st: ReconState) -> Any:
         loss = np.asarray(st.loss)
@@ -258,11 +274,7 @@ def reconstruct(
             )
         return user_callback(st) if user_callback is not None else None
 
-    options["callback"] = check_pass
-    result = ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
-    if out is not None:
-        _write(out, result, cfg, float(dataset.energy), found, command=command, record=record, overwrite=overwrite)
-    return result
+    return check_pass
 
 
 def _write(out: str | Path, state: ReconState, cfg: dict[str, Any], energy: float, found: Any, *, command: list[str] | None,

@@ -327,6 +327,7 @@ def _batches(
     yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, record=record, **options)
 
 
+# long: the simulation pipeline read top to bottom (every check before any work, the potentials, the provenance, the batch loop with the writer's abort path); each step is a helper call
 def simulate(
     config: Any = None,
     out: str | Path | None = None,
