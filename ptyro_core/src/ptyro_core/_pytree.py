@@ -46,7 +46,7 @@ def pytree(cls: type) -> type:
         return tuple(getattr(obj, n) for n in leaf_names), tuple(getattr(obj, n) for n in static_names)
 
     def unflatten(aux: tuple, children: Any) -> Any:
-        obj = object.__new__(cls)
+        obj: Any = object.__new__(cls)
         for n, v in zip(leaf_names, children):
             object.__setattr__(obj, n, v)
         for n, v in zip(static_names, aux):
@@ -54,7 +54,7 @@ def pytree(cls: type) -> type:
         return obj
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-    cls.__repr__ = _concise_repr  # type: ignore[method-assign]  # arrays as dtype[shape], not their values
+    cls.__repr__ = _concise_repr  # type: ignore[method-assign,assignment]  # arrays as dtype[shape], not their values
     cls._repr_html_ = _html_repr  # type: ignore[attr-defined]  # the same as a table in notebooks
     cls.__ptyro_leaves__ = leaf_names  # type: ignore[attr-defined]
     cls.__ptyro_static__ = static_names  # type: ignore[attr-defined]

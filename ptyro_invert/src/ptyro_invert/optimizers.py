@@ -176,24 +176,24 @@ def _validate(learning_rate: Any) -> None:
 
 
 class SGDState(NamedTuple):
-    count: Array
+    count: Array  # type: ignore[assignment]  # optax's name for the step count (shadows tuple.count)
     momentum: Any
 
 
 class AdamState(NamedTuple):
-    count: Array
+    count: Array  # type: ignore[assignment]
     mu: Any
     nu: Any
 
 
 class RMSPropState(NamedTuple):
-    count: Array
+    count: Array  # type: ignore[assignment]
     nu: Any
     momentum: Any
 
 
 class AdagradState(NamedTuple):
-    count: Array
+    count: Array  # type: ignore[assignment]
     sum_sq: Any
 
 

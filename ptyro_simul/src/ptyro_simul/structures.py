@@ -137,8 +137,8 @@ def orthorhombic_supercell(
     ranges = [range(int(lo[i]) - 1, int(hi[i]) + 1) for i in range(3)]
     inv = np.linalg.inv(vecs)
     pos, num = [], []
-    for cell in itertools.product(*ranges):
-        cart = (frac + np.asarray(cell)) @ lat
+    for image in itertools.product(*ranges):
+        cart = (frac + np.asarray(image)) @ lat
         f = cart @ inv
         f = np.where(np.abs(f - np.round(f)) < 1e-8, np.round(f), f)
         keep = np.all((f >= 0) & (f < 1), axis=1)

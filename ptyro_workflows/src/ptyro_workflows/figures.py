@@ -351,9 +351,9 @@ def plot_preprocess(path: str | Path, values: Mapping[str, Any], arrays: Mapping
     ax = fig.add_subplot(gs[1, 0])
     pf = a.get("parallax_fit")
     if pf is not None:
-        k = np.asarray(pf.frequencies)
-        ax.quiver(k[:, 0], k[:, 1], pf.shifts[:, 0], pf.shifts[:, 1], color="k", angles="xy", label="measured")
-        ax.quiver(k[:, 0], k[:, 1], pf.model_shifts[:, 0], pf.model_shifts[:, 1], color="r", angles="xy", alpha=0.6, label="fit")
+        freq = np.asarray(pf.frequencies)
+        ax.quiver(freq[:, 0], freq[:, 1], pf.shifts[:, 0], pf.shifts[:, 1], color="k", angles="xy", label="measured")
+        ax.quiver(freq[:, 0], freq[:, 1], pf.model_shifts[:, 0], pf.model_shifts[:, 1], color="r", angles="xy", alpha=0.6, label="fit")
         ax.set_aspect("equal")
         ax.set_xlabel("kx (1/Å)")
         ax.set_ylabel("ky (1/Å)")

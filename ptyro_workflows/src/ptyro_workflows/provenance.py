@@ -45,7 +45,7 @@ def library_versions() -> dict[str, str]:
 
         out["jax_backend"] = jax.default_backend()
         out["jax_devices"] = str(len(jax.devices()))
-        out["jax_enable_x64"] = str(bool(jax.config.jax_enable_x64))
+        out["jax_enable_x64"] = str(bool(jax.config.read("jax_enable_x64")))
     except Exception:  # noqa: BLE001 - the record is best effort: jax is a dependency
         pass
     return out

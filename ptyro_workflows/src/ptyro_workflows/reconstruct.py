@@ -320,7 +320,7 @@ def _bilinear_wrap(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     x0 = np.floor(x).astype(int)
     y0 = np.floor(y).astype(int)
     fx, fy = x - x0, y - y0
-    out = 0.0
+    out = np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y)))
     for dx, wx in ((0, 1 - fx), (1, fx)):
         for dy, wy in ((0, 1 - fy), (1, fy)):
             out = out + wx * wy * img[(x0 + dx) % nx, (y0 + dy) % ny]

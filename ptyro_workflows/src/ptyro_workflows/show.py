@@ -57,7 +57,8 @@ def virtual_images(
     (Rx, Ry, 2) in Å⁻¹, and the mean pattern."""
     masks = {n: (mrad_grid >= r[0]) & (mrad_grid < r[1]) for n, r in detectors.items()}
     imgs: dict[str, list[np.ndarray]] = {n: [] for n in masks}
-    com, total_mean, count = [], None, 0
+    com: list[np.ndarray] = []
+    total_mean, count = np.zeros(np.shape(mrad_grid)), 0
     kx, ky = k_grid
     for row in rows:
         r = np.asarray(row, np.float64)
@@ -66,7 +67,7 @@ def virtual_images(
         for n, m in masks.items():
             imgs[n].append(r[:, m].sum(axis=1) / safe)
         com.append(np.stack([(r * kx).sum(axis=(1, 2)) / safe, (r * ky).sum(axis=(1, 2)) / safe], -1))
-        total_mean = r.sum(axis=0) if total_mean is None else total_mean + r.sum(axis=0)
+        total_mean = total_mean + r.sum(axis=0)
         count += r.shape[0]
     return {n: np.stack(v) for n, v in imgs.items()}, np.stack(com), total_mean / max(count, 1), np.asarray(count)
 
@@ -164,7 +165,7 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
         else:
             on = np.unravel_index(int(np.argmax(dark_field)), dark_field.shape)
             off = np.unravel_index(int(np.argmin(dark_field)), dark_field.shape)
-            chosen = {"on a column": tuple(int(v) for v in on), "between columns": tuple(int(v) for v in off)}
+            chosen = {"on a column": (int(on[0]), int(on[1])), "between columns": (int(off[0]), int(off[1]))}
         cbed = {
             f"CBED {name} ({origin[0] + i * step[0]:.2f}, {origin[1] + j * step[1]:.2f}) Å": np.asarray(data[i, j], np.float64)
             for name, (i, j) in chosen.items()
