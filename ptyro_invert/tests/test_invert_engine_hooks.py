@@ -38,7 +38,7 @@ def test_a_regulariser_enters_the_gradient(case):
     pulled = run_reconstruction(data, start, algorithm="flat", regularisers=(flat_object,), **KW)
     moved = float(np.max(np.abs(np.asarray(free.object) - 1)))
     held = float(np.max(np.abs(np.asarray(pulled.object) - 1)))
-    assert moved > 0.05 and held < 0.2 * moved, (moved, held)
+    assert moved > 0.05 and held < 0.4 * moved, (moved, held)  # measured 0.199 and 0.037
 
 
 def test_a_constraint_runs_inside_the_step(case):
@@ -46,7 +46,8 @@ def test_a_constraint_runs_inside_the_step(case):
     free = run_reconstruction(data, start, **KW)
     halved = run_reconstruction(data, start, algorithm="halved", constraints=(half_phase,), **KW)
     # each step's update is halved in phase: the phase grows more slowly than without it
-    assert float(np.max(np.abs(np.angle(halved.object)))) < 0.75 * float(np.max(np.abs(np.angle(free.object))))
+    # measured 0.046 rad against 0.196 rad
+    assert float(np.max(np.abs(np.angle(halved.object)))) < 0.5 * float(np.max(np.abs(np.angle(free.object))))
 
 
 @pytest.mark.parametrize("bad", [half_phase, ("not a function",)])
