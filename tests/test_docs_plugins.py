@@ -42,3 +42,27 @@ def test_guide_code_blocks_run_in_order(capsys):
     assert "registered by several distributions" in out
     # a plugin's reconstruction algorithm on the engine, run end to end by `ptyro reconstruct --algorithm`
     assert "ptyro reconstruct ran phase_object from ptyro-phase-object" in out
+
+
+def test_the_guides_algorithm_installed_runs_through_ptyro_reconstruct(fake_distribution, tmp_path, capsys):
+    """The guide's phase_object plugin as an installed distribution (found through its entry
+    point, module-level hook): `ptyro reconstruct --algorithm phase_object` runs it end to end."""
+    import numpy as np
+
+    from ptyro_invert.synthetic import hexagonal_phase, setup, simulate, with_object
+    from ptyro_workflows import load_reconstruction, read_file_provenance, save_dataset
+    from ptyro_workflows.cli import main
+
+    block = next(b for b in python_blocks(DOC.read_text(encoding="utf-8")) if "def phase_object" in b)
+    hook = "\n\n@hookimpl\ndef ptyro_register_reconstructions(register):\n    PhaseObject().ptyro_register_reconstructions(register)\n"
+    fake_distribution("ptyro-phase-object", "import jax.numpy as jnp\nfrom ptyro_core import hookimpl\n" + block + hook, version="0.3.0")
+    grid, scan, start = setup(gpts=16, sampling=0.25, scan=(3, 3), step=0.75, aberrations={"C10": 40.0}, padding_px=2)
+    truth = with_object(start, np.exp(0.5j * hexagonal_phase(start.object.shape[-2:], start.sampling)))
+    save_dataset(tmp_path / "data.h5", simulate(truth, grid, scan))
+    args = ["reconstruct", str(tmp_path / "data.h5"), "--algorithm", "phase_object", "--semiangle-cutoff", "25", "--C10", "40"]
+    code = main([*args, "--iterations", "2", "--batch-size", "9", "-o", str(tmp_path / "rec.h5"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    out = load_reconstruction(tmp_path / "rec.h5")
+    assert float(np.max(np.abs(np.abs(out.object) - 1))) < 1e-5 and np.asarray(out.loss).shape == (2,)
+    used = read_file_provenance(tmp_path / "rec.h5")["components"][0]
+    assert (used["kind"], used["name"], used["distribution"], used["version"]) == ("reconstruction", "phase_object", "ptyro-phase-object", "0.3.0")
