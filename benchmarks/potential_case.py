@@ -40,6 +40,7 @@ def structure():
     return np.array(numbers), np.array(pos), np.array([REPEAT[0] * A, REPEAT[1] * A, REPEAT[2] * A])
 
 
+# independent on purpose (runs in other codes' venvs, without ptyro_core.conventions)
 def wavelength(energy=ENERGY):
     """Relativistic electron wavelength in Å (CODATA 2018)."""
     h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0

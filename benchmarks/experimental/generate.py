@@ -62,6 +62,7 @@ DEFAULTS = dict(
 )
 
 
+# independent on purpose: this generator shares no code with ptyro_* (see the module docstring)
 def wavelength(energy: float) -> float:
     """Relativistic electron wavelength, Å (CODATA constants)."""
     h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
