@@ -117,3 +117,20 @@ def test_an_invalid_reference_string_is_broken_at_registration(fake_distribution
     assert "hooktest" not in reg.names("loss")
     (bad,) = [b for b in reg.broken if b.distribution == "ptyro-lazyinvalid"]
     assert "is not a 'package.module:attribute' reference" in bad.error
+
+
+def test_a_lazy_component_that_raises_is_blamed_by_name(fake_distribution):
+    import sys
+
+    source = _lazy_source("ptyro_register_losses", "lazy_raising_impl")
+    info = fake_distribution("ptyro-lazyraise", source, version="3.1")
+    (info.parent / "lazy_raising_impl.py").write_text("def comp(predicted, measured, *, mask=None, weights=None):\n    return 1 / 0\n")
+    try:
+        reg = ptyro_core.get_registry()
+        try:
+            reg.get("loss", "hooktest")(1.0, 1.0)
+        except ZeroDivisionError as e:
+            comp, dist = reg.blame(e)
+        assert (comp.kind, comp.name, dist) == ("loss", "hooktest", "ptyro-lazyraise")
+    finally:
+        sys.modules.pop("lazy_raising_impl", None)

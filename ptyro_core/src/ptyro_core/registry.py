@@ -191,6 +191,7 @@ class Registry:
         self._pm.unregister(name=name)
         self._components = {k: c for k, c in self._components.items() if c.distribution != name}
         self._objects = {k: o for k, o in self._objects.items() if k in self._components}
+        self._plugin_of = {k: p for k, p in self._plugin_of.items() if k in self._components}
         self._broken = [b for b in self._broken if b.plugin != name]
 
     def _add(self, plugin: Any, plugin_name: str, dist: str, version: str) -> None:
