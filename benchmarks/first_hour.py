@@ -9,6 +9,10 @@
    second loads every program from the cache): wall times of both processes, their ratio (goal
    <= 0.40) and the demo's own split (simulation, reconstruction, figures).
 
+3. The imports of a demo run with the installed bytecode (``compile-bytecode`` in the root
+   ``pyproject.toml``) against the same imports compiling every source (an empty
+   ``PYTHONPYCACHEPREFIX``, what a run without .pyc files does), interleaved, CPU seconds.
+
 Prints the load average (``uptime``) before and after: on a shared machine absolute times are
 pessimistic; the ratio is measured within one run.
 """
@@ -71,6 +75,29 @@ def demo(out: Path) -> None:
     print(f"  second / first: {rows[1] / rows[0]:.2f} (goal <= 0.40)")
 
 
+_DEMO_IMPORTS = (
+    "import ptyro_workflows.simulate, ptyro_workflows.reconstruct, ptyro_workflows.show, ptyro_simul.multislice, "
+    "ptyro_invert.recon, matplotlib.figure, matplotlib.backends.backend_agg"
+)
+
+
+def bytecode(rounds: int, out: Path) -> None:
+    import resource
+
+    print(f"the demo's imports, CPU seconds (user + sys), {rounds} interleaved rounds:")
+    (out / "no-pyc").mkdir(exist_ok=True)
+    cpu: dict[str, list[float]] = {"with .pyc": [], "compiling the sources": []}
+    for _ in range(rounds):
+        for label, extra in (("with .pyc", {}), ("compiling the sources", {"PYTHONPYCACHEPREFIX": str(out / "no-pyc")})):
+            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **extra}
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-c", _DEMO_IMPORTS], check=True, env=env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[label].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    for label, values in cpu.items():
+        print(f"  {statistics.median(values):5.2f} s  {label}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -85,6 +112,7 @@ def main() -> None:
             print("ptyro demo, twice, with an empty compilation cache:")
             demo(out)
         startup(args.rounds, out / "demo1" / "dataset.h5" if not args.skip_demo else _tiny(out))
+        bytecode(args.rounds, out)
         print(uptime())
 
 
