@@ -185,3 +185,67 @@ def test_azimuth_degrees_reach_the_probe_as_radians():
     table0 = simulation_config({"probe": {"semiangle_cutoff": 25.0, "C21": 2000.0, "phi21": 0.0}})["probe"]
     amp0 = np.abs(np.asarray(build_probe(grid, table0).array[0]))
     assert np.abs(amp0 - amp0.T).max() > 0.05 * amp0.max()
+
+
+# --------------------------------------------------------------------------- the one declarative schema
+
+
+def test_the_schema_classes_give_defaults_descriptions_and_help():
+    """SCHEMA and DESCRIPTIONS are views of the table classes, and every generated flag's --help
+    text is its key's description (with the default), so the schema is written once."""
+    from ptyro_workflows.cli import build_parser
+    from ptyro_workflows.config import TABLES, Key
+
+    for name, table in TABLES.items():
+        keys = table.keys()
+        assert keys and all(isinstance(k, Key) and k.doc for k in keys.values()), name
+        assert SCHEMA[name] == {k: key.default for k, key in keys.items()}
+        assert all(DESCRIPTIONS[name][k] == key.doc for k, key in keys.items())
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["simulate"]
+    helps = {a.dest: a.help for a in sub._actions}
+    assert helps["cfg__probe__energy"] == "beam energy in eV (default: 200000.0)"
+    assert helps["cfg__scan__step"] == TABLES["scan"].keys()["step"].doc
+    assert helps["cfg__potential__gpts"].startswith(TABLES["potential"].keys()["gpts"].doc)
+
+
+def test_the_template_lists_every_key_and_reads_back_as_the_defaults():
+    from ptyro_workflows.config import RECONSTRUCTION_TABLES, SIMULATION_TABLES, TABLES, template_toml
+
+    for tables in (SIMULATION_TABLES, RECONSTRUCTION_TABLES):
+        text = template_toml(tables)
+        for name in tables:
+            for k, key in TABLES[name].keys().items():
+                assert f"# {key.doc}\n" in text and (f"\n{k} = " in text or f"\n# {k} =" in text), (name, k)
+        assert validate(tomllib.loads(text), tables) == validate({}, tables)
+    assert "# <name>: an annular detector" in template_toml(("detectors",))
+    # with a configuration: its values, the rest defaults
+    text = template_toml(("probe",), {"probe": {"energy": 80e3, "defocus": 25.0}})
+    assert validate(tomllib.loads(text), ("probe",))["probe"] == validate({"probe": {"energy": 80e3, "defocus": 25.0}}, ("probe",))["probe"]
+
+
+def test_to_toml_writes_the_schema_order():
+    text = to_toml({"reconstruction": {"iterations": 3, "algorithm": "multislice"}, "probe": {"C10": -5.0, "energy": 3e5}})
+    assert text.index("[probe]") < text.index("[reconstruction]")
+    assert text.index("energy") < text.index("C10") and text.index("algorithm") < text.index("iterations")
+
+
+@given(
+    energy=st.floats(1e3, 1e6),
+    alpha=st.floats(0.2, 100.0),
+    defocus=st.one_of(st.none(), st.floats(-1e3, 1e3)),
+    gpts=st.lists(st.integers(1, 512), min_size=2, max_size=2),
+    iterations=st.integers(1, 1000),
+    haadf=st.tuples(st.floats(0.0, 100.0), st.floats(0.1, 100.0)).map(lambda t: [t[0], t[0] + t[1]]),
+)
+def test_validated_configurations_round_trip_through_the_writer(energy, alpha, defocus, gpts, iterations, haadf):
+    from ptyro_workflows.config import template_toml
+
+    cfg = {
+        "probe": {"energy": energy, "semiangle_cutoff": alpha, "defocus": defocus},
+        "potential": {"gpts": gpts},
+        "detectors": {"haadf": haadf},
+        "reconstruction": {"iterations": iterations},
+    }
+    checked = validate(cfg)
+    assert validate(tomllib.loads(to_toml(checked))) == checked
+    assert validate(tomllib.loads(template_toml(config=checked))) == checked

@@ -189,21 +189,25 @@ def test_dose_is_stored_as_integer_counts_and_recorded(tiny_file, tmp_path, caps
 # --------------------------------------------------------------------------- start-up and cache
 
 
-def test_help_info_and_show_help_import_no_jax(tiny_file):
+def test_help_info_and_plugins_import_no_jax(tiny_file):
+    """``ptyro --help``, every ``ptyro CMD --help``, ``ptyro plugins`` (components are registered
+    by reference and imported on first use) and ``ptyro info FILE`` leave JAX unimported."""
     code = (
         "import sys\n"
-        "from ptyro_workflows.cli import main\n"
-        "for argv in (['--help'], ['simulate', '--help'], ['reconstruct', '--help'], ['demo', '--help'], ['info', '--help'],\n"
-        "             ['show', '--help'], ['plugins', '--help'], ['info', sys.argv[1]]):\n"
+        "from ptyro_workflows.cli import COMMANDS, main\n"
+        "runs = [['--help'], *([c, '--help'] for c in COMMANDS), ['plugins'], ['plugins', '--json'], ['info', sys.argv[1]]]\n"
+        "for argv in runs:\n"
         "    try:\n"
-        "        main(argv)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "print('JAX', 'jax' in sys.modules)\n"
+        "        assert main(argv) == 0, argv\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, argv\n"
+        "print('RAN', len(runs), 'JAX', 'jax' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code, str(tiny_file)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("JAX False"), r.stdout[-500:]
+    from ptyro_workflows.cli import COMMANDS
+
+    assert r.stdout.strip().splitlines()[-1] == f"RAN {len(COMMANDS) + 4} JAX False", r.stdout[-500:]
 
 
 def test_compilation_cache_switches(tmp_path, monkeypatch):

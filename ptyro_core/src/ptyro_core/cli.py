@@ -20,7 +20,11 @@ def add_plugins_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print a JSON object {components: [...], broken: [...]}")
     p.add_argument("--kind", help="only components of this kind")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 if any plugin is broken")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="import and check every component first (a listing alone imports none), and exit with status 1 if any plugin is broken",
+    )
     p.set_defaults(func=run_plugins)
     return p
 
@@ -30,6 +34,8 @@ def run_plugins(args: argparse.Namespace, registry: "Registry | None" = None, ou
 
     reg = registry or get_registry()
     out = out or sys.stdout
+    if args.strict:
+        reg.resolve_all()
     data = reg.as_json()
     if args.kind:
         data["components"] = [c for c in data["components"] if c["kind"] == args.kind]

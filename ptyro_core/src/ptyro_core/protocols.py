@@ -18,13 +18,16 @@ component, built-in or third-party:
   the kernels of all slices once and runs the FFT-multiply loop (and a far-field back end).
 """
 
+from __future__ import annotations
+
 import abc
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from ptyro_core.types import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, ReconState
+if TYPE_CHECKING:  # annotations only: checking a component (the registry) imports no JAX
+    from ptyro_core.types import Atoms, Dataset4D, Grid, PotentialSlices, ProbeModes, ReconState
 
 __all__ = [
     "Potential",

@@ -2,11 +2,16 @@
 
 Discovery is lazy and happens once (the first lookup). Each hook implementation is called on its
 own with a ``register`` callable, so every component is recorded with the distribution and
-version behind it. Third-party faults are data, not crashes: a plugin that fails to import,
+version behind it. A component is registered either as the object itself (eager) or as a
+``"module:attribute"`` reference with its name, kind and description (lazy): a lazy component is
+imported and checked on first use, so listing the components (``ptyro plugins``) imports none of
+them, and no JAX. Third-party faults are data, not crashes: a plugin that fails to import,
 raises in its hook, registers something that is not a component of its kind, or claims a name
 another distribution already claimed is recorded as *broken* with its error; the rest keeps
 working. The library API is strict (``get`` raises on a broken, clashing or unknown name); the
-listing (``ptyro plugins``) is resilient.
+listing (``ptyro plugins``) is resilient; a lazy component that fails to import or is not a
+component of its kind is found when it is first used (or by :meth:`Registry.resolve_all`, which
+``ptyro plugins --strict`` runs) and is then recorded as broken like any other.
 
 Environment switches: ``PTYRO_DISABLE_PLUGINS=a,b`` skips those entry points / distributions;
 ``PTYRO_LOAD_PLUGINS=a,b`` loads only those (empty: none).
@@ -19,7 +24,7 @@ import importlib.metadata as md
 import os
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -28,7 +33,6 @@ import pluggy
 from ptyro_core import hookspecs
 from ptyro_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
 from ptyro_core.hookspecs import HOOKS, KINDS, PROJECT
-from ptyro_core.protocols import check_component
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -40,10 +44,13 @@ __all__ = [
     "get",
     "list_components",
     "register_plugin",
+    "import_reference",
 ]
 
 ENTRY_POINT_GROUP = "ptyrodactyl"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_REFERENCE_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
 
 
 def _norm(name: str) -> str:
@@ -52,14 +59,24 @@ def _norm(name: str) -> str:
 
 @attrs.frozen
 class Component:
-    """A registered component: what it is, and who registered it."""
+    """A registered component: what it is, and who registered it.
+
+    ``obj`` is the component itself; for one registered lazily (``reference`` is its
+    ``"module:attribute"``) the first access imports and checks it (raising
+    :class:`~ptyro_core.errors.PluginError` if it cannot be used).
+    """
 
     kind: str
     name: str
-    obj: Any = attrs.field(repr=False)
     description: str
     distribution: str
     version: str
+    reference: str | None = None
+    _load: Callable[[], Any] = attrs.field(default=None, repr=False, eq=False, alias="load")
+
+    @property
+    def obj(self) -> Any:
+        return self._load()
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -118,6 +135,8 @@ class Registry:
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._components: dict[tuple[str, str], Component] = {}
+        self._objects: dict[tuple[str, str], Any] = {}  # lazy components once imported
+        self._plugin_of: dict[tuple[str, str], str] = {}
         self._aliases: dict[tuple[str, str], str] = {}
         self._broken: list[BrokenPlugin] = []
         self._clashes: dict[tuple[str, str], list[str]] = {}
@@ -171,6 +190,8 @@ class Registry:
         """Remove a plugin registered at run time (and its components)."""
         self._pm.unregister(name=name)
         self._components = {k: c for k, c in self._components.items() if c.distribution != name}
+        self._objects = {k: o for k, o in self._objects.items() if k in self._components}
+        self._plugin_of = {k: p for k, p in self._plugin_of.items() if k in self._components}
         self._broken = [b for b in self._broken if b.plugin != name]
 
     def _add(self, plugin: Any, plugin_name: str, dist: str, version: str) -> None:
@@ -209,6 +230,9 @@ class Registry:
         description: str = "",
         aliases: Iterable[str] = (),
     ) -> None:
+        """``register(name, component, *, description="", aliases=())``: ``component`` is the
+        object (checked now) or a ``"module:attribute"`` string (imported and checked on first use)."""
+
         def broken(msg: str) -> None:
             self._broken.append(BrokenPlugin(plugin, dist, version, msg, kind, str(name)))
 
@@ -216,10 +240,16 @@ class Registry:
             return broken(f"invalid {kind} name {name!r}: expected a string of letters, digits, '_', '-', '.' starting with a letter")
         if not isinstance(description, str):
             return broken(f"{kind} {name!r}: description must be a string, got {type(description).__name__}")
-        try:
-            check_component(kind, component)
-        except TypeError as e:
-            return broken(f"{kind} {name!r} is not a valid {kind}: {e}")
+        reference = component if isinstance(component, str) else None
+        if reference is not None:
+            if not _REFERENCE_RE.match(reference):
+                return broken(
+                    f"{kind} {name!r} is not a valid {kind}: the string {reference!r} is not a 'package.module:attribute' reference (expected one, or the component itself)"
+                )
+        else:
+            error = _check(kind, name, component)
+            if error:
+                return broken(error)
         key = (kind, name)
         if key in self._clashes:
             self._clashes[key].append(dist)
@@ -230,9 +260,47 @@ class Registry:
             msg = f"{kind} {name!r} is registered by both {other.distribution!r} and {dist!r}; neither is used (uninstall one, or disable it with PTYRO_DISABLE_PLUGINS)"
             self._broken.append(BrokenPlugin(other.distribution, other.distribution, other.version, msg, kind, name))
             return broken(msg)
-        self._components[key] = Component(kind, name, component, description.strip(), dist, version)
+        load = functools.partial(self._resolve, key) if reference is not None else functools.partial(_identity, component)
+        self._components[key] = Component(kind, name, description.strip(), dist, version, reference, load=load)
+        self._plugin_of[key] = plugin
         for alias in aliases:
             self._aliases[(kind, alias)] = name
+
+    def _resolve(self, key: tuple[str, str]) -> Any:
+        """Import and check the lazy component ``key`` (once); on failure it is recorded as
+        broken, left out, and PluginError is raised."""
+        if key in self._objects:
+            return self._objects[key]
+        kind, name = key
+        comp = self._components.get(key)
+        if comp is None or comp.reference is None:  # left out meanwhile (a clash, or broken)
+            return self.get(kind, name)
+        try:
+            obj = import_reference(comp.reference)
+        except BaseException as e:  # noqa: BLE001 - third-party faults are data
+            _reraise_interrupt(e)
+            error = f"{kind} {name!r}: failed to import {comp.reference!r}: {_short_error(e)}"
+        else:
+            error = _check(kind, name, obj)
+            if not error:
+                self._objects[key] = obj
+                return obj
+        plugin = self._plugin_of.get(key, comp.distribution)
+        del self._components[key]
+        self._broken.append(BrokenPlugin(plugin, comp.distribution, comp.version, error, kind, name))
+        raise PluginError(f"{kind} {name!r} from plugin {plugin!r} ({comp.distribution}) is broken: {error}")
+
+    def resolve_all(self) -> "Registry":
+        """Import and check every lazily registered component now (what ``ptyro plugins
+        --strict`` does), so that a bad reference shows in :attr:`broken`."""
+        self.load()
+        for key, comp in list(self._components.items()):
+            if comp.reference is not None:
+                try:
+                    self._resolve(key)
+                except PluginError:
+                    pass
+        return self
 
     # ------------------------------------------------------------------ lookup
 
@@ -250,7 +318,10 @@ class Registry:
         name = self._aliases.get((kind, name), name)
         key = (kind, name)
         if key in self._components:
-            return self._components[key]
+            comp = self._components[key]
+            if comp.reference is not None:
+                self._resolve(key)  # imported and checked on first use
+            return comp
         if key in self._clashes:
             raise DuplicateComponentError(
                 f"{kind} {name!r} is registered by several distributions: {', '.join(self._clashes[key])}; "
@@ -277,12 +348,15 @@ class Registry:
         self.load()
         by_code: dict[Any, Component] = {}
         by_package: dict[str, str] = {}
-        for c in self._components.values():
-            fn = c.obj if hasattr(c.obj, "__code__") else getattr(type(c.obj), "__call__", None)  # noqa: B004 - the method object, not a callability test
-            code = getattr(fn, "__code__", None)
-            if code is not None:
-                by_code.setdefault(code, c)
-            module = getattr(c.obj, "__module__", None) or type(c.obj).__module__
+        for key, c in self._components.items():
+            if c.reference is not None:  # a lazy one: its package is known without importing it
+                if key in self._objects:
+                    _code_of(self._objects[key], c, by_code)
+                module = c.reference.partition(":")[0]
+            else:
+                obj = c.obj
+                _code_of(obj, c, by_code)
+                module = getattr(obj, "__module__", None) or type(obj).__module__
             if module and not module.startswith(("ptyro_core", "builtins")):
                 by_package.setdefault(module.split(".")[0], c.distribution)
         frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
@@ -321,7 +395,9 @@ class Registry:
         return list(self._broken)
 
     def check(self) -> None:
-        """Raise PluginError if any plugin is broken (strict mode for applications and CI)."""
+        """Raise PluginError if any plugin is broken, every lazy component imported and checked
+        first (strict mode for applications and CI)."""
+        self.resolve_all()
         if self.broken:
             raise PluginError("broken plugins: " + "; ".join(f"{b.plugin}: {b.error}" for b in self._broken))
 
@@ -331,6 +407,39 @@ class Registry:
             "components": [c.as_dict() for c in self.components()],
             "broken": [b.as_dict() for b in self.broken],
         }
+
+
+def import_reference(reference: str) -> Any:
+    """The object a ``"package.module:attribute"`` reference names (the attribute may be
+    dotted: ``"module:Class.method"``)."""
+    module, _, attr = reference.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+def _check(kind: str, name: str, component: Any) -> str | None:
+    """Why ``component`` is not a valid ``kind`` (None: it is). The protocols (and JAX, which
+    their types import) are imported only here, when a component is checked."""
+    from ptyro_core.protocols import check_component
+
+    try:
+        check_component(kind, component)
+    except TypeError as e:
+        return f"{kind} {name!r} is not a valid {kind}: {e}"
+    return None
+
+
+def _code_of(obj: Any, comp: Component, by_code: dict[Any, Component]) -> None:
+    fn = obj if hasattr(obj, "__code__") else getattr(type(obj), "__call__", None)  # noqa: B004 - the method object, not a callability test
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        by_code.setdefault(code, comp)
 
 
 @functools.cache

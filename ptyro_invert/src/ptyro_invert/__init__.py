@@ -6,34 +6,28 @@ Public API: :func:`reconstruct`, :func:`initial_state`, :func:`save_checkpoint`,
 :mod:`ptyro_invert.losses`, :mod:`ptyro_invert.optimizers` and :mod:`ptyro_invert.recon`.
 """
 
-from ptyro_invert.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from ptyro_invert.forward import predict_patterns
-from ptyro_invert.losses import amplitude_loss, intensity_loss, poisson_loss
-from ptyro_invert.optimizers import (
-    adagrad,
-    adam,
-    apply_updates,
-    constant,
-    cosine_decay,
-    delayed,
-    descent_direction,
-    exponential_decay,
-    rmsprop,
-    sgd,
-    step_decay,
-)
-from ptyro_invert.recon import (
-    add_probe_modes,
-    estimate_memory,
-    initial_state,
-    mixed_state,
-    multislice,
-    occupancies,
-    orthogonalize_modes,
-    position_corrected,
-    reconstruct,
-    single_slice,
-)
+from ptyro_core._lazy import lazy_getattr
+
+# imported on first use (PEP 562), so that importing ptyro_invert.plugin (the entry point, for
+# ``ptyro plugins``) imports no JAX
+_LAZY = {
+    **dict.fromkeys(("load_checkpoint", "read_checkpoint", "save_checkpoint"), "ptyro_invert.checkpoint"),
+    "predict_patterns": "ptyro_invert.forward",
+    **dict.fromkeys(("amplitude_loss", "intensity_loss", "poisson_loss"), "ptyro_invert.losses"),
+    **dict.fromkeys(
+        ("adagrad", "adam", "apply_updates", "constant", "cosine_decay", "delayed", "descent_direction", "exponential_decay", "rmsprop", "sgd", "step_decay"),
+        "ptyro_invert.optimizers",
+    ),
+    **dict.fromkeys(
+        (
+            "add_probe_modes", "estimate_memory", "initial_state", "mixed_state", "multislice", "occupancies",
+            "orthogonalize_modes", "position_corrected", "reconstruct", "single_slice",
+        ),
+        "ptyro_invert.recon",
+    ),
+}  # fmt: skip
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "reconstruct", "initial_state", "save_checkpoint", "load_checkpoint", "read_checkpoint", "estimate_memory",

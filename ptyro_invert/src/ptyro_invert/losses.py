@@ -45,6 +45,7 @@ from jax import Array
 from jaxtyping import ArrayLike
 
 from ptyro_core import PtyroValueError
+from ptyro_invert import plugin as _plugin
 
 __all__ = ["amplitude_loss", "intensity_loss", "poisson_loss", "LOSSES", "reduce_patterns", "choose_loss", "noise_floor", "expected_loss_per_pixel"]
 
@@ -98,12 +99,9 @@ def poisson_loss(predicted: ArrayLike, measured: ArrayLike, *, mask: ArrayLike |
     return reduce_patterns(nll, mask=mask, weights=weights)
 
 
-#: name -> (function, one-line description)
-LOSSES = {
-    "amplitude": (amplitude_loss, "Least squares on amplitudes √I (Gaussian noise on √I), mean over patterns"),
-    "intensity": (intensity_loss, "Least squares on intensities I, mean over patterns"),
-    "poisson": (poisson_loss, "Poisson negative log-likelihood (deviance/2) for counted data, mean over patterns"),
-}
+#: name -> (function, one-line description): the losses ``ptyro_invert.plugin`` registers (its
+#: table holds the names and descriptions)
+LOSSES = {name: (globals()[ref.partition(":")[2]], description) for name, (ref, description) in _plugin.LOSSES.items()}
 
 
 # --------------------------------------------------------------------------- the loss the data choose

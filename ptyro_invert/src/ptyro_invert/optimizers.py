@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from ptyro_core import Optimizer, PtyroTypeError, PtyroValueError
+from ptyro_invert import plugin as _plugin
 
 __all__ = [
     "descent_direction",
@@ -313,10 +314,6 @@ def adagrad(learning_rate: Any = 1e-1, *, initial_accumulator_value: float = 0.0
     return Optimizer(init, update)
 
 
-#: name -> (factory, one-line description)
-OPTIMIZERS = {
-    "sgd": (sgd, "Wirtinger gradient descent with optional (Nesterov) momentum, per-group learning rates"),
-    "adam": (adam, "Adam for complex and real PyTrees (second moments |g|²), per-group learning rates"),
-    "rmsprop": (rmsprop, "RMSProp for complex and real PyTrees (|g|²), per-group learning rates"),
-    "adagrad": (adagrad, "Adagrad for complex and real PyTrees (|g|²), per-group learning rates"),
-}
+#: name -> (factory, one-line description): the optimizers ``ptyro_invert.plugin`` registers (its
+#: table holds the names and descriptions)
+OPTIMIZERS = {name: (globals()[ref.partition(":")[2]], description) for name, (ref, description) in _plugin.OPTIMIZERS.items()}

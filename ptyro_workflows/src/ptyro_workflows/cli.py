@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ptyro_core import PtyroError
-from ptyro_workflows.config import ABERRATION_KEYS, DESCRIPTIONS, SCHEMA
+from ptyro_workflows.config import ABERRATION_KEYS, TABLES
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -82,11 +82,11 @@ def _flag_names(tables: Sequence[str]) -> dict[tuple[str, str], str]:
     ``--table-key``."""
     count: dict[str, int] = {}
     for t in tables:
-        for k in SCHEMA[t]:
+        for k in TABLES[t].keys():
             count[k] = count.get(k, 0) + 1
     out = {}
     for t in tables:
-        for k in SCHEMA[t]:
+        for k in TABLES[t].keys():
             if (t, k) in _SKIP:
                 continue
             name = k if count[k] == 1 else f"{t}-{k}"
@@ -105,10 +105,10 @@ def _add_config_flags(p: argparse.ArgumentParser, tables: Sequence[str], *, skip
         if flag in skip:
             continue
         dest = f"cfg__{t}__{k}"
-        default = SCHEMA[t][k]
-        desc = DESCRIPTIONS.get(t, {}).get(k, "")
-        if default is not None and default != {}:
-            desc += f" (default: {default})"
+        key = TABLES[t].keys()[k]  # the schema gives the help text and the default shown
+        desc = key.doc
+        if key.default is not None and key.default != {}:
+            desc += f" (default: {key.default})"
         grp = aberr if (t == "probe" and k in ABERRATION_KEYS) else groups[t]
         grp.add_argument(flag, dest=dest, metavar="VALUE", type=_toml_value, default=None, help=desc)
         used[(t, k)] = dest

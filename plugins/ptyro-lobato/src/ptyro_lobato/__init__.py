@@ -5,9 +5,7 @@ Citation: I. Lobato and D. Van Dyck, Acta Cryst. A70 (2014) 636-649,
 doi:10.1107/S205327331401643X (parameters shipped as package data, ``data/lobato_parameters.json``).
 """
 
-from ptyro_lobato.bessel import k0, k1
-from ptyro_lobato.parameters import CITATION, parameters
-from ptyro_lobato.radial import A0E, potential, projected_potential, projected_potential_fourier, scattering_factor
+from ptyro_core._lazy import lazy_package
 
 __version__ = "0.1.0"
 
@@ -26,9 +24,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the component needs ptyro_simul; import it on first use
-    if name == "lobato":
-        from ptyro_lobato.potential import lobato
-
-        return lobato
-    raise AttributeError(f"module 'ptyro_lobato' has no attribute {name!r}")
+# every name is imported on first use, so that the entry point (ptyro_lobato.plugin) imports no
+# JAX when the components are listed (``parameters`` and ``potential`` are also module names)
+lazy_package(
+    __name__,
+    {
+        **dict.fromkeys(("k0", "k1"), "ptyro_lobato.bessel"),
+        **dict.fromkeys(("CITATION", "parameters"), "ptyro_lobato.parameters"),
+        **dict.fromkeys(("A0E", "potential", "projected_potential", "projected_potential_fourier", "scattering_factor"), "ptyro_lobato.radial"),
+        "lobato": "ptyro_lobato.potential",
+    },
+)

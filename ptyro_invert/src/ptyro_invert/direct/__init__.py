@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_invert import plugin as _plugin
 from ptyro_invert.direct import icom, parallax, ssb, wdd
 from ptyro_invert.direct.icom import com_field, icom_phase, icom_transfer, integrate_gradient
 from ptyro_invert.direct.parallax import AberrationFit, fit_aberrations, fit_shifts, measure_shifts, write_optics
@@ -57,11 +58,14 @@ def _component(fn: Callable[..., ReconState]) -> Callable[..., ReconState]:
     return run
 
 
-#: name → (component, one-line description), registered by ``ptyro_invert.plugin``
+icom_reconstruction = _component(icom.icom)
+parallax_reconstruction = _component(parallax.parallax)
+ssb_reconstruction = _component(ssb.ssb)
+obf_reconstruction = _component(ssb.obf)
+wdd_reconstruction = _component(wdd.wdd)
+
+#: name → (component, one-line description), registered by ``ptyro_invert.plugin`` (its table
+#: ``DIRECT`` holds the names and descriptions)
 COMPONENTS: dict[str, tuple[Callable[..., ReconState], str]] = {
-    "icom": (_component(icom.icom), "Integrated centre of mass (iCoM/DPC), Fourier inverse gradient"),
-    "parallax": (_component(parallax.parallax), "Tilt-corrected bright field with defocus/astigmatism/coma fitted from the parallax shifts"),
-    "ssb": (_component(ssb.ssb), "Single-sideband ptychography with the probe's aberrations (weak phase)"),
-    "obf": (_component(ssb.obf), "Optimum bright field: SNR-optimal linear phase image"),
-    "wdd": (_component(wdd.wdd), "Wigner-distribution deconvolution (complex object, thicker specimens)"),
+    name: (globals()[ref.partition(":")[2]], description) for name, (ref, description) in _plugin.DIRECT.items()
 }

@@ -1,12 +1,10 @@
-"""Entry point of the built-in live sources (hook ``ptyro_register_sources``)."""
+"""Entry point of the built-in live sources (hook ``ptyro_register_sources``), registered lazily
+(``"module:attribute"`` references, imported when a source is used)."""
 
 from ptyro_core import hookimpl
 
 
 @hookimpl
 def ptyro_register_sources(register):
-    from ptyro_workflows.live.dectris import dectris
-    from ptyro_workflows.live.sources import replay
-
-    register("dectris", dectris, description="DECTRIS Stream V2 over ZeroMQ (dectris://HOST:PORT; uncompressed, bslz4, lz4)")
-    register("replay", replay, description="a dataset file streamed frame by frame (replay:PATH, --fps N)")
+    register("dectris", "ptyro_workflows.live.dectris:dectris", description="DECTRIS Stream V2 over ZeroMQ (dectris://HOST:PORT; uncompressed, bslz4, lz4)")
+    register("replay", "ptyro_workflows.live.sources:replay", description="a dataset file streamed frame by frame (replay:PATH, --fps N)")

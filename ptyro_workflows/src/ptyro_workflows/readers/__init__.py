@@ -26,11 +26,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptyro_core import Dataset4D, Grid, PtyroTypeError, PtyroValueError
+from ptyro_core import PtyroTypeError, PtyroValueError
+
+if TYPE_CHECKING:  # imported in load(): the readers' entry point (ptyro plugins) imports no JAX
+    from ptyro_core import Dataset4D
 
 __all__ = ["LENGTH_UNITS", "convert_length", "convert_detector_pixel", "convert_energy", "parse_quantity", "find_reader", "read_raw", "load", "is_native"]
 
@@ -225,6 +228,8 @@ def load(
             )
         qx, qy = arr.shape[-2:]
         s = (1.0 / (qx * dq[0]), 1.0 / (qy * dq[1]))
+    from ptyro_core import Dataset4D, Grid
+
     grid = Grid(tuple(int(n) for n in arr.shape[-2:]), s)
     # scan
     rx, ry = (int(n) for n in arr.shape[:2])

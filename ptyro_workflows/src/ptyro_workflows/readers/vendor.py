@@ -89,7 +89,11 @@ def make_reader(name: str) -> Any:
     if name == "arina":
         read.claims = lambda p: Path(p).name.lower().endswith("_master.h5")  # type: ignore[attr-defined]
     if name == "velox":
-        from ptyro_workflows.readers.native import _is_emd1
 
-        read.claims = lambda p: not _is_emd1(Path(p))  # type: ignore[attr-defined]
+        def claims(p: str | Path) -> bool:
+            from ptyro_workflows.readers.native import _is_emd1  # h5py when a file is read, not at registration
+
+            return not _is_emd1(Path(p))
+
+        read.claims = claims  # type: ignore[attr-defined]
     return read
