@@ -52,6 +52,24 @@ def test_choose_loss_finds_counts_in_any_unit(quantum, seed):
     assert abs(gain * quantum - 1.0) < 1e-4 or (gain == 1.0 and abs(quantum - round(quantum)) < 1e-4 * quantum), (gain, quantum)
 
 
+@pytest.mark.parametrize("adu", [1, 2, 3])
+def test_choose_loss_finds_adu_per_count(adu):
+    # a detector storing `adu` units per electron as whole numbers: the counts are data / adu.
+    # Independent check: Poisson counts have variance = mean, so after the gain the dispersion
+    # var/mean is 1 (with gain 1 it would be `adu`).
+    lam = 4.0
+    counts = np.random.default_rng(adu).poisson(lam, (16, 16, 16))
+    name, gain, why = choose_loss((adu * counts).astype(np.uint16))
+    assert name == "poisson" and gain == pytest.approx(1.0 / adu)
+    scaled = adu * counts * gain
+    assert abs(scaled.var() / scaled.mean() - 1.0) < 0.1
+    assert (f"gain 1/{adu}" in why) == (adu > 1)
+    # few nonzero values cannot tell a quantum from chance: gain 1
+    sparse = np.zeros((4, 8, 8), np.uint16)
+    sparse[0, :2, :3] = 2
+    assert choose_loss(sparse)[:2] == ("poisson", 1.0)
+
+
 def test_choose_loss_floats_and_bad_data():
     rng = np.random.default_rng(0)
     assert choose_loss(rng.random((4, 8, 8)))[0] == "amplitude"  # noise-free simulation
