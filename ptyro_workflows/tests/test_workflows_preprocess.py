@@ -11,7 +11,7 @@ import pytest
 
 from ptyro_core import PtyroValueError
 from ptyro_workflows.cli import main
-from ptyro_workflows.preprocess import check_or_prepare, preprocess, preprocess_options
+from ptyro_workflows.preprocess import check_or_prepare, preprocess, preprocess_options, refine_found
 from ptyro_workflows.readers import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +67,23 @@ def test_uncentred_or_wrongly_rotated_data_is_refused_not_reconstructed(tiny):
     # "auto" preprocesses data from elsewhere
     out, rep = check_or_prepare(ds, {}, elsewhere=True)
     assert rep is not None and out is not ds
+
+
+def test_the_reconstruction_refines_what_preprocessing_estimated(tiny):
+    _, known, _, _ = tiny
+    _, rep = preprocess(_load(tiny), {}, semiangle_cutoff=known["semiangle_cutoff"], defocus=known["defocus"])
+    r = {"algorithm": "single_slice", "fit_aberrations": False}
+    line = refine_found(r, rep, {})
+    assert r["algorithm"] == "position_corrected" and r["fit_aberrations"] is True
+    assert r["options"] == {"remove_phase_ramp": "plane"} and "refine = false" in line
+    assert rep.values["refined_by_reconstruction"]
+    # a user's own choices stay; refine = false keeps everything as given
+    r = {"algorithm": "mixed_state", "options": {"remove_phase_ramp": False}}
+    refine_found(r, rep, {})
+    assert r["algorithm"] == "mixed_state" and r["options"] == {"remove_phase_ramp": False}
+    r = {"algorithm": "single_slice"}
+    assert refine_found(r, rep, {"refine": False}) is None and r == {"algorithm": "single_slice"}
+    assert refine_found(r, None, {}) is None
 
 
 def test_options_are_checked_with_one_clear_line():

@@ -551,6 +551,7 @@ SCHEMA["preprocess"] = {
     "bin": 1,
     "max_curl": 0.25,
     "max_offset": 0.5,
+    "refine": True,
 }
 DESCRIPTIONS["preprocess"] = {
     "preprocess": 'run the preprocessing before reconstructing: true, false, or "auto" (on for data from elsewhere, off for our own simulated files, which are only checked)',
@@ -566,5 +567,6 @@ DESCRIPTIONS["preprocess"] = {
     "bin": "bin the detector by this factor after cropping",
     "max_curl": "relative DPC curl below which a scan frame counts as found",
     "max_offset": "largest mean offset (px) of the pattern centres from the detector centre accepted without preprocessing",
+    "refine": "after preprocessing, the reconstruction refines what it estimated: scan rotation (position correction, scale held), C10/C12/C30, and no phase ramp",
 }
 RECONSTRUCTION_TABLES = (*RECONSTRUCTION_TABLES, "preprocess")
