@@ -86,6 +86,22 @@ def test_the_reconstruction_refines_what_preprocessing_estimated(tiny):
     assert refine_found(r, None, {}) is None
 
 
+def test_reconstruct_on_raw_data_refines_and_leaves_no_phase_plane(tiny):
+    from ptyro_workflows.reconstruct import reconstruct
+
+    _, known, _, _ = tiny
+    passes = []
+    cfg = {"probe": {"semiangle_cutoff": known["semiangle_cutoff"], "defocus": known["defocus"]}, "reconstruction": {"iterations": 2}}
+    st = reconstruct(_load(tiny), cfg, progress=False, elsewhere=True, report=passes)
+    assert "scan" in passes[-1] and "aberrations" in passes[-1]  # position_corrected, fit_aberrations
+    p = np.asarray(st.positions, np.float64) / np.asarray(st.sampling)
+    lo, hi = np.floor(p.min(0)).astype(int), np.ceil(p.max(0)).astype(int) + 1
+    ph = np.angle(np.asarray(st.object)[0])[lo[0] : hi[0], lo[1] : hi[1]]
+    xx, yy = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    coef, *_ = np.linalg.lstsq(np.stack([np.ones(xx.size), xx.ravel(), yy.ravel()], 1), ph.ravel(), rcond=None)
+    assert np.all(np.abs(coef[1:]) < 1e-5), coef  # rad per pixel: the plane went into the probe
+
+
 def test_options_are_checked_with_one_clear_line():
     with pytest.raises(PtyroValueError, match="unknown key 'descann'.*closest match: 'descan'"):
         preprocess_options({"descann": "plane"})
