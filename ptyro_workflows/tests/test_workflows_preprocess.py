@@ -136,6 +136,11 @@ def test_ptyro_preprocess_command(tiny, tmp_path, capsys):
     assert abs(found["rotation"] - truth["rotation"]) < 5.0
     ds = load_dataset(out)  # our EMD: calibrations and rotated positions travel with it
     assert ds.energy == 300e3
+    # reconstructing the preprocessed file refines what that run estimated, as on the raw file
+    rc = main(["reconstruct", str(out), "-o", str(tmp_path / "r.h5"), "--iterations", "1", "--semiangle-cutoff", str(known["semiangle_cutoff"]), "--no-progress", "--no-jax-cache"])
+    said = capsys.readouterr()
+    assert rc == 0 and "the reconstruction refines: scan rotation and positions" in said.out + said.err
+    assert "position_corrected" in str(read_file_provenance(tmp_path / "r.h5")["config"])  # the algorithm run, recorded
     # bad input: one line, exit 2, nothing written
     rc = main(["preprocess", str(raw / "raw.npy"), "-o", str(tmp_path / "x.h5"), "--energy", "300 keV", "--bin", "0"])
     assert rc == 2 and not (tmp_path / "x.h5").exists()

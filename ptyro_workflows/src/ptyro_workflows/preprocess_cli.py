@@ -144,6 +144,27 @@ def load_for_reconstruct(path: str | Path, **kwargs: Any) -> Any:
     return load(path, **kwargs)[0]
 
 
+def _preprocessed_values(path: str | Path) -> dict[str, Any] | None:
+    """What ``ptyro preprocess`` found, from the provenance of the file it wrote (None for
+    anything else)."""
+    from ptyro_workflows.io import read_file_provenance
+    from ptyro_workflows.readers import is_native
+
+    if not is_native(path) or Path(path).suffix.lower() == ".npy":
+        return None
+    try:
+        prov = read_file_provenance(path)
+    except Exception:  # noqa: BLE001 - an unreadable provenance only means nothing to refine
+        return None
+    values = prov.get("preprocess") if prov.get("kind") == "preprocess" else None
+    if isinstance(values, str):
+        try:
+            values = json.loads(values)
+        except ValueError:
+            return None
+    return dict(values) if isinstance(values, dict) else None
+
+
 def _elsewhere(path: str | Path) -> bool:
     """Data from elsewhere: anything but an EMD file we wrote (our ``/ptyrodactyl`` root group:
     simulations, ``ptyro preprocess`` outputs, ``save_dataset``)."""
@@ -170,7 +191,7 @@ def prepare_for_reconstruction(
     defocus and astigmatism put into ``[probe]``), else nothing here (the reconstruction's own
     checks refuse uncentred data or a wrong scan frame). Returns (dataset, cfg, found values)."""
     from ptyro_core import PtyroValueError, get
-    from ptyro_workflows.preprocess import plot_preprocess, preprocess, preprocess_options, refine_found, use_found_optics
+    from ptyro_workflows.preprocess import PreprocessReport, plot_preprocess, preprocess, preprocess_options, refine_found, use_found_optics
     from ptyro_workflows.reconstruct import components_used
 
     for kind, name in components_used(cfg):  # a typo fails before anything is computed
@@ -178,6 +199,11 @@ def prepare_for_reconstruction(
     opts = preprocess_options(cfg.get("preprocess"))
     on = opts["preprocess"] is True or (opts["preprocess"] == "auto" and _elsewhere(path))
     if not on:
+        # a file `ptyro preprocess` wrote: refine what that run estimated, as if it had run here
+        found = _preprocessed_values(path)
+        line = refine_found(cfg.setdefault("reconstruction", {}), PreprocessReport(values=found), opts) if found else None
+        if line:
+            say(line)
         return dataset, cfg, None
     from ptyro_workflows.reconstruct import apply_scan_config
 
