@@ -52,6 +52,51 @@ def test_choose_loss_finds_counts_in_any_unit(quantum, seed):
     assert abs(gain * quantum - 1.0) < 1e-4 or (gain == 1.0 and abs(quantum - round(quantum)) < 1e-4 * quantum), (gain, quantum)
 
 
+@pytest.mark.parametrize("adu", [1, 2, 3])
+def test_choose_loss_finds_adu_per_count(adu):
+    # a detector storing `adu` units per electron as whole numbers: the counts are data / adu.
+    # Independent check: Poisson counts have variance = mean, so after the gain the dispersion
+    # var/mean is 1 (with gain 1 it would be `adu`).
+    lam = 4.0
+    counts = np.random.default_rng(adu).poisson(lam, (16, 16, 16))
+    name, gain, why = choose_loss((adu * counts).astype(np.uint16))
+    assert name == "poisson" and gain == pytest.approx(1.0 / adu)
+    scaled = adu * counts * gain
+    assert abs(scaled.var() / scaled.mean() - 1.0) < 0.1
+    assert (f"gain 1/{adu}" in why) == (adu > 1)
+    # few nonzero values cannot tell a quantum from chance: gain 1
+    sparse = np.zeros((4, 8, 8), np.uint16)
+    sparse[0, :2, :3] = 2
+    assert choose_loss(sparse)[:2] == ("poisson", 1.0)
+
+
+def test_remove_phase_plane_moves_a_ramp_into_the_probe_and_keeps_every_pattern(case):
+    """Object·e^{ig·r} with probe·e^{−ig·u} predicts the same patterns (a degeneracy): the
+    plane fit takes a ramp put into the object out, the probe takes the tilt, and the
+    predicted intensities do not change (independent check: the forward model)."""
+    from ptyro_invert.forward import predict_patterns
+    from ptyro_invert.recon import remove_phase_plane
+
+    grid, scan, st0, truth = case
+    obj = np.asarray(truth.object)
+    x, y = np.meshgrid(np.arange(obj.shape[-2]), np.arange(obj.shape[-1]), indexing="ij")
+    g = np.array([0.031, -0.017])  # rad per pixel
+    ramped = with_object(truth, (obj * np.exp(1j * (g[0] * x + g[1] * y)))[None, 0])
+    centres = np.asarray(truth.positions, np.float64) / np.asarray(truth.sampling)
+    o, p = remove_phase_plane(ramped.object, ramped.probe, centres)
+    fixed = replace(ramped, object=o, probe=p)
+    before = np.asarray(predict_patterns(ramped))
+    np.testing.assert_allclose(np.asarray(predict_patterns(fixed)), before, rtol=2e-3, atol=2e-4 * before.max())
+    # no phase plane is left over the scanned area (the ramp put in, and the truth's own slope)
+    lo, hi = np.floor(centres.min(0)).astype(int), np.ceil(centres.max(0)).astype(int) + 1
+    ph = np.angle(np.asarray(o)[0])[lo[0] : hi[0], lo[1] : hi[1]]
+    xx, yy = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    coef, *_ = np.linalg.lstsq(np.stack([np.ones(xx.size), xx.ravel(), yy.ravel()], 1), ph.ravel(), rcond=None)
+    assert np.all(np.abs(coef[1:]) < 1e-3 * np.abs(g).max()), coef
+    with pytest.raises(PtyroValueError, match="remove_phase_ramp: expected"):
+        reconstruct(simulate(truth, grid, scan), truth, iterations=1, remove_phase_ramp="sideways")
+
+
 def test_choose_loss_floats_and_bad_data():
     rng = np.random.default_rng(0)
     assert choose_loss(rng.random((4, 8, 8)))[0] == "amplitude"  # noise-free simulation

@@ -11,7 +11,7 @@ import pytest
 
 from ptyro_core import PtyroValueError
 from ptyro_workflows.cli import main
-from ptyro_workflows.preprocess import check_or_prepare, preprocess, preprocess_options
+from ptyro_workflows.preprocess import check_or_prepare, preprocess, preprocess_options, refine_found
 from ptyro_workflows.readers import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +69,39 @@ def test_uncentred_or_wrongly_rotated_data_is_refused_not_reconstructed(tiny):
     assert rep is not None and out is not ds
 
 
+def test_the_reconstruction_refines_what_preprocessing_estimated(tiny):
+    _, known, _, _ = tiny
+    _, rep = preprocess(_load(tiny), {}, semiangle_cutoff=known["semiangle_cutoff"], defocus=known["defocus"])
+    r = {"algorithm": "single_slice", "fit_aberrations": False}
+    line = refine_found(r, rep, {})
+    assert r["algorithm"] == "position_corrected" and r["fit_aberrations"] is True
+    assert r["options"] == {"remove_phase_ramp": "plane"} and "refine = false" in line
+    assert rep.values["refined_by_reconstruction"]
+    # a user's own choices stay; refine = false keeps everything as given
+    r = {"algorithm": "mixed_state", "options": {"remove_phase_ramp": False}}
+    refine_found(r, rep, {})
+    assert r["algorithm"] == "mixed_state" and r["options"] == {"remove_phase_ramp": False}
+    r = {"algorithm": "single_slice"}
+    assert refine_found(r, rep, {"refine": False}) is None and r == {"algorithm": "single_slice"}
+    assert refine_found(r, None, {}) is None
+
+
+def test_reconstruct_on_raw_data_refines_and_leaves_no_phase_plane(tiny):
+    from ptyro_workflows.reconstruct import reconstruct
+
+    _, known, _, _ = tiny
+    passes = []
+    cfg = {"probe": {"semiangle_cutoff": known["semiangle_cutoff"], "defocus": known["defocus"]}, "reconstruction": {"iterations": 2}}
+    st = reconstruct(_load(tiny), cfg, progress=False, elsewhere=True, report=passes)
+    assert "scan" in passes[-1] and "aberrations" in passes[-1]  # position_corrected, fit_aberrations
+    p = np.asarray(st.positions, np.float64) / np.asarray(st.sampling)
+    lo, hi = np.floor(p.min(0)).astype(int), np.ceil(p.max(0)).astype(int) + 1
+    ph = np.angle(np.asarray(st.object)[0])[lo[0] : hi[0], lo[1] : hi[1]]
+    xx, yy = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    coef, *_ = np.linalg.lstsq(np.stack([np.ones(xx.size), xx.ravel(), yy.ravel()], 1), ph.ravel(), rcond=None)
+    assert np.all(np.abs(coef[1:]) < 1e-5), coef  # rad per pixel: the plane went into the probe
+
+
 def test_options_are_checked_with_one_clear_line():
     with pytest.raises(PtyroValueError, match="unknown key 'descann'.*closest match: 'descan'"):
         preprocess_options({"descann": "plane"})
@@ -103,6 +136,11 @@ def test_ptyro_preprocess_command(tiny, tmp_path, capsys):
     assert abs(found["rotation"] - truth["rotation"]) < 5.0
     ds = load_dataset(out)  # our EMD: calibrations and rotated positions travel with it
     assert ds.energy == 300e3
+    # reconstructing the preprocessed file refines what that run estimated, as on the raw file
+    rc = main(["reconstruct", str(out), "-o", str(tmp_path / "r.h5"), "--iterations", "1", "--semiangle-cutoff", str(known["semiangle_cutoff"]), "--no-progress", "--no-jax-cache"])
+    said = capsys.readouterr()
+    assert rc == 0 and "the reconstruction refines: scan rotation and positions" in said.out + said.err
+    assert "position_corrected" in str(read_file_provenance(tmp_path / "r.h5")["config"])  # the algorithm run, recorded
     # bad input: one line, exit 2, nothing written
     rc = main(["preprocess", str(raw / "raw.npy"), "-o", str(tmp_path / "x.h5"), "--energy", "300 keV", "--bin", "0"])
     assert rc == 2 and not (tmp_path / "x.h5").exists()

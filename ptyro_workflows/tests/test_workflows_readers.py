@@ -3,6 +3,9 @@ calibrations, through RosettaSciIO's own writers where it has them (.hspy, .zspy
 files built from the formats' documented layouts where not (Merlin .mib + .hdr, EMPAD
 .xml + .raw)."""
 
+import importlib.util
+from pathlib import Path
+
 import emdfile
 import numpy as np
 import pytest
@@ -10,6 +13,10 @@ import pytest
 from ptyro_core import Dataset4D, Grid, PtyroValueError, ScanPositions, hookimpl, list_components, register_plugin
 from ptyro_workflows import readers
 from ptyro_workflows.io import save_dataset
+
+_spec = importlib.util.spec_from_file_location("vendor_files", Path(__file__).with_name("vendor_files.py"))
+vf = importlib.util.module_from_spec(_spec)  # the layouts' writers (tests import by path: importlib mode)
+_spec.loader.exec_module(vf)
 
 RX, RY, Q = 3, 4, 16
 
@@ -22,22 +29,11 @@ def _cube(dtype=np.float32):
 
 def _hs(cube):
     """HyperSpy's order (scan y, scan x, detector y, detector x)."""
-    return np.ascontiguousarray(cube.transpose(1, 0, 3, 2))
+    return vf.hyperspy_order(cube)
 
 
 def _signal(cube, step_nm, dq_nm, keV):
-    ax = lambda name, n, scale, units, nav: {"name": name, "size": n, "scale": scale, "offset": 0.0, "units": units, "navigate": nav}  # noqa: E731
-    return {
-        "data": _hs(cube),
-        "axes": [ax("y", RY, step_nm[1], "nm", True), ax("x", RX, step_nm[0], "nm", True), ax("ky", Q, dq_nm, "1/nm", False), ax("kx", Q, dq_nm, "1/nm", False)],
-        "metadata": {"General": {"title": "t"}, "Signal": {"signal_type": "electron_diffraction"}, "Acquisition_instrument": {"TEM": {"beam_energy": keV}}},
-        "original_metadata": {},
-        "tmp_parameters": {},
-        "attributes": {"_lazy": False},
-        "package_info": {"package": "ptyrodactyl-tests", "package_version": "0"},
-        "learning_results": {},
-        "models": {},
-    }
+    return vf.hyperspy_signal(cube, step_nm, dq_nm, keV)
 
 
 def _check(ds, cube, *, step, dq, energy):
@@ -75,20 +71,7 @@ def test_blockfile_written_by_rosettasciio_is_read_lazily(tmp_path):
 
 
 def _mib(tmp_path, cube):
-    """Merlin .mib (Quantum Detectors' documented layout: a 384-byte ASCII header per frame,
-    big-endian U16 pixels with the rows bottom-up, frames in scan order, the scan's x fastest)
-    and its .hdr."""
-    p = tmp_path / "d.mib"
-    with open(p, "wb") as f:
-        n = 0
-        for j in range(RY):
-            for i in range(RX):
-                n += 1
-                head = f"MQ1,{n:06d},00384,01,{Q:04d},{Q:04d},U16,   1x1,01,2024-01-01T00:00:{n:02d}.000000000Z,1000000ns,0,".encode()
-                f.write(head.ljust(384, b"\x00"))
-                f.write(cube[i, j].T[::-1].astype(">u2").tobytes())  # rows stored bottom-up
-    (tmp_path / "d.hdr").write_text(f"HDR,\t\nFrames in Acquisition (Number):\t{RX * RY}\nFrames per Trigger (Number):\t{RX}\nEnd\t\n")
-    return p
+    return vf.write_mib(tmp_path / "d.mib", cube)
 
 
 def test_merlin_mib_from_its_documented_layout(tmp_path):
@@ -101,7 +84,12 @@ def test_merlin_mib_from_its_documented_layout(tmp_path):
         readers.load(p, energy=300e3)
     with pytest.raises(PtyroValueError, match="--scan-step"):
         readers.load(p, energy=300e3, reciprocal_sampling=(1.6, "mrad"))
-    ds, src = readers.load(p, energy=readers.parse_quantity("300 keV", "energy"), reciprocal_sampling=readers.parse_quantity("1.6 mrad", "detector"), scan_step=readers.parse_quantity("0.042 nm", "length"))
+    ds, src = readers.load(
+        p,
+        energy=readers.parse_quantity("300 keV", "energy"),
+        reciprocal_sampling=readers.parse_quantity("1.6 mrad", "detector"),
+        scan_step=readers.parse_quantity("0.042 nm", "length"),
+    )
     lam = 0.0196875  # Å at 300 keV (DESIGN.md: 0.01969)
     _check(ds, cube, step=(0.42, 0.42), dq=1.6e-3 / lam, energy=300e3)
     assert src["reader"] == "mib"
@@ -112,15 +100,7 @@ def test_empad_from_its_documented_layout(tmp_path):
     cube = (_cube() % 997).astype(np.float32)
     big = np.zeros((RX, RY, 128, 128), np.float32)
     big[:, :, :Q, :Q] = cube
-    raw = tmp_path / "scan_x3_y4.raw"
-    frames = np.zeros((RY, RX, 130, 128), "<f4")
-    frames[:, :, :128, :] = _hs(big)
-    frames.tofile(raw)
-    (tmp_path / "d.xml").write_text(
-        f"<root><raw_file filename='{raw.name}'/><pix_x>{RX}</pix_x><pix_y>{RY}</pix_y>"
-        f"<iom_measurements><optics><get_full_scan_field_of_view>[{RY * 0.5e-10}, {RX * 0.5e-10}]</get_full_scan_field_of_view></optics>"
-        f"<calibrated_pixelsize>{0.08e10 / 1e9 * 1e-9 * 10}</calibrated_pixelsize></iom_measurements></root>"
-    )
+    vf.write_empad(tmp_path, big, step=0.5, calibrated_pixelsize=0.08e10 / 1e9 * 1e-9 * 10)
     ds, src = readers.load(tmp_path / "d.xml", energy=300e3, lazy=False)
     assert src["reader"] == "empad" and ds.array.shape == (RX, RY, 128, 128)
     np.testing.assert_array_equal(np.asarray(ds.array), big)
@@ -136,7 +116,15 @@ def test_our_emd_and_py4dstem_emd(tmp_path):
     assert src == {**src, "reader": "emd", "energy": "file"}
     _check(ds, cube, step=(0.4, 0.3), dq=1 / (Q * 0.25), energy=80e3)
     root = emdfile.Root(name="py4dstem_root")
-    root.add_to_tree(emdfile.Array(data=cube, name="datacube", dims=[[0, 0.04], [0, 0.03], [0, 0.5], [0, 0.5]], dim_units=["nm", "nm", "nm^-1", "nm^-1"], dim_names=["Rx", "Ry", "Qx", "Qy"]))
+    root.add_to_tree(
+        emdfile.Array(
+            data=cube,
+            name="datacube",
+            dims=[[0, 0.04], [0, 0.03], [0, 0.5], [0, 0.5]],
+            dim_units=["nm", "nm", "nm^-1", "nm^-1"],
+            dim_names=["Rx", "Ry", "Qx", "Qy"],
+        )
+    )
     q = tmp_path / "py4d.emd"
     emdfile.save(str(q), root, mode="o")
     ds, src = readers.load(q, energy=200e3, lazy=False)
@@ -179,7 +167,10 @@ class _CsvPlugin:
     def ptyro_register_readers(self, register):
         def read(path, *, lazy=True):
             flat = np.loadtxt(path, delimiter=",", dtype=np.float32)
-            return {"array": flat.reshape(2, 2, 4, 4), "calibration": {"energy": (60, "keV"), "scan_step": ((0.1, 0.1), "nm"), "detector_pixel": ((2.0, 2.0), "mrad")}}
+            return {
+                "array": flat.reshape(2, 2, 4, 4),
+                "calibration": {"energy": (60, "keV"), "scan_step": ((0.1, 0.1), "nm"), "detector_pixel": ((2.0, 2.0), "mrad")},
+            }
 
         read.suffixes = (".csv4d",)
         register("csv4d", read, description="test reader")

@@ -139,7 +139,9 @@ def fit_descan(com: Any, mode: str = "plane", *, weights: Any = None) -> np.ndar
     position, (Rx, Ry, 2), from per-pattern centres of mass ``com`` (Rx, Ry, 2).
 
     ``mode``: ``"plane"`` fits c = a + b·i + c·j per component by least squares (a linear
-    descan; the specimen's DPC signal averages out); ``"free"`` keeps each position's own centre
+    descan; the specimen's DPC signal averages out but for its mean over the scan and its linear
+    trend, which the plane takes too: re-centred patterns no longer say what the object's mean
+    phase gradient is, so ``ptyro_workflows`` removes the reconstructed phase plane); ``"free"`` keeps each position's own centre
     (every pattern centred on its own centre of mass: removes the DPC signal too, for data whose
     descan is not linear); ``"constant"`` is the mean centre. ``weights`` (Rx, Ry) optional."""
     c = np.asarray(com, np.float64)

@@ -23,8 +23,8 @@ prediction (∝ m / (p + ε)) bounded, so that a reconstruction started from a b
 converges (with ε → 0 it does not).
 
 Choosing a loss from the data (``loss = "auto"``, :func:`choose_loss`): counted data (non-negative
-integers, or integer multiples of one quantum, e.g. counts divided by a dose) get ``poisson``, the
-likelihood of counts; anything else (noise-free simulations, float data) gets ``amplitude``.
+integers, or integer multiples of one quantum, e.g. counts divided by a dose or two ADU per
+electron, with the gain to counts found) get ``poisson``, the likelihood of counts; anything else (noise-free simulations, float data) gets ``amplitude``.
 
 Noise floor (:func:`noise_floor`): the value each loss is expected to reach on Poisson counts
 when the model is exactly right, ``Σ_pixels E_{m ~ Poisson(λ)}[ℓ(λ, m)]`` at the predicted
@@ -107,11 +107,20 @@ LOSSES = {name: (globals()[ref.partition(":")[2]], description) for name, (ref, 
 # --------------------------------------------------------------------------- the loss the data choose
 
 
+def _count_quantum(c: np.ndarray, min_values: int = 32) -> int:
+    """The greatest common divisor of the nonzero whole numbers ``c`` (the detector's units per
+    count: 2 for two ADU per electron), or 1 when fewer than ``min_values`` values are nonzero
+    (too few to tell a quantum from chance: k values all even by chance has probability 2⁻ᵏ)."""
+    n = np.round(c[c > 0]).astype(np.int64)
+    return int(np.gcd.reduce(n)) if n.size >= min_values else 1
+
+
 def choose_loss(sample: Any, *, tol: float = 1e-3) -> tuple[str, float, str]:
     """``(loss name, gain, reason)`` for data of which ``sample`` is a representative part (a few
     patterns). Counts -> ``("poisson", gain, ...)`` where ``sample · gain`` are the counts (1 for
-    integers; ``1 / quantum`` for integer multiples of a quantum, e.g. counts / dose); anything
-    else -> ``("amplitude", 1.0, ...)``."""
+    integers; ``1 / quantum`` for integer multiples of a quantum, e.g. counts / dose, or whole
+    numbers that are all multiples of an integer q > 1, e.g. two ADU per electron, as the greatest
+    common divisor of the nonzero values finds); anything else -> ``("amplitude", 1.0, ...)``."""
     x = np.asarray(sample, np.float64).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0 or np.min(x) < 0 or np.max(x) <= 0:
@@ -121,6 +130,9 @@ def choose_loss(sample: Any, *, tol: float = 1e-3) -> tuple[str, float, str]:
         c = x * gain
         # float32 storage of a count c / dose is exact to ~1e-7 relative: allow that much
         if np.max(c) < 2**24 and np.min(c[c > 0]) >= 0.5 and np.all(np.abs(c - np.round(c)) <= np.maximum(tol, 4e-7 * c)):
+            q = _count_quantum(c)
+            if q > 1:  # e.g. two ADU per electron: integers, but not counts until divided by q
+                gain, what = gain / q, f"{what}, all multiples of {q}: {q} units per count, gain 1/{q}"
             return "poisson", gain, f"the data are counts ({what})"
     return "amplitude", 1.0, "the data are not counts (non-integer values): noise-free or already processed"
 

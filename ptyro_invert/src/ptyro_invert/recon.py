@@ -310,7 +310,7 @@ class StepConfig:
     phase_positive: bool
     orthogonalize: bool
     fix_probe_intensity: bool
-    remove_phase_ramp: bool
+    remove_phase_ramp: str  # "" (off), "centroid" or "plane"
     scan_scale: str
     grouped: bool
     chunk_size: int
@@ -523,6 +523,42 @@ def _remove_ramp(o: Array, p: Array, target: Array, disc: Array) -> tuple[Array,
     return (o * ramp(o.shape, 1.0)[None]).astype(o.dtype), (p * ramp(p.shape, -1.0)[None]).astype(p.dtype)
 
 
+def _ramp_mode(value: bool | str) -> str:
+    if value is False or value is None or value == "":
+        return ""
+    if value is True or value == "centroid":
+        return "centroid"
+    if value == "plane":
+        return "plane"
+    raise PtyroValueError(
+        f"remove_phase_ramp: expected false, true / 'centroid' (hold the probe's bright-field centroid) or 'plane' (fit over the scanned area), got {value!r}"
+    )
+
+
+def remove_phase_plane(obj: Any, probe: Any, centres_px: Any) -> tuple[Array, Array]:
+    """The object's phase plane, fitted by least squares over the box the probe centres
+    ``centres_px`` (n, 2; object pixels) span, taken out of the object and put into the probe
+    as the opposite tilt: object·e^{−ig·r} with probe·e^{ig·u} predicts every pattern exactly as
+    before (a constant phase per position), so only the split between the two changes. The
+    split is what data whose patterns were centred on their centres of mass cannot tell (the
+    centring set the mean tilt, and with it the ramp): phaserEM's ``remove_phase_ramp`` does
+    the same. Single-slice objects (s = 1)."""
+    o = np.asarray(obj)
+    ph = np.angle(o).sum(axis=0)
+    c = np.asarray(centres_px, np.float64)
+    lo, hi = np.floor(c.min(axis=0)).astype(int), np.ceil(c.max(axis=0)).astype(int) + 1
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, ph.shape)
+    xx, yy = np.meshgrid(np.arange(lo[0], hi[0], dtype=np.float64), np.arange(lo[1], hi[1], dtype=np.float64), indexing="ij")
+    a = np.stack([np.ones(xx.size), xx.ravel(), yy.ravel()], axis=1)
+    coef, *_ = np.linalg.lstsq(a, ph[lo[0] : hi[0], lo[1] : hi[1]].ravel(), rcond=None)
+    g = coef[1:]
+    ox, oy = np.meshgrid(np.arange(o.shape[-2]), np.arange(o.shape[-1]), indexing="ij")
+    px, py = np.meshgrid(np.arange(probe.shape[-2]), np.arange(probe.shape[-1]), indexing="ij")
+    o_new = jnp.asarray(o * np.exp(-1j * (g[0] * ox + g[1] * oy))[None], obj.dtype)
+    p_new = jnp.asarray(np.asarray(probe) * np.exp(1j * (g[0] * px + g[1] * py))[None], probe.dtype)
+    return o_new, p_new
+
+
 def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) -> dict:
     out = dict(params)
     o, p = params["object"], params["probe"]
@@ -683,7 +719,7 @@ def run_reconstruction(
     object_max_amplitude: float | None = 1.0,
     phase_positive: bool = False,
     fix_probe_intensity: bool = True,
-    remove_phase_ramp: bool = False,
+    remove_phase_ramp: bool | str = False,
     probe_support: float | None = None,
     tv_weight: float = 0.0,
     depth_weight: float = 0.0,
@@ -773,7 +809,7 @@ def run_reconstruction(
         tv_weight=float(tv_weight), depth_weight=float(depth_weight),
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
-        remove_phase_ramp=bool(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
+        remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
         chunk_size=int(chunk_size), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
@@ -940,8 +976,13 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 break
     finally:
         bar.close()
-    if cfg.remove_phase_ramp and cfg.num_slices == 1:
+    if cfg.remove_phase_ramp == "centroid" and cfg.num_slices == 1:
         o, p = jax.jit(_remove_ramp)(params["object"], params["probe"], consts["probe_centroid"], consts["disc"])
+        params = {**params, "object": o, "probe": p}
+        out = current_state(int(out.iteration), hist)
+    elif cfg.remove_phase_ramp == "plane" and cfg.num_slices == 1:
+        pos = np.asarray(out.positions, np.float64)[active_idx] / np.asarray(cfg.sampling)
+        o, p = remove_phase_plane(params["object"], params["probe"], pos)
         params = {**params, "object": o, "probe": p}
         out = current_state(int(out.iteration), hist)
     if progress and report:
@@ -999,8 +1040,11 @@ _COMMON_DOC = """
     Position corrections carry no translation and no isotropic scaling of the scan (projected out
     after every step: the scale trades against the probe); the global map (``affine``) has its scale held (``scan_scale="hold"``, the
     default: only the rotation is fitted) or fitted (``"fit"``). ``remove_phase_ramp`` moves the
-    object's linear phase ramp (degenerate with a probe tilt) out at the end of the run by holding
-    the probe's bright-field centroid (off by default: on RECON-A there is no spurious ramp).
+    object's linear phase ramp (degenerate with a probe tilt) out at the end of the run: ``True``
+    or ``"centroid"`` by holding the probe's bright-field centroid, ``"plane"`` by fitting the
+    object's phase plane over the scanned area (:func:`remove_phase_plane`; what
+    ``ptyro_workflows`` uses for patterns it re-centred on their centres of mass). Off by default:
+    on RECON-A (centred simulated data) there is no spurious ramp.
     ``indices`` reconstructs on a subset of the scan positions (a live caller's warm start:
     pass the previous result as the state). ``report``: a list that receives one dict per pass
     (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot

@@ -43,6 +43,7 @@ __all__ = [
     "estimate_optics",
     "check_or_prepare",
     "use_found_optics",
+    "refine_found",
     "plot_preprocess",
 ]
 
@@ -521,6 +522,33 @@ def use_found_optics(probe: dict[str, Any], report: PreprocessReport | None) -> 
         probe.pop(k, None)
     probe.update(C10=float(ab["C10"]), C12=float(ab["C12"]), phi12=float(ab["phi12"]))
     return f"  probe for the reconstruction: C10 {ab['C10']:g} Å, C12 {ab['C12']:g} Å, phi12 {ab['phi12']:g} deg (from the parallax fit)"
+
+
+def refine_found(reconstruction: dict[str, Any], report: PreprocessReport | None, options: Mapping[str, Any] | None) -> str | None:
+    """After preprocessing, let the reconstruction refine what the preprocessing estimated (in
+    place on a ``[reconstruction]`` table, unless ``[preprocess] refine = false``): the scan
+    rotation the curl and parallax found (``single_slice`` becomes ``position_corrected``: per-
+    position corrections and the scan's rotation, its scale held at the calibrated step), the
+    defocus and astigmatism the parallax fit found (``fit_aberrations``: C10, C12/φ12, C30), and
+    the object's phase ramp, which patterns centred on their centres of mass leave undetermined
+    (``remove_phase_ramp = "plane"``). Returns a line saying so, or None."""
+    if report is None or not preprocess_options(options)["refine"]:
+        return None
+    done = []
+    if reconstruction.get("algorithm", "single_slice") == "single_slice" and "rotation" in report.values:
+        reconstruction["algorithm"] = "position_corrected"
+        done.append("scan rotation and positions (position_corrected, scale held)")
+    if "aberrations" in report.values and not reconstruction.get("fit_aberrations"):
+        reconstruction["fit_aberrations"] = True
+        done.append("C10, C12/phi12, C30 (fit_aberrations)")
+    extra = dict(reconstruction.get("options") or {})
+    if report.values.get("recentred") and "remove_phase_ramp" not in extra:
+        reconstruction["options"] = {**extra, "remove_phase_ramp": "plane"}
+        done.append("no object phase ramp (remove_phase_ramp = plane)")
+    if not done:
+        return None
+    report.values["refined_by_reconstruction"] = done
+    return "  the reconstruction refines: " + "; ".join(done) + " ([preprocess] refine = false to keep them)"
 
 
 def check_or_prepare(

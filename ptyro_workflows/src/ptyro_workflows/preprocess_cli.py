@@ -44,6 +44,7 @@ def add_preprocess_parser(sub: Any, toml_value: Callable[[str], Any], add_common
     c.add_argument("--sampling", metavar="A", type=toml_value, help="real-space pixel of the probe grid in Å (instead of the detector pixel)")
     c.add_argument("--semiangle-cutoff", metavar="MRAD", type=float, help="probe semi-angle in mrad (checks the detector calibration)")
     c.add_argument("--defocus", metavar="A", type=float, help="nominal defocus in Å (C10 = -defocus); its sign settles the scan's 180° ambiguity")
+    c.add_argument("--scan-shape", metavar="RX,RY", help="scan shape of a file that stores its patterns as one stack (Velox, ARINA) and is not square")
     g = p.add_argument_group("[preprocess] table")
     for k in _FLAG_KEYS:
         desc = DESCRIPTIONS["preprocess"][k]
@@ -63,6 +64,16 @@ def nominal_defocus(probe: dict[str, Any]) -> float | None:
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(values, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _scan_shape(text: str) -> tuple[int, int]:
+    from ptyro_core import PtyroValueError
+
+    try:
+        rx, ry = (int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise PtyroValueError(f"--scan-shape {text!r}: expected two integers RX,RY (e.g. 256,128)") from None
+    return (rx, ry)
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
@@ -86,6 +97,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     fig = Path(args.figure) if args.figure else out.parent / "preprocess.png"
     check_output(fig, args.overwrite)
     t0 = time.perf_counter()
+    reader_options: dict[str, Any] = {"scan_shape": _scan_shape(args.scan_shape)} if args.scan_shape else {}
     ds, src = load(
         args.data,
         reader=args.reader,
@@ -94,6 +106,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
         reciprocal_sampling=parse_quantity(args.reciprocal_sampling, "detector") if args.reciprocal_sampling is not None else None,
         sampling=args.sampling,
         semiangle_cutoff=semi,
+        **reader_options,
     )
     out_ds, rep = preprocess(ds, opts, semiangle_cutoff=semi, defocus=defocus)
     rep.values["seconds_with_reading"] = round(time.perf_counter() - t0, 3)
@@ -131,6 +144,27 @@ def load_for_reconstruct(path: str | Path, **kwargs: Any) -> Any:
     return load(path, **kwargs)[0]
 
 
+def _preprocessed_values(path: str | Path) -> dict[str, Any] | None:
+    """What ``ptyro preprocess`` found, from the provenance of the file it wrote (None for
+    anything else)."""
+    from ptyro_workflows.io import read_file_provenance
+    from ptyro_workflows.readers import is_native
+
+    if not is_native(path) or Path(path).suffix.lower() == ".npy":
+        return None
+    try:
+        prov = read_file_provenance(path)
+    except Exception:  # noqa: BLE001 - an unreadable provenance only means nothing to refine
+        return None
+    values = prov.get("preprocess") if prov.get("kind") == "preprocess" else None
+    if isinstance(values, str):
+        try:
+            values = json.loads(values)
+        except ValueError:
+            return None
+    return dict(values) if isinstance(values, dict) else None
+
+
 def _elsewhere(path: str | Path) -> bool:
     """Data from elsewhere: anything but an EMD file we wrote (our ``/ptyrodactyl`` root group:
     simulations, ``ptyro preprocess`` outputs, ``save_dataset``)."""
@@ -157,7 +191,7 @@ def prepare_for_reconstruction(
     defocus and astigmatism put into ``[probe]``), else nothing here (the reconstruction's own
     checks refuse uncentred data or a wrong scan frame). Returns (dataset, cfg, found values)."""
     from ptyro_core import PtyroValueError, get
-    from ptyro_workflows.preprocess import plot_preprocess, preprocess, preprocess_options, use_found_optics
+    from ptyro_workflows.preprocess import PreprocessReport, plot_preprocess, preprocess, preprocess_options, refine_found, use_found_optics
     from ptyro_workflows.reconstruct import components_used
 
     for kind, name in components_used(cfg):  # a typo fails before anything is computed
@@ -165,6 +199,11 @@ def prepare_for_reconstruction(
     opts = preprocess_options(cfg.get("preprocess"))
     on = opts["preprocess"] is True or (opts["preprocess"] == "auto" and _elsewhere(path))
     if not on:
+        # a file `ptyro preprocess` wrote: refine what that run estimated, as if it had run here
+        found = _preprocessed_values(path)
+        line = refine_found(cfg.setdefault("reconstruction", {}), PreprocessReport(values=found), opts) if found else None
+        if line:
+            say(line)
         return dataset, cfg, None
     from ptyro_workflows.reconstruct import apply_scan_config
 
@@ -185,8 +224,8 @@ def prepare_for_reconstruction(
     fig = Path(out).with_name(Path(out).stem + "_preprocess.png")
     plot_preprocess(fig, rep)
     say(f"  figure: {fig}")
-    line = use_found_optics(probe, rep)
-    if line:
-        say(line)
+    for line in (use_found_optics(probe, rep), refine_found(cfg.setdefault("reconstruction", {}), rep, opts)):
+        if line:
+            say(line)
     cfg["preprocess"] = {**opts, "preprocess": False}
     return out_ds, cfg, _jsonable(rep.values)

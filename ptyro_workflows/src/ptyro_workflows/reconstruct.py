@@ -187,12 +187,13 @@ def reconstruct(
     for kind, name in components_used(cfg):
         get(kind, name)
     dataset = apply_scan_config(dataset, cfg["scan"])
-    from ptyro_workflows.preprocess import check_or_prepare, use_found_optics
+    from ptyro_workflows.preprocess import check_or_prepare, refine_found, use_found_optics
 
     dataset, found = check_or_prepare(
         dataset, cfg.get("preprocess"), elsewhere=elsewhere, semiangle_cutoff=float(cfg["probe"]["semiangle_cutoff"]), defocus=_nominal_defocus(cfg["probe"])
     )
     use_found_optics(cfg["probe"], found)
+    refine_found(r, found, cfg.get("preprocess"))
     if resume is not None and not Path(resume).exists():
         raise PtyroValueError(f"checkpoint {str(resume)!r} not found; expected a checkpoint file written by a previous run")
     ck_new = checkpoint or r.get("checkpoint")

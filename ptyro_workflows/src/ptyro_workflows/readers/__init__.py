@@ -138,6 +138,16 @@ def read_raw(path: str | Path, *, reader: str | None = None, lazy: bool = True, 
     if not p.exists():
         raise PtyroValueError(f"file {str(p)!r} not found")
     name, comp = find_reader(p, reader)
+    if options:
+        import inspect
+
+        params = inspect.signature(comp).parameters
+        if not any(q.kind is q.VAR_KEYWORD for q in params.values()):
+            unknown = sorted(set(options) - set(params))
+            if unknown:
+                raise PtyroValueError(
+                    f"the {name} reader takes no option {', '.join(unknown)}; its options: {', '.join(k for k in params if k not in ('path', 'lazy')) or 'none'}"
+                )
     raw = comp(p, lazy=lazy, **options)
     if not isinstance(raw, Mapping) or "array" not in raw:
         raise PtyroTypeError(f"reader {name!r} returned {type(raw).__name__}; expected a dict with 'array' and 'calibration'")

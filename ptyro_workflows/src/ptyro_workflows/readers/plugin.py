@@ -16,3 +16,5 @@ def ptyro_register_readers(register):  # noqa: ANN001, ANN201
     register("npy", "ptyro_workflows.readers.native:npy", description=".npy 4D array (Rx, Ry, Qx, Qy), memory-mapped, no calibrations")
     for name, (_, _, description) in FORMATS.items():
         register(name, make_reader(name), description=f"{description} (through RosettaSciIO, extra 'formats')")
+    register("arina", "ptyro_workflows.readers.vendor:arina", description="DECTRIS ARINA *_master.h5, read lazily (hdf5plugin, extra 'formats')")
+    register("tia", "ptyro_workflows.readers.vendor:tia", description="FEI/Thermo Fisher TIA .ser, memory-mapped")
