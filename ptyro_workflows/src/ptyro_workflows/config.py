@@ -610,7 +610,10 @@ class Preprocess(Table):
     bin = Key(1, "bin the detector by this factor after cropping")
     max_curl = Key(0.25, "relative DPC curl below which a scan frame counts as found")
     max_offset = Key(0.5, "largest mean offset (px) of the pattern centres from the detector centre accepted without preprocessing")
-    refine = Key(True, "after preprocessing, the reconstruction refines what it estimated: scan rotation (position correction, scale held), C10/C12/C30, and no phase ramp")
+    refine = Key(
+        True,
+        "after preprocessing, the reconstruction refines what it estimated: scan rotation (position correction, scale held), C10/C12/C30, and no phase ramp",
+    )
 
 
 #: table name -> its class, in the order of files and listings
