@@ -453,7 +453,10 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     check_plan(plan, force=args.force)
     ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
     state = reconstruct(ds, cfg, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
+    from ptyro_workflows.io import execution_record
+
     extra = {"input": str(args.data), **cache_record(), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
+    extra["execution"] = execution_record(ds)  # the data's dtype as held, memory budget, streams
     prov = make_provenance("reconstruction", cfg, components_used(cfg), int(cfg["reconstruction"]["seed"]), command=["ptyro", *sys.argv[1:]], extra=extra)
     from ptyro_core.pipeline import is_writer
 
