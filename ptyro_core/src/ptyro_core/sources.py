@@ -88,11 +88,17 @@ class _Source:
         if idx.min() < 0 or idx.max() >= len(self):
             raise PtyroValueError(f"{self.name}: scan indices must lie in [0, {len(self)}), got {int(idx.min())}..{int(idx.max())}")
         if self._any_order:  # one fancy-indexing gather, in the order asked for
-            return self._checked(self._gather(self._open(), idx), sorted(set(idx.tolist()))[:8] if idx.size > 1 else int(idx[0]))
+            block = self._gather(self._open(), idx)
+            self._release()
+            return self._checked(block, sorted(set(idx.tolist()))[:8] if idx.size > 1 else int(idx[0]))
         uniq, inverse = np.unique(idx, return_inverse=True)
         block = self._gather(self._open(), uniq)
+        self._release()
         self._checked(block, sorted(set(uniq.tolist()))[:8] if uniq.size > 1 else int(uniq[0]))
         return block if uniq.size == idx.size and np.array_equal(uniq, idx) else block[inverse]
+
+    def _release(self) -> None:
+        """After a read: give back what it brought into this process's memory (memory maps)."""
 
     def _gather(self, array: Any, uniq: np.ndarray) -> np.ndarray:
         """Rows ``uniq`` (sorted, unique) of ``array``, one basic read per pattern (what
@@ -104,6 +110,9 @@ class _Source:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         block = np.asarray(self._open()[index])
+        if isinstance(block, np.memmap):  # a copy, not a view of the map
+            block = np.array(block)
+        self._release()
         where = tuple(int(i) if isinstance(i, (int, np.integer)) else i for i in (index if isinstance(index, tuple) else (index,)))
         return self._checked(block, where if len(where) > 1 else where[0])
 
@@ -180,6 +189,16 @@ class MemmapSource(_Source):
 
     def _gather(self, array: Any, uniq: np.ndarray) -> np.ndarray:
         return np.asarray(array.reshape((-1,) + self.shape[-2:])[uniq])
+
+    def _release(self) -> None:
+        # the pages a read touched stay mapped (and counted in this process's resident memory)
+        # until told otherwise: drop them, so that reading a file larger than memory through the
+        # map costs a batch, not the file (they are still in the page cache for the next pass)
+        mm = getattr(self._map, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise"):
+            import mmap
+
+            mm.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         m, self._map = self._map, None

@@ -887,7 +887,8 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             probe=probe,
             positions=pos,
             slice_thickness=params.get("thickness", consts["thickness"]),
-            loss=jnp.concatenate([jnp.asarray(state.loss, jnp.float32), jnp.asarray(hist, jnp.float32)]),
+            # joined on the host: a device concatenate compiles anew for every length (heap growth per pass)
+            loss=jax.device_put(np.concatenate([np.asarray(state.loss, np.float32), np.asarray(hist, np.float32)])),
             iteration=jnp.asarray(it, jnp.int32),
         )
 
