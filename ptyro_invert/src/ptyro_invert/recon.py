@@ -270,6 +270,18 @@ class _FFTOrderSource:
         return total * self.gain / len(indices)
 
 
+def _give_back_freed_heap() -> None:
+    """Return the heap the compiler freed to the operating system: glibc keeps it otherwise, and
+    the run's buffers come on top of it (RECON-A: 70 MiB of the peak; benchmarks/profile_memory.py).
+    Nothing to do where the C library is not glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @jax.jit
 def _batch_floats(d: Any, gain: Any) -> Any:
     """A batch as float32 counts on its device(s): ``d * gain`` (elementwise: the sharding stays)."""
@@ -912,6 +924,9 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 # each process reads only the patterns of its own devices (from memory or disk)
                 d = source.batch(idx, mesh)
                 ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
+                if not acc and it == start_iter:  # compile first (jit reuses it), then free the compiler's heap
+                    step.lower(cfg, params, opt_state, d, ii, ww, consts).compile()
+                    _give_back_freed_heap()
                 params, opt_state, value = step(cfg, params, opt_state, d, ii, ww, consts)
                 acc.append((value, k))
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued

@@ -61,7 +61,9 @@ class DatasetWriter:
             )
         self.provenance = dict(provenance or {})
         self._written = 0
-        self.file = self.root = self.data = None
+        self.file: Any = None  # h5py File, root Group and datacube Dataset while writing
+        self.root: Any = None
+        self.data: Any = None
         try:
             with deferred_signals():
                 # no chunk cache: a full disk fails the write of that batch (recoverable), not
