@@ -1,8 +1,8 @@
 """Where a reconstruction's memory goes, stage by stage, against issue 18's targets; one process
 per measurement (so each peak is its own), and one JSON for RESULTS.md.
 
-    python3 -m uv run python benchmarks/profile_memory.py            # the acceptance set, ~3 min idle
-    python3 -m uv run python benchmarks/profile_memory.py --big      # + the 4 GiB RECON-L-256 out of core
+    python3 -m uv run python benchmarks/profile_memory.py            # the acceptance set (8 min on 2 loaded cores)
+    python3 -m uv run python benchmarks/profile_memory.py --big      # + the 4 GiB RECON-L-256 out of core (12 min)
     python3 -m uv run python benchmarks/profile_memory.py --only recon-a --passes 20   # one case, printed
 
 Each run prints, in MiB, VmRSS after each stage: Python alone, NumPy, JAX, XLA's CPU client
