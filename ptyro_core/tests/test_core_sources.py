@@ -3,6 +3,8 @@ arrays: every source reads what the array holds, in its stored dtype; file-backe
 their handle and release it; Dataset4D keeps the caller's array (no copy, counts as integers)
 and survives jit and vmap."""
 
+import os
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -159,3 +161,25 @@ def test_dataset_jit_and_vmap_round_trip():
         stacked = jax.tree_util.tree_map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ds)
         sums = jax.vmap(lambda d: jnp.sum(d.array.astype(jnp.float32)))(stacked)
         np.testing.assert_allclose(np.asarray(sums), [float(np.sum(np.asarray(arr), dtype=np.float64))] * 2, rtol=1e-6)
+
+
+def _rss_file_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="resident memory from Linux's /proc")
+def test_reading_a_memory_map_keeps_only_a_batch_resident(tmp_path):
+    """A .npy file read batch by batch through its memory map does not stay mapped in this
+    process (the out-of-core peak is a batch, not the file)."""
+    path = tmp_path / "big.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(256, 2, 128, 128))  # 64 MiB
+    arr[:] = 1.0
+    arr.flush()
+    del arr
+    for src in (MemmapSource(path), LazySource(np.load(path, mmap_mode="r"))):
+        before = _rss_file_mib()
+        with src:
+            for lo in range(0, 512, 64):
+                assert src.read(np.arange(lo, lo + 64)).sum() == 64 * 128 * 128
+        assert _rss_file_mib() - before < 16, type(src).__name__

@@ -125,6 +125,18 @@ class _Source:
         return f"{type(self).__name__}({self.name}, {self.dtype.name}{list(self.shape)})"
 
 
+def _drop_pages(array: Any) -> None:
+    """The pages a read of a memory map touched stay mapped (and counted in this process's
+    resident memory) until told otherwise: drop them, so that reading a file larger than memory
+    through a map costs a batch, not the file (they stay in the page cache for the next pass)."""
+    # read-only maps only: on a copy-on-write map ("c") this would discard the caller's changes
+    mm = getattr(array, "_mmap", None) if isinstance(array, np.memmap) and getattr(array, "mode", None) in ("r", "readonly") else None
+    if mm is not None and hasattr(mm, "madvise"):
+        import mmap
+
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 class ArraySource(_Source):
     """Patterns held in memory: a host view of ``array`` (zero-copy for NumPy arrays and JAX
     arrays on the CPU), so each batch is a NumPy gather in the stored dtype."""
@@ -153,6 +165,9 @@ class LazySource(_Source):
 
     def _open(self) -> Any:
         return self._array
+
+    def _release(self) -> None:
+        _drop_pages(self._array)  # a caller's numpy.memmap
 
 
 class MemmapSource(_Source):
@@ -191,14 +206,7 @@ class MemmapSource(_Source):
         return np.asarray(array.reshape((-1,) + self.shape[-2:])[uniq])
 
     def _release(self) -> None:
-        # the pages a read touched stay mapped (and counted in this process's resident memory)
-        # until told otherwise: drop them, so that reading a file larger than memory through the
-        # map costs a batch, not the file (they are still in the page cache for the next pass)
-        mm = getattr(self._map, "_mmap", None)
-        if mm is not None and hasattr(mm, "madvise"):
-            import mmap
-
-            mm.madvise(mmap.MADV_DONTNEED)
+        _drop_pages(self._map)
 
     def close(self) -> None:
         m, self._map = self._map, None
