@@ -17,7 +17,8 @@ and the reconstruction cost, the quantity the targets bound:
   the in-memory time per pass. Without ``--big`` the out-of-core run is RECON-L (1 GiB on disk)
   read as RECON-L-256 would be: its peak does not grow with the number of patterns (a batch is
   all that is read at once). The time ratio is measured on RECON-L, in one process, passes in
-  memory and out of core interleaved (so that both see the same load; medians of 2 each).
+  memory and out of core interleaved (so that both see the same load; of 2 passes each, the
+  upper median, i.e. the slower).
 
 Passes after the first (which compiles) give the time per pass (median) and the heap growth per
 pass (VmRSS after the last pass minus after the second, over the passes between). Missing cases
