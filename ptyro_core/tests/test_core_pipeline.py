@@ -96,7 +96,7 @@ def test_sources_and_global_batch(tmp_path) -> None:
     flat = data.reshape(12, 5, 5)
     idx = np.array([7, 0, 11, 7, 3, 2])
     h5 = HDF5Source(str(path), "x")
-    assert len(h5) == 12 and h5.shape == (12, 5, 5)
+    assert len(h5) == 12 and h5.shape == (3, 4, 5, 5)  # the stored shape; len() counts patterns
     np.testing.assert_array_equal(h5.read(idx), flat[idx])
     np.testing.assert_array_equal(ArraySource(flat).read(idx), flat[idx])
     mesh = device_mesh()

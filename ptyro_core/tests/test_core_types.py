@@ -223,7 +223,7 @@ def test_probe_occupancies() -> None:
         (lambda: ScanPositions(np.zeros((6, 3))), PtyroTypeError, r"ScanPositions\.positions: expected Float\[Array, 'n 2'\]"),
         (lambda: Dataset4D(np.ones((2, 2, 4, 4)), np.zeros((3, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroValueError, r"Dataset4D\.positions: expected Rx\*Ry = 4 positions"),
         (lambda: Dataset4D(-np.ones((1, 1, 4, 4)), np.zeros((1, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroValueError, r"Dataset4D\.array: expected values >= 0"),
-        (lambda: Dataset4D(np.ones((2, 4, 4)), np.zeros((2, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroTypeError, r"Dataset4D\.array: expected Float\[Array, 'rx ry qx qy'\], got float32\[2, 4, 4\]"),
+        (lambda: Dataset4D(np.ones((2, 4, 4)), np.zeros((2, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroTypeError, r"Dataset4D\.array: expected Real\[Array \| ndarray, 'rx ry qx qy'\], got float32\[2, 4, 4\]"),
         (lambda: ReconState(np.ones((2, 4, 4)), np.ones((1, 2, 2)), np.zeros((3, 2)), sampling=0.5, energy=2e5, slice_thickness=[1.0]), PtyroTypeError, r"ReconState: shared dimensions disagree"),
     ],
 )

@@ -251,3 +251,27 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_counts_stay_integers_and_the_execution_record_says_so(tmp_path, monkeypatch):
+    """Counted data keep their stored type in memory and out of core, and the execution record
+    (a reconstruction's provenance) names that type, where the data were read from and the
+    memory budget (PTYRO_MEMORY_BUDGET)."""
+    from ptyro_core.sources import HDF5Source, MemmapSource
+    from ptyro_workflows.io import execution_record
+
+    counts = np.random.default_rng(0).integers(0, 900, size=(2, 3, 8, 8)).astype(np.uint16)
+    ds = Dataset4D(counts, ScanPositions.raster((0, 0), (1, 1.5), (2, 3)).positions, grid=Grid((8, 8), 0.25), energy=2e5)
+    p = save_dataset(tmp_path / "c.h5", ds)
+    np.save(tmp_path / "c.npy", counts)
+    monkeypatch.setenv("PTYRO_MEMORY_BUDGET", "3e9")
+    for lazy, kind in ((False, np.ndarray), (True, HDF5Source)):
+        got = load_dataset(p, lazy=lazy)
+        assert isinstance(got.array, kind) and got.array.dtype == np.uint16
+        np.testing.assert_array_equal(np.asarray(got.array), counts)
+        rec = execution_record(got)
+        assert rec["data_dtype"] == "uint16" and rec["memory_budget"] == 3e9 and rec["streams"] == 1
+        assert rec["data"] == ("out of core (HDF5Source)" if lazy else "memory")
+    got = load_dataset(tmp_path / "c.npy", lazy=True, energy=2e5, scan_step=0.5, sampling=0.25)
+    assert isinstance(got.array, MemmapSource) and got.array.closed and got.dtype == np.uint16
+    assert load_dataset(tmp_path / "c.npy", lazy=False, energy=2e5, scan_step=0.5, sampling=0.25).array.dtype == np.uint16

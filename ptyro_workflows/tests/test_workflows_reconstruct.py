@@ -58,6 +58,8 @@ def test_reconstruct_cli_round_trip_recovers_the_phase(known, tmp_path, capsys):
     assert prov["kind"] == "reconstruction" and "iterations = 8" in prov["config"]
     assert {c["name"] for c in prov["components"]} >= {"single_slice", "adam"}  # loss "auto": chosen from the data
     assert prov["components"][0]["distribution"] == "ptyro-invert"
+    assert prov["execution"] == {"data_dtype": "float32", "data": "memory", "memory_budget": prov["execution"]["memory_budget"], "streams": 1}
+    assert prov["execution"]["memory_budget"] > 0
 
 
 def test_resume_from_a_checkpoint(known, tmp_path, capsys):

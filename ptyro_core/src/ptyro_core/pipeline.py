@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ptyro_core.errors import MemoryBudgetError, PtyroValueError
+from ptyro_core.sources import ArraySource, HDF5Source, LazySource  # re-exported: the pattern sources live there
 
 __all__ = [
     "SCAN_AXIS",
@@ -307,83 +308,17 @@ def check_memory(required: float, *, what: str, knob: str, budget: float | None 
 # --------------------------------------------------------------------------- pattern sources
 
 
-class ArraySource:
-    """Diffraction patterns held in memory (numpy or JAX), flattened over the scan: (N, qx, qy)."""
-
-    def __init__(self, patterns: Any) -> None:
-        # a host view once (zero-copy for arrays on the CPU), so that each batch is a NumPy
-        # gather, not a device gather and a transfer
-        self._data = np.asarray(patterns)
-        self.shape = tuple(int(s) for s in self._data.shape)
-        self.dtype = self._data.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        return self._data[np.asarray(indices)]
-
-
-class LazySource:
-    """Patterns read row by row from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) array-like that
-    supports basic indexing (an ``h5py.Dataset``, a ``numpy.memmap``): only the rows asked for are
-    read, so datasets larger than memory can be used, and with several processes each reads only
-    the rows of its own devices."""
-
-    def __init__(self, array: Any, name: str = "array") -> None:
-        shape = tuple(int(s) for s in array.shape)
-        if len(shape) not in (3, 4):
-            raise PtyroValueError(f"{name}: expected a 3D or 4D array of patterns, got shape {shape}")
-        self._array = array
-        self._scan_shape = shape[:-2]
-        self.shape = (int(np.prod(shape[:-2])),) + shape[-2:]
-        self.dtype = np.dtype(array.dtype)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).ravel()
-        if idx.size == 0:
-            return np.zeros((0,) + self.shape[1:], self.dtype)
-        order = np.argsort(idx, kind="stable")
-        uniq, inverse = np.unique(idx[order], return_inverse=True)
-        if len(self._scan_shape) == 2:
-            ry = self._scan_shape[1]
-            block = np.stack([np.asarray(self._array[i // ry, i % ry]) for i in uniq])
-        else:
-            block = np.asarray(self._array[uniq])
-        out = np.empty((idx.size,) + self.shape[1:], self.dtype)
-        out[order] = block[inverse]
-        return out
-
-
-class HDF5Source(LazySource):
-    """Patterns read lazily from an HDF5 dataset (see :class:`LazySource`)."""
-
-    def __init__(self, path: str, dataset: str) -> None:
-        import h5py
-
-        self.path, self.dataset = str(path), dataset
-        self._file = h5py.File(self.path, "r")
-        try:
-            super().__init__(self._file[dataset], f"{self.path}:{dataset}")
-        except Exception:
-            self._file.close()
-            raise
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def pattern_source(dataset: Any) -> Any:
-    """The source of a :class:`~ptyro_core.Dataset4D`'s patterns: in memory, or read lazily when
-    the dataset was made with :meth:`~ptyro_core.Dataset4D.lazy`."""
+    """The :class:`~ptyro_core.protocols.PatternSource` of a :class:`~ptyro_core.Dataset4D`'s
+    patterns: its own source when it was made from one (a file, read lazily), a
+    :class:`LazySource` over a caller's array-like, else an :class:`ArraySource` viewing the
+    array in memory (no copy, the stored dtype kept)."""
+    arr = dataset.array
+    if isinstance(arr, (ArraySource, LazySource, HDF5Source)) or (hasattr(arr, "read") and hasattr(arr, "close")):
+        return arr
     if dataset.is_lazy:
-        return LazySource(dataset.array, "Dataset4D.array")
-    # a host view of the 4D array, flattened by NumPy (a view, where a JAX reshape would copy)
-    arr = np.asarray(dataset.array)
-    return ArraySource(arr.reshape((-1,) + arr.shape[-2:]))
+        return LazySource(arr, "Dataset4D.array")
+    return ArraySource(arr)
 
 
 def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:
@@ -394,5 +329,5 @@ def global_batch(source: Any, indices: np.ndarray, mesh: Mesh) -> jax.Array:
     ``len(indices)`` must be a multiple of the mesh size (see :func:`round_batch_size`).
     """
     indices = np.asarray(indices)
-    shape = (indices.shape[0],) + tuple(source.shape[1:])
+    shape = (indices.shape[0],) + tuple(source.shape[-2:])
     return jax.make_array_from_callback(shape, scan_sharding(mesh), lambda idx: source.read(indices[idx[0]]))  # type: ignore[index]

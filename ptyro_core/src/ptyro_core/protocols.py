@@ -44,6 +44,7 @@ __all__ = [
     "KernelPropagator",
     "FarFieldBackend",
     "Reader",
+    "PatternSource",
     "PROTOCOLS",
     "check_component",
 ]
@@ -174,6 +175,31 @@ class FarFieldBackend(abc.ABC):
 @runtime_checkable
 class Reader(Protocol):
     def __call__(self, path: Any, **options: Any) -> Mapping[str, Any]: ...
+
+
+@runtime_checkable
+class PatternSource(Protocol):
+    """Where a dataset's patterns live (:mod:`ptyro_core.sources`: memory, ``.npy`` memory
+    maps, HDF5, and a caller's array-like): ``shape`` of the stored array ((Rx, Ry, Qx, Qy) or
+    (N, Qx, Qy)), the stored ``dtype`` (counts stay integers), ``len()`` patterns,
+    ``read(indices)`` -> (k, Qx, Qy) at flat scan indices, basic indexing, and the
+    context-manager protocol: the source owns its file handle, opened while in use and released
+    by ``close()`` / the end of ``with`` (a closed source reopens on its next read)."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+
+    def __len__(self) -> int: ...
+
+    def read(self, indices: Any) -> Any: ...
+
+    def __getitem__(self, index: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
 
 
 #: kind -> (protocol, number of positional parameters a component must accept)

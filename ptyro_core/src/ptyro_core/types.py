@@ -12,6 +12,7 @@ diffraction patterns centred, complex64 / float32 by default.
 """
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from beartype import beartype
 from beartype.door import is_bearable
-from jaxtyping import Array, Complex, Float, Int, jaxtyped
+from jaxtyping import Array, Complex, Float, Int, Real, jaxtyped
 
 from ptyro_core._pytree import describe, is_tracer, pytree, replace, static_field
 from ptyro_core.errors import PtyroTypeError, PtyroValueError
@@ -89,7 +90,10 @@ def _as_int(cls: str, field: str, x: Any) -> Any:
 
 def _hint_str(hint: Any) -> str:
     text = getattr(hint, "__name__", None) or str(hint)
-    return text.replace("jaxlib._jax.Array", "Array").replace("jax.Array", "Array")
+    text = text.replace("jaxlib._jax.Array", "Array").replace("jax.Array", "Array").replace("jaxtyping.", "")
+    # a union of one dtype class over several array types, as one: Real[Array | ndarray, 'dims']
+    m = re.fullmatch(r"(\w+)\[(\w+), ('[^']*')\] \| \1\[(\w+), \3\]", text)
+    return f"{m[1]}[{m[2]} | {m[4]}, {m[3]}]" if m else text
 
 
 def _run_checker(cls: str, checker: Callable[..., None], **fields: Any) -> None:
@@ -424,8 +428,35 @@ class ScanPositions:
 
 
 @jaxtyped(typechecker=beartype)
-def _check_dataset(array: Float[Array, "rx ry qx qy"], positions: Float[Array, "n 2"]) -> None:
+def _check_dataset(array: Real[Array, "rx ry qx qy"] | Real[np.ndarray, "rx ry qx qy"], positions: Float[Array, "n 2"]) -> None:
     pass
+
+
+def _is_source(x: Any) -> bool:
+    """A pattern source or another on-disk array-like (not an in-memory array, not a tracer)."""
+    return not isinstance(x, (jax.Array, np.ndarray, list, tuple)) and hasattr(x, "shape") and (hasattr(x, "read") or hasattr(x, "__getitem__"))
+
+
+def _as_data(x: Any) -> Any:
+    """The patterns as given, without a copy: a NumPy array stays on the host (batches are
+    gathered from it, so there is no second full copy on a device), a JAX array stays where it
+    is, and integer counts keep their integer type until a batch needs floats. Only what has
+    no such type is converted (lists, booleans: float32; float64 without x64: float32)."""
+    if is_tracer(x):
+        return x
+    if isinstance(x, (jax.Array, np.ndarray)) and jnp.iscomplexobj(x):
+        raise PtyroTypeError(f"Dataset4D.array: expected a real array, got {describe(x)}")
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise PtyroTypeError(f"Dataset4D.array: expected a real array, got {describe(x)} ({e})") from None
+        if x.dtype.kind not in "iuf":
+            raise PtyroTypeError(f"Dataset4D.array: expected a real array, got {describe(x)}")
+    kind = np.dtype(x.dtype).kind
+    if kind in "iu" or (kind == "f" and (x.dtype != np.float64 or jax.config.jax_enable_x64)):
+        return x
+    return x.astype(np.float32) if isinstance(x, np.ndarray) else x.astype(jnp.float32)
 
 
 @pytree
@@ -436,6 +467,12 @@ class Dataset4D:
 
     ``grid`` is the real-space grid the patterns are the unitary FFT of (so the pattern pixel is
     ``grid.reciprocal_sampling`` Å⁻¹); ``energy`` in eV.
+
+    The array is held as given, never copied: a NumPy array stays on the host (the pipelines
+    gather batches from it and move only those to the devices), integer counts stay integers
+    (a batch is converted to floats on its device). ``array`` may also be a
+    :class:`~ptyro_core.protocols.PatternSource` (:mod:`ptyro_core.sources`: a ``.npy`` or HDF5
+    file read batch by batch), which owns its file handle; see :meth:`lazy`.
     """
 
     array: Any
@@ -444,7 +481,10 @@ class Dataset4D:
     energy: float = static_field()
 
     def __attrs_post_init__(self) -> None:
-        arr = _as_real("Dataset4D", "array", self.array)
+        if _is_source(self.array):  # patterns on disk: Dataset4D(other.array, new positions, ...) keeps them there
+            _init_lazy(self, self.array, self.positions, self.grid, self.energy)
+            return
+        arr = _as_data(self.array)
         pos = self.positions.positions if isinstance(self.positions, ScanPositions) else self.positions
         pos = _as_real("Dataset4D", "positions", pos)
         _run_checker("Dataset4D", _check_dataset, array=arr, positions=pos)
@@ -453,35 +493,40 @@ class Dataset4D:
                 f"Dataset4D.positions: expected Rx*Ry = {arr.shape[0] * arr.shape[1]} positions for array {describe(arr)}, got {pos.shape[0]}"
             )
         _check_grid_shape("Dataset4D", "array", arr.shape[-2:], self.grid)
-        _check_finite("Dataset4D", "array", arr)
-        _check_range("Dataset4D", "array", arr, 0.0)
+        kind = np.dtype(arr.dtype).kind
+        if kind == "f":
+            _check_finite("Dataset4D", "array", arr)
+        if kind != "u":
+            _check_range("Dataset4D", "array", arr, 0.0)
         _check_finite("Dataset4D", "positions", pos)
         _set(self, array=arr, positions=pos, energy=_positive_number("Dataset4D", "energy", self.energy))
 
     @classmethod
     def lazy(cls, array: Any, positions: Any, *, grid: Grid, energy: float) -> "Dataset4D":
-        """A dataset whose patterns stay on disk: ``array`` is a 4D array-like with basic
-        indexing (an open ``h5py.Dataset``, a ``numpy.memmap``), read batch by batch by the
-        pipelines (:func:`ptyro_core.pipeline.pattern_source`). Shapes and calibrations are
-        checked; the pattern values are not (they are never all loaded). Not for ``jit``."""
-        shape = tuple(int(s) for s in getattr(array, "shape", ()))
-        if len(shape) != 4:
-            raise PtyroTypeError(f"Dataset4D.array: expected a 4D array-like (Rx, Ry, Qx, Qy), got shape {shape}")
-        pos = positions.positions if isinstance(positions, ScanPositions) else positions
-        pos = _as_real("Dataset4D", "positions", pos)
-        _run_checker("ScanPositions", _check_positions, positions=pos)
-        if shape[0] * shape[1] != pos.shape[0]:
-            raise PtyroValueError(f"Dataset4D.positions: expected Rx*Ry = {shape[0] * shape[1]} positions for shape {shape}, got {pos.shape[0]}")
-        _check_grid_shape("Dataset4D", "array", shape[-2:], grid)
-        _check_finite("Dataset4D", "positions", pos)
+        """A dataset whose patterns stay on disk: ``array`` is a
+        :class:`~ptyro_core.protocols.PatternSource` (``ptyro_core.sources.HDF5Source(path,
+        name)``, ``MemmapSource(path)``: the source opens its file while it is read and closes
+        it after) or a 4D array-like with basic indexing that the caller owns (an open
+        ``h5py.Dataset``, a ``numpy.memmap``), read batch by batch by the pipelines
+        (:func:`ptyro_core.pipeline.pattern_source`). Shapes and calibrations are checked; the
+        pattern values are not (they are never all loaded). Not for ``jit``."""
         obj = object.__new__(cls)
-        _set(obj, array=array, positions=pos, grid=grid, energy=_positive_number("Dataset4D", "energy", energy))
+        _init_lazy(obj, array, positions, grid, energy)
         return obj
 
     @property
     def is_lazy(self) -> bool:
         """True when the patterns are read from disk on demand (see :meth:`lazy`)."""
+        from ptyro_core.sources import ArraySource
+
+        if isinstance(self.array, ArraySource):
+            return False
         return not isinstance(self.array, (jax.Array, np.ndarray)) or isinstance(self.array, np.memmap)
+
+    @property
+    def dtype(self) -> Any:
+        """The stored dtype of the patterns (integer counts stay integers)."""
+        return np.dtype(self.array.dtype)
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -491,6 +536,20 @@ class Dataset4D:
     def patterns(self) -> Array:
         """The patterns flattened over the scan: (Rx·Ry, Qx, Qy)."""
         return self.array.reshape((-1,) + tuple(self.array.shape[-2:]))
+
+
+def _init_lazy(obj: Any, array: Any, positions: Any, grid: Any, energy: Any) -> None:
+    shape = tuple(int(s) for s in getattr(array, "shape", ()))
+    if len(shape) != 4:
+        raise PtyroTypeError(f"Dataset4D.array: expected a 4D array-like (Rx, Ry, Qx, Qy), got shape {shape}")
+    pos = positions.positions if isinstance(positions, ScanPositions) else positions
+    pos = _as_real("Dataset4D", "positions", pos)
+    _run_checker("ScanPositions", _check_positions, positions=pos)
+    if shape[0] * shape[1] != pos.shape[0]:
+        raise PtyroValueError(f"Dataset4D.positions: expected Rx*Ry = {shape[0] * shape[1]} positions for shape {shape}, got {pos.shape[0]}")
+    _check_grid_shape("Dataset4D", "array", shape[-2:], grid)
+    _check_finite("Dataset4D", "positions", pos)
+    _set(obj, array=array, positions=pos, grid=grid, energy=_positive_number("Dataset4D", "energy", energy))
 
 
 # --------------------------------------------------------------------------- ReconState

@@ -203,8 +203,8 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes of a reconstruction: parameters with their gradient, update and
     ``optimizer_slots`` moments; the per-device batch of exit waves and their cotangents
-    (modes × slices × window, with FFT work space); and the host copy of the data, unless the
-    dataset is read from disk batch by batch (:meth:`ptyro_core.Dataset4D.lazy`).
+    (modes × slices × window, with FFT work space); and the data (once, in their stored type),
+    unless the dataset is read from disk batch by batch (:meth:`ptyro_core.Dataset4D.lazy`).
     ``dataset`` may be a Dataset4D or its array shape (Rx, Ry, Qx, Qy)."""
     shape = tuple(dataset.array.shape) if isinstance(dataset, Dataset4D) else tuple(dataset)
     n = int(np.prod(shape[:-2]))
@@ -217,7 +217,8 @@ def estimate_memory(
     opt = params * (3 + optimizer_slots)
     b = round_batch_size(batch_size, num_devices, n) // num_devices
     per_position = (m * (s + 4) * win * c) * 3 + (6 * q * r)
-    data = 0 if getattr(dataset, "is_lazy", False) else n * q * r * 2
+    # the patterns once, in their stored type (held as given: no device copy beside them)
+    data = 0 if getattr(dataset, "is_lazy", False) else n * q * (np.dtype(dataset.array.dtype).itemsize if isinstance(dataset, Dataset4D) else r)
     return int(opt + b * per_position + data + 64 * 2**20)
 
 
@@ -225,28 +226,42 @@ def estimate_memory(
 
 
 class _FFTOrderSource:
-    """Patterns as the step wants them: float32, times ``gain`` (to counts, where the data are
-    counts in other units), zero frequency at index 0 (the files hold them centred), checked for
-    NaN/inf as each batch is read."""
+    """Patterns as the step wants them, zero frequency at index 0 (the files hold them
+    centred), read batch by batch from the dataset's :class:`~ptyro_core.protocols.PatternSource`.
+
+    Counted data (integers) leave the host in their own type: a batch becomes floats (float32,
+    times ``gain``: to counts, where the data are counts in other units) on its device
+    (:func:`_batch_floats`), so no float copy of the data is ever made. Float data are read as
+    float32 and checked for NaN/inf as each batch is read."""
 
     def __init__(self, source: Any, chunk: int = 256, gain: float = 1.0) -> None:
         self._source = source
         self._chunk = chunk
         self.gain = float(gain)
         self.shape = tuple(source.shape)
+        self.integer = np.dtype(source.dtype).kind in "iu"
 
     def raw(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(self._source.read(np.asarray(indices)), np.float32)
 
     def read(self, indices: np.ndarray) -> np.ndarray:
+        if self.integer:  # integers: shifted on the host, converted on the device
+            return np.ascontiguousarray(np.fft.ifftshift(np.asarray(self._source.read(np.asarray(indices))), axes=(-2, -1)))
         block = self.raw(indices)
         if not np.all(np.isfinite(block)):
             raise PtyroValueError(
                 f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities"
             )
-        if self.gain != 1.0:
-            block = block * np.float32(self.gain)
         return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))
+
+    def batch(self, indices: np.ndarray, mesh: Any) -> Any:
+        """The batch ``indices`` as float32 on the mesh (each process reads its own rows)."""
+        d = global_batch(self, indices, mesh)
+        return _batch_floats(d, np.float32(self.gain)) if (self.integer or self.gain != 1.0) else d
+
+    def close(self) -> None:
+        """Release the source's file handle (it reopens if read again)."""
+        self._source.close()
 
     def mean_pattern_sum(self, indices: np.ndarray) -> float:
         """Mean total intensity per pattern (times the gain) over ``indices``, streamed chunk by chunk."""
@@ -254,6 +269,24 @@ class _FFTOrderSource:
         for lo, hi in batch_bounds(len(indices), self._chunk):
             total += float(np.sum(self.raw(np.sort(indices[lo:hi])), dtype=np.float64))
         return total * self.gain / len(indices)
+
+
+def _give_back_freed_heap() -> None:
+    """Return the heap the compiler freed to the operating system: glibc keeps it otherwise, and
+    the run's buffers come on top of it (RECON-A: 70 MiB of the peak; benchmarks/profile_memory.py).
+    Nothing to do where the C library is not glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@jax.jit
+def _batch_floats(d: Any, gain: Any) -> Any:
+    """A batch as float32 counts on its device(s): ``d * gain`` (elementwise: the sharding stays)."""
+    return d.astype(jnp.float32) * gain
 
 
 def _resolve_loss(loss: Any) -> Callable[..., Any]:
@@ -925,7 +958,8 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             probe=probe,
             positions=pos,
             slice_thickness=params.get("thickness", consts["thickness"]),
-            loss=jnp.concatenate([jnp.asarray(state.loss, jnp.float32), jnp.asarray(hist, jnp.float32)]),
+            # joined on the host: a device concatenate compiles anew for every length (heap growth per pass)
+            loss=jax.device_put(np.concatenate([np.asarray(state.loss, np.float32), np.asarray(hist, np.float32)])),
             iteration=jnp.asarray(it, jnp.int32),
         )
 
@@ -947,8 +981,11 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 if k < b:
                     idx = np.concatenate([idx, np.full(b - k, idx[-1])])
                 # each process reads only the patterns of its own devices (from memory or disk)
-                d = global_batch(source, idx, mesh)
+                d = source.batch(idx, mesh)
                 ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
+                if not acc and it == start_iter:  # compile first (jit reuses it), then free the compiler's heap
+                    step.lower(cfg, params, opt_state, d, ii, ww, consts).compile()
+                    _give_back_freed_heap()
                 params, opt_state, value = step(cfg, params, opt_state, d, ii, ww, consts)
                 acc.append((value, k))
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
@@ -976,6 +1013,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 break
     finally:
         bar.close()
+        source.close()
     if cfg.remove_phase_ramp == "centroid" and cfg.num_slices == 1:
         o, p = jax.jit(_remove_ramp)(params["object"], params["probe"], consts["probe_centroid"], consts["disc"])
         params = {**params, "object": o, "probe": p}

@@ -12,6 +12,9 @@ Stored in every file we write as the HDF5 group ``/provenance``:
 - for a simulation, ``execution``: JSON object of what the run actually used: ``backend`` (the
   multislice far field's back end, e.g. ``xla`` or ``native``), ``streams`` (batches at once) and
   ``memory_budget`` (bytes);
+- for a reconstruction, ``execution`` too (:func:`ptyro_workflows.io.execution_record`): the
+  data's dtype as held (``data_dtype``: counts stay integers), where they were read from
+  (``data``), ``memory_budget`` (bytes) and ``streams``;
 - for a reconstruction, a subgroup ``source`` with the provenance of the dataset it read.
 """
 

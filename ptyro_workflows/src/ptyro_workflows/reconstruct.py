@@ -217,6 +217,9 @@ def reconstruct(
     options["callback"] = _stop_on_a_bad_loss(cfg, options.get("callback"))
     result = ptyro_invert.reconstruct(dataset, state, r["algorithm"], **options)
     if out is not None:
+        from ptyro_workflows.io import execution_record
+
+        record = {"execution": execution_record(dataset), **dict(record or {})}  # the data's dtype as held, memory budget, streams
         _write(out, result, cfg, float(dataset.energy), found, command=command, record=record, overwrite=overwrite)
     return result
 

@@ -190,6 +190,8 @@ def load(
     Arguments (our units: eV, Å, Å⁻¹, mrad) override the file. ``reciprocal_sampling`` may be
     ``(value, unit)`` (e.g. ``(1.6, "mrad")``, from :func:`parse_quantity`); without a detector
     calibration, ``semiangle_cutoff`` measures it from the bright-field disc."""
+    from ptyro_workflows.io.calibration import decide_lazy, detector_grid, in_memory, raster
+
     name, raw = read_raw(path, reader=reader, lazy=True if lazy is None else bool(lazy), **options)
     cal = dict(raw.get("calibration") or {})
     arr = raw["array"]
@@ -226,7 +228,7 @@ def load(
                 dq = (abs(conv[0]), abs(conv[1]))
                 src["detector"] = f"file ({unit})"
         if dq is None and semiangle_cutoff is not None:
-            from ptyro_workflows.io import _estimate_reciprocal_sampling
+            from ptyro_workflows.io.calibration import _estimate_reciprocal_sampling
 
             first = np.asarray(arr[0, : min(arr.shape[1], 16)], np.float64).mean(axis=0)
             d = _estimate_reciprocal_sampling(first, float(semiangle_cutoff), energy)
@@ -236,11 +238,9 @@ def load(
             raise PtyroValueError(
                 f"{str(path)!r}: the detector calibration is not in the file; pass --reciprocal-sampling (Å⁻¹, or e.g. '1.6 mrad'), --sampling (Å) or --semiangle-cutoff (mrad)"
             )
-        qx, qy = arr.shape[-2:]
-        s = (1.0 / (qx * dq[0]), 1.0 / (qy * dq[1]))
-    from ptyro_core import Dataset4D, Grid
+    from ptyro_core import Dataset4D
 
-    grid = Grid(tuple(int(n) for n in arr.shape[-2:]), s)
+    grid = detector_grid(tuple(arr.shape[-2:]), sampling=s if dq is None else None, reciprocal_sampling=dq)
     # scan
     rx, ry = (int(n) for n in arr.shape[:2])
     positions = None
@@ -260,20 +260,13 @@ def load(
     else:
         raise PtyroValueError(f"{str(path)!r}: the scan step is not in the file; pass --scan-step (Å, or e.g. '0.042 nm')")
     if positions is None:
-        xx, yy = np.meshgrid(np.arange(rx) * st[0], np.arange(ry) * st[1], indexing="ij")
-        positions = np.stack([xx.ravel(), yy.ravel()], -1)
+        positions = raster((rx, ry), st)
         if "scan_rotation" in cal and cal["scan_rotation"]:
             from ptyro_invert.calibrate import raster_positions
 
             positions = raster_positions((rx, ry), st, float(cal["scan_rotation"]))
             src["scan_rotation"] = "file"
     src["metadata"] = {k: v for k, v in dict(raw.get("metadata") or {}).items() if isinstance(v, (str, int, float, bool))}
-    if lazy is False or (lazy is None and not _big(arr)):
-        return Dataset4D(np.asarray(arr, dtype=np.float32), positions.astype(np.float32), grid=grid, energy=energy), src
+    if not decide_lazy(lazy, arr):
+        return Dataset4D(in_memory(arr), positions.astype(np.float32), grid=grid, energy=energy), src
     return Dataset4D.lazy(arr, positions.astype(np.float32), grid=grid, energy=energy), src
-
-
-def _big(arr: Any) -> bool:
-    from ptyro_core.pipeline import memory_budget
-
-    return int(np.prod(arr.shape)) * 4 > 0.5 * memory_budget()

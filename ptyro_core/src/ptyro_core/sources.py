@@ -1,0 +1,269 @@
+"""Pattern sources: where a dataset's diffraction patterns live, and who owns the file handle.
+
+Every source follows :class:`ptyro_core.protocols.PatternSource`: ``shape`` (the stored array's,
+(Rx, Ry, Qx, Qy) or (N, Qx, Qy)), ``dtype`` (the stored one: counted data stay integers until
+a batch needs floats), ``len()`` (patterns), ``read(indices)`` (the patterns at flat scan
+indices, (k, Qx, Qy), in the stored dtype), basic indexing (``source[ix]``, ``source[ix, iy]``)
+and the context-manager protocol: a file is opened on first use (or by ``with``) and closed
+by :meth:`close` / the end of the ``with`` block. A closed source reopens on its next read, so
+a :class:`~ptyro_core.Dataset4D` holds a description of where its patterns are (a path and a
+name), never an open handle.
+
+- :class:`ArraySource`: patterns in memory (NumPy or a JAX array on the CPU, viewed, not copied);
+- :class:`MemmapSource`: a ``.npy`` file, memory-mapped while open;
+- :class:`HDF5Source`: one dataset of an HDF5 file, opened while in use;
+- :class:`LazySource`: any array-like with basic indexing the caller owns (an open
+  ``h5py.Dataset``, a ``numpy.memmap``, a dask array).
+
+``check(block, where)``, given to any source, is called on every block read (the readers' one
+rule for NaN/inf and negative values, in memory and out of core alike).
+
+NumPy only: reading a file's description imports no JAX.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptyro_core.errors import PtyroValueError
+
+__all__ = ["ArraySource", "LazySource", "MemmapSource", "HDF5Source", "Check"]
+
+#: ``check(block, where)``: raise on bad values in ``block``; ``where`` names the scan indices
+Check = Callable[[np.ndarray, str], None]
+
+
+class _Source:
+    """What every source shares: shape bookkeeping, gathering by flat index, basic indexing and
+    the context-manager protocol. Subclasses give ``_open() -> array-like`` and ``close()``."""
+
+    _any_order = False  # True: ``_gather`` takes indices in any order, repeated ones too
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, name: str, check: Check | None = None) -> None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) not in (3, 4):
+            raise PtyroValueError(f"{name}: expected a 3D or 4D array of patterns, got shape {shape}")
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+        self.name = name
+        self._check = check
+        self._scan_shape = shape[:-2]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(np.prod(self._scan_shape))
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file handle (nothing for memory); the next read reopens it."""
+
+    def __enter__(self) -> Any:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _checked(self, block: np.ndarray, where: Any) -> np.ndarray:
+        if self._check is not None:
+            self._check(block, f" at scan index {where}")
+        return block
+
+    def read(self, indices: Any) -> np.ndarray:
+        """The patterns at flat (row-major) scan ``indices``: (k, Qx, Qy) in the stored dtype."""
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size == 0:
+            return np.zeros((0,) + self.shape[-2:], self.dtype)
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise PtyroValueError(f"{self.name}: scan indices must lie in [0, {len(self)}), got {int(idx.min())}..{int(idx.max())}")
+        if self._any_order:  # one fancy-indexing gather, in the order asked for
+            block = self._gather(self._open(), idx)
+            self._release()
+            return self._checked(block, sorted(set(idx.tolist()))[:8] if idx.size > 1 else int(idx[0]))
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        block = self._gather(self._open(), uniq)
+        self._release()
+        self._checked(block, sorted(set(uniq.tolist()))[:8] if uniq.size > 1 else int(uniq[0]))
+        return block if uniq.size == idx.size and np.array_equal(uniq, idx) else block[inverse]
+
+    def _release(self) -> None:
+        """After a read: give back what it brought into this process's memory (memory maps)."""
+
+    def _gather(self, array: Any, uniq: np.ndarray) -> np.ndarray:
+        """Rows ``uniq`` (sorted, unique) of ``array``, one basic read per pattern (what
+        h5py and dask index fastest); memory-backed sources gather in one go instead."""
+        if len(self._scan_shape) == 2:
+            ry = self._scan_shape[1]
+            return np.stack([np.asarray(array[i // ry, i % ry]) for i in uniq.tolist()]).astype(self.dtype, copy=False)
+        return np.asarray(array[uniq]).astype(self.dtype, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        block = np.asarray(self._open()[index])
+        if isinstance(block, np.memmap):  # a copy, not a view of the map
+            block = np.array(block)
+        self._release()
+        where = tuple(int(i) if isinstance(i, (int, np.integer)) else i for i in (index if isinstance(index, tuple) else (index,)))
+        return self._checked(block, where if len(where) > 1 else where[0])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole array, read into memory (what ``np.asarray(source)`` gives)."""
+        a = self[...]
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, {self.dtype.name}{list(self.shape)})"
+
+
+def _drop_pages(array: Any) -> None:
+    """The pages a read of a memory map touched stay mapped (and counted in this process's
+    resident memory) until told otherwise: drop them, so that reading a file larger than memory
+    through a map costs a batch, not the file (they stay in the page cache for the next pass)."""
+    # read-only maps only: on a copy-on-write map ("c") this would discard the caller's changes
+    mm = getattr(array, "_mmap", None) if isinstance(array, np.memmap) and getattr(array, "mode", None) in ("r", "readonly") else None
+    if mm is not None and hasattr(mm, "madvise"):
+        import mmap
+
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+class ArraySource(_Source):
+    """Patterns held in memory: a host view of ``array`` (zero-copy for NumPy arrays and JAX
+    arrays on the CPU), so each batch is a NumPy gather in the stored dtype."""
+
+    def __init__(self, array: Any, check: Check | None = None) -> None:
+        self._data = np.asarray(array)
+        super().__init__(self._data.shape, self._data.dtype, "patterns in memory", check)
+        self._flat = self._data.reshape((-1,) + self.shape[-2:])
+
+    _any_order = True
+
+    def _open(self) -> Any:
+        return self._data
+
+    def _gather(self, array: Any, uniq: np.ndarray) -> np.ndarray:
+        return self._flat[uniq]
+
+
+class LazySource(_Source):
+    """Patterns read row by row from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) array-like with
+    basic indexing that the caller owns (and closes): only the rows asked for are read."""
+
+    def __init__(self, array: Any, name: str = "array", check: Check | None = None) -> None:
+        self._array = array
+        super().__init__(tuple(getattr(array, "shape", ())), getattr(array, "dtype", np.float32), name, check)
+
+    def _open(self) -> Any:
+        return self._array
+
+    def _release(self) -> None:
+        _drop_pages(self._array)  # a caller's numpy.memmap
+
+
+class MemmapSource(_Source):
+    """A ``.npy`` file of patterns, memory-mapped while open (the pages the batches touch are
+    all that is read)."""
+
+    def __init__(self, path: str | Path, check: Check | None = None) -> None:
+        self.path = Path(path)
+        self._map: np.memmap | None = None
+        self._map = self._load()
+        try:
+            super().__init__(self._map.shape, self._map.dtype, repr(str(self.path)), check)
+        finally:
+            self.close()
+
+    def _load(self) -> np.memmap:
+        if not self.path.exists():
+            raise PtyroValueError(f"file {str(self.path)!r} not found")
+        try:
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise PtyroValueError(f"cannot read {str(self.path)!r} as a .npy array ({e})") from None
+
+    _any_order = True
+
+    @property
+    def closed(self) -> bool:
+        return self._map is None
+
+    def _open(self) -> np.memmap:
+        if self._map is None:
+            self._map = self._load()
+        return self._map
+
+    def _gather(self, array: Any, uniq: np.ndarray) -> np.ndarray:
+        return np.asarray(array.reshape((-1,) + self.shape[-2:])[uniq])
+
+    def _release(self) -> None:
+        _drop_pages(self._map)
+
+    def close(self) -> None:
+        m, self._map = self._map, None
+        mm = getattr(m, "_mmap", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a view of it is still alive: the mapping goes with the view
+                pass
+
+
+def _close_file(f: Any) -> None:
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - closing at garbage collection: nothing to report to
+        pass
+
+
+class HDF5Source(_Source):
+    """Patterns read lazily from the dataset ``dataset`` of the HDF5 file ``path`` (4D
+    (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy)). The file is open only while the source is used: from
+    the first read (or ``with``) to :meth:`close`; a source dropped while open closes its file."""
+
+    def __init__(self, path: str | Path, dataset: str, check: Check | None = None) -> None:
+        self.path, self.dataset = str(path), str(dataset)
+        self._file: Any = None
+        self._node: Any = None
+        node = self._open()
+        try:
+            super().__init__(tuple(node.shape), node.dtype, f"{self.path}:{self.dataset}", check)
+        finally:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def _open(self) -> Any:
+        if self._file is None:
+            import h5py
+
+            if not Path(self.path).exists():
+                raise PtyroValueError(f"file {self.path!r} not found")
+            try:
+                f = h5py.File(self.path, "r")
+            except OSError as e:
+                raise PtyroValueError(f"cannot read {self.path!r} as HDF5 ({str(e).splitlines()[0]})") from None
+            node = f.get(self.dataset)
+            if node is None or not hasattr(node, "shape"):
+                f.close()
+                raise PtyroValueError(f"{self.path!r} has no dataset {self.dataset!r}; expected the 4D patterns there")
+            self._file, self._node = f, node
+            self._finalizer = weakref.finalize(self, _close_file, f)
+        return self._node
+
+    def close(self) -> None:
+        f, self._file, self._node = self._file, None, None
+        if f is not None:
+            self._finalizer.detach()
+            f.close()
