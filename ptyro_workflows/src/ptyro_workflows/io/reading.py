@@ -42,6 +42,7 @@ def load_array(path: str | Path) -> np.ndarray:
         raise PtyroValueError(f"cannot read {str(p)!r} as a .npy array ({e})") from None
 
 
+# long: one calibration path per file kind (.npy, EMD from us or py4DSTEM, lazy or not) and the docstring of every argument
 def load_dataset(
     path: str | Path,
     *,

@@ -32,6 +32,7 @@ class DatasetWriter:
     manager, a failure deletes the temporary file.
     """
 
+    # long: every output check and the atomic temporary file are set up before the first pattern is written
     def __init__(
         self,
         path: str | Path,
