@@ -47,6 +47,8 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
         img = imread(png)
         assert img.shape[0] > 300 and img.shape[1] > 300, png.name
         assert float(np.std(img[..., :3])) > 0.02, f"{png.name} looks blank"
+        rim = np.r_[img[:2, :, :3].ravel(), img[-2:, :, :3].ravel(), img[:, :2, :3].ravel(), img[:, -2:, :3].ravel()]
+        assert rim.min() >= 0.99, f"{png.name}: something is drawn on the outermost pixels (a label cut at the edge?)"
     # the written configurations are valid configurations of each step
     from ptyro_workflows.config import reconstruction_config, simulation_config
 
