@@ -889,7 +889,8 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             probe=probe,
             positions=pos,
             slice_thickness=params.get("thickness", consts["thickness"]),
-            loss=jnp.concatenate([jnp.asarray(state.loss, jnp.float32), jnp.asarray(hist, jnp.float32)]),
+            # joined on the host: a jnp.concatenate would trace and compile two programs per pass (one per length)
+            loss=jnp.asarray(np.concatenate([np.asarray(state.loss, np.float32), np.asarray(hist, np.float32)])),
             iteration=jnp.asarray(it, jnp.int32),
         )
 
