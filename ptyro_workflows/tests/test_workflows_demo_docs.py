@@ -59,6 +59,24 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raised(small_demo, tmp_path, monkeypatch, capsys):
+    import threading
+
+    from ptyro_workflows import show
+
+    seen = {}
+
+    def broken(*a, **k):
+        seen["thread"] = threading.current_thread().name
+        raise show.PtyroValueError("drawing failed")
+
+    monkeypatch.setattr(show, "dataset_figures", broken)
+    assert main(["demo", "--out", str(tmp_path / "d"), "-q", "--iterations", "1"]) == 2
+    assert "drawing failed" in capsys.readouterr().err
+    assert seen["thread"].startswith("ptyro-demo-figures")  # drawn beside the reconstruction, not after it
+    assert not list((tmp_path / "d").glob("*.png"))
+
+
 def test_getting_started_python_example_runs(tmp_path, monkeypatch):
     text = (DOCS / "getting-started.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "pw.simulate" in b)
