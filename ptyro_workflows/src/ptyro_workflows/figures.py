@@ -121,8 +121,11 @@ def _image(
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
+    ax.locator_params(nbins=5)  # fewer tick labels: text layout is most of the drawing time
     if cax is not None:
-        cb = fig.colorbar(im, cax=cax)
+        from matplotlib.ticker import MaxNLocator
+
+        cb = fig.colorbar(im, cax=cax, ticks=MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         cb.set_label(cbar or "", fontsize=8)
         cax.tick_params(labelsize=7)
     return im
