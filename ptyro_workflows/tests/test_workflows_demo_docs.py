@@ -47,6 +47,8 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
         img = imread(png)
         assert img.shape[0] > 300 and img.shape[1] > 300, png.name
         assert float(np.std(img[..., :3])) > 0.02, f"{png.name} looks blank"
+        rim = np.r_[img[:2, :, :3].ravel(), img[-2:, :, :3].ravel(), img[:, :2, :3].ravel(), img[:, -2:, :3].ravel()]
+        assert rim.min() >= 0.99, f"{png.name}: something is drawn on the outermost pixels (a label cut at the edge?)"
     # the written configurations are valid configurations of each step
     from ptyro_workflows.config import reconstruction_config, simulation_config
 
@@ -55,6 +57,24 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
     # an existing demo is not overwritten without --overwrite
     assert main(["demo", "--out", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raised(small_demo, tmp_path, monkeypatch, capsys):
+    import threading
+
+    from ptyro_workflows import show
+
+    seen = {}
+
+    def broken(*a, **k):
+        seen["thread"] = threading.current_thread().name
+        raise show.PtyroValueError("drawing failed")
+
+    monkeypatch.setattr(show, "dataset_figures", broken)
+    assert main(["demo", "--out", str(tmp_path / "d"), "-q", "--iterations", "1"]) == 2
+    assert "drawing failed" in capsys.readouterr().err
+    assert seen["thread"].startswith("ptyro-demo-figures")  # drawn beside the reconstruction, not after it
+    assert not list((tmp_path / "d").glob("*.png"))
 
 
 def test_getting_started_python_example_runs(tmp_path, monkeypatch):

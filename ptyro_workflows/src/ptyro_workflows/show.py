@@ -297,10 +297,13 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
             f"quality: phase correlation with the ground truth σ·ΣV over the scanned area: {r_lim:.3f} "
             f"(truth band-limited to the probe's transfer, 2α/λ = {k_max or 0:.3g} Å⁻¹); {r_raw:.3f} against the unfiltered truth"
         )
-    panels: dict[str, tuple[np.ndarray, str, str]] = {}
+    panels: dict[str, tuple[Any, ...]] = {}
     for s in range(n_obj):
         tag = f" slice {s + 1}/{n_obj}" if n_obj > 1 else ""
-        panels[f"Object phase{tag}"] = (np.angle(st.object[s]), "rad", "magma")
+        ph = np.angle(st.object[s])
+        # robust colour limits: a single hot pixel at the field's edge must not set the scale
+        limits = figures.robust_limits(ph)
+        panels[f"Object phase{tag} (scale: 0.5–99.5th pct)"] = (ph, "rad (clipped at 0.5/99.5th percentile)", "magma", limits)
         panels[f"Object amplitude{tag}"] = (np.abs(st.object[s]), "|t|", "gray")
     figures.plot_images(out / "object.png", panels, st.sampling, ncols=2)
     mrad_px = tuple(lam * 1e3 / (n * d) for n, d in zip(st.probe.shape[-2:], st.sampling))

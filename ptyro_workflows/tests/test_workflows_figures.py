@@ -1,0 +1,111 @@
+"""The demo's figures: drawn without a layout engine, every label inside the canvas, no two
+panels overlapping, colour scales not set by a hot pixel. Synthetic arrays, no JAX."""
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from ptyro_workflows import figures, show  # noqa: E402
+
+
+def _rng_image(shape=(24, 20), seed=0):
+    return np.random.default_rng(seed).random(shape)
+
+
+def _all_figures():
+    """Every demo figure drawn from small synthetic arrays (name -> Figure)."""
+    img = _rng_image()
+    pattern = np.exp(-np.hypot(*np.meshgrid(np.arange(32) - 16, np.arange(32) - 16, indexing="ij")) / 4)
+    probe = np.exp(1j * _rng_image((32, 32))) * pattern
+    dets = {"bf": [0, 10], "abf": [10, 20], "adf": [25, 55], "haadf": [60, 82]}
+    panels = {f"{n.upper()}": (_rng_image((8, 8), k), "fraction of beam", "gray") for k, n in enumerate(dets)}
+    panels["iDPC"] = (_rng_image((8, 8), 9), "rad", "magma")
+    return {
+        "potential": figures.plot_projected_potential(None, img * 1000, (0.5, 0.5), scan_box=((2, 2), (6, 6)), title="Projected potential ΣV (ground truth)"),
+        "mean_diffraction": figures.plot_mean_diffraction(None, pattern, (4.3, 4.3), semiangle_cutoff=20, detectors=dets, band_limit=46),
+        "virtual_images": figures.plot_images(None, panels, (0.49, 0.49), (3.9, 3.9), marks={"on a column": (4, 4), "between columns": (6, 6)}),
+        "cbed": figures.plot_cbed(None, {"CBED on a column (3.90, 3.90) Å": pattern, "CBED between columns (9.76, 11.23) Å": pattern**2}, (4.3, 4.3)),
+        "phase": figures.plot_phase_comparison(None, img, img[::-1], (0.1, 0.1), correlation=0.9, truth_title="Truth σ·ΣV, band-limited to 2α = 40 mrad"),
+        "probe": figures.plot_probe(None, probe, (0.1, 0.1), mrad_per_pixel=(4.0, 4.0), semiangle_cutoff=20),
+        "loss": figures.plot_loss(None, np.geomspace(0.012, 0.002, 20), name="amplitude"),
+    }
+
+
+def _ink_on_border(rgb, width=2):
+    """Whether any of the outermost ``width`` pixels of an RGB image (0-1) is not white."""
+    border = np.concatenate([rgb[:width].reshape(-1, 3), rgb[-width:].reshape(-1, 3), rgb[:, :width].reshape(-1, 3), rgb[:, -width:].reshape(-1, 3)])
+    return bool((border < 0.99).any())
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    out = _all_figures()
+    for fig in out.values():
+        fig.canvas.draw()
+    return out
+
+
+@pytest.mark.parametrize("name", ["potential", "mean_diffraction", "virtual_images", "cbed", "phase", "probe", "loss"])
+def test_every_label_is_inside_the_figure_and_panels_do_not_overlap(drawn, name):
+    fig = drawn[name]
+    assert fig.get_layout_engine() is None  # fixed positions: no layout pass when drawing
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    # each axes' extent with its drawn tick labels, axis labels and title; the legends
+    extents = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible() and ax.axison]
+    for e in extents + [leg.get_window_extent(renderer) for leg in fig.legends]:
+        # the y label of potential.png was cut at the left edge before
+        assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1 and e.y1 <= box.y1 + 1, (name, e, box)
+    # nothing drawn on the outermost pixels: a label cut at the edge leaves ink there
+    assert not _ink_on_border(np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0), name
+    # axes (with their tick labels and axis labels) do not run into one another
+    for i, a in enumerate(extents):
+        for b in extents[i + 1 :]:
+            overlap_w = min(a.x1, b.x1) - max(a.x0, b.x0)
+            overlap_h = min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert overlap_w <= 1 or overlap_h <= 1, (name, a, b)
+
+
+def test_the_object_phase_scale_is_not_set_by_one_hot_pixel(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    phase = 0.3 * rng.standard_normal((40, 40))
+    phase[5, 7] = 3.0  # one hot pixel at the field's edge
+    with h5py.File(tmp_path / "rec.h5", "w") as f:
+        g = f.create_group("reconstruction")
+        amplitude = np.ones_like(phase)
+        amplitude[20, 20] = 0.2
+        g["object"] = (amplitude * np.exp(1j * phase))[None].astype(np.complex64)
+        g["probe"] = np.ones((1, 16, 16), np.complex64) / 16
+        g["positions"] = np.zeros((4, 2))
+        g["loss"] = np.array([2.0, 1.0])
+        g.attrs["sampling"] = np.array([0.2, 0.2])
+        g.attrs["energy"] = 200e3
+    drawn = {}
+    original = figures.plot_images
+
+    def keep(path, images, *a, **k):
+        drawn["panels"] = images
+        drawn["fig"] = original(path, images, *a, **k)
+        return drawn["fig"]
+
+    monkeypatch.setattr(figures, "plot_images", keep)
+    show.reconstruction_figures(tmp_path / "rec.h5", tmp_path / "out")
+    title = next(t for t in drawn["panels"] if t.startswith("Object phase"))
+    assert "99.5" in title  # the clipping is said on the figure
+    phase_image, amplitude_image = (ax.images[0] for ax in drawn["fig"].axes if ax.images)
+    vmin, vmax = phase_image.get_clim()
+    assert vmax < 1.5 < 3.0 and vmin > -1.5
+    assert vmax == pytest.approx(np.percentile(phase, 99.5), abs=1e-5)
+    # the amplitude keeps its full range
+    assert amplitude_image.get_clim() == pytest.approx((0.2, 1.0), abs=1e-5)
+
+
+def test_robust_limits_span_all_images_and_ignore_outliers():
+    a = np.linspace(0.0, 1.0, 1001)
+    b = a + 0.5
+    b[0] = 100.0
+    lo, hi = figures.robust_limits(a, b)
+    assert lo == pytest.approx(np.percentile(a, 0.5)) and hi == pytest.approx(np.percentile(b, 99.5))
+    assert hi < 2.0
