@@ -35,14 +35,14 @@ def atoms() -> Atoms:
     return Atoms(pos.astype(np.float32), numbers, cell=tuple(float(c) for c in cell))
 
 
-def run(gpts: int, *, name: str = "kirkland", projection: str = "infinite", method: str | None = None, configs: int = 1):
+def run(gpts: int, *, name: str = "kirkland", projection: str = "infinite", method: str | None = None, configs: int = 1, seed: int = 1):
     """{"bf", "adf" (Rx, Ry), "mean" (n, n)} of the case on a gpts × gpts grid."""
     at = atoms()
     grid = Grid.from_extent(at.cell[:2], gpts=(gpts, gpts))
     pot = ptyro_core.get("potential", name)
     opts = {} if method is None else {"method": method}
     if configs > 1:
-        structures = frozen_phonon_configurations(at, configs, seed=1, sigmas=case.SIGMA)
+        structures = frozen_phonon_configurations(at, configs, seed=seed, sigmas=case.SIGMA)
     else:
         structures = [at]
     pots = [pot(a, grid, slice_thickness=case.SLICE, projection=projection, **opts) for a in structures]
@@ -69,6 +69,7 @@ VARIANTS.update(
         "kirkland_finite_256": dict(projection="finite", gpts=256),
         "kirkland_finite_384": dict(projection="finite", gpts=384),
         "kirkland_phonons_384": dict(configs=case.CONFIGS, gpts=384),
+        **{f"kirkland_phonons_256_seed{s}": dict(configs=case.CONFIGS, gpts=256, seed=s) for s in (2, 3)},
     }
 )
 
@@ -196,14 +197,14 @@ def cmd_converge(ours_path: str, abtem_path: str) -> None:
     print("|---|---|---|---|---|---|---|")
     for key in ("kirkland_finite", "kirkland_phonons"):
         fine = f"{key}_384/adf"
-        for suffix, g in (("", 128), ("_256", 256), ("_384", 384)):
+        for suffix, g in (("", "128²"), ("_256", "256²"), ("_384", "384²"), ("_256_seed2", "256², seed 2"), ("_256_seed3", "256², seed 3")):
             k = f"{key}{suffix}/adf"
             if k not in o.files or k not in t.files:
                 continue
             a, b = float(np.mean(o[k])), float(np.mean(t[k]))
             ro = f"{a / float(np.mean(o[fine])) - 1:+.2%}" if fine in o.files else "-"
             rt = f"{b / float(np.mean(t[fine])) - 1:+.2%}" if fine in t.files else "-"
-            print(f"| {key} | {g}² | {a:.6f} | {b:.6f} | {b / a - 1:+.2%} | {ro} | {rt} |")
+            print(f"| {key} | {g} | {a:.6f} | {b:.6f} | {b / a - 1:+.2%} | {ro} | {rt} |")
 
 
 RING_EXTRA = 2.0  # one ring beyond the band limit (both codes cut there: empty)

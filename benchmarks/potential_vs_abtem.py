@@ -26,14 +26,14 @@ import abtem  # noqa: E402
 from ase import Atoms  # noqa: E402
 
 
-def run(gpts, *, parametrization="kirkland", projection="infinite", configs=1, taper=None):
+def run(gpts, *, parametrization="kirkland", projection="infinite", configs=1, taper=None, seed=1):
     if taper is not None:
         with abtem.config.set({"antialias.taper": taper}):
-            return run(gpts, parametrization=parametrization, projection=projection, configs=configs)
+            return run(gpts, parametrization=parametrization, projection=projection, configs=configs, seed=seed)
     numbers, pos, cell = case.structure()
     atoms = Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)
     if configs > 1:
-        atoms = abtem.FrozenPhonons(atoms, num_configs=configs, sigmas=case.SIGMA, seed=1)
+        atoms = abtem.FrozenPhonons(atoms, num_configs=configs, sigmas=case.SIGMA, seed=seed)
     pot = abtem.Potential(atoms, gpts=(gpts, gpts), slice_thickness=case.SLICE, parametrization=parametrization, projection=projection)
     probe = abtem.Probe(energy=case.ENERGY, semiangle_cutoff=case.SEMIANGLE, defocus=0.0)
     probe.grid.match(pot)
@@ -63,6 +63,8 @@ def main():
     if "--finer" in sys.argv:
         variants["kirkland_finite_384"] = dict(projection="finite", gpts=384)
         variants["kirkland_phonons_384"] = dict(configs=case.CONFIGS, gpts=384)
+        for s in (2, 3):  # other sets of 8 configurations: the statistics of the phonon average
+            variants[f"kirkland_phonons_256_seed{s}"] = dict(configs=case.CONFIGS, gpts=256, seed=s)
     only = [a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")]
     if only:
         variants = {k: v for k, v in variants.items() if k in only[0]}

@@ -490,7 +490,7 @@ def projected_potential_from_radial(
             parametrization._cutoff(int(z), projection == "finite")
     ramp = _ramp_half_width(grid, bounds)
     host = method == "fourier" and not is_tracer(positions)
-    tails: Any = tuple((r, None, None) for r in reaches) if exact else None
+    tails: Any = tuple((r, None) for r in reaches) if exact else None
     if host:  # slice of every atom, and the largest occupancy per element, from the concrete positions
         z64 = np.asarray(positions, np.float64)[:, 2]
         s_c = _slice_index_np(bounds, z64)
@@ -500,9 +500,9 @@ def projected_potential_from_radial(
         active = jnp.asarray(all_sl >= 0) if projection == "finite" and not exact else None
         layouts: Any = None
         if exact:
-            plans = [_tail_plan(z64[list(idx)], s_c[list(idx)], bounds, r, grid) for (_, idx), r in zip(groups, reaches)]
-            tails = tuple((r, v, cap) for r, (_, v, cap) in zip(reaches, plans))
-            layouts = tuple(tuple(jnp.asarray(a) for a in arrays) for arrays, _, _ in plans)
+            plans = [_tail_plan(parametrization, z, z64[list(idx)], s_c[list(idx)], bounds, r, grid) for (z, idx), r in zip(groups, reaches)]
+            tails = tuple((r, sizes) for r, (_, sizes) in zip(reaches, plans))
+            layouts = tuple(tuple(jnp.asarray(a) for a in arrays) for arrays, _ in plans)
         s_arg: Any = (jnp.asarray(s_c, jnp.int32), active, layouts)
     else:
         capacities, s_arg = None, None
@@ -513,25 +513,25 @@ def projected_potential_from_radial(
     return PotentialSlices(array, thickness, grid=grid)
 
 
-def _tail_plan(z: np.ndarray, s_c: np.ndarray, bounds: np.ndarray, reach: float, grid: Grid) -> tuple[tuple[np.ndarray, ...], int, int]:
-    """Host: (face, node, vid_lo, vid_hi, v_face, v_node), the number of virtual slices and
-    their bucketed largest occupancy, for one element's face corrections (finite projection)."""
+def _tail_plan(
+    pz: ParametrizedPotential, zn: int, z: np.ndarray, s_c: np.ndarray, bounds: np.ndarray, reach: float, grid: Grid
+) -> tuple[tuple[np.ndarray, ...], tuple[tuple[int, int], ...]]:
+    """Host: the layout (face, node, then per tier: lo ids, hi ids, v_face, v_node) and the
+    (count, capacity) per tier of one element's face corrections (finite projection)."""
     face, node = _pf.face_layout(z, s_c, bounds, reach, grid, float(np.min(np.diff(bounds))))
-    lo, hi, v_face, v_node, count = _pf.virtual_plan(face, node, _pf.tail_nodes(reach, grid)[1])
-    both = np.concatenate([lo.ravel(), hi.ravel()])
-    return (face, node, lo, hi, v_face, v_node), count, _pf.slice_capacity(both, count, both.size)
+    m_split = _pf.tail_setup(pz, zn, grid, reach)[1]
+    arrays, sizes = _pf.virtual_plan(face, node, _pf.tail_nodes(reach, grid)[1], m_split)
+    return (face, node, *arrays), sizes
 
 
-def _traced_layout(z: Array, s_c: Array, bounds: Array, reach: float, grid: Grid, min_dz: float) -> tuple[tuple[Array, ...], int, int]:
+def _traced_layout(
+    pz: ParametrizedPotential, zn: int, z: Array, s_c: Array, bounds: Array, reach: float, grid: Grid, min_dz: float
+) -> tuple[tuple[Array, ...], tuple[tuple[int, int], ...]]:
     """In a trace: the same layout with every (face, node) pair a virtual slice."""
     face, node = _pf.face_layout(jax.lax.stop_gradient(z), s_c, bounds, reach, grid, min_dz)
-    m = _pf.tail_nodes(reach, grid)[1]
-    nv = (bounds.shape[0]) * m
-    ok = face >= 0
-    lo = jnp.where(ok, face * m + node, -1)
-    hi = jnp.where(ok, face * m + node + 1, -1)
-    v = jnp.arange(nv, dtype=jnp.int32)
-    return (face, node, lo, hi, v // m, v % m), nv, 2 * face.size
+    m_split = _pf.tail_setup(pz, zn, grid, reach)[1]
+    arrays, sizes = _pf.traced_plan(face, node, int(bounds.shape[0]), _pf.tail_nodes(reach, grid)[1], m_split)
+    return (face, node, *arrays), sizes
 
 
 def _ramp_half_width(grid: Grid, bounds: np.ndarray) -> float:
@@ -590,7 +590,7 @@ def _builder(
     method: str = "real",
     debye_waller: bool = False,
     capacities: tuple[int, ...] | None = None,
-    tails: tuple[tuple[float, int | None, int | None], ...] | None = None,
+    tails: tuple[tuple[float, tuple[tuple[int, int], ...] | None], ...] | None = None,
 ) -> Callable[..., Array]:
     """A function (positions (n, 3), sigmas or None, slice indices or None) -> potential slices,
     jitted once per configuration."""
@@ -598,7 +598,7 @@ def _builder(
     nslices = bounds_np.size - 1
     h = _ramp_half_width(grid, bounds_np)
     tables = [_pf.scattering_table(pz, z, grid) for z, _ in groups] if method == "fourier" else []
-    tail_tables = [_pf.tail_table(pz, z, grid, t[0]) for (z, _), t in zip(groups, tails)] if tails is not None else []
+    tail_setups = [_pf.tail_setup(pz, z, grid, t[0]) for (z, _), t in zip(groups, tails)] if tails is not None else []
     min_dz = float(np.min(np.diff(bounds_np)))
 
     @jax.jit
@@ -631,15 +631,15 @@ def _builder(
             entries.append((xy, sg, sl, w, cap))
         if tails is not None:
             spectrum = _pf.fourier_spectrum(tables, entries, grid, nslices)
-            for gi, (_z, idx) in enumerate(groups):
+            for gi, (zn, idx) in enumerate(groups):
                 ii = np.asarray(idx)
-                reach, nv, cap = tails[gi]
+                reach, sizes = tails[gi]
                 pos, s_c = positions[ii], s_all[ii]
-                if layouts is None or nv is None or cap is None:
-                    layout, nv, cap = _traced_layout(pos[:, 2], s_c, bounds_j, reach, grid, min_dz)
+                if layouts is None or sizes is None:
+                    layout, sizes = _traced_layout(pz, zn, pos[:, 2], s_c, bounds_j, reach, grid, min_dz)
                 else:
                     layout = layouts[gi]
-                spectrum = spectrum + _pf.face_corrections(pos[:, :2], pos[:, 2], s_c, bounds_j, layout, tail_tables[gi], reach, grid, nslices, nv, cap)
+                spectrum = spectrum + _pf.face_corrections(pos[:, :2], pos[:, 2], s_c, bounds_j, layout, sizes, tail_setups[gi], reach, grid, nslices)
             return jnp.fft.irfft2(spectrum, s=tuple(grid.gpts), axes=(-2, -1)).astype(positions.dtype)
         out = _pf.fourier_slices(tables, entries, grid, nslices).astype(positions.dtype)
         if projection == "finite":
