@@ -5,6 +5,7 @@ simulated BF/ADF.
     .venv/bin/python benchmarks/potential_finite.py            # both parts (~3 min on an idle machine)
     .venv/bin/python benchmarks/potential_finite.py timing     # build times only
     .venv/bin/python benchmarks/potential_finite.py images     # BF/ADF before/after only
+    .venv/bin/python benchmarks/potential_finite.py sim        # the SIM-A/SIM-B potential's build time
 
 ``timing``: after compilation, median of 3. The 1,440-atom cell (SrTiO3 6 × 6 × 8, 0.1 Å
 sampling = 235², 16 slices of 1.95 Å), infinite and finite (new), Kirkland and Lobato; and a
@@ -13,7 +14,9 @@ large cell). The former scheme is the same component without its tail factor (th
 fallback). ``images``: SrTiO3 2 × 2 × 3 cells moved up by a/4 (no atom on a slice face) and the
 same cell with one frozen-phonon configuration (σ = 0.1 Å, atoms near faces), 0.1 Å sampling,
 200 keV, 20 mrad, a 4 × 4 scan of one unit cell: relative change of the mean and the largest
-change over positions of BF 0–20 and ADF 40–65 mrad.
+change over positions of BF 0–20 and ADF 40–65 mrad. ``sim``: the potential of SIM-A/SIM-B
+(benchmarks/cases.py: SrTiO3 8 × 8 × 10 cells, 3,200 atoms, 256², 20 slices), Kirkland, infinite
+and finite, after compilation, and the 8 frozen-phonon configurations of SIM-B (σ = 0.1 Å).
 """
 
 import os
@@ -108,11 +111,39 @@ def cmd_images() -> None:
             )
 
 
+def cmd_sim() -> None:
+    import cases
+
+    print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
+    at = build_crystal("SrTiO3", repeat=cases.SIM["cells"])
+    grid = Grid(tuple(cases.SIM["gpts"]), tuple(float(c) / g for c, g in zip(at.cell[:2], cases.SIM["gpts"])))
+    pot = ptyro_core.get("potential", "kirkland")
+    dz = cases.SIM["slice_thickness"]
+    for projection in ("infinite", "finite"):
+        t0 = time.perf_counter()
+        jax.block_until_ready(pot(at, grid, slice_thickness=dz, projection=projection).array)
+        first = time.perf_counter() - t0
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(pot(at, grid, slice_thickness=dz, projection=projection).array)
+            ts.append(time.perf_counter() - t0)
+        print(f"SIM-A potential, {projection}: {at.positions.shape[0]} atoms {grid.gpts}: first {first:.2f} s, then {np.median(ts):.3f} s", flush=True)
+    configs = frozen_phonon_configurations(at, 8, seed=0, sigmas=0.1)
+    t0 = time.perf_counter()
+    for c in configs:
+        jax.block_until_ready(pot(c, grid, slice_thickness=dz).array)
+    print(f"SIM-B phonons: 8 configurations (infinite), {time.perf_counter() - t0:.2f} s in all (compilation included)", flush=True)
+    print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what in ("timing", "all"):
         cmd_timing()
     if what in ("images", "all"):
         cmd_images()
-    if what not in ("timing", "images", "all"):
+    if what == "sim":
+        cmd_sim()
+    if what not in ("timing", "images", "sim", "all"):
         raise SystemExit(__doc__)
