@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/potential_accuracy.py ours OUT.npz         # the case of potential_case.py, every variant
     .venv/bin/python benchmarks/potential_accuracy.py compare OURS.npz ABTEM.npz   # the acceptance tables
     .venv/bin/python benchmarks/potential_accuracy.py timing               # build time of a 1,440-atom cell
+    .venv/bin/python benchmarks/potential_accuracy.py taper OURS.npz ABTEM.npz     # the band-limit ring, abTEM's taper on/off
+    .venv/bin/python benchmarks/potential_accuracy.py converge OURS.npz ABTEM.npz  # finite / phonons ADF on 128², 256², 384²
 
 ``ours`` runs: Kirkland and Lobato (infinite projection, Fourier path), Kirkland with the former
 real-space sampling (``method="real"``), Kirkland finite projection, Kirkland frozen phonons, and
@@ -33,14 +35,14 @@ def atoms() -> Atoms:
     return Atoms(pos.astype(np.float32), numbers, cell=tuple(float(c) for c in cell))
 
 
-def run(gpts: int, *, name: str = "kirkland", projection: str = "infinite", method: str | None = None, configs: int = 1):
+def run(gpts: int, *, name: str = "kirkland", projection: str = "infinite", method: str | None = None, configs: int = 1, seed: int = 1):
     """{"bf", "adf" (Rx, Ry), "mean" (n, n)} of the case on a gpts × gpts grid."""
     at = atoms()
     grid = Grid.from_extent(at.cell[:2], gpts=(gpts, gpts))
     pot = ptyro_core.get("potential", name)
     opts = {} if method is None else {"method": method}
     if configs > 1:
-        structures = frozen_phonon_configurations(at, configs, seed=1, sigmas=case.SIGMA)
+        structures = frozen_phonon_configurations(at, configs, seed=seed, sigmas=case.SIGMA)
     else:
         structures = [at]
     pots = [pot(a, grid, slice_thickness=case.SLICE, projection=projection, **opts) for a in structures]
@@ -57,14 +59,19 @@ def run(gpts: int, *, name: str = "kirkland", projection: str = "infinite", meth
 
 
 VARIANTS = {f"kirkland_{g}": dict(gpts=g) for g in CONVERGENCE_GPTS}
-VARIANTS.update({
-    "lobato": dict(name="lobato"),
-    "kirkland_real": dict(method="real"),
-    "kirkland_phonons": dict(configs=case.CONFIGS),
-    "kirkland_phonons_256": dict(configs=case.CONFIGS, gpts=256),
-    "kirkland_finite": dict(projection="finite"),
-    "kirkland_finite_256": dict(projection="finite", gpts=256),
-})
+VARIANTS.update(
+    {
+        "lobato": dict(name="lobato"),
+        "kirkland_real": dict(method="real"),
+        "kirkland_phonons": dict(configs=case.CONFIGS),
+        "kirkland_phonons_256": dict(configs=case.CONFIGS, gpts=256),
+        "kirkland_finite": dict(projection="finite"),
+        "kirkland_finite_256": dict(projection="finite", gpts=256),
+        "kirkland_finite_384": dict(projection="finite", gpts=384),
+        "kirkland_phonons_384": dict(configs=case.CONFIGS, gpts=384),
+        **{f"kirkland_phonons_256_seed{s}": dict(configs=case.CONFIGS, gpts=256, seed=s) for s in (2, 3)},
+    }
+)
 
 
 def cmd_ours(path: str, names: list[str]) -> None:
@@ -101,10 +108,19 @@ def cmd_compare(ours_path: str, abtem_path: str) -> None:
     print(f"band limit {limit:.1f} mrad; ours / abTEM − 1 (mean over the scan; max over scan positions)")
     print("| ours | abTEM | BF mean | BF max | ADF mean | ADF max | worst 2-mrad ring (mrad) |")
     print("|---|---|---|---|---|---|---|")
-    pairs = [("kirkland", "kirkland"), ("lobato", "lobato"), ("kirkland_real", "kirkland"), ("kirkland_finite", "kirkland_finite"),
-             ("kirkland_phonons", "kirkland_phonons")]
+    pairs = [
+        ("kirkland", "kirkland"),
+        ("lobato", "lobato"),
+        ("kirkland_real", "kirkland"),
+        ("kirkland_finite", "kirkland_finite"),
+        ("kirkland_phonons", "kirkland_phonons"),
+    ]
     pairs = [(ko, ka) for ko, ka in pairs if f"{ko}/bf" in o.files]
-    pairs += [(k, k) for k in ("kirkland_finite_256", "kirkland_phonons_256") if f"{k}/bf" in t.files and f"{k}/bf" in o.files]
+    pairs += [
+        (k, k)
+        for k in ("kirkland_finite_256", "kirkland_phonons_256", "kirkland_finite_384", "kirkland_phonons_384")
+        if f"{k}/bf" in t.files and f"{k}/bf" in o.files
+    ]
     for ko, ka in pairs:
         bf, adf = _rel(o[f"{ko}/bf"], t[f"{ka}/bf"]), _rel(o[f"{ko}/adf"], t[f"{ka}/adf"])
         n = o[f"{ko}/mean"].shape[0]
@@ -144,6 +160,54 @@ def cmd_compare(ours_path: str, abtem_path: str) -> None:
             theirs = f"{np.mean(t[ka + '/adf']):.6f}" if f"{ka}/adf" in t.files else "-"
             row.append(f"{ours} / {theirs}")
         print(f"| {key} | " + " | ".join(row) + " |")
+
+
+def cmd_taper(ours_path: str, abtem_path: str) -> None:
+    """The 2-mrad rings of the mean pattern near the band limit, ours (hard cut at 2/3 Nyquist)
+    against abTEM with its default antialias taper (a raised cosine over the last 0.01/dx Å⁻¹
+    below the cut, 2.1 mrad here) and with the taper off (``kirkland_taper0`` of
+    ``potential_vs_abtem.py --taper``)."""
+    o, t = np.load(ours_path), np.load(abtem_path)
+    mean = o["kirkland_128/mean"] if "kirkland_128/mean" in o.files else o["kirkland/mean"]
+    ext = case.REPEAT[0] * case.A
+    limit = case.wavelength() / (3 * ext / case.GPTS) * 1e3
+    dx = ext / case.GPTS
+    print(
+        f"band limit {limit:.2f} mrad; abTEM's taper: {0.01 / dx * case.wavelength() * 1e3:.2f} mrad wide, from {limit - 0.01 / dx * case.wavelength() * 1e3:.2f} mrad"
+    )
+    s, ro = case.rings(mean, ext, limit + RING_EXTRA)
+    cols = [("abTEM default (taper 0.01)", "kirkland"), ("abTEM taper off", "kirkland_taper0")]
+    print("| ring (mrad) | " + " | ".join(f"ours / {c} − 1" for c, _ in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    ra = [case.rings(t[f"{k}/mean"], ext, limit + RING_EXTRA)[1] for _, k in cols]
+    for i, a in enumerate(s):
+        if a >= 50:
+            cells = [f"{ro[i] / r[i] - 1:+.2%}" if r[i] > 0 else ("both 0" if ro[i] == 0 else "abTEM 0") for r in ra]
+            print(f"| {a:.0f}–{a + 2:.0f} | " + " | ".join(cells) + " |")
+    for c, k in cols:
+        bf, adf = _rel(o["kirkland_128/bf"], t[f"{k}/bf"]), _rel(o["kirkland_128/adf"], t[f"{k}/adf"])
+        print(f"ours / {c} − 1: BF mean {bf[0]:+.3%} (max {bf[1]:.3%}), ADF mean {adf[0]:+.3%} (max {adf[1]:.3%})")
+
+
+def cmd_converge(ours_path: str, abtem_path: str) -> None:
+    """Mean ADF 40–65 mrad (fraction of the beam) of the finite projection and of the frozen
+    phonons on 128², 256² and 384², ours and abTEM: which high-angle signal is the converged one."""
+    o, t = np.load(ours_path), np.load(abtem_path)
+    print("| variant | grid | ours | abTEM | abTEM / ours − 1 | ours / ours on 384² − 1 | abTEM / abTEM on 384² − 1 |")
+    print("|---|---|---|---|---|---|---|")
+    for key in ("kirkland_finite", "kirkland_phonons"):
+        fine = f"{key}_384/adf"
+        for suffix, g in (("", "128²"), ("_256", "256²"), ("_384", "384²"), ("_256_seed2", "256², seed 2"), ("_256_seed3", "256², seed 3")):
+            k = f"{key}{suffix}/adf"
+            if k not in o.files or k not in t.files:
+                continue
+            a, b = float(np.mean(o[k])), float(np.mean(t[k]))
+            ro = f"{a / float(np.mean(o[fine])) - 1:+.2%}" if fine in o.files else "-"
+            rt = f"{b / float(np.mean(t[fine])) - 1:+.2%}" if fine in t.files else "-"
+            print(f"| {key} | {g} | {a:.6f} | {b:.6f} | {b / a - 1:+.2%} | {ro} | {rt} |")
+
+
+RING_EXTRA = 2.0  # one ring beyond the band limit (both codes cut there: empty)
 
 
 def cmd_highk() -> None:
@@ -195,7 +259,9 @@ def cmd_timing() -> None:
                 t0 = time.perf_counter()
                 jax.block_until_ready(pot(at, grid, slice_thickness=2.0, projection=projection, method=method).array)
                 ts.append(time.perf_counter() - t0)
-            print(f"{name} {projection} {method}: grid {grid.gpts}, first call {first:.2f} s, then median {np.median(ts):.3f} s (min {min(ts):.3f})", flush=True)
+            print(
+                f"{name} {projection} {method}: grid {grid.gpts}, first call {first:.2f} s, then median {np.median(ts):.3f} s (min {min(ts):.3f})", flush=True
+            )
 
 
 if __name__ == "__main__":
@@ -208,5 +274,9 @@ if __name__ == "__main__":
         cmd_highk()
     elif cmd == "timing":
         cmd_timing()
+    elif cmd == "taper":
+        cmd_taper(sys.argv[2], sys.argv[3])
+    elif cmd == "converge":
+        cmd_converge(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(__doc__)

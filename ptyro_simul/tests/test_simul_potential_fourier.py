@@ -72,13 +72,11 @@ ZS = (6, 38, 79)
 
 @pytest.mark.parametrize(
     "name, projection, zs",
-    [("kirkland", "infinite", ZS), ("lobato", "infinite", ZS), ("kirkland", "finite", ZS), ("lobato", "finite", (38,))],
+    [("kirkland", "infinite", ZS), ("lobato", "infinite", ZS), ("kirkland", "finite", ZS), ("lobato", "finite", ZS)],
 )
 def test_vk_matches_scattering_factor_at_high_k(name, projection, zs):
     # C, Sr and Au, one per 6 Å slice (z = 3, 9, 15 Å), each on a pixel, half a pixel off in x,
-    # or half off in x and y (every element takes every offset over three builds). The finite
-    # projection's code does not depend on the parametrisation: Lobato runs it for Sr only (the
-    # compilation of the real-space remainder is the slow part of this file)
+    # or half off in x and y (every element takes every offset over three builds)
     pot = _component(name)
     f = PARAMETRIZATIONS[name]
     grid = Grid.from_extent((L, L), gpts=(N, N))
@@ -188,7 +186,7 @@ def test_gradients_wrt_positions(x64, name):
 
 
 def test_gradient_wrt_positions_finite_projection(x64):
-    # one atom 0.3 Å from a slice face: the ramp shares its core between two slices
+    # one atom 0.1 Å from a slice face: its face corrections, interpolated in d, are differentiable
     cell = (3.0, 3.0, 4.0)
     atoms = Atoms(np.array([[1.03, 2.01, 2.1]]), np.array([6]), cell=cell)
     grid = Grid.from_extent(cell[:2], gpts=(12, 12))
@@ -254,3 +252,79 @@ def test_errors_name_the_bad_option():
     with pytest.raises(PtyroValueError, match="no scattering factor"):
         no_f(atoms, grid, slice_thickness=4.0, method="fourier")
     assert isinstance(kirkland, ptyro_core.protocols.ScatteringFactor)
+
+
+def _tail_reference(f, k, d, z):
+    # t(k, d) = f(k)/2 − (1/π) ∫₀^∞ f(√(k² + q²)) sin(2π q d)/q dq: the part of the atom beyond
+    # the plane at distance d, from f alone (z-transform of ∫_d^∞ dz), by adaptive quadrature
+    from scipy import integrate
+
+    def g(q):
+        return float(f(np.hypot(k, q), z))
+
+    w = 2 * np.pi * d
+    near = integrate.quad(lambda q: g(q) * np.sin(w * q) / q, 0.0, 1.0, limit=200)[0]
+    far = integrate.quad(lambda q: g(q) / q, 1.0, np.inf, weight="sin", wvar=w, limlst=200)[0]
+    return g(0.0) / 2 - (near + far) / np.pi
+
+
+@pytest.mark.parametrize("name", ["kirkland", "lobato"])
+def test_tail_factor_is_the_part_beyond_a_plane(name):
+    # the closed-form tail factor of each parametrisation against the z-integral of its
+    # published f(k) (numpy, independent of the closed forms)
+    pot = _component(name)
+    f = PARAMETRIZATIONS[name]
+    for z in (6, 38):
+        for k in (0.0, 1.0, 2.5):
+            assert pot.tail_factor(np.array([k]), 0.0, z)[0] == pytest.approx(f(k, z) / 2, rel=1e-9)
+            for d in (0.05, 0.3, 1.0, 3.0):
+                got = pot.tail_factor(np.array([k]), d, z)[0]
+                assert got == pytest.approx(_tail_reference(f, k, d, z), abs=1e-6 * f(k, z)), (z, k, d)
+
+
+@pytest.mark.parametrize("name", ["kirkland", "lobato"])
+def test_finite_slices_are_the_exact_slab_integrals(x64, name):
+    # every slice of the finite projection against Σ_j [F δ(s, s_j) + c_s − c_s+1] e^{−2πik·r_j}
+    # with c from the tail factor at the exact distances (float64, no interpolation): the table
+    # interpolation in d and the assembly, at any k of the band, atoms anywhere in z (on faces,
+    # near them, on the slab's faces)
+    pot = _component(name)
+    grid = Grid.from_extent((L, L), gpts=(N, N))
+    bounds = np.array([0.0, 1.5, 3.0, 4.5, 6.0])
+    pos = np.array([[0.3, 1.1, 0.0], [2.2, 3.3, 1.52], [1.7, 0.4, 2.21], [3.6, 2.5, 3.0], [1.0, 2.9, 4.47], [2.9, 1.9, 5.9]])
+    zs = np.array([38, 8, 38, 22, 8, 38])
+    out = np.asarray(pot(Atoms(pos, zs, cell=(L, L, 6.0)), grid, slice_thickness=1.5, projection="finite").array, np.float64)
+    kx, ky, k = _kgrid()
+    band = _band(k)
+    vk = np.fft.fft2(out, axes=(1, 2)) * DX * DX
+    expect = np.zeros(vk.shape, complex)
+    fmax = 0.0
+    for (x, y, zc), z in zip(pos, zs):
+        ph = np.exp(-2j * np.pi * (kx * x + ky * y))
+        fk = 2 * np.pi * A0E * PARAMETRIZATIONS[name](k, z)
+        fmax = max(fmax, float(np.max(fk[band])))
+        s_c = min(int(np.searchsorted(bounds, zc, side="right")) - 1, 3)
+        c = [(-1 if f <= s_c else 1) * 2 * np.pi * A0E * pot.tail_factor(k, abs(b - zc), z) for f, b in enumerate(bounds)]
+        for s in range(4):
+            expect[s] += ((fk if s == s_c else 0) + c[s] - c[s + 1]) * ph
+    err = np.abs(vk - expect)[:, band]
+    assert np.max(err) < 2e-3 * fmax  # the Sr core; relative to each slice's own content:
+    ratio = err / (np.abs(expect[:, band]) + 1e-3 * fmax)
+    assert np.max(ratio) < 0.01, np.max(ratio)
+
+
+def test_former_finite_scheme_without_tail_factor_agrees():
+    # a parametrisation with f(k) and V(r) but no tail factor falls back to the former finite
+    # projection (Fourier core + real-space remainder); both describe the same physics
+    from ptyro_simul.potentials import ParametrizedPotential
+
+    former = ParametrizedPotential("former", kirkland.parameters, kirkland.projected, kirkland.potential_3d, scattering_factor=kirkland.scattering_factor_fn)
+    grid = Grid.from_extent((L, L), gpts=(16, 16))
+    atoms = Atoms(np.array([[2.0, 2.1, 2.7]], np.float32), np.array([38]), cell=(L, L, 6.0))
+    new = np.asarray(kirkland(atoms, grid, slice_thickness=2.0, projection="finite").array)
+    old = np.asarray(former(atoms, grid, slice_thickness=2.0, projection="finite").array)
+    np.testing.assert_allclose(new, old, atol=2e-3 * float(new.max()))
+    # the former tapers V to zero at its cutoff radius, so it holds up to a few % less in the
+    # slices away from the atom's own (the new path has no cutoff)
+    np.testing.assert_allclose(new.sum(axis=(1, 2)), old.sum(axis=(1, 2)), rtol=0.03)
+    assert abs(new.sum() / old.sum() - 1) < 5e-3  # the cutoff tolerance

@@ -33,6 +33,7 @@ __all__ = [
     "potential",
     "projected_potential",
     "projected_potential_fourier",
+    "tail_factor",
 ]
 
 BOHR = 0.529177210903  # Å (CODATA 2018)
@@ -90,3 +91,19 @@ def projected_potential_fourier(g: Any, Z: int | None = None, *, a: Any = None, 
     """2D Fourier transform of v_z at |g| Å⁻¹, in V·Å³: 2π a₀e f(g)
     (v_z(r) = ∫ this × e^{2πi g·r} d²g)."""
     return 2.0 * jnp.pi * A0E * scattering_factor(g, Z, a=a, b=b)
+
+
+def tail_factor(g: Any, d: Any, Z: int | None = None, *, a: Any = None, b: Any = None) -> Array:
+    """t(g, d) in Å: the 2D transform, in units of 2π a₀e, of the part of the potential beyond a
+    plane at distance d ≥ 0 Å from the nucleus, ∫_d^∞ V dz (t(g, 0) = f(g)/2). With β = 1/b and
+    s = √(g² + β), the term a/b · 1/(g² + β) (a Yukawa) gives ½ (a/b) e^{−2π d s}/s², and
+    a/b² · 1/(g² + β)², its −∂/∂β, gives ½ (a/b²) e^{−2π d s} (1/s⁴ + π d/s³). ``g`` and ``d``
+    broadcast elementwise."""
+    g = jnp.asarray(g)
+    dt = _real_dtype(g)
+    a, b = _params(Z, a, b, dt, g.ndim)
+    dd = jnp.broadcast_to(jnp.asarray(d, dt), g.shape)[..., None]
+    s2 = g[..., None] ** 2 + 1.0 / b
+    s = jnp.sqrt(s2)
+    e = jnp.exp(-2.0 * jnp.pi * dd * s)
+    return 0.5 * jnp.sum(a / b * e / s2 + a / b**2 * e * (1.0 / s2**2 + jnp.pi * dd / (s2 * s)), axis=-1)
