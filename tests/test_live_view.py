@@ -83,7 +83,9 @@ def test_live_view_shows_partial_images(tmp_path, monkeypatch):
         wait.until(lambda d: "pass" in d.execute_script(stats))
         time.sleep(1.5)  # two refreshes of the images
         text = driver.execute_script(stats)
-        titles = driver.execute_script("return Bokeh.documents[0].all_models ? [...Bokeh.documents[0].all_models].map(m => m.title && m.title.text).filter(t => t) : []")
+        titles = driver.execute_script(
+            "return Bokeh.documents[0].all_models ? [...Bokeh.documents[0].all_models].map(m => m.title && m.title.text).filter(t => t) : []"
+        )
         for word in ("received", "processed", "dropped", "frame rate", "loss"):
             assert word in text, word
         assert "virtual BF" in titles and "ptychography phase (rad)" in titles, titles

@@ -13,7 +13,7 @@ binds (as the detector's DCU does) and :meth:`send_series` pushes one series of 
 import datetime
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -83,44 +83,69 @@ class StreamV2Sender:
 
         self.sock.send(cbor2.dumps(cbor2.CBORTag(55799, msg)), copy=False)
 
-    def send_series(self, patterns: Iterable[np.ndarray], number_of_images: int, *, series_id: int = 1, compression: str | None = None,
-                    fps: float = 0.0, energy: float = 200e3, channel: str = "threshold_1", end: bool = True,
-                    skip: Iterable[int] = ()) -> int:  # fmt: skip
-        """Send one series (patterns (Qx, Qy), sent as images = pattern.T) at ``fps`` frames per
-        second (0: as fast as the socket takes them); frames in ``skip`` are not sent (a lossy
-        link), ``end=False`` leaves out the end message (a dying stream). Returns frames sent."""
+    def messages(self, patterns: Iterable[np.ndarray], number_of_images: int, *, series_id: int = 1, compression: str | None = None,
+                 energy: float = 200e3, channel: str = "threshold_1", end: bool = True, skip: Iterable[int] = ()) -> Iterator[bytes]:  # fmt: skip
+        """The series' encoded messages (start, image per pattern not in ``skip``, end), lazily:
+        pattern (Qx, Qy) is sent as image = pattern.T."""
+        import cbor2
+
         now = datetime.datetime.now(datetime.UTC)
         uid = f"ptyro-sender-{series_id}"
-        first = None
         skip = set(skip)
-        sent = 0
-        t0 = time.perf_counter()
+
+        def enc(msg: dict) -> bytes:
+            return cbor2.dumps(cbor2.CBORTag(55799, msg))
+
+        first = None
         for k, p in enumerate(patterns):
             p = np.asarray(p)
             if first is None:
                 first = p.shape
-                self._send({
+                yield enc({
                     "type": "start", "series_id": series_id, "series_unique_id": uid, "arm_date": cbor2_datetime(now),
                     "channels": [channel], "number_of_images": int(number_of_images), "image_size_x": int(p.shape[0]),
                     "image_size_y": int(p.shape[1]), "incident_energy": float(energy), "count_time": 1e-4, "frame_time": 1e-4,
                     "beam_center_x": p.shape[0] / 2, "beam_center_y": p.shape[1] / 2, "detector_description": "ptyro StreamV2Sender",
                     "saturation_value": int(np.iinfo(p.dtype).max) if p.dtype.kind == "u" else 0,
                 })  # fmt: skip
-            if fps > 0:
-                wait = t0 + k / fps - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
             if k in skip:
                 continue
-            self._send({
+            yield enc({
                 "type": "image", "series_id": series_id, "series_unique_id": uid, "image_id": k,
                 "real_time": [1, 10000], "start_time": [k, 10000], "stop_time": [k + 1, 10000], "series_date": cbor2_datetime(now),
                 "data": {channel: encode_image(p.T, compression)},
             })  # fmt: skip
-            sent += 1
         if end:
-            self._send({"type": "end", "series_id": series_id, "series_unique_id": uid})
+            yield enc({"type": "end", "series_id": series_id, "series_unique_id": uid})
+
+    def send(self, messages: Iterable[bytes], *, fps: float = 0.0) -> int:
+        """Send encoded messages (from :meth:`messages`, possibly encoded ahead of time, as a
+        detector's hardware does), message j ≥ 1 at ``(j - 1) / fps`` seconds after the first
+        (the start message; 0: as fast as the socket takes them). Returns the messages sent."""
+        t0 = time.perf_counter()
+        sent = 0
+        for m in messages:
+            if fps > 0 and sent > 1:
+                wait = t0 + (sent - 1) / fps - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            self.sock.send(m, copy=False)
+            if sent == 0:
+                t0 = time.perf_counter()
+            sent += 1
         return sent
+
+    def send_series(self, patterns: Iterable[np.ndarray], number_of_images: int, *, series_id: int = 1, compression: str | None = None,
+                    fps: float = 0.0, energy: float = 200e3, channel: str = "threshold_1", end: bool = True,
+                    skip: Iterable[int] = ()) -> int:  # fmt: skip
+        """Send one series (patterns (Qx, Qy), sent as images = pattern.T) at ``fps`` frames per
+        second (0: as fast as the socket takes them), encoding as it goes; frames in ``skip``
+        are not sent (a lossy link), ``end=False`` leaves out the end message (a dying
+        stream). Returns frames sent."""
+        msgs = self.messages(patterns, number_of_images, series_id=series_id, compression=compression, energy=energy, channel=channel,
+                             end=end, skip=skip)  # fmt: skip
+        sent = self.send(msgs, fps=fps)
+        return max(sent - 1 - int(end), 0)  # the images among them
 
     def close(self) -> None:
         self.sock.close()

@@ -20,7 +20,8 @@ def _stats_html(s: dict[str, Any]) -> str:
     loss = f"{s['loss']:.4g} (pass {s['passes']}, {s['frames_in_reconstruction']} frames)" if "loss" in s else "–"
     rows = [
         ("state", s["state"]), ("received", f"{s['received']} / {s['expected'] or '?'}"), ("processed", s["processed"]),
-        ("dropped", s["dropped"]), ("rejected", s["rejected"]), ("queued", f"{s['queued']} / {s['buffer']}"),
+        ("dropped", s["dropped"]), ("spilled", f"{s['spilled']} ({s['spill_mb']:.0f} MiB on disk)"), ("rejected", s["rejected"]),
+        ("queued", f"{s['queued']} / {s['buffer']} in memory"),
         ("frame rate", f"{s['fps_received']:.0f} /s received, {s['fps_processed']:.0f} /s processed"), ("loss", loss),
     ]  # fmt: skip
     return (
