@@ -17,6 +17,7 @@ pytest.importorskip("ptyro_invert.direct")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from live_case import CONFIG, SCAN, make_case  # noqa: E402
+
 from ptyro_core import Dataset4D, PtyroValueError  # noqa: E402
 from ptyro_invert.direct.ssb import ssb, ssb_phase  # noqa: E402
 from ptyro_workflows.live import LiveSession  # noqa: E402

@@ -98,7 +98,7 @@ def run_once(conn, endpoint: str, mode: str, fps: float, buffer: int, overflow: 
 
 def processing_only(mode: str, batch: int = 128) -> dict:
     """The processors' update alone on frames in memory (the processing capacity)."""
-    from ptyro_workflows.live.app import processors, live_config, make_geometry
+    from ptyro_workflows.live.app import live_config, make_geometry, processors
     from ptyro_workflows.live.session import _one_blas_thread
     from ptyro_workflows.live.sources import SeriesStart
 

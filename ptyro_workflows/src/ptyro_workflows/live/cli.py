@@ -17,7 +17,7 @@ def add_live_parser(sub: Any, add_common: Any = None) -> argparse.ArgumentParser
         "session was interrupted or the stream died. The configuration's [scan] gives the scan shape and step, "
         "[probe] the optics, [reconstruction] the algorithm, [live] the buffer and detectors (docs/live.md).",
     )  # fmt: skip
-    p.add_argument("--source", required=True, metavar="SPEC", help="dectris://HOST:PORT or replay:PATH (or a plugin's NAME:ADDRESS)")
+    p.add_argument("--source", required=True, metavar="SPEC", help="dectris://HOST:PORT, merlin://HOST:PORT or replay:PATH (or a plugin's NAME:ADDRESS)")
     p.add_argument("--config", metavar="CONFIG.toml", help="[scan], [probe], [reconstruction] and [live] tables")
     p.add_argument("-o", "--out", metavar="OUT.h5", default="live.h5", help="output file (default: live.h5)")
     p.add_argument("--fps", type=float, default=0.0, metavar="N", help="replay: frames per second (default 0: as fast as possible)")
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_frames:
         live["save_frames"] = True
     name, _ = parse_spec(args.source)
-    opts = {"fps": args.fps} if name == "replay" else ({"timeout": args.timeout} if name == "dectris" else {})
+    opts = {"fps": args.fps} if name == "replay" else ({"timeout": args.timeout} if name in ("dectris", "merlin") else {})
     try:
         res = run_live(args.source, cfg, args.out, overwrite=args.overwrite, source_options=opts, view=args.view, host=args.host,
                        port=args.port, progress=not args.quiet, energy_given=args.energy is not None or "energy" in (cfg.get("probe") or {}))  # fmt: skip

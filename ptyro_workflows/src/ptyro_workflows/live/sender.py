@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamV2Sender", "encode_image", "compress"]
+__all__ = ["StreamV2Sender", "MerlinSender", "encode_image", "compress"]
 
 _TAGS = {np.dtype("uint8"): 64, np.dtype("<u2"): 69, np.dtype("<u4"): 70, np.dtype("<f4"): 85}
 
@@ -156,3 +156,69 @@ def cbor2_datetime(t: datetime.datetime) -> Any:
     import cbor2
 
     return cbor2.CBORTag(0, t.isoformat())
+
+
+class MerlinSender:
+    """A Quantum Detectors Merlin data port, written from the documented TCP format (not from our
+    receiver): a TCP server (``HOST:PORT``; port 0: any free one, see ``port``) that, to the
+    client that connects, sends ``MPX,<10-digit length>,`` framed messages, the length counting
+    the payload plus one: the acquisition header (``HDR,`` then tab-separated ``Key:\\tvalue``
+    lines, ``End``), then per frame an ``MQ1`` header (frame number from 1, data offset, chips,
+    width, height, depth ``U08``/``U16``/``U32``, sensor layout, chip select, time stamp, shutter
+    times, counter, colour mode, gain mode, thresholds) padded to the data offset and the pixels,
+    big-endian, row-major ``[height, width]`` (pattern (Qx, Qy) sent as image = pattern.T)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        import socket
+
+        self._srv = socket.create_server((host, port))
+        self.host, self.port = host, self._srv.getsockname()[1]
+
+    @staticmethod
+    def _framed(payload: bytes) -> bytes:
+        return b"MPX,%010d," % (len(payload) + 1) + payload
+
+    def messages(self, patterns: Iterable[np.ndarray], number_of_images: int, *, frames_per_trigger: int = 1) -> Iterator[bytes]:
+        """The acquisition's framed messages."""
+        hdr = (
+            "HDR,\t\n"
+            f"Time and Date Stamp (day, mnth, yr, hr, min, s):\t{time.strftime('%d/%m/%Y %H:%M:%S')}\n"
+            "Chip ID:\tW000_X00,-,-,-\nChip Type (Medipix 3.0, Medipix 3.1, Medipix 3RX):\tMedipix 3RX\nAssembly Size (NX1, 2X2):\t1x1\n"
+            f"Frames in Acquisition (Number):\t{int(number_of_images)}\nFrames per Trigger (Number):\t{int(frames_per_trigger)}\n"
+            "Counter Depth (number):\t12\nEnd\t"
+        )  # fmt: skip
+        yield self._framed(hdr.encode("latin-1"))
+        depths = {1: "U08", 2: "U16", 4: "U32"}
+        for k, p in enumerate(patterns):
+            img = np.ascontiguousarray(np.asarray(p).T)
+            if img.dtype.kind != "u" or img.dtype.itemsize not in depths:
+                raise ValueError(f"MerlinSender: dtype {img.dtype}: expected uint8, uint16 or uint32 counts")
+            offset = 384  # 256 + 128 per chip
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S") + ".000000"
+            head = (f"MQ1,{k + 1:06d},{offset:05d},01,{img.shape[1]:04d},{img.shape[0]:04d},{depths[img.dtype.itemsize]},   1x1,01,"
+                    f"{stamp},0.001000,0,0,0,1.000000E+1,0.000000E+0,0.000000E+0,0.000000E+0,0.000000E+0,0.000000E+0,0.000000E+0,"
+                    "0.000000E+0,3RX").encode("latin-1")  # fmt: skip
+            yield self._framed(head.ljust(offset, b"\x00") + img.astype(img.dtype.newbyteorder(">")).tobytes())
+
+    def serve(self, messages: Iterable[bytes], *, fps: float = 0.0, stop_after: int | None = None, timeout: float = 30.0) -> int:
+        """Wait for one client, send it ``messages`` (the frames paced at ``fps``; with
+        ``stop_after`` the connection is closed after that many frames, a detector that died),
+        close. Returns the frames sent."""
+        self._srv.settimeout(timeout)
+        conn, _ = self._srv.accept()
+        sent = 0
+        t0 = time.perf_counter()
+        with conn:
+            for j, m in enumerate(messages):
+                if j and stop_after is not None and sent >= stop_after:
+                    break
+                if fps > 0 and j > 1:
+                    wait = t0 + (j - 1) / fps - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                conn.sendall(m)
+                sent += j > 0
+        return sent
+
+    def close(self) -> None:
+        self._srv.close()

@@ -378,7 +378,7 @@ class LiveSession:
                 if isinstance(ev, SeriesStart):
                     pending_start = ev
                     first = []
-                    if self.calibration_frames == 0:
+                    if self.calibration_frames == 0 and ev.pattern_shape is not None:  # else: the first frames give the shape
                         self._begin(ev, [])
                         self._open_output(np.uint16)
                     continue
@@ -387,7 +387,7 @@ class LiveSession:
                     if pending_start is None:
                         raise PtyroValueError("the stream sent frames before a start message; expected start, image ..., end")
                     first.append((idx, pats))
-                    if sum(len(i) for i, _ in first) < self.calibration_frames:
+                    if sum(len(i) for i, _ in first) < max(self.calibration_frames, 1):
                         continue
                     self._start_from(pending_start, first)
                     continue
