@@ -19,6 +19,7 @@ For a weak phase object G(k, Q) = i Φ(Q) γ(k, Q), γ = P̃*(k) P̃(k − Q) �
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -115,12 +116,12 @@ def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batc
     return finish(state, phase, lat)
 
 
-def filter_weights(state: ReconState, lattice: Lattice, method: str = "ssb", threshold: float = 0.5, q_batch: int = 64) -> tuple[np.ndarray, jax.Array]:
-    """(aperture pixels (flat indices in FFT order), weights w (n_Q, n_pixels)) of ``method`` at
-    the lattice's frequencies (row-major): Φ(Q) = Σ_k G(k, Q) w(k, Q), what :func:`apply_filter`
-    applies, as one matrix, for an incremental (live) SSB that adds each pattern's share
+def filter_weights(state: ReconState, q: Any, method: str = "ssb", threshold: float = 0.5, q_batch: int = 64) -> tuple[np.ndarray, jax.Array]:
+    """(aperture pixels (flat indices in FFT order), weights w (n, n_pixels)) of ``method`` at the
+    frequencies ``q`` (n, 2) Å⁻¹: Φ(Q) = Σ_k G(k, Q) w(k, Q), what :func:`apply_filter` applies,
+    as one matrix, for an incremental (live) SSB that adds each pattern's share
     Σ_k I_r(k) w(k, Q) e^{−2πi Q·r} as it arrives."""
     consts, pix = sideband_filter(state, method, threshold)
-    q = jnp.asarray(lattice.frequencies().reshape(-1, 2), jnp.float32)
-    w = jax.lax.map(lambda v: _weights(v, *consts, method)[0], q, batch_size=int(q_batch))
+    qs = jnp.asarray(np.asarray(q, np.float64).reshape(-1, 2), jnp.float32)
+    w = jax.lax.map(lambda v: _weights(v, *consts, method)[0], qs, batch_size=int(q_batch))
     return np.asarray(pix), w

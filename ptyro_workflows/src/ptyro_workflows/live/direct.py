@@ -87,18 +87,31 @@ class LiveSSB:
         self.devices = _devices(self._want_devices)
         _, positions, self.state = live_state(self.config, g)
         self.lattice = scan_lattice(positions, g.scan_shape, who="live ssb")
-        pix, w = filter_weights(self.state, self.lattice, "ssb", self.threshold)
+        rx, ry = g.scan_shape
+        # The phase is Re F⁻¹Φ = F⁻¹Ψ, Ψ(Q) = (Φ(Q) + conj Φ(−Q)) / 2, Hermitian: half the plane
+        # (Rx, Ry // 2 + 1) is enough. With G(k, −Q) = conj G(k, Q), Ψ = Σ_k G (w(k, Q) + conj w(k, Q₋)) / 2,
+        # Q₋ the frequency at the negated index; w(k, −Q) = conj w(k, Q) (γ(k, −Q) = −conj γ(k, Q), the
+        # same double overlap), so that is w(k, Q) except where Q₋ ≠ −Q: the Nyquist row and column.
+        half = ry // 2 + 1
+        f = self.lattice.frequencies()
+        ii, jj = np.meshgrid(np.arange(rx), np.arange(half), indexing="ij")
+        q, qn = f[ii, jj].reshape(-1, 2), f[(-ii) % rx, (-jj) % ry].reshape(-1, 2)
+        nyq = ~np.all(np.abs(qn + q) <= 1e-9 * np.abs(f).max(), axis=1)
+        pix, w_all = filter_weights(self.state, np.concatenate([q, qn[nyq]]), "ssb", self.threshold)
+        w = w_all[: len(q)].at[np.flatnonzero(nyq)].set(0.5 * (w_all[: len(q)][nyq] + jnp.conj(w_all[len(q) :])))
         nx, ny = g.pattern_shape
         # aperture pixels (FFT order) -> pixels of our centred patterns
         self._pix = np.fft.ifftshift(np.arange(nx * ny).reshape(nx, ny)).reshape(-1)[pix]
-        rx, ry = g.scan_shape
         wt = jnp.asarray(w).T  # (pixels, Q)
         ex = np.exp(-2j * np.pi * np.outer(np.arange(rx), np.fft.fftfreq(rx))).astype(np.complex64)  # (i, fi)
-        ey = np.exp(-2j * np.pi * np.outer(np.arange(ry), np.fft.fftfreq(ry))).astype(np.complex64)
+        ey = np.exp(-2j * np.pi * np.outer(np.arange(ry), np.fft.fftfreq(ry)[:half])).astype(np.complex64)
         consts = (jnp.real(wt), jnp.imag(wt), jnp.asarray(ex), jnp.asarray(ey))
         self._consts = [jax.device_put(consts, d) for d in self.devices]
-        self._acc = [jax.device_put(jnp.zeros((rx, ry), jnp.complex64), d) for d in self.devices]
         self._step = jax.jit(_ssb_step, donate_argnums=0)
+        self._acc = []
+        for d, c in zip(self.devices, self._consts):  # compiled here (at the start message), not on the first frames
+            zero = jax.device_put((np.zeros((self.block, len(pix)), np.float32), np.zeros(self.block, np.int32), np.zeros(self.block, np.int32)), d)
+            self._acc.append(self._step(jax.device_put(jnp.zeros((rx, half), jnp.complex64), d), *zero, *c))
         self._turn = 0
         self._dose = 0.0
         self._count = 0
@@ -131,8 +144,8 @@ class LiveSSB:
             self._count += b
 
     def spectrum(self) -> np.ndarray:
-        """Φ(Q) (Rx, Ry) of the frames so far (the devices' partial spectra summed), not yet
-        divided by the dose."""
+        """Φ(Q) (Rx, Ry // 2 + 1: the half plane, Φ(−Q) = conj Φ(Q)) of the frames so far (the
+        devices' partial spectra summed), not yet divided by the dose."""
         with self._lock:
             parts = list(self._acc)
         return np.sum([np.asarray(a, np.complex128) for a in parts], axis=0)
@@ -144,7 +157,7 @@ class LiveSSB:
             return np.zeros(self.geometry.scan_shape, np.float32)
         phi = self.spectrum() / dose
         phi[0, 0] = 0.0
-        return np.real(np.fft.ifft2(phi)).astype(np.float32)
+        return np.fft.irfft2(phi, s=self.geometry.scan_shape).astype(np.float32)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         return {"ssb_phase": self.phase()}
@@ -163,8 +176,8 @@ def _ssb_step(acc: Any, pats: Any, i: Any, j: Any, wr: Any, wi: Any, ex: Any, ey
     row and column factors."""
     import jax.numpy as jnp
 
-    rx, ry = acc.shape
-    c = (pats @ wr + 1j * (pats @ wi)).reshape(-1, rx, ry)  # (b, Q)
+    rx, half = acc.shape
+    c = (pats @ wr + 1j * (pats @ wi)).reshape(-1, rx, half)  # (b, Q)
     return acc + jnp.einsum("bx,bxy,by->xy", ex[i], c, ey[j])
 
 
