@@ -165,6 +165,10 @@ class LiveSession:
         self.state = "waiting for the series"
         self._done = threading.Event()
         self._shape: tuple[int, ...] | None = None
+        self._pending: list[Frame] = []
+        self._plock = threading.Lock()
+        self._spill_lock = threading.Lock()
+        self._t_arrival = 0.0
         self._dropped_idx: list[np.ndarray] = []
         self._rejected_idx: list[np.ndarray] = []
         where = self.output.parent if self.output is not None else Path(tempfile.gettempdir())
@@ -181,7 +185,7 @@ class LiveSession:
         good = [f for f in frames if f.pattern.shape == self._shape]
         with self._lock:
             self._c["received"] += len(frames)
-            self._t_last = t_last
+            self._t_last = t_last if self._t_last is None else max(self._t_last, t_last)
         if len(good) < len(frames):  # the wrong shape: rejected here, counted
             bad = np.fromiter((f.index for f in frames if f.pattern.shape != self._shape), np.int64)
             with self._lock:
@@ -201,7 +205,8 @@ class LiveSession:
             return
         if self.overflow == "spill":
             try:
-                ref = self._spill.write(pats)
+                with self._spill_lock:
+                    ref = self._spill.write(pats)
             except OSError as e:  # the disk is full (or gone): these frames are dropped, counted, and the reason noted
                 with self._lock:
                     self._c["spill_failed"] += b
@@ -215,25 +220,35 @@ class LiveSession:
             self._c["dropped"] += b
             self._dropped_idx.append(idx)
 
+    def _add(self, frame: Frame) -> None:
+        """A frame into the block being gathered; a full block goes to the buffer."""
+        now = time.perf_counter()
+        with self._plock:
+            if self._t0 is None:
+                self._t0 = now
+            self._pending.append(frame)
+            self._t_arrival = now
+            if len(self._pending) < self.batch:
+                return
+            frames, self._pending = self._pending, []
+        self._enqueue(frames, now)
+
+    def _flush(self) -> None:
+        """The frames gathered so far into the buffer (by the receiver when the source is idle,
+        by the processor when it has nothing else to do: frames never wait for a block to fill)."""
+        with self._plock:
+            frames, self._pending = self._pending, []
+            t = self._t_arrival
+        if frames:
+            self._enqueue(frames, t)
+
     def _receive(self) -> None:
-        pending: list[Frame] = []
-        t_first = t_last = 0.0
         try:
             for ev in self.stream:
                 if isinstance(ev, Frame):
-                    t_last = time.perf_counter()
-                    if not pending:
-                        t_first = t_last
-                        if self._t0 is None:
-                            self._t0 = t_last
-                    pending.append(ev)
-                    if len(pending) >= self.batch or t_last - t_first >= self.flush_s:
-                        self._enqueue(pending, t_last)
-                        pending = []
+                    self._add(ev)
                     continue
-                if pending:  # anything else (None: the source is idle) flushes the frames gathered so far
-                    self._enqueue(pending, t_last)
-                    pending = []
+                self._flush()  # anything else (None: the source is idle) flushes the frames gathered so far
                 if isinstance(ev, SeriesStart):
                     self.start_message = ev
                     self._q.put(ev)
@@ -243,8 +258,7 @@ class LiveSession:
         except BaseException as e:  # noqa: BLE001 - a source failing mid-series: the session writes what it has
             self._stream_error = e
         finally:
-            if pending:
-                self._enqueue(pending, t_last)
+            self._flush()
             self._q.put(_END)
 
     # ----------------------------------------------------------------- processing
@@ -295,7 +309,7 @@ class LiveSession:
         return out
 
     def _begin(self, start: SeriesStart, first: list[Frame]) -> None:
-        self.geometry = g = self._geometry_fn(start, first)
+        g = self._geometry_fn(start, first)
         n = g.size
         if start.number_of_images is not None and int(start.number_of_images) != n:
             raise PtyroValueError(f"the series has {start.number_of_images} images but the scan {g.scan_shape} has {n} positions; "
@@ -303,6 +317,7 @@ class LiveSession:
         self._processed_mask = np.zeros(n, bool)
         for p in self.processors:
             p.start(g)
+        self.geometry = g  # last: the view's snapshots begin once every processor has started
         self.state = "receiving"
 
     def _open_output(self, dtype: Any) -> None:
@@ -371,10 +386,18 @@ class LiveSession:
         pending_start: SeriesStart | None = None
         first: list[tuple[np.ndarray, np.ndarray]] = []
         try:
+            ended = False
             while True:
-                ev = self._q.get()
-                if ev is _END:
-                    break
+                try:
+                    ev = self._q.get(timeout=self.flush_s) if not ended else self._q.get_nowait()
+                except queue.Empty:
+                    if ended:
+                        break
+                    self._flush()
+                    continue
+                if ev is _END:  # the receiver is done; what this thread flushed itself may still be queued behind
+                    ended = True
+                    continue
                 if isinstance(ev, SeriesStart):
                     pending_start = ev
                     first = []
