@@ -118,10 +118,15 @@ def _tag_hook(a: Any, b: Any) -> Any:
     return tag
 
 
+_cbor2: Any = None  # imported on the first message
+
+
 def decode_message(raw: bytes) -> dict[str, Any]:
     """A Stream V2 message as a dict (typed arrays as numpy arrays, decompressed)."""
-    import cbor2
-
+    global _cbor2
+    if _cbor2 is None:
+        import cbor2 as _cbor2
+    cbor2 = _cbor2
     try:
         msg = cbor2.loads(raw, tag_hook=_tag_hook)
     except cbor2.CBORDecodeError as e:  # a fault in our tag decoding travels as the cause
@@ -131,6 +136,8 @@ def decode_message(raw: bytes) -> dict[str, Any]:
         raise PtyroValueError(f"Stream V2 message of {len(raw)} bytes is not valid CBOR ({e}{': ' + str(cause) if cause else ''})") from None
     if hasattr(msg, "tag") and msg.tag == SELF_DESCRIBED:
         msg = msg.value
+    if type(msg) is dict and "type" in msg:  # the usual case, without the ABC check's cost
+        return msg
     if not isinstance(msg, Mapping) or "type" not in msg:
         raise PtyroValueError(f"Stream V2 message: expected a CBOR map with a 'type' key, got {type(msg).__name__}")
     return dict(msg)

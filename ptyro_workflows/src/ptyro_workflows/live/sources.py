@@ -40,7 +40,7 @@ class SeriesStart:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One diffraction pattern (Qx, Qy) and its frame number in the series."""
 
