@@ -15,7 +15,10 @@ and reports the highest rate with no frame dropped and the series received in ti
 received rate ≥ 95 % of the requested one; otherwise ZeroMQ's queues were hiding a receiver
 that falls behind). Last, the processing alone (frames already in memory, no socket). Mode
 ``ptycho`` runs paced at ``--fps`` and reports the passes made while the scan ran, and the
-latency from the last frame to the written file. ``uptime`` is printed beside the numbers."""
+latency from the last frame to the written file. The sender sends the start message, then
+waits until the session is ready (geometry built; for SSB the weights built and the step
+compiled: ``start_to_ready_s``), as a detector is armed before the scan is triggered.
+``uptime`` is printed beside the numbers."""
 
 import argparse
 import json
@@ -24,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,8 +60,10 @@ def _sender(conn, n: int, compression: str | None) -> None:
         fps = conn.recv()
         if fps is None:
             break
+        s.send(msgs[:1])  # the start message (a detector sends it when armed) ...
+        conn.recv()  # ... and the scan begins when the receiver is ready
         t = time.perf_counter()
-        s.send(msgs, fps=fps)
+        s.send(msgs[1:], fps=fps)
         conn.send(time.perf_counter() - t)
     s.close()
 
@@ -78,16 +84,24 @@ def run_once(conn, endpoint: str, mode: str, fps: float, buffer: int, overflow: 
     n = SCAN[0] * SCAN[1]
     with tempfile.TemporaryDirectory() as d:
         session = build_session(f"dectris://{endpoint.split('://')[1]}", _config(mode, buffer, overflow), Path(d) / "live.h5")
-        conn.send(fps)
+        done: list = []
+        runner = threading.Thread(target=lambda: done.append(session.run()))
         t0 = time.perf_counter()
-        res = session.run()
+        runner.start()
+        conn.send(fps)
+        while session.state != "receiving" and runner.is_alive():  # the start message's work: geometry, SSB weights, compilation
+            time.sleep(0.01)
+        ready = time.perf_counter() - t0
+        conn.send("go")
+        runner.join()
         wall = time.perf_counter() - t0
         send_s = conn.recv()
+        res = done[0]
     s = res.stats
     rate = s["received"] / max(s["elapsed"], 1e-9)
     out = {"mode": mode, "fps_requested": fps, "buffer": buffer, "overflow": overflow, "frames": n, "received": s["received"],
            "processed": s["processed"], "dropped": s["dropped"], "spilled": s["spilled"], "stream_s": round(s["elapsed"], 3),
-           "sender_s": round(send_s, 3), "wall_s": round(wall, 3), "rate_received": round(rate, 1), "latency_s": round(res.latency, 3),
+           "sender_s": round(send_s, 3), "wall_s": round(wall, 3), "start_to_ready_s": round(ready, 3), "rate_received": round(rate, 1), "latency_s": round(res.latency, 3),
            "kept_up": bool(s["dropped"] == 0 and s["processed"] == n and (fps == 0 or rate >= 0.95 * fps))}  # fmt: skip
     if mode == "ptycho":
         out["passes_while_scanning"] = int(res.results["reconstruction/passes_while_scanning"])
