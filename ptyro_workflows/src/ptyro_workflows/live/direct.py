@@ -20,7 +20,7 @@ import numpy as np
 from ptyro_core import PtyroValueError
 from ptyro_workflows.live.processors import Geometry, _wavelength, live_state
 
-__all__ = ["live_icom", "LiveSSB", "METHODS", "INCREMENTAL"]
+__all__ = ["live_icom", "LiveSSB", "LiveTCBF", "METHODS", "INCREMENTAL"]
 
 
 def live_icom(images: dict[str, Any], geometry: Geometry, *, highpass: float = 0.0) -> dict[str, np.ndarray]:
@@ -181,7 +181,94 @@ def _ssb_step(acc: Any, pats: Any, i: Any, j: Any, wr: Any, wi: Any, ex: Any, ey
     return acc + jnp.einsum("bx,bxy,by->xy", ex[i], c, ey[j])
 
 
+class LiveTCBF:
+    """Tilt-corrected bright field (``ptyro_invert.direct.parallax``) on the frames so far: each
+    frame's bright-field region (a window of the detector around the zero frequency holding the
+    disc; the method uses nothing outside it) is kept as it arrives, and every ``every`` seconds
+    (in a thread of its own) and at the end the parallax shifts are measured on those windows
+    (``measure_shifts``; positions not yet received stand in as the mean window: no contrast),
+    fitted (``fit_shifts``, within ``fit_radius`` of the disc, as ``fit_aberrations``) and the
+    image placed on the object grid (``tcbf_image``). At the end of the scan this is the offline
+    ``parallax`` of the whole dataset (the contrast images are independent of the dose, the bins of
+    the window are the detector's)."""
+
+    name = "tcbf"
+
+    def __init__(self, config: Mapping[str, Any], *, every: float = 2.0, fit_radius: float = 0.8, threshold: float = 0.5, **_: Any) -> None:
+        self.config, self.every, self.fit_radius, self.threshold = config, float(every), float(fit_radius), float(threshold)
+
+    def start(self, geometry: Geometry) -> None:
+        from ptyro_core import Grid
+
+        self.geometry = g = geometry
+        self._grid, self._positions, self.state = live_state(self.config, g)
+        lam = _wavelength(g.energy)
+        r = g.semiangle_cutoff * 1e-3 / lam / min(g.reciprocal_sampling)  # disc radius in pixels
+        nx, ny = g.pattern_shape
+        h = min(int(np.ceil(1.2 * r)) + 2, nx // 2, ny // 2)
+        self._win = (slice(nx // 2 - h, nx // 2 + h), slice(ny // 2 - h, ny // 2 + h))
+        self._wgrid = Grid((2 * h, 2 * h), (1.0 / (2 * h * g.reciprocal_sampling[0]), 1.0 / (2 * h * g.reciprocal_sampling[1])))
+        self._buf = np.zeros((g.size, 2 * h, 2 * h), np.float32)
+        self._got = np.zeros(g.size, bool)
+        self._lock = threading.Lock()
+        self._count = self._done = 0
+        self._phase: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._end = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ptyro-live-tcbf", daemon=True)
+        self._thread.start()
+
+    def update(self, indices: np.ndarray, patterns: np.ndarray) -> None:
+        w = patterns[(slice(None), *self._win)]
+        with self._lock:
+            self._buf[indices] = w
+            self._got[indices] = True
+            self._count += len(indices)
+
+    def _run(self) -> None:
+        from ptyro_core import Dataset4D
+        from ptyro_invert.direct.parallax import DEFAULT_ORDERS, bf_semiangle, fit_shifts, measure_shifts, tcbf_image
+
+        with self._lock:
+            data, got, n = self._buf.copy(), self._got.copy(), self._count
+        if n < 2:
+            return
+        if not got.all():
+            data[~got] = data[got].mean(axis=0)
+        rx, ry = self.geometry.scan_shape
+        ds = Dataset4D(data.reshape(rx, ry, *data.shape[1:]), self._positions, grid=self._wgrid, energy=self.geometry.energy)
+        measured = measure_shifts(ds, threshold=self.threshold)
+        kb, sh, counts = measured[:3]
+        kmax = bf_semiangle(ds, self.threshold) * 1e-3 / _wavelength(self.geometry.energy)
+        inner = np.linalg.norm(kb, axis=1) <= self.fit_radius * kmax
+        fit = fit_shifts(kb[inner], sh[inner], self.geometry.energy, weights=counts[inner], orders=DEFAULT_ORDERS)
+        phase, _ = tcbf_image(ds, self.state, fit, measured)
+        self._phase, self._done, self.fit = np.asarray(phase), n, fit
+
+    def _loop(self) -> None:
+        try:
+            while not self._end.wait(self.every):
+                if self._count > self._done:
+                    self._run()
+        except BaseException as e:  # noqa: BLE001 - reported by finish(); the other processors keep going
+            self._error = e
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {} if self._phase is None else {"tcbf_phase": self._phase}
+
+    def finish(self, complete: bool) -> dict[str, Any]:
+        self._end.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._run()
+        if self._phase is None:
+            return {}
+        fit = self.fit
+        return {"direct/tcbf_phase": self._phase, "direct/tcbf_defocus": np.asarray(fit.defocus), "direct/tcbf_rotation": np.asarray(fit.rotation)}
+
+
 #: name -> function of the partial virtual images, for ``[live] direct``
 METHODS = {"icom": live_icom}
 #: name -> incremental processor (built from the configuration), for ``[live] direct``
-INCREMENTAL = {"ssb": LiveSSB}
+INCREMENTAL = {"ssb": LiveSSB, "tcbf": LiveTCBF}

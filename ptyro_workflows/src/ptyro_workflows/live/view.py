@@ -13,10 +13,10 @@ import numpy as np
 
 __all__ = ["serve", "LiveServer"]
 
-PANELS = ("bf", "adf", "com_x", "com_y", "dpc_x", "icom_phase", "ssb_phase", "phase")
-OPTIONAL = ("icom_phase", "ssb_phase", "phase")  # shown only when the session computes them
+PANELS = ("bf", "adf", "com_x", "com_y", "dpc_x", "icom_phase", "ssb_phase", "tcbf_phase", "phase")
+OPTIONAL = ("icom_phase", "ssb_phase", "tcbf_phase", "phase")  # shown only when the session computes them
 TITLES = {"bf": "virtual BF", "adf": "virtual ADF", "com_x": "CoM x (mrad)", "com_y": "CoM y (mrad)", "dpc_x": "DPC x",
-          "icom_phase": "live iCoM phase (rad)", "ssb_phase": "live SSB phase (rad)", "phase": "ptychography phase (rad)"}  # fmt: skip
+          "icom_phase": "live iCoM phase (rad)", "ssb_phase": "live SSB phase (rad)", "tcbf_phase": "live tilt-corrected BF phase (rad)", "phase": "ptychography phase (rad)"}  # fmt: skip
 
 
 def _stats_html(s: dict[str, Any]) -> str:
@@ -63,7 +63,7 @@ def _make_app(session: Any) -> Any:
                     continue
                 shown[name].visible = True
                 a = np.asarray(img, np.float32)
-                if name not in ("phase", "ssb_phase") and "received" in snap:
+                if name not in ("phase", "ssb_phase", "tcbf_phase") and "received" in snap:
                     got = snap["received"] > 0
                     if got.any():  # frames not yet received show as the mean of those received
                         a = np.where(got, a, a[got].mean())
