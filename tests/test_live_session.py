@@ -57,17 +57,54 @@ def _pats(n=64, q=16, seed=0):
     return np.random.default_rng(seed).poisson(5.0, (n, q, q)).astype(np.uint16)
 
 
-def test_a_full_buffer_drops_counts_and_marks(tmp_path):
+def test_a_full_buffer_drops_counts_and_marks_when_asked(tmp_path):
     proc = Slow(delay=0.05)
-    s = LiveSession(Memory(_pats(), (8, 8)), [proc], _geom(), output=tmp_path / "o.h5", buffer_frames=4, batch=4)
+    s = LiveSession(Memory(_pats(), (8, 8)), [proc], _geom(), output=tmp_path / "o.h5", buffer_frames=4, batch=4, overflow="drop")
     res = s.run()
     st_ = res.stats
-    assert st_["dropped"] > 0 and st_["received"] == 64 == st_["processed"] + st_["dropped"]
+    assert st_["dropped"] > 0 and st_["received"] == 64 == st_["processed"] + st_["dropped"] and st_["spilled"] == 0
     assert not res.complete
     with h5py.File(tmp_path / "o.h5") as f:
         assert int(f.attrs["dropped"]) == st_["dropped"] and int(f.attrs["missing"]) == st_["dropped"]
         assert int(f["dropped_mask"][()].sum()) == st_["dropped"]
         assert not np.any(f["dropped_mask"][()] & f["processed_mask"][()])
+
+
+def test_a_full_buffer_spills_to_disk_and_loses_nothing(tmp_path):
+    """Processing far slower than the stream: the frames beyond the 4-frame buffer go to a
+    temporary file beside the output, come back in order, and the result equals the offline one;
+    the spill file is gone afterwards and the count is in the output."""
+    pats = _pats()
+    seen_spill = []
+
+    class Watch(Slow):
+        def update(self, indices, patterns):
+            seen_spill.extend(p.name for p in tmp_path.iterdir() if p.suffix == ".spill")
+            super().update(indices, patterns)
+
+    s = LiveSession(Memory(pats, (8, 8)), [Watch(delay=0.02)], _geom(), output=tmp_path / "o.h5", buffer_frames=4, batch=4)
+    res = s.run()
+    st_ = res.stats
+    assert res.complete and st_["dropped"] == 0 and st_["processed"] == 64 and st_["spilled"] > 0
+    assert seen_spill, "the spill file was never beside the output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]  # spill file and temporary removed
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert int(f.attrs["spilled"]) == st_["spilled"] and f.attrs["overflow"] == "spill" and int(f.attrs["missing"]) == 0
+        ref = virtual_images(pats.reshape(8, 8, 16, 16), _geom()(None, None))
+        assert np.array_equal(f["images/bf"][()], ref["bf"]) and np.array_equal(f["images/com_x"][()], ref["com_x"])
+
+
+def test_a_failing_spill_drops_counts_and_says_why(tmp_path, monkeypatch):
+    from ptyro_workflows.live import session as sess
+
+    def full(self, a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sess._Spill, "write", full)
+    s = LiveSession(Memory(_pats(), (8, 8)), [Slow(delay=0.05)], _geom(), output=tmp_path / "o.h5", buffer_frames=4, batch=4)
+    res = s.run()
+    assert res.stats["dropped"] > 0 and res.stats["spilled"] == 0 and not res.complete
+    assert any("No space left" in n and "frames dropped" in n for n in res.stats["notes"])
 
 
 def test_interrupted_session_writes_what_it_has(tmp_path):

@@ -37,6 +37,32 @@ def test_stream_v2_image_round_trip(dtype, shape, compression, seed):
     np.testing.assert_array_equal(out, img)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 3000), elem=st.sampled_from([1, 2, 4, 8]), block=st.sampled_from([64, 256, 8192]), seed=st.integers(0, 2**16))
+def test_bslz4_block_decoder_equals_bitshuffles_own(n, elem, block, seed):
+    """Our block-by-block bslz4 decoder (no OpenMP team per frame) against bitshuffle's whole-buffer
+    decompress_lz4, over several blocks, a short last block and the n % 8 uncompressed tail."""
+    import bitshuffle
+
+    from ptyro_workflows.live.dectris import _bslz4_hdf5
+
+    a = (np.random.default_rng(seed).poisson(3.0, n)).astype(f"u{elem}")
+    data = compress(a.tobytes(), "bslz4", elem, block_bytes=block)
+    ref = bitshuffle.decompress_lz4(np.frombuffer(data[12:], np.uint8), (n,), a.dtype, block // elem)
+    out = np.frombuffer(_bslz4_hdf5(data, elem), a.dtype)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out, a)
+
+
+def test_bslz4_truncated_is_a_one_line_error():
+    from ptyro_workflows.live.dectris import _bslz4_hdf5
+
+    data = compress(np.arange(4096, dtype=np.uint16).tobytes(), "bslz4", 2, block_bytes=1024)
+    for cut in (len(data) // 2, 14, len(data) - 1):
+        with pytest.raises(PtyroValueError, match="bslz4: the data ends after"):
+            _bslz4_hdf5(data[:cut], 2)
+
+
 def test_lz4_blocks_stored_uncompressed_when_they_do_not_shrink():
     raw = np.random.default_rng(0).integers(0, 256, 20000, np.uint8).tobytes()  # incompressible: blocks stored raw
     img = np.frombuffer(raw, np.uint8).reshape(100, 200)
@@ -52,7 +78,10 @@ def test_bad_messages_are_one_line_errors():
         decode_message(bad)
 
 
-@pytest.mark.parametrize(("spec", "parsed"), [("dectris://10.0.0.5:31001", ("dectris", "10.0.0.5:31001")), ("replay:data/x.h5", ("replay", "data/x.h5")), ("replay:C:/x.h5", ("replay", "C:/x.h5"))])
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [("dectris://10.0.0.5:31001", ("dectris", "10.0.0.5:31001")), ("replay:data/x.h5", ("replay", "data/x.h5")), ("replay:C:/x.h5", ("replay", "C:/x.h5"))],
+)
 def test_parse_spec(spec, parsed):
     assert parse_spec(spec) == parsed
 

@@ -62,13 +62,13 @@ def test_live_view_shows_partial_images(tmp_path, monkeypatch):
     n_shown = 40  # 5 of the 8 scan rows
     stream = Paced(counts, fps=400, pause_after=n_shown)
     monkeypatch.setattr("ptyro_workflows.live.app.open_source", lambda spec, **o: stream)
-    cfg = {**CONFIG, "live": {**CONFIG["live"], "final_passes": 1, "min_frames": 8}}
+    cfg = {**CONFIG, "live": {**CONFIG["live"], "final_passes": 1, "min_frames": 8, "direct": ["ssb"]}}
     session = build_session("paced:memory", cfg, tmp_path / "view.h5")
     server = serve(session, port=0)
     runner = threading.Thread(target=session.run)
     runner.start()
     opts = Options()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,1000"):
         opts.add_argument(a)
     opts.binary_location = CHROMIUM
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -83,16 +83,20 @@ def test_live_view_shows_partial_images(tmp_path, monkeypatch):
         wait.until(lambda d: "pass" in d.execute_script(stats))
         time.sleep(1.5)  # two refreshes of the images
         text = driver.execute_script(stats)
-        titles = driver.execute_script("return Bokeh.documents[0].all_models ? [...Bokeh.documents[0].all_models].map(m => m.title && m.title.text).filter(t => t) : []")
+        titles = driver.execute_script(
+            "return Bokeh.documents[0].all_models ? [...Bokeh.documents[0].all_models].map(m => m.title && m.title.text).filter(t => t) : []"
+        )
         for word in ("received", "processed", "dropped", "frame rate", "loss"):
             assert word in text, word
-        assert "virtual BF" in titles and "ptychography phase (rad)" in titles, titles
+        assert "virtual BF" in titles and "ptychography phase (rad)" in titles and "live SSB phase (rad)" in titles, titles
         png = driver.get_screenshot_as_png()
         # the BF image as the browser received it: scanned rows (x < 5) vary, the rest is flat
         bf = np.asarray(driver.execute_script(
             "const ds = Bokeh.documents[0].get_model_by_name('src_bf'); const im = ds.data.image[0];"
             "return Array.from(im);"), float).reshape(8, 8)  # fmt: skip
         assert bf[:, :5].std() > 0 and bf[:, 5:].std() == 0  # displayed transposed: columns are x
+        ssb_img = np.asarray(driver.execute_script("return Array.from(Bokeh.documents[0].get_model_by_name('src_ssb_phase').data.image[0]);"), float)
+        assert ssb_img.size == 64 and ssb_img.std() > 0  # the live SSB phase of the first 40 frames is on the page
     finally:
         driver.quit()
         stream.release.set()

@@ -15,11 +15,12 @@ from ptyro_workflows.live.processors import DirectMethod, Geometry, LivePtychogr
 from ptyro_workflows.live.session import LiveResult, LiveSession
 from ptyro_workflows.live.sources import Frame, SeriesStart, open_source
 
-__all__ = ["LIVE_DEFAULTS", "live_config", "make_geometry", "build_session", "run_live"]
+__all__ = ["LIVE_DEFAULTS", "live_config", "make_geometry", "processors", "build_session", "run_live"]
 
 #: the ``[live]`` table: key -> default
 LIVE_DEFAULTS: dict[str, Any] = {
-    "buffer_frames": 4096,  # bounded queue between receiver and processing (frames)
+    "buffer_frames": 4096,  # frames waiting in memory between receiver and processing
+    "overflow": "spill",  # beyond buffer_frames: "spill" to a temporary file beside the output (nothing lost) or "drop" (counted)
     "batch": 64,  # frames processed at once
     "reciprocal_sampling": None,  # Å⁻¹ per detector pixel; default: the source's, else measured
     "calibration_frames": 16,  # frames averaged to measure the detector pixel from the BF disc
@@ -29,6 +30,7 @@ LIVE_DEFAULTS: dict[str, Any] = {
     "min_frames": None,  # frames before the first pass (default: one scan row)
     "direct": [],  # names of direct methods (ptyro_invert.direct) to run live
     "save_frames": False,  # also store the raw frames (chunked)
+    "devices": "all",  # devices the live SSB dispatches frames to: "all" (the mesh), or how many
 }
 
 
@@ -46,6 +48,8 @@ def live_config(config: Any = None) -> dict[str, Any]:
     for k in ("buffer_frames", "batch"):
         if not (isinstance(live[k], int) and live[k] >= 1):
             raise PtyroValueError(f"[live] {k} = {live[k]!r}: expected a whole number of frames >= 1")
+    if live["overflow"] not in ("spill", "drop"):
+        raise PtyroValueError(f"[live] overflow = {live['overflow']!r}: expected 'spill' (to a temporary file, nothing lost) or 'drop'")
     rec = reconstruction_config(cfg)
     return {**rec, "live": live}
 
@@ -86,16 +90,31 @@ def make_geometry(cfg: Mapping[str, Any], start: SeriesStart, first: list[Frame]
 
 
 def _direct(name: str) -> Any:
-    """A direct method of ``ptyro_invert.direct`` as a function of the partial images."""
-    from ptyro_workflows.live.direct import METHODS
+    """A direct method of ``ptyro_invert.direct``: a function of the partial images, or an
+    incremental processor's class."""
+    from ptyro_workflows.live.direct import INCREMENTAL, METHODS
 
-    if name not in METHODS:
-        raise PtyroValueError(f"[live] direct method {name!r}: unknown; expected one of {', '.join(METHODS)}")
+    if name not in METHODS and name not in INCREMENTAL:
+        raise PtyroValueError(f"[live] direct method {name!r}: unknown; expected one of {', '.join([*METHODS, *INCREMENTAL])}")
     try:
         import ptyro_invert.direct  # noqa: F401  (the direct-phase issue's package)
     except ImportError:
         raise PtyroValueError(f"[live] direct = [{name!r}]: ptyro_invert.direct is not installed in this version") from None
-    return METHODS[name]
+    return METHODS.get(name) or INCREMENTAL[name]
+
+
+def processors(cfg: Mapping[str, Any]) -> list[Any]:
+    """The incremental processors ``cfg`` (from :func:`live_config`) asks for: the virtual
+    detectors, the direct methods of ``[live] direct``, the iterative reconstruction."""
+    live = cfg["live"]
+    virtual = VirtualDetectors()
+    procs: list[Any] = [virtual]
+    for name in live["direct"]:
+        fn = _direct(name)
+        procs.append(fn(cfg, devices=live["devices"], block=live["batch"]) if isinstance(fn, type) else DirectMethod(name, fn, virtual))
+    if live["ptychography"]:
+        procs.append(LivePtychography(cfg, final_passes=int(live["final_passes"]), min_frames=live["min_frames"]))
+    return procs
 
 
 def build_session(spec: str, config: Any = None, output: str | Path | None = None, *, overwrite: bool = False,
@@ -104,17 +123,12 @@ def build_session(spec: str, config: Any = None, output: str | Path | None = Non
     cfg = live_config(config)
     cfg["_energy_given"] = energy_given
     live = cfg["live"]
-    virtual = VirtualDetectors()
-    procs: list[Any] = [virtual]
-    for name in live["direct"]:
-        procs.append(DirectMethod(name, _direct(name), virtual))
-    if live["ptychography"]:
-        procs.append(LivePtychography(cfg, final_passes=int(live["final_passes"]), min_frames=live["min_frames"]))
+    procs = processors(cfg)
     needs_cal = live.get("reciprocal_sampling") is None
     stream = open_source(spec, **dict(source_options or {}))
     prov = {"source": spec, "config": {k: v for k, v in cfg.items() if not k.startswith("_")}, "command": ["ptyro", *sys.argv[1:]]}
     return LiveSession(stream, procs, lambda s, f: make_geometry(cfg, s, f), output=output, overwrite=overwrite,
-                       buffer_frames=live["buffer_frames"], batch=live["batch"], save_frames=live["save_frames"],
+                       buffer_frames=live["buffer_frames"], batch=live["batch"], save_frames=live["save_frames"], overflow=live["overflow"],
                        calibration_frames=int(live["calibration_frames"]) if needs_cal else 0, provenance=prov)  # fmt: skip
 
 
@@ -136,7 +150,7 @@ def run_live(spec: str, config: Any = None, output: str | Path | None = None, *,
         while not stop.wait(1.0):
             s = session.stats()
             line = (f"\r{s['state']}: received {s['received']}/{s['expected'] or '?'} ({s['fps_received']:.0f}/s), "
-                    f"processed {s['processed']}, dropped {s['dropped']}, queued {s['queued']}")  # fmt: skip
+                    f"processed {s['processed']}, dropped {s['dropped']}, spilled {s['spilled']}, queued {s['queued']}")  # fmt: skip
             if "loss" in s:
                 line += f", recon pass {s['passes']} on {s['frames_in_reconstruction']} frames, loss {s['loss']:.4g}"
             print(line, end="", file=sys.stderr, flush=True)

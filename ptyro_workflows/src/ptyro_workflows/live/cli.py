@@ -17,7 +17,7 @@ def add_live_parser(sub: Any, add_common: Any = None) -> argparse.ArgumentParser
         "session was interrupted or the stream died. The configuration's [scan] gives the scan shape and step, "
         "[probe] the optics, [reconstruction] the algorithm, [live] the buffer and detectors (docs/live.md).",
     )  # fmt: skip
-    p.add_argument("--source", required=True, metavar="SPEC", help="dectris://HOST:PORT or replay:PATH (or a plugin's NAME:ADDRESS)")
+    p.add_argument("--source", required=True, metavar="SPEC", help="dectris://HOST:PORT, merlin://HOST:PORT or replay:PATH (or a plugin's NAME:ADDRESS)")
     p.add_argument("--config", metavar="CONFIG.toml", help="[scan], [probe], [reconstruction] and [live] tables")
     p.add_argument("-o", "--out", metavar="OUT.h5", default="live.h5", help="output file (default: live.h5)")
     p.add_argument("--fps", type=float, default=0.0, metavar="N", help="replay: frames per second (default 0: as fast as possible)")
@@ -25,6 +25,11 @@ def add_live_parser(sub: Any, add_common: Any = None) -> argparse.ArgumentParser
     p.add_argument("--step", type=float, nargs="+", metavar="A", help="scan step in Å, one or two values ([scan] step)")
     p.add_argument("--energy", type=float, metavar="EV", help="beam energy in eV ([probe] energy)")
     p.add_argument("--buffer-frames", type=int, metavar="N", help="frames buffered between receiver and processing ([live] buffer_frames)")
+    p.add_argument(
+        "--overflow",
+        choices=("spill", "drop"),
+        help="when the buffer is full: spill frames to a temporary file beside OUT.h5 (default; nothing lost) or drop them (counted) ([live] overflow)",
+    )
     p.add_argument("--final-passes", type=int, metavar="N", help="reconstruction passes after the last frame ([live] final_passes)")
     p.add_argument("--no-ptychography", action="store_true", help="virtual detectors only")
     p.add_argument("--save-frames", action="store_true", help="store the raw frames in the output too ([live] save_frames)")
@@ -54,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     live = cfg.setdefault("live", {})
     if args.buffer_frames is not None:
         live["buffer_frames"] = args.buffer_frames
+    if args.overflow is not None:
+        live["overflow"] = args.overflow
     if args.final_passes is not None:
         live["final_passes"] = args.final_passes
     if args.no_ptychography:
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save_frames:
         live["save_frames"] = True
     name, _ = parse_spec(args.source)
-    opts = {"fps": args.fps} if name == "replay" else ({"timeout": args.timeout} if name == "dectris" else {})
+    opts = {"fps": args.fps} if name == "replay" else ({"timeout": args.timeout} if name in ("dectris", "merlin") else {})
     try:
         res = run_live(args.source, cfg, args.out, overwrite=args.overwrite, source_options=opts, view=args.view, host=args.host,
                        port=args.port, progress=not args.quiet, energy_given=args.energy is not None or "energy" in (cfg.get("probe") or {}))  # fmt: skip
@@ -73,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     s = res.stats
     if not args.quiet:
         print(f"wrote {res.path}{'' if res.complete else ' (INCOMPLETE)'}")
-        print(f"  frames: expected {s['expected']}, received {s['received']}, processed {s['processed']}, dropped {s['dropped']}, rejected {s['rejected']}")
+        print(
+            f"  frames: expected {s['expected']}, received {s['received']}, processed {s['processed']}, dropped {s['dropped']}, "
+            f"spilled to disk {s['spilled']}, rejected {s['rejected']}"
+        )
         print(f"  latency from the last frame to the written file: {res.latency:.2f} s")
         for n in s.get("notes", []):
             print(f"  note: {n}")

@@ -22,7 +22,7 @@ import numpy as np
 from ptyro_core import PtyroValueError
 from ptyro_core.conventions import energy2wavelength
 
-__all__ = ["Geometry", "IncrementalProcessor", "VirtualDetectors", "virtual_images", "LivePtychography", "DirectMethod"]
+__all__ = ["Geometry", "IncrementalProcessor", "VirtualDetectors", "virtual_images", "LivePtychography", "DirectMethod", "live_state"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,24 @@ class DirectMethod:
 # --------------------------------------------------------------------------- iterative ptychography
 
 
+def live_state(config: Mapping[str, Any], g: Geometry) -> tuple[Any, np.ndarray, Any]:
+    """(the detector's real-space grid, the raster's positions (Rx·Ry, 2) Å, the initial
+    :class:`~ptyro_core.ReconState`) of the series, built from ``config`` (``[probe]``,
+    ``[reconstruction]``) as ``ptyro reconstruct`` builds them: what the live reconstruction and
+    the live direct methods share."""
+    from ptyro_core import Dataset4D, Grid, ScanPositions
+    from ptyro_workflows.config import reconstruction_config
+    from ptyro_workflows.reconstruct import initial_state
+
+    cfg = reconstruction_config({k: v for k, v in config.items() if k in ("probe", "scan", "reconstruction")})
+    nq = g.pattern_shape
+    grid = Grid(nq, (1.0 / (nq[0] * g.reciprocal_sampling[0]), 1.0 / (nq[1] * g.reciprocal_sampling[1])))
+    rx, ry = g.scan_shape
+    positions = np.asarray(ScanPositions.raster((0.0, 0.0), (rx * g.scan_step[0], ry * g.scan_step[1]), (rx, ry)).positions, np.float32)
+    dummy = Dataset4D.lazy(np.zeros((rx, ry) + nq, np.float32), positions, grid=grid, energy=g.energy)
+    return grid, positions, initial_state(dummy, {**cfg, "probe": {**cfg["probe"], "energy": g.energy}})
+
+
 class LivePtychography:
     """Iterative ptychography on the frames received so far, refined pass after pass in its own
     thread while the scan fills in, then ``final_passes`` passes over the whole scan after the
@@ -242,17 +260,9 @@ class LivePtychography:
         self._error: BaseException | None = None
 
     def start(self, geometry: Geometry) -> None:
-        from ptyro_core import Dataset4D, Grid, ScanPositions
-        from ptyro_workflows.reconstruct import initial_state
-
         self.geometry = g = geometry
         nq = g.pattern_shape
-        self.grid = Grid(nq, (1.0 / (nq[0] * g.reciprocal_sampling[0]), 1.0 / (nq[1] * g.reciprocal_sampling[1])))
-        rx, ry = g.scan_shape
-        self.positions = np.asarray(ScanPositions.raster((0.0, 0.0), (rx * g.scan_step[0], ry * g.scan_step[1]), (rx, ry)).positions, np.float32)
-        dummy = Dataset4D.lazy(np.zeros((rx, ry) + nq, np.float32), self.positions, grid=self.grid, energy=g.energy)
-        cfg = {**self.config, "probe": {**self.config["probe"], "energy": g.energy}}
-        self.state0 = initial_state(dummy, cfg)
+        self.grid, self.positions, self.state0 = live_state(self.config, g)
         self.state = self.state0
         self._buf = np.zeros((g.size,) + nq, np.float32)
         self._received = np.zeros(g.size, bool)

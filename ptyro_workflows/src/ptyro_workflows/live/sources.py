@@ -4,7 +4,8 @@ is named on the command line.
 A *source* is a component of kind ``source`` (hook ``ptyro_register_sources``):
 ``component(address, **options) -> Stream``, where ``Stream`` is iterable and yields, in order, one
 :class:`SeriesStart`, any number of :class:`Frame` and (when the series ended normally) one
-:class:`SeriesEnd`; ``stream.close()`` releases it (sockets, files) and may be called from another
+:class:`SeriesEnd`, and may yield ``None`` when nothing arrived for a while (the session then
+processes the frames it has gathered instead of waiting for a full block); ``stream.close()`` releases it (sockets, files) and may be called from another
 thread to stop a blocking iteration. A SPEC on the command line is ``NAME:ADDRESS`` or
 ``NAME://ADDRESS``; the name picks the registered source (``dectris``, ``replay``, or a plugin's).
 
@@ -39,7 +40,7 @@ class SeriesStart:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One diffraction pattern (Qx, Qy) and its frame number in the series."""
 
@@ -56,7 +57,7 @@ class SeriesEnd:
 
 @runtime_checkable
 class Stream(Protocol):
-    def __iter__(self) -> Iterator[SeriesStart | Frame | SeriesEnd]: ...
+    def __iter__(self) -> Iterator[SeriesStart | Frame | SeriesEnd | None]: ...
 
     def close(self) -> None: ...
 

@@ -1,5 +1,6 @@
 """The live web view: a Bokeh server application (bound to 127.0.0.1 unless asked otherwise)
-showing the virtual images, centre of mass, DPC and the current reconstruction's phase, updated
+showing the virtual images, centre of mass, DPC, the live direct methods' phases (iCoM, SSB) and
+the current reconstruction's phase, updated
 twice a second, with the counters (received / processed / dropped / queued), the frame rate and
 the reconstruction's loss."""
 
@@ -12,15 +13,18 @@ import numpy as np
 
 __all__ = ["serve", "LiveServer"]
 
-PANELS = ("bf", "adf", "com_x", "com_y", "dpc_x", "phase")
-TITLES = {"bf": "virtual BF", "adf": "virtual ADF", "com_x": "CoM x (mrad)", "com_y": "CoM y (mrad)", "dpc_x": "DPC x", "phase": "ptychography phase (rad)"}
+PANELS = ("bf", "adf", "com_x", "com_y", "dpc_x", "icom_phase", "ssb_phase", "tcbf_phase", "phase")
+OPTIONAL = ("icom_phase", "ssb_phase", "tcbf_phase", "phase")  # shown only when the session computes them
+TITLES = {"bf": "virtual BF", "adf": "virtual ADF", "com_x": "CoM x (mrad)", "com_y": "CoM y (mrad)", "dpc_x": "DPC x",
+          "icom_phase": "live iCoM phase (rad)", "ssb_phase": "live SSB phase (rad)", "tcbf_phase": "live tilt-corrected BF phase (rad)", "phase": "ptychography phase (rad)"}  # fmt: skip
 
 
 def _stats_html(s: dict[str, Any]) -> str:
     loss = f"{s['loss']:.4g} (pass {s['passes']}, {s['frames_in_reconstruction']} frames)" if "loss" in s else "–"
     rows = [
         ("state", s["state"]), ("received", f"{s['received']} / {s['expected'] or '?'}"), ("processed", s["processed"]),
-        ("dropped", s["dropped"]), ("rejected", s["rejected"]), ("queued", f"{s['queued']} / {s['buffer']}"),
+        ("dropped", s["dropped"]), ("spilled", f"{s['spilled']} ({s['spill_mb']:.0f} MiB on disk)"), ("rejected", s["rejected"]),
+        ("queued", f"{s['queued']} / {s['buffer']} in memory"),
         ("frame rate", f"{s['fps_received']:.0f} /s received, {s['fps_processed']:.0f} /s processed"), ("loss", loss),
     ]  # fmt: skip
     return (
@@ -42,11 +46,13 @@ def _make_app(session: Any) -> Any:
         sources, figs = {}, []
         for name in PANELS:
             src = ColumnDataSource({"image": [np.zeros((2, 2), np.float32)], "x": [0], "y": [0], "dw": [1], "dh": [1]}, name=f"src_{name}")
-            f = figure(title=TITLES[name], width=300, height=300, match_aspect=True, tools="pan,wheel_zoom,reset,hover", name=f"fig_{name}")
-            f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, palette="Greys256" if name != "phase" else "Viridis256")
+            f = figure(title=TITLES[name], width=240, height=240, match_aspect=True, tools="pan,wheel_zoom,reset,hover", name=f"fig_{name}")
+            f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, palette="Viridis256" if name.endswith("phase") else "Greys256")
             f.axis.visible = False
+            f.visible = name not in OPTIONAL  # a method's panel appears with its first image
             sources[name] = src
             figs.append(f)
+        shown = dict(zip(PANELS, figs))
 
         def update() -> None:
             stats.text = _stats_html(session.stats())
@@ -55,8 +61,9 @@ def _make_app(session: Any) -> Any:
                 img = snap.get(name)
                 if img is None:
                     continue
+                shown[name].visible = True
                 a = np.asarray(img, np.float32)
-                if name != "phase" and "received" in snap:
+                if name not in ("phase", "ssb_phase", "tcbf_phase") and "received" in snap:
                     got = snap["received"] > 0
                     if got.any():  # frames not yet received show as the mean of those received
                         a = np.where(got, a, a[got].mean())
@@ -66,7 +73,7 @@ def _make_app(session: Any) -> Any:
         update()
         doc.add_periodic_callback(update, 500)
         doc.title = "ptyro live"
-        doc.add_root(column(Div(text="<h2>ptyro live</h2>"), stats, gridplot(figs, ncols=3)))
+        doc.add_root(column(Div(text="<h2>ptyro live</h2>"), stats, gridplot(figs, ncols=4)))
 
     return Application(FunctionHandler(modify))
 
