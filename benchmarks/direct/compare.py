@@ -81,11 +81,13 @@ def best_orientation(img, ref):
     return best
 
 
-def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0):
+def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0, ab=None, step=0.25, rotation=0.0):
+    """compare.py's amorphous case (``ab`` default C10 −100 Å, C12 10 Å at 0.5 rad), the raster
+    rotated by ``rotation`` degrees while the dataset keeps the unrotated positions:
+    (dataset, state, truth on the lattice, aberrations, semiangle)."""
     from ptyro_invert import synthetic as syn
 
-    step = 0.25
-    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5}
+    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5} if ab is None else ab
     grid, sp, state = syn.setup(gpts=gpts, sampling=0.2, scan=(scan, scan), step=step, energy=300e3, semiangle_cutoff=25.0, aberrations=ab)
     shape = tuple(state.object.shape[-2:])
     w = np.random.default_rng(seed).standard_normal(shape)
@@ -94,24 +96,30 @@ def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0):
     ph = np.real(np.fft.ifft2(np.fft.fft2(w) * np.exp(-2 * np.pi**2 * 0.25 * (kx**2 + ky**2))))
     ph *= 0.2 / ph.std()
     truth = syn.with_object(state, np.exp(1j * ph))
-    ds = syn.simulate(truth, grid, sp, dose=dose_per_a2 * step * step, seed=seed)
+    pos = None
+    if rotation:
+        p = np.asarray(state.positions, np.float64)
+        t = math.radians(rotation)
+        pos = (p - p.mean(0)) @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T + p.mean(0)
+    ds = syn.simulate(truth, grid, sp, positions=pos, dose=dose_per_a2 * step * step, seed=seed)
     return ds, state, on_lattice(truth, (scan, scan)), ab, 25.0
 
 
-def crystal_case():
+def crystal_case(c10=-20.0, c12=0.0, phi12=0.0):
+    """compare.py's SrTiO3 case (optics: C10, C12 Å, φ12 rad): (dataset, state, truth on the
+    lattice, aberrations, semiangle)."""
     import copy
-
-    from ptyro_simul.constants import energy2sigma
-    from ptyro_workflows.simulate import simulate
 
     from ptyro_core import Dataset4D
     from ptyro_invert import initial_state
+    from ptyro_simul.constants import energy2sigma
+    from ptyro_workflows.simulate import simulate
 
     a = 3.905
     cfg = {
         "specimen": {"structure": "SrTiO3", "repeat": [4, 4, 3], "zone_axis": [0, 0, 1]},
         "potential": {"parametrization": "kirkland", "gpts": [128, 128], "slice_thickness": a / 2, "projection": "infinite"},
-        "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -20.0},
+        "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": c10, "C12": c12, "phi12": math.degrees(phi12)},
         "scan": {"start": [a, a], "end": [3 * a, 3 * a], "gpts": [32, 32]},
         "detectors": {"pixelated": True},
         "simulation": {"simulator": "multislice", "propagator": "fresnel", "batch_size": 64},
@@ -125,7 +133,7 @@ def crystal_case():
     truth = energy2sigma(ds.energy) * np.asarray(sim.projected_potential)
     p = np.asarray(ds.positions, np.float64) / np.asarray(ds.grid.sampling)
     lat = bilinear(truth, p[:, 0], p[:, 1]).reshape(32, 32)
-    ab = {"C10": -20.0}
+    ab = {"C10": c10, "C12": c12, "phi12": phi12}
     state = initial_state(ds, semiangle_cutoff=20.0, aberrations=ab)
     return ds, state, lat, ab, 20.0
 
@@ -150,7 +158,12 @@ def ours(ds, state, truth_lat, methods):
         fn = get("reconstruction", name)
         out, dt = timed(fn, ds, state)
         img = on_lattice(out, shape)
-        res[name] = {"time_s": dt, "corr_truth": corr(inner(img), inner(truth_lat)), "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))), "image": img}
+        res[name] = {
+            "time_s": dt,
+            "corr_truth": corr(inner(img), inner(truth_lat)),
+            "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))),
+            "image": img,
+        }
     t = time.perf_counter()
     fit = px.fit_aberrations(ds)
     res["parallax"]["fit_time_s"] = time.perf_counter() - t

@@ -206,7 +206,7 @@ def test_bad_inputs_fail_with_one_clear_line():
         icom_mod.icom(line, state)
 
 
-@pytest.mark.parametrize("name", ["icom", "ssb", "obf", "wdd", "parallax"])
+@pytest.mark.parametrize("name", ["icom", "dpc", "ssb", "obf", "wdd", "parallax"])
 def test_registered_and_conformant(name):
     from ptyro_core.testing import check_conformance
 

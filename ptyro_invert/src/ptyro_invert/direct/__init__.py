@@ -1,4 +1,4 @@
-"""Direct phase retrieval: integrated centre of mass (``icom``), tilt-corrected bright field with
+"""Direct phase retrieval: integrated centre of mass (``icom``), segmented-detector DPC (``dpc``), tilt-corrected bright field with
 aberration fitting (``parallax``), single-sideband (``ssb``), optimum bright field (``obf``) and
 Wigner-distribution deconvolution (``wdd``) ptychography.
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_invert.direct import icom, parallax, ssb, wdd
-from ptyro_invert.direct.icom import com_field, icom_phase, icom_transfer, integrate_gradient
+from ptyro_invert.direct.icom import com_field, dpc_phase, icom_phase, icom_transfer, integrate_gradient
 from ptyro_invert.direct.parallax import AberrationFit, fit_aberrations, fit_shifts, measure_shifts, write_optics
 from ptyro_invert.direct.ssb import ssb_phase, transfer
 from ptyro_invert.direct.wdd import wdd_object
@@ -33,7 +33,7 @@ from ptyro_invert.direct.wdd import wdd_object
 __all__ = [
     "icom", "parallax", "ssb", "wdd", "COMPONENTS",
     "AberrationFit", "fit_aberrations", "fit_shifts", "measure_shifts", "write_optics",
-    "com_field", "integrate_gradient", "icom_phase", "icom_transfer", "ssb_phase", "transfer", "wdd_object",
+    "com_field", "integrate_gradient", "icom_phase", "dpc_phase", "icom_transfer", "ssb_phase", "transfer", "wdd_object",
 ]  # fmt: skip
 
 #: options of the iterative reconstructions that the pipeline passes to every algorithm
@@ -60,6 +60,7 @@ def _component(fn: Callable[..., ReconState]) -> Callable[..., ReconState]:
 #: name → (component, one-line description), registered by ``ptyro_invert.plugin``
 COMPONENTS: dict[str, tuple[Callable[..., ReconState], str]] = {
     "icom": (_component(icom.icom), "Integrated centre of mass (iCoM/DPC), Fourier inverse gradient"),
+    "dpc": (_component(icom.dpc), "Segmented-detector (e.g. quadrant) DPC, calibrated on the mean pattern and integrated like iCoM"),
     "parallax": (_component(parallax.parallax), "Tilt-corrected bright field with defocus/astigmatism/coma fitted from the parallax shifts"),
     "ssb": (_component(ssb.ssb), "Single-sideband ptychography with the probe's aberrations (weak phase)"),
     "obf": (_component(ssb.obf), "Optimum bright field: SNR-optimal linear phase image"),
