@@ -11,6 +11,11 @@ written like any reconstruction and seeds an iterative one. ``parallax`` also fi
 ``optics_out=PATH``, writes them as a TOML ``[probe]`` table that ``ptyro reconstruct
 --optics-from PATH`` (or ``--config PATH``) starts from.
 
+Every component takes ``mesh`` (one axis, e.g. :func:`ptyro_core.pipeline.device_mesh`): the
+patterns are split over its devices along the scan and the per-frequency filters of SSB, OBF
+and WDD over the spatial frequencies (``shard_map``); the result equals one device's to float32
+round-off (``tests/test_invert_direct_sharding.py``).
+
 The registered components ignore the iterative methods' options (``loss``, ``optimizer``,
 ``iterations``, ``batch_size``, ``seed``, ``progress``, ...), which the ``ptyro reconstruct``
 pipeline passes to every algorithm, and refuse any other unknown option.
@@ -39,7 +44,7 @@ __all__ = [
 #: options of the iterative reconstructions that the pipeline passes to every algorithm
 ITERATIVE_OPTIONS = frozenset({
     "loss", "optimizer", "iterations", "batch_size", "seed", "progress", "learning_rates", "fit_probe",
-    "checkpoint", "resume", "checkpoint_every", "callback", "mesh", "memory_budget",
+    "checkpoint", "resume", "checkpoint_every", "callback", "memory_budget",
 })  # fmt: skip
 
 

@@ -34,17 +34,17 @@ import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_invert.calibrate import center_of_mass, fit_descan
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_lattice, shift_fourier
+from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_array, scan_lattice, shift_fourier
 from ptyro_invert.forward import wavelength
 
 __all__ = ["com_field", "integrate_gradient", "icom_transfer", "icom_phase", "icom", "segment_masks", "segment_response", "segmented_field", "dpc_phase", "dpc"]
 
 
-def com_field(dataset: Dataset4D, *, descan: str = "constant", mask: Any = None) -> jax.Array:
+def com_field(dataset: Dataset4D, *, descan: str = "constant", mask: Any = None, mesh: Any = None) -> jax.Array:
     """The DPC field (Rx, Ry, 2) in Å⁻¹ (detector = object frame): each pattern's centre of mass
     minus the descan (:func:`ptyro_invert.calibrate.fit_descan` with ``descan`` = "constant",
     "plane" or "free")."""
-    com = center_of_mass(jnp.asarray(np.asarray(dataset.array)), mask)
+    com = center_of_mass(scan_array(dataset, mesh), mask)
     ref = fit_descan(np.asarray(com), descan)
     return (com - jnp.asarray(ref, com.dtype)) * jnp.asarray(dataset.grid.reciprocal_sampling, com.dtype)[None, None, :]
 
@@ -74,20 +74,20 @@ def _autocorrelation(q: jax.Array, p0: jax.Array, probe: tuple) -> jax.Array:
     return jax.lax.map(lambda v: jnp.real(jnp.sum(p0 * jnp.conj(shift_fourier(*probe, v)))), q, batch_size=64)
 
 
-def icom_phase(dataset: Dataset4D, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None) -> tuple[jax.Array, Lattice]:
+def icom_phase(dataset: Dataset4D, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None, mesh: Any = None) -> tuple[jax.Array, Lattice]:
     """(phase (Rx, Ry) rad on the scan lattice, the lattice)."""
     if not float(highpass) >= 0:
         raise PtyroValueError(f"icom: expected highpass >= 0 Å⁻¹, got {highpass}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="icom")
-    return integrate_gradient(com_field(dataset, descan=descan, mask=mask), lat.vectors, highpass), lat
+    return integrate_gradient(com_field(dataset, descan=descan, mask=mask, mesh=mesh), lat.vectors, highpass), lat
 
 
-def icom(dataset: Dataset4D, state: ReconState, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None) -> ReconState:
+def icom(dataset: Dataset4D, state: ReconState, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None, mesh: Any = None) -> ReconState:
     """Integrated centre of mass: the phase (convolved with |P|²) on the state's object grid;
     ``highpass`` (Å⁻¹) regularises the low frequencies, ``descan`` and ``mask`` go to the
     centre-of-mass measurement (:func:`com_field`)."""
     check_inputs(dataset, state, "icom")
-    phase, lat = icom_phase(dataset, highpass=highpass, descan=descan, mask=mask)
+    phase, lat = icom_phase(dataset, highpass=highpass, descan=descan, mask=mask, mesh=mesh)
     return finish(state, phase, lat)
 
 
@@ -155,14 +155,14 @@ def segmented_field(signals: Any, centroids: Any, response: Any, descan: str = "
 
 
 def dpc_phase(dataset: Dataset4D, *, segments: int = 4, rings: tuple[float, ...] = (0.0, math.inf), rotation: float = 0.0,
-              highpass: float = 0.0, descan: str = "constant") -> tuple[jax.Array, Lattice]:  # fmt: skip
+              highpass: float = 0.0, descan: str = "constant", mesh: Any = None) -> tuple[jax.Array, Lattice]:  # fmt: skip
     """(phase (Rx, Ry) rad on the scan lattice, the lattice) from the pixelated patterns summed
     into a segmented detector's segments (:func:`segment_masks`)."""
     if not float(highpass) >= 0:
         raise PtyroValueError(f"dpc: expected highpass >= 0 Å⁻¹, got {highpass}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="dpc")
     masks = segment_masks(dataset.grid.gpts, dataset.grid.reciprocal_sampling, dataset.energy, segments=segments, rings=rings, rotation=rotation)
-    arr = jnp.asarray(np.asarray(dataset.array), jnp.float32)
+    arr = scan_array(dataset, mesh)
     signals = np.asarray(jnp.einsum("...xy,sxy->...s", arr, jnp.asarray(masks)), np.float64)
     mean = np.asarray(jnp.mean(arr.reshape((-1,) + arr.shape[-2:]), axis=0))
     cen, resp = segment_response(mean, masks, dataset.grid.reciprocal_sampling)
@@ -171,11 +171,11 @@ def dpc_phase(dataset: Dataset4D, *, segments: int = 4, rings: tuple[float, ...]
 
 
 def dpc(dataset: Dataset4D, state: ReconState, *, segments: int = 4, rings: tuple[float, ...] = (0.0, math.inf), rotation: float = 0.0,
-        highpass: float = 0.0, descan: str = "constant") -> ReconState:  # fmt: skip
+        highpass: float = 0.0, descan: str = "constant", mesh: Any = None) -> ReconState:  # fmt: skip
     """Segmented-detector DPC: the pixelated patterns summed into ``segments`` sectors per
     annulus between ``rings`` (mrad; default one disc over the whole detector: a quadrant
     detector), the segments' deflection calibrated on the mean pattern
     (:func:`segment_response`) and integrated like iCoM's."""
     check_inputs(dataset, state, "dpc")
-    phase, lat = dpc_phase(dataset, segments=segments, rings=rings, rotation=rotation, highpass=highpass, descan=descan)
+    phase, lat = dpc_phase(dataset, segments=segments, rings=rings, rotation=rotation, highpass=highpass, descan=descan, mesh=mesh)
     return finish(state, phase, lat)

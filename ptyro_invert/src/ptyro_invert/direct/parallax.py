@@ -355,7 +355,7 @@ def _window(shape: tuple[int, int], alpha: float) -> np.ndarray:
 
 
 def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
-                   lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2,
+                   lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2, mesh: Any = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
     """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
     Å in the raster's frame, the weight of each bin's shift (n,), the lattice, the images'
@@ -386,8 +386,10 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
       weak contrast at small defocus moves its correlation peak by steps); the field pools
       every bin, so the fit downstream sees the shifts without their noise.
 
-    The returned weights are each bin's pixels × the signal power its correlation used."""
-    pats, _ = normalised_patterns(dataset)
+    The returned weights are each bin's pixels × the signal power its correlation used. With a
+    ``mesh``, the patterns are split over its devices along the scan (their sums into the bins
+    run there)."""
+    pats, _ = normalised_patterns(dataset, mesh)
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
     mean = np.asarray(jnp.mean(pats, axis=(0, 1)))
     pix, which, kb, counts, b = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
@@ -444,7 +446,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
 
 def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
                     lowpass: float = 0.35, orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True,
-                    fit_radius: float = 0.8, transpose: bool | None = None, window: float = 0.25) -> AberrationFit:  # fmt: skip
+                    fit_radius: float = 0.8, transpose: bool | None = None, window: float = 0.25, mesh: Any = None) -> AberrationFit:  # fmt: skip
     """Defocus (C10 = −defocus), two-fold astigmatism C12/φ12, coma C21/φ21, three-fold
     astigmatism C23/φ23, spherical aberration C30 and the scan rotation from the parallax
     shifts of the bright-field pixels (:func:`measure_shifts`, then :func:`fit_shifts`).
@@ -567,7 +569,7 @@ def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
              threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6, lowpass: float = 0.35,
              orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
-             transpose: bool | None = None, window: float = 0.25, semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
+             transpose: bool | None = None, window: float = 0.25, mesh: Any = None, semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
     """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
     (:func:`fit_aberrations`, :func:`tcbf_image`): the object is exp(iφ) on the state's
     object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
@@ -575,7 +577,9 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
     measured bright-field disc), so that the state seeds an iterative reconstruction; with
     ``optics_out`` the fitted optics are written there too (:func:`write_optics`)."""
     check_inputs(dataset, state, "parallax")
-    measured = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window)
+    measured = measure_shifts(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window, mesh=mesh
+    )
     fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation, transpose)
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]

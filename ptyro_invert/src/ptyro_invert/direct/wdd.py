@@ -15,11 +15,13 @@ and amplitude. Costs one detector-sized FFT of the data and two of the probe per
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_invert.direct import _common
 from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, probe_geometry, scan_fft, scan_lattice, shift_fourier
 
 __all__ = ["wdd_object", "wdd"]
@@ -38,7 +40,7 @@ def _deconvolve(g: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: 
     return jax.lax.map(one, (g, q), batch_size=q_batch)
 
 
-def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16) -> tuple[jax.Array, Lattice]:
+def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16, mesh: Any = None) -> tuple[jax.Array, Lattice]:
     """(complex object (Rx, Ry) on the scan lattice, mean amplitude 1, the lattice) by WDD with
     the Wiener parameter ``epsilon`` (relative to the largest |χ_P|²)."""
     check_inputs(dataset, state, "wdd")
@@ -47,7 +49,7 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     if int(q_batch) < 1:
         raise PtyroValueError(f"wdd: expected q_batch >= 1 spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="wdd")
-    pats, _ = normalised_patterns(dataset)
+    pats, _ = normalised_patterns(dataset, mesh)
     nx, ny = pats.shape[-2:]
     n = nx * ny
     g = scan_fft(pats).reshape(nx, ny, -1)  # (Qx, Qy, Rx·Ry) in FFT order
@@ -55,16 +57,18 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     p0 = probe_fourier(state)
     floor = float(epsilon) * float(jnp.max(jnp.abs(jnp.fft.ifft2(jnp.abs(p0) ** 2)))) ** 2
     q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
-    d = _deconvolve(g, q, p0, probe_geometry(state), jnp.float32(floor), n, int(q_batch)).reshape(lat.shape)
+    fn = functools.partial(_deconvolve, n=n, q_batch=int(q_batch))
+    d = _common.map_rows(fn, mesh, (g, q), (p0, probe_geometry(state), jnp.float32(floor))).reshape(lat.shape)
     ok = jnp.sqrt(jnp.maximum(jnp.real(d[0, 0]), 1e-30))
     obj = jnp.fft.ifft2(d / ok)
     return obj / jnp.mean(jnp.abs(obj)), lat
 
 
-def wdd(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16) -> ReconState:
+def wdd(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16, mesh: Any = None) -> ReconState:
     """Wigner-distribution deconvolution: the object's phase on the state's object grid
     (:func:`wdd_object` has the amplitude too). ``q_batch`` spatial frequencies are
-    deconvolved at once (memory ∝ q_batch × detector pixels)."""
-    obj, lat = wdd_object(dataset, state, epsilon=epsilon, q_batch=q_batch)
+    deconvolved at once (memory ∝ q_batch × detector pixels); ``mesh`` splits the work over its
+    devices along the scan."""
+    obj, lat = wdd_object(dataset, state, epsilon=epsilon, q_batch=q_batch, mesh=mesh)
     phase = jnp.angle(obj * jnp.exp(-1j * jnp.angle(jnp.mean(obj))))
     return finish(state, phase, lat)
