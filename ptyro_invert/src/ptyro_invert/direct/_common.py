@@ -36,6 +36,7 @@ __all__ = [
     "check_inputs",
     "normalised_patterns",
     "scan_array",
+    "pattern_pixels",
     "map_rows",
     "probe_fourier",
     "probe_geometry",
@@ -142,6 +143,21 @@ def normalised_patterns(dataset: Dataset4D, mesh: Any = None) -> tuple[jax.Array
     if not dose > 0:
         raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
     return jnp.fft.ifftshift(arr, axes=(-2, -1)) / dose, dose
+
+
+def pattern_pixels(dataset: Dataset4D, pixels: Any, mesh: Any = None) -> tuple[jax.Array, float]:
+    """The patterns' ``pixels`` (flat indices in FFT order) (Rx, Ry, n), divided by the mean
+    total per pattern (returned too), as :func:`normalised_patterns` would give them, without
+    reordering the whole 4D array (only the n pixels are gathered)."""
+    arr = scan_array(dataset, mesh)
+    nx, ny = arr.shape[-2:]
+    ix, iy = np.divmod(np.asarray(pixels, np.int64), ny)
+    centred = ((ix + nx // 2) % nx) * ny + (iy + ny // 2) % ny
+    flat = arr.reshape(arr.shape[:2] + (nx * ny,))
+    dose = float(jnp.mean(jnp.sum(flat, axis=-1)))
+    if not dose > 0:
+        raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
+    return flat[..., jnp.asarray(centred)] / dose, dose
 
 
 def probe_fourier(state: ReconState) -> jax.Array:

@@ -31,10 +31,9 @@ from ptyro_invert.direct._common import (
     check_inputs,
     finish,
     map_rows,
-    normalised_patterns,
+    pattern_pixels,
     probe_fourier,
     probe_geometry,
-    scan_fft,
     scan_lattice,
     shift_fourier,
 )
@@ -106,12 +105,15 @@ def ssb_phase(
         raise PtyroValueError(f"{method}: expected q_batch >= 1 spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who=method)
     consts, pix = sideband_filter(state, method, threshold)
-    pats, _ = normalised_patterns(dataset, mesh)
-    g = scan_fft(pats, pix).reshape(len(pix), -1).T  # (Rx·Ry, n)
-    q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
+    # φ is real, so Φ(−Q) = Φ(Q)* (G(k, −Q) = G(k, Q)* and w(k, −Q) = w(k, Q)*): only the
+    # frequencies of a real FFT's half plane are filtered (half the work), then irfft2
+    pats, _ = pattern_pixels(dataset, np.asarray(pix), mesh)
+    rx, ry = lat.shape
+    g = jnp.fft.rfft2(pats, axes=(0, 1)).reshape(rx * (ry // 2 + 1), len(pix))  # (Rx·(Ry/2+1), n)
+    q = jnp.asarray(lat.frequencies()[:, : ry // 2 + 1].reshape(-1, 2), jnp.float32)
     phi = map_rows(functools.partial(apply_filter, method=method, q_batch=int(q_batch)), mesh, (g, q), (consts,))
-    phi = phi.reshape(lat.shape).at[0, 0].set(0.0)
-    return jnp.real(jnp.fft.ifft2(phi)), lat
+    phi = phi.reshape(rx, ry // 2 + 1).at[0, 0].set(0.0)
+    return jnp.fft.irfft2(phi, s=(rx, ry), axes=(0, 1)), lat
 
 
 def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64, mesh: Any = None) -> ReconState:
