@@ -23,6 +23,7 @@ Cases (dose 1e5 e/Å² unless noted, Poisson noise):
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -245,20 +246,22 @@ def compare_case(label, ds, state, truth_lat, ab, alpha, args):
 
 
 def scaling(args):
-    """Our time at three scan sizes (patterns 48 x 48) and three pattern sizes (scan 48 x 48)."""
+    """Our time at three scan sizes (patterns 48 x 48) and three pattern sizes (scan 48 x 48);
+    the load average is printed beside it (the machine may be shared)."""
     from ptyro_core import get
 
     sizes = {"scan": [(s, 48) for s in ((24, 48, 96) if not args.quick else (16, 24, 32))],
              "patterns": [(48, g) for g in ((32, 48, 64) if not args.quick else (24, 32, 48))]}  # fmt: skip
     out = {}
-    print("\n## scaling (ours, warm, seconds)")
-    print("| axis | scan | patterns | " + " | ".join(("icom", "parallax", "ssb", "obf", "wdd")) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n## scaling (ours, warm, seconds; load average {os.getloadavg()[0]:.1f} at the start)")
+    names = ("icom", "dpc", "parallax", "ssb", "obf", "wdd")
+    print("| axis | scan | patterns | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
     for axis, cases in sizes.items():
         for scan, gpts in cases:
             ds, state, *_ = amorphous_case(scan=scan, gpts=gpts)
             row = {}
-            for m in ("icom", "parallax", "ssb", "obf", "wdd"):
+            for m in names:
                 row[m] = timed(get("reconstruction", m), ds, state)[1]
             out[f"{axis}:{scan}x{scan}:{gpts}x{gpts}"] = row
             print(f"| {axis} | {scan}² | {gpts}² | " + " | ".join(f"{row[m]:.3f}" for m in row) + " |", flush=True)
@@ -275,13 +278,14 @@ def main():
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    res = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    res = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_start": os.getloadavg()}
     if "amorphous" not in skip:
         res["amorphous"] = compare_case("amorphous (weak phase, defocus 100 Å, astigmatism 10 Å)", *amorphous_case(), args)
     if "crystal" not in skip:
         res["crystal"] = compare_case("crystal (SrTiO3 [001], 11.7 Å, multislice)", *crystal_case(), args)
     if "scaling" not in skip:
         res["scaling"] = scaling(args)
+    res["load_average_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(res, indent=1, default=float))
     print(f"\nwrote {args.out}")
 

@@ -310,30 +310,32 @@ def _refine(F: jax.Array, f: jax.Array, weight: jax.Array, kn: np.ndarray, s: np
             steps: int = 30) -> np.ndarray:  # fmt: skip
     """The shifts (nb, 2) in steps of the polynomial field of ``degree`` in the normalised bin
     frequencies ``kn`` that maximises the bins' coherent sum, started from the weighted
-    least-squares field through ``s`` (Levenberg–Marquardt-damped Newton steps)."""
+    least-squares field through ``s`` (Levenberg–Marquardt-damped Newton steps, the Hessian
+    taken anew only when a step is refused)."""
     mono = np.concatenate([_monomials(kn, degree), np.ones((len(kn), 1))], 1)
     sw = np.sqrt(w)[:, None]
     c0 = np.linalg.lstsq(mono * sw, s * sw, rcond=None)[0][:-1]
     mono_j = jnp.asarray(mono[:, :-1], jnp.float32)
     c = jnp.asarray(c0.reshape(-1), jnp.float32)
-    val, _ = _coherence_grad(c, F, f, weight, mono_j)
+    val, g = _coherence_grad(c, F, f, weight, mono_j)
+    h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
     mu = 1e-3
     for _ in range(int(steps)):
-        _, g = _coherence_grad(c, F, f, weight, mono_j)
-        h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
         scale = np.abs(np.diag(h)).max()
         while True:
             step = np.linalg.solve(h + mu * scale * np.eye(len(h)) + 1e-12 * np.eye(len(h)), -np.asarray(g, np.float64))
             trial = c + jnp.asarray(step, jnp.float32)
-            tval, _ = _coherence_grad(trial, F, f, weight, mono_j)
+            tval, tg = _coherence_grad(trial, F, f, weight, mono_j)
             if float(tval) <= float(val) or mu > 1e6:
                 break
             mu *= 10
-        if float(tval) <= float(val):
-            small = float(np.max(np.abs(step))) < 1e-5
-            c, val, mu = trial, tval, max(mu / 10, 1e-6)
-            if small:
-                break
+        if float(tval) > float(val):
+            break
+        c, val, g, mu = trial, tval, tg, max(mu / 10, 1e-6)
+        if float(np.max(np.abs(step))) < 1e-4:  # steps (of the scan): converged
+            break
+        if mu > 1e-2:  # a step was refused: the curvature changed, take it anew
+            h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
     out = mono[:, :-1] @ np.asarray(c, np.float64).reshape(-1, 2)
     return out - out.mean(0)
 
