@@ -356,7 +356,7 @@ def _window(shape: tuple[int, int], alpha: float) -> np.ndarray:
     return 0.5 * (1 + np.cos(np.pi * t))
 
 
-def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
+def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
                    lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2, mesh: Any = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
     """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
@@ -446,7 +446,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
     return kb, lat.to_angstrom(shifts), wts, lat, (F, f)
 
 
-def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
+def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
                     lowpass: float = 0.35, orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True,
                     fit_radius: float = 0.8, transpose: bool | None = None, window: float = 0.25, mesh: Any = None) -> AberrationFit:  # fmt: skip
     """Defocus (C10 = −defocus), two-fold astigmatism C12/φ12, coma C21/φ21, three-fold
@@ -569,7 +569,7 @@ def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
 
 
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
-             threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6, lowpass: float = 0.35,
+             threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3, lowpass: float = 0.35,
              orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
              transpose: bool | None = None, window: float = 0.25, mesh: Any = None, semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
     """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
