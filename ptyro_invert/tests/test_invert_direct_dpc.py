@@ -46,14 +46,14 @@ def test_dpc_phase_against_truth_and_icom():
     _, c_fine = syn.phase_metrics(fine.object[0], truth.object[0], reg)
     ref = icom_mod.icom(ds, state)
     _, c_icom = syn.phase_metrics(ref.object[0], truth.object[0], reg)
-    # measured: quadrants 0.79, 16 x 5 segments 0.86, iCoM 0.864
-    assert c_quad > 0.7 and c_fine > c_quad
+    # measured: quadrants 0.860, 16 x 5 segments 0.864, iCoM 0.864 (noise-free)
+    assert c_quad > 0.83 and c_fine > c_quad
     assert abs(c_fine - c_icom) < 0.02
     # a fine segmentation's phase is iCoM's, to its scale too
     ph_fine, _ = icom_mod.dpc_phase(ds, segments=16, rings=(0.0, 8.0, 16.0, 24.0, 32.0, 60.0))
     ph_icom, _ = icom_mod.icom_phase(ds)
     scale = float(np.sum(np.asarray(ph_fine) * np.asarray(ph_icom)) / np.sum(np.asarray(ph_icom) ** 2))
-    assert 0.9 < scale < 1.1, scale
+    assert abs(scale - 1) < 0.02, scale  # measured 1.006 (quadrants: 1.19, their response to a non-uniform disc)
 
 
 def test_dpc_bad_input():
