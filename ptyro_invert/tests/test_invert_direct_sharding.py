@@ -23,7 +23,7 @@ from ptyro_core import get
 from ptyro_core.pipeline import device_mesh
 from ptyro_invert import synthetic as syn
 assert jax.device_count() == int(sys.argv[1]), jax.devices()
-grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(16, 16), step=0.5, energy=300e3, semiangle_cutoff=20.0, aberrations={"C10": -60.0})
+grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(24, 24), step=0.5, energy=300e3, semiangle_cutoff=20.0, aberrations={"C10": -100.0})
 ph = syn.hexagonal_phase(tuple(state.object.shape[-2:]), state.sampling, peaks=(0.1, 0.06))
 ds = syn.simulate(syn.with_object(state, np.exp(1j * ph)), grid, scan, dose=5000.0)
 out = {}
