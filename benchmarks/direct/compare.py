@@ -106,9 +106,10 @@ def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0, ab=None, step=0.25
     return ds, state, on_lattice(truth, (scan, scan)), ab, 25.0
 
 
-def crystal_case(c10=-20.0, c12=0.0, phi12=0.0):
-    """compare.py's SrTiO3 case (optics: C10, C12 Å, φ12 rad): (dataset, state, truth on the
-    lattice, aberrations, semiangle)."""
+def crystal_case(c10=-20.0, c12=0.0, phi12=0.0, cells=3, dose_per_a2=1e5):
+    """compare.py's SrTiO3 case (optics: C10, C12 Å, φ12 rad; ``cells`` along the beam;
+    ``dose_per_a2`` None: noise-free): (dataset, state, truth on the lattice, aberrations,
+    semiangle)."""
     import copy
 
     from ptyro_core import Dataset4D
@@ -118,7 +119,7 @@ def crystal_case(c10=-20.0, c12=0.0, phi12=0.0):
 
     a = 3.905
     cfg = {
-        "specimen": {"structure": "SrTiO3", "repeat": [4, 4, 3], "zone_axis": [0, 0, 1]},
+        "specimen": {"structure": "SrTiO3", "repeat": [4, 4, cells], "zone_axis": [0, 0, 1]},
         "potential": {"parametrization": "kirkland", "gpts": [128, 128], "slice_thickness": a / 2, "projection": "infinite"},
         "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": c10, "C12": c12, "phi12": math.degrees(phi12)},
         "scan": {"start": [a, a], "end": [3 * a, 3 * a], "gpts": [32, 32]},
@@ -129,8 +130,9 @@ def crystal_case(c10=-20.0, c12=0.0, phi12=0.0):
         sim = simulate(copy.deepcopy(cfg), Path(tmp) / "c.h5", overwrite=True, progress=False, keep=True, command=["bench"])
     ds = sim.dataset
     step = 2 * a / 32
-    counts = np.random.default_rng(1).poisson(np.asarray(ds.array) * 1e5 * step * step).astype(np.float32)
-    ds = Dataset4D(counts, ds.positions, grid=ds.grid, energy=ds.energy)
+    if dose_per_a2 is not None:
+        counts = np.random.default_rng(1).poisson(np.asarray(ds.array) * dose_per_a2 * step * step).astype(np.float32)
+        ds = Dataset4D(counts, ds.positions, grid=ds.grid, energy=ds.energy)
     truth = energy2sigma(ds.energy) * np.asarray(sim.projected_potential)
     p = np.asarray(ds.positions, np.float64) / np.asarray(ds.grid.sampling)
     lat = bilinear(truth, p[:, 0], p[:, 1]).reshape(32, 32)

@@ -1,7 +1,7 @@
 """Parallax (tilt-corrected bright field) accuracy: the optics fitted from simulated data with
 known optics, against the truth, in several cases; and the scan rotation against the DPC curl fit.
 
-    .venv/bin/python benchmarks/direct/parallax_accuracy.py [--only NAME,...] [--out PATH]
+    .venv/bin/python benchmarks/direct/parallax_accuracy.py [--only NAME,...] [--out PATH] [--thickness]
 
 Acceptance (issue 16): |ΔC10| / |C10| ≤ 2 % and |ΔC12| / C12 ≤ 5 % in every case; the
 rotation agrees with :func:`ptyro_invert.calibrate.scan_rotation` (the curl fit).
@@ -97,7 +97,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--out", default=str(HERE / "parallax_accuracy.json"))
+    ap.add_argument("--thickness", action="store_true", help="only: the crystal's C10 offset against its thickness (noise-free, C10 = -50 Å)")
     args = ap.parse_args()
+    if args.thickness:
+        from compare import crystal_case
+
+        from ptyro_invert.direct import parallax as px
+
+        print("| cells | thickness Å | C10 fit | offset Å | −t/2 |\n|---|---|---|---|---|")
+        for cells in (1, 3, 6):
+            fit = px.fit_aberrations(crystal_case(-50.0, cells=cells, dose_per_a2=None)[0])
+            c10 = fit.aberrations["C10"]
+            print(f"| {cells} | {cells * 3.905:.2f} | {c10:.2f} | {c10 + 50:.2f} | {-cells * 3.905 / 2:.2f} |", flush=True)
+        return
     only = set(filter(None, args.only.split(",")))
     rows = []
     print("| case | C10 true | C10 fit | err % | C12 true | C12 fit | err % | φ12 err ° | rotation true / fit / curl | transpose | s |")
