@@ -360,8 +360,8 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
                    lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2, mesh: Any = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
     """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
-    Å in the raster's frame, the weight of each bin's shift (n,), the lattice, the images'
-    scan FFTs, unwindowed).
+    Å in the raster's frame, pixels per bin (n,), the lattice, the images' scan FFTs,
+    unwindowed).
 
     Pixels with mean intensity above ``threshold`` × the maximum are the bright field, summed in
     ``bin_size``² bins (default: about 10 bins across the disc). Each pass aligns every bin
@@ -388,8 +388,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
       weak contrast at small defocus moves its correlation peak by steps); the field pools
       every bin, so the fit downstream sees the shifts without their noise.
 
-    The returned weights are each bin's pixels × the signal power its correlation used. With a
-    ``mesh``, the patterns are split over its devices along the scan (their sums into the bins
+    With a ``mesh``, the patterns are split over its devices along the scan (their sums into the bins
     run there)."""
     pats, _ = normalised_patterns(dataset, mesh)
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
@@ -443,7 +442,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
     if degree:
         g = jnp.asarray(genuine, jnp.float32)[:, None, None]
         shifts = _refine(Fw, f, weight * g, kb / k_alpha, shifts, wts * genuine, int(degree))
-    return kb, lat.to_angstrom(shifts), wts, lat, (F, f)
+    return kb, lat.to_angstrom(shifts), counts, lat, (F, f)
 
 
 def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
