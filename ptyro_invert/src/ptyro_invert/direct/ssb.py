@@ -96,7 +96,7 @@ def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch
 
 
 def ssb_phase(
-    dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 64, mesh: Any = None
+    dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None
 ) -> tuple[jax.Array, Lattice]:
     """(phase (Rx, Ry) on the scan lattice, the lattice) by SSB or OBF; with a ``mesh``, the
     patterns and the spatial frequencies are split over its devices."""
@@ -116,7 +116,7 @@ def ssb_phase(
     return jnp.fft.irfft2(phi, s=(rx, ry), axes=(0, 1)), lat
 
 
-def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64, mesh: Any = None) -> ReconState:
+def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None) -> ReconState:
     """Single-sideband ptychography: the weak phase object φ from the double-overlap regions of
     G(k, Q), corrected for the state's probe (its aberrations included); the result's object is
     exp(i φ) with transfer T_SSB (:func:`transfer`). ``q_batch`` spatial frequencies are
@@ -126,7 +126,7 @@ def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batc
     return finish(state, phase, lat)
 
 
-def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64, mesh: Any = None) -> ReconState:
+def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None) -> ReconState:
     """Optimum bright field: the signal-to-noise-optimal linear phase image (white noise,
     transfer T_OBF); see the module's notes."""
     phase, lat = ssb_phase(dataset, state, "obf", threshold=threshold, q_batch=q_batch, mesh=mesh)
