@@ -23,6 +23,7 @@ Cases (dose 1e5 e/Å² unless noted, Poisson noise):
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,11 +82,13 @@ def best_orientation(img, ref):
     return best
 
 
-def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0):
+def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0, ab=None, step=0.25, rotation=0.0):
+    """compare.py's amorphous case (``ab`` default C10 −100 Å, C12 10 Å at 0.5 rad), the raster
+    rotated by ``rotation`` degrees while the dataset keeps the unrotated positions:
+    (dataset, state, truth on the lattice, aberrations, semiangle)."""
     from ptyro_invert import synthetic as syn
 
-    step = 0.25
-    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5}
+    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5} if ab is None else ab
     grid, sp, state = syn.setup(gpts=gpts, sampling=0.2, scan=(scan, scan), step=step, energy=300e3, semiangle_cutoff=25.0, aberrations=ab)
     shape = tuple(state.object.shape[-2:])
     w = np.random.default_rng(seed).standard_normal(shape)
@@ -94,24 +97,31 @@ def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0):
     ph = np.real(np.fft.ifft2(np.fft.fft2(w) * np.exp(-2 * np.pi**2 * 0.25 * (kx**2 + ky**2))))
     ph *= 0.2 / ph.std()
     truth = syn.with_object(state, np.exp(1j * ph))
-    ds = syn.simulate(truth, grid, sp, dose=dose_per_a2 * step * step, seed=seed)
+    pos = None
+    if rotation:
+        p = np.asarray(state.positions, np.float64)
+        t = math.radians(rotation)
+        pos = (p - p.mean(0)) @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T + p.mean(0)
+    ds = syn.simulate(truth, grid, sp, positions=pos, dose=dose_per_a2 * step * step, seed=seed)
     return ds, state, on_lattice(truth, (scan, scan)), ab, 25.0
 
 
-def crystal_case():
+def crystal_case(c10=-20.0, c12=0.0, phi12=0.0, cells=3, dose_per_a2=1e5):
+    """compare.py's SrTiO3 case (optics: C10, C12 Å, φ12 rad; ``cells`` along the beam;
+    ``dose_per_a2`` None: noise-free): (dataset, state, truth on the lattice, aberrations,
+    semiangle)."""
     import copy
-
-    from ptyro_simul.constants import energy2sigma
-    from ptyro_workflows.simulate import simulate
 
     from ptyro_core import Dataset4D
     from ptyro_invert import initial_state
+    from ptyro_simul.constants import energy2sigma
+    from ptyro_workflows.simulate import simulate
 
     a = 3.905
     cfg = {
-        "specimen": {"structure": "SrTiO3", "repeat": [4, 4, 3], "zone_axis": [0, 0, 1]},
+        "specimen": {"structure": "SrTiO3", "repeat": [4, 4, cells], "zone_axis": [0, 0, 1]},
         "potential": {"parametrization": "kirkland", "gpts": [128, 128], "slice_thickness": a / 2, "projection": "infinite"},
-        "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": -20.0},
+        "probe": {"energy": 200e3, "semiangle_cutoff": 20.0, "C10": c10, "C12": c12, "phi12": math.degrees(phi12)},
         "scan": {"start": [a, a], "end": [3 * a, 3 * a], "gpts": [32, 32]},
         "detectors": {"pixelated": True},
         "simulation": {"simulator": "multislice", "propagator": "fresnel", "batch_size": 64},
@@ -120,12 +130,13 @@ def crystal_case():
         sim = simulate(copy.deepcopy(cfg), Path(tmp) / "c.h5", overwrite=True, progress=False, keep=True, command=["bench"])
     ds = sim.dataset
     step = 2 * a / 32
-    counts = np.random.default_rng(1).poisson(np.asarray(ds.array) * 1e5 * step * step).astype(np.float32)
-    ds = Dataset4D(counts, ds.positions, grid=ds.grid, energy=ds.energy)
+    if dose_per_a2 is not None:
+        counts = np.random.default_rng(1).poisson(np.asarray(ds.array) * dose_per_a2 * step * step).astype(np.float32)
+        ds = Dataset4D(counts, ds.positions, grid=ds.grid, energy=ds.energy)
     truth = energy2sigma(ds.energy) * np.asarray(sim.projected_potential)
     p = np.asarray(ds.positions, np.float64) / np.asarray(ds.grid.sampling)
     lat = bilinear(truth, p[:, 0], p[:, 1]).reshape(32, 32)
-    ab = {"C10": -20.0}
+    ab = {"C10": c10, "C12": c12, "phi12": phi12}
     state = initial_state(ds, semiangle_cutoff=20.0, aberrations=ab)
     return ds, state, lat, ab, 20.0
 
@@ -150,7 +161,12 @@ def ours(ds, state, truth_lat, methods):
         fn = get("reconstruction", name)
         out, dt = timed(fn, ds, state)
         img = on_lattice(out, shape)
-        res[name] = {"time_s": dt, "corr_truth": corr(inner(img), inner(truth_lat)), "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))), "image": img}
+        res[name] = {
+            "time_s": dt,
+            "corr_truth": corr(inner(img), inner(truth_lat)),
+            "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))),
+            "image": img,
+        }
     t = time.perf_counter()
     fit = px.fit_aberrations(ds)
     res["parallax"]["fit_time_s"] = time.perf_counter() - t
@@ -232,20 +248,22 @@ def compare_case(label, ds, state, truth_lat, ab, alpha, args):
 
 
 def scaling(args):
-    """Our time at three scan sizes (patterns 48 x 48) and three pattern sizes (scan 48 x 48)."""
+    """Our time at three scan sizes (patterns 48 x 48) and three pattern sizes (scan 48 x 48);
+    the load average is printed beside it (the machine may be shared)."""
     from ptyro_core import get
 
     sizes = {"scan": [(s, 48) for s in ((24, 48, 96) if not args.quick else (16, 24, 32))],
              "patterns": [(48, g) for g in ((32, 48, 64) if not args.quick else (24, 32, 48))]}  # fmt: skip
     out = {}
-    print("\n## scaling (ours, warm, seconds)")
-    print("| axis | scan | patterns | " + " | ".join(("icom", "parallax", "ssb", "obf", "wdd")) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n## scaling (ours, warm, seconds; load average {os.getloadavg()[0]:.1f} at the start)")
+    names = ("icom", "dpc", "parallax", "ssb", "obf", "wdd")
+    print("| axis | scan | patterns | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
     for axis, cases in sizes.items():
         for scan, gpts in cases:
             ds, state, *_ = amorphous_case(scan=scan, gpts=gpts)
             row = {}
-            for m in ("icom", "parallax", "ssb", "obf", "wdd"):
+            for m in names:
                 row[m] = timed(get("reconstruction", m), ds, state)[1]
             out[f"{axis}:{scan}x{scan}:{gpts}x{gpts}"] = row
             print(f"| {axis} | {scan}² | {gpts}² | " + " | ".join(f"{row[m]:.3f}" for m in row) + " |", flush=True)
@@ -262,13 +280,14 @@ def main():
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    res = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    res = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_start": os.getloadavg()}
     if "amorphous" not in skip:
         res["amorphous"] = compare_case("amorphous (weak phase, defocus 100 Å, astigmatism 10 Å)", *amorphous_case(), args)
     if "crystal" not in skip:
         res["crystal"] = compare_case("crystal (SrTiO3 [001], 11.7 Å, multislice)", *crystal_case(), args)
     if "scaling" not in skip:
         res["scaling"] = scaling(args)
+    res["load_average_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(res, indent=1, default=float))
     print(f"\nwrote {args.out}")
 

@@ -27,7 +27,9 @@ def main():
     out = {}
 
     def setup():
-        return DirectPtychography.from_dataset4d(ds, energy=float(c["energy"]), semiangle_cutoff=float(c["semiangle"]), aberration_coefs=ab, rotation_angle=0.0, verbose=False)
+        return DirectPtychography.from_dataset4d(
+            ds, energy=float(c["energy"]), semiangle_cutoff=float(c["semiangle"]), aberration_coefs=ab, rotation_angle=0.0, verbose=False
+        )
 
     try:
         setup()

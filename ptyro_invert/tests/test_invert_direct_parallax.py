@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptyro_core import PtyroValueError
+from ptyro_core import Dataset4D, PtyroValueError
 from ptyro_invert import calibrate
 from ptyro_invert import synthetic as syn
 from ptyro_invert.direct import parallax as px
@@ -21,6 +21,9 @@ from ptyro_invert.direct.icom import com_field
 from ptyro_core.conventions import energy2wavelength as wavelength
 
 ENERGY = 300e3
+#: scan step (Å): a 20 Å field, 8x the largest parallax shift (2 Å at the fit radius): the
+#: shifts are measured without the finite-field bias (+3 % with a 12 Å field, measured)
+STEP = 0.5
 
 
 def test_shift_basis_is_minus_the_gradient_of_chi_over_2pi():
@@ -73,6 +76,34 @@ def test_fit_shifts_recovers_model_shifts_exactly(c10, c12, phi12, c21, phi21, r
     assert fit.rms < 1e-6
 
 
+@settings(max_examples=15, deadline=None)
+@given(c10=st.floats(-300, 300).filter(lambda v: abs(v) > 30), c12=st.floats(0, 15), phi12=st.floats(0, math.pi - 1e-3),
+       rot=st.floats(-80, 80), transposed=st.booleans())  # fmt: skip
+def test_fit_shifts_fits_the_transpose(c10, c12, phi12, rot, transposed):
+    """A transposed raster (defocus larger than the astigmatism) is found, with the rotation
+    and the coefficients; given the wrong frame, defocus and astigmatism exchange their sizes."""
+    lam = wavelength(ENERGY)
+    k = np.stack(np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9), indexing="ij"), -1).reshape(-1, 2)
+    k = k[np.linalg.norm(k, axis=1) <= 1]
+    coef = np.array([c10, c12 * math.cos(2 * phi12), c12 * math.sin(2 * phi12)])
+    s_det = np.einsum("nij,j->ni", px._shift_basis(k, lam, ("C10", "C12")), coef)
+    m = px._rot(rot) @ (px._SWAP if transposed else np.eye(2))
+    s_raster = s_det @ m  # s_det = m s_raster
+    fit = px.fit_shifts(k, s_raster, ENERGY, orders=("C10", "C12"), transpose=None)
+    assert fit.transpose == transposed
+    assert abs((fit.rotation - rot + 90) % 180 - 90) < 1e-3
+    assert fit.aberrations["C10"] == pytest.approx(c10, rel=1e-4)
+    assert fit.aberrations["C12"] == pytest.approx(c12, abs=1e-3)
+    wrong = px.fit_shifts(k, s_raster, ENERGY, orders=("C10", "C12"), transpose=not transposed)
+    assert abs(wrong.aberrations["C10"]) < wrong.aberrations["C12"]
+
+
+def test_window_is_round():
+    w = px._window((32, 32), 0.25)
+    assert np.allclose(w, w.T) and np.allclose(w, w[::-1]) and np.allclose(w, w[:, ::-1])
+    assert w[16, 16] == 1.0 and w[0, 0] == 0.0 and 0 < w[16, 0] < 0.1
+
+
 def amorphous_phase(shape, sampling, rms=0.2, corr=0.5, seed=0):
     w = np.random.default_rng(seed).standard_normal(shape)
     kx = np.fft.fftfreq(shape[0], sampling[0])[:, None]
@@ -82,12 +113,12 @@ def amorphous_phase(shape, sampling, rms=0.2, corr=0.5, seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def parallax_case(rotation: float = 0.0):
-    """Amorphous weak phase (0.2 rad rms), 40 x 40 scan at 0.3 Å, 32 x 32 patterns, 20 mrad,
+def parallax_case(rotation: float = 0.0, c10: float = -100.0, c12: float = 10.0, phi12: float = 0.5):
+    """Amorphous weak phase (0.2 rad rms), 40 x 40 scan at STEP Å, 32 x 32 patterns, 20 mrad,
     defocus 100 Å, astigmatism 10 Å at 0.5 rad, 4000 electrons per pattern; the raster rotated
     by ``rotation`` degrees while the dataset keeps the unrotated positions."""
-    ab = {"C10": -100.0, "C12": 10.0, "phi12": 0.5}
-    grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.3, energy=ENERGY, semiangle_cutoff=20.0, aberrations=ab)
+    ab = {"C10": c10, "C12": c12, "phi12": phi12}
+    grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=STEP, energy=ENERGY, semiangle_cutoff=20.0, aberrations=ab)
     truth = syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling)))
     pos = None
     if rotation:
@@ -101,27 +132,51 @@ def parallax_case(rotation: float = 0.0):
 def test_fit_aberrations_recovers_defocus_and_astigmatism():
     ds, _, _, ab = parallax_case()
     fit = px.fit_aberrations(ds)
-    # measured: C10 -100.48 Å (0.5 %), C12 8.94 Å at 0.445 rad (rotation 1.0°)
+    # measured: defocus 100.34 Å (0.3 %), C12 10.20 Å (2.0 %) at 0.525 rad, rotation -0.1°, not transposed
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
+    assert abs(fit.aberrations["phi12"] - 0.5) < 0.05
+    assert abs(fit.rotation) < 1.0 and not fit.transpose
+
+
+def test_large_defocus_converges_from_zero_shifts():
+    """Shifts of 8 steps at the fit radius (the old alignment without a model between passes
+    stopped at 27 % off): the linear model between passes carries them."""
+    ds, *_ = parallax_case(0.0, -200.0, 10.0, 2.0)
+    fit = px.fit_aberrations(ds)
+    # measured: 203.84 Å (1.9 %), C12 11.2 Å at 1.98 rad
+    assert fit.defocus == pytest.approx(200.0, rel=0.02)
     assert fit.aberrations["C12"] == pytest.approx(10.0, abs=2.0)
-    assert abs(fit.rotation) < 2.0
 
 
 def test_rotation_agrees_with_the_curl_fit():
     ds, state, _, _ = parallax_case(rotation=10.0)
     fit = px.fit_aberrations(ds)
-    assert fit.rotation == pytest.approx(10.0, abs=1.0)
+    # measured: rotation 10.0°, defocus 101.35 Å (1.35 %), C12 10.97 Å
+    assert fit.rotation == pytest.approx(10.0, abs=0.5)
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
-    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.15)
     # the same rotation from the DPC field's curl (calibrate.scan_rotation), modulo 180°
-    rf = calibrate.scan_rotation(np.asarray(com_field(ds)), step=(0.3, 0.3))
+    rf = calibrate.scan_rotation(np.asarray(com_field(ds)), step=(STEP, STEP))
     assert not rf.transpose
     assert abs((rf.rotation - fit.rotation + 90.0) % 180.0 - 90.0) < 10.0
 
 
+def test_transposed_raster_is_fitted():
+    """The same data with the positions' axes swapped: the fit finds the transpose, the
+    defocus and the astigmatism (whose azimuth is mirrored: φ12 → π/2 − φ12)."""
+    ds, *_ = parallax_case()
+    pos = np.asarray(ds.positions).reshape(ds.scan_shape + (2,))
+    swapped = Dataset4D(np.asarray(ds.array).transpose(1, 0, 2, 3), pos.transpose(1, 0, 2).reshape(-1, 2)[:, ::-1].copy(), grid=ds.grid, energy=ds.energy)
+    fit = px.fit_aberrations(swapped)
+    assert fit.transpose
+    assert fit.defocus == pytest.approx(100.0, rel=0.02)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
+
+
 def test_parallax_component_image_and_fitted_probe(tmp_path):
     ds, state, truth, ab = parallax_case()
-    blank = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.3, energy=ENERGY, semiangle_cutoff=20.0, aberrations={})[2]
+    blank = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=STEP, energy=ENERGY, semiangle_cutoff=20.0, aberrations={})[2]
     out = px.parallax(ds, blank, optics_out=tmp_path / "optics.toml")
     rmse, corr = syn.phase_metrics(out.object[0], truth.object[0], syn.scanned_region(state, margin=-1.0))
     assert corr > 0.5, (rmse, corr)

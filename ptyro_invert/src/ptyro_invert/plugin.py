@@ -29,6 +29,10 @@ RECONSTRUCTIONS = {
 }
 DIRECT = {
     "icom": ("ptyro_invert.direct:icom_reconstruction", "Integrated centre of mass (iCoM/DPC), Fourier inverse gradient"),
+    "dpc": (
+        "ptyro_invert.direct:dpc_reconstruction",
+        "Segmented-detector (e.g. quadrant) DPC, calibrated on the mean pattern and integrated like iCoM",
+    ),
     "parallax": (
         "ptyro_invert.direct:parallax_reconstruction",
         "Tilt-corrected bright field with defocus/astigmatism/coma fitted from the parallax shifts",

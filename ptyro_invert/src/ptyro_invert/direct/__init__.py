@@ -1,4 +1,4 @@
-"""Direct phase retrieval: integrated centre of mass (``icom``), tilt-corrected bright field with
+"""Direct phase retrieval: integrated centre of mass (``icom``), segmented-detector DPC (``dpc``), tilt-corrected bright field with
 aberration fitting (``parallax``), single-sideband (``ssb``), optimum bright field (``obf``) and
 Wigner-distribution deconvolution (``wdd``) ptychography.
 
@@ -10,6 +10,11 @@ written like any reconstruction and seeds an iterative one. ``parallax`` also fi
 (:func:`ptyro_invert.direct.parallax.fit_aberrations`), puts them into the probe and, with
 ``optics_out=PATH``, writes them as a TOML ``[probe]`` table that ``ptyro reconstruct
 --optics-from PATH`` (or ``--config PATH``) starts from.
+
+Every component takes ``mesh`` (one axis, e.g. :func:`ptyro_core.pipeline.device_mesh`): the
+patterns are split over its devices along the scan and the per-frequency filters of SSB, OBF
+and WDD over the spatial frequencies (``shard_map``); the result equals one device's to float32
+round-off (``tests/test_invert_direct_sharding.py``).
 
 The registered components ignore the iterative methods' options (``loss``, ``optimizer``,
 ``iterations``, ``batch_size``, ``seed``, ``progress``, ...), which the ``ptyro reconstruct``
@@ -24,7 +29,7 @@ from typing import Any
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_invert import plugin as _plugin
 from ptyro_invert.direct import icom, parallax, ssb, wdd
-from ptyro_invert.direct.icom import com_field, icom_phase, icom_transfer, integrate_gradient
+from ptyro_invert.direct.icom import com_field, dpc_phase, icom_phase, icom_transfer, integrate_gradient
 from ptyro_invert.direct.parallax import AberrationFit, fit_aberrations, fit_shifts, measure_shifts, write_optics
 from ptyro_invert.direct.ssb import ssb_phase, transfer
 from ptyro_invert.direct.wdd import wdd_object
@@ -34,13 +39,13 @@ from ptyro_invert.direct.wdd import wdd_object
 __all__ = [
     "icom", "parallax", "ssb", "wdd", "COMPONENTS",
     "AberrationFit", "fit_aberrations", "fit_shifts", "measure_shifts", "write_optics",
-    "com_field", "integrate_gradient", "icom_phase", "icom_transfer", "ssb_phase", "transfer", "wdd_object",
+    "com_field", "integrate_gradient", "icom_phase", "dpc_phase", "icom_transfer", "ssb_phase", "transfer", "wdd_object",
 ]  # fmt: skip
 
 #: options of the iterative reconstructions that the pipeline passes to every algorithm
 ITERATIVE_OPTIONS = frozenset({
     "loss", "optimizer", "iterations", "batch_size", "seed", "progress", "learning_rates", "fit_probe",
-    "checkpoint", "resume", "checkpoint_every", "callback", "mesh", "memory_budget",
+    "checkpoint", "resume", "checkpoint_every", "callback", "memory_budget",
 })  # fmt: skip
 
 
@@ -59,6 +64,7 @@ def _component(fn: Callable[..., ReconState]) -> Callable[..., ReconState]:
 
 
 icom_reconstruction = _component(icom.icom)
+dpc_reconstruction = _component(icom.dpc)
 parallax_reconstruction = _component(parallax.parallax)
 ssb_reconstruction = _component(ssb.ssb)
 obf_reconstruction = _component(ssb.obf)

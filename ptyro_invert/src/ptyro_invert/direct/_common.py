@@ -25,6 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, replace
 
@@ -33,6 +35,9 @@ __all__ = [
     "scan_lattice",
     "check_inputs",
     "normalised_patterns",
+    "scan_array",
+    "pattern_pixels",
+    "map_rows",
     "probe_fourier",
     "probe_geometry",
     "shift_fourier",
@@ -98,14 +103,61 @@ def check_inputs(dataset: Any, state: Any, who: str) -> None:
         raise PtyroValueError(f"{who}: the state's probe window {tuple(state.probe.shape[-2:])} differs from the dataset's patterns {tuple(dataset.grid.gpts)}")
 
 
-def normalised_patterns(dataset: Dataset4D) -> tuple[jax.Array, float]:
+def scan_array(dataset: Dataset4D, mesh: Any = None) -> jax.Array:
+    """The patterns (Rx, Ry, Qx, Qy) float32, with a ``mesh`` (one axis, e.g.
+    :func:`ptyro_core.pipeline.device_mesh`) split over its devices along the scan's first axis
+    (the jitted computations that follow run sharded; XLA moves data where an FFT over the
+    scan needs it)."""
+    arr = np.asarray(dataset.array, np.float32)
+    if mesh is None:
+        return jnp.asarray(arr)
+    ndev = int(mesh.devices.size)
+    if arr.shape[0] % ndev:
+        raise PtyroValueError(
+            f"direct: the scan's first axis ({arr.shape[0]} positions) does not split over the mesh's {ndev} devices; expected a multiple of {ndev}"
+        )
+    return jax.device_put(arr, NamedSharding(mesh, P(mesh.axis_names[0])))
+
+
+def map_rows(fn: Any, mesh: Any, rows: tuple, shared: tuple) -> jax.Array:
+    """``fn(*rows, *shared)`` with the leading axis of every array in ``rows`` (the spatial
+    frequencies) split over the ``mesh``'s devices (``shard_map``: each device filters its own
+    share, nothing is gathered but the result); without a mesh, a plain call."""
+    if mesh is None or int(mesh.devices.size) == 1:
+        return fn(*rows, *shared)
+    ax = mesh.axis_names[0]
+    n = int(rows[0].shape[0])
+    ndev = int(mesh.devices.size)
+    pad = (-n) % ndev
+    padded = tuple(jnp.concatenate([r, jnp.zeros((pad,) + r.shape[1:], r.dtype)]) if pad else r for r in rows)
+    out = jax.shard_map(fn, mesh=mesh, in_specs=(P(ax),) * len(rows) + (P(),) * len(shared), out_specs=P(ax))(*padded, *shared)
+    return out[:n]
+
+
+def normalised_patterns(dataset: Dataset4D, mesh: Any = None) -> tuple[jax.Array, float]:
     """Patterns (Rx, Ry, Qx, Qy) in FFT order (zero frequency at [0, 0]) divided by the mean
-    total per pattern (the dose, returned too): a pattern of an unscattering specimen sums to 1."""
-    arr = jnp.asarray(np.asarray(dataset.array), jnp.float32)
+    total per pattern (the dose, returned too): a pattern of an unscattering specimen sums to 1.
+    With a ``mesh``, split over its devices along the scan (:func:`scan_array`)."""
+    arr = scan_array(dataset, mesh)
     dose = float(jnp.mean(jnp.sum(arr, axis=(-2, -1))))
     if not dose > 0:
         raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
     return jnp.fft.ifftshift(arr, axes=(-2, -1)) / dose, dose
+
+
+def pattern_pixels(dataset: Dataset4D, pixels: Any, mesh: Any = None) -> tuple[jax.Array, float]:
+    """The patterns' ``pixels`` (flat indices in FFT order) (Rx, Ry, n), divided by the mean
+    total per pattern (returned too), as :func:`normalised_patterns` would give them, without
+    reordering the whole 4D array (only the n pixels are gathered)."""
+    arr = scan_array(dataset, mesh)
+    nx, ny = arr.shape[-2:]
+    ix, iy = np.divmod(np.asarray(pixels, np.int64), ny)
+    centred = ((ix + nx // 2) % nx) * ny + (iy + ny // 2) % ny
+    flat = arr.reshape(arr.shape[:2] + (nx * ny,))
+    dose = float(jnp.mean(jnp.sum(flat, axis=-1)))
+    if not dose > 0:
+        raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
+    return flat[..., jnp.asarray(centred)] / dose, dose
 
 
 def probe_fourier(state: ReconState) -> jax.Array:

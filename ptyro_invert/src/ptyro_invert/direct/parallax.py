@@ -161,13 +161,18 @@ def _polar(coef: np.ndarray, orders: tuple[str, ...]) -> dict[str, float]:
 
 
 def fit_shifts(frequencies: Any, shifts: Any, energy: float, *, weights: Any = None, orders: tuple[str, ...] = DEFAULT_ORDERS,
-               fit_rotation: bool = True, transpose: bool = False) -> AberrationFit:  # fmt: skip
+               fit_rotation: bool = True, transpose: bool | None = False) -> AberrationFit:  # fmt: skip
     """Fit measured image shifts (n, 2) Å (in the raster's frame as the positions give it) of
     bright-field pixels at detector frequencies (n, 2) Å⁻¹ to s = −∇χ/2π (plus a constant
     shift), with ``fit_rotation`` also over the raster's rotation (an exact 1D search: for each
-    angle the fit is linear). ``transpose`` is given, not fitted: a transposed raster's shifts
-    (the swap [[0, 1], [1, 0]] is symmetric) are those of two-fold astigmatism, so the two
-    cannot be told apart from the shifts (take it from
+    angle the fit is linear). ``transpose`` is given (True / False) or fitted (None). A
+    transposed raster's shifts s = S·M·k (S the swap, M symmetric: defocus and two-fold
+    astigmatism) are, in a rotated frame, again a symmetric field with M's eigenvalues
+    (λ₁, −λ₂): defocus and astigmatism exchange their sizes. So from the linear shifts alone
+    the two frames fit equally; the fitted transpose takes the frame in which |C10| exceeds
+    C12 (the usual case: a defocus chosen to make the parallax, a small residual astigmatism;
+    the higher orders do not decide it reliably on noisy shifts, measured). Where astigmatism may
+    exceed the defocus, give ``transpose`` (e.g. from
     :func:`ptyro_invert.calibrate.scan_rotation`). See :class:`AberrationFit`."""
     k = np.asarray(frequencies, np.float64)
     s = np.asarray(shifts, np.float64)
@@ -184,22 +189,27 @@ def fit_shifts(frequencies: Any, shifts: Any, energy: float, *, weights: Any = N
         m = _rot(deg) @ (_SWAP if tr else np.eye(2))
         return _lstsq(basis, s @ m.T, w)[1]
 
-    best = (residual(0.0, bool(transpose)), 0.0, bool(transpose))
-    if fit_rotation:
-        for tr in (bool(transpose),):
-            grid = np.arange(-90.0, 90.0, 1.0)
-            vals = [residual(a, tr) for a in grid]
-            i = int(np.argmin(vals))
-            lo, hi = grid[i] - 1.0, grid[i] + 1.0
-            g = (math.sqrt(5) - 1) / 2
-            for _ in range(40):  # golden section on the bracket
-                a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-                if residual(a, tr) < residual(b, tr):
-                    hi = b
-                else:
-                    lo = a
-            ang = 0.5 * (lo + hi)
-            best = min(best, (residual(ang, tr), ang, tr))
+    def best_angle(tr: bool) -> tuple[float, float, bool]:
+        if not fit_rotation:
+            return residual(0.0, tr), 0.0, tr
+        grid = np.arange(-90.0, 90.0, 1.0)
+        vals = [residual(a, tr) for a in grid]
+        i = int(np.argmin(vals))
+        lo, hi = grid[i] - 1.0, grid[i] + 1.0
+        g = (math.sqrt(5) - 1) / 2
+        for _ in range(40):  # golden section on the bracket
+            a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+            if residual(a, tr) < residual(b, tr):
+                hi = b
+            else:
+                lo = a
+        ang = 0.5 * (lo + hi)
+        return min((residual(0.0, tr), 0.0, tr), (residual(ang, tr), ang, tr))
+
+    if transpose is None:  # the frame in which the defocus outweighs the two-fold astigmatism
+        best = max((best_angle(False), best_angle(True)), key=lambda fr: _defocus_dominance(basis, s, w, fr[1], fr[2], orders))
+    else:
+        best = best_angle(bool(transpose))
     _, ang, tr = best
     ang = (ang + 90.0) % 180.0 - 90.0
     if ang == -90.0:
@@ -212,11 +222,18 @@ def fit_shifts(frequencies: Any, shifts: Any, energy: float, *, weights: Any = N
     return AberrationFit(_polar(coef[:nb], orders), float(ang), bool(tr), k, s_det - coef[nb:], model - coef[nb:], rms)
 
 
+def _defocus_dominance(basis: np.ndarray, s: np.ndarray, w: np.ndarray, deg: float, tr: bool, orders: tuple[str, ...]) -> float:
+    """|C10| − C12 of the fit in the frame (``deg``, ``tr``)."""
+    m = _rot(deg) @ (_SWAP if tr else np.eye(2))
+    ab = _polar(_lstsq(basis, s @ m.T, w)[0][: basis.shape[-1]], orders)
+    return abs(ab.get("C10", 0.0)) - ab.get("C12", 0.0)
+
+
 def _bins(
     mean: np.ndarray, grid_gpts: tuple[int, int], recip: tuple[float, float], threshold: float, bin_size: int | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Bright-field pixels grouped into bin_size² bins: (flat pixel indices, bin of each,
-    bin frequencies (nb, 2) Å⁻¹, pixels per bin)."""
+    bin frequencies (nb, 2) Å⁻¹, pixels per bin, the bin size)."""
     nx, ny = grid_gpts
     bf = mean > threshold * mean.max()
     ix = np.fft.fftfreq(nx) * nx
@@ -236,18 +253,19 @@ def _bins(
     kvec = np.stack([IX.reshape(-1)[pix] * recip[0], IY.reshape(-1)[pix] * recip[1]], -1)
     counts = np.bincount(which, minlength=len(uniq)).astype(np.float64)
     kb = np.stack([np.bincount(which, wts * kvec[:, c], len(uniq)) for c in range(2)], -1) / np.bincount(which, wts, len(uniq))[:, None]
-    return pix, which, kb, counts
+    return pix, which, kb, counts, b
 
 
 @jax.jit
-def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.Array:
-    """New shifts (nb, 2) in steps of each image against the sum of all aligned by ``s``:
-    the cross-correlation's integer peak refined by Newton steps on the continuous
-    correlation Re Σ X e^{2πi f·s}."""
+def _align(F: jax.Array, f: jax.Array, s: jax.Array, weight: jax.Array) -> jax.Array:
+    """New shifts (nb, 2) in steps of each image against the sum of all others aligned by
+    ``s``, over the spatial frequencies ``weight`` (nb, rx, ry) admits for each bin (its
+    double-overlap disc, see :func:`measure_shifts`): the cross-correlation's integer peak
+    refined by Newton steps on the continuous correlation Re Σ X e^{2πi f·s}."""
     ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
-    aligned = F * ramp
+    aligned = F * ramp * weight
     ref = jnp.sum(aligned, axis=0)
-    X = F * jnp.conj(ref[None] - aligned) * lowpass[None]  # each against the others: no pull towards its own last shift
+    X = F * jnp.conj(ref[None] - aligned) * weight  # each against the others: no pull towards its own last shift
 
     def one(x: jax.Array) -> jax.Array:
         cc = jnp.real(jnp.fft.ifft2(x))
@@ -264,51 +282,173 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, lowpass: jax.Array) -> jax.
             step = jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
             return p - step, None
 
-        p, _ = jax.lax.scan(newton, p, None, length=3)
+        p, _ = jax.lax.scan(newton, p, None, length=4)
         return p
 
     out = jax.vmap(one)(X)
     return out - jnp.mean(out, axis=0, keepdims=True)
 
 
-def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
-                   lowpass: float = 0.35, fit_model: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
+def _monomials(kn: np.ndarray, degree: int) -> np.ndarray:
+    """(n, nm): kx^a ky^b for 1 <= a + b <= ``degree``."""
+    return np.stack([kn[:, 0] ** (d - j) * kn[:, 1] ** j for d in range(1, degree + 1) for j in range(d + 1)], -1)
+
+
+@jax.jit
+def _coherence(c: jax.Array, F: jax.Array, f: jax.Array, weight: jax.Array, mono: jax.Array) -> jax.Array:
+    """−Σ_Q |Σ_b W_b F_b e^{2πi f·s_b}|² (normalised) with s = mono @ c (nb, 2) in steps."""
+    s = mono @ c.reshape(mono.shape[1], 2)
+    ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
+    a = jnp.sum(F * weight * ramp, axis=0)
+    return -jnp.sum(jnp.abs(a) ** 2) / jnp.sum(jnp.abs(F * weight) ** 2)
+
+
+_coherence_grad = jax.jit(jax.value_and_grad(_coherence))
+_coherence_hess = jax.jit(jax.hessian(_coherence))
+
+
+def _refine(F: jax.Array, f: jax.Array, weight: jax.Array, kn: np.ndarray, s: np.ndarray, w: np.ndarray, degree: int,
+            steps: int = 30) -> np.ndarray:  # fmt: skip
+    """The shifts (nb, 2) in steps of the polynomial field of ``degree`` in the normalised bin
+    frequencies ``kn`` that maximises the bins' coherent sum, started from the weighted
+    least-squares field through ``s`` (Levenberg–Marquardt-damped Newton steps, the Hessian
+    taken anew only when a step is refused)."""
+    mono = np.concatenate([_monomials(kn, degree), np.ones((len(kn), 1))], 1)
+    sw = np.sqrt(w)[:, None]
+    c0 = np.linalg.lstsq(mono * sw, s * sw, rcond=None)[0][:-1]
+    mono_j = jnp.asarray(mono[:, :-1], jnp.float32)
+    c = jnp.asarray(c0.reshape(-1), jnp.float32)
+    val, g = _coherence_grad(c, F, f, weight, mono_j)
+    h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
+    mu = 1e-3
+    for _ in range(int(steps)):
+        scale = np.abs(np.diag(h)).max()
+        while True:
+            step = np.linalg.solve(h + mu * scale * np.eye(len(h)) + 1e-12 * np.eye(len(h)), -np.asarray(g, np.float64))
+            trial = c + jnp.asarray(step, jnp.float32)
+            tval, tg = _coherence_grad(trial, F, f, weight, mono_j)
+            if float(tval) <= float(val) or mu > 1e6:
+                break
+            mu *= 10
+        if float(tval) > float(val):
+            break
+        c, val, g, mu = trial, tval, tg, max(mu / 10, 1e-6)
+        if float(np.max(np.abs(step))) < 1e-4:  # steps (of the scan): converged
+            break
+        if mu > 1e-2:  # a step was refused: the curvature changed, take it anew
+            h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
+    out = mono[:, :-1] @ np.asarray(c, np.float64).reshape(-1, 2)
+    return out - out.mean(0)
+
+
+def _window(shape: tuple[int, int], alpha: float) -> np.ndarray:
+    """A round Tukey window on the raster (the inscribed ellipse, its outer ``alpha`` of the
+    radius a cosine taper): round so that its bias of the shifts is the same in every
+    direction (a square one's differs along the axes and the diagonals: a spurious two-fold
+    astigmatism)."""
+    nx, ny = shape
+    x = (np.arange(nx) + 0.5) / nx * 2 - 1
+    y = (np.arange(ny) + 0.5) / ny * 2 - 1
+    r = np.hypot(x[:, None], y[None, :])
+    a = float(alpha)
+    if a <= 0:
+        return np.ones(shape)
+    t = np.clip((r - (1 - a)) / a, 0.0, 1.0)
+    return 0.5 * (1 + np.cos(np.pi * t))
+
+
+def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
+                   lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2, mesh: Any = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
     """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
-    Å in the raster's frame, pixels per bin (n,), the lattice, the images' scan FFTs).
+    Å in the raster's frame, pixels per bin (n,), the lattice, the images' scan FFTs,
+    unwindowed).
 
     Pixels with mean intensity above ``threshold`` × the maximum are the bright field, summed in
     ``bin_size``² bins (default: about 10 bins across the disc). Each pass aligns every bin
-    against the sum of all bins aligned by the previous pass; between passes the shifts are
-    replaced by the fit of ``fit_model`` (low orders: robust when far from converged), so that
-    large defocus converges from zero shifts. ``lowpass`` is the Gaussian σ (cycles per step)
-    of the correlation's weight."""
-    pats, _ = normalised_patterns(dataset)
+    against the sum of all others aligned by the previous pass; between passes the shifts are
+    replaced by the fit of ``fit_model`` ("linear": s = N·k + t with any 2 × 2 N, which holds
+    defocus, two-fold astigmatism and the raster's rotation and transpose; a tuple of
+    aberration symbols: those, unrotated; None: no model), robust when far from converged, so
+    that large defocus converges from zero shifts. What makes the shifts unbiased:
+
+    - each bin's images are compared only at the spatial frequencies Q where both of its
+      sidebands are in the bright field (|Q| < k_α − |k| − the bin's half width): there the
+      weak-phase transfer is 2 sin χ(Q) e^{iQ·∇χ(k)} for a quadratic χ, the same real
+      transfer for every bin times a pure shift; where one sideband is missing the transfer
+      gains a Hilbert-like phase (±π/2 − χ(Q), odd in Q) that pulls the peak outwards;
+    - the images are windowed (a round Tukey window, :func:`_window`, tapering the outer
+      ``window`` of its radius) before their FFT over the scan: the scan's non-periodic edges do not move with the
+      image and would pull every correlation peak towards zero shift (an underestimated
+      defocus);
+    - the correlation is weighted by a Gaussian of σ = ``lowpass`` (cycles per step);
+    - with ``degree``, the shifts are finally those of the smooth field s(k) (a polynomial of
+      that degree in kx, ky per component, any rotation or transpose of −∇χ/2π for χ up to
+      order ``degree`` + 1) that aligns all bins jointly: the maximum of the coherent sum
+      Σ_Q |Σ_b W_b(Q) F_b(Q) e^{2πi Q·s(k_b)}|² (:func:`_refine`). Each bin alone is noisy (a
+      weak contrast at small defocus moves its correlation peak by steps); the field pools
+      every bin, so the fit downstream sees the shifts without their noise.
+
+    With a ``mesh``, the patterns are split over its devices along the scan (their sums into the bins
+    run there)."""
+    pats, _ = normalised_patterns(dataset, mesh)
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
     mean = np.asarray(jnp.mean(pats, axis=(0, 1)))
-    pix, which, kb, counts = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
+    pix, which, kb, counts, b = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
+    if not 0 <= float(window) <= 1:
+        raise PtyroValueError(f"parallax: expected 0 <= window <= 1 (the tapered fraction of the scan), got {window}")
     nb = len(counts)
+    if nb < 7:
+        raise PtyroValueError(f"parallax: {nb} bright-field bins are too few to fit the shifts' model (at least 7); use a smaller bin_size")
     onehot = jax.nn.one_hot(jnp.asarray(which), nb, dtype=jnp.float32)
     rx, ry = dataset.scan_shape
     imgs = jnp.einsum("rp,pb->br", pats.reshape(rx * ry, -1)[:, jnp.asarray(pix)], onehot).reshape(nb, rx, ry)
     contrast = imgs / jnp.mean(imgs, axis=(1, 2), keepdims=True) - 1.0
     F = jnp.fft.fft2(contrast)
+    win = jnp.asarray(_window((rx, ry), window), jnp.float32)[None]
+    cw = contrast * win
+    Fw = jnp.fft.fft2(cw - jnp.sum(cw, axis=(1, 2), keepdims=True) / jnp.sum(win) * win)
     fi = np.fft.fftfreq(rx)
     fj = np.fft.fftfreq(ry)
     f = jnp.asarray(np.stack(np.meshgrid(fi, fj, indexing="ij"), -1), jnp.float32)
-    lp = jnp.exp(-(f[..., 0] ** 2 + f[..., 1] ** 2) / (2 * lowpass**2))
+    lp = np.exp(-(np.asarray(f[..., 0]) ** 2 + np.asarray(f[..., 1]) ** 2) / (2 * lowpass**2))
+    # the double-overlap disc of each bin (rotation-invariant: |Q| only)
+    recip = np.asarray(dataset.grid.reciprocal_sampling, np.float64)
+    k_alpha = math.sqrt(float(np.sum(mean > threshold * mean.max())) * recip[0] * recip[1] / math.pi)
+    half = 0.5 * math.sqrt(2) * b * float(recip.max())
+    qabs = np.linalg.norm(lat.frequencies(), axis=-1)
+    radius = np.maximum(k_alpha - np.linalg.norm(kb, axis=1) - half, 0.0)
+    dq = 1.0 / min(rx * lat.step[0], ry * lat.step[1])
+    genuine = radius >= 2 * dq  # bins with a double-overlap disc of a few frequencies at least
+    radius = np.maximum(radius, 2 * dq)  # rim bins keep the lowest frequencies for their own alignment
+    weight = jnp.asarray((qabs[None] < radius[:, None, None]) * lp[None], jnp.float32)
     s = jnp.zeros((nb, 2), jnp.float32)
     inv = np.linalg.inv(lat.vectors)
     for it in range(int(iterations)):
-        s = _align(F, f, s, lp)
+        s = _align(Fw, f, s, weight)
         if fit_model and it < int(iterations) - 1:
-            fit = fit_shifts(kb, lat.to_angstrom(np.asarray(s)), dataset.energy, weights=counts, orders=fit_model, fit_rotation=False)
-            s = jnp.asarray((fit.model_shifts - fit.model_shifts.mean(0)) @ inv.T, jnp.float32)
-    return kb, lat.to_angstrom(np.asarray(s, np.float64)), counts, lat, (F, f)
+            sa = lat.to_angstrom(np.asarray(s))
+            if fit_model is True or fit_model == "linear":  # s = N k + t, any 2 x 2 N: defocus, astigmatism, rotation, transpose
+                a = np.concatenate([kb, np.ones((len(kb), 1))], 1) * np.sqrt(counts)[:, None]
+                model = np.concatenate([kb, np.ones((len(kb), 1))], 1) @ np.linalg.lstsq(a, sa * np.sqrt(counts)[:, None], rcond=None)[0]
+            elif isinstance(fit_model, tuple):
+                model = fit_shifts(kb, sa, dataset.energy, weights=counts, orders=fit_model, fit_rotation=False).model_shifts
+            else:
+                raise PtyroValueError(f"parallax: fit_model must be 'linear', a tuple of aberration symbols or None, got {fit_model!r}")
+            s = jnp.asarray((model - model.mean(0)) @ inv.T, jnp.float32)
+    # each shift's weight: the bin's counts × the signal power its correlation used
+    power = np.asarray(jnp.sum(jnp.abs(Fw) ** 2 * weight, axis=(1, 2)), np.float64)
+    wts = counts * power / power.max()
+    shifts = np.asarray(s, np.float64)
+    if degree:
+        g = jnp.asarray(genuine, jnp.float32)[:, None, None]
+        shifts = _refine(Fw, f, weight * g, kb / k_alpha, shifts, wts * genuine, int(degree))
+    return kb, lat.to_angstrom(shifts), counts, lat, (F, f)
 
 
-def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6,
+def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
                     lowpass: float = 0.35, orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True,
-                    fit_radius: float = 0.8) -> AberrationFit:  # fmt: skip
+                    fit_radius: float = 0.8, transpose: bool | None = None, window: float = 0.25, mesh: Any = None) -> AberrationFit:  # fmt: skip
     """Defocus (C10 = −defocus), two-fold astigmatism C12/φ12, coma C21/φ21, three-fold
     astigmatism C23/φ23, spherical aberration C30 and the scan rotation from the parallax
     shifts of the bright-field pixels (:func:`measure_shifts`, then :func:`fit_shifts`).
@@ -316,21 +456,29 @@ def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
     Only bins within ``fit_radius`` × the bright-field disc's radius enter the fit: near the
     rim most of a pixel's image comes through one sideband only, whose extra phase
     (−χ(Q) there) biases the correlation peak outwards (by 10–20 % at the rim, measured).
+    ``transpose``: None fits it (:func:`fit_shifts`), True / False imposes it.
 
     >>> fit = fit_aberrations(dataset)                     # doctest: +SKIP
     >>> fit.defocus, fit.aberrations["C12"], fit.rotation  # doctest: +SKIP
     """
-    kb, s, counts, _, _ = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass)
-    return _fit_inner(dataset, kb, s, counts, threshold, fit_radius, tuple(orders), fit_rotation)
+    kb, s, counts, _, _ = measure_shifts(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window
+    )
+    return _fit_inner(dataset, kb, s, counts, threshold, fit_radius, tuple(orders), fit_rotation, transpose)
+
+
+def _degree(orders: Any) -> int:
+    """The shift field's polynomial degree that holds the aberrations ``orders``: n for Cnm."""
+    return max(ORDERS[o][0] if o in ORDERS else 1 for o in orders)
 
 
 def _fit_inner(dataset: Dataset4D, kb: np.ndarray, s: np.ndarray, counts: np.ndarray, threshold: float, fit_radius: float,
-               orders: tuple[str, ...], fit_rotation: bool) -> AberrationFit:  # fmt: skip
+               orders: tuple[str, ...], fit_rotation: bool, transpose: bool | None = None) -> AberrationFit:  # fmt: skip
     if not 0 < float(fit_radius) <= 1.5:
         raise PtyroValueError(f"fit_aberrations: expected 0 < fit_radius <= 1.5 (fraction of the bright-field radius), got {fit_radius}")
     kmax = bf_semiangle(dataset, threshold) * 1e-3 / wavelength(dataset.energy)
     inner = np.linalg.norm(kb, axis=1) <= float(fit_radius) * kmax
-    return fit_shifts(kb[inner], s[inner], dataset.energy, weights=counts[inner], orders=orders, fit_rotation=fit_rotation)
+    return fit_shifts(kb[inner], s[inner], dataset.energy, weights=counts[inner], orders=orders, fit_rotation=fit_rotation, transpose=transpose)
 
 
 def _cartesian(fit: AberrationFit) -> np.ndarray:
@@ -421,9 +569,9 @@ def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
 
 
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
-             threshold: float = 0.5, bin_size: int | None = None, iterations: int = 6, lowpass: float = 0.35,
+             threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3, lowpass: float = 0.35,
              orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
-             semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
+             transpose: bool | None = None, window: float = 0.25, mesh: Any = None, semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
     """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
     (:func:`fit_aberrations`, :func:`tcbf_image`): the object is exp(iφ) on the state's
     object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
@@ -431,8 +579,10 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
     measured bright-field disc), so that the state seeds an iterative reconstruction; with
     ``optics_out`` the fitted optics are written there too (:func:`write_optics`)."""
     check_inputs(dataset, state, "parallax")
-    measured = measure_shifts(dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass)
-    fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation)
+    measured = measure_shifts(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window, mesh=mesh
+    )
+    fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation, transpose)
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
     out = replace(state, object=obj, slice_thickness=state.slice_thickness[:1])

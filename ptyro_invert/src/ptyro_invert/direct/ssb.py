@@ -26,7 +26,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, normalised_patterns, probe_fourier, probe_geometry, scan_fft, scan_lattice, shift_fourier
+from ptyro_invert.direct._common import (
+    Lattice,
+    check_inputs,
+    finish,
+    map_rows,
+    pattern_pixels,
+    probe_fourier,
+    probe_geometry,
+    scan_lattice,
+    shift_fourier,
+)
 
 __all__ = ["sideband_filter", "apply_filter", "transfer", "ssb_phase", "ssb", "obf", "filter_weights"]
 
@@ -85,34 +95,41 @@ def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch
     return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], *consts, method)[0]), (g, q), batch_size=q_batch)
 
 
-def ssb_phase(dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 64) -> tuple[jax.Array, Lattice]:
-    """(phase (Rx, Ry) on the scan lattice, the lattice) by SSB or OBF."""
+def ssb_phase(
+    dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None
+) -> tuple[jax.Array, Lattice]:
+    """(phase (Rx, Ry) on the scan lattice, the lattice) by SSB or OBF; with a ``mesh``, the
+    patterns and the spatial frequencies are split over its devices."""
     check_inputs(dataset, state, method)
     if int(q_batch) < 1:
         raise PtyroValueError(f"{method}: expected q_batch >= 1 spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who=method)
     consts, pix = sideband_filter(state, method, threshold)
-    pats, _ = normalised_patterns(dataset)
-    g = scan_fft(pats, pix).reshape(len(pix), -1).T  # (Rx·Ry, n)
-    q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
-    phi = apply_filter(g, q, consts, method, int(q_batch))
-    phi = phi.reshape(lat.shape).at[0, 0].set(0.0)
-    return jnp.real(jnp.fft.ifft2(phi)), lat
+    # φ is real, so Φ(−Q) = Φ(Q)* (G(k, −Q) = G(k, Q)* and w(k, −Q) = w(k, Q)*): only the
+    # frequencies of a real FFT's half plane are filtered (half the work), then irfft2
+    pats, _ = pattern_pixels(dataset, np.asarray(pix), mesh)
+    rx, ry = lat.shape
+    g = jnp.fft.rfft2(pats, axes=(0, 1)).reshape(rx * (ry // 2 + 1), len(pix))  # (Rx·(Ry/2+1), n)
+    q = jnp.asarray(lat.frequencies()[:, : ry // 2 + 1].reshape(-1, 2), jnp.float32)
+    phi = map_rows(functools.partial(apply_filter, method=method, q_batch=int(q_batch)), mesh, (g, q), (consts,))
+    phi = phi.reshape(rx, ry // 2 + 1).at[0, 0].set(0.0)
+    return jnp.fft.irfft2(phi, s=(rx, ry), axes=(0, 1)), lat
 
 
-def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64) -> ReconState:
+def ssb(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None) -> ReconState:
     """Single-sideband ptychography: the weak phase object φ from the double-overlap regions of
     G(k, Q), corrected for the state's probe (its aberrations included); the result's object is
     exp(i φ) with transfer T_SSB (:func:`transfer`). ``q_batch`` spatial frequencies are
-    filtered at once (memory ∝ q_batch × detector pixels)."""
-    phase, lat = ssb_phase(dataset, state, "ssb", threshold=threshold, q_batch=q_batch)
+    filtered at once (memory ∝ q_batch × detector pixels); ``mesh`` splits the work over its
+    devices along the scan (:func:`ptyro_invert.direct._common.scan_array`)."""
+    phase, lat = ssb_phase(dataset, state, "ssb", threshold=threshold, q_batch=q_batch, mesh=mesh)
     return finish(state, phase, lat)
 
 
-def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 64) -> ReconState:
+def obf(dataset: Dataset4D, state: ReconState, *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None) -> ReconState:
     """Optimum bright field: the signal-to-noise-optimal linear phase image (white noise,
     transfer T_OBF); see the module's notes."""
-    phase, lat = ssb_phase(dataset, state, "obf", threshold=threshold, q_batch=q_batch)
+    phase, lat = ssb_phase(dataset, state, "obf", threshold=threshold, q_batch=q_batch, mesh=mesh)
     return finish(state, phase, lat)
 
 
