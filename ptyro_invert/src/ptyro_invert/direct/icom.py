@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_core.conventions import energy2wavelength
 from ptyro_invert.calibrate import center_of_mass, fit_descan
 from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_array, scan_lattice, shift_fourier
-from ptyro_invert.forward import wavelength
 
 __all__ = ["com_field", "integrate_gradient", "icom_transfer", "icom_phase", "icom", "segment_masks", "segment_response", "segmented_field", "dpc_phase", "dpc"]
 
@@ -102,7 +102,7 @@ def segment_masks(gpts: tuple[int, int], reciprocal_sampling: tuple[float, float
     if r.ndim != 1 or len(r) < 2 or np.any(np.diff(r) <= 0) or r[0] < 0:
         raise PtyroValueError(f"dpc: expected rings as increasing semiangles in mrad (at least an inner and an outer), got {list(rings)}")
     nx, ny = gpts
-    lam = wavelength(energy)
+    lam = energy2wavelength(energy)
     kx = (np.arange(nx) - nx // 2) * reciprocal_sampling[0]
     ky = (np.arange(ny) - ny // 2) * reciprocal_sampling[1]
     KX, KY = np.meshgrid(kx, ky, indexing="ij")
