@@ -112,6 +112,16 @@ def ssb_phase(
     g = jnp.fft.rfft2(pats, axes=(0, 1)).reshape(rx * (ry // 2 + 1), len(pix))  # (Rx·(Ry/2+1), n)
     q = jnp.asarray(lat.frequencies()[:, : ry // 2 + 1].reshape(-1, 2), jnp.float32)
     phi = map_rows(functools.partial(apply_filter, method=method, q_batch=int(q_batch)), mesh, (g, q), (consts,))
+    # Where the negated index is not −Q (the Nyquist row and column of an even scan), the half
+    # plane's partner is the frequency at the negated index, as the full plane's Re F⁻¹ pairs
+    # them: Ψ = Σ_k G(k, Q) (w(k, Q) + conj w(k, Q₋)) / 2 there (the live SSB does the same)
+    f = lat.frequencies()
+    ii, jj = np.meshgrid(np.arange(rx), np.arange(ry // 2 + 1), indexing="ij")
+    qp, qn = f[ii, jj].reshape(-1, 2), f[(-ii) % rx, (-jj) % ry].reshape(-1, 2)
+    nyq = np.flatnonzero(~np.all(np.abs(qn + qp) <= 1e-9 * np.abs(f).max(), axis=1))
+    if nyq.size:
+        partner = jnp.conj(apply_filter(jnp.conj(g[nyq]), jnp.asarray(qn[nyq], jnp.float32), consts, method, int(q_batch)))
+        phi = phi.at[nyq].set(0.5 * (phi[nyq] + partner))
     phi = phi.reshape(rx, ry // 2 + 1).at[0, 0].set(0.0)
     return jnp.fft.irfft2(phi, s=(rx, ry), axes=(0, 1)), lat
 
