@@ -34,8 +34,11 @@ def _floor_ratio(case: dict, ours: str) -> tuple[float | None, str]:
     chunk = ((case.get("fft-floor") or {}).get("info") or {}).get("chunk")
     kernel = "native CPU kernel; " if ((case.get(ours) or {}).get("info") or {}).get("native") else ""
     where = kernel + (f"floor in its fastest chunks ({chunk} positions); " if chunk else "")
+    ca = [x for x in (case.get(ours) or {}).get("cpu_rounds_s") or [] if x]
+    cb = [x for x in (case.get("fft-floor") or {}).get("cpu_rounds_s") or [] if x]
+    cpu = f"; CPU seconds (all threads) {min(ca):.2f} / {min(cb):.2f} = {min(ca) / min(cb):.3f}" if ca and cb else ""
     return max(med, fastest), where + (f"fastest rounds {min(a):.2f} s / {min(b):.2f} s = {fastest:.3f}; median of per-round ratios {med:.3f} "
-                               f"(rounds {min(per):.2f}-{max(per):.2f}); the larger is reported")
+                               f"(rounds {min(per):.2f}-{max(per):.2f}); the larger is reported" + cpu)
 
 
 def targets(results: dict) -> list:
@@ -138,7 +141,80 @@ def _above_imports(mem: dict) -> str:
             f"{mem['above imports, ptyro/py4dstem']:.2f}x (not the target's measure)")
 
 
-def markdown(results: dict) -> str:
+def _load(results_dir: str | None, name: str) -> dict | None:
+    import json
+    import os
+
+    f = None if results_dir is None else os.path.join(results_dir, name)
+    if f is None or not os.path.exists(f):
+        return None
+    with open(f) as fh:
+        return json.load(fh)
+
+
+def extra_sections(results_dir: str | None) -> list:
+    """The measurements kept beside results.json in ``results_dir``: the 1k -> 16k scaling table
+    (scaling.json), the memory profile per stage (memory-profile.json, the memory engineer's
+    profile_memory.py), the phaserEM/quantem anchors (anchors-recon-a.json) and the GPU
+    script's dry run (gpu-dry-run.json)."""
+    lines: list = []
+    sc = _load(results_dir, "scaling.json")
+    lines += ["## Scaling, 1,024 -> 16,384 patterns (RECON-L single slice, ours)", ""]
+    if sc:
+        lines += [f"`{sc['command']}`, taken {sc['taken']}, load average at the end {_f(sc.get('loadavg_at_end'), '{}')}; {sc['passes']} passes per call, "
+                  f"{sc['rounds']} interleaved round(s), the fastest kept. Target: per pattern within 10 % from 1,024 to 16,384: "
+                  f"{'**met**' if sc['linear within 10 % (16,384 vs 1,024)'] else '**not met**'}.", "",
+                  "| patterns | first call s | rounds s | per pass s | per pattern per pass µs | relative to 1,024 | CPU µs per pattern per pass | CPU, relative |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sc["table"]:
+            lines.append(f"| {r['patterns']} | {r['first call s']} | {', '.join(str(x) for x in r['rounds s'])} | {r['per pass s (fastest round)']} | "
+                         f"{r['per pattern per pass us']} | {r['per pattern, relative to 1,024']} | {r.get('cpu per pattern per pass us', '–')} | "
+                         f"{r.get('cpu per pattern, relative to 1,024', '–')} |")  # fmt: skip
+    else:
+        lines.append("**not measured in this run** (`benchmarks/scaling.py` writes `results/scaling.json`)")
+    lines.append("")
+    mp = _load(results_dir, "memory-profile.json")
+    lines += ["## Memory per stage (benchmarks/profile_memory.py)", ""]
+    if mp:
+        lines.append(f"`{mp.get('command')}`")
+        for r in mp.get("runs", []):
+            keys = {k: v for k, v in r.items() if not isinstance(v, (list, dict))}
+            lines += ["", f"**{r.get('label')}**: " + ", ".join(f"{k} {v}" for k, v in keys.items() if k != "label"), "", "| stage | VmRSS MiB |", "|---|---|"]
+            lines += [f"| {n} | {v} |" for n, v in r.get("stages_mib", [])]
+        for k, v in mp.items():
+            if k not in ("command", "runs") and not isinstance(v, list):
+                lines.append(f"- {k}: {v}")
+    else:
+        lines.append("**not in this table**: the memory engineer's profile (`results/memory-profile.json`) did not exist when this table was made")
+    lines.append("")
+    an = _load(results_dir, "anchors-recon-a.json")
+    if an:
+        lines += ["## Anchors on an idle machine: phaserEM and quantem on RECON-A (earlier run, before this session's changes)", "",
+                  f"`{an['info'].get('command')}`, started {an['info'].get('started')}, load average at start {_f(an['info']['machine'].get('loadavg_at_start'), '{}')}.", "",
+                  "| case | code | s/pass | ours / it (median) | phase error rad (ncc) |", "|---|---|---|---|---|"]  # fmt: skip
+        for cname, case in an["cases"].items():
+            acc = case.get("accuracy", {})
+            for code, t in (case.get("per_pass_s") or {}).items():
+                rt = (case.get("ratios", {}).get(f"ptyro/{code}") or {}).get("median")
+                a = acc.get(code, {})
+                lines.append(f"| {cname} | {code} | {_f(t, '{:.3f}')} | {_f(rt, '{:.3f}')} | {_f(a.get('phase_rmse'), '{:.4f}')} ({_f(a.get('ncc'), '{:.2f}')}) |")
+        if an.get("note"):
+            lines += ["", f"Note: {an['note']}"]
+        lines.append("")
+    gd = _load(results_dir, "gpu-dry-run.json")
+    if gd:
+        lines += ["## GPU script, dry run on the CPU (`benchmarks/gpu.sh --dry-run`)", "", "```", _short_json(gd), "```", ""]
+    return lines
+
+
+def _short_json(d: dict, limit: int = 3000) -> str:
+    import json
+
+    text = json.dumps(d, indent=1, default=str)
+    return text if len(text) <= limit else text[:limit] + "\n... (truncated; the whole file is gpu-dry-run.json)"
+
+
+def markdown(results: dict, results_dir: str | None = None) -> str:
     info = results["info"]
     m = info["machine"]
     lines = [
@@ -208,4 +284,18 @@ def markdown(results: dict) -> str:
                 for k, v in case[key].items():
                     lines.append(f"- {k}: {v}")
         lines.append("")
+    lines += extra_sections(results_dir)
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # re-render RESULTS.md from results.json and the files beside it
+    import json
+    import os
+    import sys
+
+    d = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    with open(os.path.join(d, "results.json")) as fh:
+        res = json.load(fh)
+    with open(os.path.join(d, "RESULTS.md"), "w") as fh:
+        fh.write(markdown(res, d))
+    print(f"wrote {os.path.join(d, 'RESULTS.md')}")
