@@ -114,7 +114,7 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem", "phaserem", "quantem"]
     if name in cases.RECON_L_CASES and not info.get("all_references"):  # 16,384+ patterns: py4DSTEM takes hours on 2 cores
         refs = ["phaserem", "quantem"]
-    if info.get("references"):  # --references: only these
+    if info.get("references") is not None:  # --references: only these ([] for none)
         refs = [r for r in refs if r in info["references"]] if name not in cases.RECON_L_CASES else [r for r in info["references"] if r in REF_ADAPTERS]
     for ref in refs:
         script = REF_ADAPTERS[ref]

@@ -394,7 +394,7 @@ def main(argv=None):
             "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
-        need |= {"abtem"} if c.startswith("sim") else set(only_refs or ("py4dstem", "ptyrad", "ptychi", "phaserem", "quantem"))
+        need |= {"abtem"} if c.startswith("sim") else set(("py4dstem", "ptyrad", "ptychi", "phaserem", "quantem") if only_refs is None else only_refs)
     for name in REFERENCES:
         if name in need:
             log(f"environment {name}")
