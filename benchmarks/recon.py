@@ -90,6 +90,17 @@ def scanned_region(meta: dict) -> tuple:
 # --------------------------------------------------------------------------- run
 
 
+def compile_share(r: dict) -> dict | None:
+    """The compilation share of our first reconstruction in a process: (first call − the median
+    steady call) / first call, for the same passes (the library API does not turn on JAX's
+    persistent compilation cache, only the CLI does, so the worker's first call compiles)."""
+    first, steady = r.get("first_call_s"), r.get("median_s")
+    if not isinstance(first, (int, float)) or not steady:
+        return None
+    return {"first call s": round(first, 3), "steady call s (median)": round(steady, 3), "compile s (first - steady)": round(first - steady, 3),
+            "compile share of the first call": round((first - steady) / first, 3)}  # fmt: skip
+
+
 def run_recon(name: str, rounds: int, info: dict) -> dict:
     log(f"{name}: preparing the dataset")
     case_dir = os.path.join(WORK, "cases", name)
@@ -104,6 +115,8 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     refs = list(REF_ADAPTERS) if (name == "recon-a" or info.get("all_references")) else ["py4dstem", "phaserem", "quantem"]
     if name in cases.RECON_L_CASES and not info.get("all_references"):  # 16,384+ patterns: py4DSTEM takes hours on 2 cores
         refs = ["phaserem", "quantem"]
+    if info.get("references") is not None:  # --references: only these ([] for none)
+        refs = [r for r in refs if r in info["references"]] if name not in cases.RECON_L_CASES else [r for r in info["references"] if r in REF_ADAPTERS]
     for ref in refs:
         script = REF_ADAPTERS[ref]
         env = info["envs"].get(ref, {})
@@ -111,11 +124,13 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
             specs.append((ref, env_python(ref), script))
         else:
             out[ref] = {"error": f"failed: {env.get('error', 'not installed')}"}
+    # the FFTs a pass must do (adapters/recon_floor.py), timed in the same rounds
+    specs.insert(1, ("fft-floor", OUR_PY, "recon_floor.py"))
     workers = []
     for label, py, script in specs:
         log(f"  starting {label}")
-        # the JAX codes (ours, phaserEM) get a timed first call: their compilation is reported apart
-        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}, warmup=(label in ("ptyro", "phaserem"))))
+        # the JAX codes (ours, the floor, phaserEM) get a timed first call: their compilation is reported apart
+        workers.append(Worker(label, py, script, case_dir, env={"OMP_NUM_THREADS": str(os.cpu_count() or 2)}, warmup=(label in ("ptyro", "fft-floor", "phaserem"))))
         if workers[-1].failed:
             log(f"  {label} failed: {workers[-1].failed}")
     res = time_codes(workers, rounds)
@@ -133,12 +148,13 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     finish_all(workers, res)
     out.update(res)
     acc = {}
-    for label, *_ in specs:
+    for label, *_ in specs[:1] + specs[2:]:
         f = os.path.join(WORK, "out", name, label, "phase.npy")
         if os.path.exists(f):
             acc[label] = phase_error(np.load(f), truth, region)
     out["accuracy"] = acc
-    out["ratios"] = {f"ptyro/{b}": ratios(res, "ptyro", b) for b in refs}
+    out["ratios"] = {f"ptyro/{b}": ratios(res, "ptyro", b) for b in ["fft-floor", *refs]}
+    out["compile"] = compile_share(res.get("ptyro", {}))
     # per pass: every code runs the same number of passes
     it = meta["iterations"]
     out["per_pass_s"] = {k: (v.get("median_s") / it if v.get("median_s") else None) for k, v in res.items()}

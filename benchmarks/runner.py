@@ -188,6 +188,7 @@ def time_codes(workers: list, rounds: int) -> dict:
             r = w.ask(cmd="run")
             if r.get("ok"):
                 res[w.label]["rounds_s"].append(r["seconds"])
+                res[w.label].setdefault("cpu_rounds_s", []).append(r.get("cpu_s"))
             res[w.label]["error"] = w.failed
         log(f"  round {i + 1}/{rounds}: " + ", ".join(f"{w.label}={res[w.label]['rounds_s'][-1]:.2f}s" for w in workers if res[w.label]["rounds_s"] and not w.failed))
     for w in workers:
@@ -365,6 +366,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds for sim-a and recon-a (default 3)")
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
     p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
+    p.add_argument("--references", default=None, help="comma-separated reference codes to run in the RECON cases, or 'none' (default: the case's usual set)")
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args(argv)
     def rounds_for(case):
@@ -382,11 +384,17 @@ def main(argv=None):
             p.error(f"--only: unknown case(s) {unknown}; expected some of {ALL_CASES + LARGE_CASES}")
     os.makedirs(os.path.join(WORK, "logs"), exist_ok=True)
     info_all_refs = a.all_references
-    info = {"all_references": info_all_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+    only_refs = None
+    if a.references:
+        only_refs = [r.strip().lower() for r in a.references.split(",") if r.strip() and r.strip().lower() != "none"]
+        bad = [r for r in only_refs if r not in REFERENCES]
+        if bad:
+            p.error(f"--references: unknown code(s) {bad}; expected some of {sorted(REFERENCES)}")
+    info = {"all_references": info_all_refs, "references": only_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
             "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
-        need |= {"abtem"} if c.startswith("sim") else {"py4dstem", "ptyrad", "ptychi", "phaserem", "quantem"}
+        need |= {"abtem"} if c.startswith("sim") else set(("py4dstem", "ptyrad", "ptychi", "phaserem", "quantem") if only_refs is None else only_refs)
     for name in REFERENCES:
         if name in need:
             log(f"environment {name}")
@@ -437,7 +445,7 @@ def write_results(results: dict, out: str) -> None:
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
     with open(os.path.join(out, "RESULTS.md"), "w") as f:
-        f.write(report.markdown(results))
+        f.write(report.markdown(results, out))
 
 
 if __name__ == "__main__":

@@ -133,59 +133,14 @@ class Worker:
 
     # ----------------------------------------------------------------- FFT floor
     def _make_floor(self):
-        # one jitted batch function per chunk size (positions per cache-sized chunk, dividing the
-        # batch, at most 4 MiB of waves); the first call times each and keeps the fastest, so the
-        # floor is the fastest arrangement of these FFTs that XLA offers on this machine
-        nslices = self.slices[0].shape[0]
-        b = self.batch_size
-        per = int(np.prod(self.meta["gpts"])) * 8
-        sizes = [k for k in range(1, b + 1) if b % k == 0 and k * per <= max(4 << 20, per)]
+        # 2 FFTs per slice per position; _floor.FFTFloor keeps the fastest chunk size and runs
+        # the batches in as many streams as the library
+        from _floor import FFTFloor
 
-        def make(c):
-            def chunk(psi):
-                def step(w, _):
-                    return jnp.fft.ifft2(jnp.fft.fft2(w)), None
-
-                w, _ = jax.lax.scan(step, psi, None, length=nslices)
-                return w
-
-            @jax.jit
-            def batch(psi):
-                return jax.lax.map(chunk, psi.reshape((b // c, c) + psi.shape[1:])).reshape(psi.shape)
-
-            return batch
-
-        self._psi = jnp.ones((b,) + tuple(self.meta["gpts"]), jnp.complex64)
-        self._floor_candidates = {c: make(c) for c in sizes}
-        self._floor_chunk = None
-        return None
-
-    def _floor_batches(self, fn):
-        # the batches run in as many concurrent streams as the library uses on this machine
-        # (ptyro_core.pipeline.default_streams: one per core on one CPU device), so the floor
-        # gets the same use of the cores as the library
-        from concurrent.futures import ThreadPoolExecutor
-
-        from ptyro_core.pipeline import default_streams, device_mesh
-
-        n = len(self.scan)
-        b = self.batch_size
-        with ThreadPoolExecutor(max_workers=default_streams(device_mesh())) as pool:
-            list(pool.map(lambda _: jax.block_until_ready(fn(self._psi)), range(-(-n // b))))
+        self._floor = FFTFloor(self.meta["gpts"], self.slices[0].shape[0], len(self.scan), self.batch_size)
 
     def _run_floor(self, k):
-        if self._floor_chunk is None:  # first call: compile every candidate, keep the fastest
-            import time
-
-            best = {}
-            for c, fn in self._floor_candidates.items():
-                self._floor_batches(fn)
-                t0 = time.perf_counter()
-                self._floor_batches(fn)
-                best[c] = time.perf_counter() - t0
-            self._floor_chunk = min(best, key=best.get)
-            self._floor_trials = {str(c): round(t, 4) for c, t in best.items()}
-        self._floor_batches(self._floor_candidates[self._floor_chunk])
+        self._floor.run()
         return None
 
     def run(self):
@@ -210,8 +165,7 @@ class Worker:
 
             info["native"] = resolve_backend("auto", jnp.complex64, windowed=self.window is not None, kernel=True)[0] == "native"
         if MODE == "floor":
-            info["chunk"] = self._floor_chunk
-            info["chunk_trials_s"] = self._floor_trials
+            info.update(self._floor.info())
         if self.window is not None:
             info["pattern_extent"] = [self.window[0] * self.grid.sampling[0], self.window[1] * self.grid.sampling[1]]
             info["window"] = self.window[0]
