@@ -53,7 +53,10 @@ def test_live_tcbf_at_the_end_equals_offline_parallax(tmp_path):
         got = f["direct/tcbf_phase"][()]
         assert float(f["direct/tcbf_defocus"][()]) == pytest.approx(offline_defocus(ds, tcbf), rel=1e-4)
     assert np.abs(ref).max() > 0.01  # an image, not two empty ones agreeing
-    np.testing.assert_allclose(got, ref, atol=1e-5 * np.abs(ref).max())
+    # Not bit-equal since the parallax shifts became one joint fit with a round scan window
+    # (sixth session): the live processor keeps only a window of the detector, and the fit on it
+    # differs from the full detector's at the 1e-3 level (measured: 0.4 % of the phase range)
+    np.testing.assert_allclose(got, ref, atol=1e-2 * np.abs(ref).max())
 
 
 def offline_defocus(ds, tcbf):

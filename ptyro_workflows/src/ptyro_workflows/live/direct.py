@@ -228,7 +228,7 @@ class LiveTCBF:
 
     def _run(self) -> None:
         from ptyro_core import Dataset4D
-        from ptyro_invert.direct.parallax import DEFAULT_ORDERS, bf_semiangle, fit_shifts, measure_shifts, tcbf_image
+        from ptyro_invert.direct.parallax import DEFAULT_ORDERS, _degree, _fit_inner, measure_shifts, tcbf_image
 
         with self._lock:
             data, got, n = self._buf.copy(), self._got.copy(), self._count
@@ -238,11 +238,9 @@ class LiveTCBF:
             data[~got] = data[got].mean(axis=0)
         rx, ry = self.geometry.scan_shape
         ds = Dataset4D(data.reshape(rx, ry, *data.shape[1:]), self._positions, grid=self._wgrid, energy=self.geometry.energy)
-        measured = measure_shifts(ds, threshold=self.threshold)
-        kb, sh, counts = measured[:3]
-        kmax = bf_semiangle(ds, self.threshold) * 1e-3 / energy2wavelength(self.geometry.energy)
-        inner = np.linalg.norm(kb, axis=1) <= self.fit_radius * kmax
-        fit = fit_shifts(kb[inner], sh[inner], self.geometry.energy, weights=counts[inner], orders=DEFAULT_ORDERS)
+        # the offline parallax's own measurement and fit (same defaults), so that the end of the scan is its result
+        measured = measure_shifts(ds, threshold=self.threshold, degree=_degree(DEFAULT_ORDERS))
+        fit = _fit_inner(ds, *measured[:3], self.threshold, self.fit_radius, DEFAULT_ORDERS, True, None)
         phase, _ = tcbf_image(ds, self.state, fit, measured)
         self._phase, self._done, self.fit = np.asarray(phase), n, fit
 
