@@ -78,12 +78,18 @@ def test_cache_code_must_be_private(tmp_path):
 
 def test_signals_held_back_until_the_block_ends():
     reached = []
+    # Python's own SIGINT handler in place: a process started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and an ignored signal is (rightly) dropped
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            # raise_signal delivers to this (the main) thread: os.kill(getpid()) lets the kernel pick
-            # any of JAX's threads, whose C handler may run only after the block (seen once in CI)
-            signal.raise_signal(signal.SIGINT)
-            reached.append("end of block")  # the interrupt did not land inside
+        try:
+            with deferred_signals():
+                # raise_signal delivers to this (the main) thread: os.kill(getpid()) lets the
+                # kernel pick any of JAX's threads
+                signal.raise_signal(signal.SIGINT)
+                reached.append("end of block")  # the interrupt did not land inside
+        finally:
+            signal.signal(signal.SIGINT, before)
     assert reached == ["end of block"]
 
 
