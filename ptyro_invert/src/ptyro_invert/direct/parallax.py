@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_ORDERS",
     "chi_basis",
     "measure_shifts",
+    "measure_and_fit",
     "fit_shifts",
     "fit_aberrations",
     "tcbf_image",
@@ -461,10 +462,22 @@ def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
     >>> fit = fit_aberrations(dataset)                     # doctest: +SKIP
     >>> fit.defocus, fit.aberrations["C12"], fit.rotation  # doctest: +SKIP
     """
-    kb, s, counts, _, _ = measure_shifts(
-        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window
+    return measure_and_fit(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
+        fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window,
+    )[1]  # fmt: skip
+
+
+def measure_and_fit(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
+                    lowpass: float = 0.35, orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True,
+                    fit_radius: float = 0.8, transpose: bool | None = None, window: float = 0.25,
+                    mesh: Any = None) -> tuple[tuple, AberrationFit]:  # fmt: skip
+    """(the :func:`measure_shifts` result, the fit of its bins within ``fit_radius``): what
+    :func:`fit_aberrations`, :func:`parallax` and the live tilt-corrected bright field share."""
+    measured = measure_shifts(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window, mesh=mesh
     )
-    return _fit_inner(dataset, kb, s, counts, threshold, fit_radius, tuple(orders), fit_rotation, transpose)
+    return measured, _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation, transpose)
 
 
 def _degree(orders: Any) -> int:
@@ -579,10 +592,10 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
     measured bright-field disc), so that the state seeds an iterative reconstruction; with
     ``optics_out`` the fitted optics are written there too (:func:`write_optics`)."""
     check_inputs(dataset, state, "parallax")
-    measured = measure_shifts(
-        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, degree=_degree(orders), window=window, mesh=mesh
-    )
-    fit = _fit_inner(dataset, *measured[:3], threshold, fit_radius, tuple(orders), fit_rotation, transpose)
+    measured, fit = measure_and_fit(
+        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
+        fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh,
+    )  # fmt: skip
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
     out = replace(state, object=obj, slice_thickness=state.slice_thickness[:1])

@@ -38,7 +38,7 @@ from ptyro_invert.direct._common import (
     shift_fourier,
 )
 
-__all__ = ["sideband_filter", "apply_filter", "transfer", "ssb_phase", "ssb", "obf", "filter_weights"]
+__all__ = ["sideband_filter", "apply_filter", "transfer", "half_plane", "ssb_phase", "ssb", "obf", "filter_weights"]
 
 
 def _aperture_pixels(state: ReconState, threshold: float) -> np.ndarray:
@@ -95,6 +95,18 @@ def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch
     return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], *consts, method)[0]), (g, q), batch_size=q_batch)
 
 
+def half_plane(lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frequencies Q (n, 2) of a real FFT's half plane (Rx, Ry // 2 + 1) of the scan
+    lattice, flat; the frequencies Q₋ at their negated indices (n, 2); and the flat indices
+    where Q₋ ≠ −Q (the Nyquist row and column of an even scan), where the full plane's
+    Re F⁻¹ pairs Q with Q₋."""
+    rx, ry = lattice.shape
+    f = lattice.frequencies()
+    ii, jj = np.meshgrid(np.arange(rx), np.arange(ry // 2 + 1), indexing="ij")
+    q, qn = f[ii, jj].reshape(-1, 2), f[(-ii) % rx, (-jj) % ry].reshape(-1, 2)
+    return q, qn, np.flatnonzero(~np.all(np.abs(qn + q) <= 1e-9 * np.abs(f).max(), axis=1))
+
+
 def ssb_phase(
     dataset: Dataset4D, state: ReconState, method: str = "ssb", *, threshold: float = 0.5, q_batch: int = 16, mesh: Any = None
 ) -> tuple[jax.Array, Lattice]:
@@ -110,15 +122,12 @@ def ssb_phase(
     pats, _ = pattern_pixels(dataset, np.asarray(pix), mesh)
     rx, ry = lat.shape
     g = jnp.fft.rfft2(pats, axes=(0, 1)).reshape(rx * (ry // 2 + 1), len(pix))  # (Rx·(Ry/2+1), n)
-    q = jnp.asarray(lat.frequencies()[:, : ry // 2 + 1].reshape(-1, 2), jnp.float32)
+    qh, qn, nyq = half_plane(lat)
+    q = jnp.asarray(qh, jnp.float32)
     phi = map_rows(functools.partial(apply_filter, method=method, q_batch=int(q_batch)), mesh, (g, q), (consts,))
     # Where the negated index is not −Q (the Nyquist row and column of an even scan), the half
     # plane's partner is the frequency at the negated index, as the full plane's Re F⁻¹ pairs
     # them: Ψ = Σ_k G(k, Q) (w(k, Q) + conj w(k, Q₋)) / 2 there (the live SSB does the same)
-    f = lat.frequencies()
-    ii, jj = np.meshgrid(np.arange(rx), np.arange(ry // 2 + 1), indexing="ij")
-    qp, qn = f[ii, jj].reshape(-1, 2), f[(-ii) % rx, (-jj) % ry].reshape(-1, 2)
-    nyq = np.flatnonzero(~np.all(np.abs(qn + qp) <= 1e-9 * np.abs(f).max(), axis=1))
     if nyq.size:
         partner = jnp.conj(apply_filter(jnp.conj(g[nyq]), jnp.asarray(qn[nyq], jnp.float32), consts, method, int(q_batch)))
         phi = phi.at[nyq].set(0.5 * (phi[nyq] + partner))

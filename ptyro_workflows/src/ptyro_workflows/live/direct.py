@@ -82,7 +82,7 @@ class LiveSSB:
         import jax.numpy as jnp
 
         from ptyro_invert.direct._common import scan_lattice
-        from ptyro_invert.direct.ssb import filter_weights
+        from ptyro_invert.direct.ssb import filter_weights, half_plane
 
         self.geometry = g = geometry
         self.devices = _devices(self._want_devices)
@@ -94,12 +94,9 @@ class LiveSSB:
         # Q₋ the frequency at the negated index; w(k, −Q) = conj w(k, Q) (γ(k, −Q) = −conj γ(k, Q), the
         # same double overlap), so that is w(k, Q) except where Q₋ ≠ −Q: the Nyquist row and column.
         half = ry // 2 + 1
-        f = self.lattice.frequencies()
-        ii, jj = np.meshgrid(np.arange(rx), np.arange(half), indexing="ij")
-        q, qn = f[ii, jj].reshape(-1, 2), f[(-ii) % rx, (-jj) % ry].reshape(-1, 2)
-        nyq = ~np.all(np.abs(qn + q) <= 1e-9 * np.abs(f).max(), axis=1)
+        q, qn, nyq = half_plane(self.lattice)
         pix, w_all = filter_weights(self.state, np.concatenate([q, qn[nyq]]), "ssb", self.threshold)
-        w = w_all[: len(q)].at[np.flatnonzero(nyq)].set(0.5 * (w_all[: len(q)][nyq] + jnp.conj(w_all[len(q) :])))
+        w = w_all[: len(q)].at[nyq].set(0.5 * (w_all[: len(q)][nyq] + jnp.conj(w_all[len(q) :])))
         nx, ny = g.pattern_shape
         # aperture pixels (FFT order) -> pixels of our centred patterns
         self._pix = np.fft.ifftshift(np.arange(nx * ny).reshape(nx, ny)).reshape(-1)[pix]
@@ -228,7 +225,7 @@ class LiveTCBF:
 
     def _run(self) -> None:
         from ptyro_core import Dataset4D
-        from ptyro_invert.direct.parallax import DEFAULT_ORDERS, _degree, _fit_inner, measure_shifts, tcbf_image
+        from ptyro_invert.direct.parallax import measure_and_fit, tcbf_image
 
         with self._lock:
             data, got, n = self._buf.copy(), self._got.copy(), self._count
@@ -239,8 +236,7 @@ class LiveTCBF:
         rx, ry = self.geometry.scan_shape
         ds = Dataset4D(data.reshape(rx, ry, *data.shape[1:]), self._positions, grid=self._wgrid, energy=self.geometry.energy)
         # the offline parallax's own measurement and fit (same defaults), so that the end of the scan is its result
-        measured = measure_shifts(ds, threshold=self.threshold, degree=_degree(DEFAULT_ORDERS))
-        fit = _fit_inner(ds, *measured[:3], self.threshold, self.fit_radius, DEFAULT_ORDERS, True, None)
+        measured, fit = measure_and_fit(ds, threshold=self.threshold, fit_radius=self.fit_radius)
         phase, _ = tcbf_image(ds, self.state, fit, measured)
         self._phase, self._done, self.fit = np.asarray(phase), n, fit
 
