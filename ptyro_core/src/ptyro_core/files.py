@@ -53,7 +53,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     pattern = re.compile(re.escape(f".{p.name}.{_host()}.") + r"(\d+)-[0-9a-f]{8}\.tmp$")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(parent.iterdir())
     except OSError:
@@ -120,12 +120,12 @@ def deferred_signals() -> Iterator[None]:
         for s, h in old.items():
             signal.signal(s, h)
         if pending:
-            s = pending[0]
-            h = old[s]
+            sig = signal.Signals(pending[0])
+            h = old[sig]
             if callable(h):
-                h(s, None)
+                h(sig, None)
             elif h == signal.SIG_DFL:
-                signal.raise_signal(s)
+                signal.raise_signal(sig)
 
 
 def _full_error(path: Path) -> OSError:
@@ -145,7 +145,7 @@ def disk_full_error(exc: BaseException, path: str | os.PathLike) -> OSError | No
     import errno
 
     if isinstance(exc, (OSError, RuntimeError)) and (getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)):
-        return exc if str(exc).startswith("the disk is full") else _full_error(Path(path))
+        return exc if isinstance(exc, OSError) and str(exc).startswith("the disk is full") else _full_error(Path(path))
     return None
 
 

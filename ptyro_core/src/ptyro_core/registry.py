@@ -153,7 +153,7 @@ class Registry:
             return self
         disabled = _env_list("PTYRO_DISABLE_PLUGINS") or set()
         allowed = _env_list("PTYRO_LOAD_PLUGINS")
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else ep.name
             version = ep.dist.version if ep.dist is not None else "?"
@@ -275,6 +275,7 @@ class Registry:
         comp = self._components.get(key)
         if comp is None or comp.reference is None:  # left out meanwhile (a clash, or broken)
             return self.get(kind, name)
+        error: str | None
         try:
             obj = import_reference(comp.reference)
         except BaseException as e:  # noqa: BLE001 - third-party faults are data

@@ -454,7 +454,7 @@ def _as_data(x: Any) -> Any:
         if x.dtype.kind not in "iuf":
             raise PtyroTypeError(f"Dataset4D.array: expected a real array, got {describe(x)}")
     kind = np.dtype(x.dtype).kind
-    if kind in "iu" or (kind == "f" and (x.dtype != np.float64 or jax.config.jax_enable_x64)):
+    if kind in "iu" or (kind == "f" and (x.dtype != np.float64 or jax.config.read("jax_enable_x64"))):
         return x
     return x.astype(np.float32) if isinstance(x, np.ndarray) else x.astype(jnp.float32)
 

@@ -737,11 +737,11 @@ def _add_finite(
     nslices = out.shape[0]
     min_dz = float(np.min(np.diff(bounds_np)))
     ns_w = min(nslices, int(math.ceil(2 * rc / min_dz)) + 2)
-    xq, wq = _gauss_legendre(pz.num_quadrature)
-    xq, wq = jnp.asarray(xq, pos.dtype), jnp.asarray(wq, pos.dtype)
+    xq_np, wq_np = _gauss_legendre(pz.num_quadrature)
+    xq, wq = jnp.asarray(xq_np, pos.dtype), jnp.asarray(wq_np, pos.dtype)
     remainder = s_c is not None
     chunk = _chunks(pos.shape[0], _window_size(rc, grid) * (ns_w * 2 + (3 if remainder else 0)) * pz.num_quadrature, pz.chunk_elements)
-    if remainder:
+    if s_c is not None:
         pos = jnp.concatenate([pos, s_c[:, None].astype(pos.dtype)], axis=1)  # the slice rides along as a 4th column
     v3 = pz.potential_3d
     assert v3 is not None

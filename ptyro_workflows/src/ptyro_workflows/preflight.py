@@ -109,7 +109,7 @@ def plan_simulation(cfg: Mapping[str, Any], out: str | os.PathLike | None = None
     elif pot.get("gpts") is not None:
         gx, gy = _pair(pot["gpts"], "[potential] gpts")
     else:
-        s = pot.get("sampling") or 0.1
+        s: Any = pot.get("sampling") or 0.1
         sx, sy = (float(s), float(s)) if np.ndim(s) == 0 else (float(s[0]), float(s[1]))
         gx, gy = (max(1, math.ceil(c / d - 1e-9)) for c, d in zip(cell[:2], (sx, sy)))
     slices = max(1, math.ceil(cell[2] / float(pot["slice_thickness"]) - 1e-9)) if cell[2] > 0 else 1

@@ -479,11 +479,11 @@ def apply(dataset: Dataset4D, plan: _Plan, *, writer: Any = None, chunk: int = 5
         p = plan.correct(p)
         q = np.asarray(fix(p, plan.centers[i0:i1]) if plan.centers is not None else fix_only(p))
         q = _crop_bin(q, plan.crop, plan.bin)
-        if writer is not None:
+        if out is None:
             writer.write(i0 * ry, i1 * ry, q.reshape(-1, *grid.gpts))
         else:
             out[i0:i1] = q
-    if writer is not None:
+    if out is None:
         return None
     return Dataset4D(out, plan.positions.astype(np.float32), grid=grid, energy=dataset.energy)
 
@@ -506,6 +506,7 @@ def preprocess(
     t0 = time.perf_counter()
     rep, plan = analyse(dataset, options, semiangle_cutoff=semiangle_cutoff, defocus=defocus, chunk=chunk)
     out = apply(dataset, plan, chunk=chunk)
+    assert out is not None  # no writer: in memory
     if preprocess_options(options)["estimate_defocus"] and min(out.scan_shape) >= 8:
         out = estimate_optics(out, rep, defocus=defocus)
     rep.values["seconds"] = round(time.perf_counter() - t0, 3)

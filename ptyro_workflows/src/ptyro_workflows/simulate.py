@@ -134,7 +134,10 @@ def build_specimen(specimen: Mapping[str, Any]) -> Atoms:
     from ptyro_simul import structures
 
     obj = specimen["structure"]
-    repeat = tuple(int(v) for v in specimen.get("repeat", (1, 1, 1)))
+    rep = [int(v) for v in specimen.get("repeat", (1, 1, 1))]
+    if len(rep) != 3:
+        raise PtyroValueError(f"[specimen] repeat: expected three whole numbers [nx, ny, nz], got {specimen.get('repeat')!r}")
+    repeat = (rep[0], rep[1], rep[2])
     zone = tuple(int(v) for v in specimen.get("zone_axis", (0, 0, 1)))
     if isinstance(obj, Atoms):
         if zone != (0, 0, 1):
@@ -321,7 +324,7 @@ def _batches(
     from ptyro_simul.detectors import AnnularDetector, PixelatedDetector
     from ptyro_simul.stem import iter_4dstem
 
-    dets: dict[str, Any] = {name: AnnularDetector(*rng, name=name) for name, rng in ranges.items()}
+    dets: dict[str, Any] = {name: AnnularDetector(float(rng[0]), float(rng[1]), name=name) for name, rng in ranges.items()}
     if want_patterns or not dets:
         dets["pixelated"] = PixelatedDetector()
     yield from iter_4dstem(pots, probe, positions, detectors=dets, batch_size=batch_size, simulator=simulator, progress=progress, record=record, **options)
@@ -418,7 +421,7 @@ def simulate(
     electrons = electrons_per_position(cfg["detectors"], positions)
     from ptyro_workflows.cache import cache_record
 
-    dose_record = {"dose": "none (noise-free fractions of the beam)"}
+    dose_record: dict[str, Any] = {"dose": "none (noise-free fractions of the beam)"}
     if electrons is not None:
         dose_record = {
             "dose": f"{electrons:.6g} e- per probe position, Poisson counts (uint32), seed {int(cfg['detectors']['dose_seed'])}",

@@ -162,7 +162,7 @@ class DectrisStream:
         self.timeout = float(timeout)
         self.start_timeout = start_timeout
         self.first_image_id = int(first_image_id)
-        self._ctx = zmq.Context.instance()
+        self._ctx: Any = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, int(hwm))
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -209,7 +209,7 @@ class DectrisStream:
                     elif channels and channel not in channels:
                         raise PtyroValueError(f"channel {channel!r}: the series has channels {channels}")
                     nx, ny = msg.get("image_size_x"), msg.get("image_size_y")
-                    meta = {k: msg[k] for k in ("incident_energy", "beam_center_x", "beam_center_y", "count_time", "frame_time",
+                    meta: dict[str, Any] = {k: msg[k] for k in ("incident_energy", "beam_center_x", "beam_center_y", "count_time", "frame_time",
                                                 "detector_description", "series_unique_id", "saturation_value") if k in msg}  # fmt: skip
                     yield SeriesStart(msg.get("number_of_images"), (int(nx), int(ny)) if nx and ny else None, None, msg.get("series_id"), meta)
                 elif kind == "image":

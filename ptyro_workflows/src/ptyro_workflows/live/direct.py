@@ -25,6 +25,8 @@ __all__ = ["live_icom", "LiveSSB", "LiveTCBF", "METHODS", "INCREMENTAL"]
 
 
 def live_icom(images: dict[str, Any], geometry: Geometry, *, highpass: float = 0.0) -> dict[str, np.ndarray]:
+    import jax.numpy as jnp
+
     from ptyro_invert.direct.icom import integrate_gradient
 
     got = np.asarray(images["received"], bool)
@@ -33,7 +35,7 @@ def live_icom(images: dict[str, Any], geometry: Geometry, *, highpass: float = 0
     if got.any():
         field = np.where(got[..., None], field - field[got].mean(axis=0), 0.0)
     vectors = np.diag(np.asarray(geometry.scan_step, np.float64))
-    return {"phase": np.asarray(integrate_gradient(field.astype(np.float32), vectors, highpass))}
+    return {"phase": np.asarray(integrate_gradient(jnp.asarray(field, jnp.float32), vectors, highpass))}
 
 
 def _devices(devices: Any) -> list[Any]:
@@ -161,10 +163,12 @@ class LiveSSB:
         return {"ssb_phase": self.phase()}
 
     def finish(self, complete: bool) -> dict[str, Any]:
+        import jax.numpy as jnp
+
         from ptyro_invert.direct._common import finish
 
         ph = self.phase()
-        obj = np.asarray(finish(self.state, ph, self.lattice).object)
+        obj = np.asarray(finish(self.state, jnp.asarray(ph), self.lattice).object)
         return {"direct/ssb_phase": ph, "direct/ssb_object": obj, "direct/ssb_devices": np.asarray(len(self.devices))}
 
 

@@ -80,7 +80,8 @@ def _weights(g: Geometry) -> tuple[np.ndarray, list[str]]:
     iy = np.arange(ny)[None, :] - ny // 2 + np.zeros((nx, 1))
     mx, my = g.mrad_per_pixel
     theta = np.sqrt((ix * mx) ** 2 + (iy * my) ** 2)
-    cols, names = [], []
+    cols: list[np.ndarray] = []
+    names: list[str] = []
     for name, (lo, hi) in g.detector_table().items():
         if not 0 <= lo < hi:
             raise PtyroValueError(f"virtual detector {name!r}: ({lo}, {hi}) mrad; expected 0 <= inner < outer")
@@ -186,12 +187,14 @@ class DirectMethod:
         self._received = np.zeros(geometry.size, bool)
 
     def update(self, indices: np.ndarray, patterns: np.ndarray) -> None:
+        assert self._received is not None, "start() comes first"
         self._received[indices] = True
         if time.perf_counter() - self._last >= self.every:
             self._run()
 
     def _run(self) -> None:
         imgs = self.virtual.snapshot()
+        assert self._received is not None, "start() comes first"
         imgs["received"] = self._received.reshape(self.geometry.scan_shape)
         self._out = {f"{self.name}_{k}": np.asarray(v) for k, v in self.fn(imgs, self.geometry).items()}
         self._last = time.perf_counter()

@@ -77,7 +77,7 @@ class _Spill:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         a = np.ascontiguousarray(a)
-        off, view = self.size, memoryview(a).cast("B")
+        off, view = self.size, memoryview(a.data).cast("B")
         done = 0
         while done < len(view):
             done += os.pwrite(self._fd, view[done:], off + done)
@@ -320,6 +320,12 @@ class LiveSession:
         self.geometry = g  # last: the view's snapshots begin once every processor has started
         self.state = "receiving"
 
+    def _geom(self) -> Geometry:
+        """The series' geometry (set when a series starts; asked for only after that)."""
+        if self.geometry is None:
+            raise RuntimeError("live session: no series has started yet")
+        return self.geometry
+
     def _open_output(self, dtype: Any) -> None:
         import h5py
 
@@ -329,13 +335,13 @@ class LiveSession:
         self._tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.{id(self):x}.tmp")
         self._h5 = h5py.File(self._tmp, "w")
         if self.save_frames:
-            g = self.geometry
+            g = self._geom()
             dt = np.dtype(self.start_message.dtype) if self.start_message and self.start_message.dtype else np.dtype(dtype)
             self._frames = self._h5.create_dataset("frames", shape=g.scan_shape + g.pattern_shape, dtype=dt,
                                                    chunks=(1, min(g.scan_shape[1], 8)) + g.pattern_shape, fillvalue=0)  # fmt: skip
 
     def _process(self, idx: np.ndarray, pats: np.ndarray) -> None:
-        g = self.geometry
+        g = self._geom()
         n = g.size
         ok = (idx >= 0) & (idx < n)  # out of the scan, a repeat (in this block or before): rejected, counted
         ok[ok] &= ~self._processed_mask[idx[ok]]
@@ -471,7 +477,7 @@ class LiveSession:
             notes.append("no series started: nothing to write")
         if self._h5 is not None:
             f = self._h5
-            g = self.geometry
+            g = self._geom()
             for k, v in results.items():
                 f.create_dataset(k, data=v)
             n = g.size
@@ -496,6 +502,7 @@ class LiveSession:
             f.attrs["detectors_mrad"] = json.dumps(g.detector_table())
             f.attrs["provenance"] = json.dumps(self.provenance, default=str)
             f.close()
+            assert self.output is not None  # an HDF5 file is open only with an output
             if self.output.exists() and not self.overwrite:
                 os.replace(self._tmp, self.output.with_name(self.output.name + f".{os.getpid()}.incomplete.h5"))
                 raise PtyroValueError(f"output {str(self.output)!r} appeared meanwhile; wrote beside it instead")

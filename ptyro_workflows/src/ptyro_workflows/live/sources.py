@@ -106,7 +106,7 @@ class ReplayStream:
         step = (float(pos[ry, 0] - pos[0, 0]) if rx > 1 else 0.0, float(pos[1, 1] - pos[0, 1]) if ry > 1 else 0.0)
         meta = {"energy": float(ds.energy), "scan_shape": (rx, ry), "scan_step": step,
                 "reciprocal_sampling": tuple(float(v) for v in ds.grid.reciprocal_sampling)}  # fmt: skip
-        shape = tuple(int(v) for v in ds.array.shape[-2:])
+        shape = (int(ds.array.shape[-2]), int(ds.array.shape[-1]))
         yield SeriesStart(rx * ry, shape, self.dtype or str(np.dtype(ds.array.dtype)), "replay", meta)
         t0 = time.perf_counter()
         for k in range(n):

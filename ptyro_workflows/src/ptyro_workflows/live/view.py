@@ -38,7 +38,8 @@ def _make_app(session: Any) -> Any:
     from bokeh.application import Application
     from bokeh.application.handlers.function import FunctionHandler
     from bokeh.layouts import column, gridplot
-    from bokeh.models import ColumnDataSource, Div
+    from bokeh.models import ColumnDataSource
+    from bokeh.models.widgets import Div
     from bokeh.plotting import figure
 
     def modify(doc: Any) -> None:
@@ -73,7 +74,7 @@ def _make_app(session: Any) -> Any:
         update()
         doc.add_periodic_callback(update, 500)
         doc.title = "ptyro live"
-        doc.add_root(column(Div(text="<h2>ptyro live</h2>"), stats, gridplot(figs, ncols=4)))
+        doc.add_root(column(Div(text="<h2>ptyro live</h2>"), stats, gridplot(list[Any](figs), ncols=4)))
 
     return Application(FunctionHandler(modify))
 
@@ -103,7 +104,7 @@ class LiveServer:
             origins = [f"{self.host}:{self.port}", f"localhost:{self.port}", f"127.0.0.1:{self.port}"]
             self._server = Server({"/": _make_app(session)}, io_loop=self._loop, address=self.host, port=self.port, allow_websocket_origin=origins)
             self._server.start()
-            self.port = self._server.port
+            self.port = int(self._server.port or self.port)
         except BaseException as e:  # noqa: BLE001 - a thread or processor reports its failure; the session keeps what it has
             self._error = e
             self._ready.set()

@@ -225,7 +225,7 @@ def load(
             vals, unit = cal["detector_pixel"]
             conv = [convert_detector_pixel(x, unit, energy) for x in _pair(vals)]
             if all(c is not None and c > 0 for c in conv):
-                dq = (abs(conv[0]), abs(conv[1]))
+                dq = (abs(float(conv[0] or 0)), abs(float(conv[1] or 0)))
                 src["detector"] = f"file ({unit})"
         if dq is None and semiangle_cutoff is not None:
             from ptyro_workflows.io.calibration import _estimate_reciprocal_sampling
@@ -255,7 +255,7 @@ def load(
         conv = [convert_length(x, unit) for x in _pair(vals)]
         if not all(c is not None and c > 0 for c in conv):
             raise PtyroValueError(f"{str(path)!r}: the scan step is in {unit!r}, not a length; pass --scan-step (Å, or e.g. '0.042 nm')")
-        st = (abs(conv[0]), abs(conv[1]))
+        st = (abs(float(conv[0] or 0)), abs(float(conv[1] or 0)))
         src["scan_step"] = f"file ({unit})"
     else:
         raise PtyroValueError(f"{str(path)!r}: the scan step is not in the file; pass --scan-step (Å, or e.g. '0.042 nm')")
