@@ -60,21 +60,34 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
 
 
 def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raised(small_demo, tmp_path, monkeypatch, capsys):
-    import threading
+    import functools
 
     from ptyro_workflows import show
 
-    seen = {}
-
-    def broken(*a, **k):
-        seen["thread"] = threading.current_thread().name
-        raise show.PtyroValueError("drawing failed")
-
-    monkeypatch.setattr(show, "dataset_figures", broken)
+    # drawn by the drawing process (so the failure is made there: a CBED position off the scan)
+    monkeypatch.setattr(demo, "_draw_dataset", functools.partial(show.dataset_figures, positions=[[99, 99]]))
     assert main(["demo", "--out", str(tmp_path / "d"), "-q", "--iterations", "1"]) == 2
-    assert "drawing failed" in capsys.readouterr().err
-    assert seen["thread"].startswith("ptyro-demo-figures")  # drawn beside the reconstruction, not after it
-    assert not list((tmp_path / "d").glob("*.png"))
+    assert "--position [99, 99]: expected a scan index within [0, 7] x [0, 7]" in capsys.readouterr().err
+    assert not list((tmp_path / "d").glob("*.png"))  # nor the reconstruction's figures after it
+    assert not list((tmp_path / "d").glob(".*.tmp"))
+
+
+def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monkeypatch):
+    import functools
+    import os
+
+    drawing = demo._Drawing()
+    try:
+        assert drawing.result(drawing.submit(demo._ready), os.getpid) != os.getpid()
+    finally:
+        drawing.close()
+    # a process that cannot start (here: its start-up exits) leaves the drawing to this process
+    monkeypatch.setattr(demo, "_prepare_drawing", functools.partial(os._exit, 3))
+    drawing = demo._Drawing()
+    try:
+        assert drawing.result(drawing.submit(demo._ready), os.getpid) == os.getpid()
+    finally:
+        drawing.close(cancel=True)
 
 
 def test_getting_started_python_example_runs(tmp_path, monkeypatch):
