@@ -32,7 +32,8 @@ def small_demo(monkeypatch):
     monkeypatch.setattr(demo, "DEMO_RECONSTRUCTION", rec)
 
 
-def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys):
+def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "_cores", lambda: 3)  # two drawing processes, each half of the reconstruction's figures
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -76,14 +77,24 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
     import functools
     import os
 
+    for processes in (1, 2):
+        drawing = demo._Drawing(processes)
+        try:
+            assert drawing.result(drawing.submit(demo._ready), os.getpid) != os.getpid()
+            assert len(drawing.halves) == processes
+        finally:
+            drawing.close()
+    # one process per spare core: none on one core (drawn here, an error raised where asked for)
+    monkeypatch.setattr(demo, "_cores", lambda: 1)
     drawing = demo._Drawing()
-    try:
-        assert drawing.result(drawing.submit(demo._ready), os.getpid) != os.getpid()
-    finally:
-        drawing.close()
+    assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready), os.getpid) == os.getpid()
+    with pytest.raises(ZeroDivisionError):
+        drawing.result(drawing.submit(divmod, 1, 0), os.getpid)
+    monkeypatch.setattr(demo, "_cores", lambda: 16)
+    assert demo._Drawing(0).processes == 0  # asked for none
     # a process that cannot start (here: its start-up exits) leaves the drawing to this process
     monkeypatch.setattr(demo, "_prepare_drawing", functools.partial(os._exit, 3))
-    drawing = demo._Drawing()
+    drawing = demo._Drawing(1)
     try:
         assert drawing.result(drawing.submit(demo._ready), os.getpid) == os.getpid()
     finally:

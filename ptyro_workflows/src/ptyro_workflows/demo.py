@@ -14,6 +14,7 @@ programs loaded from the compilation cache) waits only for the reconstruction's 
 """
 
 import copy
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -83,8 +84,6 @@ def _prepare_drawing() -> None:
 
 
 def _ready() -> int:
-    import os
-
     return os.getpid()
 
 
@@ -94,28 +93,64 @@ def _draw_dataset(path: Path, out: Path) -> tuple[dict[str, Any], float]:
     return _timed(dataset_figures, path, out, overwrite=True)
 
 
-def _draw_reconstruction(path: Path, out: Path, truth: Path) -> dict[str, Any]:
+def _draw_reconstruction(path: Path, out: Path, truth: Path, only: tuple[str, ...] | None) -> dict[str, Any]:
     from ptyro_workflows.show import reconstruction_figures
 
-    return reconstruction_figures(path, out, truth=truth, overwrite=True)
+    return reconstruction_figures(path, out, truth=truth, overwrite=True, only=only)
+
+
+#: the reconstruction's figures in two halves of about equal drawing time, one per process
+_HALVES = (("phase.png", "loss.png"), ("object.png", "probe.png"))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
 
 
 class _Drawing:
-    """The figures drawn in a separate process, started with the demo: its imports and the
-    dataset's figures run beside the main process's simulation and reconstruction (on another
-    core, not sharing the interpreter lock with the reconstruction's Python). Where no process
-    can be started (a restricted sandbox), each figure set is drawn in this process instead."""
+    """The figures drawn beside the main process's work, by one process per spare core, two at
+    most (never more busy processes than cores: there, another process would only add its
+    imports). The first, started with the demo, imports beside the simulation and draws the
+    dataset's figures beside the reconstruction (on another core, not sharing the interpreter
+    lock with the reconstruction's Python); with a third core a second one starts with the
+    reconstruction and the two draw half of the reconstruction's figures each. On one core, or
+    where no process can be started (a restricted sandbox), the figures are drawn here."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int | None = None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, not fork: this process has JAX's threads running
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_prepare_drawing)
-        self._pool.submit(_ready)
+        self.processes = max(0, min(2, _cores() - 1)) if processes is None else processes
+        self._pool = None
+        if self.processes:
+            # spawn, not fork: this process has JAX's threads running
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.processes, mp_context=ctx, initializer=_prepare_drawing)
+            self._pool.submit(_ready)
+
+    @property
+    def halves(self) -> tuple[tuple[str, ...] | None, ...]:
+        """How the reconstruction's figures are shared out (None: all in one)."""
+        return _HALVES if self.processes > 1 else (None,)
+
+    def start_second(self) -> None:
+        """Start the second process, if any (while the first draws)."""
+        if self._pool is not None and self.processes > 1:
+            self._pool.submit(_ready)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        return self._pool.submit(fn, *args)
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as e:  # noqa: BLE001 - raised where the result is asked for, as from a process
+            done.set_exception(e)
+        return done
 
     @staticmethod
     def result(future: Future, fn: Callable[..., Any], *args: Any) -> Any:
@@ -128,7 +163,8 @@ class _Drawing:
 
     def close(self, *, cancel: bool = False) -> None:
         """Wait for the figure being drawn (``cancel``: drop those not started)."""
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 def run_demo(
@@ -209,6 +245,7 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     t1 = time.perf_counter()
     data, recon = outdir / "dataset.h5", outdir / "reconstruction.h5"
     drawing = figures.submit(_draw_dataset, data, outdir)  # drawn while the reconstruction runs
+    figures.start_second()
     state = reconstruct(ds, rec_cfg, recon, progress=progress, overwrite=True, command=["ptyro", "demo"], record={"input": str(data), "source": sim.provenance})
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)
@@ -216,7 +253,10 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
     t2 = time.perf_counter()
     shown, t_shown = figures.result(drawing, _draw_dataset, data, outdir)  # an error in it stops here
-    rec = figures.result(figures.submit(_draw_reconstruction, recon, outdir, data), _draw_reconstruction, recon, outdir, data)
+    parts = [figures.submit(_draw_reconstruction, recon, outdir, data, h) for h in figures.halves]
+    drawn = [figures.result(f, _draw_reconstruction, recon, outdir, data, h) for f, h in zip(parts, figures.halves)]
+    rec = {**drawn[0], "files": sorted((p for d in drawn for p in d["files"]), key=lambda p: list(DEMO_FILES).index(p.name))}
+    rec["lines"] = [line for d in drawn for line in d["lines"]]
     return {
         "shown": shown,
         "rec": rec,
