@@ -74,31 +74,51 @@ def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raise
 
 
 def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monkeypatch):
-    import functools
     import os
 
     for processes in (1, 2):
         drawing = demo._Drawing(processes)
         try:
-            assert drawing.result(drawing.submit(demo._ready), os.getpid) != os.getpid()
-            assert len(drawing.halves) == processes
+            drawing.start_second()
+            tasks = [drawing.submit(demo._ready) for _ in range(4)]  # shared out over the processes
+            pids = {drawing.result(t) for t in tasks}
+            assert os.getpid() not in pids and len(pids) == processes == len(drawing.halves)
+            with pytest.raises(ZeroDivisionError):  # raised here, where the result is asked for
+                drawing.result(drawing.submit(divmod, 1, 0))
         finally:
             drawing.close()
-    # one process per spare core: none on one core (drawn here, an error raised where asked for)
+    # one process per spare core: none on one core (drawn here)
     monkeypatch.setattr(demo, "_cores", lambda: 1)
     drawing = demo._Drawing()
-    assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready), os.getpid) == os.getpid()
+    assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready)) == os.getpid()
     with pytest.raises(ZeroDivisionError):
-        drawing.result(drawing.submit(divmod, 1, 0), os.getpid)
-    monkeypatch.setattr(demo, "_cores", lambda: 16)
-    assert demo._Drawing(0).processes == 0  # asked for none
-    # a process that cannot start (here: its start-up exits) leaves the drawing to this process
-    monkeypatch.setattr(demo, "_prepare_drawing", functools.partial(os._exit, 3))
+        drawing.result(drawing.submit(divmod, 1, 0))
+    # a process that cannot start, or dies, leaves the drawing to this process
+    monkeypatch.setattr(demo, "_WORKER", "import os; os._exit(3)")
     drawing = demo._Drawing(1)
     try:
-        assert drawing.result(drawing.submit(demo._ready), os.getpid) == os.getpid()
+        assert drawing.result(drawing.submit(demo._ready)) == os.getpid()
     finally:
-        drawing.close(cancel=True)
+        drawing.close()
+
+
+def test_the_demo_runs_from_a_script_without_a_main_guard(tmp_path):
+    """The drawing processes do not import the caller's main script again (as multiprocessing's
+    spawn would: a script without ``if __name__ == "__main__"`` would run the demo twice)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from ptyro_workflows import demo\n"
+        "print('RUN')\n"
+        "drawing = demo._Drawing(1)\n"
+        "print('CHILD', drawing.result(drawing.submit(demo._ready)) != __import__('os').getpid())\n"
+        "drawing.close()\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["RUN", "CHILD", "True"]
 
 
 def test_getting_started_python_example_runs(tmp_path, monkeypatch):

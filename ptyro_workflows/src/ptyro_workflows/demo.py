@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +69,44 @@ def _timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
     return fn(*args, **kw), time.perf_counter() - t
 
 
-def _prepare_drawing() -> None:
-    """A drawing process's start: the figures' imports (numpy, h5py, matplotlib's Agg canvas,
-    fonts), made while the main process imports JAX and simulates. An interruption is left to
-    the main process, which stops the work not yet started: a figure being drawn is finished,
-    never left half-written."""
+#: a drawing process: Python on this interpreter, the caller's module path, then :func:`_serve`
+#: (not multiprocessing's spawn, which imports the caller's main script again: a script without
+#: an ``if __name__ == "__main__"`` guard would run the demo once more there)
+_WORKER = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from ptyro_workflows.demo import _serve; _serve()"
+
+
+def _serve() -> None:
+    """A drawing process: the figures' imports (numpy, h5py, matplotlib's Agg canvas) first,
+    made while the main process imports JAX and simulates; then each ``(function, arguments)``
+    read (pickled) from stdin is called and its ``("ok", result)`` or ``("error", exception)``
+    written (pickled) to stdout, until stdin ends. An interruption is left to the main process
+    (which stops sending): a figure being drawn is finished, never left half-written."""
+    import pickle
+    import sys
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to stderr, never between the answers
     import ptyro_workflows.show  # noqa: F401
     from ptyro_workflows.figures import preload
 
     preload()
+    while True:
+        try:
+            fn, args = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            answers.close()
+            os._exit(0)  # everything is written and closed: no interpreter shutdown to wait for
+        try:
+            answer = pickle.dumps(("ok", fn(*args)))
+        except Exception as e:  # noqa: BLE001 - raised in the main process, where the result is asked for
+            try:
+                answer = pickle.dumps(("error", e))
+            except Exception:  # noqa: BLE001 - an exception that does not pickle: its line
+                answer = pickle.dumps(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+        answers.write(answer)
+        answers.flush()
 
 
 def _ready() -> int:
@@ -111,6 +137,13 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+class _Task:
+    """A call sent to a drawing process (``process`` None: made here, ``value`` its outcome)."""
+
+    def __init__(self, process: Any, fn: Callable[..., Any], args: tuple[Any, ...], value: Any = None) -> None:
+        self.process, self.fn, self.args, self.value = process, fn, args, value
+
+
 class _Drawing:
     """The figures drawn beside the main process's work, by one process per spare core, two at
     most (never more busy processes than cores: there, another process would only add its
@@ -118,53 +151,87 @@ class _Drawing:
     dataset's figures beside the reconstruction (on another core, not sharing the interpreter
     lock with the reconstruction's Python); with a third core a second one starts with the
     reconstruction and the two draw half of the reconstruction's figures each. On one core, or
-    where no process can be started (a restricted sandbox), the figures are drawn here."""
+    where a process cannot start or dies, the figures are drawn here."""
 
     def __init__(self, processes: int | None = None) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         self.processes = max(0, min(2, _cores() - 1)) if processes is None else processes
-        self._pool = None
+        self._procs: list[Any] = []
+        self._answers: dict[Any, list[Any]] = {}  # process -> its tasks sent and not yet answered
         if self.processes:
-            # spawn, not fork: this process has JAX's threads running
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.processes, mp_context=ctx, initializer=_prepare_drawing)
-            self._pool.submit(_ready)
+            self._start()
+
+    def _start(self) -> None:
+        import pickle
+        import subprocess
+        import sys
+
+        try:
+            proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            pickle.dump(list(sys.path), proc.stdin)
+            proc.stdin.flush()
+        except OSError:  # no process here: drawn in this one
+            return
+        self._procs.append(proc)
+        self._answers[proc] = []
 
     @property
     def halves(self) -> tuple[tuple[str, ...] | None, ...]:
         """How the reconstruction's figures are shared out (None: all in one)."""
-        return _HALVES if self.processes > 1 else (None,)
+        return _HALVES if len(self._procs) > 1 else (None,)
 
     def start_second(self) -> None:
         """Start the second process, if any (while the first draws)."""
-        if self._pool is not None and self.processes > 1:
-            self._pool.submit(_ready)
+        if self.processes > 1 and len(self._procs) == 1:
+            self._start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        if self._pool is not None:
-            return self._pool.submit(fn, *args)
-        done: Future = Future()
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
+        """Send ``fn(*args)`` to the process with the fewest calls waiting (made here without one)."""
+        import pickle
+
+        if self._procs:
+            proc = min(self._procs, key=lambda p: len(self._answers[p]))
+            try:
+                pickle.dump((fn, args), proc.stdin)
+                proc.stdin.flush()
+                task = _Task(proc, fn, args)
+                self._answers[proc].append(task)
+                return task
+            except OSError:  # the process has gone: made here
+                pass
         try:
-            done.set_result(fn(*args))
+            return _Task(None, fn, args, ("ok", fn(*args)))
         except Exception as e:  # noqa: BLE001 - raised where the result is asked for, as from a process
-            done.set_exception(e)
-        return done
+            return _Task(None, fn, args, ("error", e))
 
-    @staticmethod
-    def result(future: Future, fn: Callable[..., Any], *args: Any) -> Any:
-        from concurrent.futures.process import BrokenProcessPool
+    def result(self, task: _Task) -> Any:
+        """The task's result (its exception raised); drawn here if its process died."""
+        import pickle
 
-        try:
-            return future.result()
-        except BrokenProcessPool:  # the process could not start or died: draw here
-            return fn(*args)
+        if task.process is not None:
+            pending = self._answers[task.process]
+            while task.value is None:
+                try:
+                    pending.pop(0).value = pickle.load(task.process.stdout)
+                except (EOFError, OSError, pickle.UnpicklingError):  # the process died: the rest is made here
+                    for t in pending:
+                        t.process = None
+                    task.value = ("ok", task.fn(*task.args))
+        kind, value = task.value
+        if kind == "error":
+            raise value
+        return value
 
-    def close(self, *, cancel: bool = False) -> None:
-        """Wait for the figure being drawn (``cancel``: drop those not started)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
+    def close(self) -> None:
+        """End the processes: each finishes what it was sent (a figure being drawn is never cut)."""
+        for proc in self._procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.wait()
+            proc.stdout.close()
+        self._procs.clear()
 
 
 def run_demo(
@@ -194,7 +261,7 @@ def run_demo(
     try:
         run = _run(outdir, sim_cfg, rec_cfg, figures, progress=progress, say=say)
     except BaseException:
-        figures.close(cancel=True)
+        figures.close()
         raise
     figures.close()
     total = time.perf_counter() - t0
@@ -252,9 +319,9 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     cfg_r["probe"]["energy"] = ds.energy
     (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
     t2 = time.perf_counter()
-    shown, t_shown = figures.result(drawing, _draw_dataset, data, outdir)  # an error in it stops here
+    shown, t_shown = figures.result(drawing)  # an error in it stops here
     parts = [figures.submit(_draw_reconstruction, recon, outdir, data, h) for h in figures.halves]
-    drawn = [figures.result(f, _draw_reconstruction, recon, outdir, data, h) for f, h in zip(parts, figures.halves)]
+    drawn = [figures.result(task) for task in parts]
     rec = {**drawn[0], "files": sorted((p for d in drawn for p in d["files"]), key=lambda p: list(DEMO_FILES).index(p.name))}
     rec["lines"] = [line for d in drawn for line in d["lines"]]
     return {
