@@ -166,7 +166,8 @@ class _Drawing:
         import sys
 
         try:
-            proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
+            proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
             pickle.dump(list(sys.path), proc.stdin)
             proc.stdin.flush()
         except OSError:  # no process here: drawn in this one
