@@ -1,17 +1,19 @@
 """Issue 20's start-up and issue 18's warm-start timings, one command (about 1-3 minutes on 2 idle cores):
 
-    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup]
+    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup] [--baseline PTYRO] [--no-compile]
 
 0. First the workspace's own sources are compiled to bytecode (``compileall``, what installing
    a wheel does): this environment sets ``PYTHONDONTWRITEBYTECODE``, and the editable packages
-   would otherwise be compiled again by every process (about 0.15 s of CPU).
+   would otherwise be compiled again by every process (about 0.15 s of CPU); with ``--baseline``
+   the baseline checkout's too (``--no-compile``: neither).
 1. Start-up: ``ptyro --help``, every ``ptyro CMD --help``, ``ptyro plugins`` and ``ptyro info
    FILE``, each as its own process (median wall time of ``--rounds``), and whether JAX was
    imported (checked in a separate process that runs them all; goal: none, under 1.5 s).
 2. ``ptyro demo`` twice with an empty JAX compilation cache of its own (the first run compiles,
    the second loads every program from the cache), ``--rounds`` such pairs one after the other:
    wall and CPU seconds of both processes (the figure process's included), their ratio (goal
-   <= 0.40; the median of the pairs) and the demo's own split (simulation, reconstruction, figures).
+   <= 0.40; the median of the pairs) and the demo's own split (simulation, reconstruction, figures);
+   with ``--baseline PTYRO`` (another checkout's ``ptyro``) its pairs interleaved with ours.
    Then one more pair, each run with JAX's compilation events counted (``jax.monitoring``): where
    the time of a run goes (imports, simulation, reconstruction, figures after it), with the
    tracing, lowering and XLA compilation (first run) or loading from the cache (second run) in
@@ -75,29 +77,41 @@ def startup(rounds: int, file: Path) -> None:
     print("  " + out.strip().splitlines()[-1] + " (all of the above in one process)")
 
 
-def demo(out: Path, rounds: int) -> None:
+def demo(out: Path, rounds: int, baseline: str | None = None) -> None:
+    """``rounds`` pairs (a first run with an empty cache of its own, then a second), for this
+    checkout's ``ptyro`` and, interleaved pair by pair, for a ``baseline`` one (another
+    checkout's ``.venv/bin/ptyro``: before against after under the same load)."""
     import resource
 
-    walls, cpus = [], []
+    which = {"this": PTYRO, **({"baseline": baseline} if baseline else {})}
+    res: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": [], "wall": [], "cpu": []} for k in which}
     for r in range(rounds):
-        env = {**os.environ, "PTYRO_JAX_CACHE": str(out / f"jax-cache-{r}")}
-        row = []
-        for i in (1, 2):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t, text = wall([PTYRO, "demo", "--out", str(out / f"demo{i}"), "--no-progress", "--overwrite"], env)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-            split = re.search(r"simulated .*", text)
-            quality = re.search(r"phase correlation with the ground truth .*?: ([0-9.]+).*?; ([0-9.]+) against", text)
-            row.append((t, cpu))
-            print(f"  pair {r + 1}, run {i}: {t:.2f} s wall, {cpu:.2f} s CPU ({split.group(0) if split else '?'}); r = {quality.groups() if quality else '?'}")
-        walls.append(row[1][0] / row[0][0])
-        cpus.append(row[1][1] / row[0][1])
+        for name, exe in which.items():
+            env = {**os.environ, "PTYRO_JAX_CACHE": str(out / f"jax-cache-{name}-{r}")}
+            row = []
+            for i in (1, 2):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t, text = wall([exe, "demo", "--out", str(out / (f"demo{i}" if name == "this" else f"{name}{i}")), "--no-progress", "--overwrite"], env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                split = re.search(r"simulated .*", text)
+                quality = re.search(r"phase correlation with the ground truth .*?: ([0-9.]+).*?; ([0-9.]+) against", text)
+                row.append((t, cpu))
+                label = f"{name}, " if baseline else ""
+                print(
+                    f"  {label}pair {r + 1}, run {i}: {t:.2f} s wall, {cpu:.2f} s CPU ({split.group(0) if split else '?'}); r = {quality.groups() if quality else '?'}"
+                )
+            res[name]["first"].append(row[0][0])
+            res[name]["second"].append(row[1][0])
+            res[name]["wall"].append(row[1][0] / row[0][0])
+            res[name]["cpu"].append(row[1][1] / row[0][1])
     # on a busy machine the wall times follow the load; the CPU seconds of the two runs do not
-    print(
-        f"  second / first: {statistics.median(walls):.2f} wall (median of {rounds}: {', '.join(f'{v:.2f}' for v in walls)}; goal <= 0.40), "
-        f"{statistics.median(cpus):.2f} CPU ({', '.join(f'{v:.2f}' for v in cpus)})"
-    )
+    for name, v in res.items():
+        print(
+            f"  {name + ': ' if baseline else ''}first {statistics.median(v['first']):.2f} s, second {statistics.median(v['second']):.2f} s (medians); "
+            f"second / first: {statistics.median(v['wall']):.2f} wall (median of {rounds}: {', '.join(f'{x:.2f}' for x in v['wall'])}; goal <= 0.40), "
+            f"{statistics.median(v['cpu']):.2f} CPU ({', '.join(f'{x:.2f}' for x in v['cpu'])})"
+        )
 
 
 # one demo run with JAX's compilation events counted per step (the same code path as `ptyro demo`)
@@ -175,10 +189,11 @@ def demo_counted(out: Path) -> None:
     )
 
 
-def compile_sources() -> None:
-    """Bytecode for the workspace's packages (an installed wheel has it; see the docstring)."""
-    root = Path(__file__).resolve().parents[1]
-    dirs = [str(p) for p in (*root.glob("ptyro_*/src"), *root.glob("plugins/*/src"))]
+def compile_sources(baseline: str | None) -> None:
+    """Bytecode for the workspace's packages, and the baseline checkout's (an installed wheel has
+    it; see the docstring)."""
+    roots = [Path(__file__).resolve().parents[1]] + ([Path(baseline).resolve().parents[2]] if baseline else [])
+    dirs = [str(p) for root in roots for p in (*root.glob("ptyro_*/src"), *root.glob("plugins/*/src"))]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=True, capture_output=True)
 
 
@@ -234,16 +249,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="leave the sources without bytecode (every process compiles them, as before)")
+    ap.add_argument(
+        "--baseline", default=None, metavar="PTYRO", help="another checkout's ptyro (e.g. ../main/.venv/bin/ptyro): its demo pairs interleaved with ours"
+    )
     ap.add_argument("--skip-startup", action="store_true", help="only the demo and its figures")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         print(uptime(), f"; {os.cpu_count()} CPUs")
-        compile_sources()
+        if not args.no_compile:
+            compile_sources(args.baseline)
         if not args.skip_demo:
             print(f"ptyro demo, twice with an empty compilation cache, {args.rounds} pairs:")
-            demo(out, args.rounds)
+            demo(out, args.rounds, args.baseline)
             demo_counted(out)
             figures_cpu(out / "demo2", args.rounds)
         if not args.skip_startup:
