@@ -93,7 +93,18 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
     assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready)) == os.getpid()
     with pytest.raises(ZeroDivisionError):
         drawing.result(drawing.submit(divmod, 1, 0))
-    # a process that cannot start, or dies, leaves the drawing to this process
+    # a process that dies leaves what it was sent, and not answered, to this process
+    import signal
+
+    drawing = demo._Drawing(1)
+    try:
+        pid = drawing._procs[0].pid
+        killed, after = drawing.submit(os.kill, pid, signal.SIGKILL), drawing.submit(demo._ready)
+        assert drawing.result(after) == os.getpid()
+        assert drawing.result(killed) is None  # sent again here: the dead process is not yet waited for
+    finally:
+        drawing.close()
+    # a process that cannot start leaves the drawing to this process
     monkeypatch.setattr(demo, "_WORKER", "import os; os._exit(3)")
     drawing = demo._Drawing(1)
     try:

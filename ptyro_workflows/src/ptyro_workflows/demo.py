@@ -98,15 +98,22 @@ def _serve() -> None:
         except EOFError:
             answers.close()
             os._exit(0)  # everything is written and closed: no interpreter shutdown to wait for
+        outcome = _outcome(fn, args)
         try:
-            answer = pickle.dumps(("ok", fn(*args)))
-        except Exception as e:  # noqa: BLE001 - raised in the main process, where the result is asked for
-            try:
-                answer = pickle.dumps(("error", e))
-            except Exception:  # noqa: BLE001 - an exception that does not pickle: its line
-                answer = pickle.dumps(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+            answer = pickle.dumps(outcome)
+            pickle.loads(answer)  # what the main process will do with it
+        except Exception:  # noqa: BLE001 - a value or exception that does not pickle: its line
+            answer = pickle.dumps(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
         answers.write(answer)
         answers.flush()
+
+
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
+    """``("ok", fn(*args))``, or ``("error", exception)`` to raise where the result is asked for."""
+    try:
+        return "ok", fn(*args)
+    except Exception as e:  # noqa: BLE001 - raised where the result is asked for
+        return "error", e
 
 
 def _ready() -> int:
@@ -199,24 +206,23 @@ class _Drawing:
                 return task
             except OSError:  # the process has gone: made here
                 pass
-        try:
-            return _Task(None, fn, args, ("ok", fn(*args)))
-        except Exception as e:  # noqa: BLE001 - raised where the result is asked for, as from a process
-            return _Task(None, fn, args, ("error", e))
+        return _Task(None, fn, args, _outcome(fn, args))
 
     def result(self, task: _Task) -> Any:
-        """The task's result (its exception raised); drawn here if its process died."""
+        """The task's result (its exception raised); made here if its process died."""
         import pickle
 
         if task.process is not None:
             pending = self._answers[task.process]
-            while task.value is None:
+            while task.value is None and pending:
                 try:
-                    pending.pop(0).value = pickle.load(task.process.stdout)
-                except (EOFError, OSError, pickle.UnpicklingError):  # the process died: the rest is made here
-                    for t in pending:
-                        t.process = None
-                    task.value = ("ok", task.fn(*task.args))
+                    value = pickle.load(task.process.stdout)
+                except (EOFError, OSError, pickle.UnpicklingError):  # the process died: what it had is made here
+                    pending.clear()
+                    break
+                pending.pop(0).value = value
+        if task.value is None:
+            task.value = _outcome(task.fn, task.args)
         kind, value = task.value
         if kind == "error":
             raise value
