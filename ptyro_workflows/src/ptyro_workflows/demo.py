@@ -175,9 +175,13 @@ class _Drawing:
         try:
             # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
             proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        except OSError:  # no process here: drawn in this one
+            return
+        try:
             pickle.dump(list(sys.path), proc.stdin)
             proc.stdin.flush()
-        except OSError:  # no process here: drawn in this one
+        except OSError:  # it ended at once
+            proc.wait()
             return
         self._procs.append(proc)
         self._answers[proc] = []
