@@ -8,9 +8,11 @@ dataset, the reconstruction, the two configurations (so each step can be rerun w
 ``ptyro simulate`` / ``ptyro reconstruct``) and the figures of ``ptyro show`` for both files;
 prints what it wrote and the phase correlation with the ground truth σ·ΣV.
 
-The figures are drawn by a second process, started first: its imports (matplotlib) overlap the
-simulation, the dataset's figures the reconstruction, so that on two cores a second run (its
-programs loaded from the compilation cache) waits only for the reconstruction's figures.
+The figures are drawn by other processes, one per spare core (two at most; none on one core),
+the first started first: its imports (matplotlib) overlap the simulation, the dataset's figures
+the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
+only for the reconstruction's figures (in halves, with two processes). Only compiled programs
+are cached, never the demo's results.
 """
 
 import copy
