@@ -1,13 +1,23 @@
-"""Issue 20's start-up and demo timings, one command (about 1-3 minutes on 2 idle cores):
+"""Issue 20's start-up and issue 18's warm-start timings, one command (about 1-3 minutes on 2 idle cores):
 
-    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup]
+    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup] [--baseline PTYRO] [--no-compile]
 
+0. First the workspace's own sources are compiled to bytecode (``compileall``, what installing
+   a wheel does): this environment sets ``PYTHONDONTWRITEBYTECODE``, and the editable packages
+   would otherwise be compiled again by every process (about 0.15 s of CPU); with ``--baseline``
+   the baseline checkout's too (``--no-compile``: neither).
 1. Start-up: ``ptyro --help``, every ``ptyro CMD --help``, ``ptyro plugins`` and ``ptyro info
    FILE``, each as its own process (median wall time of ``--rounds``), and whether JAX was
    imported (checked in a separate process that runs them all; goal: none, under 1.5 s).
-2. The demo twice with an empty JAX compilation cache of its own (the first run compiles, the
-   second loads every program from the cache): wall times of both processes, their ratio (goal
-   <= 0.40) and the demo's own split (simulation, reconstruction, figures).
+2. ``ptyro demo`` twice with an empty JAX compilation cache of its own (the first run compiles,
+   the second loads every program from the cache), ``--rounds`` such pairs one after the other:
+   wall and CPU seconds of both processes (the figure process's included), their ratio (goal
+   <= 0.40; the median of the pairs) and the demo's own split (simulation, reconstruction, figures);
+   with ``--baseline PTYRO`` (another checkout's ``ptyro``) its pairs interleaved with ours.
+   Then one more pair, each run with JAX's compilation events counted (``jax.monitoring``): where
+   the time of a run goes (imports, simulation, reconstruction, figures after it), with the
+   tracing, lowering and XLA compilation (first run) or loading from the cache (second run) in
+   each step, the number of programs and cache hits, and the compile share of the reconstruction.
 
 3. The demo's eight figures drawn again from its two files in a fresh process: CPU seconds
    (user + sys) of the drawing alone, after the imports (median of ``--rounds``; goal ~1 s idle).
@@ -67,22 +77,124 @@ def startup(rounds: int, file: Path) -> None:
     print("  " + out.strip().splitlines()[-1] + " (all of the above in one process)")
 
 
-def demo(out: Path) -> None:
+def demo(out: Path, rounds: int, baseline: str | None = None) -> None:
+    """``rounds`` pairs (a first run with an empty cache of its own, then a second), for this
+    checkout's ``ptyro`` and, interleaved pair by pair, for a ``baseline`` one (another
+    checkout's ``.venv/bin/ptyro``: before against after under the same load)."""
     import resource
 
-    env = {**os.environ, "PTYRO_JAX_CACHE": str(out / "jax-cache")}
-    rows, cpus = [], []
-    for i in (1, 2):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t, text = wall([PTYRO, "demo", "--out", str(out / f"demo{i}"), "--no-progress"], env)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-        split = re.search(r"simulated .*", text)
-        rows.append(t)
-        cpus.append(cpu)
-        print(f"  demo run {i}: {t:.1f} s wall, {cpu:.1f} s CPU ({split.group(0) if split else '?'})")
+    which = {"this": PTYRO, **({"baseline": baseline} if baseline else {})}
+    res: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": [], "wall": [], "cpu": []} for k in which}
+    for r in range(rounds):
+        for name, exe in which.items():
+            env = {**os.environ, "PTYRO_JAX_CACHE": str(out / f"jax-cache-{name}-{r}")}
+            row = []
+            for i in (1, 2):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t, text = wall([exe, "demo", "--out", str(out / (f"demo{i}" if name == "this" else f"{name}{i}")), "--no-progress", "--overwrite"], env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                split = re.search(r"simulated .*", text)
+                quality = re.search(r"phase correlation with the ground truth .*?: ([0-9.]+).*?; ([0-9.]+) against", text)
+                row.append((t, cpu))
+                label = f"{name}, " if baseline else ""
+                print(
+                    f"  {label}pair {r + 1}, run {i}: {t:.2f} s wall, {cpu:.2f} s CPU ({split.group(0) if split else '?'}); r = {quality.groups() if quality else '?'}"
+                )
+            res[name]["first"].append(row[0][0])
+            res[name]["second"].append(row[1][0])
+            res[name]["wall"].append(row[1][0] / row[0][0])
+            res[name]["cpu"].append(row[1][1] / row[0][1])
     # on a busy machine the wall times follow the load; the CPU seconds of the two runs do not
-    print(f"  second / first: {rows[1] / rows[0]:.2f} wall (goal <= 0.40), {cpus[1] / cpus[0]:.2f} CPU")
+    for name, v in res.items():
+        print(
+            f"  {name + ': ' if baseline else ''}first {statistics.median(v['first']):.2f} s, second {statistics.median(v['second']):.2f} s (medians); "
+            f"second / first: {statistics.median(v['wall']):.2f} wall (median of {rounds}: {', '.join(f'{x:.2f}' for x in v['wall'])}; goal <= 0.40), "
+            f"{statistics.median(v['cpu']):.2f} CPU ({', '.join(f'{x:.2f}' for x in v['cpu'])})"
+        )
+
+
+# one demo run with JAX's compilation events counted per step (the same code path as `ptyro demo`)
+_COUNTED = """
+import json, resource, sys, time
+t_start = time.perf_counter()
+import jax.monitoring as mon
+events, spans = [], {}
+mon.register_event_duration_secs_listener(lambda name, secs, **kw: events.append((name, secs, time.perf_counter())))
+mon.register_event_listener(lambda name, **kw: events.append((name, 0.0, time.perf_counter())))
+from importlib import import_module
+demo, rec, sim = (import_module(f"ptyro_workflows.{m}") for m in ("demo", "reconstruct", "simulate"))
+def timed(mod, name):
+    fn = getattr(mod, name)
+    def wrapped(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spans[name] = (t, time.perf_counter())
+    setattr(mod, name, wrapped)
+for mod, name in ((demo, "run_demo"), (sim, "simulate"), (rec, "reconstruct")):
+    timed(mod, name)
+from ptyro_workflows.cli import main
+code = main(["demo", "--out", sys.argv[1], "--no-progress", "--overwrite", "-q"])
+end = time.perf_counter()
+steps = {"imports": (t_start, spans["run_demo"][0]), "simulation": spans["simulate"], "reconstruction": spans["reconstruct"],
+         "figures after it": (spans["reconstruct"][1], spans["run_demo"][1]), "exit": (spans["run_demo"][1], end)}
+keys = {"trace": "jaxpr_trace_duration", "lower": "jaxpr_to_mlir_module_duration", "compile": "backend_compile_duration",
+        "hits": "cache_hits", "misses": "cache_misses"}
+out = {"code": code, "wall": end - t_start, "steps": {}}
+for step, (a, b) in steps.items():
+    got = {k: [s for n, s, t in events if n.endswith(v) and a <= t <= b] for k, v in keys.items()}
+    out["steps"][step] = {"wall": b - a, **{k: sum(v) for k, v in got.items() if k in ("trace", "lower", "compile")},
+                          "programs": len(got["compile"]), "hits": len(got["hits"]), "misses": len(got["misses"])}
+r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+out["cpu"], out["cpu_figures_process"] = r.ru_utime + r.ru_stime, c.ru_utime + c.ru_stime
+print(json.dumps(out))
+"""
+
+
+def demo_counted(out: Path) -> None:
+    import json
+
+    env = {**os.environ, "PTYRO_JAX_CACHE": str(out / "jax-cache-counted")}
+    runs = []
+    for i in (1, 2):
+        t, text = wall([sys.executable, "-c", _COUNTED, str(out / f"counted{i}")], env)
+        runs.append((t, json.loads(text.strip().splitlines()[-1])))
+    print("where a run's time goes (one more pair; JAX's compilation events counted; seconds):")
+    print(f"  {'':18s} {'first (compiles)':>44s}   {'second (loads from the cache)':>44s}")
+    print(
+        f"  {'process':18s} {runs[0][0]:8.2f} wall, CPU {runs[0][1]['cpu']:.2f} + {runs[0][1]['cpu_figures_process']:.2f} figure process"
+        f"{'':6s}{runs[1][0]:8.2f} wall, CPU {runs[1][1]['cpu']:.2f} + {runs[1][1]['cpu_figures_process']:.2f} figure process"
+    )
+    for step in runs[0][1]["steps"]:
+        cells = []
+        for _, r in runs:
+            s = r["steps"][step]
+            jit = (
+                f"trace {s['trace']:.2f}, lower {s['lower']:.2f}, {'compile' if s['misses'] else 'load'} {s['compile']:.2f} ({s['programs']} programs)"
+                if s["programs"]
+                else ""
+            )
+            cells.append(f"{s['wall']:6.2f} {jit:>37s}")
+        print(f"  {step:18s} {cells[0]}   {cells[1]}")
+    first, second = (r["steps"]["reconstruction"] for _, r in runs)
+    hits = sum(s["hits"] for s in runs[1][1]["steps"].values())
+    n = sum(s["programs"] for s in runs[1][1]["steps"].values())
+    print(f"  second run: {hits} of {n} programs loaded from the cache, {sum(s['misses'] for s in runs[1][1]['steps'].values())} compiled")
+    print(
+        f"  compile share of the reconstruction: {first['compile'] / first['wall']:.0%} of its {first['wall']:.2f} s in the first run "
+        f"(tracing + lowering {(first['trace'] + first['lower']) / first['wall']:.0%}); "
+        f"second run {second['wall']:.2f} s, of which loading {second['compile']:.2f} s and tracing + lowering {second['trace'] + second['lower']:.2f} s"
+    )
+
+
+def compile_sources(baseline: str | None) -> None:
+    """Bytecode for the workspace's packages, and the baseline checkout's (an installed wheel has
+    it; see the docstring)."""
+    roots = [Path(__file__).resolve().parents[1]] + ([Path(baseline).resolve().parents[2]] if baseline else [])
+    dirs = [str(p) for root in roots for p in (*root.glob("ptyro_*/src"), *root.glob("plugins/*/src"))]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=True, capture_output=True)
 
 
 _FIGURES = """
@@ -137,15 +249,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="leave the sources without bytecode (every process compiles them, as before)")
+    ap.add_argument(
+        "--baseline", default=None, metavar="PTYRO", help="another checkout's ptyro (e.g. ../main/.venv/bin/ptyro): its demo pairs interleaved with ours"
+    )
     ap.add_argument("--skip-startup", action="store_true", help="only the demo and its figures")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         print(uptime(), f"; {os.cpu_count()} CPUs")
+        if not args.no_compile:
+            compile_sources(args.baseline)
         if not args.skip_demo:
-            print("ptyro demo, twice, with an empty compilation cache:")
-            demo(out)
+            print(f"ptyro demo, twice with an empty compilation cache, {args.rounds} pairs:")
+            demo(out, args.rounds, args.baseline)
+            demo_counted(out)
             figures_cpu(out / "demo2", args.rounds)
         if not args.skip_startup:
             startup(args.rounds, out / "demo1" / "dataset.h5" if not args.skip_demo else _tiny(out))

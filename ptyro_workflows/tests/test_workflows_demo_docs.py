@@ -32,7 +32,8 @@ def small_demo(monkeypatch):
     monkeypatch.setattr(demo, "DEMO_RECONSTRUCTION", rec)
 
 
-def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys):
+def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "_cores", lambda: 3)  # two drawing processes, each half of the reconstruction's figures
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -60,21 +61,75 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
 
 
 def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raised(small_demo, tmp_path, monkeypatch, capsys):
-    import threading
+    import functools
 
     from ptyro_workflows import show
 
-    seen = {}
-
-    def broken(*a, **k):
-        seen["thread"] = threading.current_thread().name
-        raise show.PtyroValueError("drawing failed")
-
-    monkeypatch.setattr(show, "dataset_figures", broken)
+    # drawn by the drawing process (so the failure is made there: a CBED position off the scan)
+    monkeypatch.setattr(demo, "_draw_dataset", functools.partial(show.dataset_figures, positions=[[99, 99]]))
     assert main(["demo", "--out", str(tmp_path / "d"), "-q", "--iterations", "1"]) == 2
-    assert "drawing failed" in capsys.readouterr().err
-    assert seen["thread"].startswith("ptyro-demo-figures")  # drawn beside the reconstruction, not after it
-    assert not list((tmp_path / "d").glob("*.png"))
+    assert "--position [99, 99]: expected a scan index within [0, 7] x [0, 7]" in capsys.readouterr().err
+    assert not list((tmp_path / "d").glob("*.png"))  # nor the reconstruction's figures after it
+    assert not list((tmp_path / "d").glob(".*.tmp"))
+
+
+def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monkeypatch):
+    import os
+
+    for processes in (1, 2):
+        drawing = demo._Drawing(processes)
+        try:
+            drawing.start_second()
+            tasks = [drawing.submit(demo._ready) for _ in range(4)]  # shared out over the processes
+            pids = {drawing.result(t) for t in tasks}
+            assert os.getpid() not in pids and len(pids) == processes == len(drawing.halves)
+            with pytest.raises(ZeroDivisionError):  # raised here, where the result is asked for
+                drawing.result(drawing.submit(divmod, 1, 0))
+        finally:
+            drawing.close()
+    # one process per spare core: none on one core (drawn here)
+    monkeypatch.setattr(demo, "_cores", lambda: 1)
+    drawing = demo._Drawing()
+    assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready)) == os.getpid()
+    with pytest.raises(ZeroDivisionError):
+        drawing.result(drawing.submit(divmod, 1, 0))
+    # a process that dies leaves what it was sent, and not answered, to this process
+    import signal
+
+    drawing = demo._Drawing(1)
+    try:
+        pid = drawing._procs[0].pid
+        killed, after = drawing.submit(os.kill, pid, signal.SIGKILL), drawing.submit(demo._ready)
+        assert drawing.result(after) == os.getpid()
+        assert drawing.result(killed) is None  # sent again here: the dead process is not yet waited for
+    finally:
+        drawing.close()
+    # a process that cannot start leaves the drawing to this process
+    monkeypatch.setattr(demo, "_WORKER", "import os; os._exit(3)")
+    drawing = demo._Drawing(1)
+    try:
+        assert drawing.result(drawing.submit(demo._ready)) == os.getpid()
+    finally:
+        drawing.close()
+
+
+def test_the_demo_runs_from_a_script_without_a_main_guard(tmp_path):
+    """The drawing processes do not import the caller's main script again (as multiprocessing's
+    spawn would: a script without ``if __name__ == "__main__"`` would run the demo twice)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from ptyro_workflows import demo\n"
+        "print('RUN')\n"
+        "drawing = demo._Drawing(1)\n"
+        "print('CHILD', drawing.result(drawing.submit(demo._ready)) != __import__('os').getpid())\n"
+        "drawing.close()\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["RUN", "CHILD", "True"]
 
 
 def test_getting_started_python_example_runs(tmp_path, monkeypatch):

@@ -100,6 +100,12 @@ def test_the_object_phase_scale_is_not_set_by_one_hot_pixel(tmp_path, monkeypatc
     assert vmax == pytest.approx(np.percentile(phase, 99.5), abs=1e-5)
     # the amplitude keeps its full range
     assert amplitude_image.get_clim() == pytest.approx((0.2, 1.0), abs=1e-5)
+    # drawn in two halves (as the demo's two drawing processes do): each half its own files and lines
+    a = show.reconstruction_figures(tmp_path / "rec.h5", tmp_path / "halves", only=("loss.png",))
+    b = show.reconstruction_figures(tmp_path / "rec.h5", tmp_path / "halves", only=("object.png", "probe.png"))
+    assert [p.name for p in a["files"]] == ["loss.png"] and a["lines"] == ["loss 2 -> 1 over 2 iterations; 1 slice(s), 1 probe mode(s)"]
+    assert [p.name for p in b["files"]] == ["object.png", "probe.png"] and b["lines"] == []
+    assert sorted(p.name for p in (tmp_path / "halves").iterdir()) == ["loss.png", "object.png", "probe.png"]
 
 
 def test_robust_limits_span_all_images_and_ignore_outliers():
@@ -109,3 +115,28 @@ def test_robust_limits_span_all_images_and_ignore_outliers():
     lo, hi = figures.robust_limits(a, b)
     assert lo == pytest.approx(np.percentile(a, 0.5)) and hi == pytest.approx(np.percentile(b, 99.5))
     assert hi < 2.0
+
+
+def test_a_figure_that_fails_while_being_written_leaves_nothing(tmp_path, monkeypatch):
+    """A PNG is written under a temporary name and renamed: a failure (here the encoder, after
+    part of the file is out) leaves neither a half-written figure nor the temporary; an existing
+    figure of that name stays as it was."""
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "loss.png"
+    figures.plot_loss(path, np.geomspace(0.012, 0.002, 5))
+    before = path.read_bytes()
+    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def broken(self, fname, **kw):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError("encoder failed")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="encoder failed"):
+        figures.plot_loss(path, np.geomspace(0.02, 0.001, 5))
+    assert path.read_bytes() == before
+    with pytest.raises(OSError):
+        figures.plot_loss(tmp_path / "new.png", np.geomspace(0.02, 0.001, 5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]

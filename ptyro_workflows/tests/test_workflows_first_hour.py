@@ -241,6 +241,47 @@ def test_the_cache_is_used_by_a_second_process(tmp_path):
     assert any(n.startswith("jit__lambda") for n in entries), entries
 
 
+def test_a_second_demo_loads_every_program_from_the_cache(tmp_path):
+    """Issue 18: a second demo of the same shapes compiles nothing (every program is found in the
+    persistent cache: no cache key depends on a closure, a random name or the output path); its
+    results are computed again, not cached (the same numbers). One process, the in-memory caches
+    cleared between the runs; the demo on a small default, same code path."""
+    code = """
+import json, sys
+from pathlib import Path
+import jax, jax.monitoring as mon
+from ptyro_workflows import demo
+from ptyro_workflows.cache import enable_compilation_cache
+tmp = Path(sys.argv[1])
+assert enable_compilation_cache(tmp / "cache") == str(tmp / "cache")
+demo.DEMO_SIMULATION = {**demo.DEMO_SIMULATION, "specimen": {"structure": "SrTiO3", "repeat": [2, 2, 1]},
+    "potential": {"gpts": [32, 32], "slice_thickness": 1.9525}, "scan": {"start": [0.0, 0.0], "end": [3.905, 3.905], "gpts": [6, 6]},
+    "detectors": {"pixelated": True, "bf": [0, 10], "adf": [22, 30]}, "simulation": {"batch_size": 12}}
+demo.DEMO_RECONSTRUCTION = {"probe": {"semiangle_cutoff": 20.0, "defocus": 30.0}, "reconstruction": {"iterations": 3, "batch_size": 12}}
+seen = []
+mon.register_event_listener(lambda name, **kw: seen.append(name))
+mon.register_event_duration_secs_listener(lambda name, secs, **kw: seen.append(name))
+runs = []
+for i in (1, 2):
+    jax.clear_caches()
+    seen.clear()
+    r = demo.run_demo(tmp / f"d{i}", quiet=True, progress=False)
+    count = lambda key: sum(n.endswith(key) for n in seen)
+    runs.append({"programs": count("backend_compile_duration"), "hits": count("cache_hits"), "misses": count("cache_misses"),
+                 "correlation": r["correlation"], "loss": [float(v) for v in r["loss"]], "files": sorted(p.name for p in (tmp / f"d{i}").iterdir())})
+print(json.dumps(runs))
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first["programs"] > 10 and first["misses"] == first["programs"] and first["hits"] == 0, first
+    # (one program fewer at most: a value a module keeps once computed, in this one process)
+    assert first["programs"] - 1 <= second["programs"] <= first["programs"], (first, second)
+    assert second["hits"] == second["programs"] and second["misses"] == 0, second
+    assert second["correlation"] == first["correlation"] and second["loss"] == first["loss"]
+    assert second["files"] == first["files"] and "phase.png" in second["files"]
+
+
 def test_provenance_records_the_cache(tiny_file):
     with h5py.File(tiny_file) as f:
         assert f["provenance"].attrs["jax_compilation_cache"] == "off"

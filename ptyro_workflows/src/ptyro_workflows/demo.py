@@ -7,12 +7,19 @@ reconstructs it with single-slice ptychography, and writes into the output direc
 dataset, the reconstruction, the two configurations (so each step can be rerun with
 ``ptyro simulate`` / ``ptyro reconstruct``) and the figures of ``ptyro show`` for both files;
 prints what it wrote and the phase correlation with the ground truth σ·ΣV.
+
+The figures are drawn by other processes, one per spare core (two at most; none on one core),
+the first started first: its imports (matplotlib) overlap the simulation, the dataset's figures
+the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
+only for the reconstruction's figures (in halves, with two processes). Only compiled programs
+are cached, never the demo's results.
 """
 
 import copy
+import os
+import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +71,186 @@ def _timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
     return fn(*args, **kw), time.perf_counter() - t
 
 
+#: a drawing process: Python on this interpreter, the caller's module path, then :func:`_serve`
+#: (not multiprocessing's spawn, which imports the caller's main script again: a script without
+#: an ``if __name__ == "__main__"`` guard would run the demo once more there)
+_WORKER = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from ptyro_workflows.demo import _serve; _serve()"
+
+
+def _serve() -> None:
+    """A drawing process: the figures' imports (numpy, h5py, matplotlib's Agg canvas) first,
+    made while the main process imports JAX and simulates; then each ``(function, arguments)``
+    read (pickled) from stdin is called and its ``("ok", result)`` or ``("error", exception)``
+    written (pickled) to stdout, until stdin ends. An interruption is left to the main process
+    (which stops sending): a figure being drawn is finished, never left half-written."""
+    import pickle
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to stderr, never between the answers
+    import ptyro_workflows.show  # noqa: F401
+    from ptyro_workflows.figures import preload
+
+    preload()
+    while True:
+        try:
+            fn, args = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            answers.close()
+            os._exit(0)  # everything is written and closed: no interpreter shutdown to wait for
+        outcome = _outcome(fn, args)
+        try:
+            answer = pickle.dumps(outcome)
+            pickle.loads(answer)  # what the main process will do with it
+        except Exception:  # noqa: BLE001 - a value or exception that does not pickle: its line
+            answer = pickle.dumps(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+        answers.write(answer)
+        answers.flush()
+
+
+def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
+    """``("ok", fn(*args))``, or ``("error", exception)`` to raise where the result is asked for."""
+    try:
+        return "ok", fn(*args)
+    except Exception as e:  # noqa: BLE001 - raised where the result is asked for
+        return "error", e
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+def _draw_dataset(path: Path, out: Path) -> tuple[dict[str, Any], float]:
+    from ptyro_workflows.show import dataset_figures
+
+    return _timed(dataset_figures, path, out, overwrite=True)
+
+
+def _draw_reconstruction(path: Path, out: Path, truth: Path, only: tuple[str, ...] | None) -> dict[str, Any]:
+    from ptyro_workflows.show import reconstruction_figures
+
+    return reconstruction_figures(path, out, truth=truth, overwrite=True, only=only)
+
+
+#: the reconstruction's figures in two halves of about equal drawing time, one per process
+_HALVES = (("phase.png", "loss.png"), ("object.png", "probe.png"))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        return os.cpu_count() or 1
+
+
+class _Task:
+    """A call sent to a drawing process (``process`` None: made here, ``value`` its outcome)."""
+
+    def __init__(self, process: Any, fn: Callable[..., Any], args: tuple[Any, ...], value: Any = None) -> None:
+        self.process, self.fn, self.args, self.value = process, fn, args, value
+
+
+class _Drawing:
+    """The figures drawn beside the main process's work, by one process per spare core, two at
+    most (never more busy processes than cores: there, another process would only add its
+    imports). The first, started with the demo, imports beside the simulation and draws the
+    dataset's figures beside the reconstruction (on another core, not sharing the interpreter
+    lock with the reconstruction's Python); with a third core a second one starts with the
+    reconstruction and the two draw half of the reconstruction's figures each. On one core, or
+    where a process cannot start or dies, the figures are drawn here."""
+
+    def __init__(self, processes: int | None = None) -> None:
+        self.processes = max(0, min(2, _cores() - 1)) if processes is None else processes
+        self._procs: list[Any] = []
+        self._answers: dict[Any, list[Any]] = {}  # process -> its tasks sent and not yet answered
+        if self.processes:
+            self._start()
+
+    def _start(self) -> None:
+        import pickle
+        import subprocess
+        import sys
+
+        try:
+            # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
+            proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        except OSError:  # no process here: drawn in this one
+            return
+        try:
+            pickle.dump(list(sys.path), proc.stdin)
+            proc.stdin.flush()
+        except OSError:  # it ended at once
+            proc.wait()
+            return
+        self._procs.append(proc)
+        self._answers[proc] = []
+
+    @property
+    def halves(self) -> tuple[tuple[str, ...] | None, ...]:
+        """How the reconstruction's figures are shared out (None: all in one)."""
+        return _HALVES if len(self._procs) > 1 else (None,)
+
+    def start_second(self) -> None:
+        """Start the second process, if any (while the first draws)."""
+        if self.processes > 1 and len(self._procs) == 1:
+            self._start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
+        """Send ``fn(*args)`` to the process with the fewest calls waiting (made here without one)."""
+        import pickle
+
+        if self._procs:
+            proc = min(self._procs, key=lambda p: len(self._answers[p]))
+            try:
+                pickle.dump((fn, args), proc.stdin)
+                proc.stdin.flush()
+                task = _Task(proc, fn, args)
+                self._answers[proc].append(task)
+                return task
+            except OSError:  # the process has gone: made here
+                pass
+        return _Task(None, fn, args, _outcome(fn, args))
+
+    def result(self, task: _Task) -> Any:
+        """The task's result (its exception raised); made here if its process died."""
+        import pickle
+
+        if task.process is not None:
+            pending = self._answers[task.process]
+            while task.value is None and pending:
+                try:
+                    value = pickle.load(task.process.stdout)
+                except (EOFError, OSError, pickle.UnpicklingError):  # the process died: what it had is made here
+                    pending.clear()
+                    break
+                pending.pop(0).value = value
+        if task.value is None:
+            task.value = _outcome(task.fn, task.args)
+        kind, value = task.value
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """End the processes: each finishes what it was sent (a figure being drawn is never cut)."""
+        for proc in self._procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.wait()
+            proc.stdout.close()
+        self._procs.clear()
+
+
 def run_demo(
     out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None
 ) -> dict[str, Any]:
     """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
-    from ptyro_workflows.config import reconstruction_config
-    from ptyro_workflows.reconstruct import reconstruct
-    from ptyro_workflows.show import dataset_figures, reconstruction_figures
-    from ptyro_workflows.simulate import simulate
 
     def say(*a: Any) -> None:
         if not quiet:
@@ -83,49 +262,27 @@ def run_demo(
     existing = [n for n in DEMO_FILES if (outdir / n).exists()]
     if existing and not overwrite:
         raise PtyroValueError(f"{str(outdir)!r} already holds demo outputs ({', '.join(existing)}); pass --overwrite to replace them")
-    outdir.mkdir(parents=True, exist_ok=True)
-
     sim_cfg = copy.deepcopy(DEMO_SIMULATION)
     rec_cfg = copy.deepcopy(DEMO_RECONSTRUCTION)
     if iterations is not None:
         if int(iterations) < 1:
             raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
         rec_cfg["reconstruction"]["iterations"] = int(iterations)
+    outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    sp, rep = sim_cfg["potential"]["gpts"], sim_cfg["specimen"]["repeat"]
-    window = (sim_cfg["simulation"].get("options") or {}).get("window") or sp
-    say(
-        f"ptyro demo: SrTiO3 [001], {rep} cells on {sp[0]} x {sp[1]} px ({rep[0] * _A / sp[0]:.3f} Å), {list(window)} patterns, "
-        f"{sim_cfg['scan']['gpts']} scan, {sim_cfg['probe']['energy'] / 1e3:g} keV, {sim_cfg['probe']['semiangle_cutoff']:g} mrad"
-    )
-    sim = simulate(sim_cfg, outdir / "dataset.h5", overwrite=True, progress=progress, keep=True, command=["ptyro", "demo"])
-    t_sim = time.perf_counter() - t0
-    ds = sim.dataset
-    assert ds is not None
-    (outdir / "simulation.toml").write_text(to_toml(sim.config))
-
-    t1 = time.perf_counter()
-    record = {"input": str(outdir / "dataset.h5"), "source": sim.provenance}
-    # the dataset's figures are drawn in a second thread while the reconstruction runs (numpy,
-    # h5py and Agg; the only matplotlib user until it is joined). Leaving the block waits for it,
-    # so an error in either leaves no figure half-written, and a drawing error is raised here.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptyro-demo-figures") as pool:
-        drawing = pool.submit(_timed, dataset_figures, outdir / "dataset.h5", outdir, overwrite=True)
-        state = reconstruct(ds, rec_cfg, outdir / "reconstruction.h5", progress=progress, overwrite=True, command=["ptyro", "demo"], record=record)
-        t_rec = time.perf_counter() - t1
-        cfg_r = reconstruction_config(rec_cfg)
-        cfg_r["probe"]["energy"] = ds.energy
-        (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
-        t2 = time.perf_counter()
-        shown, t_shown = drawing.result()
-    rec = reconstruction_figures(outdir / "reconstruction.h5", outdir, truth=outdir / "dataset.h5", overwrite=True)
-    t_fig = time.perf_counter() - t2
+    figures = _Drawing()  # started first: its imports overlap the simulation
+    try:
+        run = _run(outdir, sim_cfg, rec_cfg, figures, progress=progress, say=say)
+    except BaseException:
+        figures.close()
+        raise
+    figures.close()
     total = time.perf_counter() - t0
-    loss = np.asarray(state.loss)
+    shown, rec, algorithm = run.pop("shown"), run.pop("rec"), run.pop("algorithm")
     say(
-        f"simulated {ds.scan_shape[0] * ds.scan_shape[1]} patterns in {t_sim:.1f} s; reconstructed ({cfg_r['reconstruction']['algorithm']}, "
-        f"{int(np.asarray(state.iteration))} iterations) in {t_rec:.1f} s; figures in {t_fig:.1f} s more "
-        f"(the dataset's, {t_shown:.1f} s, drawn during the reconstruction)"
+        f"simulated {run['patterns']} patterns in {run['time_simulation']:.1f} s; reconstructed ({algorithm}, "
+        f"{run['iterations']} iterations) in {run['time_reconstruction']:.1f} s; figures in {run['time_figures']:.1f} s more "
+        f"(the dataset's, {run['time_dataset_figures']:.1f} s, drawn during the reconstruction)"
     )
     for line in shown["lines"]:
         say(line)
@@ -141,8 +298,54 @@ def run_demo(
         "figures": shown["files"] + rec["files"],
         "correlation": rec["correlation"],
         "correlation_unfiltered": rec["correlation_unfiltered"],
-        "loss": loss,
+        **run,
+        "time_total": total,
+    }
+
+
+def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures: _Drawing, *, progress: bool, say: Callable[..., None]) -> dict[str, Any]:
+    """Simulate, reconstruct and draw (the dataset's figures during the reconstruction)."""
+    from ptyro_workflows.config import reconstruction_config
+    from ptyro_workflows.reconstruct import reconstruct
+    from ptyro_workflows.simulate import simulate
+
+    t0 = time.perf_counter()
+    sp, rep = sim_cfg["potential"]["gpts"], sim_cfg["specimen"]["repeat"]
+    window = (sim_cfg["simulation"].get("options") or {}).get("window") or sp
+    say(
+        f"ptyro demo: SrTiO3 [001], {rep} cells on {sp[0]} x {sp[1]} px ({rep[0] * _A / sp[0]:.3f} Å), {list(window)} patterns, "
+        f"{sim_cfg['scan']['gpts']} scan, {sim_cfg['probe']['energy'] / 1e3:g} keV, {sim_cfg['probe']['semiangle_cutoff']:g} mrad"
+    )
+    sim = simulate(sim_cfg, outdir / "dataset.h5", overwrite=True, progress=progress, keep=True, command=["ptyro", "demo"])
+    t_sim = time.perf_counter() - t0
+    ds = sim.dataset
+    assert ds is not None
+    (outdir / "simulation.toml").write_text(to_toml(sim.config))
+
+    t1 = time.perf_counter()
+    data, recon = outdir / "dataset.h5", outdir / "reconstruction.h5"
+    drawing = figures.submit(_draw_dataset, data, outdir)  # drawn while the reconstruction runs
+    figures.start_second()
+    state = reconstruct(ds, rec_cfg, recon, progress=progress, overwrite=True, command=["ptyro", "demo"], record={"input": str(data), "source": sim.provenance})
+    t_rec = time.perf_counter() - t1
+    cfg_r = reconstruction_config(rec_cfg)
+    cfg_r["probe"]["energy"] = ds.energy
+    (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
+    t2 = time.perf_counter()
+    shown, t_shown = figures.result(drawing)  # an error in it stops here
+    parts = [figures.submit(_draw_reconstruction, recon, outdir, data, h) for h in figures.halves]
+    drawn = [figures.result(task) for task in parts]
+    rec = {**drawn[0], "files": sorted((p for d in drawn for p in d["files"]), key=lambda p: list(DEMO_FILES).index(p.name))}
+    rec["lines"] = [line for d in drawn for line in d["lines"]]
+    return {
+        "shown": shown,
+        "rec": rec,
+        "algorithm": cfg_r["reconstruction"]["algorithm"],
+        "patterns": ds.scan_shape[0] * ds.scan_shape[1],
+        "iterations": int(np.asarray(state.iteration)),
+        "loss": np.asarray(state.loss),
         "time_simulation": t_sim,
         "time_reconstruction": t_rec,
-        "time_total": total,
+        "time_figures": time.perf_counter() - t2,
+        "time_dataset_figures": t_shown,
     }

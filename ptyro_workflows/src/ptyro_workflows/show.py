@@ -255,16 +255,20 @@ def scanned_area(
     return rec, truth[np.ix_(tx, ty)], (float(lo[0]), float(lo[1]))
 
 
-def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+def reconstruction_figures(
+    path: str | Path, out: str | Path, *, truth: str | Path | None = None, overwrite: bool = False, only: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Draw a reconstruction's figures into ``out`` (and, with the ground truth, the phase
-    comparison); returns {"files", "lines", "correlation", "correlation_unfiltered"}."""
+    comparison; ``only``: just those of RECONSTRUCTION_FIGURES, with their lines, e.g. to draw
+    them in two processes); returns {"files", "lines", "correlation", "correlation_unfiltered"}."""
     from ptyro_core.conventions import energy2sigma
     from ptyro_workflows import figures
     from ptyro_workflows.io import read_file_provenance
     from ptyro_workflows.reconstruct import phase_correlation
 
     out = Path(out)
-    _check_out(out, RECONSTRUCTION_FIGURES, overwrite)
+    names = RECONSTRUCTION_FIGURES if only is None else tuple(only)
+    _check_out(out, names, overwrite)
     st = _read_reconstruction(path)
     prov = read_file_provenance(path)
     cfg = _config(prov)
@@ -277,8 +281,8 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
     source = truth if truth is not None else prov.get("input")
     if source is not None and not Path(str(source)).exists() and (Path(path).parent / Path(str(source)).name).exists():
         source = Path(path).parent / Path(str(source)).name
-    found = _truth(source) if source is not None and Path(str(source)).exists() else None
-    if truth is not None and found is None:
+    found = _truth(source) if source is not None and Path(str(source)).exists() and "phase.png" in names else None
+    if truth is not None and found is None and "phase.png" in names:
         raise PtyroValueError(f"--truth {str(truth)!r} holds no projected_potential and scan_positions; expected a dataset simulated by ptyro")
     if found is not None:
         projected, tsamp, spos = found
@@ -305,12 +309,15 @@ def reconstruction_figures(path: str | Path, out: str | Path, *, truth: str | Pa
         limits = figures.robust_limits(ph)
         panels[f"Object phase{tag} (scale: 0.5–99.5th pct)"] = (ph, "rad (clipped at 0.5/99.5th percentile)", "magma", limits)
         panels[f"Object amplitude{tag}"] = (np.abs(st.object[s]), "|t|", "gray")
-    figures.plot_images(out / "object.png", panels, st.sampling, ncols=2)
+    if "object.png" in names:
+        figures.plot_images(out / "object.png", panels, st.sampling, ncols=2)
     mrad_px = tuple(lam * 1e3 / (n * d) for n, d in zip(st.probe.shape[-2:], st.sampling))
-    figures.plot_probe(out / "probe.png", st.probe, st.sampling, mrad_per_pixel=mrad_px, semiangle_cutoff=alpha)
-    figures.plot_loss(out / "loss.png", st.loss, name=str((cfg.get("reconstruction") or {}).get("loss", "")))
-    files += [out / "object.png", out / "probe.png", out / "loss.png"]
-    if st.loss.size:
+    if "probe.png" in names:
+        figures.plot_probe(out / "probe.png", st.probe, st.sampling, mrad_per_pixel=mrad_px, semiangle_cutoff=alpha)
+    if "loss.png" in names:
+        figures.plot_loss(out / "loss.png", st.loss, name=str((cfg.get("reconstruction") or {}).get("loss", "")))
+    files += [out / n for n in ("object.png", "probe.png", "loss.png") if n in names]
+    if st.loss.size and "loss.png" in names:
         lines.append(
             f"loss {float(st.loss[0]):.3g} -> {float(st.loss[-1]):.3g} over {st.loss.size} iterations; {n_obj} slice(s), {st.probe.shape[0]} probe mode(s)"
         )
