@@ -465,3 +465,22 @@ def test_lazy_package_names_stay_the_functions_after_their_modules_are_imported(
     for name in ("simulate", "reconstruct"):
         importlib.import_module(f"ptyro_workflows.{name}")
         assert callable(getattr(pw, name)) and getattr(pw, name).__name__ == name
+
+
+def test_the_ptyro_process_ends_at_once_with_its_output_whole(tiny_file, tmp_path):
+    """``ptyro`` as its own process skips the interpreter's teardown of JAX (cli._end): its
+    printed lines still arrive through a pipe, the file it wrote is whole, the status is kept
+    (0 for a run, 2 for bad input), and a run that never imports JAX (``ptyro plugins``) ends
+    normally with its output."""
+    code = "import sys; from ptyro_workflows.cli import main; sys.exit(main())"
+    out = tmp_path / "r.h5"
+    args = ["reconstruct", str(tiny_file), "-o", str(out), "--iterations", "1", "--no-progress", "--no-jax-cache"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote" in r.stdout, r.stdout
+    with h5py.File(out, "r") as f:
+        assert np.isfinite(np.asarray(f["reconstruction/object"])).all()
+    bad = subprocess.run([sys.executable, "-c", code, *args[:3], "--iterations", "-3"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error" in bad.stderr
+    plugins = subprocess.run([sys.executable, "-c", code, "plugins"], capture_output=True, text=True, timeout=120)
+    assert plugins.returncode == 0 and plugins.stdout.strip()
