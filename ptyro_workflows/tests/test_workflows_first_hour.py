@@ -58,8 +58,13 @@ def test_alias_and_coefficient_flags_together_fail_on_the_command_line(capsys, t
 
 
 @settings(max_examples=40, deadline=None)
-@given(alias=st.sampled_from(sorted(ALIAS_OF)), file_uses_alias=st.booleans(), flag_uses_alias=st.booleans(),
-       a=st.floats(-500, 500, allow_nan=False), b=st.floats(-500, 500, allow_nan=False))
+@given(
+    alias=st.sampled_from(sorted(ALIAS_OF)),
+    file_uses_alias=st.booleans(),
+    flag_uses_alias=st.booleans(),
+    a=st.floats(-500, 500, allow_nan=False),
+    b=st.floats(-500, 500, allow_nan=False),
+)
 def test_a_flag_replaces_the_files_value_whichever_spelling_either_used(alias, file_uses_alias, flag_uses_alias, a, b):
     coeff = ALIAS_OF[alias]
     file_key = alias if file_uses_alias else coeff
@@ -294,15 +299,21 @@ def test_provenance_records_the_cache(tiny_file):
 def _graphene_hex():
     ase = pytest.importorskip("ase")
     a = 2.46
-    return ase.Atoms("C2", scaled_positions=[[1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]], cell=[[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, 3.35]], pbc=True)
+    return ase.Atoms(
+        "C2", scaled_positions=[[1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]], cell=[[a, 0, 0], [-a / 2, a * np.sqrt(3) / 2, 0], [0, 0, 3.35]], pbc=True
+    )
 
 
 def test_simulate_takes_an_ase_atoms_with_a_hexagonal_cell():
     from ptyro_simul.structures import StructureNote
     from ptyro_workflows.simulate import simulate
 
-    cfg = {"specimen": {"structure": _graphene_hex(), "repeat": [1, 1, 1]}, "potential": {"gpts": [24, 40], "slice_thickness": 3.35},
-           "probe": {"semiangle_cutoff": 25.0}, "scan": {"gpts": [2, 2]}}
+    cfg = {
+        "specimen": {"structure": _graphene_hex(), "repeat": [1, 1, 1]},
+        "potential": {"gpts": [24, 40], "slice_thickness": 3.35},
+        "probe": {"semiangle_cutoff": 25.0},
+        "scan": {"gpts": [2, 2]},
+    }
     with pytest.warns(StructureNote, match="orthorhombic supercell"):
         res = simulate(cfg, progress=False)
     assert res.dataset.array.shape == (2, 2, 24, 40)
@@ -315,8 +326,22 @@ def test_cli_says_in_one_line_that_a_hexagonal_file_was_made_orthogonal(tmp_path
     a = 2.46
     path = tmp_path / "g.extxyz"
     path.write_text(f'2\nLattice="{a} 0 0 {-a / 2} {a * np.sqrt(3) / 2} 0 0 0 3.35"\nC 0 {a / np.sqrt(3)} 1.675\nC {a / 2} {a / (2 * np.sqrt(3))} 1.675\n')
-    code, _, err = run(capsys, "simulate", "-o", tmp_path / "g.h5", "--structure", str(path), "--potential-gpts", "[24, 40]",
-                       "--slice-thickness", "3.35", "--scan-gpts", "[2, 2]", "-q", "--no-jax-cache")
+    code, _, err = run(
+        capsys,
+        "simulate",
+        "-o",
+        tmp_path / "g.h5",
+        "--structure",
+        str(path),
+        "--potential-gpts",
+        "[24, 40]",
+        "--slice-thickness",
+        "3.35",
+        "--scan-gpts",
+        "[2, 2]",
+        "-q",
+        "--no-jax-cache",
+    )
     assert code == 0, err
     notes = [ln for ln in err.splitlines() if ln.startswith("ptyro: note:")]
     assert len(notes) == 1 and "g.extxyz" in notes[0] and "2.46 × 4.261" in notes[0], err
@@ -387,7 +412,7 @@ def test_idpc_inverts_the_centre_of_mass_of_a_known_phase(seed, step):
 def test_virtual_detectors_covering_every_angle_add_up_to_the_whole_beam():
     rng = np.random.default_rng(0)
     data = rng.random((3, 4, 9, 9))
-    k = (np.arange(9) - 4.0)
+    k = np.arange(9) - 4.0
     kx, ky = np.meshgrid(k, k, indexing="ij")
     mrad = np.hypot(kx, ky) * 5.0
     dets = {"a": [0, 7], "b": [7, 15], "c": [15, 100]}
