@@ -60,6 +60,25 @@ def test_project_patterns_is_the_weighted_sum_on_every_storage(rx, ry, nx, ny, m
     assert np.allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.float64])
+def test_project_patterns_at_every_alignment_of_the_buffer(dtype):
+    """Host patterns whose buffer starts anywhere relative to a 64-byte boundary (the pass reads
+    the aligned interior in place and adds the two pieces it leaves out on the host)."""
+    rng = np.random.default_rng(3)
+    shape = (3, 4, 9, 10)
+    counts = rng.poisson(30.0, shape)
+    w = rng.standard_normal((90, 3)).astype(np.float32)
+    want = np.einsum("abk,km->abm", counts.reshape(3, 4, -1).astype(np.float64), w.astype(np.float64))
+    size = np.dtype(dtype).itemsize
+    raw = np.empty(counts.size * size + 128, np.uint8)
+    base = (-raw.ctypes.data) % 64
+    for shift in range(0, 64, size):
+        arr = raw[base + shift : base + shift + counts.size * size].view(dtype).reshape(shape)
+        arr[...] = counts
+        got = np.asarray(project_patterns(dataset(arr), w))
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max()), (shift, np.abs(got - want).max())
+
+
 def test_project_patterns_reads_a_lazy_source_block_by_block(tmp_path):
     rng = np.random.default_rng(1)
     counts = rng.poisson(20.0, (6, 5, 8, 8)).astype(np.uint16)

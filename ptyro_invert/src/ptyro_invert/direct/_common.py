@@ -124,11 +124,11 @@ def scan_array(dataset: Dataset4D, mesh: Any = None) -> jax.Array:
 def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
     """Σ_k I(R, k)·w_m(k): each pattern (flattened in its stored, centred order) times the
     columns of ``weights`` (Qx·Qy, m), (Rx, Ry, m) float32, in one pass over the patterns and
-    with no float copy of the 4D array. Patterns on the host (NumPy, memory-mapped, or a lazy
-    dataset's source) are multiplied there by BLAS, a NumPy array back (an integer dtype is
-    converted, and a source read, a block of scan rows at a time); patterns on a device, or
-    with a ``mesh``, by one jitted matmul, a JAX array back (with a mesh split over its
-    devices along the scan, as :func:`scan_array`)."""
+    with no copy of the 4D array, float or otherwise. C-ordered NumPy patterns (any real dtype)
+    are read in place by one jitted matmul (:func:`_project_in_place`), a NumPy array back;
+    other host patterns (a strided view, a lazy dataset's source) by BLAS a block of scan rows
+    at a time; patterns on a device, or with a ``mesh``, by the jitted matmul, a JAX array back
+    (with a mesh split over its devices along the scan, as :func:`scan_array`)."""
     w = np.asarray(weights, np.float32)
     arr = dataset.array
     if mesh is not None:
@@ -137,8 +137,8 @@ def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
         return _project(arr, jnp.asarray(w))
     rx, ry = arr.shape[:2]
     npix, m = w.shape
-    if isinstance(arr, np.ndarray) and arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous:
-        return np.asarray(arr.reshape(-1, npix) @ w.astype(arr.dtype), np.float32).reshape(rx, ry, m)
+    if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and arr.dtype.kind in "fiu" and npix >= 64:
+        return _project_in_place(arr.reshape(-1, npix), w).reshape(rx, ry, m)
     # a block of scan rows at a time: views of a NumPy array, or reads of a dataset on disk
     out = np.empty((rx, ry, m), np.float32)
     block = max(1, (1 << 22) // max(1, ry * npix))  # ~4 M pixels (16 MB of float32) a block
@@ -150,7 +150,35 @@ def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
 
 @jax.jit
 def _project(arr: jax.Array, w: jax.Array) -> jax.Array:
-    return arr.reshape(arr.shape[:2] + (-1,)).astype(jnp.float32) @ w
+    """(…, Qx, Qy) patterns, any real dtype, times ``w`` (Qx·Qy, m): float32 (…, m)."""
+    return arr.reshape(arr.shape[:-2] + (-1,)).astype(jnp.float32) @ w
+
+
+def _project_in_place(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``flat`` (N, npix) C-ordered on the host times ``w`` (npix, m) by XLA without copying
+    ``flat``: XLA's CPU client reads a NumPy buffer in place only when it starts on a 64-byte
+    boundary, which NumPy does not promise. So the pass runs over the rows of the aligned
+    interior, rows (N − 1, npix) starting ``off`` (< 64 bytes) elements in: each such row is
+    the end of pattern r (w's rows off…npix−1) and the start of pattern r + 1 (w's rows
+    0…off−1), multiplied by both parts of w at once (2m columns); the two pieces the interior
+    leaves out (pattern 0's first ``off`` pixels, pattern N−1's last npix − off) are added on
+    the host. (Aligned or not, the sums are the same, to float32 round-off.)"""
+    n, npix = flat.shape
+    off = (-flat.ctypes.data) % 64 // flat.itemsize
+    if off == 0 or (-flat.ctypes.data) % flat.itemsize:
+        return np.asarray(_project(flat.reshape(n, 1, npix), jnp.asarray(w)))
+    m = w.shape[1]
+    rows = flat.reshape(-1)[off : off + (n - 1) * npix].reshape(n - 1, npix)
+    wab = np.zeros((npix, 2 * m), np.float32)
+    wab[: npix - off, :m] = w[off:]
+    wab[npix - off :, m:] = w[:off]
+    both = np.asarray(_project(rows.reshape(n - 1, 1, npix), jnp.asarray(wab)))
+    out = np.zeros((n, m), np.float32)
+    out[:-1] += both[:, :m]
+    out[1:] += both[:, m:]
+    out[0] += flat[0, :off].astype(np.float32) @ w[:off]
+    out[-1] += flat[-1, off:].astype(np.float32) @ w[off:]
+    return out
 
 
 def map_rows(fn: Any, mesh: Any, rows: tuple, shared: tuple) -> jax.Array:
