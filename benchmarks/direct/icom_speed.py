@@ -15,7 +15,10 @@ patterns), each warm call timed alternately:
   the integration and the placement (``finish``).
 
 Prints medians (and minima) in ms with ``uptime``, and the largest phase difference between the
-two routes (they compute the same thing: equal to float32 round-off).
+two routes (they compute the same thing: equal to float32 round-off). Then how the new route's
+time grows: three scan sizes (32², 64², 128² at 32² patterns) and three pattern sizes (32²,
+64², 128² at a 32² scan), Poisson counts (the time does not depend on what the patterns show),
+the 4D array at most 67 MB.
 """
 
 import argparse
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _warm import warm_runs  # noqa: E402
 from compare import amorphous_case, crystal_case  # noqa: E402
 
 
@@ -93,10 +97,35 @@ def run_case(label, ds, state, repeats):
     print(f"largest phase difference before/after: {diff:.2e} rad")
 
 
+def scaling(repeats):
+    """The new route's median time at three scan and three pattern sizes."""
+    import jax
+
+    from ptyro_core import Dataset4D, get
+    from ptyro_invert import synthetic as syn
+
+    fn = get("reconstruction", "icom")
+    print(
+        f"\nscaling (median of {repeats} warm calls, ms)\n| axis | scan | patterns | 4D array | before | after | before / after |\n|---|---|---|---|---|---|---|"
+    )
+    for axis, scan, gpts in [("scan", 32, 32), ("scan", 64, 32), ("scan", 128, 32), ("patterns", 32, 64), ("patterns", 32, 128)]:
+        grid, positions, state = syn.setup(gpts=gpts, sampling=0.2, scan=(scan, scan), step=0.25, energy=300e3, semiangle_cutoff=25.0)
+        counts = np.random.default_rng(0).poisson(2.0, (scan, scan, gpts, gpts)).astype(np.float32)
+        ds = Dataset4D(counts, positions, grid=grid, energy=300e3)
+        med = {
+            name: warm_runs(lambda f=f, ds=ds, state=state: jax.block_until_ready(f(ds, state).object), repeats)[1] * 1e3
+            for name, f in (("before", before), ("after", fn))
+        }
+        print(
+            f"| {axis} | {scan}² | {gpts}² | {counts.nbytes / 2**20:.0f} MiB | {med['before']:.2f} | {med['after']:.2f} | {med['before'] / med['after']:.1f} |",
+            flush=True,
+        )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--skip", default="", help="comma-separated: amorphous, crystal")
+    ap.add_argument("--skip", default="", help="comma-separated: amorphous, crystal, scaling")
     args = ap.parse_args()
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if "amorphous" not in args.skip:
@@ -105,6 +134,8 @@ def main():
     if "crystal" not in args.skip:
         ds, state, *_ = crystal_case()
         run_case("SrTiO3", ds, state, args.repeats)
+    if "scaling" not in args.skip:
+        scaling(args.repeats)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 
