@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ptyro_core import Dataset4D, Grid, PtyroValueError, get
 from ptyro_invert import synthetic as syn
 from ptyro_invert.calibrate import center_of_mass, fit_descan
+from ptyro_invert.direct import _common
 from ptyro_invert.direct import icom as icom_mod
 from ptyro_invert.direct._common import pattern_pixels, project_patterns
 
@@ -60,10 +61,14 @@ def test_project_patterns_is_the_weighted_sum_on_every_storage(rx, ry, nx, ny, m
     assert np.allclose(got, want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("block", [None, 200])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.float64])
-def test_project_patterns_at_every_alignment_of_the_buffer(dtype):
+def test_project_patterns_at_every_alignment_of_the_buffer(dtype, block, monkeypatch):
     """Host patterns whose buffer starts anywhere relative to a 64-byte boundary (the pass reads
-    the aligned interior in place and adds the two pieces it leaves out on the host)."""
+    the aligned interior in place and adds the two pieces it leaves out on the host), whole or
+    (integer counts) a block of patterns at a time."""
+    if block:
+        monkeypatch.setattr(_common, "_BLOCK_PIXELS", block)  # 2 patterns a block: 6 blocks
     rng = np.random.default_rng(3)
     shape = (3, 4, 9, 10)
     counts = rng.poisson(30.0, shape)

@@ -121,14 +121,20 @@ def scan_array(dataset: Dataset4D, mesh: Any = None) -> jax.Array:
     return jax.device_put(arr, NamedSharding(mesh, P(mesh.axis_names[0])))
 
 
+#: pixels converted to float32 at a time where the patterns are not float32 (16 MB of float32)
+_BLOCK_PIXELS = 1 << 22
+
+
 def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
     """Σ_k I(R, k)·w_m(k): each pattern (flattened in its stored, centred order) times the
     columns of ``weights`` (Qx·Qy, m), (Rx, Ry, m) float32, in one pass over the patterns and
-    with no copy of the 4D array, float or otherwise. C-ordered NumPy patterns (any real dtype)
-    are read in place by one jitted matmul (:func:`_project_in_place`), a NumPy array back;
-    other host patterns (a strided view, a lazy dataset's source) by BLAS a block of scan rows
-    at a time; patterns on a device, or with a ``mesh``, by the jitted matmul, a JAX array back
-    (with a mesh split over its devices along the scan, as :func:`scan_array`)."""
+    with no copy of the 4D array, float or otherwise. C-ordered NumPy patterns are read in place
+    by a jitted matmul (:func:`_project_in_place`; a dtype other than float32 a block of
+    patterns at a time, converted per block), a NumPy array back; other host patterns (a
+    strided view, a lazy dataset's source) by BLAS a block of scan rows at a time; patterns on
+    a device, or with a ``mesh``, by one jitted matmul, a JAX array back (integer counts there
+    are converted inside it, which holds a float32 copy; with a mesh split over its devices
+    along the scan, as :func:`scan_array`)."""
     w = np.asarray(weights, np.float32)
     arr = dataset.array
     if mesh is not None:
@@ -138,10 +144,16 @@ def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
     rx, ry = arr.shape[:2]
     npix, m = w.shape
     if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and arr.dtype.kind in "fiu" and npix >= 64:
-        return _project_in_place(arr.reshape(-1, npix), w).reshape(rx, ry, m)
+        flat = arr.reshape(-1, npix)
+        if arr.dtype == np.float32:
+            return _project_in_place(flat, w).reshape(rx, ry, m)
+        # other dtypes: XLA converts what it reads to float32 and holds that copy, so a block
+        # of patterns (~4 M pixels) at a time, each read in place
+        step = max(2, _BLOCK_PIXELS // npix)
+        return np.concatenate([_project_in_place(flat[i : i + step], w) for i in range(0, len(flat), step)]).reshape(rx, ry, m)
     # a block of scan rows at a time: views of a NumPy array, or reads of a dataset on disk
     out = np.empty((rx, ry, m), np.float32)
-    block = max(1, (1 << 22) // max(1, ry * npix))  # ~4 M pixels (16 MB of float32) a block
+    block = max(1, _BLOCK_PIXELS // max(1, ry * npix))
     for i in range(0, rx, block):
         rows = np.asarray(arr[i : i + block], np.float32)
         out[i : i + block] = (rows.reshape(-1, npix) @ w).reshape(rows.shape[0], ry, m)
@@ -165,7 +177,7 @@ def _project_in_place(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
     the host. (Aligned or not, the sums are the same, to float32 round-off.)"""
     n, npix = flat.shape
     off = (-flat.ctypes.data) % 64 // flat.itemsize
-    if off == 0 or (-flat.ctypes.data) % flat.itemsize:
+    if off == 0 or n < 2 or (-flat.ctypes.data) % flat.itemsize:
         return np.asarray(_project(flat.reshape(n, 1, npix), jnp.asarray(w)))
     m = w.shape[1]
     rows = flat.reshape(-1)[off : off + (n - 1) * npix].reshape(n - 1, npix)
