@@ -9,8 +9,9 @@ patterns), each warm call timed alternately:
   device as float32 (``jnp.asarray``), the centre of mass by
   :func:`ptyro_invert.calibrate.center_of_mass` (three reductions over the 4D array), the
   descan, the integration and the placement on the object grid run op by op (not jitted);
-- ``after``: the registered ``icom`` (one BLAS pass over the patterns on the host for the
-  three moments, no device or float copy of the 4D array; jitted integration and placement);
+- ``after``: the registered ``icom`` (one pass over the patterns read in place for the three
+  moments, no device or float copy of the 4D array; jitted integration and placement), and
+  the same on the counts stored as uint16 (converted a block at a time);
 - the stages of ``after``: the pass (``project_patterns``), the DPC field (pass + descan),
   the integration and the placement (``finish``).
 
@@ -64,7 +65,7 @@ def before(ds, state):
 def run_case(label, ds, state, repeats):
     import jax
 
-    from ptyro_core import get
+    from ptyro_core import Dataset4D, get
     from ptyro_invert.direct import _common, icom
 
     lat = _common.scan_lattice(ds.positions, ds.scan_shape)
@@ -72,9 +73,11 @@ def run_case(label, ds, state, repeats):
     field = icom.com_field(ds)
     phase = icom.integrate_gradient(field, lat.vectors)
     fn = get("reconstruction", "icom")
+    counts = Dataset4D(np.asarray(ds.array).astype(np.uint16), ds.positions, grid=ds.grid, energy=ds.energy)  # the counts as a detector writes them
     parts = {
         "before": lambda: before(ds, state).object,
         "after": lambda: fn(ds, state).object,
+        "after, uint16": lambda: fn(counts, state).object,
         "pass": lambda: _common.project_patterns(ds, w),
         "field": lambda: icom.com_field(ds),
         "integrate": lambda: icom.integrate_gradient(field, lat.vectors),
