@@ -8,8 +8,11 @@ PY: the python of a venv with that reference installed (outside the worktree, e.
 ``python3 -m venv /work/venv-py4dstem && /work/venv-py4dstem/bin/pip install py4DSTEM==0.14.18
 "numpy<2"``; ``python3 -m venv /work/venv-direct && /work/venv-direct/bin/pip install torch
 quantem``); a reference left out is skipped. Writes benchmarks/direct/results.json and prints
-the tables (Markdown). Times are wall seconds of a second, warm call (compilation and imports
-excluded), on whatever CPU runs it.
+the tables (Markdown) with ``uptime``'s line. Times are wall seconds, the median of ``--repeats``
+(default 3) warm calls after one untimed call (compilation, imports and caches excluded), on
+whatever CPU runs it; ours are timed before and after the references (the median of both sets),
+so that a change of load in between moves both sides. What each side's timed call includes:
+the README (``benchmarks/direct/README.md``).
 
 Cases (dose 1e5 e/Å² unless noted, Poisson noise):
 - ``amorphous``: a weak amorphous phase (0.2 rad rms, 0.5 Å correlation length), 300 kV,
@@ -24,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _warm import warm_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -141,17 +148,15 @@ def crystal_case(c10=-20.0, c12=0.0, phi12=0.0, cells=3, dose_per_a2=1e5):
     return ds, state, lat, ab, 20.0
 
 
-def timed(fn, *a, **k):
+def timed(fn, *a, repeats=3, **k):
+    """(result, median wall time, every time) of ``repeats`` warm calls (one call before them
+    compiles)."""
     import jax
 
-    jax.block_until_ready(fn(*a, **k).object)  # compile
-    t = time.perf_counter()
-    out = fn(*a, **k)
-    jax.block_until_ready(out.object)
-    return out, time.perf_counter() - t
+    return warm_runs(lambda: jax.block_until_ready(fn(*a, **k)), repeats)
 
 
-def ours(ds, state, truth_lat, methods):
+def ours(ds, state, truth_lat, methods, repeats=3):
     from ptyro_core import get
     from ptyro_invert.direct import parallax as px
 
@@ -159,10 +164,11 @@ def ours(ds, state, truth_lat, methods):
     shape = ds.scan_shape
     for name in methods:
         fn = get("reconstruction", name)
-        out, dt = timed(fn, ds, state)
+        out, dt, times = timed(fn, ds, state, repeats=repeats)
         img = on_lattice(out, shape)
         res[name] = {
             "time_s": dt,
+            "times_s": times,
             "corr_truth": corr(inner(img), inner(truth_lat)),
             "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))),
             "image": img,
@@ -172,6 +178,16 @@ def ours(ds, state, truth_lat, methods):
     res["parallax"]["fit_time_s"] = time.perf_counter() - t
     res["parallax"]["fit"] = {**{k: float(v) for k, v in fit.aberrations.items()}, "rotation_deg": fit.rotation, "rms_A": fit.rms}
     return res
+
+
+def retime(ds, state, mine, methods, repeats=3):
+    """Our methods timed again (after the references ran): each one's time becomes the median
+    of all its warm calls, before and after the references'."""
+    from ptyro_core import get
+
+    for name in methods:
+        mine[name]["times_s"] += timed(get("reconstruction", name), ds, state, repeats=repeats)[2]
+        mine[name]["time_s"] = statistics.median(mine[name]["times_s"])
 
 
 def iterative(ds, state, truth_lat, iterations=20):
@@ -184,7 +200,7 @@ def iterative(ds, state, truth_lat, iterations=20):
     return {"time_s": dt, "iterations": iterations, "corr_truth": corr(inner(img), inner(truth_lat)), "image": img}
 
 
-def reference(python, worker, ds, state, ab, alpha, methods):
+def reference(python, worker, ds, state, ab, alpha, methods, repeats=3):
     from ptyro_core.conventions import energy2wavelength as wavelength
 
     if not python:
@@ -195,7 +211,7 @@ def reference(python, worker, ds, state, ab, alpha, methods):
         case = Path(tmp) / "case.npz"
         outp = Path(tmp) / "out.npz"
         np.savez(case, array=np.asarray(ds.array), step=step, reciprocal_sampling=dk, angular_sampling_mrad=dk * wavelength(ds.energy) * 1e3,
-                 energy=ds.energy, semiangle=alpha, aberrations=np.array(ab, dtype=object), methods=",".join(methods))  # fmt: skip
+                 energy=ds.energy, semiangle=alpha, aberrations=np.array(ab, dtype=object), methods=",".join(methods), repeats=repeats)  # fmt: skip
         r = subprocess.run([python, str(HERE / worker), str(case), str(outp)], capture_output=True, text=True, timeout=3000)
         if r.returncode != 0 or not outp.exists():
             return {"error": (r.stderr or r.stdout)[-2000:]}
@@ -206,12 +222,14 @@ def reference(python, worker, ds, state, ab, alpha, methods):
 def compare_case(label, ds, state, truth_lat, ab, alpha, args):
     methods = ["icom", "parallax", "ssb", "obf", "wdd"]
     print(f"\n## {label}: scan {ds.scan_shape}, patterns {tuple(ds.grid.gpts)}", flush=True)
-    mine = ours(ds, state, truth_lat, methods)
+    mine = ours(ds, state, truth_lat, methods, args.repeats)
     it = iterative(ds, state, truth_lat, iterations=args.iterations)
-    refs = {"py4DSTEM": reference(args.py4dstem, "ref_py4dstem.py", ds, state, ab, alpha, methods),
-            "quantem": reference(args.quantem, "ref_quantem.py", ds, state, ab, alpha, methods)}  # fmt: skip
+    refs = {"py4DSTEM": reference(args.py4dstem, "ref_py4dstem.py", ds, state, ab, alpha, methods, args.repeats),
+            "quantem": reference(args.quantem, "ref_quantem.py", ds, state, ab, alpha, methods, args.repeats)}  # fmt: skip
+    retime(ds, state, mine, methods, args.repeats)
     rows = []
-    out = {"ours": {}, "iterative": {k: v for k, v in it.items() if k != "image"}, "references": {}}
+    out = {"ours": {}, "iterative": {k: v for k, v in it.items() if k != "image"}, "references": {},
+           "uptime": uptime(), "quantem_setup_s": float(refs["quantem"].get("setup_time", float("nan")))}  # fmt: skip
     print("| method | ours corr (truth) | ours rmse rad | ours s | " + " | ".join(f"{n} corr (truth) / corr (ours) / s" for n in refs) + " | ours / fastest |")
     print("|---|---|---|---|" + "---|" * len(refs) + "---|")
     for m in methods:
@@ -227,7 +245,9 @@ def compare_case(label, ds, state, truth_lat, ab, alpha, args):
                 times.append(t)
                 cells.append(f"{ct:.3f} ({orient}) / {co:.3f} / {t:.3f}")
                 out["references"].setdefault(rname, {})[m] = {"corr_truth": ct, "orientation": orient, "corr_ours": co, "time_s": t,
-                                                              **{k[len(m) + 4:]: float(v) for k, v in rr.items() if k.startswith(f"{m}_ab_")}}  # fmt: skip
+                                                              **{k[len(m) + 4:]: float(v) for k, v in rr.items() if k.startswith(f"{m}_ab_")},
+                                                              **{k[len(m) + 1:]: np.asarray(v).tolist() for k, v in rr.items()
+                                                                 if k.startswith((f"{m}_time_", f"{m}_times", f"{m}_variant"))}}  # fmt: skip
             else:
                 err = str(rr.get(f"{m}_error", rr.get("error", rr.get("setup_error", "not run"))))[:80]
                 cells.append(f"— ({err})")
@@ -237,6 +257,10 @@ def compare_case(label, ds, state, truth_lat, ab, alpha, args):
         rows.append(f"| {m} | {o['corr_truth']:.3f} | {o['rmse_rad']:.4f} | {o['time_s']:.3f} | " + " | ".join(cells) + f" | {ratio:.3f} |")
     print("\n".join(rows))
     print(f"| single_slice ({it['iterations']} passes) | {it['corr_truth']:.3f} | | {it['time_s']:.2f} | |")
+    if "icom_time_loop" in refs["py4DSTEM"]:
+        r = refs["py4DSTEM"]
+        print(f"py4DSTEM DPC: per-position centre of mass {float(r['icom_time_loop']):.4f} s, vectorised {float(r['icom_time_vectorized']):.4f} s; "
+              f"quantem set-up (not in its kernels' times) {out['quantem_setup_s']:.3f} s; {out['uptime']}")  # fmt: skip
     f = mine["parallax"]["fit"]
     print(f"parallax fit: C10 {f['C10']:.2f} Å (truth {ab['C10']}), C12 {f.get('C12', 0):.2f} Å at {f.get('phi12', 0):.3f} rad "
           f"(truth {ab.get('C12', 0)} at {ab.get('phi12', 0)}), rotation {f['rotation_deg']:.2f}°, {mine['parallax']['fit_time_s']:.2f} s")  # fmt: skip
@@ -255,7 +279,7 @@ def scaling(args):
     sizes = {"scan": [(s, 48) for s in ((24, 48, 96) if not args.quick else (16, 24, 32))],
              "patterns": [(48, g) for g in ((32, 48, 64) if not args.quick else (24, 32, 48))]}  # fmt: skip
     out = {}
-    print(f"\n## scaling (ours, warm, seconds; load average {os.getloadavg()[0]:.1f} at the start)")
+    print(f"\n## scaling (ours, median of {args.repeats} warm calls, seconds; {uptime()})")
     names = ("icom", "dpc", "parallax", "ssb", "obf", "wdd")
     print("| axis | scan | patterns | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
@@ -264,10 +288,18 @@ def scaling(args):
             ds, state, *_ = amorphous_case(scan=scan, gpts=gpts)
             row = {}
             for m in names:
-                row[m] = timed(get("reconstruction", m), ds, state)[1]
+                row[m] = timed(get("reconstruction", m), ds, state, repeats=args.repeats)[1]
             out[f"{axis}:{scan}x{scan}:{gpts}x{gpts}"] = row
             print(f"| {axis} | {scan}² | {gpts}² | " + " | ".join(f"{row[m]:.3f}" for m in row) + " |", flush=True)
     return out
+
+
+def uptime():
+    """``uptime``'s line (the load on the machine while the times were taken)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main():
@@ -276,11 +308,18 @@ def main():
     ap.add_argument("--quantem", help="python of a venv with quantem")
     ap.add_argument("--iterations", type=int, default=20, help="passes of the iterative single_slice (default 20)")
     ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
+    ap.add_argument("--repeats", type=int, default=3, help="warm calls timed per method and side (median; default 3)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: amorphous, crystal, scaling")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    res = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_start": os.getloadavg()}
+    res = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_start": os.getloadavg(),
+        "uptime_start": uptime(),
+    }
+    print(res["uptime_start"])
     if "amorphous" not in skip:
         res["amorphous"] = compare_case("amorphous (weak phase, defocus 100 Å, astigmatism 10 Å)", *amorphous_case(), args)
     if "crystal" not in skip:
@@ -288,6 +327,8 @@ def main():
     if "scaling" not in skip:
         res["scaling"] = scaling(args)
     res["load_average_end"] = os.getloadavg()
+    res["uptime_end"] = uptime()
+    print(res["uptime_end"])
     Path(args.out).write_text(json.dumps(res, indent=1, default=float))
     print(f"\nwrote {args.out}")
 

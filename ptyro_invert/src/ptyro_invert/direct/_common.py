@@ -19,6 +19,7 @@ and for a weak phase object O = 1 + iφ, G(k, Q) = i Φ(Q) γ(k, Q) with
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "normalised_patterns",
     "scan_array",
     "pattern_pixels",
+    "project_patterns",
     "map_rows",
     "probe_fourier",
     "probe_geometry",
@@ -119,6 +121,78 @@ def scan_array(dataset: Dataset4D, mesh: Any = None) -> jax.Array:
     return jax.device_put(arr, NamedSharding(mesh, P(mesh.axis_names[0])))
 
 
+#: pixels converted to float32 at a time where the patterns are not float32 (16 MB of float32)
+_BLOCK_PIXELS = 1 << 22
+
+
+def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
+    """Σ_k I(R, k)·w_m(k): each pattern (flattened in its stored, centred order) times the
+    columns of ``weights`` (Qx·Qy, m), (Rx, Ry, m) float32, in one pass over the patterns and
+    with no copy of the 4D array, float or otherwise. C-ordered NumPy patterns are read in place
+    by a jitted matmul (:func:`_project_in_place`; a dtype other than float32 a block of
+    patterns at a time, converted per block), a NumPy array back; other host patterns (a
+    strided view, a lazy dataset's source) by BLAS a block of scan rows at a time; patterns on
+    a device, or with a ``mesh``, by one jitted matmul, a JAX array back (integer counts there
+    are converted inside it, which holds a float32 copy; with a mesh split over its devices
+    along the scan, as :func:`scan_array`)."""
+    w = np.asarray(weights, np.float32)
+    arr = dataset.array
+    if mesh is not None:
+        arr = scan_array(dataset, mesh)
+    if isinstance(arr, jax.Array):
+        return _project(arr, jnp.asarray(w))
+    rx, ry = arr.shape[:2]
+    npix, m = w.shape
+    if isinstance(arr, np.ndarray) and arr.flags.c_contiguous and arr.dtype.kind in "fiu" and npix >= 64:
+        flat = arr.reshape(-1, npix)
+        if arr.dtype == np.float32:
+            return _project_in_place(flat, w).reshape(rx, ry, m)
+        # other dtypes: XLA converts what it reads to float32 and holds that copy, so a block
+        # of patterns (~4 M pixels) at a time, each read in place
+        step = max(2, _BLOCK_PIXELS // npix)
+        return np.concatenate([_project_in_place(flat[i : i + step], w) for i in range(0, len(flat), step)]).reshape(rx, ry, m)
+    # a block of scan rows at a time: views of a NumPy array, or reads of a dataset on disk
+    out = np.empty((rx, ry, m), np.float32)
+    block = max(1, _BLOCK_PIXELS // max(1, ry * npix))
+    for i in range(0, rx, block):
+        rows = np.asarray(arr[i : i + block], np.float32)
+        out[i : i + block] = (rows.reshape(-1, npix) @ w).reshape(rows.shape[0], ry, m)
+    return out
+
+
+@jax.jit
+def _project(arr: jax.Array, w: jax.Array) -> jax.Array:
+    """(…, Qx, Qy) patterns, any real dtype, times ``w`` (Qx·Qy, m): float32 (…, m)."""
+    return arr.reshape(arr.shape[:-2] + (-1,)).astype(jnp.float32) @ w
+
+
+def _project_in_place(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``flat`` (N, npix) C-ordered on the host times ``w`` (npix, m) by XLA without copying
+    ``flat``: XLA's CPU client reads a NumPy buffer in place only when it starts on a 64-byte
+    boundary, which NumPy does not promise. So the pass runs over the rows of the aligned
+    interior, rows (N − 1, npix) starting ``off`` (< 64 bytes) elements in: each such row is
+    the end of pattern r (w's rows off…npix−1) and the start of pattern r + 1 (w's rows
+    0…off−1), multiplied by both parts of w at once (2m columns); the two pieces the interior
+    leaves out (pattern 0's first ``off`` pixels, pattern N−1's last npix − off) are added on
+    the host. (Aligned or not, the sums are the same, to float32 round-off.)"""
+    n, npix = flat.shape
+    off = (-flat.ctypes.data) % 64 // flat.itemsize
+    if off == 0 or n < 2 or (-flat.ctypes.data) % flat.itemsize:
+        return np.asarray(_project(flat.reshape(n, 1, npix), jnp.asarray(w)))
+    m = w.shape[1]
+    rows = flat.reshape(-1)[off : off + (n - 1) * npix].reshape(n - 1, npix)
+    wab = np.zeros((npix, 2 * m), np.float32)
+    wab[: npix - off, :m] = w[off:]
+    wab[npix - off :, m:] = w[:off]
+    both = np.asarray(_project(rows.reshape(n - 1, 1, npix), jnp.asarray(wab)))
+    out = np.zeros((n, m), np.float32)
+    out[:-1] += both[:, :m]
+    out[1:] += both[:, m:]
+    out[0] += flat[0, :off].astype(np.float32) @ w[:off]
+    out[-1] += flat[-1, off:].astype(np.float32) @ w[off:]
+    return out
+
+
 def map_rows(fn: Any, mesh: Any, rows: tuple, shared: tuple) -> jax.Array:
     """``fn(*rows, *shared)`` with the leading axis of every array in ``rows`` (the spatial
     frequencies) split over the ``mesh``'s devices (``shard_map``: each device filters its own
@@ -148,16 +222,21 @@ def normalised_patterns(dataset: Dataset4D, mesh: Any = None) -> tuple[jax.Array
 def pattern_pixels(dataset: Dataset4D, pixels: Any, mesh: Any = None) -> tuple[jax.Array, float]:
     """The patterns' ``pixels`` (flat indices in FFT order) (Rx, Ry, n), divided by the mean
     total per pattern (returned too), as :func:`normalised_patterns` would give them, without
-    reordering the whole 4D array (only the n pixels are gathered)."""
-    arr = scan_array(dataset, mesh)
-    nx, ny = arr.shape[-2:]
+    reordering the whole 4D array (only the n pixels are gathered; patterns on the host are
+    gathered there and only the n pixels are copied to the device)."""
+    nx, ny = dataset.grid.gpts
     ix, iy = np.divmod(np.asarray(pixels, np.int64), ny)
     centred = ((ix + nx // 2) % nx) * ny + (iy + ny // 2) % ny
-    flat = arr.reshape(arr.shape[:2] + (nx * ny,))
-    dose = float(jnp.mean(jnp.sum(flat, axis=-1)))
+    dose = float(np.mean(np.asarray(project_patterns(dataset, np.ones((nx * ny, 1)), mesh))))
     if not dose > 0:
         raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
-    return flat[..., jnp.asarray(centred)] / dose, dose
+    host = dataset.array
+    if mesh is None and isinstance(host, np.ndarray):
+        picked = jnp.asarray(np.asarray(host.reshape(host.shape[:2] + (nx * ny,))[..., centred], np.float32))
+    else:
+        arr = scan_array(dataset, mesh)
+        picked = arr.reshape(arr.shape[:2] + (nx * ny,))[..., jnp.asarray(centred)]
+    return picked / dose, dose
 
 
 def probe_fourier(state: ReconState) -> jax.Array:
@@ -220,16 +299,19 @@ def phase_to_object(phase: jax.Array, lattice: Lattice, state: ReconState) -> ja
     lat = scan_lattice(state.positions, lattice.shape, who="direct")
     d = np.asarray(state.sampling, np.float64)
     factor = max(1, int(math.ceil(max(lat.step) / min(d) - 1e-6)))
-    up = _fourier_upsample(phase - jnp.mean(phase), factor)
     ox, oy = state.object.shape[-2:]
-    xx, yy = np.meshgrid(np.arange(ox) * d[0], np.arange(oy) * d[1], indexing="ij")
-    rel = np.stack([xx - lat.origin[0], yy - lat.origin[1]], -1)
-    c = rel @ np.linalg.inv(lat.vectors).T  # lattice coordinates (i, j)
+    c = np.stack(np.meshgrid(np.arange(ox) * d[0] - lat.origin[0], np.arange(oy) * d[1] - lat.origin[1], indexing="ij"), -1)
+    c = c @ np.linalg.inv(lat.vectors).T  # lattice coordinates (i, j)
     inside = (c[..., 0] >= -0.5) & (c[..., 0] <= lat.shape[0] - 0.5) & (c[..., 1] >= -0.5) & (c[..., 1] <= lat.shape[1] - 0.5)
-    coords = [jnp.asarray(np.mod(c[..., 0], lat.shape[0]) * factor), jnp.asarray(np.mod(c[..., 1], lat.shape[1]) * factor)]
-    vals = jax.scipy.ndimage.map_coordinates(up, coords, order=1, mode="wrap")
-    ph = jnp.where(jnp.asarray(inside), vals, 0.0)
-    return jnp.exp(1j * ph).astype(jnp.complex64)[None]
+    coords = np.stack([np.mod(c[..., 0], lat.shape[0]) * factor, np.mod(c[..., 1], lat.shape[1]) * factor]).astype(np.float32)
+    return _place(jnp.asarray(phase), jnp.asarray(coords), jnp.asarray(inside), factor)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _place(phase: jax.Array, coords: jax.Array, inside: jax.Array, factor: int) -> jax.Array:
+    up = _fourier_upsample(phase - jnp.mean(phase), factor)
+    vals = jax.scipy.ndimage.map_coordinates(up, [coords[0], coords[1]], order=1, mode="wrap")
+    return jnp.exp(1j * jnp.where(inside, vals, 0.0)).astype(jnp.complex64)[None]
 
 
 def finish(state: ReconState, phase: jax.Array, lattice: Lattice, amplitude: Any = None) -> ReconState:

@@ -34,30 +34,75 @@ import numpy as np
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_core.conventions import energy2wavelength
-from ptyro_invert.calibrate import center_of_mass, fit_descan
-from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_array, scan_lattice, shift_fourier
+from ptyro_invert.calibrate import fit_descan
+from ptyro_invert.direct._common import (
+    Lattice,
+    check_inputs,
+    finish,
+    probe_fourier,
+    probe_geometry,
+    project_patterns,
+    scan_array,
+    scan_lattice,
+    shift_fourier,
+)
 
-__all__ = ["com_field", "integrate_gradient", "icom_transfer", "icom_phase", "icom", "segment_masks", "segment_response", "segmented_field", "dpc_phase", "dpc"]
+__all__ = [
+    "com_weights",
+    "com_field",
+    "integrate_gradient",
+    "icom_transfer",
+    "icom_phase",
+    "icom",
+    "segment_masks",
+    "segment_response",
+    "segmented_field",
+    "dpc_phase",
+    "dpc",
+]
+
+
+def com_weights(gpts: tuple[int, int], mask: Any = None) -> np.ndarray:
+    """The centre of mass's weights (Qx·Qy, 3) float32: [m, m·(x − nx//2), m·(y − ny//2)] per
+    pixel (pixel indices about the detector centre, flattened in the patterns' order; ``mask``
+    (Qx, Qy) m, default 1). Centred coordinates keep the float32 sums' round-off at the size of
+    the disc, not of the detector."""
+    nx, ny = (int(g) for g in gpts)
+    m = np.ones((nx, ny), np.float64) if mask is None else np.asarray(mask, np.float64)
+    if m.shape != (nx, ny):
+        raise PtyroValueError(f"icom: expected a mask of shape {(nx, ny)} (the patterns' pixels), got {m.shape}")
+    x, y = np.meshgrid(np.arange(nx) - nx // 2, np.arange(ny) - ny // 2, indexing="ij")
+    return np.stack([m, m * x, m * y], -1).reshape(nx * ny, 3).astype(np.float32)
 
 
 def com_field(dataset: Dataset4D, *, descan: str = "constant", mask: Any = None, mesh: Any = None) -> jax.Array:
     """The DPC field (Rx, Ry, 2) in Å⁻¹ (detector = object frame): each pattern's centre of mass
     minus the descan (:func:`ptyro_invert.calibrate.fit_descan` with ``descan`` = "constant",
-    "plane" or "free")."""
-    com = center_of_mass(scan_array(dataset, mesh), mask)
-    ref = fit_descan(np.asarray(com), descan)
-    return (com - jnp.asarray(ref, com.dtype)) * jnp.asarray(dataset.grid.reciprocal_sampling, com.dtype)[None, None, :]
+    "plane" or "free"); ``mask`` (Qx, Qy) weights the pixels. The patterns' three moments come
+    from one pass over them (:func:`~ptyro_invert.direct._common.project_patterns`); a pattern
+    that sums to zero sits at the detector centre, as in
+    :func:`ptyro_invert.calibrate.center_of_mass`."""
+    mom = np.asarray(project_patterns(dataset, com_weights(dataset.grid.gpts, mask), mesh), np.float64)
+    tot = mom[..., :1]
+    com = np.where(tot > 0, mom[..., 1:] / np.where(tot > 0, tot, 1.0), 0.0)
+    field = (com - fit_descan(com, descan)) * np.asarray(dataset.grid.reciprocal_sampling, np.float64)
+    return jnp.asarray(field, jnp.float32)
 
 
 def integrate_gradient(field: jax.Array, vectors: Any, highpass: float = 0.0) -> jax.Array:
     """φ (Rx, Ry) with (1/2π)∇φ = ``field`` (Rx, Ry, 2) on the raster with step vectors
     ``vectors`` (2×2, columns a₁, a₂, Å), by the regularised Fourier inverse gradient; mean 0.
     Linear, ``jit``-able and differentiable."""
+    field = jnp.asarray(field)
     rx, ry = field.shape[:2]
-    lat = Lattice((rx, ry), np.zeros(2), np.asarray(vectors, np.float64))
-    q = jnp.asarray(lat.frequencies(), field.dtype)
+    q = Lattice((rx, ry), np.zeros(2), np.asarray(vectors, np.float64)).frequencies()
+    return _integrate(field, jnp.asarray(q, field.dtype), float(highpass) ** 2)
+
+
+@jax.jit
+def _integrate(field: jax.Array, q: jax.Array, highpass2: Any) -> jax.Array:
     c = jnp.fft.fft2(field, axes=(0, 1))
-    q2 = q[..., 0] ** 2 + q[..., 1] ** 2 + float(highpass) ** 2
+    q2 = q[..., 0] ** 2 + q[..., 1] ** 2 + highpass2
     num = q[..., 0] * c[..., 0] + q[..., 1] * c[..., 1]
     phi = jnp.where(q2 > 0, -1j * num / jnp.where(q2 > 0, q2, 1.0), 0.0)
     return jnp.real(jnp.fft.ifft2(phi))
@@ -162,9 +207,13 @@ def dpc_phase(dataset: Dataset4D, *, segments: int = 4, rings: tuple[float, ...]
         raise PtyroValueError(f"dpc: expected highpass >= 0 Å⁻¹, got {highpass}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="dpc")
     masks = segment_masks(dataset.grid.gpts, dataset.grid.reciprocal_sampling, dataset.energy, segments=segments, rings=rings, rotation=rotation)
-    arr = scan_array(dataset, mesh)
-    signals = np.asarray(jnp.einsum("...xy,sxy->...s", arr, jnp.asarray(masks)), np.float64)
-    mean = np.asarray(jnp.mean(arr.reshape((-1,) + arr.shape[-2:]), axis=0))
+    signals = np.asarray(project_patterns(dataset, masks.reshape(len(masks), -1).T, mesh), np.float64)
+    arr = dataset.array
+    if mesh is None and isinstance(arr, np.ndarray):
+        mean = np.mean(arr.reshape((-1,) + arr.shape[-2:]), axis=0, dtype=np.float64)
+    else:
+        arr = scan_array(dataset, mesh)
+        mean = np.asarray(jnp.mean(arr.reshape((-1,) + arr.shape[-2:]), axis=0))
     cen, resp = segment_response(mean, masks, dataset.grid.reciprocal_sampling)
     field = segmented_field(signals, cen, resp, descan)
     return integrate_gradient(jnp.asarray(field, jnp.float32), lat.vectors, highpass), lat
