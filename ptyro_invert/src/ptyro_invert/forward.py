@@ -68,6 +68,10 @@ def shifted_probes(probe: Array, shifts: Array) -> Array:
     return jnp.fft.ifft2(jnp.fft.fft2(probe)[None] * ramps[:, None])
 
 
+#: slices beyond which the slice loop is no longer unrolled (compilation time grows with it)
+MAX_UNROLL = 32
+
+
 def exit_waves(probe: Array, patch: Array, dz: Array, propagate: Callable[[Array, Array], Array] | None) -> Array:
     """Exit waves (m, px, py) of probe modes (m, px, py) through object slices (s, px, py)."""
     psi = probe * patch[0][None]
@@ -80,7 +84,9 @@ def exit_waves(probe: Array, patch: Array, dz: Array, propagate: Callable[[Array
         t, h = xs
         return propagate(w, h) * t[None], None
 
-    psi, _ = jax.lax.scan(body, psi, (patch[1:], dz[:-1]))
+    # unrolled: a rolled loop stacks each slice's wave for the gradient by copying the whole
+    # stack every slice (RECON-B multislice: 25 % of the step's CPU time)
+    psi, _ = jax.lax.scan(body, psi, (patch[1:], dz[:-1]), unroll=min(patch.shape[0] - 1, MAX_UNROLL))
     return psi
 
 

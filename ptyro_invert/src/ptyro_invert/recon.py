@@ -658,8 +658,10 @@ def _check_inputs(dataset: Any, state: Any, algorithm: str, iterations: Any, chu
         raise PtyroTypeError(f"{algorithm}: expected a ReconState, got {type(state).__name__}")
     if int(iterations) < 0:
         raise PtyroValueError(f"iterations: expected a number of passes >= 0, got {iterations!r}")
-    if int(chunk_size) < 1:
-        raise PtyroValueError(f"chunk_size: expected a number of positions per device >= 1, got {chunk_size!r}")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise PtyroValueError(
+            f"chunk_size: expected a number of positions per device >= 1 (or None: chosen from the window, modes and slices), got {chunk_size!r}"
+        )
     n = int(np.prod(dataset.array.shape[:-2]))
     window = tuple(int(v) for v in dataset.array.shape[-2:])
     if tuple(state.probe.shape[-2:]) != window:
@@ -678,6 +680,19 @@ def _active_indices(indices: Any, n: int) -> np.ndarray:
     if idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
         raise PtyroValueError(f"indices: expected distinct integer scan indices in [0, {n}), got {np.asarray(indices).ravel()[:8]!r} ({idx.size} values)")
     return np.sort(idx)
+
+
+#: waves of 128 × 128 (complex64: 2 MiB) that a chunk of a step holds at once (fastest on RECON-A/B)
+CHUNK_WAVES = 16
+
+
+def _chunk_positions(chunk_size: int | None, window: tuple[int, int], modes: int, slices: int) -> int:
+    """Positions per device per chunk: ``chunk_size`` when given, else as many as keep about
+    :data:`CHUNK_WAVES` waves of 128 × 128 (scaled to the window) per pair of slices in flight."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    waves = CHUNK_WAVES * 128 * 128 / (window[0] * window[1])
+    return max(1, int(waves // (modes * ((slices + 1) // 2))))
 
 
 def _position_projection(nominal: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -760,7 +775,7 @@ def run_reconstruction(
     mask: Any = None,
     memory_budget: float | None = None,
     group_shifts: bool = True,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     indices: Any = None,
     report: list | None = None,
     constraints: Sequence[Callable[[dict], dict]] = (),
@@ -843,7 +858,7 @@ def run_reconstruction(
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
-        chunk_size=int(chunk_size), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
+        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
     if ck is not None:
@@ -1064,8 +1079,10 @@ _COMMON_DOC = """
     shifts the probe once per distinct sub-pixel shift of a batch rather than once per position
     (exact to 1e-4 pixel; a raster with a rational step in pixels has a handful of them), which
     halves the FFTs of a step; with more distinct shifts than half a batch it falls back.
-    ``chunk_size`` (16): positions per device computed at once inside a step; the gradient of the
-    batch is accumulated over its chunks (same result up to round-off, a cache-sized working set).
+    ``chunk_size``: positions per device computed at once inside a step; the gradient of the
+    batch is accumulated over its chunks (same result up to round-off). By default (None) a chunk
+    holds about 16 waves of 128 × 128 per slice pair (:func:`_chunk_positions`): a cache-sized
+    working set, 16 positions for one mode and one slice, 4 for four modes, 8 for three slices.
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
 
     Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
