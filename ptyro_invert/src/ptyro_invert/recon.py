@@ -28,6 +28,7 @@ from jax import Array
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, get, replace
 from ptyro_core.conventions import energy2wavelength as wavelength
+from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
     batch_bounds,
     check_memory,
@@ -40,7 +41,7 @@ from ptyro_core.pipeline import (
 )
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
-from ptyro_invert.forward import make_model, shift_groups, shifted_probes
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes, window_ramps
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [
@@ -459,7 +460,7 @@ def _shared(cfg: StepConfig, p: dict, c: dict) -> dict:
     if "aberrations" in p:
         probe = apply_aberrations(probe, p["aberrations"], c["aber_basis"])
     if cfg.grouped:
-        probe = shifted_probes(probe, c["shifts"])
+        probe = shifted_probes(probe, None, ramps=c["ramps"])
     return {**p, "probe": probe}
 
 
@@ -507,11 +508,19 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     real = p0["object"].real.dtype
     p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+    ramps: tuple[Array, ...] = ()
+    if not cfg.grouped and "positions" not in p and "affine" not in p:
+        # fixed positions, each with its own sub-pixel shift: the batch's ramps made here, outside
+        # the chunks' loop, so that XLA cannot recompute their sines and cosines for every pixel
+        # of every mode in the product (see shifted_probes; RECON-L: 1,000s of distinct shifts)
+        ramps = tuple(_chunked(x, cfg) for x in window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype))
 
-    def data_term(q: dict, dd: Array, ii: Array, ww: Array) -> tuple[Array, tuple[Array, Array]]:
+    def data_term(q: dict, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
         dz = q.get("thickness", c["thickness"])
         if cfg.grouped:
             pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
+        elif rr:
+            pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
         else:
             pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
         pred = pred * c["scale"]
@@ -521,13 +530,12 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         # the gradient of the loss per electron: learning rates independent of the dose
         return v / c["scale"], (v, fl)
 
-    def body(acc: tuple, xs: tuple[Array, Array, Array]) -> tuple[tuple, None]:
-        dd, ii, ww = xs
-        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, dd, ii, ww)
+    def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
+        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, *xs)
         return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
 
     zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
-    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0)))
+    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
     (grads,) = back(grads)
     if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
         grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
@@ -942,6 +950,7 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
         consts["support"] = jnp.asarray((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
     if grouped is not None:
         consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in grouped)
+        consts["ramps"] = shift_ramp(consts["shifts"], window, dtype=state.probe.dtype)
     return consts
 
 
