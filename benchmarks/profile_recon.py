@@ -1,88 +1,120 @@
-"""Where our RECON-A time goes: per-stage timing of ``ptyro_invert.reconstruct`` on the RECON-A
-dataset (run ``benchmarks/run.sh --only recon-a`` first, or pass a case directory).
+"""Our reconstruction's time per pass against the FFT floor of the same pass, and against an
+earlier version of the code, interleaved in one run (issue 18's per-pass targets):
 
-    .venv/bin/python benchmarks/profile_recon.py [case_dir] [--passes 3]
+    .venv/bin/python benchmarks/profile_recon.py [--cases recon-a,recon-b-multislice,recon-b-mixed]
+        [--passes 5] [--rounds 2] [--before DIR] [--out benchmarks/results/profile_recon.json]
 
-Prints: the first call (compilation included) and the next calls of ``reconstruct`` for the same
-number of passes (so the compilation share of every call shows), the per-pass time, and the
-floor for one pass: the jitted FFTs that the plain algorithm needs (forward FFT of every exit wave
-and the inverse FFT of its gradient: 2 per position per pass, 128×128 complex64, batch 64) and
-the same FFTs plus the object-patch gather/scatter of a plain jitted gradient step written here.
+For each case the benchmark's own workers run round by round, in a rotating order, each in its
+process: ``adapters/ours_recon.py`` (this checkout), the same adapter on the sources of ``--before``
+(a checkout of an earlier commit, e.g. ``git archive <commit> | tar -x -C DIR``; its packages are
+put first on ``PYTHONPATH``), and ``adapters/recon_floor.py``: only the FFTs the pass must do,
+(2s − 1) FFT + inverse FFT pairs per position and probe mode on the pattern window, complex64, the
+case's batch, in as many streams as the library runs (see adapters/_floor.py). Every code runs
+``--passes`` passes per round (the case's files with the pass count changed; a first call, which
+compiles, is not timed). Reported per case: the fastest round's wall and CPU seconds per pass of
+each code, ours / floor and after / before (fastest rounds, and CPU), and each reconstruction's
+phase error against the truth (benchmarks/recon.py's score; with ``--passes 20`` the figure of
+``benchmarks/run.sh``). Writes the RECON cases under benchmarks/.work/cases if they are not there.
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ptyro_core import Dataset4D, Grid, replace
-import ptyro_invert
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "adapters"))
+sys.path.insert(0, HERE)
 
-from _proto import _status_mb  # noqa: E402
+import cases  # noqa: E402
+from recon import phase_error, scanned_region  # noqa: E402
+from runner import OUR_PY, WORK, Worker, finish_all, time_codes  # noqa: E402
 
-
-def rss_mb(field="VmRSS"):
-    value = _status_mb(field)
-    return None if value is None else round(value, 1)
-
-
-def timed(fn, *a, **k):
-    t = time.perf_counter()
-    out = fn(*a, **k)
-    jax.block_until_ready(jax.tree_util.tree_leaves(out))
-    return out, time.perf_counter() - t
+PACKAGES = ("ptyro_core", "ptyro_simul", "ptyro_invert", "ptyro_workflows")
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("case_dir", nargs="?", default=os.path.join(HERE, ".work", "cases", "recon-a"))
-    p.add_argument("--passes", type=int, default=3)
-    a = p.parse_args()
-    mem = {"after imports": rss_mb()}
-    m = json.load(open(os.path.join(a.case_dir, "meta.json")))
-    pats = np.load(os.path.join(a.case_dir, "patterns.npy"))
-    pos = np.load(os.path.join(a.case_dir, "positions.npy")).astype(np.float32)
-    probe = np.load(os.path.join(a.case_dir, "probe.npy"))
-    grid = Grid(tuple(m["pattern_gpts"]), (m["sampling"],) * 2)
-    ds = Dataset4D(pats, pos, grid=grid, energy=m["energy"])
-    st0 = ptyro_invert.initial_state(ds, semiangle_cutoff=m["semiangle_cutoff"], aberrations={"C10": m["C10"]})
-    st0 = replace(st0, probe=jnp.asarray(probe[None]))
-    mem["after loading the data, Dataset4D and initial state"] = rss_mb()
-    fresh = lambda: jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, st0)  # noqa: E731
-    res = {}
-    calls = []
-    for i in range(3):
-        _, t = timed(ptyro_invert.reconstruct, ds, fresh(), algorithm="single_slice", iterations=a.passes, batch_size=m["batch_size"], progress=False)
-        calls.append(t)
-    res["reconstruct calls (s)"] = [round(t, 3) for t in calls]
-    mem["after reconstruct (current)"] = rss_mb()
-    mem["peak (VmHWM)"] = rss_mb("VmHWM")
-    res["memory MiB"] = mem
-    # one call of 2*passes: the extra passes cost (t2 - t1) / passes each
-    _, t2 = timed(ptyro_invert.reconstruct, ds, fresh(), algorithm="single_slice", iterations=2 * a.passes, batch_size=m["batch_size"], progress=False)
-    per_pass = (t2 - np.median(calls[1:])) / a.passes
-    res["per pass (s)"] = round(per_pass, 3)
-    res["fixed cost per call, mostly compilation (s)"] = round(float(np.median(calls[1:]) - a.passes * per_pass), 3)
+def case_with_passes(name: str, passes: int) -> str:
+    """The case's directory with ``iterations`` set to ``passes`` (its arrays linked, not copied)."""
+    src = os.path.join(WORK, "cases", name)
+    if not os.path.exists(os.path.join(src, "meta.json")):
+        cases.make_recon_case(src, name)
+    dst = os.path.join(WORK, "cases", f"{name}-p{passes}")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    for f in os.listdir(src):
+        if f != "meta.json":
+            os.symlink(os.path.join(src, f), os.path.join(dst, f))
+    meta = json.load(open(os.path.join(src, "meta.json")))
+    meta.update(iterations=passes, case=name)  # the case's name: its truth and scanned region
+    with open(os.path.join(dst, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return dst
 
-    # FFT floor of one pass: 2 FFTs per position (exit wave forward, its gradient back)
-    n, b = pats.shape[0] * pats.shape[1], m["batch_size"]
-    w = jnp.ones((b,) + tuple(m["pattern_gpts"]), jnp.complex64)
-    f = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x)))
-    jax.block_until_ready(f(w))
-    t = time.perf_counter()
-    for _ in range(-(-n // b)):
-        jax.block_until_ready(f(w))
-    res["FFT floor per pass (s)"] = round(time.perf_counter() - t, 3)
-    res["per pass / FFT floor"] = round(per_pass / res["FFT floor per pass (s)"], 2)
-    print(json.dumps(res, indent=1))
+
+def fastest(res: dict, label: str, key: str = "rounds_s") -> float | None:
+    xs = [x for x in (res.get(label) or {}).get(key) or [] if x]
+    return min(xs) if xs else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 3)
+
+
+def profile_case(name: str, passes: int, rounds: int, before: str | None) -> dict:
+    case_dir = case_with_passes(name, passes)
+    env = {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}
+    specs = [("ours", "ours_recon.py", env), ("fft-floor", "recon_floor.py", env)]
+    if before:
+        path = os.pathsep.join(os.path.join(os.path.abspath(before), p, "src") for p in PACKAGES)
+        specs.insert(1, ("before", "ours_recon.py", {**env, "PYTHONPATH": path}))
+    os.makedirs(os.path.join(WORK, "logs"), exist_ok=True)
+    workers = [Worker(label, OUR_PY, script, case_dir, env=e, warmup=True) for label, script, e in specs]
+    res = time_codes(workers, rounds)
+    finish_all(workers, res)
+    meta = json.load(open(os.path.join(case_dir, "meta.json")))
+    truth = np.load(os.path.join(case_dir, "true_phase.npy")).sum(0)
+    region = scanned_region(meta)
+    out: dict = {"passes per round": passes, "slices": meta["slices"], "modes": meta["modes"], "batch": meta["batch_size"]}
+    for label, *_ in specs:
+        r = res.get(label) or {}
+        wall, cpu = fastest(res, label), fastest(res, label, "cpu_rounds_s")
+        entry = {"wall s per pass (fastest round)": None if wall is None else round(wall / passes, 4),
+                 "cpu s per pass (fastest round)": None if cpu is None else round(cpu / passes, 4),
+                 "rounds wall s": r.get("rounds_s"), "rounds cpu s": r.get("cpu_rounds_s"), "error": r.get("error")}  # fmt: skip
+        f = os.path.join(WORK, "out", os.path.basename(case_dir), label, "phase.npy")
+        if label != "fft-floor" and os.path.exists(f):
+            entry["phase error rad"] = round(phase_error(np.load(f), truth, region)["phase_rmse"], 5)
+        if label == "fft-floor":
+            entry["info"] = r.get("info")
+        out[label] = entry
+    for a, b in (("ours", "fft-floor"), ("ours", "before"), ("before", "fft-floor")):
+        if a in out and b in out:
+            out[f"{a} / {b}"] = {"wall (fastest rounds)": ratio(fastest(res, a), fastest(res, b)),
+                                 "cpu (fastest rounds)": ratio(fastest(res, a, "cpu_rounds_s"), fastest(res, b, "cpu_rounds_s"))}  # fmt: skip
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="recon-a,recon-b-multislice,recon-b-mixed")
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--before", default=None, help="a checkout of the code to compare with (its */src trees)")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "profile_recon.json"))
+    a = p.parse_args(argv)
+    res = {"command": "benchmarks/profile_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "taken": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "loadavg_at_start": os.getloadavg(), "cases": {}}  # fmt: skip
+    for name in a.cases.split(","):
+        res["cases"][name] = profile_case(name, a.passes, a.rounds, a.before)
+        print(name, json.dumps(res["cases"][name], indent=1), flush=True)
+    res["loadavg_at_end"] = os.getloadavg()
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from jax import Array
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, get, replace
 from ptyro_core.conventions import energy2wavelength as wavelength
+from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
     batch_bounds,
     check_memory,
@@ -40,7 +41,7 @@ from ptyro_core.pipeline import (
 )
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
-from ptyro_invert.forward import make_model, shift_groups, shifted_probes
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes, window_ramps
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [
@@ -459,7 +460,7 @@ def _shared(cfg: StepConfig, p: dict, c: dict) -> dict:
     if "aberrations" in p:
         probe = apply_aberrations(probe, p["aberrations"], c["aber_basis"])
     if cfg.grouped:
-        probe = shifted_probes(probe, c["shifts"])
+        probe = shifted_probes(probe, None, ramps=c["ramps"])
     return {**p, "probe": probe}
 
 
@@ -507,11 +508,19 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     real = p0["object"].real.dtype
     p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+    ramps: tuple[Array, ...] = ()
+    if not cfg.grouped and "positions" not in p and "affine" not in p:
+        # fixed positions, each with its own sub-pixel shift: the batch's ramps made here, outside
+        # the chunks' loop, so that XLA cannot recompute their sines and cosines for every pixel
+        # of every mode in the product (see shifted_probes; RECON-L: 1,000s of distinct shifts)
+        ramps = tuple(_chunked(x, cfg) for x in window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype))
 
-    def data_term(q: dict, dd: Array, ii: Array, ww: Array) -> tuple[Array, tuple[Array, Array]]:
+    def data_term(q: dict, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
         dz = q.get("thickness", c["thickness"])
         if cfg.grouped:
             pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
+        elif rr:
+            pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
         else:
             pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
         pred = pred * c["scale"]
@@ -521,13 +530,12 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         # the gradient of the loss per electron: learning rates independent of the dose
         return v / c["scale"], (v, fl)
 
-    def body(acc: tuple, xs: tuple[Array, Array, Array]) -> tuple[tuple, None]:
-        dd, ii, ww = xs
-        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, dd, ii, ww)
+    def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
+        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, *xs)
         return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
 
     zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
-    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0)))
+    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
     (grads,) = back(grads)
     if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
         grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
@@ -658,8 +666,10 @@ def _check_inputs(dataset: Any, state: Any, algorithm: str, iterations: Any, chu
         raise PtyroTypeError(f"{algorithm}: expected a ReconState, got {type(state).__name__}")
     if int(iterations) < 0:
         raise PtyroValueError(f"iterations: expected a number of passes >= 0, got {iterations!r}")
-    if int(chunk_size) < 1:
-        raise PtyroValueError(f"chunk_size: expected a number of positions per device >= 1, got {chunk_size!r}")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise PtyroValueError(
+            f"chunk_size: expected a number of positions per device >= 1 (or None: chosen from the window, modes and slices), got {chunk_size!r}"
+        )
     n = int(np.prod(dataset.array.shape[:-2]))
     window = tuple(int(v) for v in dataset.array.shape[-2:])
     if tuple(state.probe.shape[-2:]) != window:
@@ -678,6 +688,19 @@ def _active_indices(indices: Any, n: int) -> np.ndarray:
     if idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
         raise PtyroValueError(f"indices: expected distinct integer scan indices in [0, {n}), got {np.asarray(indices).ravel()[:8]!r} ({idx.size} values)")
     return np.sort(idx)
+
+
+#: waves of 128 × 128 (complex64: 2 MiB) that a chunk of a step holds at once (fastest on RECON-A/B)
+CHUNK_WAVES = 16
+
+
+def _chunk_positions(chunk_size: int | None, window: tuple[int, int], modes: int, slices: int) -> int:
+    """Positions per device per chunk: ``chunk_size`` when given, else as many as keep about
+    :data:`CHUNK_WAVES` waves of 128 × 128 (scaled to the window) per pair of slices in flight."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    waves = CHUNK_WAVES * 128 * 128 / (window[0] * window[1])
+    return max(1, int(waves // (modes * ((slices + 1) // 2))))
 
 
 def _position_projection(nominal: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -760,7 +783,7 @@ def run_reconstruction(
     mask: Any = None,
     memory_budget: float | None = None,
     group_shifts: bool = True,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     indices: Any = None,
     report: list | None = None,
     constraints: Sequence[Callable[[dict], dict]] = (),
@@ -843,7 +866,7 @@ def run_reconstruction(
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
-        chunk_size=int(chunk_size), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
+        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
     if ck is not None:
@@ -927,6 +950,7 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
         consts["support"] = jnp.asarray((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
     if grouped is not None:
         consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in grouped)
+        consts["ramps"] = shift_ramp(consts["shifts"], window, dtype=state.probe.dtype)
     return consts
 
 
@@ -1064,8 +1088,10 @@ _COMMON_DOC = """
     shifts the probe once per distinct sub-pixel shift of a batch rather than once per position
     (exact to 1e-4 pixel; a raster with a rational step in pixels has a handful of them), which
     halves the FFTs of a step; with more distinct shifts than half a batch it falls back.
-    ``chunk_size`` (16): positions per device computed at once inside a step; the gradient of the
-    batch is accumulated over its chunks (same result up to round-off, a cache-sized working set).
+    ``chunk_size``: positions per device computed at once inside a step; the gradient of the
+    batch is accumulated over its chunks (same result up to round-off). By default (None) a chunk
+    holds about 16 waves of 128 × 128 per slice pair (:func:`_chunk_positions`): a cache-sized
+    working set, 16 positions for one mode and one slice, 4 for four modes, 8 for three slices.
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
 
     Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
