@@ -44,7 +44,7 @@ def window_ramps(positions: Array, sampling: tuple[float, float], window: tuple[
     """(integer start pixel (b, 2) int32, Fourier ramps (b, px, py) of the fractional shifts) of
     positions (b, 2): for :func:`shifted_probes` with ``ramps`` (one probe per position)."""
     r0, frac = jax.vmap(lambda q: window_offsets(q, sampling, window))(positions)
-    return r0, shift_ramp(frac, tuple(window), dtype=dtype)
+    return r0, shift_ramp(frac, (int(window[0]), int(window[1])), dtype=dtype)
 
 
 def shift_groups(positions: Any, sampling: tuple[float, float], window: tuple[int, int], *, max_groups: int = 64,
@@ -137,7 +137,7 @@ def make_model(
         prop = get("propagator", propagator) if isinstance(propagator, str) else propagator
         # one mode at a time, so any propagator written for (nx, ny) waves works
         propagate = lambda w, h: jax.vmap(lambda v: prop(v, h, grid, energy))(w)  # noqa: E731
-    blur = blur_transfer(detector_blur, tuple(window)) if detector_blur > 0 else None
+    blur = blur_transfer(detector_blur, (int(window[0]), int(window[1]))) if detector_blur > 0 else None
 
     def at_start(obj: Array, p: Array, dz: Array, r0: Array) -> Array:
         patch = jax.lax.dynamic_slice(obj, (jnp.int32(0), r0[0], r0[1]), (obj.shape[0],) + tuple(window))

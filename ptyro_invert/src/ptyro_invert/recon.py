@@ -504,7 +504,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
-    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))
+    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
     p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
@@ -857,7 +857,7 @@ def run_reconstruction(
     steps_per_pass = len(batch_bounds(len(active_idx), b))
     grouped = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
     cfg = StepConfig(
-        algorithm=algorithm, window=window, sampling=tuple(float(v) for v in state.sampling), energy=float(state.energy),
+        algorithm=algorithm, window=window, sampling=(float(state.sampling[0]), float(state.sampling[1])), energy=float(state.energy),
         dtype=str(np.dtype(state.object.dtype)), num_slices=num_slices, propagator=propagator, detector_blur=float(detector_blur),
         loss=loss, floor=_floor_name(loss) if counted else None,
         optimizer=optimizer, learning_rates=tuple(lrs.items()), lr_schedule=lr_schedule,
@@ -996,7 +996,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
         for it in range(start_iter, target):
             t0 = time.perf_counter()
             perm = active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
-            acc = []
+            acc: list[Any] = []
             for lo, hi in batch_bounds(n_act, b):
                 idx = perm[lo:hi]
                 k = hi - lo

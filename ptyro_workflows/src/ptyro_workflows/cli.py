@@ -18,7 +18,7 @@ import re
 import sys
 import tomllib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ptyro_core import PtyroError
@@ -96,7 +96,7 @@ def _flag_names(tables: Sequence[str]) -> dict[tuple[str, str], str]:
     return out
 
 
-def _add_config_flags(p: argparse.ArgumentParser, tables: Sequence[str], *, skip: set[str] = frozenset()) -> dict[tuple[str, str], str]:
+def _add_config_flags(p: argparse.ArgumentParser, tables: Sequence[str], *, skip: Collection[str] = frozenset()) -> dict[tuple[str, str], str]:
     flags = _flag_names(tables)
     groups = {t: p.add_argument_group(f"[{t}] table (TOML values: numbers, [x, y] lists, strings)") for t in tables}
     aberr = p.add_argument_group("[probe] aberrations (magnitudes in Å, azimuths in degrees)") if "probe" in tables else None
@@ -109,7 +109,7 @@ def _add_config_flags(p: argparse.ArgumentParser, tables: Sequence[str], *, skip
         desc = key.doc
         if key.default is not None and key.default != {}:
             desc += f" (default: {key.default})"
-        grp = aberr if (t == "probe" and k in ABERRATION_KEYS) else groups[t]
+        grp = aberr if (aberr is not None and t == "probe" and k in ABERRATION_KEYS) else groups[t]
         grp.add_argument(flag, dest=dest, metavar="VALUE", type=_toml_value, default=None, help=desc)
         used[(t, k)] = dest
     return used

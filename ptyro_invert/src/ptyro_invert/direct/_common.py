@@ -252,7 +252,11 @@ def _centred_probe(state: ReconState) -> jax.Array:
     return p / jnp.sqrt(jnp.sum(jnp.abs(p) ** 2))
 
 
-def probe_geometry(state: ReconState) -> tuple[jax.Array, jax.Array, jax.Array]:
+ProbeGeometry = tuple[jax.Array, jax.Array, jax.Array]
+"""What :func:`probe_geometry` returns and :func:`shift_fourier` takes (unpacked)."""
+
+
+def probe_geometry(state: ReconState) -> ProbeGeometry:
     """(probe moved to the origin (px, py), normalised; its window's coordinates x (px, 1) and
     y (1, py) in Å about the probe centre): the arguments of :func:`shift_fourier`."""
     p = _centred_probe(state)

@@ -116,7 +116,7 @@ def icom_transfer(state: ReconState, lattice: Lattice) -> np.ndarray:
 
 @jax.jit
 def _autocorrelation(q: jax.Array, p0: jax.Array, probe: tuple) -> jax.Array:
-    return jax.lax.map(lambda v: jnp.real(jnp.sum(p0 * jnp.conj(shift_fourier(*probe, v)))), q, batch_size=64)
+    return jax.lax.map(lambda v: jnp.real(jnp.sum(p0 * jnp.conj(shift_fourier(probe[0], probe[1], probe[2], v)))), q, batch_size=64)
 
 
 def icom_phase(dataset: Dataset4D, *, highpass: float = 0.0, descan: str = "constant", mask: Any = None, mesh: Any = None) -> tuple[jax.Array, Lattice]:

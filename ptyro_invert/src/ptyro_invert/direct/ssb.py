@@ -28,6 +28,7 @@ import numpy as np
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
 from ptyro_invert.direct._common import (
     Lattice,
+    ProbeGeometry,
     check_inputs,
     finish,
     map_rows,
@@ -46,10 +47,10 @@ def _aperture_pixels(state: ReconState, threshold: float) -> np.ndarray:
     return np.flatnonzero(pk.reshape(-1) > threshold * pk.max())
 
 
-def _weights(q: jax.Array, probe: tuple, pix: jax.Array, p0: jax.Array, t: jax.Array, method: str) -> tuple[jax.Array, jax.Array]:
+def _weights(q: jax.Array, probe: ProbeGeometry, pix: jax.Array, p0: jax.Array, t: jax.Array, method: str) -> tuple[jax.Array, jax.Array]:
     """(weights on the aperture pixels, transfer) of ``method`` at Q = ``q``."""
-    pm = shift_fourier(*probe, q).reshape(-1)[pix]
-    pp = shift_fourier(*probe, -q).reshape(-1)[pix]
+    pm = shift_fourier(probe[0], probe[1], probe[2], q).reshape(-1)[pix]
+    pp = shift_fourier(probe[0], probe[1], probe[2], -q).reshape(-1)[pix]
     gamma = jnp.conj(p0) * pm - p0 * jnp.conj(pp)
     mag = jnp.abs(gamma)
     if method == "ssb":
@@ -75,7 +76,7 @@ def sideband_filter(state: ReconState, method: str = "ssb", threshold: float = 0
 
 @functools.partial(jax.jit, static_argnames=("method", "q_batch"))
 def _transfer(q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
-    return jax.lax.map(lambda v: _weights(v, *consts, method)[1], q, batch_size=q_batch)
+    return jax.lax.map(lambda v: _weights(v, consts[0], consts[1], consts[2], consts[3], method)[1], q, batch_size=q_batch)
 
 
 def transfer(state: ReconState, lattice: Lattice, method: str = "ssb", threshold: float = 0.5) -> np.ndarray:
@@ -92,7 +93,7 @@ def transfer(state: ReconState, lattice: Lattice, method: str = "ssb", threshold
 def apply_filter(g: jax.Array, q: jax.Array, consts: tuple, method: str, q_batch: int) -> jax.Array:
     """Φ(Q) (n,) = Σ_k G(k, Q) w(k, Q) for the rows of ``g`` (n, aperture pixels) at the
     frequencies ``q`` (n, 2); ``consts`` from :func:`sideband_filter`. Linear in ``g``."""
-    return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], *consts, method)[0]), (g, q), batch_size=q_batch)
+    return jax.lax.map(lambda a: jnp.sum(a[0] * _weights(a[1], consts[0], consts[1], consts[2], consts[3], method)[0]), (g, q), batch_size=q_batch)
 
 
 def half_plane(lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,5 +160,5 @@ def filter_weights(state: ReconState, q: Any, method: str = "ssb", threshold: fl
     Σ_k I_r(k) w(k, Q) e^{−2πi Q·r} as it arrives."""
     consts, pix = sideband_filter(state, method, threshold)
     qs = jnp.asarray(np.asarray(q, np.float64).reshape(-1, 2), jnp.float32)
-    w = jax.lax.map(lambda v: _weights(v, *consts, method)[0], qs, batch_size=int(q_batch))
+    w = jax.lax.map(lambda v: _weights(v, consts[0], consts[1], consts[2], consts[3], method)[0], qs, batch_size=int(q_batch))
     return np.asarray(pix), w

@@ -38,7 +38,7 @@ def _deconvolve(h: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: 
 
     def one(a: tuple[jax.Array, jax.Array]) -> jax.Array:
         hq, qq = a
-        chi_p = jnp.fft.ifft2(jnp.conj(p0) * shift_fourier(*probe, qq))
+        chi_p = jnp.fft.ifft2(jnp.conj(p0) * shift_fourier(probe[0], probe[1], probe[2], qq))
         return jnp.sum(hq * jnp.conj(ramp * chi_p) / (n * (jnp.abs(chi_p) ** 2 + floor)))
 
     return jax.lax.map(one, (h, q), batch_size=q_batch)
