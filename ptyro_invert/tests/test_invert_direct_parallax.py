@@ -248,3 +248,61 @@ def test_cli_parallax_optics_seed_an_iterative_run(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[probe]\nC99 = 1.0\n")
     assert main([*args, "--optics-from", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
+
+
+def test_coherence_newton_is_the_derivative_of_the_coherence():
+    """The analytic gradient and Hessian of the joint alignment's objective against JAX's
+    automatic derivatives of the objective itself."""
+    rng = np.random.default_rng(3)
+    nb, nq, nm = 6, 40, 3
+    Fq = jnp.asarray(rng.standard_normal((nb, nq)) + 1j * rng.standard_normal((nb, nq)), jnp.complex64)
+    fq = jnp.asarray(rng.uniform(-0.3, 0.3, (nq, 2)), jnp.float32)
+    mono = jnp.asarray(rng.standard_normal((nb, nm)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal(2 * nm) * 0.3, jnp.float32)
+    val, g, h = px._coherence_newton(c, Fq, fq, mono)
+    assert float(val) == pytest.approx(float(px._coherence(c, Fq, fq, mono)), rel=1e-5)
+    g_ref = jax.grad(px._coherence)(c, Fq, fq, mono)
+    h_ref = jax.hessian(px._coherence)(c, Fq, fq, mono)
+    assert np.allclose(g, g_ref, rtol=1e-4, atol=1e-5 * np.abs(g_ref).max())
+    assert np.allclose(h, h_ref, rtol=1e-3, atol=1e-4 * np.abs(h_ref).max())
+
+
+def test_splat_conserves_weight_and_places_points():
+    """Bilinear splatting: every point inside the grid deposits its whole weight; a point on a
+    pixel lands there alone; a constant image splats to that constant wherever covered."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 9, (3, 5, 5, 2))
+    w = np.array([1.0, 2.0, 0.5])
+    num, den = px._splat(np.full((3, 5, 5), 0.7), x, w, (10, 10))
+    assert den.sum() == pytest.approx(25 * w.sum())
+    assert np.allclose(num[den > 0], 0.7 * den[den > 0])
+    x[:] = [4.0, 6.0]
+    _, den = px._splat(np.ones((3, 5, 5)), x, w, (10, 10))
+    assert den[4, 6] == pytest.approx(25 * w.sum()) and np.count_nonzero(den) == 1
+
+
+def test_given_optics_image_without_measuring():
+    """With the true optics given, nothing is measured and the image is as good as with the
+    fitted optics (quantem's prlx does this); it is the same as tcbf_image with given_optics."""
+    ds, state, truth, ab = parallax_case()
+    blank = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=STEP, energy=ENERGY, semiangle_cutoff=20.0, aberrations={})[2]
+    region = syn.scanned_region(state, margin=-1.0)
+    given = px.parallax(ds, blank, aberrations=ab, rotation=0.0, transpose=False)
+    fitted = px.parallax(ds, blank)
+    _, c_given = syn.phase_metrics(given.object[0], truth.object[0], region)
+    _, c_fit = syn.phase_metrics(fitted.object[0], truth.object[0], region)
+    assert c_given > 0.5 and c_given > c_fit - 0.02, (c_given, c_fit)
+    phase, _ = px.tcbf_image(ds, blank, px.given_optics(ab))
+    assert np.allclose(np.angle(np.asarray(given.object[0])), np.asarray(phase), atol=1e-5)
+    # the probe is the given optics' probe
+    assert np.abs(np.vdot(np.asarray(given.probe[0]), np.asarray(state.probe[0]))) > 0.99
+
+
+def test_given_optics_bad_input():
+    ds, state, _, _ = parallax_case()
+    with pytest.raises(PtyroValueError, match="unknown aberration 'C99'"):
+        px.parallax(ds, state, aberrations={"C10": -100.0, "C99": 1.0})
+    with pytest.raises(PtyroValueError, match=r"aberration C10 = nan; expected a finite number"):
+        px.given_optics({"C10": float("nan")})
+    with pytest.raises(PtyroValueError, match="rotation=5.0 is given only with aberrations"):
+        px.parallax(ds, state, rotation=5.0)

@@ -18,6 +18,7 @@ negated fit equally, θ is reported in (−90°, 90°]).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -28,18 +29,20 @@ import numpy as np
 from ptyro_core import Dataset4D, PtyroValueError, ReconState, get, replace
 from ptyro_core.conventions import POLAR_SYMBOLS
 from ptyro_core.conventions import energy2wavelength as wavelength
-from ptyro_invert.direct._common import Lattice, check_inputs, normalised_patterns, scan_lattice
+from ptyro_invert.direct._common import Lattice, check_inputs, pattern_pixels, scan_lattice
 
 __all__ = [
     "AberrationFit",
     "ORDERS",
     "DEFAULT_ORDERS",
     "chi_basis",
+    "bin_images",
     "measure_shifts",
     "measure_and_fit",
     "fit_shifts",
     "fit_aberrations",
     "tcbf_image",
+    "given_optics",
     "parallax",
     "fitted_probe",
     "write_optics",
@@ -262,32 +265,35 @@ def _align(F: jax.Array, f: jax.Array, s: jax.Array, weight: jax.Array) -> jax.A
     """New shifts (nb, 2) in steps of each image against the sum of all others aligned by
     ``s``, over the spatial frequencies ``weight`` (nb, rx, ry) admits for each bin (its
     double-overlap disc, see :func:`measure_shifts`): the cross-correlation's integer peak
-    refined by Newton steps on the continuous correlation Re Σ X e^{2πi f·s}."""
-    ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
-    aligned = F * ramp * weight
+    refined by Newton steps on the continuous correlation Re Σ X e^{2πi f·s} (batched over
+    the bins, the 2 × 2 Newton systems solved in closed form)."""
+    fi, fj = f[:, 0, 0], f[0, :, 1]  # the raster's frequencies along each axis: e^{2πi f·s} is separable
+
+    def ramp(p: jax.Array) -> jax.Array:
+        return jnp.exp(2j * jnp.pi * p[:, 0, None, None] * fi[None, :, None]) * jnp.exp(2j * jnp.pi * p[:, 1, None, None] * fj[None, None, :])
+
+    aligned = F * ramp(s) * weight
     ref = jnp.sum(aligned, axis=0)
     X = F * jnp.conj(ref[None] - aligned) * weight  # each against the others: no pull towards its own last shift
-
-    def one(x: jax.Array) -> jax.Array:
-        cc = jnp.real(jnp.fft.ifft2(x))
-        i = jnp.argmax(cc)
-        nx, ny = cc.shape
-        p = jnp.stack([i // ny, i % ny]).astype(f.dtype)
-        p = jnp.where(p > jnp.asarray([nx, ny], f.dtype) / 2, p - jnp.asarray([nx, ny], f.dtype), p)
-
-        def newton(p: jax.Array, _: Any) -> tuple[jax.Array, None]:
-            e = x * jnp.exp(2j * jnp.pi * jnp.einsum("xyc,c->xy", f, p))
-            g = jnp.real(jnp.einsum("xy,xyc->c", e, 2j * jnp.pi * f))
-            h = jnp.real(jnp.einsum("xy,xyc,xyd->cd", e, -4 * jnp.pi**2 * f, f))
-            step = jnp.linalg.solve(h - 1e-12 * jnp.eye(2), g)
-            step = jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
-            return p - step, None
-
-        p, _ = jax.lax.scan(newton, p, None, length=4)
-        return p
-
-    out = jax.vmap(one)(X)
-    return out - jnp.mean(out, axis=0, keepdims=True)
+    nb, nx, ny = X.shape
+    cc = jnp.real(jnp.fft.ifft2(X)).reshape(nb, -1)
+    i = jnp.argmax(cc, axis=1)
+    size = jnp.asarray([[nx, ny]], f.dtype)
+    p = jnp.stack([i // ny, i % ny], -1).astype(f.dtype)
+    p = jnp.where(p > size / 2, p - size, p)
+    fx, fy = f[None, ..., 0], f[None, ..., 1]
+    for _ in range(4):
+        e = X * ramp(p)
+        # gradient 2π Re Σ i e f and Hessian −4π² Re Σ e f fᵀ of the correlation at p
+        er, ei = jnp.real(e), jnp.imag(e)
+        gx, gy = -2 * jnp.pi * jnp.sum(ei * fx, axis=(1, 2)), -2 * jnp.pi * jnp.sum(ei * fy, axis=(1, 2))
+        hxx = -4 * jnp.pi**2 * jnp.sum(er * fx * fx, axis=(1, 2))
+        hxy = -4 * jnp.pi**2 * jnp.sum(er * fx * fy, axis=(1, 2))
+        hyy = -4 * jnp.pi**2 * jnp.sum(er * fy * fy, axis=(1, 2))
+        det = hxx * hyy - hxy**2 - 1e-12
+        step = jnp.stack([(hyy * gx - hxy * gy) / det, (hxx * gy - hxy * gx) / det], -1)
+        p = p - jnp.clip(step, -0.5, 0.5)  # stay on the integer peak
+    return p - jnp.mean(p, axis=0, keepdims=True)
 
 
 def _monomials(kn: np.ndarray, degree: int) -> np.ndarray:
@@ -296,48 +302,65 @@ def _monomials(kn: np.ndarray, degree: int) -> np.ndarray:
 
 
 @jax.jit
-def _coherence(c: jax.Array, F: jax.Array, f: jax.Array, weight: jax.Array, mono: jax.Array) -> jax.Array:
-    """−Σ_Q |Σ_b W_b F_b e^{2πi f·s_b}|² (normalised) with s = mono @ c (nb, 2) in steps."""
+def _coherence(c: jax.Array, Fq: jax.Array, fq: jax.Array, mono: jax.Array) -> jax.Array:
+    """−Σ_Q |Σ_b Fq_b(Q) e^{2πi Q·s_b}|² / Σ |Fq|² with s = mono @ c (nb, 2) in steps, over the
+    frequencies ``fq`` (nq, 2) (cycles per step) of the bins' weighted scan FFTs ``Fq`` (nb, nq)."""
     s = mono @ c.reshape(mono.shape[1], 2)
-    ramp = jnp.exp(2j * jnp.pi * jnp.einsum("xyc,bc->bxy", f, s))
-    a = jnp.sum(F * weight * ramp, axis=0)
-    return -jnp.sum(jnp.abs(a) ** 2) / jnp.sum(jnp.abs(F * weight) ** 2)
+    a = jnp.sum(Fq * jnp.exp(2j * jnp.pi * (s @ fq.T)), axis=0)
+    return -jnp.sum(jnp.abs(a) ** 2) / jnp.sum(jnp.abs(Fq) ** 2)
 
 
-_coherence_grad = jax.jit(jax.value_and_grad(_coherence))
-_coherence_hess = jax.jit(jax.hessian(_coherence))
+@jax.jit
+def _coherence_newton(c: jax.Array, Fq: jax.Array, fq: jax.Array, mono: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(value, gradient, Hessian) of :func:`_coherence` in ``c``, analytic: with
+    a_b = Fq_b e^{2πi Q·s_b} and A = Σ_b a_b, ∂a_b/∂s_b = 2πi Q a_b, so
+    ∂v/∂s_bi = −(2/N) Re Σ_Q A* 2πi Q_i a_b and
+    ∂²v/∂s_bi∂s_b'j = −(8π²/N) Re Σ_Q Q_i Q_j a_b a_b'* + δ_bb' (8π²/N) Re Σ_Q Q_i Q_j A* a_b,
+    taken to c through s = mono @ c (one pass over the data, no automatic differentiation)."""
+    nm = mono.shape[1]
+    norm = jnp.sum(jnp.abs(Fq) ** 2)
+    s = mono @ c.reshape(nm, 2)
+    a = Fq * jnp.exp(2j * jnp.pi * (s @ fq.T))  # (nb, nq)
+    A = jnp.sum(a, axis=0)
+    val = -jnp.sum(jnp.abs(A) ** 2) / norm
+    ca = jnp.conj(A)[None] * a
+    gs = -2.0 / norm * jnp.real(2j * jnp.pi * (ca @ fq))  # (nb, 2)
+    g = (mono.T @ gs).reshape(-1)
+    V = jnp.einsum("bm,bq,qi->miq", mono.astype(a.dtype), a, fq.astype(a.dtype)).reshape(2 * nm, -1)
+    h1 = -8 * jnp.pi**2 / norm * jnp.real(V @ jnp.conj(V).T)
+    D = jnp.real(jnp.einsum("bq,qi,qj->bij", ca, fq.astype(a.dtype), fq.astype(a.dtype)))  # (nb, 2, 2)
+    h2 = 8 * jnp.pi**2 / norm * jnp.einsum("bm,bn,bij->minj", mono, mono, D).reshape(2 * nm, 2 * nm)
+    return val, g, h1 + h2
 
 
-def _refine(F: jax.Array, f: jax.Array, weight: jax.Array, kn: np.ndarray, s: np.ndarray, w: np.ndarray, degree: int,
-            steps: int = 30) -> np.ndarray:  # fmt: skip
+def _refine(Fq: jax.Array, fq: jax.Array, kn: np.ndarray, s: np.ndarray, w: np.ndarray, degree: int, steps: int = 30) -> np.ndarray:
     """The shifts (nb, 2) in steps of the polynomial field of ``degree`` in the normalised bin
-    frequencies ``kn`` that maximises the bins' coherent sum, started from the weighted
-    least-squares field through ``s`` (Levenberg–Marquardt-damped Newton steps, the Hessian
-    taken anew only when a step is refused)."""
+    frequencies ``kn`` that maximises the bins' coherent sum (:func:`_coherence` over the
+    weighted scan FFTs ``Fq`` (nb, nq) at the frequencies ``fq`` (nq, 2)), started from the
+    weighted least-squares field through ``s`` (Levenberg–Marquardt-damped Newton steps with
+    the analytic Hessian, :func:`_coherence_newton`)."""
     mono = np.concatenate([_monomials(kn, degree), np.ones((len(kn), 1))], 1)
     sw = np.sqrt(w)[:, None]
     c0 = np.linalg.lstsq(mono * sw, s * sw, rcond=None)[0][:-1]
     mono_j = jnp.asarray(mono[:, :-1], jnp.float32)
     c = jnp.asarray(c0.reshape(-1), jnp.float32)
-    val, g = _coherence_grad(c, F, f, weight, mono_j)
-    h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
+    val, g, h = (np.asarray(v, np.float64) for v in _coherence_newton(c, Fq, fq, mono_j))
     mu = 1e-3
     for _ in range(int(steps)):
         scale = np.abs(np.diag(h)).max()
         while True:
-            step = np.linalg.solve(h + mu * scale * np.eye(len(h)) + 1e-12 * np.eye(len(h)), -np.asarray(g, np.float64))
+            step = np.linalg.solve(h + mu * scale * np.eye(len(h)) + 1e-12 * np.eye(len(h)), -g)
             trial = c + jnp.asarray(step, jnp.float32)
-            tval, tg = _coherence_grad(trial, F, f, weight, mono_j)
-            if float(tval) <= float(val) or mu > 1e6:
+            tval = float(_coherence(trial, Fq, fq, mono_j))
+            if tval <= float(val) or mu > 1e6:
                 break
             mu *= 10
-        if float(tval) > float(val):
+        if tval > float(val):
             break
-        c, val, g, mu = trial, tval, tg, max(mu / 10, 1e-6)
+        c, mu = trial, max(mu / 10, 1e-6)
         if float(np.max(np.abs(step))) < 1e-4:  # steps (of the scan): converged
             break
-        if mu > 1e-2:  # a step was refused: the curvature changed, take it anew
-            h = np.asarray(_coherence_hess(c, F, f, weight, mono_j), np.float64)
+        val, g, h = (np.asarray(v, np.float64) for v in _coherence_newton(c, Fq, fq, mono_j))
     out = mono[:, :-1] @ np.asarray(c, np.float64).reshape(-1, 2)
     return out - out.mean(0)
 
@@ -362,6 +385,30 @@ def _window(shape: tuple[int, int], alpha: float, shifts: Any = None, shrink: fl
 REFINE_PASSES = 2
 
 
+def bin_images(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, mesh: Any = None,
+               ) -> tuple[np.ndarray, np.ndarray, Lattice, jax.Array, np.ndarray, int]:  # fmt: skip
+    """The bright-field bins' contrast images: (bin frequencies (nb, 2) Å⁻¹, pixels per bin
+    (nb,), the scan lattice, contrast (nb, Rx, Ry) (each bin's image over its mean, minus 1),
+    the mean pattern (FFT order), the bin size in pixels). Pixels with mean intensity above
+    ``threshold`` × the maximum are the bright field, summed in ``bin_size``² bins (default:
+    about 10 bins across the disc); only those pixels are gathered from the patterns."""
+    lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
+    mean = np.fft.ifftshift(np.asarray(dataset.array, np.float32).mean(axis=(0, 1), dtype=np.float64))
+    pix, which, kb, counts, b = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
+    nb = len(counts)
+    if nb < 7:
+        raise PtyroValueError(f"parallax: {nb} bright-field bins are too few to fit the shifts' model (at least 7); use a smaller bin_size")
+    vals, _ = pattern_pixels(dataset, pix, mesh)  # (Rx, Ry, n)
+    rx, ry = dataset.scan_shape
+    imgs = _bin_sum(vals.reshape(rx * ry, -1), jnp.asarray(which), nb).reshape(nb, rx, ry)
+    return kb, counts, lat, imgs / jnp.mean(imgs, axis=(1, 2), keepdims=True) - 1.0, mean, b
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _bin_sum(vals: jax.Array, which: jax.Array, nb: int) -> jax.Array:
+    return jax.ops.segment_sum(vals.T, which, nb)
+
+
 def _windowed(contrast: jax.Array, s: Any, alpha: float, genuine: np.ndarray) -> jax.Array:
     """The scan FFTs (nb, rx, ry) of the bins' contrast images, each windowed by the round
     Tukey window (:func:`_window`) MOVED with its image by its shift ``s`` (nb, 2) in steps and
@@ -378,7 +425,7 @@ def _windowed(contrast: jax.Array, s: Any, alpha: float, genuine: np.ndarray) ->
 
 @jax.jit
 def _windowed_fft(contrast: jax.Array, s: jax.Array, alpha: float, shrink: float) -> jax.Array:
-    w = _window(contrast.shape[1:], alpha, s, shrink)
+    w = _window((contrast.shape[1], contrast.shape[2]), alpha, s, shrink)
     cw = contrast * w
     return jnp.fft.fft2(cw - jnp.sum(cw, axis=(1, 2), keepdims=True) / jnp.sum(w, axis=(1, 2), keepdims=True) * w)
 
@@ -387,8 +434,8 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
                    lowpass: float = 0.35, fit_model: bool | str | tuple[str, ...] | None = "linear", window: float = 0.25, degree: int | None = 2, mesh: Any = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Lattice, Any]:  # fmt: skip
     """Shifts of the bright-field bins' images: (bin frequencies (n, 2) Å⁻¹, shifts (n, 2) in
-    Å in the raster's frame, pixels per bin (n,), the lattice, the images' scan FFTs,
-    unwindowed).
+    Å in the raster's frame, pixels per bin (n,), the lattice, the bins' contrast images
+    (n, Rx, Ry), see :func:`bin_images`).
 
     Pixels with mean intensity above ``threshold`` × the maximum are the bright field, summed in
     ``bin_size``² bins (default: about 10 bins across the disc). Each pass aligns every bin
@@ -421,20 +468,11 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
 
     With a ``mesh``, the patterns are split over its devices along the scan (their sums into the bins
     run there)."""
-    pats, _ = normalised_patterns(dataset, mesh)
-    lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
-    mean = np.asarray(jnp.mean(pats, axis=(0, 1)))
-    pix, which, kb, counts, b = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
     if not 0 <= float(window) <= 1:
         raise PtyroValueError(f"parallax: expected 0 <= window <= 1 (the tapered fraction of the scan), got {window}")
+    kb, counts, lat, contrast, mean, b = bin_images(dataset, threshold=threshold, bin_size=bin_size, mesh=mesh)
     nb = len(counts)
-    if nb < 7:
-        raise PtyroValueError(f"parallax: {nb} bright-field bins are too few to fit the shifts' model (at least 7); use a smaller bin_size")
-    onehot = jax.nn.one_hot(jnp.asarray(which), nb, dtype=jnp.float32)
     rx, ry = dataset.scan_shape
-    imgs = jnp.einsum("rp,pb->br", pats.reshape(rx * ry, -1)[:, jnp.asarray(pix)], onehot).reshape(nb, rx, ry)
-    contrast = imgs / jnp.mean(imgs, axis=(1, 2), keepdims=True) - 1.0
-    F = jnp.fft.fft2(contrast)
     a_win = float(window)
     fi = np.fft.fftfreq(rx)
     fj = np.fft.fftfreq(ry)
@@ -471,11 +509,13 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
     wts = counts * power / power.max()
     shifts = np.asarray(s, np.float64)
     if degree:
-        g = jnp.asarray(genuine, jnp.float32)[:, None, None]
+        used = np.flatnonzero(np.asarray(jnp.max(weight, axis=0)).reshape(-1) > 0)  # the frequencies any bin compares
+        wq = (weight * jnp.asarray(genuine, jnp.float32)[:, None, None]).reshape(nb, -1)[:, used]
+        fq = f.reshape(-1, 2)[used]
         for _ in range(int(REFINE_PASSES)):
             Fw = _windowed(contrast, shifts, a_win, genuine)
-            shifts = _refine(Fw, f, weight * g, kb / k_alpha, shifts, wts * genuine, int(degree))
-    return kb, lat.to_angstrom(shifts), counts, lat, (F, f)
+            shifts = _refine(Fw.reshape(nb, -1)[:, used] * wq, fq, kb / k_alpha, shifts, wts * genuine, int(degree))
+    return kb, lat.to_angstrom(shifts), counts, lat, contrast
 
 
 def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3,
@@ -543,56 +583,79 @@ def _chi_of(fit: AberrationFit, q: Any, energy: float) -> jax.Array:
 
 
 def tcbf_image(dataset: Dataset4D, state: ReconState, fit: AberrationFit, measured: Any = None, *, correction: str = "flip",
-               epsilon: float = 0.1, smoothing: float = 0.5) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+               epsilon: float = 0.1, smoothing: float = 0.5, threshold: float = 0.5, bin_size: int | None = None,
+               mesh: Any = None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """The tilt-corrected bright-field image on the state's object grid: (phase (ox, oy) rad,
-    coverage (ox, oy) bool), from ``fit`` and ``measured`` (what :func:`measure_shifts`
-    returned; measured with its defaults when None). Every bin's contrast image is placed at the scan
-    positions minus its fitted shift (bilinear splatting onto the object pixels, Gaussian
-    kernel of σ = ``smoothing`` × the step), and the sum's transfer 2 sin χ(Q) is corrected:
+    coverage (ox, oy) bool), from the optics ``fit`` (fitted, or given: :func:`given_optics`)
+    and the bins of ``measured`` (what :func:`measure_shifts` returned; when None the bins are
+    made here, :func:`bin_images` with ``threshold``, ``bin_size`` and ``mesh``, and nothing
+    is measured). Every bin's contrast image is placed at the scan positions minus the shift
+    that ``fit`` gives it (bilinear splatting onto the object pixels, Gaussian kernel of
+    σ = ``smoothing`` × the step), and the sum's transfer 2 sin χ(Q) is corrected:
     ``correction`` = "none" (contrast / 2), "flip" (phase flipping: sign of sin χ) or "wiener"
     (2 sin χ / (4 sin²χ + ``epsilon``))."""
     if correction not in ("none", "flip", "wiener"):
         raise PtyroValueError(f"parallax: correction must be 'none', 'flip' or 'wiener', got {correction!r}")
-    kb, s, counts, lat, (F, _) = measure_shifts(dataset) if measured is None else measured
+    if measured is None:
+        kb, counts, lat, contrast, *_ = bin_images(dataset, threshold=threshold, bin_size=bin_size, mesh=mesh)
+    else:
+        kb, _, counts, lat, contrast = measured
     m = _rot(fit.rotation) @ (_SWAP if fit.transpose else np.eye(2))
     model = np.einsum("nij,j->ni", _shift_basis(kb, wavelength(dataset.energy), tuple(ORDERS)), _cartesian(fit))
     shifts = model @ np.linalg.inv(m).T  # every bin's fitted shift, back in the raster's frame
-    contrast = jnp.real(jnp.fft.ifft2(F))  # (nb, rx, ry)
     pos = np.asarray(state.positions, np.float64).reshape(lat.shape + (2,))
     d = np.asarray(state.sampling, np.float64)
     ox, oy = state.object.shape[-2:]
-    x = (pos[None] - shifts[:, None, None, :]) / d  # (nb, rx, ry, 2) object pixels
+    num, den = _splat(np.asarray(contrast, np.float64), (pos[None] - shifts[:, None, None, :]) / d, np.asarray(counts, np.float64), (ox, oy))
+    sig = smoothing * np.asarray(lat.step) / d
+    q = np.stack(np.meshgrid(np.fft.fftfreq(ox, d[0]), np.fft.fftfreq(oy, d[1]), indexing="ij"), -1)
+    sin = np.asarray(jnp.sin(_chi_of(fit, q, dataset.energy)), np.float64)
+    if correction == "none":
+        h = np.full(sin.shape, 0.5)
+    elif correction == "flip":
+        h = 0.5 * np.sign(sin)
+    else:
+        h = 2 * sin / (4 * sin**2 + epsilon)
+    h[0, 0] = 0.0
+    phase, cover = _ctf_correct(jnp.asarray(num, jnp.float32), jnp.asarray(den, jnp.float32), jnp.asarray(sig, jnp.float32), jnp.asarray(h, jnp.float32))
+    return phase, cover
+
+
+def _splat(values: np.ndarray, x: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear splatting of ``values`` (nb, rx, ry) at fractional object pixels ``x``
+    (nb, rx, ry, 2), each bin weighted by ``weights`` (nb,): (Σ w·v, Σ w) on the grid
+    ``shape``; points outside it are dropped (one weighted histogram, no Python loop over bins)."""
+    ox, oy = shape
     x0 = np.floor(x).astype(np.int64)
     fr = x - x0
-    num = jnp.zeros((ox, oy), jnp.float32)
-    den = jnp.zeros((ox, oy), jnp.float32)
-    w_bin = jnp.asarray(counts, jnp.float32)[:, None, None]
+    idx, wts = [], []
     for dx in (0, 1):
         for dy in (0, 1):
-            w = (fr[..., 0] if dx else 1 - fr[..., 0]) * (fr[..., 1] if dy else 1 - fr[..., 1])
+            w = (fr[..., 0] if dx else 1 - fr[..., 0]) * (fr[..., 1] if dy else 1 - fr[..., 1]) * weights[:, None, None]
             ii, jj = x0[..., 0] + dx, x0[..., 1] + dy
             ok = (ii >= 0) & (ii < ox) & (jj >= 0) & (jj < oy)
-            wj = jnp.asarray(np.where(ok, w, 0.0), jnp.float32) * w_bin
-            idx = (np.clip(ii, 0, ox - 1), np.clip(jj, 0, oy - 1))
-            num = num.at[idx].add(wj * contrast)
-            den = den.at[idx].add(jnp.broadcast_to(wj, contrast.shape))
-    sig = smoothing * np.asarray(lat.step) / d
-    kx = np.fft.fftfreq(ox)[:, None]
-    ky = np.fft.fftfreq(oy)[None, :]
-    kern = jnp.asarray(np.exp(-2 * np.pi**2 * ((kx * sig[0]) ** 2 + (ky * sig[1]) ** 2)), jnp.float32)
+            idx.append((ii * oy + jj)[ok])
+            wts.append((w[ok], values[ok]))
+    flat = np.concatenate(idx)
+    w = np.concatenate([a for a, _ in wts])
+    v = np.concatenate([b for _, b in wts])
+    num = np.bincount(flat, w * v, ox * oy).reshape(ox, oy)
+    den = np.bincount(flat, w, ox * oy).reshape(ox, oy)
+    return num, den
+
+
+@jax.jit
+def _ctf_correct(num: jax.Array, den: jax.Array, sig: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The splatted sums smoothed by a Gaussian of σ = ``sig`` pixels, their ratio where
+    covered, and that image filtered by the transfer correction ``h``: (phase, coverage)."""
+    ox, oy = num.shape
+    kx = jnp.fft.fftfreq(ox)[:, None]
+    ky = jnp.fft.fftfreq(oy)[None, :]
+    kern = jnp.exp(-2 * jnp.pi**2 * ((kx * sig[0]) ** 2 + (ky * sig[1]) ** 2))
     num = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(num) * kern))
     den = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(den) * kern))
     cover = den > 0.05 * jnp.max(den)
     img = jnp.where(cover, num / jnp.where(cover, den, 1.0), 0.0)
-    q = np.stack(np.meshgrid(np.fft.fftfreq(ox, d[0]), np.fft.fftfreq(oy, d[1]), indexing="ij"), -1)
-    sin = jnp.sin(_chi_of(fit, q, dataset.energy))
-    if correction == "none":
-        h = jnp.full(sin.shape, 0.5, jnp.float32)
-    elif correction == "flip":
-        h = 0.5 * jnp.sign(sin)
-    else:
-        h = 2 * sin / (4 * sin**2 + epsilon)
-    h = h.at[0, 0].set(0.0)
     phase = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(img) * h))
     return jnp.where(cover, phase, 0.0), cover
 
@@ -615,19 +678,33 @@ def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
              threshold: float = 0.5, bin_size: int | None = None, iterations: int = 3, lowpass: float = 0.35,
              orders: tuple[str, ...] = DEFAULT_ORDERS, fit_rotation: bool = True, fit_radius: float = 0.8,
-             transpose: bool | None = None, window: float = 0.25, mesh: Any = None, semiangle_cutoff: float | None = None, update_probe: bool = True, optics_out: str | None = None) -> ReconState:  # fmt: skip
+             transpose: bool | None = None, window: float = 0.25, mesh: Any = None, semiangle_cutoff: float | None = None,
+             update_probe: bool = True, optics_out: str | None = None, aberrations: dict[str, float] | None = None,
+             rotation: float | None = None) -> ReconState:  # fmt: skip
     """Tilt-corrected bright field with the aberrations fitted from the parallax shifts
     (:func:`fit_aberrations`, :func:`tcbf_image`): the object is exp(iφ) on the state's
     object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
     rebuilt from the fitted aberrations (aperture ``semiangle_cutoff`` mrad, default: the
     measured bright-field disc), so that the state seeds an iterative reconstruction; with
-    ``optics_out`` the fitted optics are written there too (:func:`write_optics`)."""
+    ``optics_out`` the fitted optics are written there too (:func:`write_optics`).
+
+    With ``aberrations`` (polar notation, Å and radians, e.g. ``{"C10": -100.0, "C12": 10.0,
+    "phi12": 0.5}``), ``rotation`` (degrees, default 0) and ``transpose`` (default False)
+    given, nothing is measured or fitted: the bins' images are placed by the shifts those
+    optics give (:func:`given_optics`; what quantem's ``prlx`` kernel does)."""
     check_inputs(dataset, state, "parallax")
-    measured, fit = measure_and_fit(
-        dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
-        fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh,
-    )  # fmt: skip
-    phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing)
+    if aberrations is not None:
+        fit = given_optics(aberrations, 0.0 if rotation is None else rotation, bool(transpose))
+        measured = None
+    elif rotation is not None:
+        raise PtyroValueError(f"parallax: rotation={rotation!r} is given only with aberrations (else the rotation is fitted); expected rotation=None")
+    else:
+        measured, fit = measure_and_fit(
+            dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
+            fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh,
+        )  # fmt: skip
+    phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing, threshold=threshold,
+                          bin_size=bin_size, mesh=mesh)  # fmt: skip
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
     out = replace(state, object=obj, slice_thickness=state.slice_thickness[:1])
     alpha = bf_semiangle(dataset, threshold) if semiangle_cutoff is None else float(semiangle_cutoff)
@@ -636,6 +713,23 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
     if optics_out is not None:
         write_optics(optics_out, fit, alpha)
     return out
+
+
+def given_optics(aberrations: dict[str, float], rotation: float = 0.0, transpose: bool = False) -> AberrationFit:
+    """Known optics as an :class:`AberrationFit` (no bins, rms NaN) for :func:`tcbf_image`:
+    ``aberrations`` in the polar notation (``C10``, ``C12``/``phi12``, ``C21``/``phi21``,
+    ``C23``/``phi23``, ``C30``; Å and radians), ``rotation`` (degrees) and ``transpose`` of
+    the raster in the detector's frame."""
+    known = set(ORDERS) | {"phi" + s[1:] for s, (_, m) in ORDERS.items() if m > 0}
+    for key, value in aberrations.items():
+        if key not in known:
+            raise PtyroValueError(f"parallax: unknown aberration {key!r}; expected some of {', '.join(sorted(known))}")
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PtyroValueError(f"parallax: aberration {key} = {value!r}; expected a finite number (Å, azimuths in radians)")
+    if not math.isfinite(float(rotation)):
+        raise PtyroValueError(f"parallax: rotation = {rotation!r}; expected a finite angle in degrees")
+    empty = np.zeros((0, 2))
+    return AberrationFit({k: float(v) for k, v in aberrations.items()}, float(rotation), bool(transpose), empty, empty, empty, float("nan"))
 
 
 def write_optics(path: Any, fit: AberrationFit, semiangle_cutoff: float) -> None:
