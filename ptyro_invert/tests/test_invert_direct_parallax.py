@@ -306,3 +306,15 @@ def test_given_optics_bad_input():
         px.given_optics({"C10": float("nan")})
     with pytest.raises(PtyroValueError, match="rotation=5.0 is given only with aberrations"):
         px.parallax(ds, state, rotation=5.0)
+
+
+def test_guard_band_removes_the_small_defocus_bias():
+    """At 20 Å defocus the double-overlap transfer 2 sin χ(Q) is small at low Q and the
+    one-sideband frequencies just outside each disc, spread into it by the window, pulled the
+    shifts outwards: noise-free +3.1 % of C10 without the guard band (guard=0), 1.4 % with the
+    default 2 frequency steps (compare.py's geometry: 25 mrad, 48² patterns at 0.2 Å, 19 Å field)."""
+    grid, scan, state = syn.setup(gpts=48, sampling=0.2, scan=(48, 48), step=0.4, energy=ENERGY, semiangle_cutoff=25.0, aberrations={"C10": -20.0})
+    truth = syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling)))
+    fit = px.fit_aberrations(syn.simulate(truth, grid, scan, dose=None))
+    assert fit.defocus == pytest.approx(20.0, rel=0.02)
+    assert fit.aberrations["C12"] < 0.2
