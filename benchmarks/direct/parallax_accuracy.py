@@ -13,7 +13,8 @@ Cases (Poisson noise, 1e5 e/Å² unless noted):
   compare.py's case (0.25 Å steps: a 12 Å field, where the finite-field bias shows).
 - ``crystal-20``: compare.py's SrTiO3 [001] case (multislice, 200 kV, 20 mrad, C10 = −20 Å,
   32 x 32 scan at 0.244 Å, 128 x 128 patterns); ``crystal-50-a5`` the same with C10 = −50 Å and
-  C12 = 5 Å at 1.0 rad; ``(guard 0)``: the same data fitted with ``guard=0``.
+  C12 = 5 Å at 1.0 rad; ``(guard 0)``: the same data fitted with ``guard=0``; ``(transfer)``:
+  refined by the exact transfer (``transfer=True``, :func:`~ptyro_invert.direct.parallax.fit_transfer`).
 Writes ``parallax_accuracy.json`` beside this file and prints a Markdown table.
 """
 
@@ -43,9 +44,17 @@ AMORPHOUS = {
 CRYSTAL = {"crystal-20": (-20.0, 0.0, 0.0), "crystal-50-a5": (-50.0, 5.0, 1.0)}
 #: the crystal again with these fit options (the guard band removes a crystal's few Bragg
 #: frequencies from the inner discs: guard=0 is the setting for a crystal)
-CRYSTAL_OPTIONS = {"crystal-20 (guard 0)": ("crystal-20", {"guard": 0.0}), "crystal-50-a5 (guard 0)": ("crystal-50-a5", {"guard": 0.0})}
+CRYSTAL_OPTIONS = {
+    "crystal-20 (guard 0)": ("crystal-20", {"guard": 0.0}),
+    "crystal-50-a5 (guard 0)": ("crystal-50-a5", {"guard": 0.0}),
+    "crystal-20 (guard 0, transfer)": ("crystal-20", {"guard": 0.0, "transfer": True}),
+    "crystal-50-a5 (guard 0, transfer)": ("crystal-50-a5", {"guard": 0.0, "transfer": True}),
+}
+#: amorphous cases again refined by the exact transfer (``fit_aberrations(..., transfer=True)``)
+AMORPHOUS_OPTIONS = {"amorphous-20 (transfer)": ("amorphous-20", {"transfer": True}), "amorphous-20-a5 (transfer)": ("amorphous-20-a5", {"transfer": True})}
 
 
+@functools.cache
 def amorphous(c10, c12, phi12, rotation, step):
     from compare import amorphous_case
 
@@ -121,6 +130,7 @@ def main():
     print("| case | C10 true | C10 fit | err % | C12 true | C12 fit | err % | φ12 err ° | rotation true / fit / curl | transpose | s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     cases = [(n, v, {}) for n, v in AMORPHOUS.items()] + [(n, (*v, 0.0, 0.0), {}) for n, v in CRYSTAL.items()]
+    cases += [(n, AMORPHOUS[base], opts) for n, (base, opts) in AMORPHOUS_OPTIONS.items()]
     cases += [(n, (*CRYSTAL[base], 0.0, 0.0), opts) for n, (base, opts) in CRYSTAL_OPTIONS.items()]
     for name, (c10, c12, phi12, rot, step), opts in cases:
         if only and name not in only:
