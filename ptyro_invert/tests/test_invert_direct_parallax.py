@@ -22,7 +22,7 @@ from ptyro_core.conventions import energy2wavelength as wavelength
 
 ENERGY = 300e3
 #: scan step (Å): a 20 Å field, 8x the largest parallax shift (2 Å at the fit radius): the
-#: shifts are measured without the finite-field bias (+3 % with a 12 Å field, measured)
+#: shifts are well inside the field (the finite-field bias is tested on a 10 Å field below)
 STEP = 0.5
 
 
@@ -99,9 +99,37 @@ def test_fit_shifts_fits_the_transpose(c10, c12, phi12, rot, transposed):
 
 
 def test_window_is_round():
-    w = px._window((32, 32), 0.25)
+    w = np.asarray(px._window((32, 32), 0.25))
     assert np.allclose(w, w.T) and np.allclose(w, w[::-1]) and np.allclose(w, w[:, ::-1])
     assert w[16, 16] == 1.0 and w[0, 0] == 0.0 and 0 < w[16, 0] < 0.1
+
+
+def test_moved_window_is_the_window_shifted():
+    """A whole-step shift moves the (shrunk) window by exactly those steps; half a step moves
+    its centroid by half a step (not rounded to the raster)."""
+    w0 = np.asarray(px._window((32, 32), 0.25, np.zeros((1, 2)), 0.6))[0]
+    w = np.asarray(px._window((32, 32), 0.25, np.array([[3.0, -5.0], [0.5, 0.0], [1.0, 0.0]]), 0.6))
+    assert np.allclose(w[0], np.roll(w0, (3, -5), axis=(0, 1)), atol=1e-6)
+    x = np.arange(32)[:, None]
+    centroid = [float(np.sum(x * v) / np.sum(v)) for v in (w0, w[1], w[2])]
+    assert centroid[1] - centroid[0] == pytest.approx(0.5, abs=0.01) and centroid[2] - centroid[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def small_field_case(c10: float = -100.0):
+    """Noise-free, the raster's field 10 Å (40 x 40 at 0.25 Å): shifts up to 2 Å at the fit
+    radius, a fifth of the field."""
+    grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.25, energy=ENERGY, semiangle_cutoff=20.0, aberrations={"C10": c10})
+    truth = syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling)))
+    return syn.simulate(truth, grid, scan, dose=None)
+
+
+def test_no_finite_field_bias_on_a_small_field():
+    """The window moves with each bin's image: on a 10 Å field the defocus is unbiased (a
+    window fixed on the raster gave +5.5 % and a false C12 of 4.5 Å here; measured now
+    100.54 Å, C12 0.11 Å)."""
+    fit = px.fit_aberrations(small_field_case())
+    assert fit.defocus == pytest.approx(100.0, rel=0.01)
+    assert fit.aberrations["C12"] < 1.0
 
 
 def amorphous_phase(shape, sampling, rms=0.2, corr=0.5, seed=0):
@@ -115,7 +143,9 @@ def amorphous_phase(shape, sampling, rms=0.2, corr=0.5, seed=0):
 @functools.lru_cache(maxsize=None)
 def parallax_case(rotation: float = 0.0, c10: float = -100.0, c12: float = 10.0, phi12: float = 0.5):
     """Amorphous weak phase (0.2 rad rms), 40 x 40 scan at STEP Å, 32 x 32 patterns, 20 mrad,
-    defocus 100 Å, astigmatism 10 Å at 0.5 rad, 4000 electrons per pattern; the raster rotated
+    defocus 100 Å, astigmatism 10 Å at 0.5 rad, 1e5 e/Å² (25,000 electrons per pattern: the
+    acceptance benchmark's dose; at 4000 the fitted C12 scatters by ±0.6 Å between noise
+    seeds, more than the 5 % tolerance, measured); the raster rotated
     by ``rotation`` degrees while the dataset keeps the unrotated positions."""
     ab = {"C10": c10, "C12": c12, "phi12": phi12}
     grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=STEP, energy=ENERGY, semiangle_cutoff=20.0, aberrations=ab)
@@ -126,13 +156,13 @@ def parallax_case(rotation: float = 0.0, c10: float = -100.0, c12: float = 10.0,
         c = p.mean(0)
         t = math.radians(rotation)
         pos = (p - c) @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T + c
-    return syn.simulate(truth, grid, scan, positions=pos, dose=4000.0), state, truth, ab
+    return syn.simulate(truth, grid, scan, positions=pos, dose=1e5 * STEP * STEP), state, truth, ab
 
 
 def test_fit_aberrations_recovers_defocus_and_astigmatism():
     ds, _, _, ab = parallax_case()
     fit = px.fit_aberrations(ds)
-    # measured: defocus 100.34 Å (0.3 %), C12 10.20 Å (2.0 %) at 0.525 rad, rotation -0.1°, not transposed
+    # measured: defocus 99.56 Å (0.4 %), C12 9.79 Å (2.1 %) at 0.503 rad, rotation -0.03°, not transposed
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
     assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
     assert abs(fit.aberrations["phi12"] - 0.5) < 0.05
@@ -144,18 +174,18 @@ def test_large_defocus_converges_from_zero_shifts():
     stopped at 27 % off): the linear model between passes carries them."""
     ds, *_ = parallax_case(0.0, -200.0, 10.0, 2.0)
     fit = px.fit_aberrations(ds)
-    # measured: 203.84 Å (1.9 %), C12 11.2 Å at 1.98 rad
+    # measured: 202.47 Å (1.2 %), C12 10.65 Å at 2.00 rad
     assert fit.defocus == pytest.approx(200.0, rel=0.02)
-    assert fit.aberrations["C12"] == pytest.approx(10.0, abs=2.0)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, abs=1.0)
 
 
 def test_rotation_agrees_with_the_curl_fit():
     ds, state, _, _ = parallax_case(rotation=10.0)
     fit = px.fit_aberrations(ds)
-    # measured: rotation 10.0°, defocus 101.35 Å (1.35 %), C12 10.97 Å
+    # measured: rotation 9.96°, defocus 99.61 Å (0.4 %), C12 10.34 Å
     assert fit.rotation == pytest.approx(10.0, abs=0.5)
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
-    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.15)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
     # the same rotation from the DPC field's curl (calibrate.scan_rotation), modulo 180°
     rf = calibrate.scan_rotation(np.asarray(com_field(ds)), step=(STEP, STEP))
     assert not rf.transpose
@@ -218,3 +248,100 @@ def test_cli_parallax_optics_seed_an_iterative_run(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[probe]\nC99 = 1.0\n")
     assert main([*args, "--optics-from", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
+
+
+def test_coherence_newton_is_the_derivative_of_the_coherence():
+    """The analytic gradient and Hessian of the joint alignment's objective against JAX's
+    automatic derivatives of the objective itself."""
+    rng = np.random.default_rng(3)
+    nb, nq, nm = 6, 40, 3
+    Fq = jnp.asarray(rng.standard_normal((nb, nq)) + 1j * rng.standard_normal((nb, nq)), jnp.complex64)
+    fq = jnp.asarray(rng.uniform(-0.3, 0.3, (nq, 2)), jnp.float32)
+    mono = jnp.asarray(rng.standard_normal((nb, nm)), jnp.float32)
+    c = jnp.asarray(rng.standard_normal(2 * nm) * 0.3, jnp.float32)
+    val, g, h = px._coherence_newton(c, Fq, fq, mono)
+    assert float(val) == pytest.approx(float(px._coherence(c, Fq, fq, mono)), rel=1e-5)
+    g_ref = jax.grad(px._coherence)(c, Fq, fq, mono)
+    h_ref = jax.hessian(px._coherence)(c, Fq, fq, mono)
+    assert np.allclose(g, g_ref, rtol=1e-4, atol=1e-5 * np.abs(g_ref).max())
+    assert np.allclose(h, h_ref, rtol=1e-3, atol=1e-4 * np.abs(h_ref).max())
+
+
+def test_splat_conserves_weight_and_places_points():
+    """Bilinear splatting: every point inside the grid deposits its whole weight; a point on a
+    pixel lands there alone; a constant image splats to that constant wherever covered."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 9, (3, 5, 5, 2))
+    w = np.array([1.0, 2.0, 0.5])
+    num, den = px._splat(np.full((3, 5, 5), 0.7), x, w, (10, 10))
+    assert den.sum() == pytest.approx(25 * w.sum())
+    assert np.allclose(num[den > 0], 0.7 * den[den > 0])
+    x[:] = [4.0, 6.0]
+    _, den = px._splat(np.ones((3, 5, 5)), x, w, (10, 10))
+    assert den[4, 6] == pytest.approx(25 * w.sum()) and np.count_nonzero(den) == 1
+
+
+def test_given_optics_image_without_measuring():
+    """With the true optics given, nothing is measured and the image is as good as with the
+    fitted optics (quantem's prlx does this); it is the same as tcbf_image with given_optics."""
+    ds, state, truth, ab = parallax_case()
+    blank = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=STEP, energy=ENERGY, semiangle_cutoff=20.0, aberrations={})[2]
+    region = syn.scanned_region(state, margin=-1.0)
+    given = px.parallax(ds, blank, aberrations=ab, rotation=0.0, transpose=False)
+    fitted = px.parallax(ds, blank)
+    _, c_given = syn.phase_metrics(given.object[0], truth.object[0], region)
+    _, c_fit = syn.phase_metrics(fitted.object[0], truth.object[0], region)
+    assert c_given > 0.5 and c_given > c_fit - 0.02, (c_given, c_fit)
+    phase, _ = px.tcbf_image(ds, blank, px.given_optics(ab))
+    assert np.allclose(np.angle(np.asarray(given.object[0])), np.asarray(phase), atol=1e-5)
+    # the probe is the given optics' probe
+    assert np.abs(np.vdot(np.asarray(given.probe[0]), np.asarray(state.probe[0]))) > 0.99
+
+
+def test_given_optics_bad_input():
+    ds, state, _, _ = parallax_case()
+    with pytest.raises(PtyroValueError, match="unknown aberration 'C99'"):
+        px.parallax(ds, state, aberrations={"C10": -100.0, "C99": 1.0})
+    with pytest.raises(PtyroValueError, match=r"aberration C10 = nan; expected a finite number"):
+        px.given_optics({"C10": float("nan")})
+    with pytest.raises(PtyroValueError, match="rotation=5.0 is given only with aberrations"):
+        px.parallax(ds, state, rotation=5.0)
+
+
+def test_guard_band_removes_the_small_defocus_bias():
+    """At 20 Å defocus the double-overlap transfer 2 sin χ(Q) is small at low Q and the
+    one-sideband frequencies just outside each disc, spread into it by the window, pulled the
+    shifts outwards: noise-free +3.1 % of C10 without the guard band (guard=0), 1.4 % with the
+    default 2 frequency steps (compare.py's geometry: 25 mrad, 48² patterns at 0.2 Å, 19 Å field)."""
+    grid, scan, state = syn.setup(gpts=48, sampling=0.2, scan=(48, 48), step=0.4, energy=ENERGY, semiangle_cutoff=25.0, aberrations={"C10": -20.0})
+    truth = syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling)))
+    fit = px.fit_aberrations(syn.simulate(truth, grid, scan, dose=None))
+    assert fit.defocus == pytest.approx(20.0, rel=0.02)
+    assert fit.aberrations["C12"] < 0.2
+
+
+def test_transfer_objective_gradient_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    nb, npix, nq = 3, 7, 12
+    onehot = np.zeros((nb, npix))
+    onehot[rng.integers(0, nb, npix), np.arange(npix)] = 1.0
+    onehot[np.arange(nb), np.arange(nb)] = 1.0
+    args = (jnp.asarray(rng.standard_normal((nb, nq)) + 1j * rng.standard_normal((nb, nq)), jnp.complex64),
+            jnp.asarray(rng.uniform(-0.5, 0.5, (npix, 2)), jnp.float32), jnp.asarray(rng.uniform(-0.4, 0.4, (nq, 2)), jnp.float32),
+            jnp.asarray(onehot, jnp.float32), jnp.ones(nb, jnp.float32))  # fmt: skip
+    lam, k_alpha, orders = wavelength(ENERGY), 1.0, ("C10", "C12")
+    c = np.array([-60.0, 8.0, -3.0])
+    f = lambda x: float(px._transfer_objective(jnp.asarray(x, jnp.float32), *args, lam, k_alpha, orders))  # noqa: E731
+    _, g = px._transfer_value_and_grad(jnp.asarray(c, jnp.float32), *args, lam, k_alpha, orders)
+    h = 0.5
+    fd = np.array([(f(c + h * e) - f(c - h * e)) / (2 * h) for e in np.eye(3)])
+    assert np.allclose(np.asarray(g), fd, rtol=0.05, atol=0.02 * np.abs(fd).max())
+
+
+def test_fit_transfer_recovers_the_defocus_from_a_wrong_start():
+    """From optics 10 % off (given, nothing measured) the exact-transfer fit returns to the
+    truth (measured: C10 −99.5 Å, C12 9.9 Å)."""
+    ds, _, _, ab = parallax_case()
+    fit = px.fit_transfer(ds, px.given_optics({"C10": -90.0, "C12": 8.0, "phi12": 0.6}))
+    assert fit.aberrations["C10"] == pytest.approx(-100.0, rel=0.02)
+    assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.1)
