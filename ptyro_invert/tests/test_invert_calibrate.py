@@ -75,7 +75,9 @@ def test_recentre_puts_the_disc_in_the_middle_and_keeps_counts():
 
 def test_shift_patterns_gradient_and_vmap():
     d = jnp.asarray(_disc(16, (8.0, 8.0), 4.0))
-    check_grads(lambda s: jnp.sum(cal.shift_patterns(d, s) * jnp.arange(16.0)[:, None]), (jnp.array([0.3, -0.2]),), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    check_grads(
+        lambda s: jnp.sum(cal.shift_patterns(d, s) * jnp.arange(16.0)[:, None]), (jnp.array([0.3, -0.2]),), order=1, modes=["rev"], atol=1e-2, rtol=1e-2
+    )
     batch = jax.vmap(cal.shift_patterns, in_axes=(None, 0))(d, jnp.array([[1.0, 0.0], [0.0, -2.0]]))
     np.testing.assert_allclose(np.asarray(batch[0]), np.roll(np.asarray(d), 1, axis=0), atol=1e-4)
     np.testing.assert_allclose(np.asarray(batch[1]), np.roll(np.asarray(d), -2, axis=1), atol=1e-4)

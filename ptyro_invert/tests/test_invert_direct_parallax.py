@@ -345,3 +345,19 @@ def test_fit_transfer_recovers_the_defocus_from_a_wrong_start():
     fit = px.fit_transfer(ds, px.given_optics({"C10": -90.0, "C12": 8.0, "phi12": 0.6}))
     assert fit.aberrations["C10"] == pytest.approx(-100.0, rel=0.02)
     assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.1)
+
+
+def test_no_guard_band_where_the_disc_holds_few_frequencies():
+    """The guard band is left out where the bright-field disc's radius is fewer than
+    GUARD_MIN_DISC_STEPS frequency steps (here 20 mrad at 300 kV over a 10 Å field: about 10):
+    there it would empty most discs (a crystal's few cells lost their Bragg frequencies: C12 28 Å
+    for 0.5 Å, measured), so guard=2 measures exactly what guard=0 does; a wide field keeps it."""
+    ds = small_field_case()
+    k_alpha = 20e-3 / 0.019687
+    assert k_alpha * 10.0 < px.GUARD_MIN_DISC_STEPS
+    a = px.measure_shifts(ds, guard=2.0)[1]
+    b = px.measure_shifts(ds, guard=0.0)[1]
+    np.testing.assert_array_equal(a, b)
+    grid, scan, state = syn.setup(gpts=48, sampling=0.2, scan=(48, 48), step=0.4, energy=ENERGY, semiangle_cutoff=25.0, aberrations={"C10": -20.0})
+    wide = syn.simulate(syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling))), grid, scan, dose=None)
+    assert not np.array_equal(px.measure_shifts(wide, guard=2.0)[1], px.measure_shifts(wide, guard=0.0)[1])

@@ -20,8 +20,6 @@ from ptyro_invert.losses import LOSSES, amplitude_loss, intensity_loss, poisson_
 NAMES = list(LOSSES)
 
 
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_and_conformant(name):
     fn = ptyro_core.get("loss", name)

@@ -202,6 +202,7 @@ def test_position_corrections_carry_no_global_map(case):
     s = np.sum((d - d.mean(0)) * x) / np.sum(x * x)
     assert abs(s) < 1e-5, s
     assert abs(report[-1]["scan"]["scale_change"]) < 1e-6
+
     # the jitter itself is absorbed, up to its own translation and isotropic scale
     def rest(v):
         v = v - v.mean(0)

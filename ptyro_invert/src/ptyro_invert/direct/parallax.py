@@ -389,6 +389,10 @@ def _window(shape: tuple[int, int], alpha: float, shifts: Any = None, shrink: fl
 REFINE_PASSES = 2
 #: scans with fewer steps across than this get no guard band (:func:`measure_shifts`)
 SMALL_SCAN = 32
+#: nor do fields whose bright-field disc is fewer frequency steps (1/field) in radius than this:
+#: there the guard would empty most discs (SrTiO3, 2 x 2 cells, 7.8 Å field, 20 mrad at 200 kV:
+#: 6 steps; the guard's 2 steps left C12 at 28 Å for 0.5 Å without it, measured)
+GUARD_MIN_DISC_STEPS = 13.0
 
 
 def bin_images(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | None = None, mesh: Any = None,
@@ -470,8 +474,10 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
       frequencies outside it, whose transfer (magnitude 1) outweighs 2 sin χ(Q) where χ is
       small and pulls outwards (noise-free, −20 Å, 19 Å field: +3.13 / 2.26 / 1.39 / 0.98 % of
       C10 for 0 / 1 / 2 / 3 steps; with noise 3 lost more than it gained). Not on a scan of
-      fewer than :data:`SMALL_SCAN` steps across, whose discs hold few frequencies (the
-      preprocessing test's 16² scan: defocus 0.7 % off without, 15 % with 1 step, 29× with 2);
+      fewer than :data:`SMALL_SCAN` steps across, or on a field where the bright-field disc's
+      radius is fewer than :data:`GUARD_MIN_DISC_STEPS` frequency steps: their discs hold few
+      frequencies (the preprocessing test's 16² scan: defocus 0.7 % off without, 15 % with 1
+      step, 29× with 2; a crystal's few cells: its Bragg frequencies are all the signal);
     - the correlation is weighted by a Gaussian of σ = ``lowpass`` (cycles per step);
     - with ``degree``, the shifts are finally those of the smooth field s(k) (a polynomial of
       that degree in kx, ky per component, any rotation or transpose of −∇χ/2π for χ up to
@@ -501,7 +507,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
     qabs = np.linalg.norm(lat.frequencies(), axis=-1)
     dq = 1.0 / min(rx * lat.step[0], ry * lat.step[1])
     radius = np.maximum(k_alpha - np.linalg.norm(kb, axis=1) - half, 0.0)
-    if min(rx, ry) < SMALL_SCAN:  # too few frequencies to spare (see measure_shifts)
+    if min(rx, ry) < SMALL_SCAN or k_alpha / dq < GUARD_MIN_DISC_STEPS:  # too few frequencies to spare (see measure_shifts)
         guard = 0.0
     radius = np.maximum(radius - guard * dq, 0.0)
     genuine = radius >= 2 * dq  # bins with a double-overlap disc of a few frequencies at least
