@@ -116,9 +116,15 @@ class Worker:
         e.update(env or {})
         e.setdefault("PYTHONUNBUFFERED", "1")
         self.timeout = timeout
+        # an environment variable, not a module global: recon.py imports this file as ``runner``,
+        # a second module beside the ``__main__`` that parsed the options
+        cores = {int(c) for c in os.environ.get("PTYRO_BENCH_CORES", "").split(",") if c}
+        if cores:  # --threads N: every worker on the same N cores, OMP/torch at N threads (adapters/_proto.threads)
+            e["OMP_NUM_THREADS"] = str(len(cores))
         self.proc = subprocess.Popen(
             [python, os.path.join(ADAPTERS, script), case_dir, self.out_dir, *extra_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=e, cwd=ADAPTERS,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
         self.ready = self._read()
         self.failed = None if self.ready.get("ok") else self.ready.get("error", "did not start")
@@ -367,8 +373,18 @@ def main(argv=None):
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
     p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
     p.add_argument("--references", default=None, help="comma-separated reference codes to run in the RECON cases, or 'none' (default: the case's usual set)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="pin every worker to the same N cores with N threads (on a loaded shared machine, 1 keeps PyTorch's and XLA's thread pools from spinning against other users' jobs); default: all cores")
+    p.add_argument("--passes", type=int, default=None, help="RECON cases: passes per run for every code (default: the case's, 20); per-pass times stay comparable")
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args(argv)
+    if a.passes is not None and a.passes < 2:
+        p.error(f"--passes: expected 2 or more (a per-pass time needs passes after the first), got {a.passes}")
+    if a.threads is not None:
+        have = sorted(os.sched_getaffinity(0))
+        if not 1 <= a.threads <= len(have):
+            p.error(f"--threads: expected 1..{len(have)} (the cores this process may use), got {a.threads}")
+        os.environ["PTYRO_BENCH_CORES"] = ",".join(str(c) for c in have[: a.threads])
     def rounds_for(case):
         r = DEFAULT_ROUNDS[case]
         if a.rounds is not None and case in ("sim-a", "recon-a"):
@@ -391,7 +407,7 @@ def main(argv=None):
         if bad:
             p.error(f"--references: unknown code(s) {bad}; expected some of {sorted(REFERENCES)}")
     info = {"all_references": info_all_refs, "references": only_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-            "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
+            "rounds": {c: rounds_for(c) for c in selected}, "threads": a.threads or "all cores", "passes": a.passes, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
         need |= {"abtem"} if c.startswith("sim") else set(("py4dstem", "ptyrad", "ptychi", "phaserem", "quantem") if only_refs is None else only_refs)
