@@ -191,6 +191,17 @@ def extra_sections(results_dir: str | None) -> list:
     else:
         lines.append("**not in this table**: the memory engineer's profile (`results/memory-profile.json`) did not exist when this table was made")
     lines.append("")
+    mv = _load(results_dir, "memory-variants-s7.json")
+    if mv:
+        lines += [f"## Memory: the data-independent part of the peak, process-wide settings tried ({mv['case']})", "",
+                  f"`{mv['command']}` ({mv['uptime']}); {mv['passes']} passes, {mv['rounds']} interleaved rounds, medians; one fresh process per run, "
+                  "each setting in its environment before Python starts. Limit: "
+                  f"{mv['variants'][0]['limit_mib']} MiB above the imports.", "",
+                  "| setting | peak above the imports MiB | met | s/pass | CPU s/pass | minor faults/pass | peak during |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in mv["variants"]:
+            lines.append(f"| {r['setting']} | {r['peak_above_imports_mib']} | {'yes' if r['peak_above_imports_mib'] <= r['limit_mib'] else 'no'} | "
+                         f"{r['time_per_pass_s']} | {r['cpu_per_pass_s']} | {r['minor_faults_per_pass']} | {'; '.join(r['peak_during'])} |")  # fmt: skip
+        lines.append("")
     an = _load(results_dir, "anchors-s7.json")
     if an:
         info = an["info"]
