@@ -111,7 +111,7 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
         cases.save_meta(case_dir, meta)
     truth = np.load(os.path.join(case_dir, "true_phase.npy")).sum(0)
     region = scanned_region(meta)
-    out = {"case": name, "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
+    out = {"case": name, "passes": meta["iterations"], "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
            f"{meta['iterations']} passes, batch {meta['batch_size']}, probe updated; phase error = RMS over the scanned area after removing a constant offset and registering the object"}
     specs = [("ptyro", OUR_PY, "ours_recon.py")]
     # py4DSTEM, phaserEM and quantem in every case; PtyRAD and Pty-chi on RECON-A (or --all-references)

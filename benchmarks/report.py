@@ -236,15 +236,23 @@ ANCHORS = ("ptyrad", "ptychi", "phaserem", "quantem")
 def anchor_table(an: dict) -> list:
     """One row per (case, code): seconds per pass, ours over it (median of the interleaved
     rounds), the phase error against the ground truth and its normalised correlation."""
-    lines = ["| case | code | s/pass | ours / it (median) | phase error rad (ncc) |", "|---|---|---|---|---|"]
+    lines = ["| case | code | s/pass | ours / it (median) | CPU s/pass (all threads) | ours / it, CPU | phase error rad (ncc) |", "|---|---|---|---|---|---|---|"]
     for cname, case in an["cases"].items():
         acc = case.get("accuracy", {})
+        passes = case.get("passes") or an.get("info", {}).get("passes") or 20
+
+        def cpu(code: str) -> float | None:
+            v = [x for x in (case.get(code) or {}).get("cpu_rounds_s") or [] if x]
+            return sorted(v)[len(v) // 2] / passes if v else None
+
         for code, t in (case.get("per_pass_s") or {}).items():
             rt = (case.get("ratios", {}).get(f"ptyro/{code}") or {}).get("median")
             a = acc.get(code, {})
             err = (case.get(code) or {}).get("error")
-            lines.append(f"| {cname} | {code} | {_f(t, '{:.3f}')} | {_f(rt, '{:.3f}')} | {_f(a.get('phase_rmse'), '{:.4f}')} ({_f(a.get('ncc'), '{:.2f}')})"
-                         + (f" {err}" if err else "") + " |")  # fmt: skip
+            c_o, c = cpu("ptyro"), cpu(code)
+            rc = c_o / c if c_o and c and code != "ptyro" else None
+            lines.append(f"| {cname} | {code} | {_f(t, '{:.3f}')} | {_f(rt, '{:.3f}')} | {_f(c, '{:.3f}')} | {_f(rc, '{:.3f}')} | "
+                         f"{_f(a.get('phase_rmse'), '{:.4f}')} ({_f(a.get('ncc'), '{:.2f}')})" + (f" {err}" if err else "") + " |")  # fmt: skip
     return lines
 
 
