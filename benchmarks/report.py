@@ -202,6 +202,8 @@ def extra_sections(results_dir: str | None) -> list:
             lines.append(f"| {r['setting']} | {r['peak_above_imports_mib']} | {'yes' if r['peak_above_imports_mib'] <= r['limit_mib'] else 'no'} | "
                          f"{r['time_per_pass_s']} | {r['cpu_per_pass_s']} | {r['minor_faults_per_pass']} | {'; '.join(r['peak_during'])} |")  # fmt: skip
         lines.append("")
+        if mv.get("note"):
+            lines += [f"Note: {mv['note']}", ""]
     an = _load(results_dir, "anchors-s7.json")
     if an:
         info = an["info"]
