@@ -315,7 +315,11 @@ def main() -> int:
     p.add_argument("--big", action="store_true", help="add the 4 GiB RECON-L-256 out of core (generated if missing)")
     p.add_argument("--variants", metavar="CASE", help="run CASE (e.g. recon-a-counts) under each of VARIANTS, --rounds times interleaved, and print a table")
     p.add_argument("--rounds", type=int, default=2, help="with --variants: rounds (default 2)")
-    p.add_argument("--json", default=None, help="where to write the JSON (default: results/memory-profile.json for the acceptance set; --only writes only where this is given)")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="where to write the JSON (default: results/memory-profile.json for the acceptance set; --only writes only where this is given)",
+    )
     p.add_argument("--worker", nargs=4, metavar=("CASE", "OUT_OF_CORE", "PASSES", "CACHE"), help=argparse.SUPPRESS)
     p.add_argument("--worker-ratio", nargs=2, metavar=("CASE", "ROUNDS"), help=argparse.SUPPRESS)
     a = p.parse_args()
