@@ -204,20 +204,10 @@ def extra_sections(results_dir: str | None) -> list:
         lines.append("")
         if mv.get("note"):
             lines += [f"Note: {mv['note']}", ""]
-    an = _load(results_dir, "anchors-s7.json")
-    if an:
-        info = an["info"]
-        lines += ["## Anchors re-run (session 7): PtyRAD, Pty-chi, phaserEM, quantem and py4DSTEM beside ours, same data, same metric", "",
-                  f"`{info.get('command')}`, started {info.get('started')}, load average at start {_f(info['machine'].get('loadavg_at_start'), '{}')}; "
-                  f"threads per worker: {info.get('threads', 'all cores')}; passes: {info.get('passes') or 'the case default (20)'}.", ""]  # fmt: skip
-        for cname, case in an["cases"].items():
-            fr = case.get("from_run")
-            if fr:
-                lines.append(f"- {cname} comes from an earlier run into the same directory: `{fr.get('command')}`, started {fr.get('started')}.")
-        lines += [""] + anchor_table(an) + [""]
-        lines += [f"- {t}" for t in anchor_targets(an)] + [""]
-        if an.get("note"):
-            lines += [f"Note: {an['note']}", ""]
+    for fname, what in (("anchors-s7.json", "one thread for the OpenMP/PyTorch codes, 8 passes"), ("anchors-s7-default.json", "default threads, 20 passes")):
+        an = _load(results_dir, fname)
+        if an:
+            lines += _anchor_section(an, what)
     an = _load(results_dir, "anchors-recon-a.json")
     if an:
         lines += ["## Anchors on an idle machine: phaserEM and quantem on RECON-A (session 6, before quantem's adapter was fixed)", "",
@@ -228,6 +218,25 @@ def extra_sections(results_dir: str | None) -> list:
     gd = _load(results_dir, "gpu-dry-run.json")
     if gd:
         lines += ["## GPU script, dry run on the CPU (`benchmarks/gpu.sh --dry-run`)", "", "```", _short_json(gd), "```", ""]
+    return lines
+
+
+def _anchor_section(an: dict, what: str) -> list:
+    """A session-7 anchors file as a RESULTS.md section: command, table, targets, note."""
+    lines: list = []
+    if an:
+        info = an["info"]
+        lines += [f"## Anchors re-run (session 7, {what}): PtyRAD, Pty-chi, phaserEM, quantem and py4DSTEM beside ours, same data, same metric", "",
+                  f"`{info.get('command')}`, started {info.get('started')}, load average at start {_f(info['machine'].get('loadavg_at_start'), '{}')}; "
+                  f"threads per worker: {info.get('threads', 'all cores')}; passes: {info.get('passes') or 'the case default (20)'}.", ""]  # fmt: skip
+        for cname, case in an["cases"].items():
+            fr = case.get("from_run")
+            if fr:
+                lines.append(f"- {cname} comes from an earlier run into the same directory: `{fr.get('command')}`, started {fr.get('started')}.")
+        lines += [""] + anchor_table(an) + [""]
+        lines += [f"- {t}" for t in anchor_targets(an)] + [""]
+        if an.get("note"):
+            lines += [f"Note: {an['note']}", ""]
     return lines
 
 

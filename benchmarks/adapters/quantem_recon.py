@@ -15,8 +15,8 @@ intensity), plain SGD at lr 0.5 for object and probe: the docstring of ``reconst
 as the path that takes py4DSTEM's gradient-descent step, and py4DSTEM's adapter runs that
 algorithm at its default step 0.5. The earlier set-up (autograd, Adam at 5e-2 for object and
 probe, the HPC tutorial's rates) did not converge on RECON-A in 20 passes: 0.178 rad, ncc 0.52,
-against 0.0037 rad, ncc 0.985 with this one (measured in session 7, one thread; the rows in
-benchmarks/results/anchors-s7.json).
+against 0.0037 rad, ncc 0.985 with this one (measured in session 7; with this adapter 0.0037 rad,
+ncc 0.99 in benchmarks/results/anchors-s7-default.json).
 
 The dataset's centre-of-mass preprocessing is run with the rotation and transpose forced to
 their known values (0°, none) and ``com_fit_function="no_shift"`` (every pattern's centre is the
