@@ -29,6 +29,7 @@ are generated first with ``benchmarks/cases.py`` (timed; RECON-L ~1 min, RECON-L
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,18 @@ RUNS = [
     ("recon-l out of core", "recon-l", True, 3, False),
 ]
 BIG = [("recon-l-256 out of core", "recon-l-256", True, 2, False)]
+#: ``--variants CASE``: the process-wide settings tried against the data-independent part of the
+#: peak (glibc's heap, XLA's compiler), each set before the worker starts, as an entry point would
+_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # fixed: glibc's dynamic threshold off
+_NO_FUSION = {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"}
+VARIANTS = [
+    ("default", {}),
+    ("MALLOC_ARENA_MAX=1", {"MALLOC_ARENA_MAX": "1"}),
+    ("MALLOC_MMAP_THRESHOLD_=131072", _MMAP),
+    ("XLA: --xla_cpu_use_fusion_emitters=false", _NO_FUSION),
+    ("XLA: --xla_cpu_parallel_codegen_split_count=1", {"XLA_FLAGS": "--xla_cpu_parallel_codegen_split_count=1"}),
+    ("MALLOC_MMAP_THRESHOLD_=131072 + fusion emitters off", {**_MMAP, **_NO_FUSION}),
+]
 
 
 def status_mb(field: str) -> float:
@@ -63,10 +76,37 @@ def status_mb(field: str) -> float:
 # --------------------------------------------------------------------------- one measurement (a worker process)
 
 
+class PeakWatch:
+    """Samples VmRSS every ``every`` s in a thread and remembers the stage during which the
+    highest sample fell (VmHWM gives the peak, not when it happened)."""
+
+    def __init__(self, every: float = 0.002) -> None:
+        import threading
+
+        self.stage, self.peak, self.at = "start", 0.0, "start"
+        self._stop = threading.Event()
+        self._every = every
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            v = status_mb("VmRSS")
+            if v > self.peak:
+                self.peak, self.at = v, self.stage
+            self._stop.wait(self._every)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"sampled_peak_mib": round(self.peak, 1), "peak_during": self.at}
+
+
 def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None) -> dict:
     """One reconstruction of ``case`` with VmRSS at every stage (this process only); ``cache``:
     a directory for JAX's persistent compilation cache (None: compile everything)."""
     stages = [("Python", status_mb("VmRSS"))]
+    watch = PeakWatch()
     import numpy as np
 
     stages.append(("+ import numpy", status_mb("VmRSS")))
@@ -105,6 +145,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         what = f"+ the patterns in memory ({pats.nbytes / MIB:.0f} MiB {pats.dtype.name})"
     data_bytes = int(np.prod(pats.shape)) * np.dtype(pats.dtype).itemsize
     stages.append((what, status_mb("VmRSS")))
+    watch.stage = "Dataset4D and the initial state"
     pos = np.load(os.path.join(case_dir, "positions.npy")).astype(np.float32)
     probe = np.load(os.path.join(case_dir, "probe.npy"))
     grid = Grid(tuple(m["pattern_gpts"]), (m["sampling"],) * 2)
@@ -113,10 +154,14 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
     state = replace(state, probe=jnp.asarray(probe[None]))
     stages.append(("+ Dataset4D and the initial state", status_mb("VmRSS")))
     per_pass: list[float] = []
+    cpu: list[tuple[float, int]] = []  # (process CPU seconds, minor page faults) after each pass
+    watch.stage = "pass 1 (compilation included)"
 
     def after_pass(st: object) -> bool:
         jax.block_until_ready(st.object)  # type: ignore[attr-defined]
         per_pass.append(status_mb("VmRSS"))
+        cpu.append((time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
+        watch.stage = f"pass {len(per_pass) + 1}"
         return True
 
     report: list[dict] = []
@@ -127,6 +172,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
     for i, v in enumerate(per_pass):
         stages.append((f"after pass {i + 1}" + (" (compilation included)" if i == 0 else ""), v))
     peak = status_mb("VmHWM")
+    where = watch.stop()
     times = [r["time_s"] for r in report]
     steady = sorted(times[1:]) or times
     growth = (per_pass[-1] - per_pass[1]) / (len(per_pass) - 2) if len(per_pass) > 2 else None
@@ -139,7 +185,10 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         "peak_above_imports_mib": round(above, 1), "limit_above_imports_mib": round(limit, 1), "met": bool(above <= limit),
         "limit_rule": "1 GiB" if out_of_core else "1.5 x data + 100 MiB",
         "pass_times_s": [round(t, 3) for t in times], "time_per_pass_s": round(steady[len(steady) // 2], 3), "wall_s": round(wall, 2),
-        "heap_growth_per_pass_mib": None if growth is None else round(growth, 2),
+        "heap_growth_per_pass_mib": None if growth is None else round(growth, 2), **where,
+        # passes after the first: CPU seconds (all threads) and minor page faults per pass
+        "cpu_per_pass_s": round((cpu[-1][0] - cpu[0][0]) / (len(cpu) - 1), 3) if len(cpu) > 1 else None,
+        "minor_faults_per_pass": round((cpu[-1][1] - cpu[0][1]) / (len(cpu) - 1)) if len(cpu) > 1 else None,
     }  # fmt: skip
 
 
@@ -186,11 +235,53 @@ def print_run(r: dict) -> None:
     for name, v in r["stages_mib"]:
         print(f"  {name:<62} {v:>10.0f}")
     print(f"  {'peak (VmHWM)':<62} {r['peak_mib']:>10.0f}")
+    if "peak_during" in r:
+        print(f"  {'highest 2-ms sample, during ' + r['peak_during']:<62} {r['sampled_peak_mib']:>10.0f}")
     print(f"  peak above the imports {r['peak_above_imports_mib']:.0f} MiB; limit ({r['limit_rule']}) {r['limit_above_imports_mib']:.0f} MiB: "
           f"{'met' if r['met'] else 'MISSED'}; {r['time_per_pass_s']:.2f} s/pass; heap growth {r['heap_growth_per_pass_mib']} MiB/pass")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the driver
+
+
+def variants(case: str, passes: int, rounds: int, path: str | None) -> int:
+    """``case`` in a fresh process under each of VARIANTS, ``rounds`` rounds interleaved (so that
+    each setting sees the same load); medians per setting, printed and written to ``path``."""
+    ensure_case(case)
+    got: dict[str, list[dict]] = {name: [] for name, _ in VARIANTS}
+    for _ in range(rounds):
+        for name, env in VARIANTS:
+            res = subprocess.run([sys.executable, __file__, "--worker", case, "0", str(passes), "-"], capture_output=True, text=True,
+                                 env={**os.environ, **env})  # fmt: skip
+            line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+            if res.returncode or not line:
+                print(f"{name}: failed\n{res.stderr[-3000:]}", file=sys.stderr)
+                return 1
+            got[name].append(json.loads(line[-1][7:]))
+
+    def med(rs: list[dict], key: str) -> float:
+        v = sorted(r[key] for r in rs)
+        return v[len(v) // 2]
+
+    table = []
+    for name, env in VARIANTS:
+        rs = got[name]
+        table.append({"setting": name, "env": env, "peak_above_imports_mib": med(rs, "peak_above_imports_mib"),
+                      "limit_mib": rs[0]["limit_above_imports_mib"], "peak_during": [r["peak_during"] for r in rs],
+                      "time_per_pass_s": med(rs, "time_per_pass_s"), "cpu_per_pass_s": med(rs, "cpu_per_pass_s"),
+                      "minor_faults_per_pass": med(rs, "minor_faults_per_pass"), "runs": rs})  # fmt: skip
+    print(f"\n{case}, {passes} passes, {rounds} interleaved round(s), medians ({os.popen('uptime').read().strip()})")
+    print(f"  {'setting':<52} {'peak above imports MiB':>22} {'s/pass':>7} {'CPU s/pass':>10} {'faults/pass':>11}  peak during")
+    for r in table:
+        print(f"  {r['setting']:<52} {r['peak_above_imports_mib']:>22.1f} {r['time_per_pass_s']:>7.3f} {r['cpu_per_pass_s']:>10.3f} "
+              f"{r['minor_faults_per_pass']:>11.0f}  {', '.join(r['peak_during'])}")  # fmt: skip
+    print(f"  limit: {table[0]['limit_mib']} MiB above the imports")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"command": " ".join(["benchmarks/profile_memory.py", *sys.argv[1:]]), "case": case, "passes": passes, "rounds": rounds,
+                       "uptime": os.popen("uptime").read().strip(), "variants": table}, f, indent=1)  # fmt: skip
+        print(f"\nwrote {path}")
+    return 0
 
 
 def ensure_case(case: str) -> float | None:
@@ -222,7 +313,13 @@ def main() -> int:
     p.add_argument("--out-of-core", action="store_true", help="with --only: read the patterns through a MemmapSource")
     p.add_argument("--passes", type=int, default=None)
     p.add_argument("--big", action="store_true", help="add the 4 GiB RECON-L-256 out of core (generated if missing)")
-    p.add_argument("--json", default=os.path.join(HERE, "results", "memory-profile.json"))
+    p.add_argument("--variants", metavar="CASE", help="run CASE (e.g. recon-a-counts) under each of VARIANTS, --rounds times interleaved, and print a table")
+    p.add_argument("--rounds", type=int, default=2, help="with --variants: rounds (default 2)")
+    p.add_argument(
+        "--json",
+        default=None,
+        help="where to write the JSON (default: results/memory-profile.json for the acceptance set; --only writes only where this is given)",
+    )
     p.add_argument("--worker", nargs=4, metavar=("CASE", "OUT_OF_CORE", "PASSES", "CACHE"), help=argparse.SUPPRESS)
     p.add_argument("--worker-ratio", nargs=2, metavar=("CASE", "ROUNDS"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -233,6 +330,8 @@ def main() -> int:
         cache = None if a.worker[3] == "-" else a.worker[3]
         print("RESULT " + json.dumps(measure(a.worker[0], a.worker[1] == "1", int(a.worker[2]), cache)))
         return 0
+    if a.variants:
+        return variants(a.variants, a.passes or 6, a.rounds, a.json)
     runs = (
         [(f"{a.only}{' out of core' if a.out_of_core else ' in memory'}", a.only, a.out_of_core, a.passes or 3, False)]
         if a.only
@@ -270,11 +369,12 @@ def main() -> int:
         out["time_ratio"] = tr
         print(f"\ntime per pass, RECON-L out of core / in memory (interleaved, one process, medians of {tr['rounds']}): "
               f"{tr['median_s']['out of core']:.2f} / {tr['median_s']['in memory']:.2f} s = {tr['ratio']:.2f} (limit 1.3): {'met' if tr['met'] else 'MISSED'}")  # fmt: skip
-    if not a.only:
-        os.makedirs(os.path.dirname(a.json), exist_ok=True)
-        with open(a.json, "w") as f:
+    path = a.json or (None if a.only else os.path.join(HERE, "results", "memory-profile.json"))
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
             json.dump(out, f, indent=1)
-        print(f"\nwrote {a.json}")
+        print(f"\nwrote {path}")
     return 0
 
 

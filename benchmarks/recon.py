@@ -106,9 +106,12 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     case_dir = os.path.join(WORK, "cases", name)
     shutil.rmtree(case_dir, ignore_errors=True)
     meta = cases.make_recon_l_case(case_dir, name) if name in cases.RECON_L_CASES else cases.make_recon_case(case_dir, name)
+    if info.get("passes"):  # --passes: fewer passes for every code (per-pass times; errors at that pass)
+        meta["iterations"] = int(info["passes"])
+        cases.save_meta(case_dir, meta)
     truth = np.load(os.path.join(case_dir, "true_phase.npy")).sum(0)
     region = scanned_region(meta)
-    out = {"case": name, "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
+    out = {"case": name, "passes": meta["iterations"], "note": f"{meta['slices']} slice(s), {meta['modes']} mode(s), noise={'Poisson %.0e e/pattern' % meta['dose'] if meta['noise'] else 'none'}; "
            f"{meta['iterations']} passes, batch {meta['batch_size']}, probe updated; phase error = RMS over the scanned area after removing a constant offset and registering the object"}
     specs = [("ptyro", OUR_PY, "ours_recon.py")]
     # py4DSTEM, phaserEM and quantem in every case; PtyRAD and Pty-chi on RECON-A (or --all-references)

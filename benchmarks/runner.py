@@ -116,6 +116,9 @@ class Worker:
         e.update(env or {})
         e.setdefault("PYTHONUNBUFFERED", "1")
         self.timeout = timeout
+        threads = os.environ.get("PTYRO_BENCH_THREADS")
+        if threads:  # --threads N (an environment variable: recon.py imports this file again as ``runner``)
+            e["OMP_NUM_THREADS"] = threads
         self.proc = subprocess.Popen(
             [python, os.path.join(ADAPTERS, script), case_dir, self.out_dir, *extra_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=e, cwd=ADAPTERS,
@@ -367,8 +370,17 @@ def main(argv=None):
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
     p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
     p.add_argument("--references", default=None, help="comma-separated reference codes to run in the RECON cases, or 'none' (default: the case's usual set)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="N threads for the OpenMP/PyTorch codes (on a loaded shared machine, 1 keeps PyTorch's thread pool from spinning against other users' jobs: 2 threads took 33 ms for a 248² abs that 1 thread does in 0.4 ms at load 8); default: every core. JAX's own pool is not changed")
+    p.add_argument("--passes", type=int, default=None, help="RECON cases: passes per run for every code (default: the case's, 20); per-pass times stay comparable")
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args(argv)
+    if a.passes is not None and a.passes < 2:
+        p.error(f"--passes: expected 2 or more (a per-pass time needs passes after the first), got {a.passes}")
+    if a.threads is not None:
+        if not 1 <= a.threads <= (os.cpu_count() or 1):
+            p.error(f"--threads: expected 1..{os.cpu_count()} (this machine's cores), got {a.threads}")
+        os.environ["PTYRO_BENCH_THREADS"] = str(a.threads)
     def rounds_for(case):
         r = DEFAULT_ROUNDS[case]
         if a.rounds is not None and case in ("sim-a", "recon-a"):
@@ -391,7 +403,7 @@ def main(argv=None):
         if bad:
             p.error(f"--references: unknown code(s) {bad}; expected some of {sorted(REFERENCES)}")
     info = {"all_references": info_all_refs, "references": only_refs, "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-            "rounds": {c: rounds_for(c) for c in selected}, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
+            "rounds": {c: rounds_for(c) for c in selected}, "threads": a.threads or "all cores", "passes": a.passes, "command": " ".join(["benchmarks/run.sh", *(argv if argv is not None else sys.argv[1:])]), "envs": {}}
     need = set()
     for c in selected:
         need |= {"abtem"} if c.startswith("sim") else set(("py4dstem", "ptyrad", "ptychi", "phaserem", "quantem") if only_refs is None else only_refs)

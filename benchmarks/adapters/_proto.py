@@ -52,6 +52,15 @@ def rss_mb() -> float | None:
     return _status_mb("VmRSS")
 
 
+def threads() -> int:
+    """The threads a worker may use: OMP_NUM_THREADS where the runner set it (``--threads``),
+    else every core. Shared by the PyTorch adapters' ``torch.set_num_threads``."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 2
+
+
 def load_meta(case_dir: str) -> dict:
     with open(os.path.join(case_dir, "meta.json")) as f:
         return json.load(f)

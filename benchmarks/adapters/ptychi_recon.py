@@ -12,7 +12,7 @@ building the task (allocation, option checks) is excluded and reported in ``buil
 import os
 import time
 
-from _proto import load_meta, serve, timed_import
+from _proto import load_meta, serve, threads, timed_import
 
 with timed_import():
     import numpy as np
@@ -40,7 +40,7 @@ class Worker:
         # Pty-chi's far field is the unnormalised FFT: scale the probe to the data with its helper
         self.probe = torch.as_tensor(rescale_probe(self.probe.numpy(), self.patterns))
         self.obj_shape = get_suggested_object_size(self.pos_px, probe.shape, extra=20)
-        torch.set_num_threads(os.cpu_count() or 2)
+        torch.set_num_threads(threads())
 
     def _task(self):
         m = self.meta

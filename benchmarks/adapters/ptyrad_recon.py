@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from _proto import load_meta, serve, timed_import
+from _proto import load_meta, serve, threads, timed_import
 
 with timed_import():
     import numpy as np
@@ -33,7 +33,7 @@ class Worker:
         patterns = np.load(os.path.join(case_dir, "patterns.npy"))
         self.meas = patterns.reshape((-1,) + patterns.shape[-2:]).astype(np.float32)
         self.probe = np.load(os.path.join(case_dir, "probe.npy")).astype(np.complex64)[None]
-        torch.set_num_threads(os.cpu_count() or 2)
+        torch.set_num_threads(threads())
         logging.getLogger("ptyrad").setLevel(logging.WARNING)
 
     def _params(self):
