@@ -238,3 +238,32 @@ def test_registered_and_conformant(name):
             check_conformance("reconstruction", get("reconstruction", name))
         return
     check_conformance("reconstruction", get("reconstruction", name))
+
+
+def test_wdd_skips_only_frequencies_where_the_aperture_does_not_overlap_itself(monkeypatch):
+    """WDD transforms and deconvolves only the Q with |Q| <= 2 k_max (+2 pixels), where P̃*(k)
+    P̃(k − Q) can be non-zero: here (0.2 Å steps, 25 mrad at 300 kV) the scan's corner
+    frequencies are skipped, and the object is the one every Q gives, to round-off."""
+    ds, state, _ = case(c10=-40.0)
+    lat = scan_lattice(ds.positions, ds.scan_shape)
+    q = np.asarray(lat.frequencies()).reshape(-1, 2)
+    rows = wdd_mod._overlapping(q, wdd_mod.probe_fourier(state), ds.grid.reciprocal_sampling)
+    assert rows[0] == 0 and 0 < len(rows) < len(q)
+    k_alpha = ALPHA * 1e-3 / wavelength(ENERGY)
+    skipped = np.delete(np.hypot(q[:, 0], q[:, 1]), rows)
+    assert skipped.min() > 2 * k_alpha
+    some, _ = wdd_mod.wdd_object(ds, state)
+    monkeypatch.setattr(wdd_mod, "_overlapping", lambda q, p0, recip: np.arange(q.shape[0]))
+    every, _ = wdd_mod.wdd_object(ds, state)
+    np.testing.assert_allclose(np.asarray(some), np.asarray(every), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (4, 8, 2, 2)])
+def test_wdd_scan_transform_is_the_full_fft_at_the_rows(shape):
+    """The half (real) transform over the scan with mirrored rows conjugated equals the full
+    complex FFT over the scan at every requested row (odd and even scan sizes)."""
+    a = np.random.default_rng(1).random(shape).astype(np.float32)
+    full = np.fft.fft2(a, axes=(0, 1)).reshape((-1,) + shape[2:])
+    rows = np.arange(0, shape[0] * shape[1], 3)
+    np.testing.assert_allclose(wdd_mod._scan_transform(a, rows, 1), full[rows], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(wdd_mod._scan_transform(a, None, 1), full, rtol=1e-5, atol=1e-5)

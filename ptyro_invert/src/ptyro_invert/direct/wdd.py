@@ -10,7 +10,8 @@ a product (discrete, numpy's conventions, N detector pixels):
 χ_O is recovered by a Wiener filter, χ_O = H χ_P* / (N (|χ_P|² + ε·max|χ_P|²)), and
 Σ_ρ χ_O(ρ, Q) = Õ(Q) Õ*(0), so Õ(Q) = D(Q)/√D(0): the object on the scan lattice, its phase
 and amplitude. Costs the data's 4D FFT (:func:`wigner_data`) and two detector-sized FFTs of
-the probe per Q: O(N_R N_k (log N_R + log N_k)).
+the probe per Q, only for the Q within twice the aperture (elsewhere D(Q) = 0;
+:func:`_overlapping`): O(N_R N_k (log N_R + log N_k)).
 """
 
 from __future__ import annotations
@@ -44,25 +45,61 @@ def _deconvolve(h: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: 
     return jax.lax.map(one, (h, q), batch_size=q_batch)
 
 
-def wigner_data(dataset: Dataset4D, mesh: Any = None) -> tuple[jax.Array, float]:
+def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple[jax.Array, float]:
     """(H(ρ, Q) (Rx·Ry, Qx, Qy), the mean dose per pattern): the patterns (centred) Fourier
-    transformed over the scan (R → Q) and inversely over the detector (k → ρ). Without a mesh
-    on the host by ``scipy.fft`` (threaded; XLA's CPU FFT over the leading scan axes is 5–7×
-    slower, measured on 32² × 128²), with one by XLA on the sharded patterns."""
+    transformed over the scan (R → Q) and inversely over the detector (k → ρ); with ``rows``
+    (flat indices of Q, the first Q = 0) only those rows (n, Qx, Qy), the detector's transform
+    made only for them. Without a mesh on the host by ``scipy.fft`` (threaded; XLA's CPU FFT
+    over the leading scan axes is 5–7× slower, measured on 32² × 128²), with one by XLA on the
+    sharded patterns."""
     if mesh is None:
         a = np.asarray(dataset.array, np.float32)
         workers = os.cpu_count() or 1
-        h = sp_fft.ifft2(sp_fft.fft2(a, axes=(0, 1), workers=workers), axes=(2, 3), workers=workers, overwrite_x=True)
-        dose = float(np.real(h[0, 0, 0, 0])) / a.shape[0] / a.shape[1]  # H(ρ = 0, Q = 0) = Σ_R Σ_k I / N_k
+        h = sp_fft.ifft2(_scan_transform(a, rows, workers), axes=(1, 2), workers=workers, overwrite_x=True)
+        dose = float(np.real(h[0, 0, 0])) / a.shape[0] / a.shape[1]  # H(ρ = 0, Q = 0) = Σ_R Σ_k I / N_k
         dose *= a.shape[2] * a.shape[3]
-        h = jnp.asarray(h.reshape((-1,) + a.shape[-2:]))
+        h = jnp.asarray(h)
     else:
         arr = scan_array(dataset, mesh)
         dose = float(jnp.mean(jnp.sum(arr, axis=(-2, -1))))
         h = jnp.fft.ifft2(jnp.fft.fft2(arr, axes=(0, 1)), axes=(2, 3)).reshape((-1,) + arr.shape[-2:])
+        if rows is not None:
+            h = h[jnp.asarray(rows)]
     if not dose > 0:
         raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
     return h, dose
+
+
+def _scan_transform(a: np.ndarray, rows: Any, workers: int) -> np.ndarray:
+    """The real patterns ``a`` (Rx, Ry, Qx, Qy) Fourier transformed over the scan, at the flat
+    frequency indices ``rows`` (all when None): (n, Qx, Qy). Half the transform is made (a real
+    FFT over the scan): S(−Q, k) = S(Q, k)* for real intensities, so a row of the other half is
+    the conjugate of its mirror's."""
+    rx, ry = a.shape[:2]
+    half = sp_fft.rfft2(a, axes=(0, 1), workers=workers)  # (Rx, Ry // 2 + 1, Qx, Qy)
+    i, j = np.divmod(np.arange(rx * ry) if rows is None else np.asarray(rows), ry)
+    mirror = j > ry // 2
+    out = half[np.where(mirror, (-i) % rx, i), np.where(mirror, (-j) % ry, j)]
+    out[mirror] = np.conj(out[mirror])
+    return out
+
+
+def _overlapping(q: np.ndarray, p0: Any, recip: Any) -> np.ndarray:
+    """Flat indices (ascending; Q = 0 first) of the spatial frequencies ``q`` (n, 2) Å⁻¹ at which
+    the aperture overlaps its copy shifted by Q, |Q| ≤ 2 k_max + 2 detector pixels (k_max the
+    largest |k| where |P̃|² exceeds 1e-8 of its peak): elsewhere P̃*(k) P̃(k − Q) = 0, so χ_P
+    and the Wiener-filtered D(Q) vanish (a probe of finite window has sinc tails beyond the
+    aperture; the margin keeps them), and neither the data's detector transform nor the
+    deconvolution is made there."""
+    pk = np.abs(np.asarray(p0)) ** 2
+    nx, ny = pk.shape
+    rx, ry = float(recip[0]), float(recip[1])
+    kx = np.fft.fftfreq(nx) * nx * rx
+    ky = np.fft.fftfreq(ny) * ny * ry
+    kk = np.hypot(kx[:, None], ky[None, :])
+    k_max = float(kk[pk > 1e-8 * pk.max()].max())
+    keep = np.flatnonzero(np.hypot(q[:, 0], q[:, 1]) <= 2 * k_max + 2 * max(rx, ry))
+    return keep
 
 
 def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16, mesh: Any = None) -> tuple[jax.Array, Lattice]:
@@ -74,15 +111,18 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     if int(q_batch) < 1:
         raise PtyroValueError(f"wdd: expected q_batch >= 1 spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="wdd")
-    h, dose = wigner_data(dataset, mesh)
+    p0 = probe_fourier(state)
+    qf = lat.frequencies().reshape(-1, 2)
+    rows = _overlapping(qf, p0, dataset.grid.reciprocal_sampling)
+    h, dose = wigner_data(dataset, mesh, rows)
     nx, ny = h.shape[-2:]
     ramp = np.exp(2j * np.pi * (nx // 2) * np.arange(nx) / nx)[:, None] * np.exp(2j * np.pi * (ny // 2) * np.arange(ny) / ny)[None, :]
-    p0 = probe_fourier(state)
     floor = float(epsilon) * float(jnp.max(jnp.abs(jnp.fft.ifft2(jnp.abs(p0) ** 2)))) ** 2
-    q = jnp.asarray(lat.frequencies().reshape(-1, 2), jnp.float32)
+    q = jnp.asarray(qf[rows], jnp.float32)
     fn = functools.partial(_deconvolve, n=nx * ny, q_batch=int(q_batch))
     shared = (p0, probe_geometry(state), jnp.float32(floor), jnp.asarray(ramp, jnp.complex64))
-    d = _common.map_rows(fn, mesh, (h, q), shared).reshape(lat.shape) / dose
+    d_rows = _common.map_rows(fn, mesh, (h, q), shared) / dose
+    d = jnp.zeros(qf.shape[0], d_rows.dtype).at[jnp.asarray(rows)].set(d_rows).reshape(lat.shape)
     ok = jnp.sqrt(jnp.maximum(jnp.real(d[0, 0]), 1e-30))
     obj = jnp.fft.ifft2(d / ok)
     return obj / jnp.mean(jnp.abs(obj)), lat
