@@ -136,6 +136,7 @@ def test_reconstruct_takes_the_optics_of_our_file_and_says_so(tiny_file, tmp_pat
     out = tmp_path / "rec.h5"
     code, stdout, err = run(capsys, "reconstruct", tiny_file, "-o", out, "--iterations", "1", "--no-progress", "--no-jax-cache")
     assert code == 0, err
+    assert "compiling the reconstruction" in stdout + err and "reconstructing: single_slice" in stdout + err  # named once chosen
     lines = [ln for ln in stdout.splitlines() if "provenance" in ln]
     assert len(lines) == 1 and "C10 = -30 Å" in lines[0] and "20 mrad" in lines[0], stdout
     with h5py.File(out) as f:

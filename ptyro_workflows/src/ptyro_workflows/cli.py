@@ -419,7 +419,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if note:
         _say(args, note)
     _distributed(args)
-    _start_jax(args, f"the {cfg['reconstruction']['algorithm']} reconstruction")
+    _start_jax(args, "the reconstruction")  # its algorithm may still change ([preprocess] refine), so it is named once chosen
     ds = load_dataset(
         args.data,
         energy=explicit_energy,
@@ -449,6 +449,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         return 0
     check_plan(plan, force=args.force)
     ds, cfg, found = prepare_for_reconstruction(args.data, ds, cfg, out=args.out, say=lambda *lines: _say(args, *lines))
+    _say(args, f"reconstructing: {cfg['reconstruction']['algorithm']}")
     record = {"input": str(args.data), **({"source": source} if source else {}), **({"preprocess": found} if found else {})}
     command = ["ptyro", *sys.argv[1:]]
     state = reconstruct(
