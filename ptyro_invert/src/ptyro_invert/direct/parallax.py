@@ -403,7 +403,7 @@ def bin_images(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int | No
     ``threshold`` × the maximum are the bright field, summed in ``bin_size``² bins (default:
     about 10 bins across the disc); only those pixels are gathered from the patterns."""
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="parallax")
-    mean = np.fft.ifftshift(np.asarray(dataset.array, np.float32).mean(axis=(0, 1), dtype=np.float64))
+    mean = np.fft.ifftshift(_mean_pattern(dataset))
     pix, which, kb, counts, b = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
     nb = len(counts)
     if nb < 7:
@@ -502,7 +502,7 @@ def measure_shifts(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int 
     lp = np.exp(-(np.asarray(f[..., 0]) ** 2 + np.asarray(f[..., 1]) ** 2) / (2 * lowpass**2))
     # the double-overlap disc of each bin (rotation-invariant: |Q| only)
     recip = np.asarray(dataset.grid.reciprocal_sampling, np.float64)
-    k_alpha = math.sqrt(float(np.sum(mean > threshold * mean.max())) * recip[0] * recip[1] / math.pi)
+    k_alpha = _bf_radius(mean, recip, threshold)
     half = 0.5 * math.sqrt(2) * b * float(recip.max())
     qabs = np.linalg.norm(lat.frequencies(), axis=-1)
     dq = 1.0 / min(rx * lat.step[0], ry * lat.step[1])
@@ -600,7 +600,7 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     kb, counts, lat, contrast, mean, b = bin_images(dataset, threshold=threshold, bin_size=bin_size)
     pix, which, _, _, _ = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, b)
     recip = np.asarray(dataset.grid.reciprocal_sampling, np.float64)
-    k_alpha = math.sqrt(float(np.sum(mean > threshold * mean.max())) * recip[0] * recip[1] / math.pi)
+    k_alpha = _bf_radius(mean, recip, threshold)
     nx, ny = dataset.grid.gpts
     ix, iy = np.divmod(pix, ny)
     kp = np.stack([np.where(ix > nx // 2, ix - nx, ix) * recip[0], np.where(iy > ny // 2, iy - ny, iy) * recip[1]], -1)
@@ -612,8 +612,7 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     onehot[which, np.arange(len(pix))] = 1.0
     per_bin = onehot @ (mean.reshape(-1)[pix] / mean.max())
     terms = _terms(tuple(orders))
-    c0 = np.asarray([c for sym, (_, mm) in ((s_, ORDERS[s_]) for s_ in orders)
-                     for c in _polar_to_cartesian(fit.aberrations.get(sym, 0.0), fit.aberrations.get("phi" + sym[1:], 0.0), mm)])  # fmt: skip
+    c0 = _cartesian(fit, tuple(orders))
     args = (jnp.asarray(Fw.reshape(nb, -1), jnp.complex64), jnp.asarray(kp, jnp.float32), jnp.asarray(lat.frequencies().reshape(-1, 2) @ m.T, jnp.float32),
             jnp.asarray(onehot / per_bin[:, None], jnp.float32), jnp.asarray(counts / counts.max(), jnp.float32))  # fmt: skip
     scale = np.abs(c0) + 10.0
@@ -630,10 +629,6 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     r = fit.shifts - model
     rms = float(np.sqrt(np.mean(np.sum((r - r.mean(0)) ** 2, -1) / 2))) if len(r) else float("nan")
     return fit._replace(aberrations=_polar(coef, tuple(orders)), model_shifts=model, rms=rms)
-
-
-def _polar_to_cartesian(c: float, phi: float, m: int) -> list[float]:
-    return [c] if m == 0 else [c * math.cos(m * phi), c * math.sin(m * phi)]
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8))
@@ -667,15 +662,17 @@ def _fit_inner(dataset: Dataset4D, kb: np.ndarray, s: np.ndarray, counts: np.nda
                orders: tuple[str, ...], fit_rotation: bool, transpose: bool | None = None) -> AberrationFit:  # fmt: skip
     if not 0 < float(fit_radius) <= 1.5:
         raise PtyroValueError(f"fit_aberrations: expected 0 < fit_radius <= 1.5 (fraction of the bright-field radius), got {fit_radius}")
-    kmax = bf_semiangle(dataset, threshold) * 1e-3 / wavelength(dataset.energy)
+    kmax = _bf_radius(_mean_pattern(dataset), dataset.grid.reciprocal_sampling, threshold)
     inner = np.linalg.norm(kb, axis=1) <= float(fit_radius) * kmax
     return fit_shifts(kb[inner], s[inner], dataset.energy, weights=counts[inner], orders=orders, fit_rotation=fit_rotation, transpose=transpose)
 
 
-def _cartesian(fit: AberrationFit) -> np.ndarray:
-    """The fit's coefficients for every term of :data:`ORDERS` (0 for those not fitted)."""
-    coef = []
-    for sym, (_, m) in ORDERS.items():
+def _cartesian(fit: AberrationFit, orders: tuple[str, ...] = tuple(ORDERS)) -> np.ndarray:
+    """The fit's cartesian coefficients for every term of ``orders`` (:func:`chi_basis`'s
+    order; 0 for those not fitted)."""
+    coef: list[float] = []
+    for sym in orders:
+        m = ORDERS[sym][1]
         c = fit.aberrations.get(sym, 0.0)
         t = m * fit.aberrations.get("phi" + sym[1:], 0.0)
         coef += [c] if m == 0 else [c * math.cos(t), c * math.sin(t)]
@@ -775,9 +772,19 @@ def fitted_probe(state: ReconState, fit: AberrationFit, semiangle_cutoff: float,
 def bf_semiangle(dataset: Dataset4D, threshold: float = 0.5) -> float:
     """The bright-field disc's semiangle in mrad, from the area of the mean pattern above
     ``threshold`` × its maximum."""
-    mean = np.asarray(dataset.array).reshape((-1,) + tuple(dataset.grid.gpts)).mean(0)
-    area = float(np.sum(mean > threshold * mean.max())) * dataset.grid.reciprocal_sampling[0] * dataset.grid.reciprocal_sampling[1]
-    return math.sqrt(area / math.pi) * wavelength(dataset.energy) * 1e3
+    return _bf_radius(_mean_pattern(dataset), dataset.grid.reciprocal_sampling, threshold) * wavelength(dataset.energy) * 1e3
+
+
+def _mean_pattern(dataset: Dataset4D) -> np.ndarray:
+    """The mean pattern (Qx, Qy) in the patterns' (centred) order, summed in float64 without a
+    float copy of the patterns."""
+    return np.asarray(dataset.array).reshape((-1,) + tuple(dataset.grid.gpts)).mean(0, dtype=np.float64)
+
+
+def _bf_radius(mean: np.ndarray, recip: Any, threshold: float) -> float:
+    """The bright-field disc's radius in Å⁻¹: that of a disc with the area of the pixels of
+    ``mean`` above ``threshold`` × its maximum (``recip`` Å⁻¹ per pixel)."""
+    return math.sqrt(float(np.sum(mean > threshold * mean.max())) * float(recip[0]) * float(recip[1]) / math.pi)
 
 
 def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip", epsilon: float = 0.1, smoothing: float = 0.5,
