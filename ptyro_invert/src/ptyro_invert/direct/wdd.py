@@ -62,9 +62,8 @@ def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple
     else:
         arr = scan_array(dataset, mesh)
         dose = float(jnp.mean(jnp.sum(arr, axis=(-2, -1))))
-        h = jnp.fft.ifft2(jnp.fft.fft2(arr, axes=(0, 1)), axes=(2, 3)).reshape((-1,) + arr.shape[-2:])
-        if rows is not None:
-            h = h[jnp.asarray(rows)]
+        s = jnp.fft.fft2(arr, axes=(0, 1)).reshape((-1,) + arr.shape[-2:])
+        h = jnp.fft.ifft2(s if rows is None else s[jnp.asarray(rows)], axes=(1, 2))
     if not dose > 0:
         raise PtyroValueError("direct: the patterns sum to zero; expected diffraction intensities")
     return h, dose
@@ -98,8 +97,7 @@ def _overlapping(q: np.ndarray, p0: Any, recip: Any) -> np.ndarray:
     ky = np.fft.fftfreq(ny) * ny * ry
     kk = np.hypot(kx[:, None], ky[None, :])
     k_max = float(kk[pk > 1e-8 * pk.max()].max())
-    keep = np.flatnonzero(np.hypot(q[:, 0], q[:, 1]) <= 2 * k_max + 2 * max(rx, ry))
-    return keep
+    return np.flatnonzero(np.hypot(q[:, 0], q[:, 1]) <= 2 * k_max + 2 * max(rx, ry))
 
 
 def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, q_batch: int = 16, mesh: Any = None) -> tuple[jax.Array, Lattice]:
