@@ -949,8 +949,9 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
         ky = np.fft.fftfreq(window[1], state.sampling[1])[None, :]
         consts["support"] = jnp.asarray((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
     if grouped is not None:
-        consts["start"], consts["group"], consts["shifts"] = (jnp.asarray(v) for v in grouped)
-        consts["ramps"] = shift_ramp(consts["shifts"], window, dtype=state.probe.dtype)
+        start, group, shifts = grouped
+        consts["start"], consts["group"] = jnp.asarray(start), jnp.asarray(group)
+        consts["ramps"] = shift_ramp(jnp.asarray(shifts), window, dtype=state.probe.dtype)  # the groups' shifts, as the step uses them
     return consts
 
 
