@@ -273,10 +273,8 @@ def run_demo(
     figures = _Drawing()  # started first: its imports overlap the simulation
     try:
         run = _run(outdir, sim_cfg, rec_cfg, figures, progress=progress, say=say)
-    except BaseException:
+    finally:
         figures.close()
-        raise
-    figures.close()
     total = time.perf_counter() - t0
     shown, rec, algorithm = run.pop("shown"), run.pop("rec"), run.pop("algorithm")
     say(

@@ -97,16 +97,11 @@ def _done(fig: Any, path: Path | str | None) -> Any:
     """Save ``fig`` as PNG at ``path`` (when given): written under a temporary name and renamed,
     so that an interrupted or failed drawing never leaves a half-written figure."""
     if path is not None:
-        import os
+        from ptyro_workflows.io.safety import atomic_output
 
-        from ptyro_core.files import temporary_path
-
-        tmp = temporary_path(path)
-        try:  # fast zlib level: a third of the encoding time, files ~20 % larger
+        # overwrite: whether a figure may be replaced was decided before drawing (show's _check_out)
+        with atomic_output(path, overwrite=True) as tmp:  # fast zlib level: a third of the encoding time, files ~20 % larger
             fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 1})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return fig
 
 
