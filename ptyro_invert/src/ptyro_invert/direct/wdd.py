@@ -51,22 +51,41 @@ def _den(chi: jax.Array, floor: jax.Array, n: int) -> jax.Array:
     return n * (jnp.abs(chi) ** 2 + floor)
 
 
+def _centring(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The roll (N // 2 per axis) that multiplies an inverse FFT's output by the centring ramp
+    e^{2πi (N//2)·ρ/N}: the patterns are centred, so H(ρ, Q) is H in FFT order times it, and
+    rolling P̃*(k) P̃(k − Q) by it gives ramp·χ_P from the same FFT (|ramp| = 1, ramp(−ρ) =
+    ramp*(ρ))."""
+    return shape[-2] // 2, shape[-1] // 2
+
+
+def _pair_sums(hq: jax.Array, x: jax.Array, x_m: jax.Array, floor: jax.Array, n: int) -> jax.Array:
+    """(D(Q), D(Q')) from H(ρ, Q) ``hq`` and the centring-rolled P̃*(k) P̃(k − Q) ``x`` and
+    P̃*(k) P̃(k − Q') ``x_m``: D(Q) = Σ_ρ H (ramp χ_P)*/(N(|χ_P|² + floor)), and with H(ρ, Q') =
+    H*(−ρ, Q), D(Q') = (Σ_ρ H(ρ, Q) W(−ρ, Q'))*, W = ramp χ_P/(N(|χ_P|² + floor)); W(−ρ, Q')
+    comes from the forward FFT (IFFT(x)(−ρ) = FFT(x)(ρ)/N)."""
+    chi = jnp.fft.ifft2(x)  # ramp·χ_P(ρ, Q)
+    chi_m = jnp.fft.fft2(x_m) / n  # (ramp·χ_P)(−ρ, Q')
+    return jnp.stack([jnp.sum(hq * jnp.conj(chi) / _den(chi, floor, n)), jnp.conj(jnp.sum(hq * chi_m / _den(chi_m, floor, n)))])
+
+
 @functools.partial(jax.jit, static_argnames=("n", "q_batch"))
-def _deconvolve_mirrored(h: jax.Array, shift: jax.Array, p0: jax.Array, floor: jax.Array, ramp: jax.Array, n: int, q_batch: int) -> jax.Array:
+def _deconvolve_mirrored(h: jax.Array, shift: jax.Array, p0: jax.Array, floor: jax.Array, n: int, q_batch: int) -> jax.Array:
     """(D(Q), D(−Q)) (pairs, 2) from H(ρ, Q) alone where Q and −Q shift the probe by whole
     detector pixels ``shift`` (pairs, 2) and −``shift``: then χ_P(ρ, −Q) = e^{−2πi Q·ρ}
     χ_P*(−ρ, Q) exactly (the shift's ramp is periodic on the window), H(ρ, −Q) = H*(−ρ, Q)
     (real intensities), so with T = H (ramp χ_P)*/(N(|χ_P|² + floor)), D(Q) = Σ_ρ T and
     D(−Q) = (Σ_ρ T e^{2πi Q·ρ})*: one FFT of the probe per pair."""
     nx, ny = p0.shape
-    p0c = jnp.conj(p0)
+    centre = jnp.asarray(_centring(p0.shape), jnp.int32)
+    p0c = jnp.roll(jnp.conj(p0), _centring(p0.shape), axis=(0, 1))
     ix = jnp.arange(nx, dtype=jnp.int32)
     iy = jnp.arange(ny, dtype=jnp.int32)
 
     def one(a: tuple[jax.Array, jax.Array]) -> jax.Array:
         hq, s = a
-        chi = jnp.fft.ifft2(p0c * jnp.roll(p0, s, axis=(0, 1)))
-        t = hq * jnp.conj(ramp * chi) / _den(chi, floor, n)
+        chi = jnp.fft.ifft2(p0c * jnp.roll(p0, s + centre, axis=(0, 1)))  # ramp·χ_P
+        t = hq * jnp.conj(chi) / _den(chi, floor, n)
         ex = jnp.exp((2j * jnp.pi / nx) * ((s[0] * ix) % nx).astype(jnp.float32)).astype(jnp.complex64)  # e^{2πi Q·ρ}, exact modulo N
         ey = jnp.exp((2j * jnp.pi / ny) * ((s[1] * iy) % ny).astype(jnp.float32)).astype(jnp.complex64)
         return jnp.stack([jnp.sum(t), jnp.conj(ex @ t @ ey)])
@@ -75,41 +94,35 @@ def _deconvolve_mirrored(h: jax.Array, shift: jax.Array, p0: jax.Array, floor: j
 
 
 @functools.partial(jax.jit, static_argnames=("n", "q_batch"))
-def _deconvolve_pairs(
-    h: jax.Array, shifts: jax.Array, classes: jax.Array, p0: jax.Array, bank: jax.Array, floor: jax.Array, ramp: jax.Array, n: int, q_batch: int
-) -> jax.Array:
+def _deconvolve_pairs(h: jax.Array, shifts: jax.Array, classes: jax.Array, p0: jax.Array, bank: jax.Array, floor: jax.Array, n: int, q_batch: int) -> jax.Array:
     """(D(Q), D(Q')) (pairs, 2) from H(ρ, Q) where Q' is Q's mirror on the scan lattice
-    (H(ρ, Q') = H*(−ρ, Q), real intensities): P̃(k − Q) is ``bank[class]`` (the FFT of the
-    probe times the shift's sub-pixel ramp) rolled by the shift's whole pixels; ``shifts``
-    (pairs, 2, 2) and ``classes`` (pairs, 2) for Q and Q'. χ_P(−ρ, Q') is the forward FFT / N
-    of P̃*(k) P̃(k − Q'), and D(Q') = (Σ_ρ H(ρ, Q) W(−ρ, Q'))* with W = ramp χ_P/(N(|χ_P|² +
-    floor)) (ramp(−ρ) = ramp*(ρ))."""
-    p0c = jnp.conj(p0)
+    (:func:`_pair_sums`): P̃(k − Q) is ``bank[class]`` (the FFT of the probe times the shift's
+    sub-pixel ramp) rolled by the shift's whole pixels; ``shifts`` (pairs, 2, 2) and
+    ``classes`` (pairs, 2) for Q and Q'."""
+    centre = jnp.asarray(_centring(p0.shape), jnp.int32)
+    p0c = jnp.roll(jnp.conj(p0), _centring(p0.shape), axis=(0, 1))
 
     def one(a: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         hq, s, c = a
-        chi = jnp.fft.ifft2(p0c * jnp.roll(bank[c[0]], s[0], axis=(0, 1)))
-        chi_m = jnp.fft.fft2(p0c * jnp.roll(bank[c[1]], s[1], axis=(0, 1))) / n  # χ_P(−ρ, Q')
-        d = jnp.sum(hq * jnp.conj(ramp * chi) / _den(chi, floor, n))
-        d_m = jnp.conj(jnp.sum(hq * jnp.conj(ramp) * chi_m / _den(chi_m, floor, n)))
-        return jnp.stack([d, d_m])
+        x = p0c * jnp.roll(bank[c[0]], s[0] + centre, axis=(0, 1))
+        x_m = p0c * jnp.roll(bank[c[1]], s[1] + centre, axis=(0, 1))
+        return _pair_sums(hq, x, x_m, floor, n)
 
     return jax.lax.map(one, (h, shifts, classes), batch_size=q_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "q_batch"))
-def _deconvolve_each(h: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: jax.Array, ramp: jax.Array, n: int, q_batch: int) -> jax.Array:
+def _deconvolve_each(h: jax.Array, q: jax.Array, p0: jax.Array, probe: tuple, floor: jax.Array, n: int, q_batch: int) -> jax.Array:
     """:func:`_deconvolve_pairs` where the shifts' sub-pixel parts are too many to share: P̃(k − Q)
     transformed for each of ``q`` (pairs, 2, 2) Å⁻¹ (:func:`shift_fourier`)."""
-    p0c = jnp.conj(p0)
+    centre = _centring(p0.shape)
+    p0c = jnp.roll(jnp.conj(p0), centre, axis=(0, 1))
 
     def one(a: tuple[jax.Array, jax.Array]) -> jax.Array:
         hq, qq = a
-        chi = jnp.fft.ifft2(p0c * shift_fourier(probe[0], probe[1], probe[2], qq[0]))
-        chi_m = jnp.fft.fft2(p0c * shift_fourier(probe[0], probe[1], probe[2], qq[1])) / n
-        d = jnp.sum(hq * jnp.conj(ramp * chi) / _den(chi, floor, n))
-        d_m = jnp.conj(jnp.sum(hq * jnp.conj(ramp) * chi_m / _den(chi_m, floor, n)))
-        return jnp.stack([d, d_m])
+        x = p0c * jnp.roll(shift_fourier(probe[0], probe[1], probe[2], qq[0]), centre, axis=(0, 1))
+        x_m = p0c * jnp.roll(shift_fourier(probe[0], probe[1], probe[2], qq[1]), centre, axis=(0, 1))
+        return _pair_sums(hq, x, x_m, floor, n)
 
     return jax.lax.map(one, (h, q), batch_size=q_batch)
 
@@ -238,20 +251,18 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     first, mirror = mirror_pairs(rows, lat.shape)
     h, dose = wigner_data(dataset, mesh, first)
     nx, ny = h.shape[-2:]
-    ramp = np.exp(2j * np.pi * (nx // 2) * np.arange(nx) / nx)[:, None] * np.exp(2j * np.pi * (ny // 2) * np.arange(ny) / ny)[None, :]
     floor = jnp.float32(float(epsilon) * float(jnp.max(jnp.abs(jnp.fft.ifft2(jnp.abs(p0) ** 2)))) ** 2)
-    ramp_j = jnp.asarray(ramp, jnp.complex64)
     pair_q = np.stack([qf[first], qf[mirror]], axis=1)  # (pairs, 2 (Q, Q'), 2)
     whole, cls, parts = _probe_shifts(pair_q, state)
     kw = {"n": nx * ny, "q_batch": int(q_batch)}
     if len(parts) == 1 and not parts.any() and np.array_equal(whole[:, 1], -whole[:, 0]):
-        d_pairs = _common.map_rows(functools.partial(_deconvolve_mirrored, **kw), mesh, (h, jnp.asarray(whole[:, 0])), (p0, floor, ramp_j))
+        d_pairs = _common.map_rows(functools.partial(_deconvolve_mirrored, **kw), mesh, (h, jnp.asarray(whole[:, 0])), (p0, floor))
     elif len(parts) <= MAX_SHIFT_CLASSES:
         bank = _shift_bank(state, parts)
-        d_pairs = _common.map_rows(functools.partial(_deconvolve_pairs, **kw), mesh, (h, jnp.asarray(whole), jnp.asarray(cls)), (p0, bank, floor, ramp_j))
+        d_pairs = _common.map_rows(functools.partial(_deconvolve_pairs, **kw), mesh, (h, jnp.asarray(whole), jnp.asarray(cls)), (p0, bank, floor))
     else:
         q = jnp.asarray(pair_q, jnp.float32)
-        d_pairs = _common.map_rows(functools.partial(_deconvolve_each, **kw), mesh, (h, q), (p0, probe_geometry(state), floor, ramp_j))
+        d_pairs = _common.map_rows(functools.partial(_deconvolve_each, **kw), mesh, (h, q), (p0, probe_geometry(state), floor))
     kept = np.zeros(qf.shape[0] + 1, bool)
     kept[rows] = True
     skip = qf.shape[0]  # out of range: dropped by the scatter
