@@ -139,6 +139,8 @@ def test_wigner_data_is_the_full_transform_at_the_rows(shape):
     assert dose == pytest.approx(float(np.mean(np.sum(a, axis=(2, 3)))), rel=1e-6)
     with pytest.raises(PtyroValueError, match=r"rows \[\d+\] lie outside the real FFT's half; expected j <= \d"):
         wdd_mod.wigner_data(ds, None, np.array([ry - 1]))
+    every, _ = wdd_mod.wigner_data(ds)  # the half's rows by default
+    np.testing.assert_allclose(np.asarray(every), np.asarray(h), rtol=1e-6, atol=1e-6)
 
 
 def test_whole_pixel_shifts_within_the_tolerance():
@@ -158,3 +160,9 @@ def test_aligned_buffer_starts_on_64_bytes():
         assert b.ctypes.data % 64 == 0 and b.shape == shape and b.flags.c_contiguous
         b[...] = 1  # writable
     assert jnp.asarray(b).shape == (2, 2)
+
+
+def test_bad_q_batch_fails_with_one_clear_line():
+    ds, state = case((8, 8), 0.2)
+    with pytest.raises(PtyroValueError, match=r"wdd: expected q_batch >= 1 pairs of spatial frequencies, got 0"):
+        wdd_mod.wdd(ds, state, q_batch=0)

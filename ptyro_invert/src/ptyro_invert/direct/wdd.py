@@ -155,16 +155,16 @@ def _aligned(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple[jax.Array, float]:
     """(H(ρ, Q) (n, Qx, Qy), the mean dose per pattern): the patterns (centred) Fourier
     transformed over the scan (R → Q) and inversely over the detector (k → ρ) at the flat
-    scan-frequency indices ``rows`` (the whole half when None), which must lie in the real FFT's half
-    (j ≤ Ry // 2; :func:`mirror_pairs`): H(ρ, −Q) = H*(−ρ, Q) gives the rest. Without a mesh
+    scan-frequency indices ``rows``, which must lie in the real FFT's half (j ≤ Ry // 2; by
+    default every Q there that :func:`mirror_pairs` takes): H(ρ, −Q) = H*(−ρ, Q) gives the rest. Without a mesh
     on the host by ``scipy.fft`` (threaded; a real FFT over the scan, the rows gathered into
     a buffer that the detector's transform overwrites and JAX then reads in place; XLA's CPU
     FFT over the leading scan axes is 5–7× slower, measured on 32² × 128²), with one by XLA
     on the sharded patterns."""
     rx, ry = dataset.scan_shape
     half_y = ry // 2 + 1
-    r = np.arange(rx * half_y) if rows is None else np.asarray(rows, np.int64)
-    i, j = np.divmod(r, ry) if rows is not None else np.divmod(r, half_y)
+    r = mirror_pairs(np.arange(rx * ry), (rx, ry))[0] if rows is None else np.asarray(rows, np.int64)
+    i, j = np.divmod(r, ry)
     if np.any(j >= half_y):
         raise PtyroValueError(f"wdd: scan frequency rows {r[j >= half_y][:4].tolist()} lie outside the real FFT's half; expected j <= {ry // 2}")
     if mesh is None:
@@ -243,7 +243,7 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     if q_batch is None:
         q_batch = 1 if jax.default_backend() == "cpu" else 16  # CPU: one at a time measured fastest (SrTiO3 case)
     if int(q_batch) < 1:
-        raise PtyroValueError(f"wdd: expected q_batch >= 1 spatial frequencies, got {q_batch}")
+        raise PtyroValueError(f"wdd: expected q_batch >= 1 pairs of spatial frequencies, got {q_batch}")
     lat = scan_lattice(dataset.positions, dataset.scan_shape, who="wdd")
     p0 = probe_fourier(state)
     qf = lat.frequencies().reshape(-1, 2)
