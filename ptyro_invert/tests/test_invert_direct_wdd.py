@@ -67,18 +67,18 @@ def spy(monkeypatch, name):
     return calls
 
 
-# (scan, step Å, rotation °, the kernel expected): a 3.2 Å window over 9 x 9 steps of 3.2/18 Å
-# (whole-pixel shifts, Q' = −Q everywhere: the mirrored kernel), 8 x 8 of 0.2 Å (whole pixels,
-# but the Nyquist rows' mirrors are not −Q: the bank), 7 x 6 of 0.25 Å (shifts in fifths of a
-# pixel: a bank of 25), an odd detector (15 pixels: the centring ramp complex) and a raster
-# rotated by 10° (every shift its own sub-pixel part, in a bank too: fewer than
-# MAX_SHIFT_CLASSES)
+# (scan, step Å, rotation °, detector pixels, the kernel expected): a 3.2 Å window over 9 x 9
+# steps of 3.2/18 Å (whole-pixel shifts, Q' = −Q everywhere: the mirrored kernel), 8 x 8 of
+# 0.2 Å (whole pixels, but the Nyquist rows' mirrors are not −Q: the bank), 8 x 8 of 0.25 Å
+# (shifts in fifths of a pixel: a bank of 25), the same on an odd detector (15 pixels, halves
+# of a pixel; the centring ramp complex) and a 7 x 6 raster rotated by 10° (every shift its
+# own sub-pixel part: more parts than pairs, one FFT per Q)
 PATHS = [
     ((9, 9), 3.2 / 18, 0.0, 16, "_deconvolve_mirrored"),
     ((8, 8), 0.2, 0.0, 16, "_deconvolve_pairs"),
-    ((7, 6), 0.25, 0.0, 16, "_deconvolve_pairs"),
-    ((7, 6), 0.25, 0.0, 15, "_deconvolve_pairs"),
-    ((6, 7), 0.25, 10.0, 16, "_deconvolve_pairs"),
+    ((8, 8), 0.25, 0.0, 16, "_deconvolve_pairs"),
+    ((8, 8), 0.25, 0.0, 15, "_deconvolve_pairs"),
+    ((6, 7), 0.25, 10.0, 16, "_deconvolve_each"),
 ]
 
 
@@ -94,12 +94,13 @@ def test_wdd_equals_a_float64_wdd_of_every_frequency(monkeypatch, scan, step, ro
 
 
 def test_the_bank_and_the_per_q_transforms_agree(monkeypatch):
-    """The sub-pixel bank and the per-Q fallback (forced) give the same object (rotated raster)."""
+    """The sub-pixel bank (forced) and the per-Q transforms give the same object on a rotated
+    raster (every shift its own sub-pixel part)."""
     ds, state = case((6, 7), 0.25, 10.0)
-    bank, _ = wdd_mod.wdd_object(ds, state)
-    monkeypatch.setattr(wdd_mod, "MAX_SHIFT_CLASSES", 1)
-    calls = spy(monkeypatch, "_deconvolve_each")
     each, _ = wdd_mod.wdd_object(ds, state)
+    monkeypatch.setattr(wdd_mod, "_use_bank", lambda parts, pairs: True)
+    calls = spy(monkeypatch, "_deconvolve_pairs")
+    bank, _ = wdd_mod.wdd_object(ds, state)
     assert calls
     np.testing.assert_allclose(np.asarray(bank), np.asarray(each), atol=2e-6)
 

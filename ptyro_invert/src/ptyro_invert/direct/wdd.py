@@ -17,7 +17,8 @@ taken a pair Q, Q' (its mirror, −Q on the lattice) at a time (:func:`mirror_pa
   for real intensities; :func:`wigner_data`);
 - the probe: P̃(k − Q) is a roll of the FFT of the probe times the shift's sub-pixel ramp, made
   once per distinct sub-pixel part (few: the scan's frequencies step by a fixed fraction of a
-  detector pixel); then one inverse FFT per Q for χ_P, or one per pair where every shift is
+  detector pixel; where they are more than the pairs, one FFT per Q: :func:`_use_bank`); then
+  one inverse FFT per Q for χ_P, or one per pair where every shift is
   whole pixels (χ_P(ρ, −Q) = e^{−2πi Q·ρ} χ_P*(−ρ, Q): the probe window a whole multiple of
   the scanned field, as in the SrTiO3 benchmark).
 O(N_R N_k (log N_R + log N_k)); on SrTiO3 (32² × 128², 593 kept Q) 297 data and 297 probe
@@ -40,11 +41,6 @@ from ptyro_invert.direct import _common
 from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_array, scan_lattice, shift_fourier
 
 __all__ = ["wigner_data", "wdd_object", "wdd"]
-
-
-#: at most this many distinct sub-pixel parts of the probe's shifts get a precomputed FFT each
-#: (the shifts' whole pixels are then rolls); beyond it each Q's shifted probe is transformed
-MAX_SHIFT_CLASSES = 64
 
 
 def _den(chi: jax.Array, floor: jax.Array, n: int) -> jax.Array:
@@ -210,6 +206,13 @@ def _overlapping(q: np.ndarray, p0: Any, recip: Any) -> np.ndarray:
 SHIFT_TOLERANCE = 1e-5
 
 
+def _use_bank(parts: int, pairs: int) -> bool:
+    """Whether the shifted probes come from a bank of ``parts`` sub-pixel shifts' FFTs (then
+    rolled) rather than one FFT per Q: where the bank is no larger than the pairs (its FFTs
+    and memory then at most the data's; e.g. 225 parts for 1,154 pairs on 48² × 32²)."""
+    return parts <= pairs
+
+
 def _probe_shifts(q: np.ndarray, state: ReconState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The probe's shifts by ``q`` (…, 2) Å⁻¹ in detector pixels, split into whole pixels
     (…, 2) int32 and the index (…) of each one's sub-pixel part in the distinct parts (m, 2)
@@ -257,7 +260,7 @@ def wdd_object(dataset: Dataset4D, state: ReconState, *, epsilon: float = 0.01, 
     kw = {"n": nx * ny, "q_batch": int(q_batch)}
     if len(parts) == 1 and not parts.any() and np.array_equal(whole[:, 1], -whole[:, 0]):
         d_pairs = _common.map_rows(functools.partial(_deconvolve_mirrored, **kw), mesh, (h, jnp.asarray(whole[:, 0])), (p0, floor))
-    elif len(parts) <= MAX_SHIFT_CLASSES:
+    elif _use_bank(len(parts), len(first)):
         bank = _shift_bank(state, parts)
         d_pairs = _common.map_rows(functools.partial(_deconvolve_pairs, **kw), mesh, (h, jnp.asarray(whole), jnp.asarray(cls)), (p0, bank, floor))
     else:
