@@ -88,22 +88,26 @@ def before_after(before, rounds):
 
 def scaling(rounds):
     from ptyro_invert.direct import wdd
+    from ptyro_invert.direct._common import probe_fourier, scan_lattice
 
     sizes = {"scan": [(s, 48) for s in (24, 48, 96)], "patterns": [(48, g) for g in (32, 48, 64)]}
     out = {}
     print(f"\n## WDD scaling (amorphous case, median of {rounds} warm calls; {uptime()})")
-    print("| axis | scan | patterns | s | exponent p (t ∝ n^p, smallest to this) |")
-    print("|---|---|---|---|---|")
+    print("| axis | scan | patterns | s (CPU s) | kept Q | exponent p (t ∝ n^p, smallest to this; CPU) |")
+    print("|---|---|---|---|---|---|")
     for axis, cases in sizes.items():
         first = None
         for scan, gpts in cases:
             ds, state, *_ = amorphous_case(scan=scan, gpts=gpts)
-            t = interleaved({"wdd": lambda ds=ds, st=state: wdd.wdd(ds, st)}, rounds)["wdd"][0]
+            t, c, _ = interleaved({"wdd": lambda ds=ds, st=state: wdd.wdd(ds, st)}, rounds)["wdd"]
             n = scan * scan if axis == "scan" else gpts * gpts
-            p = math.log(t / first[1]) / math.log(n / first[0]) if first else float("nan")
-            first = first or (n, t)
-            out[f"{axis}:{scan}x{scan}:{gpts}x{gpts}"] = {"time_s": t, "exponent": p}
-            print(f"| {axis} | {scan}² | {gpts}² | {t:.4f} | {p:.2f} |", flush=True)
+            p, pc = (math.log(t / first[1]) / math.log(n / first[0]), math.log(c / first[2]) / math.log(n / first[0])) if first else (math.nan, math.nan)
+            first = first or (n, t, c)
+            kept = len(
+                wdd._overlapping(scan_lattice(ds.positions, ds.scan_shape).frequencies().reshape(-1, 2), probe_fourier(state), ds.grid.reciprocal_sampling)
+            )
+            out[f"{axis}:{scan}x{scan}:{gpts}x{gpts}"] = {"time_s": t, "cpu_s": c, "kept_q": kept, "exponent": p, "exponent_cpu": pc}
+            print(f"| {axis} | {scan}² | {gpts}² | {t:.4f} ({c:.4f}) | {kept} | {p:.2f} ({pc:.2f}) |", flush=True)
     return out
 
 
