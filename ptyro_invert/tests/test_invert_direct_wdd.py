@@ -167,3 +167,27 @@ def test_bad_q_batch_fails_with_one_clear_line():
     ds, state = case((8, 8), 0.2)
     with pytest.raises(PtyroValueError, match=r"wdd: expected q_batch >= 1 pairs of spatial frequencies, got 0"):
         wdd_mod.wdd(ds, state, q_batch=0)
+
+
+@pytest.mark.parametrize("kernel", ["_deconvolve_mirrored", "_deconvolve_pairs"])
+def test_deconvolution_gradient_in_the_probe(kernel):
+    """The deconvolution (JAX) is differentiable in the probe P̃: reverse-mode gradient against
+    finite differences, on a few pairs of a small case."""
+    from jax.test_util import check_grads
+
+    ds, state = case((9, 9), 3.2 / 18)
+    lat = scan_lattice(ds.positions, ds.scan_shape)
+    p0 = wdd_mod.probe_fourier(state)
+    qf = lat.frequencies().reshape(-1, 2)
+    first, mirror = wdd_mod.mirror_pairs(np.arange(1, 6), lat.shape)
+    h, _ = wdd_mod.wigner_data(ds, None, first)
+    h = h / jnp.max(jnp.abs(h))
+    whole, cls, parts = wdd_mod._probe_shifts(np.stack([qf[first], qf[mirror]], 1), state)
+    floor = jnp.float32(1e-2)
+    n = int(p0.size)
+    if kernel == "_deconvolve_mirrored":
+        fn = lambda p: wdd_mod._deconvolve_mirrored(h, jnp.asarray(whole[:, 0]), p, floor, n=n, q_batch=1)  # noqa: E731
+    else:
+        bank = wdd_mod._shift_bank(state, parts)
+        fn = lambda p: wdd_mod._deconvolve_pairs(h, jnp.asarray(whole), jnp.asarray(cls), p, bank, floor, n=n, q_batch=2)  # noqa: E731
+    check_grads(lambda p: jnp.sum(jnp.abs(fn(p)) ** 2), (p0,), order=1, modes=["rev"], atol=5e-2, rtol=5e-2)
