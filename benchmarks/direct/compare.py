@@ -2,7 +2,7 @@
 py4DSTEM 0.14.18 (DPC, Parallax, SSB) and quantem 0.1.10 (icom, prlx, ssb, obf, wdd) on the same
 simulated data, with the ground truth; then how our time grows with scan and detector size.
 
-    .venv/bin/python benchmarks/direct/compare.py [--py4dstem PY] [--quantem PY] [--quick]
+    .venv/bin/python benchmarks/direct/compare.py [--py4dstem PY] [--quantem PY] [--quick] [--only wdd,ssb]
 
 PY: the python of a venv with that reference installed (outside the worktree, e.g.
 ``python3 -m venv /work/venv-py4dstem && /work/venv-py4dstem/bin/pip install py4DSTEM==0.14.18
@@ -173,6 +173,8 @@ def ours(ds, state, truth_lat, methods, repeats=3):
             "rmse_rad": float(np.sqrt(np.mean((inner(img) - inner(img).mean() - (inner(truth_lat) - inner(truth_lat).mean())) ** 2))),
             "image": img,
         }
+    if "parallax" not in res:
+        return res
     t = time.perf_counter()
     fit = px.fit_aberrations(ds)
     res["parallax"]["fit_time_s"] = time.perf_counter() - t
@@ -220,10 +222,10 @@ def reference(python, worker, ds, state, ab, alpha, methods, repeats=3):
 
 
 def compare_case(label, ds, state, truth_lat, ab, alpha, args):
-    methods = ["icom", "parallax", "ssb", "obf", "wdd"]
+    methods = [m for m in ("icom", "parallax", "ssb", "obf", "wdd") if not args.only or m in args.only]
     print(f"\n## {label}: scan {ds.scan_shape}, patterns {tuple(ds.grid.gpts)}", flush=True)
     mine = ours(ds, state, truth_lat, methods, args.repeats)
-    it = iterative(ds, state, truth_lat, iterations=args.iterations)
+    it = iterative(ds, state, truth_lat, iterations=args.iterations) if not args.only or "iterative" in args.only else {}
     refs = {"py4DSTEM": reference(args.py4dstem, "ref_py4dstem.py", ds, state, ab, alpha, methods, args.repeats),
             "quantem": reference(args.quantem, "ref_quantem.py", ds, state, ab, alpha, methods, args.repeats)}  # fmt: skip
     retime(ds, state, mine, methods, args.repeats)
@@ -256,11 +258,14 @@ def compare_case(label, ds, state, truth_lat, ab, alpha, args):
         out["ours"][m]["ratio_to_fastest"] = ratio
         rows.append(f"| {m} | {o['corr_truth']:.3f} | {o['rmse_rad']:.4f} | {o['time_s']:.3f} | " + " | ".join(cells) + f" | {ratio:.3f} |")
     print("\n".join(rows))
-    print(f"| single_slice ({it['iterations']} passes) | {it['corr_truth']:.3f} | | {it['time_s']:.2f} | |")
+    if it:
+        print(f"| single_slice ({it['iterations']} passes) | {it['corr_truth']:.3f} | | {it['time_s']:.2f} | |")
     if "icom_time_loop" in refs["py4DSTEM"]:
         r = refs["py4DSTEM"]
         print(f"py4DSTEM DPC: per-position centre of mass {float(r['icom_time_loop']):.4f} s, vectorised {float(r['icom_time_vectorized']):.4f} s; "
               f"quantem set-up (not in its kernels' times) {out['quantem_setup_s']:.3f} s; {out['uptime']}")  # fmt: skip
+    if "parallax" not in mine:
+        return out
     f = mine["parallax"]["fit"]
     print(f"parallax fit: C10 {f['C10']:.2f} Å (truth {ab['C10']}), C12 {f.get('C12', 0):.2f} Å at {f.get('phi12', 0):.3f} rad "
           f"(truth {ab.get('C12', 0)} at {ab.get('phi12', 0)}), rotation {f['rotation_deg']:.2f}°, {mine['parallax']['fit_time_s']:.2f} s")  # fmt: skip
@@ -280,7 +285,7 @@ def scaling(args):
              "patterns": [(48, g) for g in ((32, 48, 64) if not args.quick else (24, 32, 48))]}  # fmt: skip
     out = {}
     print(f"\n## scaling (ours, median of {args.repeats} warm calls, seconds; {uptime()})")
-    names = ("icom", "dpc", "parallax", "ssb", "obf", "wdd")
+    names = tuple(m for m in ("icom", "dpc", "parallax", "ssb", "obf", "wdd") if not args.only or m in args.only)
     print("| axis | scan | patterns | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
     for axis, cases in sizes.items():
@@ -310,9 +315,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller scaling sizes")
     ap.add_argument("--repeats", type=int, default=3, help="warm calls timed per method and side (median; default 3)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: amorphous, crystal, scaling")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--only", default="", help="comma-separated methods to run (icom, dpc, parallax, ssb, obf, wdd, iterative); default all")
+    ap.add_argument("--out", help="default benchmarks/direct/results.json (with --only: results_<methods>.json)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    args.only = set(filter(None, args.only.split(",")))
+    args.out = args.out or str(HERE / ("results_" + "_".join(sorted(args.only)) + ".json" if args.only else "results.json"))
     res = {
         "command": " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -256,14 +256,3 @@ def test_wdd_skips_only_frequencies_where_the_aperture_does_not_overlap_itself(m
     monkeypatch.setattr(wdd_mod, "_overlapping", lambda q, p0, recip: np.arange(q.shape[0]))
     every, _ = wdd_mod.wdd_object(ds, state)
     np.testing.assert_allclose(np.asarray(some), np.asarray(every), atol=1e-5)
-
-
-@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (4, 8, 2, 2)])
-def test_wdd_scan_transform_is_the_full_fft_at_the_rows(shape):
-    """The half (real) transform over the scan with mirrored rows conjugated equals the full
-    complex FFT over the scan at every requested row (odd and even scan sizes)."""
-    a = np.random.default_rng(1).random(shape).astype(np.float32)
-    full = np.fft.fft2(a, axes=(0, 1)).reshape((-1,) + shape[2:])
-    rows = np.arange(0, shape[0] * shape[1], 3)
-    np.testing.assert_allclose(wdd_mod._scan_transform(a, rows, 1), full[rows], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(wdd_mod._scan_transform(a, None, 1), full, rtol=1e-5, atol=1e-5)
