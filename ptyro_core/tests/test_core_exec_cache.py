@@ -1,0 +1,186 @@
+"""The executable cache (``ptyro_core.exec_cache``): a program loaded from it computes what JAX
+computes without it (plain calls, ``.lower().compile()``, donations, gradients, closed-over
+constants), a program that differs in any way JAX sees (code, constants, shapes, dtypes, static
+arguments) never loads another's executable, a corrupt entry falls back to compiling, programs
+with callbacks are left to JAX, and a second process loads what the first stored."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptyro_core import exec_cache
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """The cache installed in a fresh directory, JAX's in-memory caches empty before and after."""
+    jax.clear_caches()
+    exec_cache.install(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        exec_cache.uninstall()
+        jax.clear_caches()
+
+
+def _fresh() -> None:
+    """Forget every compiled program of this process (the next call asks the cache again)."""
+    jax.clear_caches()
+    exec_cache._memory.clear()
+
+
+def _entries(where) -> int:
+    return len([p for p in os.listdir(where) if p.endswith(".jexe")])
+
+
+def test_a_stored_program_loads_and_computes_the_same(cache):
+    f = jax.jit(lambda x, y: jnp.sin(x) * y + jnp.fft.fft(x).real)
+    x, y = jnp.linspace(0.0, 3.0, 33), jnp.float32(1.5)
+    before = exec_cache.stats()
+    want = np.asarray(f(x, y))
+    assert exec_cache.stats()["stored"] > before["stored"] and _entries(cache) >= 1
+    _fresh()
+    hits = exec_cache.stats()["hits"]
+    got = np.asarray(f(x, y))
+    assert exec_cache.stats()["hits"] > hits
+    np.testing.assert_array_equal(got, want)
+
+
+def test_lower_compile_and_the_call_after_it_load_once(cache):
+    f = jax.jit(lambda x: jnp.cumsum(x) ** 2)
+    x = jnp.arange(10.0)
+    want = np.asarray(f(x))
+    _fresh()
+    s = exec_cache.stats()
+    compiled = f.lower(x).compile()
+    np.testing.assert_array_equal(np.asarray(compiled(x)), want)
+    np.testing.assert_array_equal(np.asarray(f(x)), want)
+    after = exec_cache.stats()
+    assert after["hits"] - s["hits"] == 2 and after["misses"] == s["misses"]
+    assert exec_cache._memory  # the call took the executable the compile had loaded
+
+
+def test_closed_over_constants_are_part_of_the_key(cache):
+    """Two programs that differ only in a closed-over array: a key without the constants'
+    bytes would hand the second the first's executable (and its answer)."""
+    x = jnp.arange(4.0)
+    for c in (np.arange(4.0), np.arange(4.0) * 10.0):
+        _fresh()
+        got = np.asarray(jax.jit(lambda v, c=jnp.asarray(c): v + c)(x))
+        np.testing.assert_array_equal(got, np.asarray(x) + c)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    n=st.integers(1, 5),
+    dtype=st.sampled_from(["float32", "int32", "complex64"]),
+    power=st.integers(1, 3),
+)
+def test_shapes_dtypes_and_static_arguments_never_share_an_executable(tmp_path_factory, n, dtype, power):
+    where = tmp_path_factory.mktemp("exe")
+    jax.clear_caches()
+    exec_cache.install(where)
+    try:
+        f = jax.jit(lambda x, p: x**p + 1, static_argnums=1)
+        x = np.arange(n).astype(dtype)
+        for _ in range(2):  # compiled, then loaded
+            _fresh()
+            got = np.asarray(f(jnp.asarray(x), power))
+            assert got.dtype == np.dtype(dtype) and got.shape == (n,)
+            np.testing.assert_allclose(got, x**power + 1)
+        _fresh()  # the other power, same shape: its own program
+        np.testing.assert_allclose(np.asarray(f(jnp.asarray(x), power + 1)), x ** (power + 1) + 1)
+    finally:
+        exec_cache.uninstall()
+        jax.clear_caches()
+
+
+def test_gradient_through_a_loaded_program(cache):
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2)
+
+    g = jax.jit(jax.grad(loss))
+    w, x = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3), jnp.linspace(0.0, 2.0, 20).reshape(5, 4)
+    want = np.asarray(g(w, x))
+    _fresh()
+    h = exec_cache.stats()["hits"]
+    got = np.asarray(g(w, x))
+    assert exec_cache.stats()["hits"] > h
+    np.testing.assert_array_equal(got, want)
+    # and the gradient is the gradient (central differences, float32)
+    eps, i = 1e-2, (1, 2)
+    dw = np.zeros((4, 3), np.float32)
+    dw[i] = eps
+    fd = (loss(w + dw, x) - loss(w - dw, x)) / (2 * eps)
+    assert got[i] == pytest.approx(float(fd), rel=2e-2)
+
+
+def test_donated_arguments_on_a_loaded_program(cache):
+    f = jax.jit(lambda a, b: (a * 2 + b, b), donate_argnums=0)
+    want = np.asarray(f(jnp.ones(8), jnp.arange(8.0))[0])
+    _fresh()
+    a = jnp.ones(8)
+    got, _ = f(a, jnp.arange(8.0))
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_a_corrupt_entry_is_removed_and_the_program_compiled(cache):
+    f = jax.jit(lambda x: x * 3 - 1)
+    x = jnp.arange(5.0)
+    want = np.asarray(f(x))
+    entries = [cache / p for p in os.listdir(cache) if p.endswith(".jexe")]
+    for entry in entries:
+        entry.write_bytes(b"not an executable")
+    _fresh()
+    errors, hits = exec_cache.stats()["errors"], exec_cache.stats()["hits"]
+    np.testing.assert_array_equal(np.asarray(f(jnp.arange(5.0))), want)  # every program made again
+    assert exec_cache.stats()["errors"] > errors and exec_cache.stats()["hits"] == hits
+    assert all(e.read_bytes() != b"not an executable" for e in entries if e.exists())  # removed, or compiled and stored again
+
+
+def test_programs_with_callbacks_are_left_to_jax(cache):
+    seen = []
+
+    def host(v):
+        seen.append(v)
+        return v
+
+    f = jax.jit(lambda x: jax.pure_callback(host, jax.ShapeDtypeStruct((3,), jnp.float32), x) + 1)
+    x = jnp.ones(3)
+    s, n = exec_cache.stats(), _entries(cache)
+    np.testing.assert_array_equal(np.asarray(f(x)), 2.0)
+    assert exec_cache.stats()["skipped"] == s["skipped"] + 1 and _entries(cache) == n and seen
+
+
+def test_uninstall_restores_jax():
+    from jax._src import pjit
+
+    original = pjit._resolve_and_lower
+    exec_cache.install(os.devnull + "-unused")
+    assert pjit._resolve_and_lower is not original and exec_cache.installed()
+    exec_cache.uninstall()
+    assert pjit._resolve_and_lower is original and exec_cache.installed() is None
+
+
+_SECOND = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from ptyro_core import exec_cache
+exec_cache.install(sys.argv[1])
+f = jax.jit(lambda x: jnp.fft.ifft2(jnp.fft.fft2(x) * 2).real.sum(axis=0))
+print(np.asarray(f(jnp.arange(64.0).reshape(8, 8))).tolist(), exec_cache.stats()["hits"], exec_cache.stats()["misses"])
+"""
+
+
+def test_a_second_process_loads_what_the_first_stored(tmp_path):
+    runs = [subprocess.run([sys.executable, "-c", _SECOND, str(tmp_path)], capture_output=True, text=True, check=True).stdout.split("] ") for _ in range(2)]
+    (v1, c1), (v2, c2) = runs
+    assert v1 == v2
+    assert c1.split() == ["0", c1.split()[1]] and int(c1.split()[1]) >= 1  # the first compiles
+    assert c2.split() == [c1.split()[1], "0"]  # the second loads every program
