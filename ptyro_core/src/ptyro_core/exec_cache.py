@@ -34,11 +34,15 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["install", "uninstall", "installed", "stats"]
+__all__ = ["install", "uninstall", "installed", "stats", "LOAD_EVENT"]
+
+#: the ``jax.monitoring`` duration event of each program loaded from this cache (seconds)
+LOAD_EVENT = "/ptyro/exec_cache/load_duration"
 
 _SUFFIX = ".jexe"
 _state: dict[str, Any] = {"dir": None, "original": None, "listening": False}
@@ -138,10 +142,14 @@ class _Lowering:
     def compile(self, compiler_options: Any = None, *, device_assignment: Any = None) -> Any:
         if compiler_options is not None or device_assignment is not None:
             return self._lowering().compile(compiler_options, device_assignment=device_assignment)
+        t = time.perf_counter()
         exe = _memory.get(self._key) or _load(self._where, self._key, self._jaxpr)
         if exe is not None:
             _stats["hits"] += 1
             _remember(self._key, exe)
+            from jax import monitoring
+
+            monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - t)
             return exe
         _stats["misses"] += 1
         hits = _jax_hits[0]
