@@ -186,7 +186,9 @@ def demo_counted(out: Path) -> None:
     first, second = (r["steps"]["reconstruction"] for _, r in runs)
     steps2 = runs[1][1]["steps"].values()
     ours, jax_hits, compiled = (sum(s[k] for s in steps2) for k in ("loaded", "hits", "misses"))
-    print(f"  second run: {ours + jax_hits} of {ours + jax_hits + compiled} programs loaded from a cache ({ours} from ours, neither lowered nor compiled; {jax_hits} from JAX's), {compiled} compiled")
+    print(
+        f"  second run: {ours + jax_hits} of {ours + jax_hits + compiled} programs loaded from a cache ({ours} from ours, neither lowered nor compiled; {jax_hits} from JAX's), {compiled} compiled"
+    )
     print(
         f"  compile share of the reconstruction: {first['compile'] / first['wall']:.0%} of its {first['wall']:.2f} s in the first run "
         f"(tracing + lowering {(first['trace'] + first['lower']) / first['wall']:.0%}); "

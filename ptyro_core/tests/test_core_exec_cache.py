@@ -184,3 +184,32 @@ def test_a_second_process_loads_what_the_first_stored(tmp_path):
     assert v1 == v2
     assert c1.split() == ["0", c1.split()[1]] and int(c1.split()[1]) >= 1  # the first compiles
     assert c2.split() == [c1.split()[1], "0"]  # the second loads every program
+
+
+_AFTER_JAX = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from ptyro_core import exec_cache
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+if sys.argv[3] == "ours":
+    exec_cache.install(sys.argv[2])
+x = np.arange(96 * 96, dtype=np.float32).reshape(96, 96)
+f = jax.jit(lambda a: (jnp.remainder(a, 7.0)[None] * jnp.ones((3, 1, 1))).sum())
+print(float(f(x)), exec_cache.stats()["stored"])
+"""
+
+
+def test_programs_from_jax_cache_are_not_stored_again(tmp_path):
+    """A cache of JAX's filled first (ours off): the next process loads from JAX's cache and
+    stores nothing of ours (on the CPU such an executable serialises without its kernels and
+    would fail to run in the process after, "Function ... not found"); the one after that
+    computes the same."""
+    jaxdir, ours = tmp_path / "jax", tmp_path / "ours"
+    ours.mkdir()
+    want = float((np.remainder(np.arange(96 * 96, dtype=np.float32), 7.0) * 3).sum())
+    for mode, stored in (("jax", 0), ("ours", 0), ("ours", 0)):
+        r = subprocess.run([sys.executable, "-c", _AFTER_JAX, str(jaxdir), str(ours), mode], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-800:]
+        value, n = r.stdout.split()
+        assert float(value) == want and int(n) == stored

@@ -21,7 +21,11 @@ with the backend's ``deserialize_executable`` and runs it as JAX would have run 
 Not cached (JAX's own path runs, unchanged): programs with effects or host callbacks (their
 executables hold pointers into this process), with hoisted constants, PGLE profiling, runs with
 more than one process, and any program for which anything here fails: an unreadable or corrupt
-entry is removed and the program compiled as usual. Switched on by :func:`install` (the
+entry is removed and the program compiled as usual. A program that JAX loads from its own cache
+is not added to this one (on the CPU, an executable loaded from a cache, or the same program
+compiled again in the process that loaded it, serialises without its kernels: it would load but
+fail to run); so a cache directory filled before this cache existed, or with it off, gains
+those programs only once JAX's entries are gone (a new ``PTYRO_JAX_CACHE`` directory fills both). Switched on by :func:`install` (the
 ``ptyro`` command does it with the compilation cache; ``PTYRO_EXEC_CACHE=0`` turns it off);
 :func:`uninstall` restores JAX's function.
 """
@@ -154,8 +158,9 @@ class _Lowering:
         _stats["misses"] += 1
         hits = _jax_hits[0]
         exe = self._lowering().compile()
-        # an executable JAX loaded from its own cache is not stored again: on the CPU, one
-        # serialised a second time loads but fails to run ("Function ... not found", jaxlib 0.10.2)
+        # not stored where JAX loaded it from its own cache: on the CPU (jaxlib 0.10.2), such an
+        # executable, or the same program compiled again in this process, serialises without its
+        # kernels and fails to run where it is loaded ("Function ... not found"); measured
         if _jax_hits[0] == hits and _store(self._where, self._key, exe, self._real.const_args):
             _remember(self._key, exe)
         return exe
