@@ -67,13 +67,18 @@ def test_lower_compile_and_the_call_after_it_load_once(cache):
     assert exec_cache._memory  # the call took the executable the compile had loaded
 
 
+def _adder(c):
+    k = jnp.asarray(c)
+    return lambda v: v + k  # k closed over: a constant of the traced program
+
+
 def test_closed_over_constants_are_part_of_the_key(cache):
     """Two programs that differ only in a closed-over array: a key without the constants'
     bytes would hand the second the first's executable (and its answer)."""
     x = jnp.arange(4.0)
     for c in (np.arange(4.0), np.arange(4.0) * 10.0):
         _fresh()
-        got = np.asarray(jax.jit(lambda v, c=jnp.asarray(c): v + c)(x))
+        got = np.asarray(jax.jit(_adder(c))(x))
         np.testing.assert_array_equal(got, np.asarray(x) + c)
 
 
