@@ -218,3 +218,61 @@ def test_programs_from_jax_cache_are_not_stored_again(tmp_path):
         assert r.returncode == 0, r.stderr[-800:]
         value, n = r.stdout.split()
         assert float(value) == want and int(n) == stored
+
+
+_MODULE = """
+import functools
+import jax, jax.numpy as jnp
+
+@jax.jit
+def f(x, y):
+    return BODY
+
+@functools.partial(jax.jit, static_argnums=1)
+def g(x, n):
+    return x ** n + 1
+"""
+
+_UNTRACED = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import jax, numpy as np
+from ptyro_core import exec_cache
+exec_cache.install(sys.argv[1])
+import ptyro_tmp_untraced as m
+x = np.linspace(0.0, 2.0, 7, dtype=np.float32)
+out = [np.asarray(m.f(x, np.float32(3.0))).tolist(), np.asarray(m.g(x, 2)).tolist(), np.asarray(m.g(x, 3)).tolist()]
+print(repr(out), exec_cache.stats()["untraced"])
+"""
+
+
+def test_top_level_functions_are_found_without_tracing(tmp_path):
+    """A top-level jitted function of a ``ptyro_*`` module: the second process runs it from
+    the cache without tracing it (the same numbers), a static argument is part of the key, and
+    an edit of the module's source is never answered with the old program."""
+    ex, src = tmp_path / "exe", tmp_path / "src"
+    ex.mkdir()
+    src.mkdir()
+    mod = src / "ptyro_tmp_untraced.py"
+
+    def run(body: str) -> tuple[list, int]:
+        text = _MODULE.replace("BODY", body)
+        if not mod.exists() or mod.read_text() != text:
+            mod.write_text(text)
+        r = subprocess.run(
+            [sys.executable, "-c", _UNTRACED, str(ex), str(src)], capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        )
+        assert r.returncode == 0, r.stderr[-800:]
+        values, n = r.stdout.rsplit(" ", 1)
+        return eval(values), int(n)  # noqa: S307 - our own printed lists
+
+    x = np.linspace(0.0, 2.0, 7, dtype=np.float32)
+    first, n1 = run("jnp.sin(x) * y")
+    second, n2 = run("jnp.sin(x) * y")
+    assert n1 == 0 and n2 == 3 and second == first
+    np.testing.assert_allclose(first[0], np.sin(x) * 3, rtol=1e-6)
+    np.testing.assert_allclose(first[1], x**2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(first[2], x**3 + 1, rtol=1e-6)
+    edited, n3 = run("jnp.cos(x) * y * 2")  # the source changed: traced again, the new program
+    np.testing.assert_allclose(edited[0], np.cos(x) * 6, rtol=1e-6)
+    assert n3 == 0

@@ -49,9 +49,9 @@ __all__ = ["install", "uninstall", "installed", "stats", "LOAD_EVENT"]
 LOAD_EVENT = "/ptyro/exec_cache/load_duration"
 
 _SUFFIX = ".jexe"
-_state: dict[str, Any] = {"dir": None, "original": None, "listening": False}
+_state: dict[str, Any] = {"dir": None, "original": None, "cpp_pjit": None, "listening": False, "sources": None}
 _jax_hits = [0]  # programs JAX loaded from its own persistent cache in this process
-_stats = {"hits": 0, "misses": 0, "stored": 0, "skipped": 0, "errors": 0}
+_stats = {"hits": 0, "misses": 0, "stored": 0, "skipped": 0, "errors": 0, "untraced": 0}
 _memory: dict[str, Any] = {}  # key -> executable, the last _MEMORY of this process
 _MEMORY = 64
 _texts: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # jaxpr -> its hash
@@ -83,6 +83,9 @@ def install(directory: str | Path) -> str:
     if _state["original"] is None:
         _state["original"] = pjit._resolve_and_lower
         pjit._resolve_and_lower = _resolve_and_lower  # type: ignore[assignment]  # same call, a lowering that may not be made yet
+    if _state["cpp_pjit"] is None and _untraced_supported():
+        _state["cpp_pjit"] = pjit._cpp_pjit
+        pjit._cpp_pjit = _cpp_pjit
     _state["dir"] = where
     return where
 
@@ -98,7 +101,9 @@ def uninstall() -> None:
         from jax._src import pjit
 
         pjit._resolve_and_lower = _state["original"]
-    _state["original"] = None
+        if _state["cpp_pjit"] is not None:
+            pjit._cpp_pjit = _state["cpp_pjit"]
+    _state["original"] = _state["cpp_pjit"] = None
     _state["dir"] = None
     _memory.clear()
 
@@ -147,7 +152,7 @@ class _Lowering:
         if compiler_options is not None or device_assignment is not None:
             return self._lowering().compile(compiler_options, device_assignment=device_assignment)
         t = time.perf_counter()
-        exe = _memory.get(self._key) or _load(self._where, self._key, self._jaxpr)
+        exe = _memory.get(self._key) or _load(self._where, self._key, [str(a) for a in self._jaxpr.out_avals])
         if exe is not None:
             _stats["hits"] += 1
             _remember(self._key, exe)
@@ -175,9 +180,7 @@ def _remember(key: str, exe: Any) -> None:
 
 
 def _cacheable(jaxpr: Any) -> bool:
-    from jax._src import config, xla_bridge
-
-    return not (jaxpr.effects or config.enable_pgle.value or config.use_simplified_jaxpr_constants.value or xla_bridge.process_count() > 1)
+    return not jaxpr.effects and _cacheable_now()
 
 
 def _jaxpr_hash(jaxpr: Any) -> str | None:
@@ -257,7 +260,7 @@ def _key(args: Any, params: dict[str, Any]) -> str | None:
     return h.hexdigest()
 
 
-def _load(where: str, key: str, jaxpr: Any) -> Any:
+def _load(where: str, key: str, out_avals: list[str]) -> Any:
     """The executable stored under ``key``, loaded on this backend (None: none, or unusable)."""
     path = Path(where) / (key + _SUFFIX)
     try:
@@ -274,7 +277,7 @@ def _load(where: str, key: str, jaxpr: Any) -> Any:
         # on the devices it was compiled for (deserialising onto all of them expects that many shards)
         unloaded = _JaxPjrtUnpickler(io.BytesIO(payload), backend, [by_id[i] for i in ids]).load()
         exe = unloaded.load()
-        if [str(a) for a in exe.out_avals] != [str(a) for a in jaxpr.out_avals]:
+        if [str(a) for a in exe.out_avals] != out_avals:
             raise ValueError("stored executable does not match the program")
         return exe
     except Exception:  # noqa: BLE001 - corrupt or from another build: removed, compiled again
@@ -292,6 +295,18 @@ def _forget(where: str, key: str) -> None:
         pass
 
 
+def _write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` at ``path`` atomically (a temporary name renamed; nothing on failure)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def _store(where: str, key: str, compiled: Any, const_args: Any) -> bool:
     """Write the compiled executable under ``key`` (atomically; nothing on any failure).
     Returns whether it was written."""
@@ -303,17 +318,223 @@ def _store(where: str, key: str, compiled: Any, const_args: Any) -> bool:
 
         buf = io.BytesIO()
         _JaxPjrtPickler(buf).dump(unloaded)
-        blob = pickle.dumps(([d.id for d in unloaded.device_list], buf.getvalue()))
-        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-", suffix=_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, Path(where) / (key + _SUFFIX))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        _write(Path(where) / (key + _SUFFIX), pickle.dumps(([d.id for d in unloaded.device_list], buf.getvalue())))
         _stats["stored"] += 1
         return True
     except Exception:  # noqa: BLE001 - not serialisable, disk full: the next run compiles it again
         _stats["errors"] += 1
         return False
+
+
+# --------------------------------------------------------------------------- without tracing
+#
+# A top-level function of our packages (no closure, found under its name in its module) that
+# JAX jits is looked up before it is traced: by its module and name, the sources of our packages
+# and of every plugin registered under ``ptyrodactyl`` (paths, sizes, modification times), the
+# static arguments (their repr, which must not hold an address), the dynamic arguments' tree
+# structure, types and shardings, the ``jit`` options, the PTYRO_* environment and the rest of
+# the key above. A hit runs the stored executable at once: neither traced nor lowered. Only on
+# the JAX release whose ``jit`` internals this follows; a miss takes JAX's own path.
+
+_JAX_RELEASE = "0.10.2"
+_LINK = ".jlink"
+
+
+def _untraced_supported() -> bool:
+    import jax
+
+    return jax.__version__ == _JAX_RELEASE and os.environ.get("PTYRO_EXEC_CACHE_TRACE", "") != "1"
+
+
+def _eligible(fun: Any) -> bool:
+    """A plain top-level function (no closure, not nested) of one of our packages or of a
+    registered plugin."""
+    import types
+
+    if not isinstance(fun, types.FunctionType) or fun.__closure__ or "<" in fun.__qualname__ or "." in fun.__qualname__:
+        return False
+    return fun.__module__.split(".")[0] in _sources()[1]
+
+
+def _code(fun: Any) -> str:
+    """What tells two functions of the same name apart: their bytecode, names, line and defaults."""
+    c = fun.__code__
+    return repr((c.co_code.hex(), c.co_names, c.co_firstlineno, _stable(fun.__defaults__), _stable(fun.__kwdefaults__)))
+
+
+def _sources() -> tuple[str, set[str]]:
+    """(a fingerprint of the sources of our packages and registered plugins, their top-level
+    package names); computed once per process."""
+    if _state["sources"] is None:
+        from importlib.metadata import entry_points
+        from importlib.util import find_spec
+
+        names = {m.split(".")[0] for m in list(sys.modules) if m.startswith("ptyro_")}
+        names |= {ep.module.split(".")[0] for ep in entry_points(group="ptyrodactyl")}
+        h = hashlib.sha256()
+        for name in sorted(names):
+            spec = find_spec(name)  # where the package (or module) is, without importing it
+            if spec is None:
+                continue
+            roots = list(spec.submodule_search_locations or [])
+            files = [f for r in roots for f in sorted(Path(r).rglob("*.py"))] or ([Path(spec.origin)] if spec.origin else [])
+            for f in files:
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns};".encode())
+        _state["sources"] = (h.hexdigest(), names)
+    return _state["sources"]
+
+
+def _untraced_key(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """(key, the flat dynamic arguments) of a call, without tracing; None: not cacheable."""
+    from jax._src import config, core, pjit, tree_util
+    from jax._src.lib import jax_jit
+
+    if not core.trace_state_clean() or config.disable_jit.value or config.debug_key_reuse.value:
+        return None
+    signature, dynargs = jax_jit.parse_arguments(
+        args, tuple(kwargs.values()), tuple(kwargs.keys()), jit_info.static_argnums, jit_info.static_argnames, tree_util.tracing_registry
+    )
+    if any(isinstance(a, core.Tracer) for a in dynargs) or not _cacheable_now():
+        return None
+    h = hashlib.sha256(f"{fun.__module__}:{fun.__qualname__}".encode())
+    h.update(_code(fun).encode())
+    h.update(_sources()[0].encode())
+    h.update(_stable(signature).encode())
+    h.update(_stable(jit_info).encode())
+    h.update(repr([_stable(pjit.convert_to_metaty(a)) for a in dynargs]).encode())
+    h.update(repr(sorted((k, v) for k, v in os.environ.items() if k.startswith("PTYRO_"))).encode())
+    h.update(_environment().encode())
+    return h.hexdigest(), dynargs
+
+
+def _cacheable_now() -> bool:
+    from jax._src import config, xla_bridge
+
+    return not (config.enable_pgle.value or config.use_simplified_jaxpr_constants.value or xla_bridge.process_count() > 1)
+
+
+def _cpp_pjit(fun: Any, jit_info: Any) -> Any:
+    """``pjit._cpp_pjit`` (JAX 0.10.2) with a look-up before tracing for eligible functions."""
+    from jax._src import pjit
+
+    original = _state["cpp_pjit"]
+    if original is None or not _eligible(fun):
+        return (original or pjit._cpp_pjit)(fun, jit_info)
+    try:
+        return _cpp_pjit_looking_up(fun, jit_info)
+    except Exception:  # noqa: BLE001 - JAX's internals not as expected: its own function
+        _stats["errors"] += 1
+        return original(fun, jit_info)
+
+
+def _cpp_pjit_looking_up(fun: Any, jit_info: Any) -> Any:
+    """The body of ``pjit._cpp_pjit`` (JAX 0.10.2; its names taken from ``pjit``'s namespace),
+    its ``cache_miss`` looking the call up before tracing."""
+    from jax._src import pjit as J
+
+    @J.api_boundary
+    def cache_miss(*args: Any, **kwargs: Any) -> Any:
+        found = _untraced_call(fun, jit_info, args, kwargs)
+        if found is not None:
+            return found
+        if J.config.no_tracing.value:
+            raise RuntimeError(f"re-tracing function {jit_info.fun_sourceinfo} for `jit`, but 'no_tracing' is set")
+        p, args_flat = J._infer_params(fun, jit_info, args, kwargs)
+        (outs, out_flat, out_tree, args_flat, jaxpr, executable, pgle_profiler, const_args) = J._run_python_pjit(p, args_flat, fun, args, kwargs)
+        _link(fun, jit_info, args, kwargs, p, args_flat, executable, const_args)
+        fast = J._get_fastpath_data(executable, out_tree, args_flat, out_flat, jaxpr.effects, jaxpr.consts, pgle_profiler, const_args)
+        return outs, fast, J._need_to_rebuild_with_fdo(pgle_profiler)
+
+    cache_key = J.pxla.JitGlobalCppCacheKeys(
+        donate_argnums=jit_info.donate_argnums,
+        donate_argnames=jit_info.donate_argnames,
+        device=jit_info.device,
+        backend=jit_info.backend,
+        in_shardings_treedef=jit_info.in_shardings_treedef,
+        in_shardings_leaves=jit_info.in_shardings_leaves,
+        out_shardings_treedef=jit_info.out_shardings_treedef,
+        out_shardings_leaves=jit_info.out_shardings_leaves,
+        in_layouts_treedef=jit_info.in_layouts_treedef,
+        in_layouts_leaves=jit_info.in_layouts_leaves,
+        out_layouts_treedef=jit_info.out_layouts_treedef,
+        out_layouts_leaves=jit_info.out_layouts_leaves,
+        compiler_options_kvs=jit_info.compiler_options_kvs,
+    )
+    cache = J.config.jax_jit_cpp_cache_obj.value
+    cpp_cache = cache if (cache is not None and J.core.trace_state_clean()) else J._get_cpp_global_cache(cache_key.contains_explicit_attributes)
+    cpp_pjit_f = J._jax.pjit(
+        J.fun_name(fun),
+        fun,
+        cache_miss,
+        jit_info.static_argnums,
+        jit_info.static_argnames,
+        cache_key,
+        J.tree_util.dispatch_registry,
+        J.pxla.cc_shard_arg,
+        cpp_cache,
+    )
+    cpp_pjitted_f = J.wraps(fun)(cpp_pjit_f)
+    cpp_pjitted_f._fun = fun
+    cpp_pjitted_f._jit_info = jit_info
+    cls = type(cpp_pjitted_f)
+    cls.clear_cache = J.jit_evict_fn
+    cls.lower = J.jit_lower
+    cls.trace = J.jit_trace
+    cls.eval_shape = J.jit_eval_shape
+    return cpp_pjitted_f
+
+
+def _untraced_call(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``(outputs, fast-path data, False)`` from the stored executable, or None (JAX's path)."""
+    where = _state["dir"]
+    if where is None:
+        return None
+    try:
+        found = _untraced_key(fun, jit_info, args, kwargs)
+        if found is None:
+            return None
+        key, dynargs = found
+        link = Path(where) / (key + _LINK)
+        if not link.exists():
+            return None
+        t = time.perf_counter()
+        program, out_tree, out_avals = pickle.loads(link.read_bytes())
+        exe = _memory.get(program) or _load(where, program, out_avals)
+        if exe is None:
+            return None
+    except Exception:  # noqa: BLE001 - anything unusual: traced as usual
+        _stats["errors"] += 1
+        return None
+    from jax import monitoring
+    from jax._src import pjit
+    from jax.tree_util import tree_unflatten
+
+    _remember(program, exe)
+    _stats["hits"] += 1
+    _stats["untraced"] += 1
+    monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - t)
+    out_flat = exe.unsafe_call(*dynargs)
+    outs = tree_unflatten(out_tree, out_flat)
+    return outs, pjit._get_fastpath_data(exe, out_tree, dynargs, out_flat, (), (), None, []), False
+
+
+def _link(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any], p: Any, args_flat: Any, executable: Any, const_args: Any) -> None:
+    """After a traced call: where its executable is stored, write the link from the untraced
+    key to it (the program's key, the output tree, the output types)."""
+    where = _state["dir"]
+    if where is None or const_args or p.consts or executable is None:
+        return
+    try:
+        from jax._src import pjit
+        from jax._src.interpreters import mlir
+
+        found = _untraced_key(fun, jit_info, args, kwargs)
+        params = dict(p.params, lowering_platforms=None, lowering_parameters=mlir.LoweringParameters(), pgle_profiler=None)
+        program = _key([pjit.convert_to_metaty(a) for a in args_flat], params)
+        if found is None or program is None or not (Path(where) / (program + _SUFFIX)).exists():
+            return
+        out_avals = [str(a) for a in p.params["jaxpr"].out_avals]
+        _write(Path(where) / (found[0] + _LINK), pickle.dumps((program, p.out_tree, out_avals)))
+    except Exception:  # noqa: BLE001 - no link: the next run traces it
+        _stats["errors"] += 1
