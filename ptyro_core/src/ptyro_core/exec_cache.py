@@ -337,6 +337,10 @@ def _store(where: str, key: str, compiled: Any, const_args: Any) -> bool:
 # the JAX release whose ``jit`` internals this follows; a miss takes JAX's own path.
 
 _JAX_RELEASE = "0.10.2"
+#: the fields of JAX's ``PjitInfo`` that key its C++ jit cache (``pjit._cpp_pjit``)
+_CPP_CACHE_KEYS = tuple(
+    f"{side}_{what}" for side in ("in", "out") for what in ("shardings_treedef", "shardings_leaves", "layouts_treedef", "layouts_leaves")
+) + ("donate_argnums", "donate_argnames", "device", "backend", "compiler_options_kvs")
 _LINK = ".jlink"
 
 
@@ -446,21 +450,7 @@ def _cpp_pjit_looking_up(fun: Any, jit_info: Any) -> Any:
         fast = J._get_fastpath_data(executable, out_tree, args_flat, out_flat, jaxpr.effects, jaxpr.consts, pgle_profiler, const_args)
         return outs, fast, J._need_to_rebuild_with_fdo(pgle_profiler)
 
-    cache_key = J.pxla.JitGlobalCppCacheKeys(
-        donate_argnums=jit_info.donate_argnums,
-        donate_argnames=jit_info.donate_argnames,
-        device=jit_info.device,
-        backend=jit_info.backend,
-        in_shardings_treedef=jit_info.in_shardings_treedef,
-        in_shardings_leaves=jit_info.in_shardings_leaves,
-        out_shardings_treedef=jit_info.out_shardings_treedef,
-        out_shardings_leaves=jit_info.out_shardings_leaves,
-        in_layouts_treedef=jit_info.in_layouts_treedef,
-        in_layouts_leaves=jit_info.in_layouts_leaves,
-        out_layouts_treedef=jit_info.out_layouts_treedef,
-        out_layouts_leaves=jit_info.out_layouts_leaves,
-        compiler_options_kvs=jit_info.compiler_options_kvs,
-    )
+    cache_key = J.pxla.JitGlobalCppCacheKeys(**{k: getattr(jit_info, k) for k in _CPP_CACHE_KEYS})
     cache = J.config.jax_jit_cpp_cache_obj.value
     cpp_cache = cache if (cache is not None and J.core.trace_state_clean()) else J._get_cpp_global_cache(cache_key.contains_explicit_attributes)
     cpp_pjit_f = J._jax.pjit(
