@@ -242,6 +242,8 @@ exec_cache.install(sys.argv[1])
 import ptyro_tmp_untraced as m
 x = np.linspace(0.0, 2.0, 7, dtype=np.float32)
 out = [np.asarray(m.f(x, np.float32(3.0))).tolist(), np.asarray(m.g(x, 2)).tolist(), np.asarray(m.g(x, 3)).tolist()]
+out.append(np.asarray(m.g.lower(x, 2).compile()(x)).tolist())  # AOT as the reconstruction does it
+out.append(str(m.g.lower(x, 3).out_info))  # and what a lowering tells
 print(repr(out), exec_cache.stats()["untraced"])
 """
 
@@ -270,6 +272,7 @@ def test_top_level_functions_are_found_without_tracing(tmp_path):
     first, n1 = run("jnp.sin(x) * y")
     second, n2 = run("jnp.sin(x) * y")
     assert n1 == 0 and n2 == 3 and second == first
+    assert first[3] == first[1] and "shape=(7,), dtype=float32" in first[4]
     np.testing.assert_allclose(first[0], np.sin(x) * 3, rtol=1e-6)
     np.testing.assert_allclose(first[1], x**2 + 1, rtol=1e-6)
     np.testing.assert_allclose(first[2], x**3 + 1, rtol=1e-6)

@@ -49,7 +49,7 @@ __all__ = ["install", "uninstall", "installed", "stats", "LOAD_EVENT"]
 LOAD_EVENT = "/ptyro/exec_cache/load_duration"
 
 _SUFFIX = ".jexe"
-_state: dict[str, Any] = {"dir": None, "original": None, "cpp_pjit": None, "listening": False, "sources": None}
+_state: dict[str, Any] = {"dir": None, "original": None, "cpp_pjit": None, "jit_lower": None, "listening": False, "sources": None}
 _jax_hits = [0]  # programs JAX loaded from its own persistent cache in this process
 _stats = {"hits": 0, "misses": 0, "stored": 0, "skipped": 0, "errors": 0, "untraced": 0}
 _memory: dict[str, Any] = {}  # key -> executable, the last _MEMORY of this process
@@ -84,8 +84,8 @@ def install(directory: str | Path) -> str:
         _state["original"] = pjit._resolve_and_lower
         pjit._resolve_and_lower = _resolve_and_lower  # type: ignore[assignment]  # same call, a lowering that may not be made yet
     if _state["cpp_pjit"] is None and _untraced_supported():
-        _state["cpp_pjit"] = pjit._cpp_pjit
-        pjit._cpp_pjit = _cpp_pjit
+        _state["cpp_pjit"], _state["jit_lower"] = pjit._cpp_pjit, pjit.jit_lower
+        pjit._cpp_pjit, pjit.jit_lower = _cpp_pjit, _jit_lower
     _state["dir"] = where
     return where
 
@@ -102,8 +102,8 @@ def uninstall() -> None:
 
         pjit._resolve_and_lower = _state["original"]
         if _state["cpp_pjit"] is not None:
-            pjit._cpp_pjit = _state["cpp_pjit"]
-    _state["original"] = _state["cpp_pjit"] = None
+            pjit._cpp_pjit, pjit.jit_lower = _state["cpp_pjit"], _state["jit_lower"]
+    _state["original"] = _state["cpp_pjit"] = _state["jit_lower"] = None
     _state["dir"] = None
     _memory.clear()
 
@@ -439,14 +439,15 @@ def _cpp_pjit_looking_up(fun: Any, jit_info: Any) -> Any:
 
     @J.api_boundary
     def cache_miss(*args: Any, **kwargs: Any) -> Any:
-        found = _untraced_call(fun, jit_info, args, kwargs)
+        found, key = _untraced_call(fun, jit_info, args, kwargs)
         if found is not None:
             return found
         if J.config.no_tracing.value:
             raise RuntimeError(f"re-tracing function {jit_info.fun_sourceinfo} for `jit`, but 'no_tracing' is set")
         p, args_flat = J._infer_params(fun, jit_info, args, kwargs)
+        metas = [J.convert_to_metaty(a) for a in args_flat] if key is not None else []  # before the call (it may donate them)
         (outs, out_flat, out_tree, args_flat, jaxpr, executable, pgle_profiler, const_args) = J._run_python_pjit(p, args_flat, fun, args, kwargs)
-        _link(fun, jit_info, args, kwargs, p, args_flat, executable, const_args)
+        _link(key, p, metas, executable, const_args)
         fast = J._get_fastpath_data(executable, out_tree, args_flat, out_flat, jaxpr.effects, jaxpr.consts, pgle_profiler, const_args)
         return outs, fast, J._need_to_rebuild_with_fdo(pgle_profiler)
 
@@ -475,56 +476,124 @@ def _cpp_pjit_looking_up(fun: Any, jit_info: Any) -> Any:
     return cpp_pjitted_f
 
 
-def _untraced_call(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``(outputs, fast-path data, False)`` from the stored executable, or None (JAX's path)."""
+def _untraced_call(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str | None]:
+    """``((outputs, fast-path data, False), key)`` from the stored executable, or ``(None,
+    key)`` where there is none (JAX's path; key None: not cacheable)."""
     where = _state["dir"]
     if where is None:
-        return None
+        return None, None
     try:
         found = _untraced_key(fun, jit_info, args, kwargs)
         if found is None:
-            return None
+            return None, None
         key, dynargs = found
-        link = Path(where) / (key + _LINK)
-        if not link.exists():
-            return None
-        t = time.perf_counter()
-        program, out_tree, out_avals = pickle.loads(link.read_bytes())
-        exe = _memory.get(program) or _load(where, program, out_avals)
+        exe, out_tree, t = _linked(where, key)
         if exe is None:
-            return None
+            return None, key
     except Exception:  # noqa: BLE001 - anything unusual: traced as usual
         _stats["errors"] += 1
-        return None
+        return None, None
     from jax import monitoring
     from jax._src import pjit
     from jax.tree_util import tree_unflatten
 
-    _remember(program, exe)
     _stats["hits"] += 1
     _stats["untraced"] += 1
     monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - t)
     out_flat = exe.unsafe_call(*dynargs)
     outs = tree_unflatten(out_tree, out_flat)
-    return outs, pjit._get_fastpath_data(exe, out_tree, dynargs, out_flat, (), (), None, []), False
+    return (outs, pjit._get_fastpath_data(exe, out_tree, dynargs, out_flat, (), (), None, []), False), key
 
 
-def _link(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[str, Any], p: Any, args_flat: Any, executable: Any, const_args: Any) -> None:
+def _jit_lower(jit_func: Any, *args: Any, **kwargs: Any) -> Any:
+    """``jitted.lower(...)``: for an eligible function whose program is linked, a lowering that
+    is made only if asked for more than ``compile()``; JAX's own otherwise."""
+    original = _state["jit_lower"]
+    fun, where = getattr(jit_func, "_fun", None), _state["dir"]
+    if where is not None and fun is not None and _eligible(fun):
+        try:
+            found = _untraced_key(fun, jit_func._jit_info, args, kwargs)
+            if found is not None and _linked(where, found[0])[0] is not None:
+                return _LazyLowered(original, jit_func, args, kwargs)
+        except Exception:  # noqa: BLE001 - JAX's own lowering
+            _stats["errors"] += 1
+    return original(jit_func, *args, **kwargs)
+
+
+class _LazyLowered:
+    """What ``.lower()`` returns for a program in the cache: ``compile()`` (with JAX's defaults)
+    gives a callable that calls the jitted function (whose call runs the executable the look-up
+    has just loaded, untraced); anything else makes the real lowering (and compilation) first."""
+
+    def __init__(self, lower: Any, jit_func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._lower, self._func, self._args, self._kwargs = lower, jit_func, args, kwargs
+        self._real: Any = None
+
+    def _lowered(self) -> Any:
+        if self._real is None:
+            self._real = self._lower(self._func, *self._args, **self._kwargs)
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lowered(), name)
+
+    def compile(self, compiler_options: Any = None, **kw: Any) -> Any:
+        if compiler_options is not None or kw:
+            return self._lowered().compile(compiler_options, **kw)
+        return _LazyCompiled(self)
+
+
+class _LazyCompiled:
+    """The compiled form of a :class:`_LazyLowered`: called, the jitted function; anything else
+    from JAX's real ``Compiled``."""
+
+    def __init__(self, lowered: _LazyLowered) -> None:
+        self._from = lowered
+        self._real: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Called as JAX's ``Compiled`` is, without the static arguments: they are put back."""
+        lowered = self._from
+        info = lowered._func._jit_info
+        rest = iter(args)
+        full = [a if i in info.static_argnums else next(rest) for i, a in enumerate(lowered._args)] + list(rest)
+        static = {k: v for k, v in lowered._kwargs.items() if k in info.static_argnames}
+        return lowered._func(*full, **static, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = self._from._lowered().compile()
+        return getattr(self._real, name)
+
+
+def _linked(where: str, key: str) -> tuple[Any, Any, float]:
+    """(the executable the link ``key`` points to, its output tree, when the look-up started);
+    (None, None, ...) where there is no link or no executable."""
+    t = time.perf_counter()
+    link = Path(where) / (key + _LINK)
+    if not link.exists():
+        return None, None, t
+    program, out_tree, out_avals = pickle.loads(link.read_bytes())
+    exe = _memory.get(program) or _load(where, program, out_avals)
+    if exe is not None:
+        _remember(program, exe)
+    return exe, out_tree, t
+
+
+def _link(key: str | None, p: Any, metas: list[Any], executable: Any, const_args: Any) -> None:
     """After a traced call: where its executable is stored, write the link from the untraced
-    key to it (the program's key, the output tree, the output types)."""
+    ``key`` to it (the program's key, the output tree, the output types)."""
     where = _state["dir"]
-    if where is None or const_args or p.consts or executable is None:
+    if where is None or key is None or const_args or p.consts or executable is None:
         return
     try:
-        from jax._src import pjit
         from jax._src.interpreters import mlir
 
-        found = _untraced_key(fun, jit_info, args, kwargs)
         params = dict(p.params, lowering_platforms=None, lowering_parameters=mlir.LoweringParameters(), pgle_profiler=None)
-        program = _key([pjit.convert_to_metaty(a) for a in args_flat], params)
-        if found is None or program is None or not (Path(where) / (program + _SUFFIX)).exists():
+        program = _key(metas, params)
+        if program is None or not (Path(where) / (program + _SUFFIX)).exists():
             return
         out_avals = [str(a) for a in p.params["jaxpr"].out_avals]
-        _write(Path(where) / (found[0] + _LINK), pickle.dumps((program, p.out_tree, out_avals)))
+        _write(Path(where) / (key + _LINK), pickle.dumps((program, p.out_tree, out_avals)))
     except Exception:  # noqa: BLE001 - no link: the next run traces it
         _stats["errors"] += 1
