@@ -329,7 +329,7 @@ def _store(where: str, key: str, compiled: Any, const_args: Any) -> bool:
 # --------------------------------------------------------------------------- without tracing
 #
 # A top-level function of our packages (no closure, found under its name in its module) that
-# JAX jits is looked up before it is traced: by its module and name, the sources of our packages
+# JAX jits is looked up before it is traced: by its module and name, the files of our packages
 # and of every plugin registered under ``ptyrodactyl`` (paths, sizes, modification times), the
 # static arguments (their repr, which must not hold an address), the dynamic arguments' tree
 # structure, types and shardings, the ``jit`` options, the PTYRO_* environment and the rest of
@@ -381,7 +381,9 @@ def _sources() -> tuple[str, set[str]]:
             if spec is None:
                 continue
             roots = list(spec.submodule_search_locations or [])
-            files = [f for r in roots for f in sorted(Path(r).rglob("*.py"))] or ([Path(spec.origin)] if spec.origin else [])
+            # every file of the package (sources and data tables), not the bytecode
+            files = [f for r in roots for f in sorted(Path(r).rglob("*")) if f.is_file() and "__pycache__" not in f.parts]
+            files = files or ([Path(spec.origin)] if spec.origin else [])
             for f in files:
                 st = f.stat()
                 h.update(f"{f}:{st.st_size}:{st.st_mtime_ns};".encode())
