@@ -279,3 +279,29 @@ def test_top_level_functions_are_found_without_tracing(tmp_path):
     edited, n3 = run("jnp.cos(x) * y * 2")  # the source changed: traced again, the new program
     np.testing.assert_allclose(edited[0], np.cos(x) * 6, rtol=1e-6)
     assert n3 == 0
+
+
+def test_static_arguments_are_keyed_by_all_they_hold():
+    """A static argument keys an untraced look-up only by a text that says all it holds: two
+    records differing in one nested field differ; an object whose repr is a summary has none
+    (such a call is traced as usual)."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        a: int
+        b: tuple = ()
+
+    class Summary:
+        def __init__(self, secret):
+            self.secret = secret
+
+        def __repr__(self):
+            return "Summary()"
+
+    assert exec_cache._canon(Cfg(1, (2.0,))) != exec_cache._canon(Cfg(1, (2.5,)))
+    assert exec_cache._canon(Cfg(1, (2.0,))) == exec_cache._canon(Cfg(1, (2.0,)))
+    assert exec_cache._canon(Summary(1)) is None and exec_cache._canon((1, Summary(2))) is None
+    assert exec_cache._canon(Cfg(1, (Summary(3),))) is None
+    assert exec_cache._canon({"x": [1, 2]}) == exec_cache._canon({"x": [1, 2]}) != exec_cache._canon({"x": [1, 3]})
+    assert exec_cache._canon(1) != exec_cache._canon(1.0) != exec_cache._canon(True)

@@ -403,15 +403,59 @@ def _untraced_key(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[s
     )
     if any(isinstance(a, core.Tracer) for a in dynargs) or not _cacheable_now():
         return None
+    statics = [(str(i), _canon(a)) for i, a in enumerate(args) if i in jit_info.static_argnums]
+    statics += [(k, _canon(v)) for k, v in sorted(kwargs.items()) if k in jit_info.static_argnames]
+    if any(text is None for _, text in statics):
+        return None  # a static argument with no text that says all it is
     h = hashlib.sha256(f"{fun.__module__}:{fun.__qualname__}".encode())
     h.update(_code(fun).encode())
     h.update(_sources()[0].encode())
+    h.update(repr(statics).encode())
     h.update(_stable(signature).encode())
     h.update(_stable(jit_info).encode())
     h.update(repr([_stable(pjit.convert_to_metaty(a)) for a in dynargs]).encode())
     h.update(repr(sorted((k, v) for k, v in os.environ.items() if k.startswith("PTYRO_"))).encode())
     h.update(_environment().encode())
     return h.hexdigest(), dynargs
+
+
+def _canon(value: Any, depth: int = 0) -> str | None:
+    """A text that says all there is to a static argument (None: no such text): numbers,
+    strings, None, dtypes and enum members by their repr; tuples, lists, dicts, and dataclass,
+    attrs and ptyro_core records field by field (each field's value itself so written). An
+    object of any other kind (whose repr may be a summary) has none."""
+    import dataclasses
+    import enum
+
+    import numpy as np
+
+    if depth > 8:
+        return None
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.dtype, enum.Enum)):
+        return f"{type(value).__name__}:{value!r}"
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, dict):
+        pairs = [(_canon(k, depth + 1), _canon(v, depth + 1)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in pairs):
+            return None
+        return f"{kind}(" + ",".join(sorted(f"{k}:{v}" for k, v in pairs)) + ")"
+    if isinstance(value, (tuple, list, frozenset)):
+        items = [_canon(v, depth + 1) for v in value]
+        if any(i is None for i in items):
+            return None
+        texts = [i for i in items if i is not None]
+        return f"{kind}(" + ",".join(sorted(texts) if isinstance(value, frozenset) else texts) + ")"
+    cls = type(value)
+    if dataclasses.is_dataclass(value):
+        names = [f.name for f in dataclasses.fields(value)]
+    elif hasattr(cls, "__attrs_attrs__"):
+        names = [f.name for f in cls.__attrs_attrs__]
+    else:
+        return None
+    parts = [_canon(getattr(value, n), depth + 1) for n in names]
+    if any(p is None for p in parts):
+        return None
+    return f"{cls.__module__}.{cls.__qualname__}(" + ",".join(f"{n}={p}" for n, p in zip(names, parts)) + ")"
 
 
 def _cacheable_now() -> bool:
