@@ -305,3 +305,26 @@ def test_static_arguments_are_keyed_by_all_they_hold():
     assert exec_cache._canon(Cfg(1, (Summary(3),))) is None
     assert exec_cache._canon({"x": [1, 2]}) == exec_cache._canon({"x": [1, 2]}) != exec_cache._canon({"x": [1, 3]})
     assert exec_cache._canon(1) != exec_cache._canon(1.0) != exec_cache._canon(True)
+
+
+def test_a_sharded_program_loads_onto_its_devices(cache):
+    """A program sharded over the suite's two devices (and one placed on the second device
+    alone) loads onto the devices it was compiled for and computes the same."""
+    from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs two devices")
+    s = NamedSharding(jax.make_mesh((2,), ("x",), devices=devices[:2]), PartitionSpec("x"))
+    x = jax.device_put(jnp.arange(8.0), s)
+    on_second = jax.device_put(jnp.arange(4.0), SingleDeviceSharding(devices[1]))
+    f = jax.jit(lambda a: jnp.sin(a) * 2, out_shardings=s)
+    g = jax.jit(lambda a: a * 3 + 1)
+    want, want_g = np.asarray(f(x)), np.asarray(g(on_second))
+    _fresh()
+    hits = exec_cache.stats()["hits"]
+    got, got_g = f(x), g(on_second)
+    assert exec_cache.stats()["hits"] >= hits + 2
+    np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(np.asarray(got_g), want_g)
+    assert got.sharding == s and got_g.devices() == {devices[1]}
