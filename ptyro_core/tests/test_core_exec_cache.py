@@ -328,3 +328,18 @@ def test_a_sharded_program_loads_onto_its_devices(cache):
     np.testing.assert_array_equal(np.asarray(got), want)
     np.testing.assert_array_equal(np.asarray(got_g), want_g)
     assert got.sharding == s and got_g.devices() == {devices[1]}
+
+
+def test_an_executable_without_its_object_code_is_not_stored(cache):
+    """On the CPU an executable that was itself loaded serialises without its kernels (it would
+    load in the next process and fail to run there): such an executable is never stored."""
+    f = jax.jit(lambda a: jnp.remainder(a, 7.0) * 3)
+    x = jnp.arange(64.0)
+    f(x)
+    _fresh()
+    f(x)  # loaded from the cache
+    (key, loaded), *_ = [(k, e) for k, e in exec_cache._memory.items() if e.out_avals[0].shape == (64,)]
+    if jax.default_backend() != "cpu":
+        pytest.skip("the object-code check is for the CPU")
+    assert not exec_cache._store(str(cache), "reloaded", loaded, [])
+    assert not (cache / "reloaded.jexe").exists()

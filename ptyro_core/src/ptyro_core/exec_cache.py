@@ -25,9 +25,15 @@ entry is removed and the program compiled as usual. A program that JAX loads fro
 is not added to this one (on the CPU, an executable loaded from a cache, or the same program
 compiled again in the process that loaded it, serialises without its kernels: it would load but
 fail to run); so a cache directory filled before this cache existed, or with it off, gains
-those programs only once JAX's entries are gone (a new ``PTYRO_JAX_CACHE`` directory fills both). Switched on by :func:`install` (the
-``ptyro`` command does it with the compilation cache; ``PTYRO_EXEC_CACHE=0`` turns it off);
-:func:`uninstall` restores JAX's function.
+those programs only once JAX's entries are gone (a new ``PTYRO_JAX_CACHE`` directory fills both).
+
+One step earlier still (JAX 0.10.2 only): a top-level jitted function of our packages or of a
+registered plugin is looked up before it is traced, by its identity and code, the files of the
+packages, its arguments' structure, types and shardings and its static arguments written out
+field by field (see "without tracing" below); a hit runs the stored executable untraced.
+
+Switched on by :func:`install` (the ``ptyro`` command does it with the compilation cache;
+``PTYRO_EXEC_CACHE=0`` turns it off); :func:`uninstall` restores JAX's functions.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ LOAD_EVENT = "/ptyro/exec_cache/load_duration"
 
 _SUFFIX = ".jexe"
 _state: dict[str, Any] = {"dir": None, "original": None, "cpp_pjit": None, "jit_lower": None, "listening": False, "sources": None}
-_jax_hits = [0]  # programs JAX loaded from its own persistent cache in this process
+_jax_hits = [0, 0]  # programs loaded in this process: from JAX's own persistent cache, from any cache
 _stats = {"hits": 0, "misses": 0, "stored": 0, "skipped": 0, "errors": 0, "untraced": 0}
 _memory: dict[str, Any] = {}  # key -> executable, the last _MEMORY of this process
 _MEMORY = 64
@@ -93,6 +99,7 @@ def install(directory: str | Path) -> str:
 def _count_jax_hit(event: str, **_: Any) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         _jax_hits[0] += 1
+        _jax_hits[1] += 1
 
 
 def uninstall() -> None:
@@ -279,6 +286,7 @@ def _load(where: str, key: str, out_avals: list[str]) -> Any:
         exe = unloaded.load()
         if [str(a) for a in exe.out_avals] != out_avals:
             raise ValueError("stored executable does not match the program")
+        _jax_hits[1] += 1
         return exe
     except Exception:  # noqa: BLE001 - corrupt or from another build: removed, compiled again
         _forget(where, key)
@@ -318,7 +326,13 @@ def _store(where: str, key: str, compiled: Any, const_args: Any) -> bool:
 
         buf = io.BytesIO()
         _JaxPjrtPickler(buf).dump(unloaded)
-        _write(Path(where) / (key + _SUFFIX), pickle.dumps(([d.id for d in unloaded.device_list], buf.getvalue())))
+        payload = buf.getvalue()
+        if _jax_hits[1] and unloaded.backend.platform == "cpu" and b"\x7fELF" not in payload:
+            # no object code, in a process that has loaded executables: a program compiled again
+            # in a process that loaded it serialises so (jaxlib 0.10.2) and would fail to run
+            # where it is loaded; a program without kernels is then not stored either
+            return False
+        _write(Path(where) / (key + _SUFFIX), pickle.dumps(([d.id for d in unloaded.device_list], payload)))
         _stats["stored"] += 1
         return True
     except Exception:  # noqa: BLE001 - not serialisable, disk full: the next run compiles it again
