@@ -9,8 +9,9 @@ provenance (``jax_compilation_cache``).
 
 With the compilation cache, our own executable cache (:mod:`ptyro_core.exec_cache`) is switched
 on in its ``executables`` subdirectory: a warm start then skips the lowering of each program
-too, not only its compilation. ``PTYRO_EXEC_CACHE=0`` turns that one off alone; which it used is
-recorded as ``executable_cache``.
+too, not only its compilation (and the top-level jitted functions of our packages are not traced
+again: ``PTYRO_EXEC_CACHE_TRACE=1`` traces them as usual). ``PTYRO_EXEC_CACHE=0`` turns that
+cache off alone; which it used is recorded as ``executable_cache``.
 """
 
 import os
