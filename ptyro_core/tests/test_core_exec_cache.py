@@ -343,3 +343,22 @@ def test_an_executable_without_its_object_code_is_not_stored(cache):
         pytest.skip("the object-code check is for the CPU")
     assert not exec_cache._store(str(cache), "reloaded", loaded, [])
     assert not (cache / "reloaded.jexe").exists()
+
+
+def test_the_untraced_look_up_can_be_switched_off(tmp_path, monkeypatch):
+    from jax._src import pjit
+
+    original = pjit._cpp_pjit
+    monkeypatch.setenv("PTYRO_EXEC_CACHE_TRACE", "1")
+    exec_cache.install(tmp_path)
+    try:
+        assert pjit._cpp_pjit is original and pjit._resolve_and_lower is not None
+    finally:
+        exec_cache.uninstall()
+    monkeypatch.delenv("PTYRO_EXEC_CACHE_TRACE")
+    exec_cache.install(tmp_path)
+    try:
+        assert pjit._cpp_pjit is not original
+    finally:
+        exec_cache.uninstall()
+    assert pjit._cpp_pjit is original
