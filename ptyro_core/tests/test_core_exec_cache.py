@@ -362,3 +362,19 @@ def test_the_untraced_look_up_can_be_switched_off(tmp_path, monkeypatch):
     finally:
         exec_cache.uninstall()
     assert pjit._cpp_pjit is original
+
+
+def test_programs_compiled_on_several_threads(cache):
+    """Four threads compiling and then loading their own programs at once: every result right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(k):
+        f = jax.jit(lambda a: jnp.cumsum(a) * k)
+        return np.asarray(f(jnp.arange(10.0 + k)))
+
+    for _ in range(2):  # compiled, then loaded
+        _fresh()
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(work, range(1, 9)))
+        for k, g in zip(range(1, 9), got):
+            np.testing.assert_allclose(g, np.cumsum(np.arange(10.0 + k)) * k)

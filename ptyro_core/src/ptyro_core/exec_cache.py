@@ -44,6 +44,7 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -61,6 +62,7 @@ _stats = {"hits": 0, "misses": 0, "stored": 0, "skipped": 0, "errors": 0, "untra
 _memory: dict[str, Any] = {}  # key -> executable, the last _MEMORY of this process
 _MEMORY = 64
 _texts: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # jaxpr -> its hash
+_lock = threading.Lock()  # _memory and _texts, for programs compiled on several threads
 
 
 def installed() -> str | None:
@@ -112,7 +114,8 @@ def uninstall() -> None:
             pjit._cpp_pjit, pjit.jit_lower = _state["cpp_pjit"], _state["jit_lower"]
     _state["original"] = _state["cpp_pjit"] = _state["jit_lower"] = None
     _state["dir"] = None
-    _memory.clear()
+    with _lock:
+        _memory.clear()
 
 
 def _resolve_and_lower(args: Any, **params: Any) -> Any:
@@ -181,9 +184,10 @@ class _Lowering:
 def _remember(key: str, exe: Any) -> None:
     """Keep the last few executables of this process (the ``.lower().compile()`` of a program
     and its call that follows load it once)."""
-    _memory[key] = exe
-    while len(_memory) > _MEMORY:
-        del _memory[next(iter(_memory))]
+    with _lock:
+        _memory[key] = exe
+        while len(_memory) > _MEMORY:
+            del _memory[next(iter(_memory))]
 
 
 def _cacheable(jaxpr: Any) -> bool:
@@ -192,7 +196,8 @@ def _cacheable(jaxpr: Any) -> bool:
 
 def _jaxpr_hash(jaxpr: Any) -> str | None:
     """The hash of the jaxpr's text and its constants' bytes (None: it calls back into Python)."""
-    got = _texts.get(jaxpr)
+    with _lock:
+        got = _texts.get(jaxpr)
     if got is not None:
         return got or None
     import numpy as np
@@ -200,7 +205,8 @@ def _jaxpr_hash(jaxpr: Any) -> str | None:
     with np.printoptions(threshold=sys.maxsize):  # an array parameter printed in full, never "..."
         text = str(jaxpr.jaxpr)
     if "callback" in text:
-        _texts[jaxpr] = ""
+        with _lock:
+            _texts[jaxpr] = ""
         return None
     h = hashlib.sha256(text.encode())
     for c in jaxpr.consts:
@@ -208,7 +214,8 @@ def _jaxpr_hash(jaxpr: Any) -> str | None:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
     digest = h.hexdigest()
-    _texts[jaxpr] = digest
+    with _lock:
+        _texts[jaxpr] = digest
     return digest
 
 
@@ -296,7 +303,8 @@ def _load(where: str, key: str, out_avals: list[str]) -> Any:
 def _forget(where: str, key: str) -> None:
     """Remove an unusable entry (counted as an error); the program is compiled as usual."""
     _stats["errors"] += 1
-    _memory.pop(key, None)
+    with _lock:
+        _memory.pop(key, None)
     try:
         (Path(where) / (key + _SUFFIX)).unlink()
     except OSError:
