@@ -548,3 +548,22 @@ def test_the_ptyro_process_ends_at_once_with_its_output_whole(tiny_file, tmp_pat
     assert bad.returncode == 2 and "error" in bad.stderr
     plugins = subprocess.run([sys.executable, "-c", code, "plugins"], capture_output=True, text=True, timeout=120)
     assert plugins.returncode == 0 and plugins.stdout.strip()
+
+
+def test_a_jax_without_the_internals_runs_with_its_own_cache(tmp_path, monkeypatch):
+    """Where JAX's internals are not what the executable cache patches, the command runs with
+    JAX's persistent cache alone (recorded), rather than failing."""
+    from jax._src import pjit
+
+    from ptyro_core import exec_cache
+    from ptyro_workflows import cache
+
+    monkeypatch.delenv("PTYRO_EXEC_CACHE", raising=False)
+    monkeypatch.delattr(pjit, "_resolve_and_lower")
+    try:
+        assert cache.enable_compilation_cache(tmp_path / "c") == str(tmp_path / "c")
+        assert cache.cache_record()["executable_cache"] == "off" and exec_cache.installed() is None
+    finally:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", None)

@@ -83,6 +83,8 @@ def install(directory: str | Path) -> str:
     from jax._src import pjit
 
     where = str(Path(directory))
+    if not callable(getattr(pjit, "_resolve_and_lower", None)):
+        raise RuntimeError("this JAX has no pjit._resolve_and_lower: the executable cache cannot be installed")
     if not _state["listening"]:
         from jax import monitoring
 
@@ -368,8 +370,10 @@ _LINK = ".jlink"
 
 def _untraced_supported() -> bool:
     import jax
+    from jax._src import pjit
 
-    return jax.__version__ == _JAX_RELEASE and os.environ.get("PTYRO_EXEC_CACHE_TRACE", "") != "1"
+    names = ("_cpp_pjit", "jit_lower", "_infer_params", "_run_python_pjit", "_get_fastpath_data", "_need_to_rebuild_with_fdo", "_get_cpp_global_cache")
+    return jax.__version__ == _JAX_RELEASE and all(hasattr(pjit, n) for n in names) and os.environ.get("PTYRO_EXEC_CACHE_TRACE", "") != "1"
 
 
 def _eligible(fun: Any) -> bool:

@@ -82,7 +82,11 @@ def _enable_executable_cache(where: Path) -> str:
         where.mkdir(mode=0o700, exist_ok=True)
     except OSError:  # run with JAX's cache alone
         return "off"
-    return exec_cache.install(where)
+    try:
+        return exec_cache.install(where)
+    except Exception:  # noqa: BLE001 - a JAX whose internals differ: JAX's cache alone
+        exec_cache.uninstall()
+        return "off"
 
 
 def cache_record() -> dict[str, str]:
