@@ -10,6 +10,9 @@ import importlib
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# the executable cache (ptyro_core.exec_cache) patches JAX for the whole process: an in-process
+# CLI test would switch it on for every test after it; its own tests switch it on themselves
+os.environ.setdefault("PTYRO_EXEC_CACHE", "0")
 
 import jax  # noqa: E402
 

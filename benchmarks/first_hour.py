@@ -1,6 +1,6 @@
 """Issue 20's start-up and issue 18's warm-start timings, one command (about 1-3 minutes on 2 idle cores):
 
-    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup] [--baseline PTYRO] [--no-compile]
+    python3 -m uv run python benchmarks/first_hour.py [--rounds 3] [--out DIR] [--skip-demo] [--skip-startup] [--baseline PTYRO] [--jax-cache-only] [--no-compile]
 
 0. First the workspace's own sources are compiled to bytecode (``compileall``, what installing
    a wheel does): this environment sets ``PYTHONDONTWRITEBYTECODE``, and the editable packages
@@ -13,11 +13,15 @@
    the second loads every program from the cache), ``--rounds`` such pairs one after the other:
    wall and CPU seconds of both processes (the figure process's included), their ratio (goal
    <= 0.40; the median of the pairs) and the demo's own split (simulation, reconstruction, figures);
-   with ``--baseline PTYRO`` (another checkout's ``ptyro``) its pairs interleaved with ours.
+   with ``--baseline PTYRO`` (another checkout's ``ptyro``) its pairs interleaved with ours, and
+   with ``--jax-cache-only`` pairs of this checkout with our executable cache off
+   (``PTYRO_EXEC_CACHE=0``: JAX's persistent cache alone, which traces and lowers every program
+   again) interleaved with ours: the executable cache's gain under the same load.
    Then one more pair, each run with JAX's compilation events counted (``jax.monitoring``): where
    the time of a run goes (imports, simulation, reconstruction, figures after it), with the
-   tracing, lowering and XLA compilation (first run) or loading from the cache (second run) in
-   each step, the number of programs and cache hits, and the compile share of the reconstruction.
+   tracing, lowering and XLA compilation (first run) or loading from a cache (second run: from
+   our executable cache, neither lowered nor compiled, or from JAX's) in each step, the number
+   of programs and cache hits, and the compile share of the reconstruction.
 
 3. The demo's eight figures drawn again from its two files in a fresh process: CPU seconds
    (user + sys) of the drawing alone, after the imports (median of ``--rounds``; goal ~1 s idle).
@@ -77,17 +81,18 @@ def startup(rounds: int, file: Path) -> None:
     print("  " + out.strip().splitlines()[-1] + " (all of the above in one process)")
 
 
-def demo(out: Path, rounds: int, baseline: str | None = None) -> None:
+def demo(out: Path, rounds: int, baseline: str | None = None, jax_only: bool = False) -> None:
     """``rounds`` pairs (a first run with an empty cache of its own, then a second), for this
     checkout's ``ptyro`` and, interleaved pair by pair, for a ``baseline`` one (another
-    checkout's ``.venv/bin/ptyro``: before against after under the same load)."""
+    checkout's ``.venv/bin/ptyro``: before against after under the same load) and with
+    ``jax_only`` for this one with our executable cache off."""
     import resource
 
-    which = {"this": PTYRO, **({"baseline": baseline} if baseline else {})}
+    which = {"this": PTYRO, **({"baseline": baseline} if baseline else {}), **({"jax-cache-only": PTYRO} if jax_only else {})}
     res: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": [], "wall": [], "cpu": []} for k in which}
     for r in range(rounds):
         for name, exe in which.items():
-            env = {**os.environ, "PTYRO_JAX_CACHE": str(out / f"jax-cache-{name}-{r}")}
+            env = {**os.environ, "PTYRO_JAX_CACHE": str(out / f"jax-cache-{name}-{r}"), "PTYRO_EXEC_CACHE": "0" if name == "jax-cache-only" else "1"}
             row = []
             for i in (1, 2):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -97,7 +102,7 @@ def demo(out: Path, rounds: int, baseline: str | None = None) -> None:
                 split = re.search(r"simulated .*", text)
                 quality = re.search(r"phase correlation with the ground truth .*?: ([0-9.]+).*?; ([0-9.]+) against", text)
                 row.append((t, cpu))
-                label = f"{name}, " if baseline else ""
+                label = f"{name}, " if len(which) > 1 else ""
                 print(
                     f"  {label}pair {r + 1}, run {i}: {t:.2f} s wall, {cpu:.2f} s CPU ({split.group(0) if split else '?'}); r = {quality.groups() if quality else '?'}"
                 )
@@ -108,7 +113,7 @@ def demo(out: Path, rounds: int, baseline: str | None = None) -> None:
     # on a busy machine the wall times follow the load; the CPU seconds of the two runs do not
     for name, v in res.items():
         print(
-            f"  {name + ': ' if baseline else ''}first {statistics.median(v['first']):.2f} s, second {statistics.median(v['second']):.2f} s (medians); "
+            f"  {name + ': ' if len(which) > 1 else ''}first {statistics.median(v['first']):.2f} s, second {statistics.median(v['second']):.2f} s (medians); "
             f"second / first: {statistics.median(v['wall']):.2f} wall (median of {rounds}: {', '.join(f'{x:.2f}' for x in v['wall'])}; goal <= 0.40), "
             f"{statistics.median(v['cpu']):.2f} CPU ({', '.join(f'{x:.2f}' for x in v['cpu'])})"
         )
@@ -141,12 +146,12 @@ end = time.perf_counter()
 steps = {"imports": (t_start, spans["run_demo"][0]), "simulation": spans["simulate"], "reconstruction": spans["reconstruct"],
          "figures after it": (spans["reconstruct"][1], spans["run_demo"][1]), "exit": (spans["run_demo"][1], end)}
 keys = {"trace": "jaxpr_trace_duration", "lower": "jaxpr_to_mlir_module_duration", "compile": "backend_compile_duration",
-        "hits": "cache_hits", "misses": "cache_misses"}
+        "hits": "cache_hits", "misses": "cache_misses", "ours": "exec_cache/load_duration"}
 out = {"code": code, "wall": end - t_start, "steps": {}}
 for step, (a, b) in steps.items():
     got = {k: [s for n, s, t in events if n.endswith(v) and a <= t <= b] for k, v in keys.items()}
-    out["steps"][step] = {"wall": b - a, **{k: sum(v) for k, v in got.items() if k in ("trace", "lower", "compile")},
-                          "programs": len(got["compile"]), "hits": len(got["hits"]), "misses": len(got["misses"])}
+    out["steps"][step] = {"wall": b - a, **{k: sum(v) for k, v in got.items() if k in ("trace", "lower", "compile", "ours")},
+                          "programs": len(got["compile"]), "hits": len(got["hits"]), "misses": len(got["misses"]), "loaded": len(got["ours"])}
 r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 out["cpu"], out["cpu_figures_process"] = r.ru_utime + r.ru_stime, c.ru_utime + c.ru_stime
 print(json.dumps(out))
@@ -171,21 +176,23 @@ def demo_counted(out: Path) -> None:
         cells = []
         for _, r in runs:
             s = r["steps"][step]
-            jit = (
-                f"trace {s['trace']:.2f}, lower {s['lower']:.2f}, {'compile' if s['misses'] else 'load'} {s['compile']:.2f} ({s['programs']} programs)"
-                if s["programs"]
-                else ""
-            )
-            cells.append(f"{s['wall']:6.2f} {jit:>37s}")
+            parts = [f"trace {s['trace']:.2f}"] if s["programs"] or s["loaded"] else []
+            if s["programs"]:
+                parts.append(f"lower {s['lower']:.2f}, {'compile' if s['misses'] else 'load'} {s['compile']:.2f} ({s['programs']} programs)")
+            if s["loaded"]:
+                parts.append(f"ours {s['ours']:.2f} ({s['loaded']})")
+            cells.append(f"{s['wall']:6.2f} {', '.join(parts):>44s}")
         print(f"  {step:18s} {cells[0]}   {cells[1]}")
     first, second = (r["steps"]["reconstruction"] for _, r in runs)
-    hits = sum(s["hits"] for s in runs[1][1]["steps"].values())
-    n = sum(s["programs"] for s in runs[1][1]["steps"].values())
-    print(f"  second run: {hits} of {n} programs loaded from the cache, {sum(s['misses'] for s in runs[1][1]['steps'].values())} compiled")
+    steps2 = runs[1][1]["steps"].values()
+    ours, jax_hits, compiled = (sum(s[k] for s in steps2) for k in ("loaded", "hits", "misses"))
+    print(
+        f"  second run: {ours + jax_hits} of {ours + jax_hits + compiled} programs loaded from a cache ({ours} from ours, neither lowered nor compiled; {jax_hits} from JAX's), {compiled} compiled"
+    )
     print(
         f"  compile share of the reconstruction: {first['compile'] / first['wall']:.0%} of its {first['wall']:.2f} s in the first run "
         f"(tracing + lowering {(first['trace'] + first['lower']) / first['wall']:.0%}); "
-        f"second run {second['wall']:.2f} s, of which loading {second['compile']:.2f} s and tracing + lowering {second['trace'] + second['lower']:.2f} s"
+        f"second run {second['wall']:.2f} s, of which loading {second['compile'] + second['ours']:.2f} s and tracing + lowering {second['trace'] + second['lower']:.2f} s"
     )
 
 
@@ -254,6 +261,7 @@ def main() -> None:
         "--baseline", default=None, metavar="PTYRO", help="another checkout's ptyro (e.g. ../main/.venv/bin/ptyro): its demo pairs interleaved with ours"
     )
     ap.add_argument("--skip-startup", action="store_true", help="only the demo and its figures")
+    ap.add_argument("--jax-cache-only", action="store_true", help="also pairs with our executable cache off (PTYRO_EXEC_CACHE=0), interleaved with ours")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
@@ -263,7 +271,7 @@ def main() -> None:
             compile_sources(args.baseline)
         if not args.skip_demo:
             print(f"ptyro demo, twice with an empty compilation cache, {args.rounds} pairs:")
-            demo(out, args.rounds, args.baseline)
+            demo(out, args.rounds, args.baseline, args.jax_cache_only)
             demo_counted(out)
             figures_cpu(out / "demo2", args.rounds)
         if not args.skip_startup:

@@ -227,7 +227,32 @@ def test_compilation_cache_switches(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache.default_cache_dir() == tmp_path / "x" / "ptyrodactyl" / "jax"
     assert cache.enable_compilation_cache(enabled=False) == "off"
-    assert cache.cache_record() == {"jax_compilation_cache": "off"}
+    assert cache.cache_record() == {"jax_compilation_cache": "off", "executable_cache": "off"}
+
+
+def test_the_executable_cache_follows_the_compilation_cache(tmp_path, monkeypatch):
+    """On with JAX's cache, in its ``executables`` subdirectory (private, recorded); off with
+    ``PTYRO_EXEC_CACHE=0`` alone, and with the compilation cache."""
+    from ptyro_core import exec_cache
+    from ptyro_workflows import cache
+
+    try:
+        monkeypatch.delenv("PTYRO_EXEC_CACHE", raising=False)
+        where = cache.enable_compilation_cache(tmp_path / "c")
+        assert cache.cache_record() == {"jax_compilation_cache": where, "executable_cache": str(tmp_path / "c" / "executables")}
+        assert exec_cache.installed() == str(tmp_path / "c" / "executables")
+        assert (tmp_path / "c" / "executables").stat().st_mode & 0o077 == 0
+        monkeypatch.setenv("PTYRO_EXEC_CACHE", "off")
+        assert cache.enable_compilation_cache(tmp_path / "c") == where
+        assert cache.cache_record()["executable_cache"] == "off" and exec_cache.installed() is None
+        monkeypatch.delenv("PTYRO_EXEC_CACHE")
+        cache.enable_compilation_cache(tmp_path / "c")
+        assert cache.enable_compilation_cache(enabled=False) == "off" and exec_cache.installed() is None
+    finally:
+        exec_cache.uninstall()
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", None)
 
 
 def test_the_cache_is_used_by_a_second_process(tmp_path):
@@ -248,18 +273,20 @@ def test_the_cache_is_used_by_a_second_process(tmp_path):
 
 
 def test_a_second_demo_loads_every_program_from_the_cache(tmp_path):
-    """Issue 18: a second demo of the same shapes compiles nothing (every program is found in the
-    persistent cache: no cache key depends on a closure, a random name or the output path); its
-    results are computed again, not cached (the same numbers). One process, the in-memory caches
-    cleared between the runs; the demo on a small default, same code path."""
+    """Issue 18: a second demo of the same shapes compiles nothing: every program is loaded from
+    our executable cache (neither lowered nor compiled: no key depends on a closure, a random
+    name or the output path), and with that cache off (``PTYRO_EXEC_CACHE=0``) from JAX's
+    persistent cache; its results are computed again, not cached (the same numbers). One
+    process, the in-memory caches cleared between the runs; the demo on a small default, same
+    code path."""
     code = """
-import json, sys
+import json, os, sys
 from pathlib import Path
 import jax, jax.monitoring as mon
+from ptyro_core import exec_cache
 from ptyro_workflows import demo
 from ptyro_workflows.cache import enable_compilation_cache
 tmp = Path(sys.argv[1])
-assert enable_compilation_cache(tmp / "cache") == str(tmp / "cache")
 demo.DEMO_SIMULATION = {**demo.DEMO_SIMULATION, "specimen": {"structure": "SrTiO3", "repeat": [2, 2, 1]},
     "potential": {"gpts": [32, 32], "slice_thickness": 1.9525}, "scan": {"start": [0.0, 0.0], "end": [3.905, 3.905], "gpts": [6, 6]},
     "detectors": {"pixelated": True, "bf": [0, 10], "adf": [22, 30]}, "simulation": {"batch_size": 12}}
@@ -268,29 +295,40 @@ seen = []
 mon.register_event_listener(lambda name, **kw: seen.append(name))
 mon.register_event_duration_secs_listener(lambda name, secs, **kw: seen.append(name))
 runs = []
-for i in (1, 2):
+for i, ours in ((1, "1"), (2, "1"), (3, "0")):
+    os.environ["PTYRO_EXEC_CACHE"] = ours
+    assert enable_compilation_cache(tmp / "cache") == str(tmp / "cache")
     jax.clear_caches()
     seen.clear()
+    before = exec_cache.stats()
     r = demo.run_demo(tmp / f"d{i}", quiet=True, progress=False)
     count = lambda key: sum(n.endswith(key) for n in seen)
+    ex = {k: v - before[k] for k, v in exec_cache.stats().items()}
     runs.append({"programs": count("backend_compile_duration"), "hits": count("cache_hits"), "misses": count("cache_misses"),
+                 "lowered": count("jaxpr_to_mlir_module_duration"), "loaded": ex["hits"], "stored": ex["stored"], "compiled": ex["misses"],
                  "correlation": r["correlation"], "loss": [float(v) for v in r["loss"]], "files": sorted(p.name for p in (tmp / f"d{i}").iterdir())})
 print(json.dumps(runs))
 """
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+    first, second, jax_only = json.loads(r.stdout.strip().splitlines()[-1])
     assert first["programs"] > 10 and first["misses"] == first["programs"] and first["hits"] == 0, first
-    # (one program fewer at most: a value a module keeps once computed, in this one process)
-    assert first["programs"] - 1 <= second["programs"] <= first["programs"], (first, second)
-    assert second["hits"] == second["programs"] and second["misses"] == 0, second
-    assert second["correlation"] == first["correlation"] and second["loss"] == first["loss"]
-    assert second["files"] == first["files"] and "phase.png" in second["files"]
+    assert first["stored"] == first["compiled"] == first["programs"], first  # every compiled program stored
+    # ours: nothing lowered, compiled or loaded by JAX; (one program fewer at most: a value a module keeps once computed)
+    assert second["programs"] == second["lowered"] == second["compiled"] == 0, second
+    assert first["programs"] - 1 <= second["loaded"] <= first["programs"], (first, second)
+    # JAX's alone: every program lowered and found in its cache
+    assert first["programs"] - 1 <= jax_only["programs"] <= first["programs"] and jax_only["loaded"] == 0, (first, jax_only)
+    assert jax_only["hits"] == jax_only["programs"] and jax_only["misses"] == 0, jax_only
+    for run in (second, jax_only):
+        assert run["correlation"] == first["correlation"] and run["loss"] == first["loss"]
+        assert run["files"] == first["files"] and "phase.png" in run["files"]
 
 
 def test_provenance_records_the_cache(tiny_file):
     with h5py.File(tiny_file) as f:
         assert f["provenance"].attrs["jax_compilation_cache"] == "off"
+        assert f["provenance"].attrs["executable_cache"] == "off"
         json.loads(f["provenance/versions"][()])
 
 
@@ -510,3 +548,22 @@ def test_the_ptyro_process_ends_at_once_with_its_output_whole(tiny_file, tmp_pat
     assert bad.returncode == 2 and "error" in bad.stderr
     plugins = subprocess.run([sys.executable, "-c", code, "plugins"], capture_output=True, text=True, timeout=120)
     assert plugins.returncode == 0 and plugins.stdout.strip()
+
+
+def test_a_jax_without_the_internals_runs_with_its_own_cache(tmp_path, monkeypatch):
+    """Where JAX's internals are not what the executable cache patches, the command runs with
+    JAX's persistent cache alone (recorded), rather than failing."""
+    from jax._src import pjit
+
+    from ptyro_core import exec_cache
+    from ptyro_workflows import cache
+
+    monkeypatch.delenv("PTYRO_EXEC_CACHE", raising=False)
+    monkeypatch.delattr(pjit, "_resolve_and_lower")
+    try:
+        assert cache.enable_compilation_cache(tmp_path / "c") == str(tmp_path / "c")
+        assert cache.cache_record()["executable_cache"] == "off" and exec_cache.installed() is None
+    finally:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", None)

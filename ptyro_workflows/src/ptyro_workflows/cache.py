@@ -6,6 +6,12 @@ directory (``$XDG_CACHE_HOME/ptyrodactyl/jax``, default ``~/.cache/ptyrodactyl/j
 ``PTYRO_JAX_CACHE`` switches it (``0``/``off``: no cache; a directory: that directory) and
 ``ptyro ... --no-jax-cache`` turns it off for one run. Which cache a run used is recorded in its
 provenance (``jax_compilation_cache``).
+
+With the compilation cache, our own executable cache (:mod:`ptyro_core.exec_cache`) is switched
+on in its ``executables`` subdirectory: a warm start then skips the lowering of each program
+too, not only its compilation (and the top-level jitted functions of our packages are not traced
+again: ``PTYRO_EXEC_CACHE_TRACE=1`` traces them as usual). ``PTYRO_EXEC_CACHE=0`` turns that
+cache off alone; which it used is recorded as ``executable_cache``.
 """
 
 import os
@@ -14,7 +20,7 @@ from pathlib import Path
 __all__ = ["default_cache_dir", "enable_compilation_cache", "cache_record"]
 
 _OFF = {"0", "off", "false", "no", "none", ""}
-_state: dict[str, str] = {"jax_compilation_cache": "off"}
+_state: dict[str, str] = {"jax_compilation_cache": "off", "executable_cache": "off"}
 
 
 def default_cache_dir() -> Path | None:
@@ -31,6 +37,10 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
     and cache every compiled program (no minimum compile time). Returns what is recorded in the
     provenance: the directory, or ``"off"``. Call before the first compilation."""
     where = Path(path) if path is not None else default_cache_dir()
+    from ptyro_core import exec_cache
+
+    _state["executable_cache"] = "off"
+    exec_cache.uninstall()
     if not enabled or where is None:
         _state["jax_compilation_cache"] = "off"
         return "off"
@@ -57,9 +67,29 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _state["jax_compilation_cache"] = str(where)
+    _state["executable_cache"] = _enable_executable_cache(where / "executables")
     return str(where)
 
 
+def _enable_executable_cache(where: Path) -> str:
+    """Our executable cache in ``where`` unless ``PTYRO_EXEC_CACHE`` switches it off; returns
+    the directory or ``"off"``."""
+    from ptyro_core import exec_cache
+
+    if os.environ.get("PTYRO_EXEC_CACHE", "1").strip().lower() in _OFF:
+        return "off"
+    try:
+        where.mkdir(mode=0o700, exist_ok=True)
+    except OSError:  # run with JAX's cache alone
+        return "off"
+    try:
+        return exec_cache.install(where)
+    except Exception:  # noqa: BLE001 - a JAX whose internals differ: JAX's cache alone
+        exec_cache.uninstall()
+        return "off"
+
+
 def cache_record() -> dict[str, str]:
-    """``{"jax_compilation_cache": directory or "off"}`` for a provenance record."""
+    """``{"jax_compilation_cache": ..., "executable_cache": ...}`` (each a directory or
+    ``"off"``) for a provenance record."""
     return dict(_state)
