@@ -378,3 +378,32 @@ def test_programs_compiled_on_several_threads(cache):
             got = list(pool.map(work, range(1, 9)))
         for k, g in zip(range(1, 9), got):
             np.testing.assert_allclose(g, np.cumsum(np.arange(10.0 + k)) * k)
+
+
+def _square(x):
+    return x * x
+
+
+def test_a_plugin_registered_at_run_time_turns_the_untraced_look_up_off(monkeypatch):
+    """A notebook's plugin is in no fingerprint, and our functions look components up by name
+    while traced: with one registered, no call is keyed without tracing (JAX's own path, and the
+    key after tracing, which holds the traced program, still serve it); unregistered, keys again."""
+    from ptyro_core import hookimpl, registry
+
+    class Notebook:
+        @hookimpl
+        def ptyro_register_losses(self, register):
+            register("exec-cache-l1", lambda predicted, measured, **kw: abs(predicted - measured), description="L1")
+
+    monkeypatch.setattr(registry.get_registry(), "_runtime", set())  # whatever other tests left
+    f = jax.jit(_square)
+    x = jnp.ones(3)
+    assert exec_cache._untraced_key(f._fun, f._jit_info, (x,), {}) is not None
+    registry.register_plugin(Notebook(), "exec-cache-notebook")
+    try:
+        assert exec_cache._runtime_plugins()
+        assert exec_cache._untraced_key(f._fun, f._jit_info, (x,), {}) is None
+    finally:
+        registry.get_registry().unregister_plugin("exec-cache-notebook")
+    assert not exec_cache._runtime_plugins()
+    assert exec_cache._untraced_key(f._fun, f._jit_info, (x,), {}) is not None

@@ -427,7 +427,7 @@ def _untraced_key(fun: Any, jit_info: Any, args: tuple[Any, ...], kwargs: dict[s
     signature, dynargs = jax_jit.parse_arguments(
         args, tuple(kwargs.values()), tuple(kwargs.keys()), jit_info.static_argnums, jit_info.static_argnames, tree_util.tracing_registry
     )
-    if any(isinstance(a, core.Tracer) for a in dynargs) or not _cacheable_now():
+    if any(isinstance(a, core.Tracer) for a in dynargs) or not _cacheable_now() or _runtime_plugins():
         return None
     statics = [(str(i), _canon(a)) for i, a in enumerate(args) if i in jit_info.static_argnums]
     statics += [(k, _canon(v)) for k, v in sorted(kwargs.items()) if k in jit_info.static_argnames]
@@ -482,6 +482,16 @@ def _canon(value: Any, depth: int = 0) -> str | None:
     if any(p is None for p in parts):
         return None
     return f"{cls.__module__}.{cls.__qualname__}(" + ",".join(f"{n}={p}" for n, p in zip(names, parts)) + ")"
+
+
+def _runtime_plugins() -> bool:
+    """Whether a plugin was registered at run time in the process-wide registry: a function of
+    ours may look its components up by name while it is traced, and their code (a notebook's,
+    a script's) is in no fingerprint, so the key without tracing could not tell an edited one
+    from the one stored. The key after tracing still can (the traced program is in it)."""
+    from ptyro_core import registry
+
+    return bool(registry.get_registry.cache_info().currsize and registry.get_registry().runtime_plugins)
 
 
 def _cacheable_now() -> bool:

@@ -140,7 +140,14 @@ class Registry:
         self._aliases: dict[tuple[str, str], str] = {}
         self._broken: list[BrokenPlugin] = []
         self._clashes: dict[tuple[str, str], list[str]] = {}
+        self._runtime: set[str] = set()  # plugins registered at run time (register_plugin)
         self._loaded = False
+
+    @property
+    def runtime_plugins(self) -> frozenset[str]:
+        """The names of the plugins registered at run time (:meth:`register_plugin`): code that
+        no installed distribution holds (a notebook's, a script's)."""
+        return frozenset(self._runtime)
 
     # ------------------------------------------------------------------ discovery
 
@@ -181,6 +188,7 @@ class Registry:
         self.load()
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         before = len(self._broken)
+        self._runtime.add(name)
         self._add(plugin, name, distribution or name, version)
         if len(self._broken) > before:
             errs = "; ".join(b.error for b in self._broken[before:])
@@ -189,6 +197,7 @@ class Registry:
     def unregister_plugin(self, name: str) -> None:
         """Remove a plugin registered at run time (and its components)."""
         self._pm.unregister(name=name)
+        self._runtime.discard(name)
         self._components = {k: c for k, c in self._components.items() if c.distribution != name}
         self._objects = {k: o for k, o in self._objects.items() if k in self._components}
         self._plugin_of = {k: p for k, p in self._plugin_of.items() if k in self._components}
