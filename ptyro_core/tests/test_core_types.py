@@ -213,46 +213,18 @@ def test_probe_occupancies() -> None:
         (lambda: Grid((0, 4), 0.1), PtyroValueError, r"Grid\.gpts: expected positive integers"),
         (lambda: Grid((4, 4), (0.1, -0.1)), PtyroValueError, r"Grid\.sampling: expected a positive finite number, got -0\.1"),
         (lambda: Grid((4, 4, 4), 0.1), PtyroValueError, r"Grid\.gpts: expected a pair"),
-        (
-            lambda: PotentialSlices(np.ones((2, 4, 4)), [1.0, 0.0], grid=Grid((4, 4), 0.5)),
-            PtyroValueError,
-            r"PotentialSlices\.slice_thickness: expected values > 0",
-        ),
-        (
-            lambda: PotentialSlices(np.ones((2, 4, 5)), 1.0, grid=Grid((4, 4), 0.5)),
-            PtyroValueError,
-            r"PotentialSlices\.array: last two axes \(4, 5\) do not match grid\.gpts \(4, 4\)",
-        ),
+        (lambda: PotentialSlices(np.ones((2, 4, 4)), [1.0, 0.0], grid=Grid((4, 4), 0.5)), PtyroValueError, r"PotentialSlices\.slice_thickness: expected values > 0"),
+        (lambda: PotentialSlices(np.ones((2, 4, 5)), 1.0, grid=Grid((4, 4), 0.5)), PtyroValueError, r"PotentialSlices\.array: last two axes \(4, 5\) do not match grid\.gpts \(4, 4\)"),
         (lambda: PotentialSlices(np.ones((4, 4)), 1.0, grid=Grid((4, 4), 0.5)), PtyroTypeError, r"PotentialSlices\.array: expected Float\[Array, 's nx ny'\]"),
         (lambda: PotentialSlices(np.ones((1, 4, 4)) * 1j, 1.0, grid=Grid((4, 4), 0.5)), PtyroTypeError, r"PotentialSlices\.array: expected a real array"),
-        (
-            lambda: ProbeModes(np.ones((1, 4, 4)), grid=Grid((4, 4), 0.5), energy=-200e3),
-            PtyroValueError,
-            r"ProbeModes\.energy: expected a positive finite number, got -200000",
-        ),
+        (lambda: ProbeModes(np.ones((1, 4, 4)), grid=Grid((4, 4), 0.5), energy=-200e3), PtyroValueError, r"ProbeModes\.energy: expected a positive finite number, got -200000"),
         (lambda: ProbeModes(np.ones((1, 4, 4)), grid="grid", energy=200e3), PtyroTypeError, r"ProbeModes\.grid: expected a Grid"),
         (lambda: ScanPositions(np.zeros((6, 2)), shape=(2, 2)), PtyroValueError, r"ScanPositions\.shape: \(2, 2\) holds 4 positions, but positions has 6"),
         (lambda: ScanPositions(np.zeros((6, 3))), PtyroTypeError, r"ScanPositions\.positions: expected Float\[Array, 'n 2'\]"),
-        (
-            lambda: Dataset4D(np.ones((2, 2, 4, 4)), np.zeros((3, 2)), grid=Grid((4, 4), 0.5), energy=3e5),
-            PtyroValueError,
-            r"Dataset4D\.positions: expected Rx\*Ry = 4 positions",
-        ),
-        (
-            lambda: Dataset4D(-np.ones((1, 1, 4, 4)), np.zeros((1, 2)), grid=Grid((4, 4), 0.5), energy=3e5),
-            PtyroValueError,
-            r"Dataset4D\.array: expected values >= 0",
-        ),
-        (
-            lambda: Dataset4D(np.ones((2, 4, 4)), np.zeros((2, 2)), grid=Grid((4, 4), 0.5), energy=3e5),
-            PtyroTypeError,
-            r"Dataset4D\.array: expected Real\[Array \| ndarray, 'rx ry qx qy'\], got float32\[2, 4, 4\]",
-        ),
-        (
-            lambda: ReconState(np.ones((2, 4, 4)), np.ones((1, 2, 2)), np.zeros((3, 2)), sampling=0.5, energy=2e5, slice_thickness=[1.0]),
-            PtyroTypeError,
-            r"ReconState: shared dimensions disagree",
-        ),
+        (lambda: Dataset4D(np.ones((2, 2, 4, 4)), np.zeros((3, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroValueError, r"Dataset4D\.positions: expected Rx\*Ry = 4 positions"),
+        (lambda: Dataset4D(-np.ones((1, 1, 4, 4)), np.zeros((1, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroValueError, r"Dataset4D\.array: expected values >= 0"),
+        (lambda: Dataset4D(np.ones((2, 4, 4)), np.zeros((2, 2)), grid=Grid((4, 4), 0.5), energy=3e5), PtyroTypeError, r"Dataset4D\.array: expected Real\[Array \| ndarray, 'rx ry qx qy'\], got float32\[2, 4, 4\]"),
+        (lambda: ReconState(np.ones((2, 4, 4)), np.ones((1, 2, 2)), np.zeros((3, 2)), sampling=0.5, energy=2e5, slice_thickness=[1.0]), PtyroTypeError, r"ReconState: shared dimensions disagree"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(build: object, error: type, match: str) -> None:
