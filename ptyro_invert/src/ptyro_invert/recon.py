@@ -32,6 +32,8 @@ from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
     batch_bounds,
     check_memory,
+    check_streams,
+    default_streams,
     device_mesh,
     global_batch,
     pattern_source,
@@ -499,15 +501,17 @@ def _regulariser(cfg: StepConfig, p: dict) -> Array:
     return total
 
 
-def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array, Array]:
-    """(gradient of the batch's loss per electron, the loss, its noise floor) of one batch."""
+def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict, wsum: Array | None = None) -> tuple[dict, Array, Array]:
+    """(gradient of the batch's data term per electron, the loss, its noise floor) of one batch;
+    ``wsum``: the total weight the loss is a mean over (default the batch's own: a part of a
+    batch passes the whole batch's, so that the parts' gradients add up to the batch's)."""
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
     at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
     p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
-    wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+    wsum = jnp.maximum(jnp.sum(w) if wsum is None else wsum, jnp.finfo(real).tiny)
     ramps: tuple[Array, ...] = ()
     if not cfg.grouped and "positions" not in p and "affine" not in p:
         # fixed positions, each with its own sub-pixel shift: the batch's ramps made here, outside
@@ -537,8 +541,6 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
     (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
     (grads,) = back(grads)
-    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
-        grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
     return grads, value, floor
 
 
@@ -638,7 +640,21 @@ def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) ->
 def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Any, Array]:
     """One pure reconstruction step: the batch's gradient, the optimizer's update, the
     constraints. Returns (parameters, optimizer state, [loss, noise floor])."""
-    grads, value, floor = _gradient(cfg, p, d, idx, w, c)
+    return recon_update(cfg, p, s, (_gradient(cfg, p, d, idx, w, c),), c)
+
+
+def recon_part(cfg: StepConfig, p: dict, d: Array, idx: Array, w: Array, wsum: Array, c: dict) -> tuple[dict, Array, Array]:
+    """The data term's (gradient, loss, noise floor) of one part of a batch (``cfg.batch`` its
+    size; ``wsum`` the whole batch's weight): a stream of a step run in parts (:func:`_run_parts`)."""
+    return _gradient(cfg, p, d, idx, w, c, wsum)
+
+
+def recon_update(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array]:
+    """The update of a step from its parts' (gradient, loss, noise floor), summed: the
+    regularisers' gradient, the optimizer, the constraints."""
+    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
+        grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p))
     updates, s = _optimizer(cfg).update(grads, s, p)
     new = _constrain(cfg, _opt.apply_updates(p, updates), p["probe"], c)
     return new, s, jnp.stack([value, floor])
@@ -648,6 +664,28 @@ def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array,
 def _jitted_step(mesh: Any) -> Any:
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(recon_step, static_argnums=0, out_shardings=(rep, rep, rep), donate_argnums=(1, 2))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_parts(mesh: Any) -> tuple[Any, Any]:
+    """(the part's gradient, the update) jitted for a step run in streams on one device."""
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(recon_part, static_argnums=0), jax.jit(recon_update, static_argnums=0, out_shardings=(rep, rep, rep), donate_argnums=(1, 2))
+
+
+def step_streams(streams: int | None, mesh: Any, batch: int) -> int:
+    """How many parts of each batch a step computes at once, each from its own thread: ``streams``
+    (validated), else :func:`~ptyro_core.pipeline.default_streams` (one per core on one CPU
+    device, ``PTYRO_STREAMS`` overrides; 1 on accelerators and meshes), lowered to the largest
+    divisor of the batch that leaves at least 2 positions per part. XLA runs the FFTs of a CPU
+    program one after another on one thread, so a step in one program uses one core."""
+    k = default_streams(mesh) if streams is None else check_streams(streams)
+    if k > 1 and int(mesh.size) != 1:
+        k = 1  # a mesh splits each batch over its devices already
+    k = min(k, max(batch // 2, 1))
+    while batch % k:
+        k -= 1
+    return k
 
 
 def _tv(o: Array) -> Array:
@@ -784,6 +822,7 @@ def run_reconstruction(
     memory_budget: float | None = None,
     group_shifts: bool = True,
     chunk_size: int | None = None,
+    streams: int | None = None,
     indices: Any = None,
     report: list | None = None,
     constraints: Sequence[Callable[[dict], dict]] = (),
@@ -815,6 +854,7 @@ def run_reconstruction(
     mesh = device_mesh() if mesh is None else mesh
     ndev = int(mesh.size)
     b = round_batch_size(int(batch_size), ndev, len(active_idx))
+    nstreams = step_streams(streams, mesh, b)
     slots = {"adam": 2, "rmsprop": 2, "sgd": 1, "adagrad": 1}.get(optimizer if isinstance(optimizer, str) else "", 2)
     need = estimate_memory(dataset, state, batch_size=b, num_devices=ndev, optimizer_slots=slots)
     check_memory(
@@ -880,6 +920,7 @@ def run_reconstruction(
         active_idx=active_idx, start_iter=start_iter, target=target, seed=seed, progress=progress, callback=callback,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, nominal=nominal, k_alpha=k_alpha, report=report,
         loss_reason=loss_reason, extras={"probe_power": np.asarray(probe_power), "probe_centroid": probe_centroid},
+        streams=nstreams,
     )  # fmt: skip
 
 
@@ -955,18 +996,75 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
     return consts
 
 
+class _Steps:
+    """The steps of a run. With one stream, one jitted program per step (:func:`recon_step`).
+    With ``streams`` k > 1 (one CPU device), each batch in k equal parts whose gradients
+    (:func:`recon_part`) are computed at once, each from its own thread (XLA runs a CPU program's
+    FFTs one after another on one thread), then summed by one update (:func:`recon_update`): the
+    same step, up to the order of the sums."""
+
+    def __init__(self, cfg: StepConfig, consts: dict, source: Any, mesh: Any, streams: int) -> None:
+        self.cfg, self.consts, self.source, self.mesh, self.k = cfg, consts, source, mesh, int(streams)
+        self.shard = scan_sharding(mesh)
+        if self.k > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.part, self.update = _jitted_parts(mesh)
+            self.part_cfg = dataclasses.replace(cfg, batch=cfg.batch // self.k)
+            self.pool: Any = ThreadPoolExecutor(max_workers=self.k, thread_name_prefix="ptyro-step")
+        else:
+            self.step = _jitted_step(mesh)
+
+    def prepare(self, idx: np.ndarray) -> tuple[list[tuple[Any, Any, Any]], Any]:
+        """A batch's k parts (patterns, indices, weights) on the device(s), and its weight: the
+        last batch padded to the full batch with zero-weight entries."""
+        b, n = self.cfg.batch, len(idx)
+        w = np.zeros(b, np.float32)
+        w[:n] = 1.0
+        if n < b:
+            idx = np.concatenate([idx, np.full(b - n, idx[-1])])
+        h = b // self.k
+        parts = []
+        for j in range(self.k):
+            sl = slice(j * h, (j + 1) * h)
+            # each process reads only the patterns of its own devices (from memory or disk)
+            parts.append((self.source.batch(idx[sl], self.mesh), *jax.device_put((idx[sl].astype(np.int32), w[sl]), self.shard)))
+        return parts, np.float32(n)
+
+    def _part(self, params: dict, piece: tuple[Any, Any, Any], wsum: Any) -> Any:
+        return jax.block_until_ready(self.part(self.part_cfg, params, *piece, wsum, self.consts))
+
+    def __call__(self, params: dict, opt_state: Any, batch: tuple[list, Any], *, first: bool) -> tuple[dict, Any, Any]:
+        pieces, wsum = batch
+        if self.k == 1:
+            if first:  # compile first (jit reuses it), then free the compiler's heap
+                self.step.lower(self.cfg, params, opt_state, *pieces[0], self.consts).compile()
+                _give_back_freed_heap()
+            return self.step(self.cfg, params, opt_state, *pieces[0], self.consts)
+        if first:
+            self.part.lower(self.part_cfg, params, *pieces[0], wsum, self.consts).compile()
+        futures = [self.pool.submit(self._part, params, piece, wsum) for piece in pieces]
+        out = self.update(self.cfg, params, opt_state, tuple(f.result() for f in futures), self.consts)
+        if first:
+            _give_back_freed_heap()
+        return out
+
+    def close(self) -> None:
+        if self.k > 1:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dict, opt_state: Any, consts: dict, source: Any, mesh: Any,
           active_idx: np.ndarray, start_iter: int, target: int, seed: int, progress: bool, callback: Any, checkpoint: Any,
           checkpoint_every: int, nominal: np.ndarray, k_alpha: float, report: list | None, loss_reason: str,
-          extras: dict) -> ReconState:  # fmt: skip
+          extras: dict, streams: int) -> ReconState:  # fmt: skip
     """The passes: batches in a seeded random order, the jitted step, the per-pass report,
     checkpoints and the callback."""
-    step = _jitted_step(mesh)
     # fresh buffers: the step donates them, and the caller's state must survive
     params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
     opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
     consts = replicate(consts, mesh)
-    shard = scan_sharding(mesh)
+    steps = _Steps(cfg, consts, source, mesh, streams)
     n_act, b = len(active_idx), cfg.batch
     loss_name = cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "__name__", "custom")
     report = [] if report is None else report
@@ -998,21 +1096,14 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             t0 = time.perf_counter()
             perm = active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
             acc: list[Any] = []
-            for lo, hi in batch_bounds(n_act, b):
-                idx = perm[lo:hi]
-                k = hi - lo
-                w = np.zeros(b, np.float32)
-                w[:k] = 1.0
-                if k < b:
-                    idx = np.concatenate([idx, np.full(b - k, idx[-1])])
-                # each process reads only the patterns of its own devices (from memory or disk)
-                d = source.batch(idx, mesh)
-                ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
-                if not acc and it == start_iter:  # compile first (jit reuses it), then free the compiler's heap
-                    step.lower(cfg, params, opt_state, d, ii, ww, consts).compile()
-                    _give_back_freed_heap()
-                params, opt_state, value = step(cfg, params, opt_state, d, ii, ww, consts)
-                acc.append((value, k))
+            bounds = batch_bounds(n_act, b)
+            nxt = steps.prepare(perm[bounds[0][0] : bounds[0][1]])
+            for j, (lo, hi) in enumerate(bounds):
+                batch = nxt
+                params, opt_state, value = steps(params, opt_state, batch, first=not acc and it == start_iter)
+                acc.append((value, hi - lo))
+                if j + 1 < len(bounds):  # the next batch is read while this step runs
+                    nxt = steps.prepare(perm[bounds[j + 1][0] : bounds[j + 1][1]])
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
                     jax.block_until_ready(acc[-3][0])
             vals = np.sum([np.asarray(v, np.float64) * k for v, k in acc], axis=0) / n_act
@@ -1038,6 +1129,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 break
     finally:
         bar.close()
+        steps.close()
         source.close()
     if cfg.remove_phase_ramp == "centroid" and cfg.num_slices == 1:
         o, p = jax.jit(_remove_ramp)(params["object"], params["probe"], consts["probe_centroid"], consts["disc"])
@@ -1094,6 +1186,10 @@ _COMMON_DOC = """
     holds about 16 waves of 128 × 128 per slice pair (:func:`_chunk_positions`): a cache-sized
     working set, 16 positions for one mode and one slice, 4 for four modes, 8 for three slices.
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
+    ``streams``: parts of each batch whose gradients are computed at once, each from its own
+    thread, then summed into one update (the same step up to round-off; :func:`step_streams`).
+    By default one per core on a single CPU device (``PTYRO_STREAMS`` overrides), 1 on
+    accelerators and on a mesh of several devices: XLA runs a CPU program's FFTs on one thread.
 
     Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
     for counts (integers, or integer multiples of one quantum, which is divided out) and
