@@ -106,3 +106,42 @@ def test_default_chunk_follows_window_modes_and_slices():
     assert _chunk_positions(None, (64, 64), 1, 1) == 64
     assert _chunk_positions(None, (256, 256), 12, 6) == 1
     assert _chunk_positions(7, (128, 128), 4, 3) == 7
+
+
+@pytest.mark.parametrize("slices", [2, 4])
+def test_kernels_made_once_equal_the_propagator(slices):
+    """The model's Fourier kernels (made once where the thicknesses are fixed) propagate as the
+    registered propagator does, slice by slice, for every mode."""
+    from ptyro_core import Grid, get
+    from ptyro_invert.forward import make_model
+
+    rng = np.random.default_rng(slices)
+    probe = jnp.asarray(rng.normal(size=(2, 24, 24)) + 1j * rng.normal(size=(2, 24, 24)), jnp.complex64)
+    patch = jnp.asarray(np.exp(1j * rng.normal(size=(slices, 24, 24))), jnp.complex64)
+    dz = jnp.asarray(rng.uniform(5, 20, slices), jnp.float32)
+    model = make_model((24, 24), (0.2, 0.2), 200e3, num_slices=slices)
+    kern = model.kernels(dz)
+    assert kern.shape == (slices - 1, 24, 24)
+    fresnel, grid = get("propagator", "fresnel"), Grid((24, 24), (0.2, 0.2))
+    ref = probe * patch[0][None]
+    for s in range(1, slices):
+        ref = jnp.stack([fresnel(m, dz[s - 1], grid, 200e3) for m in ref]) * patch[s][None]
+    np.testing.assert_allclose(np.asarray(exit_waves(probe, patch, dz, None, kern)), np.asarray(ref), atol=2e-5)
+    obj = jnp.pad(patch, ((0, 0), (3, 3), (3, 3)), constant_values=1.0)
+    start = jnp.asarray([2, 1], jnp.int32)
+    np.testing.assert_allclose(np.asarray(model.at_start(obj, probe, dz, start, kern)), np.asarray(model.at_start(obj, probe, dz, start)), rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_gradient_in_the_thickness(x64):
+    """A fitted thickness differentiates through the kernels made inside the step."""
+    from jax.test_util import check_grads
+
+    from ptyro_invert.forward import make_model
+
+    rng = np.random.default_rng(2)
+    model = make_model((12, 12), (0.25, 0.25), 300e3, num_slices=3)
+    probe = jnp.asarray(rng.normal(size=(1, 12, 12)) + 1j * rng.normal(size=(1, 12, 12)), jnp.complex128)
+    obj = jnp.asarray(np.exp(1j * rng.normal(size=(3, 16, 16))), jnp.complex128)
+    start = jnp.asarray([1, 2], jnp.int32)
+    f = lambda dz: jnp.sum(model.at_start(obj, probe, dz, start) * jnp.arange(144.0).reshape(12, 12))  # noqa: E731
+    check_grads(f, (jnp.asarray([8.0, 11.0, 9.0]),), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)

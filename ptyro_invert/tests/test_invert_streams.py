@@ -123,11 +123,14 @@ def test_parts_sum_to_the_batch_gradient_and_it_is_the_derivative(cases, monkeyp
 
 def test_step_compiles_once_per_program(cases):
     st0, data = cases[1]
-    R._jitted_parts.cache_clear()
     part, update = R._jitted_parts(ONE)
-    _run(st0, data, "single_slice", 2, iterations=2)  # 25 positions: two full batches and a padded one, twice
-    _run(st0, data, "single_slice", 2, iterations=2, seed=9)  # a second run of the same configuration
-    assert part._cache_size() == 1 and update._cache_size() == 1
+    sizes = lambda: (part._cache_size(), update._cache_size())  # noqa: E731 (jit's cache is per function, shared by the file's tests)
+    before = sizes()
+    # batch 10, found nowhere else in this file: 25 positions, two full batches and a padded one, twice
+    _run(st0, data, "single_slice", 2, iterations=2, batch_size=10)
+    assert sizes() == (before[0] + 1, before[1] + 1)
+    _run(st0, data, "single_slice", 2, iterations=2, batch_size=10, seed=9)  # a second run of the same configuration
+    assert sizes() == (before[0] + 1, before[1] + 1)
 
 
 @settings(max_examples=30, deadline=None)
