@@ -94,7 +94,7 @@ def profile_case(name: str, passes: int, rounds: int, before: str | None, one_st
         if label == "fft-floor":
             entry["info"] = r.get("info")
         out[label] = entry
-    for a, b in (("ours", "fft-floor"), ("ours", "ours-1stream"), ("ours-1stream", "fft-floor"), ("ours", "before"), ("before", "fft-floor")):
+    for a, b in (("ours", "fft-floor"), ("ours", "ours-1stream"), ("ours-1stream", "fft-floor"), ("ours", "before"), ("ours-1stream", "before"), ("before", "fft-floor")):
         if a in out and b in out:
             out[f"{a} / {b}"] = {"wall (fastest rounds)": ratio(fastest(res, a), fastest(res, b)),
                                  "cpu (fastest rounds)": ratio(fastest(res, a, "cpu_rounds_s"), fastest(res, b, "cpu_rounds_s"))}  # fmt: skip

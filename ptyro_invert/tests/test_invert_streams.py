@@ -32,7 +32,9 @@ ONE = device_mesh(jax.devices()[:1])
 def cases():
     out = {}
     for slices in (1, 2):
-        grid, scan, st0 = setup(gpts=24, sampling=0.25, scan=(5, 5), step=0.55, aberrations={"C10": 40.0}, padding_px=4,
+        # 0.5 Å steps at 0.25 Å pixels: 2 px, one sub-pixel group (the grouped path: a batch shifts
+        # the probe once); group_shifts=False below for a shift per position
+        grid, scan, st0 = setup(gpts=24, sampling=0.25, scan=(5, 5), step=0.5, aberrations={"C10": 40.0}, padding_px=4,
                                 num_slices=slices, slice_thickness=8.0 if slices > 1 else None)  # fmt: skip
         phase = hexagonal_phase(st0.object.shape[-2:], st0.sampling, origin=(0.3, 0.4))
         truth = with_object(st0, np.exp(1j * np.stack([phase] * slices) / slices))
@@ -95,26 +97,30 @@ def test_parts_sum_to_the_batch_gradient_and_it_is_the_derivative(cases, monkeyp
     st0, data = cases[slices]
     steps, params, (pieces, wsum) = _captured_step(monkeypatch, st0, data, algorithm)
     assert steps.k == 2 and steps.part_cfg.batch * 2 == steps.cfg.batch
-    parts = [R.recon_part(steps.part_cfg, params, *piece, wsum, steps.consts) for piece in pieces]
+    cfg, c = steps.cfg, steps.consts
+    shared, back = jax.vjp(lambda q: R.recon_shared(cfg, q, c), params)
+    assert shared["probe"].shape[:2] == (1, 1)  # the probe once per sub-pixel group: made once per step, not per part
+    parts = [R.recon_part(steps.part_cfg, shared, *piece, wsum, c) for piece in pieces]
     whole = tuple(jnp.concatenate([p[i] for p in pieces]) for i in range(3))
-    g, v, _ = R.recon_part(steps.cfg, params, *whole, wsum, steps.consts)
+    summed = jax.tree_util.tree_map(jnp.add, parts[0][0], parts[1][0])
+    (through,) = back(summed)
+    g, v, _ = R._gradient(cfg, params, *whole, c, wsum)  # the one-stream step's gradient
     for name in ("object", "probe"):
-        summed = parts[0][0][name] + parts[1][0][name]
-        assert float(jnp.max(jnp.abs(summed - g[name]))) <= 1e-5 * float(jnp.max(jnp.abs(g[name])))
+        assert float(jnp.max(jnp.abs(through[name] - g[name]))) <= 1e-5 * float(jnp.max(jnp.abs(g[name])))
     np.testing.assert_allclose(float(parts[0][1] + parts[1][1]), float(v), rtol=1e-5)
     # the gradient (of the loss per electron) against a central difference of the loss along a
     # random direction: jax's gradient of a real function of z is ∂f/∂x − i∂f/∂y, so the
     # directional derivative along dz is Re Σ g·dz
     rng = np.random.default_rng(0)
-    scale = float(steps.consts["scale"])
+    scale = float(c["scale"])
     for name in ("object", "probe"):
         dz = jnp.asarray(rng.normal(size=params[name].shape) + 1j * rng.normal(size=params[name].shape), params[name].dtype)
         # a step of 1 % of the parameter's rms (float32: the loss's round-off stays far below)
         eps = 1e-2 * float(jnp.sqrt(jnp.mean(jnp.abs(params[name]) ** 2) / jnp.mean(jnp.abs(dz) ** 2)))
 
         def loss(t, name=name, dz=dz):
-            q = {**params, name: params[name] + t * dz}
-            return float(R.recon_part(steps.cfg, q, *whole, wsum, steps.consts)[1]) / scale
+            q = R.recon_shared(cfg, {**params, name: params[name] + t * dz}, c)
+            return float(R.recon_part(cfg, q, *whole, wsum, c)[1]) / scale
 
         fd = (loss(eps) - loss(-eps)) / (2 * eps)
         an = float(jnp.real(jnp.sum(g[name] * dz)))
@@ -123,14 +129,16 @@ def test_parts_sum_to_the_batch_gradient_and_it_is_the_derivative(cases, monkeyp
 
 def test_step_compiles_once_per_program(cases):
     st0, data = cases[1]
-    part, update = R._jitted_parts(ONE)
+    _, part, update = R._jitted_parts(ONE)
     sizes = lambda: (part._cache_size(), update._cache_size())  # noqa: E731 (jit's cache is per function, shared by the file's tests)
     before = sizes()
     # batch 10, found nowhere else in this file: 25 positions, two full batches and a padded one, twice
     _run(st0, data, "single_slice", 2, iterations=2, batch_size=10)
     assert sizes() == (before[0] + 1, before[1] + 1)
-    _run(st0, data, "single_slice", 2, iterations=2, batch_size=10, seed=9)  # a second run of the same configuration
+    report: list = []
+    _run(st0, data, "single_slice", 2, iterations=2, batch_size=10, seed=9, report=report)  # a second run of the same configuration
     assert sizes() == (before[0] + 1, before[1] + 1)
+    assert [r["streams"] for r in report] == [2, 2]
 
 
 @settings(max_examples=30, deadline=None)

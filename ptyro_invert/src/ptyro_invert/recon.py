@@ -501,16 +501,19 @@ def _regulariser(cfg: StepConfig, p: dict) -> Array:
     return total
 
 
-def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict, wsum: Array | None = None) -> tuple[dict, Array, Array]:
+def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict, wsum: Array | None = None, *,
+              shared: bool = False) -> tuple[dict, Array, Array]:  # fmt: skip
     """(gradient of the batch's data term per electron, the loss, its noise floor) of one batch;
     ``wsum``: the total weight the loss is a mean over (default the batch's own: a part of a
-    batch passes the whole batch's, so that the parts' gradients add up to the batch's)."""
+    batch passes the whole batch's, so that the parts' gradients add up to the batch's). With
+    ``shared``, ``p0`` are the parameters after :func:`_shared` (made once for all the parts of
+    a batch) and the gradient is with respect to them."""
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
     at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0, None))  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
-    p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
+    p, back = (p0, None) if shared else jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w) if wsum is None else wsum, jnp.finfo(real).tiny)
     ramps: tuple[Array, ...] = ()
     if not cfg.grouped and "positions" not in p and "affine" not in p:
@@ -545,7 +548,8 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
 
     zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
     (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
-    (grads,) = back(grads)
+    if back is not None:
+        (grads,) = back(grads)
     return grads, value, floor
 
 
@@ -648,10 +652,27 @@ def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array,
     return recon_update(cfg, p, s, (_gradient(cfg, p, d, idx, w, c),), c)
 
 
-def recon_part(cfg: StepConfig, p: dict, d: Array, idx: Array, w: Array, wsum: Array, c: dict) -> tuple[dict, Array, Array]:
+def recon_part(cfg: StepConfig, shared: dict, d: Array, idx: Array, w: Array, wsum: Array, c: dict) -> tuple[dict, Array, Array]:
     """The data term's (gradient, loss, noise floor) of one part of a batch (``cfg.batch`` its
-    size; ``wsum`` the whole batch's weight): a stream of a step run in parts (:func:`_run_parts`)."""
-    return _gradient(cfg, p, d, idx, w, c, wsum)
+    size; ``wsum`` the whole batch's weight), with respect to the parameters after
+    :func:`_shared` (``shared``): a stream of a step run in parts (:class:`_Steps`)."""
+    return _gradient(cfg, shared, d, idx, w, c, wsum, shared=True)
+
+
+def recon_shared(cfg: StepConfig, p: dict, c: dict) -> dict:
+    """The parameters as the parts of a step read them (:func:`_shared`: the probe shifted once per
+    sub-pixel group, the aberrations applied)."""
+    return _shared(cfg, p, c)
+
+
+def recon_update_parts(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array, dict]:
+    """:func:`recon_update` from the parts' gradients with respect to the shared parameters
+    (taken back through :func:`_shared` once, summed), and the next step's shared parameters."""
+    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    _, back = jax.vjp(lambda q: _shared(cfg, q, c), p)
+    (grads,) = back(grads)
+    new, s, values = recon_update(cfg, p, s, ((grads, value, floor),), c)
+    return new, s, values, _shared(cfg, new, c)
 
 
 def recon_update(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array]:
@@ -672,10 +693,12 @@ def _jitted_step(mesh: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_parts(mesh: Any) -> tuple[Any, Any]:
-    """(the part's gradient, the update) jitted for a step run in streams on one device."""
+def _jitted_parts(mesh: Any) -> tuple[Any, Any, Any]:
+    """(the shared parameters, the part's gradient, the update) jitted for a step run in streams
+    on one device."""
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(recon_part, static_argnums=0), jax.jit(recon_update, static_argnums=0, out_shardings=(rep, rep, rep), donate_argnums=(1, 2))
+    update = jax.jit(recon_update_parts, static_argnums=0, out_shardings=(rep, rep, rep, rep), donate_argnums=(1, 2))
+    return jax.jit(recon_shared, static_argnums=0), jax.jit(recon_part, static_argnums=0), update
 
 
 def step_streams(streams: int | None, mesh: Any, batch: int) -> int:
@@ -1005,8 +1028,9 @@ class _Steps:
     """The steps of a run. With one stream, one jitted program per step (:func:`recon_step`).
     With ``streams`` k > 1 (one CPU device), each batch in k equal parts whose gradients
     (:func:`recon_part`) are computed at once, each from its own thread (XLA runs a CPU program's
-    FFTs one after another on one thread), then summed by one update (:func:`recon_update`): the
-    same step, up to the order of the sums."""
+    FFTs one after another on one thread), then summed by one update (:func:`recon_update_parts`),
+    which also makes the next step's shared parameters (the probe's sub-pixel shifts: once per
+    step, not once per part): the same step, up to the order of the sums."""
 
     def __init__(self, cfg: StepConfig, consts: dict, source: Any, mesh: Any, streams: int) -> None:
         self.cfg, self.consts, self.source, self.mesh, self.k = cfg, consts, source, mesh, int(streams)
@@ -1014,8 +1038,9 @@ class _Steps:
         if self.k > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            self.part, self.update = _jitted_parts(mesh)
+            self.shared_fn, self.part, self.update = _jitted_parts(mesh)
             self.part_cfg = dataclasses.replace(cfg, batch=cfg.batch // self.k)
+            self.shared: Any = None  # the current parameters after _shared (the update makes the next)
             self.pool: Any = ThreadPoolExecutor(max_workers=self.k, thread_name_prefix="ptyro-step")
         else:
             self.step = _jitted_step(mesh)
@@ -1036,8 +1061,8 @@ class _Steps:
             parts.append((self.source.batch(idx[sl], self.mesh), *jax.device_put((idx[sl].astype(np.int32), w[sl]), self.shard)))
         return parts, np.float32(n)
 
-    def _part(self, params: dict, piece: tuple[Any, Any, Any], wsum: Any) -> Any:
-        return jax.block_until_ready(self.part(self.part_cfg, params, *piece, wsum, self.consts))
+    def _part(self, shared: dict, piece: tuple[Any, Any, Any], wsum: Any) -> Any:
+        return jax.block_until_ready(self.part(self.part_cfg, shared, *piece, wsum, self.consts))
 
     def __call__(self, params: dict, opt_state: Any, batch: tuple[list, Any], *, first: bool) -> tuple[dict, Any, Any]:
         pieces, wsum = batch
@@ -1046,13 +1071,15 @@ class _Steps:
                 self.step.lower(self.cfg, params, opt_state, *pieces[0], self.consts).compile()
                 _give_back_freed_heap()
             return self.step(self.cfg, params, opt_state, *pieces[0], self.consts)
+        if self.shared is None:
+            self.shared = self.shared_fn(self.cfg, params, self.consts)
         if first:
-            self.part.lower(self.part_cfg, params, *pieces[0], wsum, self.consts).compile()
-        futures = [self.pool.submit(self._part, params, piece, wsum) for piece in pieces]
-        out = self.update(self.cfg, params, opt_state, tuple(f.result() for f in futures), self.consts)
+            self.part.lower(self.part_cfg, self.shared, *pieces[0], wsum, self.consts).compile()
+        futures = [self.pool.submit(self._part, self.shared, piece, wsum) for piece in pieces]
+        params, opt_state, values, self.shared = self.update(self.cfg, params, opt_state, tuple(f.result() for f in futures), self.consts)
         if first:
             _give_back_freed_heap()
-        return out
+        return params, opt_state, values
 
     def close(self) -> None:
         if self.k > 1:
@@ -1115,7 +1142,8 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             hist.append(float(vals[0]))
             out = current_state(it + 1, hist)
             entry: dict[str, Any] = {"pass": it + 1, "loss": float(vals[0]), "loss_name": loss_name, "loss_reason": loss_reason,
-                                     "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0}  # fmt: skip
+                                     "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0,
+                                     "streams": steps.k}  # fmt: skip
             if "aberrations" in params:
                 entry["aberrations"] = aberrations_in_angstrom(params["aberrations"], k_alpha, cfg.energy)
             if "affine" in params:
@@ -1214,7 +1242,8 @@ _COMMON_DOC = """
     ``indices`` reconstructs on a subset of the scan positions (a live caller's warm start:
     pass the previous result as the state). ``report``: a list that receives one dict per pass
     (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot
-    noise of counted data, else None), ``time_s``, ``aberrations`` (changes in Å, φ12 in rad),
+    noise of counted data, else None), ``time_s``, ``streams`` (parts of each batch computed at
+    once), ``aberrations`` (changes in Å, φ12 in rad),
     ``scan`` (scale change, rotation), ``position_correction_rms``); with ``progress`` a one-line
     summary (loss against the noise floor) is printed at the end.
 """
