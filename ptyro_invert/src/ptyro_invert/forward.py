@@ -83,36 +83,22 @@ def shifted_probes(probe: Array, shifts: Array | None, *, ramps: Array | None = 
 MAX_UNROLL = 32
 
 
-def exit_waves(probe: Array, patch: Array, dz: Array, propagate: Callable[[Array, Array], Array] | None, kernels: Array | None = None) -> Array:
-    """Exit waves (m, px, py) of probe modes (m, px, py) through object slices (s, px, py):
-    propagated between slices by ``propagate(wave, Δz)``, or, where given, by multiplying in
-    Fourier space with ``kernels`` (s − 1, px, py), the propagator's kernels made beforehand
-    (:func:`make_model`'s ``model.kernels``)."""
+def exit_waves(probe: Array, patch: Array, dz: Array, propagate: Callable[[Array, Array], Array] | None) -> Array:
+    """Exit waves (m, px, py) of probe modes (m, px, py) through object slices (s, px, py)."""
     psi = probe * patch[0][None]
     if patch.shape[0] == 1:
         return psi
-    prop: Callable[[Array, Array], Array]
-    if kernels is not None:
-        steps, prop = kernels, _kernel_step
-    elif propagate is None:
+    if propagate is None:
         raise ValueError("exit_waves: a multislice object needs a propagator")
-    else:
-        steps, prop = dz[:-1], propagate
 
     def body(w: Array, xs: tuple[Array, Array]) -> tuple[Array, None]:
         t, h = xs
-        return prop(w, h) * t[None], None
+        return propagate(w, h) * t[None], None
 
     # unrolled: a rolled loop stacks each slice's wave for the gradient by copying the whole
     # stack every slice (RECON-B multislice: 25 % of the step's CPU time)
-    psi, _ = jax.lax.scan(body, psi, (patch[1:], steps), unroll=min(patch.shape[0] - 1, MAX_UNROLL))
+    psi, _ = jax.lax.scan(body, psi, (patch[1:], dz[:-1]), unroll=min(patch.shape[0] - 1, MAX_UNROLL))
     return psi
-
-
-def _kernel_step(w: Array, kernel: Array) -> Array:
-    """Waves (m, px, py) propagated by a kernel (px, py) in Fourier space; the FFT pair's
-    normalisation left to the inverse FFT (one scaling, not two)."""
-    return jnp.fft.ifft2(jnp.fft.fft2(w) * kernel[None])
 
 
 def blur_transfer(sigma: float, shape: tuple[int, int], dtype: Any = jnp.float32) -> Array:
@@ -143,33 +129,19 @@ def make_model(
     """``model(object (s,ox,oy), probe (m,px,py), dz (s,), position (2,)) -> I (px, py)`` in FFT
     order for one position; vmap it over positions. Name lookups happen here, outside ``jit``.
 
-    ``model.at_start(object, shifted_probe (m,px,py), dz, start (2,) int32[, kernels])`` is the same
-    model for a probe already shifted by the position's fractional part (see :func:`shift_groups`).
-    ``model.kernels(dz)``: the propagator's Fourier kernels between the slices, for a propagator
-    that declares them (:class:`~ptyro_core.protocols.KernelPropagator`), else None; made once
-    and passed to ``at_start`` where Δz is fixed, so that XLA does not recompute their sines and
-    cosines for every pixel of every wave."""
+    ``model.at_start(object, shifted_probe (m,px,py), dz, start (2,) int32)`` is the same model for a
+    probe already shifted by the position's fractional part (see :func:`shift_groups`)."""
     grid = Grid(tuple(window), tuple(sampling))
     propagate = None
-    kernel_of = None
     if num_slices > 1:
         prop = get("propagator", propagator) if isinstance(propagator, str) else propagator
         # one mode at a time, so any propagator written for (nx, ny) waves works
         propagate = lambda w, h: jax.vmap(lambda v: prop(v, h, grid, energy))(w)  # noqa: E731
-        kernel_of = getattr(prop, "kernel", None)  # a KernelPropagator: multiply by its kernels
     blur = blur_transfer(detector_blur, (int(window[0]), int(window[1]))) if detector_blur > 0 else None
 
-    def kernels(dz: Array) -> Array | None:
-        """The propagator's kernels (s − 1, px, py) between the slices, complex in Δz's precision
-        (None: the propagator declares no kernel)."""
-        if kernel_of is None:
-            return None
-        dz = jnp.asarray(dz)
-        return jax.vmap(lambda h: kernel_of(h, grid, energy, dtype=jnp.result_type(dz.dtype, jnp.complex64)))(dz[:-1])
-
-    def at_start(obj: Array, p: Array, dz: Array, r0: Array, kern: Array | None = None) -> Array:
+    def at_start(obj: Array, p: Array, dz: Array, r0: Array) -> Array:
         patch = jax.lax.dynamic_slice(obj, (jnp.int32(0), r0[0], r0[1]), (obj.shape[0],) + tuple(window))
-        psi = exit_waves(p, patch, dz, propagate, kernels(dz) if kern is None else kern)
+        psi = exit_waves(p, patch, dz, propagate)
         return intensities(psi, None if blur is None else blur.astype(jnp.real(psi).dtype))
 
     def model(obj: Array, probe: Array, dz: Array, position: Array) -> Array:
@@ -177,7 +149,6 @@ def make_model(
         return at_start(obj, shifted_probes(probe, frac[None])[0], dz, r0)
 
     model.at_start = at_start  # type: ignore[attr-defined]
-    model.kernels = kernels  # type: ignore[attr-defined]
     return model
 
 

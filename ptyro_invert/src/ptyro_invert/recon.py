@@ -511,7 +511,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
-    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0, None))  # type: ignore[attr-defined]
+    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
     p, back = (p0, None) if shared else jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w) if wsum is None else wsum, jnp.finfo(real).tiny)
@@ -522,17 +522,12 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         # of every mode in the product (see shifted_probes; RECON-L: 1,000s of distinct shifts)
         ramps = tuple(_chunked(x, cfg) for x in window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype))
 
-    # fixed slice thicknesses: the propagator's kernels made once, outside the chunks' loop (as the
-    # ramps: else XLA recomputes their sines and cosines for every pixel of every wave)
-    kern = None if "thickness" in p else model.kernels(c["thickness"])  # type: ignore[attr-defined]
-
     def data_term(q: dict, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
         dz = q.get("thickness", c["thickness"])
-        k = kern if kern is not None else model.kernels(dz)  # type: ignore[attr-defined]
         if cfg.grouped:
-            pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii], k)
+            pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
         elif rr:
-            pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0], k)
+            pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
         else:
             pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
         pred = pred * c["scale"]
