@@ -159,3 +159,30 @@ def test_default_and_bad_streams(cases, monkeypatch):
     for bad in (0, -1, "two", 1.5j):
         with pytest.raises(PtyroValueError, match="streams: expected a whole number >= 1"):
             _run(st0, data, "single_slice", bad)
+
+
+def test_a_mesh_splits_the_work_of_a_step(cases, monkeypatch):
+    """On a mesh of 2 devices each device transforms only its own positions (its half of each
+    chunk), and the sums are reduced after the chunks, not gathered: XLA's partitioner had
+    replicated the chunks, every device computing every position (twice the CPU time of one)."""
+    import re
+
+    st0, data = cases[1]
+    seen = {}
+    call = R._Steps.__call__
+
+    def spy(self, params, opt_state, batch, *, first):
+        if "text" not in seen:
+            pieces, _ = batch
+            seen["text"] = self.step.lower(self.cfg, params, opt_state, *pieces[0], self.consts).compile().as_text()
+            seen["cfg"] = self.cfg
+        return call(self, params, opt_state, batch, first=first)
+
+    monkeypatch.setattr(R._Steps, "__call__", spy)
+    two = device_mesh(jax.devices()[:2])
+    reconstruct(data, st0, "single_slice", iterations=1, batch_size=12, progress=False, mesh=two, chunk_size=3, group_shifts=False)
+    cfg, text = seen["cfg"], seen["text"]
+    assert cfg.ndev == 2
+    ffts = re.findall(r"c64\[(\d+),1,24,24\]\S* fft\(", text)  # the waves' transforms: (positions, modes, px, py)
+    assert ffts and {int(n) for n in ffts} == {3}, ffts  # 3 positions per device per chunk, not 6
+    assert "all-gather" not in text

@@ -30,6 +30,7 @@ from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, g
 from ptyro_core.conventions import energy2wavelength as wavelength
 from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
+    SCAN_AXIS,
     batch_bounds,
     check_memory,
     check_streams,
@@ -352,6 +353,9 @@ class StepConfig:
     chunk_size: int
     batch: int
     ndev: int
+    #: the devices' mesh where there are several (None: one device): each computes its own
+    #: positions' gradient (see :func:`_gradient`)
+    mesh: Any = None
     #: an algorithm's own constraints and regularisers (see :func:`run_reconstruction`)
     constraints: tuple[Callable[[dict], dict], ...] = ()
     regularisers: tuple[Callable[[dict], Any], ...] = ()
@@ -520,29 +524,47 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         # fixed positions, each with its own sub-pixel shift: the batch's ramps made here, outside
         # the chunks' loop, so that XLA cannot recompute their sines and cosines for every pixel
         # of every mode in the product (see shifted_probes; RECON-L: 1,000s of distinct shifts)
-        ramps = tuple(_chunked(x, cfg) for x in window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype))
+        ramps = window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype)
 
-    def data_term(q: dict, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
-        dz = q.get("thickness", c["thickness"])
+    def data_term(q: dict, cc: dict, ws: Array, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
+        dz = q.get("thickness", cc["thickness"])
         if cfg.grouped:
-            pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
+            pred = at_start(q["object"], jnp.take(q["probe"], cc["group"][ii], axis=0), dz, cc["start"][ii])
         elif rr:
             pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
         else:
-            pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
-        pred = pred * c["scale"]
-        share = jnp.sum(ww) / wsum  # a weighted mean over the chunk, re-weighted to its share of the batch
-        v = loss_fn(pred, dd, mask=c.get("mask"), weights=ww) * share
-        fl = noise_floor(cfg.floor, pred, mask=c.get("mask"), weights=ww) * share if cfg.floor else jnp.zeros((), real)
+            pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, cc))
+        pred = pred * cc["scale"]
+        share = jnp.sum(ww) / ws  # a weighted mean over the chunk, re-weighted to its share of the batch
+        v = loss_fn(pred, dd, mask=cc.get("mask"), weights=ww) * share
+        fl = noise_floor(cfg.floor, pred, mask=cc.get("mask"), weights=ww) * share if cfg.floor else jnp.zeros((), real)
         # the gradient of the loss per electron: learning rates independent of the dose
-        return v / c["scale"], (v, fl)
+        return v / cc["scale"], (v, fl)
 
-    def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
-        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, *xs)
-        return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
+    def accumulate(q: dict, cc: dict, ws: Array, dd: Array, ii: Array, ww: Array, *rr: Array, lcfg: StepConfig = cfg) -> tuple[dict, Array, Array]:
+        """The chunks' summed (gradient, loss, floor) of positions ``ii`` (``lcfg.batch`` of them)."""
 
-    zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
-    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
+        def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
+            g, (v, fl) = jax.grad(data_term, has_aux=True)(q, cc, ws, *xs)
+            return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
+
+        zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
+        out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
+        return out
+
+    if cfg.mesh is None:
+        grads, value, floor = accumulate(p, c, wsum, d, idx, w, *ramps)
+    else:
+        # each device runs the chunks of its own positions and the sums are reduced once: under
+        # plain sharding XLA's partitioner replicated the chunks' work (every device computing
+        # every device's positions: RECON-B multislice on 2 CPU devices, twice one device's CPU)
+        local = dataclasses.replace(cfg, batch=cfg.batch // cfg.ndev, ndev=1, mesh=None)
+        spec = jax.sharding.PartitionSpec(SCAN_AXIS)
+        per_device = jax.shard_map(
+            lambda *a: jax.tree_util.tree_map(lambda x: x[None], accumulate(*a, lcfg=local)),
+            mesh=cfg.mesh, in_specs=(jax.sharding.PartitionSpec(),) * 3 + (spec,) * (3 + len(ramps)), out_specs=spec, check_vma=False,
+        )  # fmt: skip
+        grads, value, floor = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_device(p, c, wsum, d, idx, w, *ramps))
     if back is not None:
         (grads,) = back(grads)
     return grads, value, floor
@@ -929,7 +951,7 @@ def run_reconstruction(
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
-        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
+        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, mesh=mesh if ndev > 1 else None, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
     if ck is not None:
