@@ -2,12 +2,14 @@
 earlier version of the code, interleaved in one run (issue 18's per-pass targets):
 
     .venv/bin/python benchmarks/profile_recon.py [--cases recon-a,recon-b-multislice,recon-b-mixed]
-        [--passes 5] [--rounds 2] [--before DIR] [--out benchmarks/results/profile_recon.json]
+        [--passes 5] [--rounds 2] [--before DIR] [--no-one-stream] [--out benchmarks/results/profile_recon.json]
 
 For each case the benchmark's own workers run round by round, in a rotating order, each in its
 process: ``adapters/ours_recon.py`` (this checkout), the same adapter on the sources of ``--before``
 (a checkout of an earlier commit, e.g. ``git archive <commit> | tar -x -C DIR``; its packages are
-put first on ``PYTHONPATH``), and ``adapters/recon_floor.py``: only the FFTs the pass must do,
+put first on ``PYTHONPATH``), the same adapter with ``PTYRO_STREAMS=1`` ("ours-1stream": each step
+one XLA program, on one core; "ours" runs its default, one stream per core on one CPU device; leave
+it out with ``--no-one-stream``), and ``adapters/recon_floor.py``: only the FFTs the pass must do,
 (2s − 1) FFT + inverse FFT pairs per position and probe mode on the pattern window, complex64, the
 case's batch, in as many streams as the library runs (see adapters/_floor.py). Every code runs
 ``--passes`` passes per round (the case's files with the pass count changed; a first call, which
@@ -63,10 +65,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else round(a / b, 3)
 
 
-def profile_case(name: str, passes: int, rounds: int, before: str | None) -> dict:
+def profile_case(name: str, passes: int, rounds: int, before: str | None, one_stream: bool = True) -> dict:
     case_dir = case_with_passes(name, passes)
     env = {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}
     specs = [("ours", "ours_recon.py", env), ("fft-floor", "recon_floor.py", env)]
+    if one_stream:  # the same code with its step in one stream (one XLA program per step)
+        specs.insert(1, ("ours-1stream", "ours_recon.py", {**env, "PTYRO_STREAMS": "1"}))
     if before:
         path = os.pathsep.join(os.path.join(os.path.abspath(before), p, "src") for p in PACKAGES)
         specs.insert(1, ("before", "ours_recon.py", {**env, "PYTHONPATH": path}))
@@ -90,7 +94,7 @@ def profile_case(name: str, passes: int, rounds: int, before: str | None) -> dic
         if label == "fft-floor":
             entry["info"] = r.get("info")
         out[label] = entry
-    for a, b in (("ours", "fft-floor"), ("ours", "before"), ("before", "fft-floor")):
+    for a, b in (("ours", "fft-floor"), ("ours", "ours-1stream"), ("ours-1stream", "fft-floor"), ("ours", "before"), ("ours-1stream", "before"), ("before", "fft-floor")):
         if a in out and b in out:
             out[f"{a} / {b}"] = {"wall (fastest rounds)": ratio(fastest(res, a), fastest(res, b)),
                                  "cpu (fastest rounds)": ratio(fastest(res, a, "cpu_rounds_s"), fastest(res, b, "cpu_rounds_s"))}  # fmt: skip
@@ -103,12 +107,13 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--before", default=None, help="a checkout of the code to compare with (its */src trees)")
+    p.add_argument("--no-one-stream", action="store_true", help="leave out ours with PTYRO_STREAMS=1 (the step in one stream)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "profile_recon.json"))
     a = p.parse_args(argv)
     res = {"command": "benchmarks/profile_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "taken": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "loadavg_at_start": os.getloadavg(), "cases": {}}  # fmt: skip
     for name in a.cases.split(","):
-        res["cases"][name] = profile_case(name, a.passes, a.rounds, a.before)
+        res["cases"][name] = profile_case(name, a.passes, a.rounds, a.before, not a.no_one_stream)
         print(name, json.dumps(res["cases"][name], indent=1), flush=True)
     res["loadavg_at_end"] = os.getloadavg()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

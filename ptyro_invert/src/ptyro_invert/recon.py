@@ -30,8 +30,11 @@ from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, g
 from ptyro_core.conventions import energy2wavelength as wavelength
 from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
+    SCAN_AXIS,
     batch_bounds,
     check_memory,
+    check_streams,
+    default_streams,
     device_mesh,
     global_batch,
     pattern_source,
@@ -350,6 +353,9 @@ class StepConfig:
     chunk_size: int
     batch: int
     ndev: int
+    #: the devices' mesh where there are several (None: one device): each computes its own
+    #: positions' gradient (see :func:`_gradient`)
+    mesh: Any = None
     #: an algorithm's own constraints and regularisers (see :func:`run_reconstruction`)
     constraints: tuple[Callable[[dict], dict], ...] = ()
     regularisers: tuple[Callable[[dict], Any], ...] = ()
@@ -499,46 +505,68 @@ def _regulariser(cfg: StepConfig, p: dict) -> Array:
     return total
 
 
-def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Array, Array]:
-    """(gradient of the batch's loss per electron, the loss, its noise floor) of one batch."""
+def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict, wsum: Array | None = None, *,
+              shared: bool = False) -> tuple[dict, Array, Array]:  # fmt: skip
+    """(gradient of the batch's data term per electron, the loss, its noise floor) of one batch;
+    ``wsum``: the total weight the loss is a mean over (default the batch's own: a part of a
+    batch passes the whole batch's, so that the parts' gradients add up to the batch's). With
+    ``shared``, ``p0`` are the parameters after :func:`_shared` (made once for all the parts of
+    a batch) and the gradient is with respect to them."""
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
     at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
-    p, back = jax.vjp(lambda q: _shared(cfg, q, c), p0)
-    wsum = jnp.maximum(jnp.sum(w), jnp.finfo(real).tiny)
+    p, back = (p0, None) if shared else jax.vjp(lambda q: _shared(cfg, q, c), p0)
+    wsum = jnp.maximum(jnp.sum(w) if wsum is None else wsum, jnp.finfo(real).tiny)
     ramps: tuple[Array, ...] = ()
     if not cfg.grouped and "positions" not in p and "affine" not in p:
         # fixed positions, each with its own sub-pixel shift: the batch's ramps made here, outside
         # the chunks' loop, so that XLA cannot recompute their sines and cosines for every pixel
         # of every mode in the product (see shifted_probes; RECON-L: 1,000s of distinct shifts)
-        ramps = tuple(_chunked(x, cfg) for x in window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype))
+        ramps = window_ramps(c["positions"][idx], cfg.sampling, cfg.window, p["probe"].dtype)
 
-    def data_term(q: dict, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
-        dz = q.get("thickness", c["thickness"])
+    def data_term(q: dict, cc: dict, ws: Array, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
+        dz = q.get("thickness", cc["thickness"])
         if cfg.grouped:
-            pred = at_start(q["object"], jnp.take(q["probe"], c["group"][ii], axis=0), dz, c["start"][ii])
+            pred = at_start(q["object"], jnp.take(q["probe"], cc["group"][ii], axis=0), dz, cc["start"][ii])
         elif rr:
             pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
         else:
-            pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, c))
-        pred = pred * c["scale"]
-        share = jnp.sum(ww) / wsum  # a weighted mean over the chunk, re-weighted to its share of the batch
-        v = loss_fn(pred, dd, mask=c.get("mask"), weights=ww) * share
-        fl = noise_floor(cfg.floor, pred, mask=c.get("mask"), weights=ww) * share if cfg.floor else jnp.zeros((), real)
+            pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, cc))
+        pred = pred * cc["scale"]
+        share = jnp.sum(ww) / ws  # a weighted mean over the chunk, re-weighted to its share of the batch
+        v = loss_fn(pred, dd, mask=cc.get("mask"), weights=ww) * share
+        fl = noise_floor(cfg.floor, pred, mask=cc.get("mask"), weights=ww) * share if cfg.floor else jnp.zeros((), real)
         # the gradient of the loss per electron: learning rates independent of the dose
-        return v / c["scale"], (v, fl)
+        return v / cc["scale"], (v, fl)
 
-    def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
-        g, (v, fl) = jax.grad(data_term, has_aux=True)(p, *xs)
-        return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
+    def accumulate(q: dict, cc: dict, ws: Array, dd: Array, ii: Array, ww: Array, *rr: Array, lcfg: StepConfig = cfg) -> tuple[dict, Array, Array]:
+        """The chunks' summed (gradient, loss, floor) of positions ``ii`` (``lcfg.batch`` of them)."""
 
-    zero = (jax.tree_util.tree_map(jnp.zeros_like, p), jnp.zeros((), real), jnp.zeros((), real))
-    (grads, value, floor), _ = jax.lax.scan(body, zero, (_chunked(d, cfg), _chunked(idx, cfg), _chunked(w, cfg, 0.0), *ramps))
-    (grads,) = back(grads)
-    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
-        grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p0))
+        def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
+            g, (v, fl) = jax.grad(data_term, has_aux=True)(q, cc, ws, *xs)
+            return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
+
+        zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
+        out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
+        return out
+
+    if cfg.mesh is None:
+        grads, value, floor = accumulate(p, c, wsum, d, idx, w, *ramps)
+    else:
+        # each device runs the chunks of its own positions and the sums are reduced once: under
+        # plain sharding XLA's partitioner replicated the chunks' work (every device computing
+        # every device's positions: RECON-B multislice on 2 CPU devices, twice one device's CPU)
+        local = dataclasses.replace(cfg, batch=cfg.batch // cfg.ndev, ndev=1, mesh=None)
+        spec = jax.sharding.PartitionSpec(SCAN_AXIS)
+        per_device = jax.shard_map(
+            lambda *a: jax.tree_util.tree_map(lambda x: x[None], accumulate(*a, lcfg=local)),
+            mesh=cfg.mesh, in_specs=(jax.sharding.PartitionSpec(),) * 3 + (spec,) * (3 + len(ramps)), out_specs=spec, check_vma=False,
+        )  # fmt: skip
+        grads, value, floor = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per_device(p, c, wsum, d, idx, w, *ramps))
+    if back is not None:
+        (grads,) = back(grads)
     return grads, value, floor
 
 
@@ -638,7 +666,38 @@ def _constrain(cfg: StepConfig, params: dict, previous_probe: Array, c: dict) ->
 def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array, c: dict) -> tuple[dict, Any, Array]:
     """One pure reconstruction step: the batch's gradient, the optimizer's update, the
     constraints. Returns (parameters, optimizer state, [loss, noise floor])."""
-    grads, value, floor = _gradient(cfg, p, d, idx, w, c)
+    return recon_update(cfg, p, s, (_gradient(cfg, p, d, idx, w, c),), c)
+
+
+def recon_part(cfg: StepConfig, shared: dict, d: Array, idx: Array, w: Array, wsum: Array, c: dict) -> tuple[dict, Array, Array]:
+    """The data term's (gradient, loss, noise floor) of one part of a batch (``cfg.batch`` its
+    size; ``wsum`` the whole batch's weight), with respect to the parameters after
+    :func:`_shared` (``shared``): a stream of a step run in parts (:class:`_Steps`)."""
+    return _gradient(cfg, shared, d, idx, w, c, wsum, shared=True)
+
+
+def recon_shared(cfg: StepConfig, p: dict, c: dict) -> dict:
+    """The parameters as the parts of a step read them (:func:`_shared`: the probe shifted once per
+    sub-pixel group, the aberrations applied)."""
+    return _shared(cfg, p, c)
+
+
+def recon_update_parts(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array, dict]:
+    """:func:`recon_update` from the parts' gradients with respect to the shared parameters
+    (taken back through :func:`_shared` once, summed), and the next step's shared parameters."""
+    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    _, back = jax.vjp(lambda q: _shared(cfg, q, c), p)
+    (grads,) = back(grads)
+    new, s, values = recon_update(cfg, p, s, ((grads, value, floor),), c)
+    return new, s, values, _shared(cfg, new, c)
+
+
+def recon_update(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array]:
+    """The update of a step from its parts' (gradient, loss, noise floor), summed: the
+    regularisers' gradient, the optimizer, the constraints."""
+    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
+        grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p))
     updates, s = _optimizer(cfg).update(grads, s, p)
     new = _constrain(cfg, _opt.apply_updates(p, updates), p["probe"], c)
     return new, s, jnp.stack([value, floor])
@@ -648,6 +707,30 @@ def recon_step(cfg: StepConfig, p: dict, s: Any, d: Array, idx: Array, w: Array,
 def _jitted_step(mesh: Any) -> Any:
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(recon_step, static_argnums=0, out_shardings=(rep, rep, rep), donate_argnums=(1, 2))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_parts(mesh: Any) -> tuple[Any, Any, Any]:
+    """(the shared parameters, the part's gradient, the update) jitted for a step run in streams
+    on one device."""
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    update = jax.jit(recon_update_parts, static_argnums=0, out_shardings=(rep, rep, rep, rep), donate_argnums=(1, 2))
+    return jax.jit(recon_shared, static_argnums=0), jax.jit(recon_part, static_argnums=0), update
+
+
+def step_streams(streams: int | None, mesh: Any, batch: int) -> int:
+    """How many parts of each batch a step computes at once, each from its own thread: ``streams``
+    (validated), else :func:`~ptyro_core.pipeline.default_streams` (one per core on one CPU
+    device, ``PTYRO_STREAMS`` overrides; 1 on accelerators and meshes), lowered to the largest
+    divisor of the batch that leaves at least 2 positions per part. XLA runs the FFTs of a CPU
+    program one after another on one thread, so a step in one program uses one core."""
+    k = default_streams(mesh) if streams is None else check_streams(streams)
+    if k > 1 and int(mesh.size) != 1:
+        k = 1  # a mesh splits each batch over its devices already
+    k = min(k, max(batch // 2, 1))
+    while batch % k:
+        k -= 1
+    return k
 
 
 def _tv(o: Array) -> Array:
@@ -784,6 +867,7 @@ def run_reconstruction(
     memory_budget: float | None = None,
     group_shifts: bool = True,
     chunk_size: int | None = None,
+    streams: int | None = None,
     indices: Any = None,
     report: list | None = None,
     constraints: Sequence[Callable[[dict], dict]] = (),
@@ -815,6 +899,7 @@ def run_reconstruction(
     mesh = device_mesh() if mesh is None else mesh
     ndev = int(mesh.size)
     b = round_batch_size(int(batch_size), ndev, len(active_idx))
+    nstreams = step_streams(streams, mesh, b)
     slots = {"adam": 2, "rmsprop": 2, "sgd": 1, "adagrad": 1}.get(optimizer if isinstance(optimizer, str) else "", 2)
     need = estimate_memory(dataset, state, batch_size=b, num_devices=ndev, optimizer_slots=slots)
     check_memory(
@@ -866,7 +951,7 @@ def run_reconstruction(
         object_max_amplitude=None if object_max_amplitude is None else float(object_max_amplitude),
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
-        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, constraints=tuple(constraints), regularisers=tuple(regularisers),
+        chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, mesh=mesh if ndev > 1 else None, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
     opt_state = _optimizer(cfg).init(params)
     if ck is not None:
@@ -880,6 +965,7 @@ def run_reconstruction(
         active_idx=active_idx, start_iter=start_iter, target=target, seed=seed, progress=progress, callback=callback,
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, nominal=nominal, k_alpha=k_alpha, report=report,
         loss_reason=loss_reason, extras={"probe_power": np.asarray(probe_power), "probe_centroid": probe_centroid},
+        streams=nstreams,
     )  # fmt: skip
 
 
@@ -955,18 +1041,79 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
     return consts
 
 
+class _Steps:
+    """The steps of a run. With one stream, one jitted program per step (:func:`recon_step`).
+    With ``streams`` k > 1 (one CPU device), each batch in k equal parts whose gradients
+    (:func:`recon_part`) are computed at once, each from its own thread (XLA runs a CPU program's
+    FFTs one after another on one thread), then summed by one update (:func:`recon_update_parts`),
+    which also makes the next step's shared parameters (the probe's sub-pixel shifts: once per
+    step, not once per part): the same step, up to the order of the sums."""
+
+    def __init__(self, cfg: StepConfig, consts: dict, source: Any, mesh: Any, streams: int) -> None:
+        self.cfg, self.consts, self.source, self.mesh, self.k = cfg, consts, source, mesh, int(streams)
+        self.shard = scan_sharding(mesh)
+        if self.k > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.shared_fn, self.part, self.update = _jitted_parts(mesh)
+            self.part_cfg = dataclasses.replace(cfg, batch=cfg.batch // self.k)
+            self.shared: Any = None  # the current parameters after _shared (the update makes the next)
+            self.pool: Any = ThreadPoolExecutor(max_workers=self.k, thread_name_prefix="ptyro-step")
+        else:
+            self.step = _jitted_step(mesh)
+
+    def prepare(self, idx: np.ndarray) -> tuple[list[tuple[Any, Any, Any]], Any]:
+        """A batch's k parts (patterns, indices, weights) on the device(s), and its weight: the
+        last batch padded to the full batch with zero-weight entries."""
+        b, n = self.cfg.batch, len(idx)
+        w = np.zeros(b, np.float32)
+        w[:n] = 1.0
+        if n < b:
+            idx = np.concatenate([idx, np.full(b - n, idx[-1])])
+        h = b // self.k
+        parts = []
+        for j in range(self.k):
+            sl = slice(j * h, (j + 1) * h)
+            # each process reads only the patterns of its own devices (from memory or disk)
+            parts.append((self.source.batch(idx[sl], self.mesh), *jax.device_put((idx[sl].astype(np.int32), w[sl]), self.shard)))
+        return parts, np.float32(n)
+
+    def _part(self, shared: dict, piece: tuple[Any, Any, Any], wsum: Any) -> Any:
+        return jax.block_until_ready(self.part(self.part_cfg, shared, *piece, wsum, self.consts))
+
+    def __call__(self, params: dict, opt_state: Any, batch: tuple[list, Any], *, first: bool) -> tuple[dict, Any, Any]:
+        pieces, wsum = batch
+        if self.k == 1:
+            if first:  # compile first (jit reuses it), then free the compiler's heap
+                self.step.lower(self.cfg, params, opt_state, *pieces[0], self.consts).compile()
+                _give_back_freed_heap()
+            return self.step(self.cfg, params, opt_state, *pieces[0], self.consts)
+        if self.shared is None:
+            self.shared = self.shared_fn(self.cfg, params, self.consts)
+        if first:
+            self.part.lower(self.part_cfg, self.shared, *pieces[0], wsum, self.consts).compile()
+        futures = [self.pool.submit(self._part, self.shared, piece, wsum) for piece in pieces]
+        params, opt_state, values, self.shared = self.update(self.cfg, params, opt_state, tuple(f.result() for f in futures), self.consts)
+        if first:
+            _give_back_freed_heap()
+        return params, opt_state, values
+
+    def close(self) -> None:
+        if self.k > 1:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dict, opt_state: Any, consts: dict, source: Any, mesh: Any,
           active_idx: np.ndarray, start_iter: int, target: int, seed: int, progress: bool, callback: Any, checkpoint: Any,
           checkpoint_every: int, nominal: np.ndarray, k_alpha: float, report: list | None, loss_reason: str,
-          extras: dict) -> ReconState:  # fmt: skip
+          extras: dict, streams: int) -> ReconState:  # fmt: skip
     """The passes: batches in a seeded random order, the jitted step, the per-pass report,
     checkpoints and the callback."""
-    step = _jitted_step(mesh)
     # fresh buffers: the step donates them, and the caller's state must survive
     params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
     opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
     consts = replicate(consts, mesh)
-    shard = scan_sharding(mesh)
+    steps = _Steps(cfg, consts, source, mesh, streams)
     n_act, b = len(active_idx), cfg.batch
     loss_name = cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "__name__", "custom")
     report = [] if report is None else report
@@ -998,28 +1145,22 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             t0 = time.perf_counter()
             perm = active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
             acc: list[Any] = []
-            for lo, hi in batch_bounds(n_act, b):
-                idx = perm[lo:hi]
-                k = hi - lo
-                w = np.zeros(b, np.float32)
-                w[:k] = 1.0
-                if k < b:
-                    idx = np.concatenate([idx, np.full(b - k, idx[-1])])
-                # each process reads only the patterns of its own devices (from memory or disk)
-                d = source.batch(idx, mesh)
-                ii, ww = jax.device_put((idx.astype(np.int32), w), shard)
-                if not acc and it == start_iter:  # compile first (jit reuses it), then free the compiler's heap
-                    step.lower(cfg, params, opt_state, d, ii, ww, consts).compile()
-                    _give_back_freed_heap()
-                params, opt_state, value = step(cfg, params, opt_state, d, ii, ww, consts)
-                acc.append((value, k))
+            bounds = batch_bounds(n_act, b)
+            nxt = steps.prepare(perm[bounds[0][0] : bounds[0][1]])
+            for j, (lo, hi) in enumerate(bounds):
+                batch = nxt
+                params, opt_state, value = steps(params, opt_state, batch, first=not acc and it == start_iter)
+                acc.append((value, hi - lo))
+                if j + 1 < len(bounds):  # the next batch is read while this step runs
+                    nxt = steps.prepare(perm[bounds[j + 1][0] : bounds[j + 1][1]])
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
                     jax.block_until_ready(acc[-3][0])
             vals = np.sum([np.asarray(v, np.float64) * k for v, k in acc], axis=0) / n_act
             hist.append(float(vals[0]))
             out = current_state(it + 1, hist)
             entry: dict[str, Any] = {"pass": it + 1, "loss": float(vals[0]), "loss_name": loss_name, "loss_reason": loss_reason,
-                                     "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0}  # fmt: skip
+                                     "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0,
+                                     "streams": steps.k}  # fmt: skip
             if "aberrations" in params:
                 entry["aberrations"] = aberrations_in_angstrom(params["aberrations"], k_alpha, cfg.energy)
             if "affine" in params:
@@ -1038,6 +1179,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
                 break
     finally:
         bar.close()
+        steps.close()
         source.close()
     if cfg.remove_phase_ramp == "centroid" and cfg.num_slices == 1:
         o, p = jax.jit(_remove_ramp)(params["object"], params["probe"], consts["probe_centroid"], consts["disc"])
@@ -1094,6 +1236,10 @@ _COMMON_DOC = """
     holds about 16 waves of 128 × 128 per slice pair (:func:`_chunk_positions`): a cache-sized
     working set, 16 positions for one mode and one slice, 4 for four modes, 8 for three slices.
     The chunks assume a loss that is a weighted mean over patterns, as every registered loss is.
+    ``streams``: parts of each batch whose gradients are computed at once, each from its own
+    thread, then summed into one update (the same step up to round-off; :func:`step_streams`).
+    By default one per core on a single CPU device (``PTYRO_STREAMS`` overrides), 1 on
+    accelerators and on a mesh of several devices: XLA runs a CPU program's FFTs on one thread.
 
     Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
     for counts (integers, or integer multiples of one quantum, which is divided out) and
@@ -1113,7 +1259,8 @@ _COMMON_DOC = """
     ``indices`` reconstructs on a subset of the scan positions (a live caller's warm start:
     pass the previous result as the state). ``report``: a list that receives one dict per pass
     (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot
-    noise of counted data, else None), ``time_s``, ``aberrations`` (changes in Å, φ12 in rad),
+    noise of counted data, else None), ``time_s``, ``streams`` (parts of each batch computed at
+    once), ``aberrations`` (changes in Å, φ12 in rad),
     ``scan`` (scale change, rotation), ``position_correction_rms``); with ``progress`` a one-line
     summary (loss against the noise floor) is printed at the end.
 """
