@@ -58,7 +58,11 @@ def test_reconstruct_cli_round_trip_recovers_the_phase(known, tmp_path, capsys):
     assert prov["kind"] == "reconstruction" and "iterations = 8" in prov["config"]
     assert {c["name"] for c in prov["components"]} >= {"single_slice", "adam"}  # loss "auto": chosen from the data
     assert prov["components"][0]["distribution"] == "ptyro-invert"
-    assert prov["execution"] == {"data_dtype": "float32", "data": "memory", "memory_budget": prov["execution"]["memory_budget"], "streams": 1}
+    from ptyro_core.pipeline import device_mesh
+    from ptyro_invert.recon import step_streams
+
+    streams = step_streams(None, device_mesh(), 16)  # one part per core of the batch of 16 (PTYRO_STREAMS overrides)
+    assert prov["execution"] == {"data_dtype": "float32", "data": "memory", "memory_budget": prov["execution"]["memory_budget"], "streams": streams}
     assert prov["execution"]["memory_budget"] > 0
 
 

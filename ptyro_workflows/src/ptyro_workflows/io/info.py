@@ -24,12 +24,12 @@ def read_file_provenance(path: str | Path) -> dict[str, Any]:
         return read_provenance(f["provenance"])
 
 
-def execution_record(dataset: Any, *, memory_budget: float | None = None) -> dict[str, Any]:
+def execution_record(dataset: Any, *, memory_budget: float | None = None, streams: int = 1) -> dict[str, Any]:
     """What a reconstruction actually used, for its provenance's ``execution``: the data's
     dtype as held (counts stay integers) and where they were read from, the memory budget
     (bytes: ``memory_budget``, else ``PTYRO_MEMORY_BUDGET`` or 80% of available memory) and
-    the batches in flight at once (``streams``: a reconstruction runs its steps in order, so 1;
-    ``PTYRO_STREAMS`` applies to simulations)."""
+    ``streams``: the parts of each batch whose gradients were computed at once (the steps run
+    in order; on one CPU device one part per core, ``PTYRO_STREAMS`` overrides)."""
     from ptyro_core.pipeline import memory_budget as budget
 
     src = dataset.array
@@ -38,7 +38,7 @@ def execution_record(dataset: Any, *, memory_budget: float | None = None) -> dic
         "data_dtype": str(np.dtype(src.dtype)),
         "data": where,
         "memory_budget": float(budget() if memory_budget is None else memory_budget),
-        "streams": 1,
+        "streams": int(streams),
     }
 
 
