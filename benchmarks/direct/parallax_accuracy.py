@@ -55,17 +55,25 @@ AMORPHOUS_OPTIONS = {"amorphous-20 (transfer)": ("amorphous-20", {"transfer": Tr
 
 
 @functools.cache
-def amorphous(c10, c12, phi12, rotation, step):
-    from compare import amorphous_case
+def _noise_free(kind, *key):
+    """The noise-free dataset of a case and its electrons per pattern at 1e5 e/Å²."""
+    from compare import amorphous_case, crystal_case
 
-    return amorphous_case(ab={"C10": c10, "C12": c12, "phi12": phi12}, step=step, rotation=rotation)[0]
+    if kind == "crystal":
+        return crystal_case(*key, dose_per_a2=None)[0], 1e5 * (2 * 3.905 / 32) ** 2
+    c10, c12, phi12, rotation, step = key
+    return amorphous_case(ab={"C10": c10, "C12": c12, "phi12": phi12}, step=step, rotation=rotation, dose_per_a2=None)[0], 1e5 * step * step
 
 
-@functools.cache
-def crystal(c10, c12, phi12):
-    from compare import crystal_case
+def noisy(kind, key, seed):
+    """The case ``key`` with Poisson noise of seed ``seed`` (seed 0 is compare.py's data: its
+    amorphous case draws with seed 0, its crystal with seed 1)."""
+    from ptyro_core import Dataset4D
 
-    return crystal_case(c10, c12, phi12)[0]
+    ds, dose = _noise_free(kind, *key)
+    rng = np.random.default_rng(seed + (1 if kind == "crystal" else 0))
+    counts = rng.poisson(np.clip(np.asarray(ds.array), 0, None) * dose).astype(np.float32)
+    return Dataset4D(counts, ds.positions, grid=ds.grid, energy=ds.energy)
 
 
 def azimuth_error(phi, truth, m=2):
@@ -74,13 +82,16 @@ def azimuth_error(phi, truth, m=2):
     return abs((phi - truth + p / 2) % p - p / 2)
 
 
-def run_case(name, ds, c10, c12, phi12, rotation, options=None):
+def run_case(name, ds, c10, c12, phi12, rotation, options=None, warm=True):
+    """One fit of ``ds`` against the truth: a row (errors, rotations, time of a warm call; with
+    ``warm`` False the call is timed as it comes, e.g. already compiled by an earlier seed)."""
     from ptyro_invert import calibrate
     from ptyro_invert.direct import parallax as px
     from ptyro_invert.direct.icom import com_field
 
     options = options or {}
-    px.fit_aberrations(ds, **options)  # compile
+    if warm:
+        px.fit_aberrations(ds, **options)  # compile
     t = time.perf_counter()
     fit = px.fit_aberrations(ds, **options)
     dt = time.perf_counter() - t
@@ -101,6 +112,7 @@ def run_case(name, ds, c10, c12, phi12, rotation, options=None):
         "rotation": fit.rotation,
         "rotation_curl": rf.rotation,
         "rotation_curl_transpose": rf.transpose,
+        "rotation_vs_curl_deg": abs((fit.rotation - rf.rotation + 90.0) % 180.0 - 90.0),
         "transpose": fit.transpose,
         "rms_A": fit.rms,
         "time_s": dt,
@@ -108,9 +120,34 @@ def run_case(name, ds, c10, c12, phi12, rotation, options=None):
     return row
 
 
+def _parse_set(items):
+    """``KEY=VALUE`` options for every fit (VALUE a Python literal: True, 0.0, ...)."""
+    import ast
+
+    out = {}
+    for it in items:
+        key, _, value = it.partition("=")
+        out[key] = ast.literal_eval(value)
+    return out
+
+
+def summary(name, rows, c12):
+    """One table line for a case over its seeds: mean and worst of each error."""
+    c10e = [r["C10_err_pct"] for r in rows]
+    c12e = [r["C12_err_pct"] if c12 else r["C12_err_A"] for r in rows]
+    rot = [r["rotation_vs_curl_deg"] for r in rows]
+    rerr = [abs((r["rotation"] - r["rotation_true"] + 90.0) % 180.0 - 90.0) for r in rows]
+    unit = "%" if c12 else "Å"
+    ok = max(c10e) <= 2 and (not c12 or max(c12e) <= 5)
+    return (f"| {name} | {len(rows)} | {np.mean(c10e):.2f} | {max(c10e):.2f} | {np.mean(c12e):.2f} {unit} | {max(c12e):.2f} {unit} | "
+            f"{max(rerr):.2f} | {max(rot):.2f} | {np.median([r['time_s'] for r in rows]):.2f} | {'yes' if ok else '**no**'} |"), ok  # fmt: skip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated case names, or the groups 'amorphous', 'crystal', 'options' (default: all)")
+    ap.add_argument("--seeds", type=int, default=1, help="Poisson seeds per case (0 .. N-1; seed 0 is compare.py's data)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a fit option for every case, e.g. transfer=True")
     ap.add_argument("--out", default=str(HERE / "parallax_accuracy.json"))
     ap.add_argument("--thickness", action="store_true", help="only: the crystal's C10 offset against its thickness (noise-free, C10 = -50 Å)")
     args = ap.parse_args()
@@ -126,25 +163,34 @@ def main():
             print(f"| {cells} | {cells * 3.905:.2f} | {c10:.2f} | {c10 + 50:.2f} | {-cells * 3.905 / 2:.2f} |", flush=True)
         return
     only = set(filter(None, args.only.split(",")))
-    rows = []
-    print("| case | C10 true | C10 fit | err % | C12 true | C12 fit | err % | φ12 err ° | rotation true / fit / curl | transpose | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    cases = [(n, v, {}) for n, v in AMORPHOUS.items()] + [(n, (*v, 0.0, 0.0), {}) for n, v in CRYSTAL.items()]
-    cases += [(n, AMORPHOUS[base], opts) for n, (base, opts) in AMORPHOUS_OPTIONS.items()]
-    cases += [(n, (*CRYSTAL[base], 0.0, 0.0), opts) for n, (base, opts) in CRYSTAL_OPTIONS.items()]
-    for name, (c10, c12, phi12, rot, step), opts in cases:
-        if only and name not in only:
+    common = _parse_set(args.set)
+    groups = [("amorphous", n, "amorphous", v, {}) for n, v in AMORPHOUS.items()]
+    groups += [("crystal", n, "crystal", v, {}) for n, v in CRYSTAL.items()]
+    groups += [("options", n, "amorphous", AMORPHOUS[base], o) for n, (base, o) in AMORPHOUS_OPTIONS.items()]
+    groups += [("options", n, "crystal", CRYSTAL[base], o) for n, (base, o) in CRYSTAL_OPTIONS.items()]
+    rows, lines, ok_all = [], [], True
+    print(f"options for every case: {common or 'defaults'}; seeds 0..{args.seeds - 1}")
+    head = ("| case | seeds | C10 err % mean | worst | C12 err mean | worst | rotation err ° worst | rotation vs curl ° worst | s | met |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(head, flush=True)
+    for group, name, kind, key, opts in groups:
+        if only and name not in only and group not in only:
             continue
-        ds = crystal(c10, c12, phi12) if name.startswith("crystal") else amorphous(c10, c12, phi12, rot, step)
-        r = run_case(name, ds, c10, c12, phi12, rot, opts)
-        rows.append(r)
-        c12e = f"{r['C12_err_pct']:.2f}" if r["C12_err_pct"] is not None else f"({r['C12_err_A']:.2f} Å)"
-        phe = f"{r['phi12_err_deg']:.2f}" if r["phi12_err_deg"] is not None else "—"
-        print(f"| {name} | {c10:g} | {r['C10']:.2f} | {r['C10_err_pct']:.2f} | {c12:g} | {r['C12']:.2f} | {c12e} | {phe} | "
-              f"{rot:g} / {r['rotation']:.2f} / {r['rotation_curl']:.2f} | {r['transpose']} | {r['time_s']:.2f} |", flush=True)  # fmt: skip
-    ok = all(r["C10_err_pct"] <= 2 and (r["C12_err_pct"] is None or r["C12_err_pct"] <= 5) for r in rows)
-    print(f"\nacceptance (C10 <= 2 %, C12 <= 5 % in every case): {'met' if ok else 'NOT met'}")
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}, indent=1))
+        c10, c12, phi12 = key[:3]
+        rot = key[3] if kind == "amorphous" else 0.0
+        case_rows = []
+        for seed in range(args.seeds):
+            r = run_case(name, noisy(kind, key, seed), c10, c12, phi12, rot, {**opts, **common}, warm=seed == 0)
+            r["seed"] = seed
+            case_rows.append(r)
+        line, ok = summary(name, case_rows, c12)
+        ok_all &= ok
+        rows += case_rows
+        lines.append(line)
+        print(line, flush=True)
+    print(f"\nacceptance (C10 <= 2 %, C12 <= 5 % in every case and seed): {'met' if ok_all else 'NOT met'}")
+    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "table": [head, *lines], "rows": rows}
+    Path(args.out).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
