@@ -143,11 +143,61 @@ def summary(name, rows, c12):
             f"{max(rerr):.2f} | {max(rot):.2f} | {np.median([r['time_s'] for r in rows]):.2f} | {'yes' if ok else '**no**'} |"), ok  # fmt: skip
 
 
+#: the references' own optics fits run on these (unrotated: py4DSTEM's is run with the rotation
+#: forced to 0, as compare.py runs it)
+REFERENCE_CASES = ("compare-case (12 Å field)", "amorphous-100-a10", "amorphous-20", "amorphous-20-a5", "amorphous-50-a5", "crystal-20", "crystal-50-a5")
+
+
+def references(args, group_rows):
+    """py4DSTEM's (``Parallax`` … ``aberration_fit``) and quantem's
+    (``fit_hyperparameters_cross_correlation``) optics fits on the same data as ours (seeds
+    0 .. ``--ref-seeds`` − 1), each in its own environment (compare.py's workers): a table of
+    C10 and C12 as each reports them and their errors against the truth."""
+    from compare import reference
+
+    print("\n## the references' own optics fits on the same data (C10 / C12 as reported; errors in the project's convention, C10 = −defocus)")
+    print("| case | seed | code | C10 | C10 err % | C12 | C12 err | rotation | s | ours C10 err % / C12 err |\n|---|---|---|---|---|---|---|---|---|---|")
+    out = []
+    for name, kind, key, ours in group_rows:
+        if name not in REFERENCE_CASES:
+            continue
+        c10, c12, phi12 = key[:3]
+        alpha = 20.0 if kind == "crystal" else 25.0
+        for seed in range(min(args.ref_seeds, len(ours))):
+            ds = noisy(kind, key, seed)
+            ab = {"C10": c10, "C12": c12, "phi12": phi12}
+            for code, python, worker, method in (("py4DSTEM", args.py4dstem, "ref_py4dstem.py", "parallax"),
+                                                 ("quantem", args.quantem, "ref_quantem.py", "parallax_fit")):  # fmt: skip
+                if not python:
+                    continue
+                r = reference(python, worker, ds, None, ab, alpha, [method], repeats=1)
+                err = r.get(method + "_error", r.get("error"))
+                got = {k[len(method + "_ab_") :]: float(r[k]) for k in r if k.startswith(method + "_ab_")}
+                row = {"case": name, "seed": seed, "code": code, "error": None if err is None else str(err)[-300:], "aberrations": got,
+                       "time_s": float(r[method + "_time"]) if method + "_time" in r else None,
+                       "rotation": float(r[method + "_rotation"]) if method + "_rotation" in r else None}  # fmt: skip
+                o = ours[seed]
+                mine = f"{o['C10_err_pct']:.2f} / " + (f"{o['C12_err_pct']:.2f} %" if c12 else f"{o['C12_err_A']:.2f} Å")
+                if "C10" in got:
+                    row["C10_err_pct"] = 100 * abs(got["C10"] - c10) / abs(c10)
+                    row["C12_err"] = abs(got.get("C12", 0.0) - c12) * (100 / c12 if c12 else 1.0)
+                    rot = f"{row['rotation']:.2f}" if row["rotation"] is not None else "forced 0"
+                    print(f"| {name} | {seed} | {code} | {got['C10']:.2f} | {row['C10_err_pct']:.1f} | {got.get('C12', 0.0):.2f} | "
+                          f"{row['C12_err']:.1f} {'%' if c12 else 'Å'} | {rot} | {row['time_s'] or 0:.2f} | {mine} |", flush=True)  # fmt: skip
+                else:
+                    print(f"| {name} | {seed} | {code} | failed: {row['error']} | | | | | | {mine} |", flush=True)
+                out.append(row)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="comma-separated case names, or the groups 'amorphous', 'crystal', 'options' (default: all)")
     ap.add_argument("--seeds", type=int, default=1, help="Poisson seeds per case (0 .. N-1; seed 0 is compare.py's data)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a fit option for every case, e.g. transfer=True")
+    ap.add_argument("--py4dstem", default="", help="python of an environment with py4DSTEM: its optics fit on the same data")
+    ap.add_argument("--quantem", default="", help="python of an environment with quantem: its optics fit on the same data")
+    ap.add_argument("--ref-seeds", type=int, default=1, help="seeds the references run on (default 1: seed 0)")
     ap.add_argument("--out", default=str(HERE / "parallax_accuracy.json"))
     ap.add_argument("--thickness", action="store_true", help="only: the crystal's C10 offset against its thickness (noise-free, C10 = -50 Å)")
     args = ap.parse_args()
@@ -168,7 +218,7 @@ def main():
     groups += [("crystal", n, "crystal", v, {}) for n, v in CRYSTAL.items()]
     groups += [("options", n, "amorphous", AMORPHOUS[base], o) for n, (base, o) in AMORPHOUS_OPTIONS.items()]
     groups += [("options", n, "crystal", CRYSTAL[base], o) for n, (base, o) in CRYSTAL_OPTIONS.items()]
-    rows, lines, ok_all = [], [], True
+    rows, lines, ok_all, done = [], [], True, []
     print(f"options for every case: {common or 'defaults'}; seeds 0..{args.seeds - 1}")
     head = ("| case | seeds | C10 err % mean | worst | C12 err mean | worst | rotation err ° worst | rotation vs curl ° worst | s | met |\n"
             "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
@@ -187,9 +237,13 @@ def main():
         ok_all &= ok
         rows += case_rows
         lines.append(line)
+        if not opts:
+            done.append((name, kind, key, case_rows))
         print(line, flush=True)
     print(f"\nacceptance (C10 <= 2 %, C12 <= 5 % in every case and seed): {'met' if ok_all else 'NOT met'}")
-    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "table": [head, *lines], "rows": rows}
+    refs = references(args, done) if args.py4dstem or args.quantem else []
+    record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "table": [head, *lines], "rows": rows,
+              "references": refs}  # fmt: skip
     Path(args.out).write_text(json.dumps(record, indent=1))
 
 

@@ -320,9 +320,12 @@ def test_guard_band_removes_the_small_defocus_bias():
     assert fit.aberrations["C12"] < 0.2
 
 
-def one_hot_transfer_objective(c, F, kp, which, wp, wb, q, k_alpha, lam, orders):
+def one_hot_transfer_objective(x, F, kp, which, wp, wb, q, k_alpha, lam, orders):
     """The exact-transfer objective as first written (every Q, χ evaluated at k_p ∓ Q
-    directly, each bin's transfer a one-hot matrix product): the reference for the fast form."""
+    directly, each bin's transfer a one-hot matrix product) at x = (coefficients, the raster's
+    turn in radians): the reference for the fast form."""
+    c, t = x[:-1], x[-1]
+    q = q @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T
     basis = lambda k: np.asarray(px.chi_basis(jnp.asarray(k), lam, orders), np.float64)  # noqa: E731
     chi = lambda k: basis(k.reshape(-1, 2)).reshape(k.shape[:-1] + (-1,)) @ c  # noqa: E731
     km, kq = kp[:, None] - q[None], kp[:, None] + q[None]
@@ -353,7 +356,7 @@ def transfer_problem(orders=("C10", "C12", "C21", "C23")):
     wp = rng.uniform(0.5, 1.5, len(kp))
     wb = rng.uniform(0.2, 1.0, nb)
     c = np.array([-60.0, 8.0, -3.0, 300.0, -200.0, 150.0, 100.0])[: len(px._terms(orders))]
-    return c, F, kp, which, wp, wb, q, k_alpha, wavelength(ENERGY), orders
+    return np.append(c, 0.05), F, kp, which, wp, wb, q, k_alpha, wavelength(ENERGY), orders
 
 
 @pytest.mark.parametrize("orders", [("C10", "C12"), ("C10", "C12", "C21", "C23"), ("C10", "C12", "C30")])
@@ -367,25 +370,29 @@ def test_fast_transfer_objective_equals_the_one_hot_form(orders):
     assert fast == pytest.approx(ref, rel=2e-4)
     # not a constant: another defocus changes it
     assert abs(one_hot_transfer_objective(c + np.eye(len(c))[0] * 30, F, kp, which, wp, wb, q, k_alpha, lam, orders) - ref) > 1e-3 * abs(ref)
+    assert abs(one_hot_transfer_objective(c + np.eye(len(c))[-1] * 0.3, F, kp, which, wp, wb, q, k_alpha, lam, orders) - ref) > 1e-3 * abs(ref)
 
 
 def test_transfer_gradient_and_fisher_matrix():
-    """The Gauss–Newton form's value and gradient against central differences of the float64
-    one-hot reference; its matrix symmetric positive semi-definite and, at the optimum of
-    noise-free data (F = Φ T exactly), the objective's Hessian (by JAX)."""
-    c, F, kp, which, wp, wb, q, k_alpha, lam, orders = transfer_problem()
+    """The Gauss–Newton form's value and gradient (coefficients and the raster's turn) against
+    central differences of the one-hot reference, with an aperture wide enough that no k_p ∓ Q
+    crosses its edge (the aperture is not differentiated: its edge moves with the turn); its
+    matrix symmetric positive semi-definite and, at the optimum of noise-free data (F = Φ T
+    exactly), the objective's Hessian (by JAX)."""
+    c, F, kp, which, wp, wb, q, _, lam, orders = transfer_problem()
+    k_alpha = 10.0
     args, degree = px._transfer_problem(F, kp, which, wp, wb, q, k_alpha, orders)
     v, g, h = (np.asarray(x, np.float64) for x in px._transfer_gauss_newton(jnp.asarray(c, jnp.float32), *args, lam, orders, degree))
     f = lambda x: one_hot_transfer_objective(x, F, kp, which, wp, wb, q, k_alpha, lam, orders)  # noqa: E731
     assert v == pytest.approx(f(c), rel=2e-4)
-    steps = np.array([0.2, 0.2, 0.2, 2.0, 2.0, 2.0, 2.0])
+    steps = np.array([0.2, 0.2, 0.2, 2.0, 2.0, 2.0, 2.0, 0.01])
     fd = np.array([(f(c + s * e) - f(c - s * e)) / (2 * s) for s, e in zip(steps, np.eye(len(c)))])
     np.testing.assert_allclose(g, fd, rtol=0.02, atol=1e-3 * np.abs(fd).max())
     np.testing.assert_allclose(h, h.T, rtol=1e-5, atol=1e-6 * np.abs(h).max())
     assert np.linalg.eigvalsh(h).min() > -1e-6 * np.abs(h).max()
     # noise-free data made by the model itself: there the Fisher matrix is the Hessian
-    gr, gi, _, _ = px._transfer_fields(jnp.asarray(c, jnp.float32), *args[1:7], lam, orders, degree)
-    Tb = np.asarray(jax.lax.complex(px._bin_rows(gr, args[8], args[9]), px._bin_rows(gi, args[8], args[9])))
+    gr, gi, _, _ = px._transfer_fields(jnp.asarray(c, jnp.float32), *args[1:5], lam, orders, degree)
+    Tb = np.asarray(jax.lax.complex(px._bin_rows(gr, args[6], args[7]), px._bin_rows(gi, args[6], args[7])))
     phi = np.exp(1j * np.arange(Tb.shape[1]))
     exact = (Tb * phi[None]).astype(np.complex64)
     args2 = (jnp.asarray(exact),) + args[1:]

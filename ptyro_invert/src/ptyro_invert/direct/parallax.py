@@ -585,7 +585,8 @@ def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
         dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
         fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh, guard=guard,
     )  # fmt: skip
-    return _maybe_transfer(dataset, fit, measured, transfer, threshold=threshold, bin_size=bin_size, window=window, orders=orders)
+    return _maybe_transfer(dataset, fit, measured, transfer, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
+                           fit_rotation=fit_rotation)  # fmt: skip
 
 
 #: ``transfer=None`` (the default) refines by the exact transfer where the fitted shifts move the
@@ -631,7 +632,8 @@ def measure_and_fit(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
 
 
 def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0.5, bin_size: int | None = None, window: float = 0.25,
-                 orders: tuple[str, ...] = DEFAULT_ORDERS, max_iterations: int = 8, measured: Any = None) -> AberrationFit:  # fmt: skip
+                 orders: tuple[str, ...] = DEFAULT_ORDERS, max_iterations: int = 8, measured: Any = None,
+                 fit_rotation: bool = True) -> AberrationFit:  # fmt: skip
     """The optics ``fit`` (from the shifts: :func:`fit_aberrations`) refined by the profile
     likelihood of the bins' scan FFTs F_b(Q) under the exact weak-phase transfer of every
     bright-field pixel p, one-sideband frequencies included (``_common``'s γ):
@@ -639,8 +641,8 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
         T_b(Q) = Σ_p [A(k_p − Q) e^{i(χ(k_p) − χ(k_p − Q))} − A(k_p + Q) e^{−i(χ(k_p) − χ(k_p + Q))}] / Σ_p |P̃(k_p)|²,
         J = Σ_Q |Σ_b w_b F_b T_b*|² / Σ_b w_b |T_b|²   (Φ(Q) profiled out, w_b the bin's pixels),
 
-    maximised over the coefficients of ``orders`` from ``fit`` with the rotation and transpose
-    of ``fit`` held: damped Gauss–Newton steps with the analytic gradient and Fisher matrix
+    maximised over the coefficients of ``orders`` and (``fit_rotation``) the raster's rotation
+    from ``fit``, its transpose held: damped Gauss–Newton steps with the analytic gradient and Fisher matrix
     (:func:`_transfer_gauss_newton`), until a step gains less than 1e-3 of J or after
     ``max_iterations``. Fast because χ is a polynomial: χ(k ∓ Q) − χ(k) is exactly its Taylor
     series at the pixels (two small matrix products per evaluation, :func:`_transfer_fields`),
@@ -670,19 +672,31 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     per_bin = np.bincount(which, mean.reshape(-1)[pix] / mean.max(), len(kb))
     q = lat.frequencies().reshape(-1, 2) @ m.T
     args, degree = _transfer_problem(np.asarray(Fw), kp, which, 1.0 / per_bin[which], counts / counts.max(), q, k_alpha, tuple(orders))
-    c0 = _cartesian(fit, tuple(orders))
-    terms = _terms(tuple(orders))
+    x0 = np.append(_cartesian(fit, tuple(orders)), 0.0)  # the coefficients, then the raster's turn (rad)
     static = (lam, tuple(orders), degree)
+    held = np.zeros(len(x0), bool)
+    held[-1] = not fit_rotation
 
-    def vgh(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        v, g, h = _transfer_gauss_newton(jnp.asarray(x, jnp.float32), *args, *static)
-        return float(v), np.asarray(g, np.float64), np.asarray(h, np.float64)
+    def vgh(y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        v, g, h = (np.asarray(a, np.float64) for a in _transfer_gauss_newton(jnp.asarray(y * unit, jnp.float32), *args, *static))
+        g, h = g * unit, h * np.outer(unit, unit)  # in the units of y
+        g[held], h[held], h[:, held] = 0.0, 0.0, 0.0
+        h[held, held] = 1.0
+        return float(v), g, h
 
-    coef = _damped_newton(vgh, lambda x: float(_transfer_objective(jnp.asarray(x, jnp.float32), *args, *static)), c0, int(max_iterations), 1e-3, 1e-3)
-    model = np.einsum("nij,j->ni", _shift_basis(fit.frequencies, lam, tuple(orders)), coef[: len(terms)]) if len(fit.frequencies) else fit.model_shifts
-    r = fit.shifts - model
+    # each parameter in units that change J alike (1 / √ of the Fisher matrix's diagonal at the start)
+    unit = np.ones(len(x0))
+    diag = np.diag(vgh(x0)[2])
+    unit = np.where(diag > 1e-12 * diag.max(), 1.0 / np.sqrt(np.maximum(diag, 1e-300)), 1.0)
+    value = lambda y: float(_transfer_objective(jnp.asarray(y * unit, jnp.float32), *args, *static))  # noqa: E731
+    x = _damped_newton(vgh, value, x0 / unit, int(max_iterations), 1e-3, 1e-3) * unit
+    coef, turn = x[:-1], math.degrees(float(x[-1]))
+    terms = len(_terms(tuple(orders)))
+    shifts = fit.shifts @ _rot(turn).T  # the measured shifts in the turned detector frame
+    model = np.einsum("nij,j->ni", _shift_basis(fit.frequencies, lam, tuple(orders)), coef[:terms]) if len(fit.frequencies) else fit.model_shifts
+    r = shifts - model
     rms = float(np.sqrt(np.mean(np.sum((r - r.mean(0)) ** 2, -1) / 2))) if len(r) else float("nan")
-    return fit._replace(aberrations=_polar(coef, tuple(orders)), model_shifts=model, rms=rms)
+    return fit._replace(aberrations=_polar(coef, tuple(orders)), rotation=fit.rotation + turn, shifts=shifts, model_shifts=model, rms=rms)
 
 
 def _taylor_rows(c: jax.Array, kp: jax.Array, lam: float, orders: tuple[str, ...], degree: int) -> tuple[jax.Array, jax.Array]:
@@ -704,13 +718,13 @@ def _taylor_rows(c: jax.Array, kp: jax.Array, lam: float, orders: tuple[str, ...
     return jnp.stack(rows[1], -1), jnp.stack(rows[0], -1)
 
 
-def _q_monomials(q: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """(odd (no, nQ), even (ne, nQ)): Qx^{n−j} Qy^j for the odd and the even n ≤ ``degree``, in
-    :func:`_taylor_rows`' order."""
-    mono: dict[int, list[np.ndarray]] = {0: [], 1: []}
+def _q_monomials(q: jax.Array, degree: int) -> tuple[jax.Array, jax.Array]:
+    """(odd (no, nQ), even (ne, nQ)): Qx^{n−j} Qy^j for the odd and the even n ≤ ``degree``
+    (≥ 2), in :func:`_taylor_rows`' order."""
+    mono: dict[int, list[jax.Array]] = {0: [], 1: []}
     for n in range(1, degree + 1):
         mono[n % 2] += [q[:, 0] ** (n - j) * q[:, 1] ** j for j in range(n + 1)]
-    return np.stack(mono[1]), np.stack(mono[0]) if mono[0] else np.zeros((0, len(q)))
+    return jnp.stack(mono[1]), jnp.stack(mono[0])
 
 
 def _transfer_problem(F: np.ndarray, kp: np.ndarray, which: np.ndarray, wp: np.ndarray, wb: np.ndarray, q: np.ndarray, k_alpha: float,
@@ -726,31 +740,38 @@ def _transfer_problem(F: np.ndarray, kp: np.ndarray, which: np.ndarray, wp: np.n
     flat, mult = _half_plane(F.shape[1:])
     Fq = F.reshape(nb, -1)[:, flat]
     norm = float(np.sum(np.abs(F) ** 2))
-    qh = q[flat]
-    k = kp[idx]
-    am = np.sum((k[:, None] - qh[None]) ** 2, -1) < k_alpha**2
-    ap = np.sum((k[:, None] + qh[None]) ** 2, -1) < k_alpha**2
-    degree = _degree(orders) + 1
-    qo, qe = _q_monomials(qh, degree)
-    args = (jnp.asarray(Fq * np.sqrt(wb)[:, None], jnp.complex64), jnp.asarray(k, jnp.float32), jnp.asarray(wpix, jnp.float32),
-            jnp.asarray(am, jnp.float32), jnp.asarray(ap, jnp.float32), jnp.asarray(qo, jnp.float32), jnp.asarray(qe, jnp.float32),
-            jnp.asarray(mult / norm, jnp.float32), jnp.asarray(gidx), jnp.asarray(gmask))  # fmt: skip
-    return args, degree
+    args = (jnp.asarray(Fq * np.sqrt(wb)[:, None], jnp.complex64), jnp.asarray(kp[idx], jnp.float32), jnp.asarray(wpix, jnp.float32),
+            jnp.asarray(q[flat], jnp.float32), jnp.asarray(k_alpha, jnp.float32), jnp.asarray(mult / norm, jnp.float32), jnp.asarray(gidx),
+            jnp.asarray(gmask))  # fmt: skip
+    return args, max(_degree(orders) + 1, 2)
 
 
-def _transfer_fields(c: jax.Array, kp: jax.Array, wpix: jax.Array, am: jax.Array, ap: jax.Array, qo: jax.Array, qe: jax.Array, lam: float,
-                     orders: tuple[str, ...], degree: int) -> tuple[jax.Array, ...]:  # fmt: skip
+def _turned(q: jax.Array, turn: jax.Array) -> jax.Array:
+    """The frequencies ``q`` (nQ, 2) turned by ``turn`` radians (the raster's rotation changed by it)."""
+    cos, sin = jnp.cos(turn), jnp.sin(turn)
+    return jnp.stack([cos * q[:, 0] - sin * q[:, 1], sin * q[:, 0] + cos * q[:, 1]], -1)
+
+
+def _transfer_fields(x: jax.Array, kp: jax.Array, wpix: jax.Array, q: jax.Array, k_alpha: jax.Array, lam: float, orders: tuple[str, ...],
+                     degree: int) -> tuple[jax.Array, ...]:  # fmt: skip
     """Each pixel's weighted transfer g(p, Q) and its companion h (real and imaginary parts,
-    (n, nQ) each: gr, gi, hr, hi) for :func:`_transfer_objective`: with χ(k ∓ Q) − χ(k) = ∓O − E
-    (O, E the odd and even Taylor terms in Q, :func:`_taylor_rows`),
+    (n, nQ) each: gr, gi, hr, hi) for :func:`_transfer_objective` at the parameters ``x`` (χ's
+    cartesian coefficients, then the turn of the raster in radians, which turns ``q``): with
+    χ(k ∓ Q) − χ(k) = ∓O − E (O, E the odd and even Taylor terms in Q, :func:`_taylor_rows`),
 
         g = A(k − Q) e^{i(O − E)} − A(k + Q) e^{i(O + E)} = e^{iO} (A(k − Q) e^{−iE} − A(k + Q) e^{iE}),
         h = e^{iO} (A(k − Q) e^{−iE} + A(k + Q) e^{iE})   (∂g/∂O = i g, ∂g/∂E = −i h),
 
-    two matrix products and two sines and cosines per pixel and frequency."""
-    ro, re = _taylor_rows(c, kp, lam, orders, degree)
-    O = ro @ qo
-    E = re @ qe if qe.shape[0] else jnp.zeros_like(O)
+    two matrix products and two sines and cosines per pixel and frequency (A the aperture:
+    |k ∓ Q| < ``k_alpha``; not differentiated)."""
+    qt = _turned(q, x[-1])
+    ro, re = _taylor_rows(x[:-1], kp, lam, orders, degree)
+    qo, qe = _q_monomials(qt, degree)
+    O, E = ro @ qo, re @ qe
+    k2 = jnp.sum(kp**2, -1)[:, None] + jnp.sum(qt**2, -1)[None]
+    kq = 2 * kp @ qt.T
+    am = jax.lax.stop_gradient((k2 - kq < k_alpha**2).astype(O.dtype))
+    ap = jax.lax.stop_gradient((k2 + kq < k_alpha**2).astype(O.dtype))
     co, so, ce, se = jnp.cos(O), jnp.sin(O), jnp.cos(E), jnp.sin(E)
     dm, sm = (am - ap) * wpix[:, None], (am + ap) * wpix[:, None]
     xr, xi, yr, yi = dm * ce, -sm * se, sm * ce, -dm * se
@@ -765,50 +786,54 @@ def _bin_rows(x: jax.Array, gidx: jax.Array, gmask: jax.Array) -> jax.Array:
     return jnp.einsum("br,brq->bq", gmask, rows[gidx])
 
 
-@functools.partial(jax.jit, static_argnums=(11, 12, 13))
-def _transfer_objective(c: jax.Array, Fq: jax.Array, kp: jax.Array, wpix: jax.Array, am: jax.Array, ap: jax.Array, qo: jax.Array, qe: jax.Array,
-                        wq: jax.Array, gidx: jax.Array, gmask: jax.Array, lam: float, orders: tuple[str, ...], degree: int) -> jax.Array:  # fmt: skip
-    """−J of :func:`fit_transfer` (over the data's power) at the cartesian coefficients ``c``:
-    ``Fq`` (nb, nQ) the bins' weighted scan FFTs, ``kp`` (n, 2) the bright-field pixels in rows
-    of :data:`_ROW_WIDTH` per bin (padding of weight 0), ``wpix`` (n,) their weights,
-    ``am``/``ap`` (n, nQ) whether k_p ∓ Q is inside the aperture, ``qo``/``qe`` the odd and even
-    monomials of Q (:func:`_q_monomials`), ``wq`` (nQ,) each frequency's multiplicity
-    (:func:`_half_plane`) over the data's power, ``gidx``/``gmask`` each bin's rows
-    (:func:`_bin_rows`). Each bin's transfer T_b is the sum of its pixels' g
-    (:func:`_transfer_fields`): no one-hot matrix."""
-    gr, gi, _, _ = _transfer_fields(c, kp, wpix, am, ap, qo, qe, lam, orders, degree)
+@functools.partial(jax.jit, static_argnums=(9, 10, 11))
+def _transfer_objective(x: jax.Array, Fq: jax.Array, kp: jax.Array, wpix: jax.Array, q: jax.Array, k_alpha: jax.Array, wq: jax.Array,
+                        gidx: jax.Array, gmask: jax.Array, lam: float, orders: tuple[str, ...], degree: int) -> jax.Array:  # fmt: skip
+    """−J of :func:`fit_transfer` (over the data's power) at the parameters ``x`` (χ's cartesian
+    coefficients and the raster's turn, :func:`_transfer_fields`): ``Fq`` (nb, nQ) the bins'
+    weighted scan FFTs at the frequencies ``q`` (nQ, 2) Å⁻¹ (detector frame), ``kp`` (n, 2) the
+    bright-field pixels in rows of :data:`_ROW_WIDTH` per bin (padding of weight 0), ``wpix``
+    (n,) their weights, ``k_alpha`` the aperture's radius, ``wq`` (nQ,) each frequency's
+    multiplicity (:func:`_half_plane`) over the data's power, ``gidx``/``gmask`` each bin's
+    rows (:func:`_bin_rows`). Each bin's transfer T_b is the sum of its pixels' g: no one-hot
+    matrix."""
+    gr, gi, _, _ = _transfer_fields(x, kp, wpix, q, k_alpha, lam, orders, degree)
     T = jax.lax.complex(_bin_rows(gr, gidx, gmask), _bin_rows(gi, gidx, gmask))
     num = jnp.abs(jnp.sum(Fq * jnp.conj(T), 0)) ** 2
     den = jnp.sum(jnp.abs(T) ** 2, 0) + 1e-6
     return -jnp.sum(wq * num / den)
 
 
-@functools.partial(jax.jit, static_argnums=(11, 12, 13))
-def _transfer_gauss_newton(c: jax.Array, Fq: jax.Array, kp: jax.Array, wpix: jax.Array, am: jax.Array, ap: jax.Array, qo: jax.Array, qe: jax.Array,
-                           wq: jax.Array, gidx: jax.Array, gmask: jax.Array, lam: float, orders: tuple[str, ...], degree: int,
+@functools.partial(jax.jit, static_argnums=(9, 10, 11))
+def _transfer_gauss_newton(x: jax.Array, Fq: jax.Array, kp: jax.Array, wpix: jax.Array, q: jax.Array, k_alpha: jax.Array, wq: jax.Array,
+                           gidx: jax.Array, gmask: jax.Array, lam: float, orders: tuple[str, ...], degree: int,
                            ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    """(value, gradient, Gauss–Newton matrix) of :func:`_transfer_objective` in ``c``, by
+    """(value, gradient, Gauss–Newton matrix) of :func:`_transfer_objective` in ``x``, by
     variable projection: −J + Σ|F|² = S = Σ_Q Σ_b |F_b − Φ̂ T_b|² with Φ̂ = Σ_b F_b T_b* /
-    Σ_b |T_b|² (the profiled object), so with D_j = ∂T/∂c_j (analytic: O and E are linear in c,
-    ∂g/∂c_j = i(O_j g − E_j h), :func:`_transfer_fields`) the gradient is exactly
-    −2 Re Σ r* Φ̂ D_j (r = F − Φ̂ T ⊥ T) and the matrix is Kaufman's 2 Re Σ_Q |Φ̂|² [D_j^H D_k −
-    (D_j^H T)(T^H D_k)/Σ|T|²] (the Fisher information of the coefficients with Φ profiled out):
-    no second derivatives."""
-    gr, gi, hr, hi = _transfer_fields(c, kp, wpix, am, ap, qo, qe, lam, orders, degree)
+    Σ_b |T_b|² (the profiled object), so with D_j = ∂T/∂x_j (∂g/∂x_j = i(Ȯ_j g − Ė_j h),
+    :func:`_transfer_fields`, with Ȯ_j, Ė_j the derivatives of the Taylor terms, forward mode)
+    the gradient is exactly −2 Re Σ r* Φ̂ D_j (r = F − Φ̂ T ⊥ T) and the matrix is Kaufman's
+    2 Re Σ_Q |Φ̂|² [D_j^H D_k − (D_j^H T)(T^H D_k)/Σ|T|²] (the Fisher information of the
+    parameters with Φ profiled out): no second derivatives."""
+    gr, gi, hr, hi = _transfer_fields(x, kp, wpix, q, k_alpha, lam, orders, degree)
     T = jax.lax.complex(_bin_rows(gr, gidx, gmask), _bin_rows(gi, gidx, gmask))
-    dro, dre = jax.jacfwd(lambda x: _taylor_rows(x, kp, lam, orders, degree))(c)  # constant: χ is linear in c
+
+    def terms(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        qo, qe = _q_monomials(_turned(q, y[-1]), degree)
+        ro, re = _taylor_rows(y[:-1], kp, lam, orders, degree)
+        return ro @ qo, re @ qe
+
     D = []
-    for j in range(c.shape[0]):
-        Oj = dro[:, :, j] @ qo
-        Ej = dre[:, :, j] @ qe if qe.shape[0] else jnp.zeros_like(Oj)
-        D.append(jax.lax.complex(_bin_rows(Ej * hi - Oj * gi, gidx, gmask), _bin_rows(Oj * gr - Ej * hr, gidx, gmask)))  # i(O_j g − E_j h)
-    Dj = jnp.stack(D)  # (nc, nb, nQ)
+    for j in range(x.shape[0]):
+        Oj, Ej = jax.jvp(terms, (x,), (jnp.zeros_like(x).at[j].set(1.0),))[1]
+        D.append(jax.lax.complex(_bin_rows(Ej * hi - Oj * gi, gidx, gmask), _bin_rows(Oj * gr - Ej * hr, gidx, gmask)))  # i(Ȯ_j g − Ė_j h)
+    Dj = jnp.stack(D)  # (nx, nb, nQ)
     u = jnp.sum(Fq * jnp.conj(T), 0)
     v = jnp.sum(jnp.abs(T) ** 2, 0) + 1e-6
     phi = u / v
     r = Fq - phi[None] * T
     grad = -2 * jnp.real(jnp.sum((wq * phi)[None] * jnp.sum(jnp.conj(r)[None] * Dj, 1), -1))
-    dt = jnp.sum(jnp.conj(T)[None] * Dj, 1)  # T^H D_j (nc, nQ)
+    dt = jnp.sum(jnp.conj(T)[None] * Dj, 1)  # T^H D_j (nx, nQ)
     col = (phi * jnp.sqrt(wq))[None, None] * (Dj - T[None] * (dt / v[None])[:, None, :])  # Kaufman's columns P⊥(Φ̂ D_j)
     flat = jnp.concatenate([jnp.real(col), jnp.imag(col)], 1).reshape(col.shape[0], -1)
     return -jnp.sum(wq * jnp.abs(u) ** 2 / v), grad, 2 * flat @ flat.T
@@ -1018,7 +1043,8 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
             dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
             fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh, guard=guard,
         )  # fmt: skip
-        fit = _maybe_transfer(dataset, fit, measured, transfer, threshold=threshold, bin_size=bin_size, window=window, orders=orders)
+        fit = _maybe_transfer(dataset, fit, measured, transfer, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
+                              fit_rotation=fit_rotation)  # fmt: skip
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing, threshold=threshold,
                           bin_size=bin_size, mesh=mesh)  # fmt: skip
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]
