@@ -355,7 +355,8 @@ def transfer_problem(orders=("C10", "C12", "C21", "C23")):
     q = np.stack(np.meshgrid(np.fft.fftfreq(6, step), np.fft.fftfreq(7, step), indexing="ij"), -1).reshape(-1, 2) @ px._rot(20.0).T
     wp = rng.uniform(0.5, 1.5, len(kp))
     wb = rng.uniform(0.2, 1.0, nb)
-    c = np.array([-60.0, 8.0, -3.0, 300.0, -200.0, 150.0, 100.0])[: len(px._terms(orders))]
+    c = {"C10": [-60.0], "C12": [8.0, -3.0], "C21": [300.0, -200.0], "C23": [150.0, 100.0], "C30": [5e4]}
+    c = np.concatenate([c[o] for o in orders])
     return np.append(c, 0.05), F, kp, which, wp, wb, q, k_alpha, wavelength(ENERGY), orders
 
 
@@ -378,14 +379,14 @@ def test_transfer_gradient_and_fisher_matrix():
     central differences of the one-hot reference, with an aperture wide enough that no k_p ∓ Q
     crosses its edge (the aperture is not differentiated: its edge moves with the turn); its
     matrix symmetric positive semi-definite and, at the optimum of noise-free data (F = Φ T
-    exactly), the objective's Hessian (by JAX)."""
-    c, F, kp, which, wp, wb, q, _, lam, orders = transfer_problem()
+    exactly), the objective's Hessian (central differences of that gradient)."""
+    c, F, kp, which, wp, wb, q, _, lam, orders = transfer_problem(("C10", "C21"))  # degree 3: odd and even Taylor terms; small to compile
     k_alpha = 10.0
     args, degree = px._transfer_problem(F, kp, which, wp, wb, q, k_alpha, orders)
     v, g, h = (np.asarray(x, np.float64) for x in px._transfer_gauss_newton(jnp.asarray(c, jnp.float32), *args, lam, orders, degree))
     f = lambda x: one_hot_transfer_objective(x, F, kp, which, wp, wb, q, k_alpha, lam, orders)  # noqa: E731
     assert v == pytest.approx(f(c), rel=2e-4)
-    steps = np.array([0.2, 0.2, 0.2, 2.0, 2.0, 2.0, 2.0, 0.01])
+    steps = np.array([0.2, 2.0, 2.0, 0.01])
     fd = np.array([(f(c + s * e) - f(c - s * e)) / (2 * s) for s, e in zip(steps, np.eye(len(c)))])
     np.testing.assert_allclose(g, fd, rtol=0.02, atol=1e-3 * np.abs(fd).max())
     np.testing.assert_allclose(h, h.T, rtol=1e-5, atol=1e-6 * np.abs(h).max())
@@ -397,9 +398,10 @@ def test_transfer_gradient_and_fisher_matrix():
     exact = (Tb * phi[None]).astype(np.complex64)
     args2 = (jnp.asarray(exact),) + args[1:]
     _, g2, h2 = px._transfer_gauss_newton(jnp.asarray(c, jnp.float32), *args2, lam, orders, degree)
-    hess = jax.hessian(px._transfer_objective)(jnp.asarray(c, jnp.float32), *args2, lam, orders, degree)
+    grad = lambda x: np.asarray(px._transfer_gauss_newton(jnp.asarray(x, jnp.float32), *args2, lam, orders, degree)[1], np.float64)  # noqa: E731
+    hess = np.stack([(grad(c + s * e) - grad(c - s * e)) / (2 * s) for s, e in zip(steps, np.eye(len(c)))], 1)  # of the gradient checked above
     assert np.abs(np.asarray(g2)).max() < 1e-3 * np.abs(np.asarray(h2)).max()
-    np.testing.assert_allclose(np.asarray(h2), np.asarray(hess), rtol=0.05, atol=0.02 * np.abs(np.asarray(hess)).max())
+    np.testing.assert_allclose(np.asarray(h2), hess, rtol=0.05, atol=0.02 * np.abs(hess).max())
 
 
 def test_fit_transfer_recovers_the_defocus_from_a_wrong_start():
