@@ -338,15 +338,15 @@ def _coherence_newton(c: jax.Array, Fq: jax.Array, fq: jax.Array, mono: jax.Arra
     return val, g, h1 + h2
 
 
-def _damped_newton(vgh: Any, value: Any, c: np.ndarray, steps: int, tol: float, rtol: float = 0.0) -> np.ndarray:
+def _damped_newton(vgh: Any, value: Any, c: np.ndarray, steps: int, tol: float, rtol: float = 0.0, first: Any = None) -> np.ndarray:
     """Minimise from ``c`` by Levenberg–Marquardt-damped Newton steps: ``vgh(c)`` gives (value,
     gradient, Hessian), ``value(c)`` the value alone (for trial steps). A step is taken only if
     it does not raise the value (the damping grows tenfold until it does, up to 1e6 × the
     Hessian's largest diagonal; a refused or non-finite step ends the search with the last
     accepted point); stops after ``steps`` steps, one whose largest component is below ``tol`` or
-    one that lowered the value by at most ``rtol`` × its size."""
+    one that lowered the value by at most ``rtol`` × its size. ``first``: ``vgh(c)`` if known."""
     c = np.asarray(c, np.float64)
-    val, g, h = vgh(c)
+    val, g, h = vgh(c) if first is None else first
     mu = 1e-3
     eye = np.eye(len(c))
     for _ in range(int(steps)):
@@ -686,10 +686,12 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
 
     # each parameter in units that change J alike (1 / √ of the Fisher matrix's diagonal at the start)
     unit = np.ones(len(x0))
-    diag = np.diag(vgh(x0)[2])
+    v0, g0, h0 = vgh(x0)
+    diag = np.diag(h0)
     unit = np.where(diag > 1e-12 * diag.max(), 1.0 / np.sqrt(np.maximum(diag, 1e-300)), 1.0)
     value = lambda y: float(_transfer_objective(jnp.asarray(y * unit, jnp.float32), *args, *static))  # noqa: E731
-    x = _damped_newton(vgh, value, x0 / unit, int(max_iterations), 1e-3, 1e-3) * unit
+    first = (v0, g0 * unit, h0 * np.outer(unit, unit))
+    x = _damped_newton(vgh, value, x0 / unit, int(max_iterations), 1e-3, 1e-3, first) * unit
     coef, turn = x[:-1], math.degrees(float(x[-1]))
     terms = len(_terms(tuple(orders)))
     shifts = fit.shifts @ _rot(turn).T  # the measured shifts in the turned detector frame
