@@ -4,7 +4,8 @@ how our time grows with the scan.
     .venv/bin/python benchmarks/direct/parallax_speed.py [--py4dstem PY] [--quantem PY] [--quick] [--skip PARTS] [--out PATH]
 
 Two comparisons, on compare.py's amorphous and SrTiO3 cases (``compare.amorphous_case``,
-``compare.crystal_case``):
+``compare.crystal_case``) and on a small-defocus amorphous case (−20 Å, 0.4 Å steps), where
+the default refines the optics by the exact transfer:
 
 - **aligning**: our ``parallax`` (shifts measured, optics fitted, refined by the exact transfer
   where :func:`~ptyro_invert.direct.parallax.transfer_wanted` says so, image; also timed with
@@ -145,7 +146,7 @@ def main():
     ap.add_argument("--py4dstem", help="python of a venv with py4DSTEM 0.14.18")
     ap.add_argument("--quantem", help="python of a venv with quantem 0.1.10")
     ap.add_argument("--quick", action="store_true", help="the amorphous case only, smaller scaling sizes")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: amorphous, crystal, scaling")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: amorphous, crystal, small-defocus, scaling")
     ap.add_argument("--out", default=str(HERE / "parallax_speed.json"))
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -154,10 +155,15 @@ def main():
     parts = {
         "amorphous": lambda: compare_case("amorphous (weak phase, C10 -100 Å, C12 10 Å)", amorphous_case(), args),
         "crystal": lambda: compare_case("crystal (SrTiO3 [001], 11.7 Å, multislice, C10 -20 Å)", crystal_case(), args),
+        "small-defocus": lambda: compare_case(
+            "amorphous, C10 -20 Å, C12 5 Å, 0.4 Å steps (parallax_accuracy's amorphous-20-a5)",
+            amorphous_case(ab={"C10": -20.0, "C12": 5.0, "phi12": 2.0}, step=0.4),
+            args,
+        ),
         "scaling": lambda: scaling(args),
     }
     res = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": [os.getloadavg()]}
-    res.update({name: part() for name, part in parts.items() if not (args.quick and name == "crystal") and name not in skip})
+    res.update({name: part() for name, part in parts.items() if not (args.quick and name in ("crystal", "small-defocus")) and name not in skip})
     res["load_average"].append(os.getloadavg())
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1, default=float)

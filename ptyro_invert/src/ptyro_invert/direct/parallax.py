@@ -1028,7 +1028,10 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
     object grid (φ = 0 outside the scanned area) and, with ``update_probe``, the probe is
     rebuilt from the fitted aberrations (aperture ``semiangle_cutoff`` mrad, default: the
     measured bright-field disc), so that the state seeds an iterative reconstruction; with
-    ``optics_out`` the fitted optics are written there too (:func:`write_optics`).
+    ``optics_out`` the fitted optics are written there too (:func:`write_optics`). The fit is
+    refined by the exact weak-phase transfer (:func:`fit_transfer`) where ``transfer`` is True,
+    or None (default) and :func:`transfer_wanted` says so (shifts of fewer than
+    :data:`TRANSFER_MAX_STEPS` scan steps, where the shift fit alone is biased).
 
     With ``aberrations`` (polar notation, Å and radians, e.g. ``{"C10": -100.0, "C12": 10.0,
     "phi12": 0.5}``), ``rotation`` (degrees, default 0) and ``transpose`` (default False)
