@@ -589,6 +589,9 @@ def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
                            fit_rotation=fit_rotation)  # fmt: skip
 
 
+#: fit_transfer stops after a step that gains less than this fraction of J (1e-3 took one more
+#: Gauss–Newton pass for the same C10 / C12 over five seeds of four amorphous cases, measured)
+TRANSFER_RTOL = 1e-2
 #: ``transfer=None`` (the default) refines by the exact transfer where the fitted shifts move the
 #: bins by fewer scan steps than this (:func:`transfer_wanted`)
 TRANSFER_MAX_STEPS = 4.0
@@ -643,7 +646,7 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
 
     maximised over the coefficients of ``orders`` and (``fit_rotation``) the raster's rotation
     from ``fit``, its transpose held: damped Gauss–Newton steps with the analytic gradient and Fisher matrix
-    (:func:`_transfer_gauss_newton`), until a step gains less than 1e-3 of J or after
+    (:func:`_transfer_gauss_newton`), until a step gains less than :data:`TRANSFER_RTOL` of J or after
     ``max_iterations``. Fast because χ is a polynomial: χ(k ∓ Q) − χ(k) is exactly its Taylor
     series at the pixels (two small matrix products per evaluation, :func:`_transfer_fields`),
     each bin's transfer is a sum over its pixels laid out in rows (no one-hot matrix), and only
@@ -691,7 +694,7 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     unit = np.where(diag > 1e-12 * diag.max(), 1.0 / np.sqrt(np.maximum(diag, 1e-300)), 1.0)
     value = lambda y: float(_transfer_objective(jnp.asarray(y * unit, jnp.float32), *args, *static))  # noqa: E731
     first = (v0, g0 * unit, h0 * np.outer(unit, unit))
-    x = _damped_newton(vgh, value, x0 / unit, int(max_iterations), 1e-3, 1e-3, first) * unit
+    x = _damped_newton(vgh, value, x0 / unit, int(max_iterations), 1e-3, TRANSFER_RTOL, first) * unit
     coef, turn = x[:-1], math.degrees(float(x[-1]))
     terms = len(_terms(tuple(orders)))
     shifts = fit.shifts @ _rot(turn).T  # the measured shifts in the turned detector frame
