@@ -604,8 +604,8 @@ def transfer_wanted(fit: AberrationFit, lattice: Lattice) -> bool:
     double-overlap discs' transfer 2 sin χ(Q) is small at low Q (a small defocus) and the
     one-sideband frequencies leaking into the discs pull the shifts, so the defocus and the
     astigmatism come out several per cent off (amorphous, −20 Å and −50 Å with 5 Å of C12, five
-    noise seeds: up to 6 % / 18 % and 1 % / 6 %, measured) where the exact transfer
-    (:func:`fit_transfer`) is within 1 % / 4 %. Larger shifts are measured well by the
+    noise seeds: C10 / C12 up to 5.8 % / 17.6 % and 1.0 % / 5.6 %, measured) where the exact
+    transfer (:func:`fit_transfer`) is within 1.2 % / 3 %. Larger shifts are measured well by the
     correlations and need not pay for the refinement."""
     if not len(fit.model_shifts):
         return False
@@ -653,7 +653,8 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     one of each ±Q is evaluated (the images are real: the term at −Q equals that at Q). Where
     the double-overlap discs hold little signal (small defocus, a crystal's few Bragg
     frequencies) the one-sideband frequencies carry it: measured on SrTiO3 at −20 Å, C10 43 % →
-    5 % off; not for a strong phase (the crystal at −50 Å: 6 % → 9 %). ``measured``: the
+    3.9 % off (mean of 5 noise seeds); not for a strong phase (the crystal at −50 Å: C10 3.4 % →
+    8.9 %, C12 7.5 % → 4.0 %). ``measured``: the
     :func:`measure_shifts` result for the same ``threshold`` and ``bin_size`` (its bins are
     then not gathered again). :func:`parallax` and :func:`fit_aberrations` call this by
     default where :func:`transfer_wanted` says so."""
