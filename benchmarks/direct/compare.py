@@ -109,7 +109,7 @@ def amorphous_case(scan=48, gpts=48, dose_per_a2=1e5, seed=0, ab=None, step=0.25
         p = np.asarray(state.positions, np.float64)
         t = math.radians(rotation)
         pos = (p - p.mean(0)) @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T + p.mean(0)
-    ds = syn.simulate(truth, grid, sp, positions=pos, dose=dose_per_a2 * step * step, seed=seed)
+    ds = syn.simulate(truth, grid, sp, positions=pos, dose=None if dose_per_a2 is None else dose_per_a2 * step * step, seed=seed)
     return ds, state, on_lattice(truth, (scan, scan)), ab, 25.0
 
 

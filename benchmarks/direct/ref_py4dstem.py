@@ -57,9 +57,12 @@ def parallax(c):
     img = np.asarray(p.recon_BF)
     pad = 8
     img = img[pad : img.shape[0] - pad, pad : img.shape[1] - pad] if img.shape[0] > 2 * pad else img
-    ab = {k: float(v) for k, v in getattr(p, "aberration_dict_polar", {}).items()} if hasattr(p, "aberration_dict_polar") else {}
-    if not ab and hasattr(p, "aberration_C1"):
-        ab = {"C10": float(p.aberration_C1), "C12": float(p.aberration_A1), "phi12": float(getattr(p, "aberration_A1_theta", 0.0))}
+    # its fit (aberration_fit, polar: C10, C12, phi12 ... in Å and radians; 0.14.18 names it
+    # aberrations_dict_polar) and the starting polar decomposition's C1 / C12a / C12b
+    ab = {k: float(v) for k, v in getattr(p, "aberrations_dict_polar", {}).items()}
+    for k in ("C1", "C12a", "C12b"):
+        if hasattr(p, "aberrations_" + k):
+            ab["start_" + k] = float(getattr(p, "aberrations_" + k))
     return img, ab
 
 

@@ -162,7 +162,8 @@ def parallax_case(rotation: float = 0.0, c10: float = -100.0, c12: float = 10.0,
 def test_fit_aberrations_recovers_defocus_and_astigmatism():
     ds, _, _, ab = parallax_case()
     fit = px.fit_aberrations(ds)
-    # measured: defocus 99.56 Å (0.4 %), C12 9.79 Å (2.1 %) at 0.503 rad, rotation -0.03°, not transposed
+    # measured (refined by the transfer by default: shifts of about 3 steps): defocus 99.75 Å (0.25 %), C12 9.91 Å at 0.498 rad,
+    # rotation 0.03°, not transposed (the shift fit alone: 99.56 Å, 9.79 Å at 0.503 rad, -0.03°)
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
     assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
     assert abs(fit.aberrations["phi12"] - 0.5) < 0.05
@@ -182,7 +183,7 @@ def test_large_defocus_converges_from_zero_shifts():
 def test_rotation_agrees_with_the_curl_fit():
     ds, state, _, _ = parallax_case(rotation=10.0)
     fit = px.fit_aberrations(ds)
-    # measured: rotation 9.96°, defocus 99.61 Å (0.4 %), C12 10.34 Å
+    # measured (refined by the transfer): rotation 9.93°, defocus 99.66 Å (0.3 %), C12 9.99 Å (the shift fit alone: 9.96°, 99.61, 10.34)
     assert fit.rotation == pytest.approx(10.0, abs=0.5)
     assert fit.defocus == pytest.approx(100.0, rel=0.02)
     assert fit.aberrations["C12"] == pytest.approx(10.0, rel=0.05)
@@ -320,22 +321,88 @@ def test_guard_band_removes_the_small_defocus_bias():
     assert fit.aberrations["C12"] < 0.2
 
 
-def test_transfer_objective_gradient_matches_finite_differences():
+def one_hot_transfer_objective(x, F, kp, which, wp, wb, q, k_alpha, lam, orders):
+    """The exact-transfer objective as first written (every Q, χ evaluated at k_p ∓ Q
+    directly, each bin's transfer a one-hot matrix product) at x = (coefficients, the raster's
+    turn in radians): the reference for the fast form."""
+    c, t = x[:-1], x[-1]
+    q = q @ np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]]).T
+    basis = lambda k: np.asarray(px.chi_basis(jnp.asarray(k), lam, orders), np.float64)  # noqa: E731
+    chi = lambda k: basis(k.reshape(-1, 2)).reshape(k.shape[:-1] + (-1,)) @ c  # noqa: E731
+    km, kq = kp[:, None] - q[None], kp[:, None] + q[None]
+    chi0 = chi(kp)[:, None]
+    g = np.where(np.sum(km**2, -1) < k_alpha**2, np.exp(1j * (chi0 - chi(km))), 0) - np.where(np.sum(kq**2, -1) < k_alpha**2, np.exp(-1j * (chi0 - chi(kq))), 0)
+    onehot = np.zeros((len(wb), len(kp)))
+    onehot[which, np.arange(len(kp))] = wp
+    T = onehot @ g
+    Fq = F.reshape(len(wb), -1)
+    num = np.abs(np.sum(wb[:, None] * Fq * np.conj(T), 0)) ** 2
+    den = np.sum(wb[:, None] * np.abs(T) ** 2, 0) + 1e-6
+    return -np.sum(num / den) / np.sum(np.abs(Fq) ** 2)
+
+
+@functools.cache
+def transfer_problem(orders=("C10", "C12", "C21", "C23")):
+    """A small random problem: 3-pixel-to-9-pixel bins of a disc, real images' FFTs on a 6 x 7
+    scan (odd and even axes: Nyquist rows are their own conjugates on one only)."""
     rng = np.random.default_rng(5)
-    nb, npix, nq = 3, 7, 12
-    onehot = np.zeros((nb, npix))
-    onehot[rng.integers(0, nb, npix), np.arange(npix)] = 1.0
-    onehot[np.arange(nb), np.arange(nb)] = 1.0
-    args = (jnp.asarray(rng.standard_normal((nb, nq)) + 1j * rng.standard_normal((nb, nq)), jnp.complex64),
-            jnp.asarray(rng.uniform(-0.5, 0.5, (npix, 2)), jnp.float32), jnp.asarray(rng.uniform(-0.4, 0.4, (nq, 2)), jnp.float32),
-            jnp.asarray(onehot, jnp.float32), jnp.ones(nb, jnp.float32))  # fmt: skip
-    lam, k_alpha, orders = wavelength(ENERGY), 1.0, ("C10", "C12")
-    c = np.array([-60.0, 8.0, -3.0])
-    f = lambda x: float(px._transfer_objective(jnp.asarray(x, jnp.float32), *args, lam, k_alpha, orders))  # noqa: E731
-    _, g = px._transfer_value_and_grad(jnp.asarray(c, jnp.float32), *args, lam, k_alpha, orders)
-    h = 0.5
-    fd = np.array([(f(c + h * e) - f(c - h * e)) / (2 * h) for e in np.eye(3)])
-    assert np.allclose(np.asarray(g), fd, rtol=0.05, atol=0.02 * np.abs(fd).max())
+    k_alpha, step = 1.0, 0.4
+    g = np.arange(-5, 6) * 0.2
+    kp = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    kp = kp[np.linalg.norm(kp, axis=1) < k_alpha]
+    which = np.unique(np.floor(kp / 0.5 + 0.5), axis=0, return_inverse=True)[1].reshape(-1)
+    nb = which.max() + 1
+    F = np.fft.fft2(rng.standard_normal((nb, 6, 7)))
+    q = np.stack(np.meshgrid(np.fft.fftfreq(6, step), np.fft.fftfreq(7, step), indexing="ij"), -1).reshape(-1, 2) @ px._rot(20.0).T
+    wp = rng.uniform(0.5, 1.5, len(kp))
+    wb = rng.uniform(0.2, 1.0, nb)
+    c = {"C10": [-60.0], "C12": [8.0, -3.0], "C21": [300.0, -200.0], "C23": [150.0, 100.0], "C30": [5e4]}
+    c = np.concatenate([c[o] for o in orders])
+    return np.append(c, 0.05), F, kp, which, wp, wb, q, k_alpha, wavelength(ENERGY), orders
+
+
+@pytest.mark.parametrize("orders", [("C10", "C12"), ("C10", "C12", "C21", "C23"), ("C10", "C12", "C30")])
+def test_fast_transfer_objective_equals_the_one_hot_form(orders):
+    """The Taylor-series phases, the rows of pixels, the half plane of Q against the direct
+    float64 one-hot form (χ of degree 2, 3 and 4: the odd and even Taylor terms)."""
+    c, F, kp, which, wp, wb, q, k_alpha, lam, orders = transfer_problem(orders)
+    args, degree = px._transfer_problem(F, kp, which, wp, wb, q, k_alpha, orders)
+    fast = float(px._transfer_objective(jnp.asarray(c, jnp.float32), *args, lam, orders, degree))
+    ref = one_hot_transfer_objective(c, F, kp, which, wp, wb, q, k_alpha, lam, orders)
+    assert fast == pytest.approx(ref, rel=2e-4)
+    # not a constant: another defocus changes it
+    assert abs(one_hot_transfer_objective(c + np.eye(len(c))[0] * 30, F, kp, which, wp, wb, q, k_alpha, lam, orders) - ref) > 1e-3 * abs(ref)
+    assert abs(one_hot_transfer_objective(c + np.eye(len(c))[-1] * 0.3, F, kp, which, wp, wb, q, k_alpha, lam, orders) - ref) > 1e-3 * abs(ref)
+
+
+def test_transfer_gradient_and_fisher_matrix():
+    """The Gauss–Newton form's value and gradient (coefficients and the raster's turn) against
+    central differences of the one-hot reference, with an aperture wide enough that no k_p ∓ Q
+    crosses its edge (the aperture is not differentiated: its edge moves with the turn); its
+    matrix symmetric positive semi-definite and, at the optimum of noise-free data (F = Φ T
+    exactly), the objective's Hessian (central differences of that gradient)."""
+    c, F, kp, which, wp, wb, q, _, lam, orders = transfer_problem(("C10", "C21"))  # degree 3: odd and even Taylor terms; small to compile
+    k_alpha = 10.0
+    args, degree = px._transfer_problem(F, kp, which, wp, wb, q, k_alpha, orders)
+    v, g, h = (np.asarray(x, np.float64) for x in px._transfer_gauss_newton(jnp.asarray(c, jnp.float32), *args, lam, orders, degree))
+    f = lambda x: one_hot_transfer_objective(x, F, kp, which, wp, wb, q, k_alpha, lam, orders)  # noqa: E731
+    assert v == pytest.approx(f(c), rel=2e-4)
+    steps = np.array([0.2, 2.0, 2.0, 0.01])
+    fd = np.array([(f(c + s * e) - f(c - s * e)) / (2 * s) for s, e in zip(steps, np.eye(len(c)))])
+    np.testing.assert_allclose(g, fd, rtol=0.02, atol=1e-3 * np.abs(fd).max())
+    np.testing.assert_allclose(h, h.T, rtol=1e-5, atol=1e-6 * np.abs(h).max())
+    assert np.linalg.eigvalsh(h).min() > -1e-6 * np.abs(h).max()
+    # noise-free data made by the model itself: there the Fisher matrix is the Hessian
+    gr, gi, _, _ = px._transfer_fields(jnp.asarray(c, jnp.float32), *args[1:5], lam, orders, degree)
+    Tb = np.asarray(jax.lax.complex(px._bin_rows(gr, args[6], args[7]), px._bin_rows(gi, args[6], args[7])))
+    phi = np.exp(1j * np.arange(Tb.shape[1]))
+    exact = (Tb * phi[None]).astype(np.complex64)
+    args2 = (jnp.asarray(exact),) + args[1:]
+    _, g2, h2 = px._transfer_gauss_newton(jnp.asarray(c, jnp.float32), *args2, lam, orders, degree)
+    grad = lambda x: np.asarray(px._transfer_gauss_newton(jnp.asarray(x, jnp.float32), *args2, lam, orders, degree)[1], np.float64)  # noqa: E731
+    hess = np.stack([(grad(c + s * e) - grad(c - s * e)) / (2 * s) for s, e in zip(steps, np.eye(len(c)))], 1)  # of the gradient checked above
+    assert np.abs(np.asarray(g2)).max() < 1e-3 * np.abs(np.asarray(h2)).max()
+    np.testing.assert_allclose(np.asarray(h2), hess, rtol=0.05, atol=0.02 * np.abs(hess).max())
 
 
 def test_fit_transfer_recovers_the_defocus_from_a_wrong_start():
@@ -361,3 +428,21 @@ def test_no_guard_band_where_the_disc_holds_few_frequencies():
     grid, scan, state = syn.setup(gpts=48, sampling=0.2, scan=(48, 48), step=0.4, energy=ENERGY, semiangle_cutoff=25.0, aberrations={"C10": -20.0})
     wide = syn.simulate(syn.with_object(state, np.exp(1j * amorphous_phase(tuple(state.object.shape[-2:]), state.sampling))), grid, scan, dose=None)
     assert not np.array_equal(px.measure_shifts(wide, guard=2.0)[1], px.measure_shifts(wide, guard=0.0)[1])
+
+
+def test_default_refines_by_the_transfer_where_the_shifts_are_small():
+    """transfer=None follows transfer_wanted both ways: the −100 Å case on 0.5 Å steps (largest
+    fitted shift about 3 steps, below TRANSFER_MAX_STEPS) is refined, the −200 Å case (about 6
+    steps) is not; the rule itself on made-up shifts either side of the limit."""
+    small, *_ = parallax_case()
+    large, *_ = parallax_case(0.0, -200.0, 10.0, 2.0)
+    for ds, wanted in ((small, True), (large, False)):
+        measured, fit = px.measure_and_fit(ds)
+        assert px.transfer_wanted(fit, measured[3]) is wanted
+        assert px.fit_aberrations(ds).aberrations == px.fit_aberrations(ds, transfer=wanted).aberrations
+    lat = px.scan_lattice(np.asarray(small.positions), small.scan_shape)
+    limit = px.TRANSFER_MAX_STEPS * STEP
+    for size, wanted in ((0.9 * limit, True), (1.1 * limit, False)):
+        fit = px.given_optics({"C10": -10.0})._replace(model_shifts=np.array([[size, 0.0], [0.0, -0.5 * size]]))
+        assert px.transfer_wanted(fit, lat) is wanted
+    assert not px.transfer_wanted(px.given_optics({"C10": -10.0}), lat)  # no bins: nothing to refine
