@@ -45,7 +45,7 @@ __all__ = [
 #: options of the iterative reconstructions that the pipeline passes to every algorithm
 ITERATIVE_OPTIONS = frozenset({
     "loss", "optimizer", "iterations", "batch_size", "seed", "progress", "learning_rates", "fit_probe",
-    "checkpoint", "resume", "checkpoint_every", "callback", "memory_budget",
+    "checkpoint", "resume", "checkpoint_every", "callback", "memory_budget", "report",
 })  # fmt: skip
 
 
