@@ -19,6 +19,7 @@ component (a plain ``component(potential, probe, **options) -> fn``) is built in
 function.
 """
 
+import dataclasses
 import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -100,33 +101,64 @@ def _cached_batch_function(key: tuple) -> Any:
     return _make_batch_function(simulator, dict(detectors), dict(options), stacked_plan)
 
 
+def _reduce(patterns: Array, probe: ProbeModes, detectors: tuple[tuple[str, Any], ...]) -> dict[str, Array]:
+    return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors}
+
+
+def _mean(one: Any, stack: Any) -> Array:
+    """``one(item)`` averaged over the items (configurations) of ``stack`` (a ``lax.scan``)."""
+    out = jax.eval_shape(one, jax.tree_util.tree_map(lambda x: x[0], stack))
+
+    def step(acc: Array, item: Any) -> tuple[Array, None]:
+        return acc + one(item), None
+
+    total, _ = jax.lax.scan(step, jnp.zeros(out.shape, out.dtype), stack)
+    return total / jax.tree_util.tree_leaves(stack)[0].shape[0]
+
+
+def _apply_planned(positions: Array, plan: Any, probe: ProbeModes, simulator: Any, detectors: tuple[tuple[str, Any], ...], stacked: bool) -> dict[str, Array]:
+    """The batch function of a :class:`~ptyro_core.protocols.PlannedSimulator`: a top-level
+    function whose settings are static arguments (the simulator component, the ``(name,
+    detector)`` pairs, whether the plan is stacked over configurations), so that a warm start
+    finds its program in :mod:`ptyro_core.exec_cache` without tracing it (frozen records of
+    numbers and strings: the built-in simulators and detectors)."""
+    if not stacked:
+        return _reduce(simulator.apply(plan, positions), probe, detectors)
+    return _reduce(_mean(lambda p: simulator.apply(p, positions), plan), probe, detectors)
+
+
+_run_planned = jax.jit(_apply_planned, static_argnums=(3, 4, 5))
+
+
 def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], stacked_plan: bool | None) -> Any:
-    def reduce(patterns: Array, probe: ProbeModes) -> dict[str, Array]:
-        return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors.items()}
-
-    def mean(one: Any, stack: Any) -> Array:
-        """``one(item)`` averaged over the items (configurations) of ``stack`` (a ``lax.scan``)."""
-        out = jax.eval_shape(one, jax.tree_util.tree_map(lambda x: x[0], stack))
-
-        def step(acc: Array, item: Any) -> tuple[Array, None]:
-            return acc + one(item), None
-
-        total, _ = jax.lax.scan(step, jnp.zeros(out.shape, out.dtype), stack)
-        return total / jax.tree_util.tree_leaves(stack)[0].shape[0]
-
+    dets = tuple(detectors.items())
     if stacked_plan is None:  # a plain simulator component, built per configuration inside
 
         def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
-            return reduce(mean(lambda pot: simulator(pot, probe, **sim_options)(positions), stacked), probe)
+            return _reduce(_mean(lambda pot: simulator(pot, probe, **sim_options)(positions), stacked), probe, dets)
 
         return jax.jit(run)
+    try:
+        hash((simulator, dets))
+    except TypeError:  # an unhashable simulator or detector: a closure over them
+        return jax.jit(lambda positions, plan, probe: _apply_planned(positions, plan, probe, simulator, dets, stacked_plan))
+    return _PlannedBatch(simulator, dets, stacked_plan)
 
-    def run_planned(positions: Array, plan: Any, probe: ProbeModes) -> dict[str, Array]:
-        if not stacked_plan:
-            return reduce(simulator.apply(plan, positions), probe)
-        return reduce(mean(lambda p: simulator.apply(p, positions), plan), probe)
 
-    return jax.jit(run_planned)
+@dataclasses.dataclass(frozen=True)
+class _PlannedBatch:
+    """:func:`_run_planned` with its static arguments bound; called (and lowered) as
+    ``fn(positions, plan, probe)``, as :func:`~ptyro_core.pipeline.map_batches` does."""
+
+    simulator: Any
+    detectors: tuple[tuple[str, Any], ...]
+    stacked: bool
+
+    def __call__(self, positions: Array, plan: Any, probe: ProbeModes) -> dict[str, Array]:
+        return _run_planned(positions, plan, probe, self.simulator, self.detectors, self.stacked)
+
+    def lower(self, positions: Array, plan: Any, probe: ProbeModes) -> Any:
+        return _run_planned.lower(positions, plan, probe, self.simulator, self.detectors, self.stacked)
 
 
 def plan_simulation(simulator: Any, stacked: PotentialSlices, probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
