@@ -512,7 +512,7 @@ def projected_potential_from_radial(
     sig = atoms.sigmas.astype(dtype) if debye_waller else None
     pz = parametrization if method == "real" or projection == "finite" else None
     array = _build(positions.astype(dtype), sig, s_arg, tables, pz, cfg)
-    thickness = jnp.asarray(np.diff(bounds), dtype)
+    thickness = jax.device_put(np.diff(bounds).astype(dtype))  # no one-operation program to convert it
     return PotentialSlices(array, thickness, grid=grid)
 
 
