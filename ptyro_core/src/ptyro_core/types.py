@@ -78,7 +78,7 @@ def _as_complex(cls: str, field: str, x: Any) -> Any:
 def _as_int(cls: str, field: str, x: Any) -> Any:
     if is_tracer(x):
         return x
-    a = jnp.asarray(x)
+    a = _to_jax(x)
     if jnp.issubdtype(a.dtype, jnp.integer):
         return a.astype(jnp.int32)
     if jnp.issubdtype(a.dtype, jnp.floating) and a.size and bool(jnp.all(a == jnp.round(a))):

@@ -382,6 +382,7 @@ def _exit_waves(potential: PotentialSlices, probe: ProbeModes, positions: Array,
     return _propagate(shifted_probes(pk, positions, grid), ops, grid, probe.energy, propagator, tilt, crop)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class Multislice(PlannedSimulator):
     """The ``multislice`` simulator component: ``multislice(potential, probe)(positions) ->
     intensities (b, nx, ny)``, centred diffraction patterns of the probe at each position after

@@ -116,6 +116,7 @@ and the integral of the projected potential is ∫ v_z dA = (h²/(2π m₀ e)) f
 f(0) = Σ aᵢ/bᵢ + Σ cᵢ  (V·Å³ when f is in Å; 2π a₀e = 47.878 V·Å²).
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -506,10 +507,12 @@ def projected_potential_from_radial(
         s_arg: Any = (jnp.asarray(s_c, jnp.int32), active, layouts)
     else:
         capacities, s_arg = None, None
-    fn = _builder(parametrization, tuple(groups), grid, tuple(float(b) for b in bounds), projection, dtype.name, method, bool(debye_waller), capacities, tails)
+    cfg = _Slicing(tuple(groups), grid, tuple(float(b) for b in bounds), projection, dtype.name, method, bool(debye_waller), capacities, tails)
+    tables = _scattering_tables(parametrization, tuple(z for z, _ in groups), grid, dtype.name) if method == "fourier" else ()
     sig = atoms.sigmas.astype(dtype) if debye_waller else None
-    array = fn(positions.astype(dtype), sig, s_arg)
-    thickness = jnp.asarray(np.diff(bounds), dtype)
+    pz = parametrization if method == "real" or projection == "finite" else None
+    array = _build(positions.astype(dtype), sig, s_arg, tables, pz, cfg)
+    thickness = jax.device_put(np.diff(bounds).astype(dtype))  # no one-operation program to convert it
     return PotentialSlices(array, thickness, grid=grid)
 
 
@@ -579,76 +582,92 @@ def _entries(
     return xy, sig3, sl.reshape(-1), w.reshape(-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Slicing:
+    """The static settings of one potential build (numbers, strings and tuples, written out in
+    full by :mod:`ptyro_core.exec_cache`): the element groups ``(Z, atom indices)``, the grid,
+    the slice boundaries (Å), the projection, dtype and method, the per-element slice capacities
+    (host positions) and the finite projection's ``(reach, tier sizes)`` per element."""
+
+    groups: tuple[tuple[int, tuple[int, ...]], ...]
+    grid: Grid
+    bounds: tuple[float, ...]
+    projection: str
+    dtype: str
+    method: str = "real"
+    debye_waller: bool = False
+    capacities: tuple[int, ...] | None = None
+    tails: tuple[tuple[float, tuple[tuple[int, int], ...] | None], ...] | None = None
+
+
 @functools.lru_cache(maxsize=64)
-def _builder(
-    pz: ParametrizedPotential,
-    groups: tuple[tuple[int, tuple[int, ...]], ...],
-    grid: Grid,
-    bounds: tuple[float, ...],
-    projection: str,
-    dtype: str,
-    method: str = "real",
-    debye_waller: bool = False,
-    capacities: tuple[int, ...] | None = None,
-    tails: tuple[tuple[float, tuple[tuple[int, int], ...] | None], ...] | None = None,
-) -> Callable[..., Array]:
-    """A function (positions (n, 3), sigmas or None, slice indices or None) -> potential slices,
-    jitted once per configuration."""
-    bounds_np = np.asarray(bounds)
+def _scattering_tables(pz: ParametrizedPotential, zs: tuple[int, ...], grid: Grid, dtype: str) -> tuple[np.ndarray, ...]:
+    """The Fourier path's table per element (:func:`ptyro_simul.potential_fourier.scattering_table`),
+    in ``dtype``, made once per component, elements and grid."""
+    return tuple(np.asarray(_pf.scattering_table(pz, z, grid), dtype) for z in zs)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _build(positions: Array, sigmas: Array | None, host: tuple[Array, Array | None, Any] | None, tables: tuple[Any, ...],
+           pz: ParametrizedPotential | None, cfg: _Slicing) -> Array:  # fmt: skip
+    """Positions (n, 3), sigmas or None, (slice indices, active entries, layouts) or None, the
+    Fourier tables -> potential slices. A top-level function whose settings are static
+    arguments, so that a warm start runs it untraced (:mod:`ptyro_core.exec_cache`); ``pz`` (the
+    component) only where the trace needs it (``method="real"``, the finite projection), else
+    None (then the key is the settings written out)."""
+    groups, grid, projection, method, tails = cfg.groups, cfg.grid, cfg.projection, cfg.method, cfg.tails
+    bounds_np = np.asarray(cfg.bounds)
     nslices = bounds_np.size - 1
     h = _ramp_half_width(grid, bounds_np)
-    tables = [_pf.scattering_table(pz, z, grid) for z, _ in groups] if method == "fourier" else []
-    tail_setups = [_pf.tail_setup(pz, z, grid, t[0]) for (z, _), t in zip(groups, tails)] if tails is not None else []
     min_dz = float(np.min(np.diff(bounds_np)))
-
-    @jax.jit
-    def build(positions: Array, sigmas: Array | None = None, host: tuple[Array, Array | None, Any] | None = None) -> Array:
-        bounds_j = jnp.asarray(bounds_np, positions.dtype)
-        if method == "real":
-            out = jnp.zeros((nslices,) + tuple(grid.gpts), positions.dtype)
-            for z, idx in groups:
-                pos = positions[np.asarray(idx)]
-                if projection == "infinite":
-                    out = _add_infinite(out, pz, z, pos, grid, bounds_j)
-                else:
-                    out = _add_finite(out, pz, z, pos, grid, bounds_j, bounds_np)
-            return out
-        act_host, layouts = None, None
-        if host is None:
-            z_all = jax.lax.stop_gradient(positions[:, 2])
-            s_all = jnp.clip(jnp.searchsorted(bounds_j, z_all, side="right") - 1, 0, nslices - 1).astype(jnp.int32)
-        else:
-            s_all, act_host, layouts = host
-        entry_projection = "infinite" if tails is not None else projection
-        entries = []
-        for gi, (_z, idx) in enumerate(groups):
-            ii = np.asarray(idx)
-            pos, s_c = positions[ii], s_all[ii]
-            sig = None if sigmas is None else sigmas[ii]
-            active = None if act_host is None else act_host[ii]
-            xy, sg, sl, w = _entries(pos, sig, s_c, bounds_j, entry_projection, h, active)
-            cap = capacities[gi] if capacities is not None else int(sl.shape[0])
-            entries.append((xy, sg, sl, w, cap))
-        if tails is not None:
-            spectrum = _pf.fourier_spectrum(tables, entries, grid, nslices)
-            for gi, (zn, idx) in enumerate(groups):
-                ii = np.asarray(idx)
-                reach, sizes = tails[gi]
-                pos, s_c = positions[ii], s_all[ii]
-                if layouts is None or sizes is None:
-                    layout, sizes = _traced_layout(pz, zn, pos[:, 2], s_c, bounds_j, reach, grid, min_dz)
-                else:
-                    layout = layouts[gi]
-                spectrum = spectrum + _pf.face_corrections(pos[:, :2], pos[:, 2], s_c, bounds_j, layout, sizes, tail_setups[gi], reach, grid, nslices)
-            return jnp.fft.irfft2(spectrum, s=tuple(grid.gpts), axes=(-2, -1)).astype(positions.dtype)
-        out = _pf.fourier_slices(tables, entries, grid, nslices).astype(positions.dtype)
-        if projection == "finite":
-            for z, idx in groups:
-                ii = np.asarray(idx)
-                out = _add_finite(out, pz, z, positions[ii], grid, bounds_j, bounds_np, s_c=s_all[ii], ramp=h)
+    bounds_j = jnp.asarray(bounds_np, positions.dtype)
+    if method == "real":
+        assert pz is not None
+        out = jnp.zeros((nslices,) + tuple(grid.gpts), positions.dtype)
+        for z, idx in groups:
+            pos = positions[np.asarray(idx)]
+            if projection == "infinite":
+                out = _add_infinite(out, pz, z, pos, grid, bounds_j)
+            else:
+                out = _add_finite(out, pz, z, pos, grid, bounds_j, bounds_np)
         return out
-
-    return build
+    act_host, layouts = None, None
+    if host is None:
+        z_all = jax.lax.stop_gradient(positions[:, 2])
+        s_all = jnp.clip(jnp.searchsorted(bounds_j, z_all, side="right") - 1, 0, nslices - 1).astype(jnp.int32)
+    else:
+        s_all, act_host, layouts = host
+    entry_projection = "infinite" if tails is not None else projection
+    entries = []
+    for gi, (_z, idx) in enumerate(groups):
+        ii = np.asarray(idx)
+        pos, s_c = positions[ii], s_all[ii]
+        sig = None if sigmas is None else sigmas[ii]
+        active = None if act_host is None else act_host[ii]
+        xy, sg, sl, w = _entries(pos, sig, s_c, bounds_j, entry_projection, h, active)
+        cap = cfg.capacities[gi] if cfg.capacities is not None else int(sl.shape[0])
+        entries.append((xy, sg, sl, w, cap))
+    if tails is not None:
+        assert pz is not None
+        spectrum = _pf.fourier_spectrum(tables, entries, grid, nslices)
+        for gi, (zn, idx) in enumerate(groups):
+            ii = np.asarray(idx)
+            reach, sizes = tails[gi]
+            pos, s_c = positions[ii], s_all[ii]
+            if layouts is None or sizes is None:
+                layout, sizes = _traced_layout(pz, zn, pos[:, 2], s_c, bounds_j, reach, grid, min_dz)
+            else:
+                layout = layouts[gi]
+            setup = _pf.tail_setup(pz, zn, grid, reach)
+            spectrum = spectrum + _pf.face_corrections(pos[:, :2], pos[:, 2], s_c, bounds_j, layout, sizes, setup, reach, grid, nslices)
+        return jnp.fft.irfft2(spectrum, s=tuple(grid.gpts), axes=(-2, -1)).astype(positions.dtype)
+    out = _pf.fourier_slices(tables, entries, grid, nslices).astype(positions.dtype)
+    if projection == "finite":
+        assert pz is not None
+        for z, idx in groups:
+            ii = np.asarray(idx)
+            out = _add_finite(out, pz, z, positions[ii], grid, bounds_j, bounds_np, s_c=s_all[ii], ramp=h)
+    return out
 
 
 def _windows(pos: Array, grid: Grid, rc: float) -> tuple[Array, Array, Array, Array]:

@@ -81,7 +81,7 @@ def aberrated_probe(
     _check_semiangle(grid, energy, float(semiangle_cutoff))
     ab = normalize_aberrations(aberrations)
     psi = _coherent_probe(ab, grid, float(energy), float(semiangle_cutoff), jnp.dtype(dtype).name)
-    return _probe_modes(psi[None], grid, energy)
+    return _probe_modes(psi, grid, energy)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
@@ -94,7 +94,7 @@ def _coherent_probe(aberrations: dict[str, Any], grid: Grid, energy: float, semi
     # jitted as a whole (one compile per grid / energy / aperture / set of aberration names)
     pk = probe_fourier(grid, energy, semiangle_cutoff=semiangle_cutoff, aberrations=aberrations, dtype=jnp.dtype(dtype))
     psi = jnp.fft.fftshift(ifft2(pk), axes=(-2, -1))
-    return psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2))
+    return (psi / jnp.sqrt(jnp.sum(jnp.abs(psi) ** 2)))[None]  # one mode (the axis added here, not by a program of its own)
 
 
 def _probe_modes(array: Array, grid: Grid, energy: float) -> ProbeModes:

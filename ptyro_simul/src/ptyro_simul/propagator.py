@@ -8,6 +8,7 @@ multislice loop computes the kernels of all slices once and multiplies in Fourie
 same lane any third-party propagator that declares a kernel gets).
 """
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -47,6 +48,7 @@ def fresnel_kernel(dz: Any, grid: Grid, energy: float, *, tilt: tuple[float, flo
     return (jnp.exp(-1j * phase) * antialias_aperture(grid, real)).astype(dtype)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class Fresnel(KernelPropagator):
     """The band-limited Fresnel propagator: ``fresnel(wave, dz, grid, energy, *, tilt)`` propagates
     ``wave`` (..., nx, ny) by ``dz`` Å through free space; :meth:`kernel` is

@@ -19,6 +19,7 @@ component (a plain ``component(potential, probe, **options) -> fn``) is built in
 function.
 """
 
+import dataclasses
 import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -61,13 +62,23 @@ def resolve_detectors(detectors: Any) -> dict[str, Any]:
 def stack_potentials(potential: Any) -> PotentialSlices:
     """One PotentialSlices, or a sequence of them (frozen-phonon configurations), as one
     PotentialSlices whose arrays have a leading configuration axis (c, s, nx, ny)."""
+    return _stack(_configurations(potential))
+
+
+def _stack(items: list[Any]) -> Any:
+    """PyTrees of the same structure as one, each leaf stacked along a new leading axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *items)
+
+
+def _configurations(potential: Any) -> list[PotentialSlices]:
+    """The configurations of ``potential`` (one PotentialSlices or a sequence), checked alike."""
     pots = [potential] if isinstance(potential, PotentialSlices) else list(potential)
     if not pots or not all(isinstance(p, PotentialSlices) for p in pots):
         raise PtyroTypeError(f"potential: expected PotentialSlices or a sequence of them, got {type(potential).__name__}")
     shapes = {(p.array.shape, p.grid) for p in pots}
     if len(shapes) != 1:
         raise PtyroValueError(f"potential: frozen-phonon configurations differ in shape or grid: {sorted(str(s) for s in shapes)}")
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *pots)
+    return pots
 
 
 def _resolve_simulator(simulator: Any) -> Any:
@@ -100,33 +111,64 @@ def _cached_batch_function(key: tuple) -> Any:
     return _make_batch_function(simulator, dict(detectors), dict(options), stacked_plan)
 
 
+def _reduce(patterns: Array, probe: ProbeModes, detectors: tuple[tuple[str, Any], ...]) -> dict[str, Array]:
+    return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors}
+
+
+def _mean(one: Any, stack: Any) -> Array:
+    """``one(item)`` averaged over the items (configurations) of ``stack`` (a ``lax.scan``)."""
+    out = jax.eval_shape(one, jax.tree_util.tree_map(lambda x: x[0], stack))
+
+    def step(acc: Array, item: Any) -> tuple[Array, None]:
+        return acc + one(item), None
+
+    total, _ = jax.lax.scan(step, jnp.zeros(out.shape, out.dtype), stack)
+    return total / jax.tree_util.tree_leaves(stack)[0].shape[0]
+
+
+def _apply_planned(positions: Array, plan: Any, probe: ProbeModes, simulator: Any, detectors: tuple[tuple[str, Any], ...], stacked: bool) -> dict[str, Array]:
+    """The batch function of a :class:`~ptyro_core.protocols.PlannedSimulator`: a top-level
+    function whose settings are static arguments (the simulator component, the ``(name,
+    detector)`` pairs, whether the plan is stacked over configurations), so that a warm start
+    finds its program in :mod:`ptyro_core.exec_cache` without tracing it (frozen records of
+    numbers and strings: the built-in simulators and detectors)."""
+    if not stacked:
+        return _reduce(simulator.apply(plan, positions), probe, detectors)
+    return _reduce(_mean(lambda p: simulator.apply(p, positions), plan), probe, detectors)
+
+
+_run_planned = jax.jit(_apply_planned, static_argnums=(3, 4, 5))
+
+
 def _make_batch_function(simulator: Any, detectors: dict[str, Any], sim_options: dict[str, Any], stacked_plan: bool | None) -> Any:
-    def reduce(patterns: Array, probe: ProbeModes) -> dict[str, Array]:
-        return {name: d.reduce(patterns, probe.grid, probe.energy) for name, d in detectors.items()}
-
-    def mean(one: Any, stack: Any) -> Array:
-        """``one(item)`` averaged over the items (configurations) of ``stack`` (a ``lax.scan``)."""
-        out = jax.eval_shape(one, jax.tree_util.tree_map(lambda x: x[0], stack))
-
-        def step(acc: Array, item: Any) -> tuple[Array, None]:
-            return acc + one(item), None
-
-        total, _ = jax.lax.scan(step, jnp.zeros(out.shape, out.dtype), stack)
-        return total / jax.tree_util.tree_leaves(stack)[0].shape[0]
-
+    dets = tuple(detectors.items())
     if stacked_plan is None:  # a plain simulator component, built per configuration inside
 
         def run(positions: Array, stacked: PotentialSlices, probe: ProbeModes) -> dict[str, Array]:
-            return reduce(mean(lambda pot: simulator(pot, probe, **sim_options)(positions), stacked), probe)
+            return _reduce(_mean(lambda pot: simulator(pot, probe, **sim_options)(positions), stacked), probe, dets)
 
         return jax.jit(run)
+    try:
+        hash((simulator, dets))
+    except TypeError:  # an unhashable simulator or detector: a closure over them
+        return jax.jit(lambda positions, plan, probe: _apply_planned(positions, plan, probe, simulator, dets, stacked_plan))
+    return _PlannedBatch(simulator, dets, stacked_plan)
 
-    def run_planned(positions: Array, plan: Any, probe: ProbeModes) -> dict[str, Array]:
-        if not stacked_plan:
-            return reduce(simulator.apply(plan, positions), probe)
-        return reduce(mean(lambda p: simulator.apply(p, positions), plan), probe)
 
-    return jax.jit(run_planned)
+@dataclasses.dataclass(frozen=True)
+class _PlannedBatch:
+    """:func:`_run_planned` with its static arguments bound; called (and lowered) as
+    ``fn(positions, plan, probe)``, as :func:`~ptyro_core.pipeline.map_batches` does."""
+
+    simulator: Any
+    detectors: tuple[tuple[str, Any], ...]
+    stacked: bool
+
+    def __call__(self, positions: Array, plan: Any, probe: ProbeModes) -> dict[str, Array]:
+        return _run_planned(positions, plan, probe, self.simulator, self.detectors, self.stacked)
+
+    def lower(self, positions: Array, plan: Any, probe: ProbeModes) -> Any:
+        return _run_planned.lower(positions, plan, probe, self.simulator, self.detectors, self.stacked)
 
 
 def plan_simulation(simulator: Any, stacked: PotentialSlices, probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
@@ -136,15 +178,21 @@ def plan_simulation(simulator: Any, stacked: PotentialSlices, probe: ProbeModes,
     if not isinstance(simulator, PlannedSimulator):
         return None
     n_conf = int(stacked.array.shape[0])
-    plans = [simulator.plan(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked), probe, **sim_options) for i in range(n_conf)]
-    return plans[0] if n_conf == 1 else jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *plans)
+    return _plan_each(simulator, [jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(n_conf)], probe, sim_options)
 
 
-def _positions_array(positions: Any) -> tuple[Array, tuple[int, ...]]:
+def _plan_each(simulator: PlannedSimulator, pots: list[PotentialSlices], probe: ProbeModes, sim_options: dict[str, Any]) -> Any:
+    """The plan of each configuration, stacked along a leading axis (one configuration: its plan,
+    with no stacking and slicing programs run on the way)."""
+    plans = [simulator.plan(p, probe, **sim_options) for p in pots]
+    return plans[0] if len(plans) == 1 else _stack(plans)
+
+
+def _positions_array(positions: Any) -> tuple[Any, tuple[int, ...]]:
     if isinstance(positions, ScanPositions):
         shape = positions.shape if positions.shape is not None else (len(positions),)
         return positions.positions, tuple(shape)
-    arr = jnp.asarray(positions)
+    arr = positions if isinstance(positions, jax.Array) else np.asarray(positions)  # NumPy stays on the host: no program
     if arr.ndim != 2 or arr.shape[-1] != 2:
         raise PtyroValueError(f"positions: expected ScanPositions or an array (n, 2) of (x, y) Å, got shape {arr.shape}")
     return arr, (arr.shape[0],)
@@ -194,18 +242,20 @@ def iter_4dstem(
     """
     if not isinstance(probe, ProbeModes):
         raise PtyroTypeError(f"probe: expected ptyro_core.ProbeModes, got {type(probe).__name__}")
-    stacked = stack_potentials(potential)
+    pots = _configurations(potential)
     dets = resolve_detectors(detectors)
     sim = _resolve_simulator(simulator)
     pos, _ = _positions_array(positions)
     nx, ny = probe.grid.gpts
-    itemsize = 16 if stacked.array.dtype == jnp.float64 else 8
+    itemsize = 16 if pots[0].array.dtype == jnp.float64 else 8
     b = min(int(batch_size), int(pos.shape[0]))
     mesh = device_mesh() if mesh is None else mesh
-    per_batch, shared = b * probe.num_modes * nx * ny * itemsize * 6, stacked.array.size * itemsize * 3
+    per_batch, shared = b * probe.num_modes * nx * ny * itemsize * 6, len(pots) * pots[0].array.size * itemsize * 3
     streams, budget = _streams_and_budget(streams, mesh, per_batch, shared, f"4D-STEM batch of {b} positions x {probe.num_modes} modes on {nx}x{ny}")
-    plan = plan_simulation(sim, stacked, probe, dict(simulator_options))
-    stacked_plan = None if plan is None else stacked.array.shape[0] > 1
+    planned = isinstance(sim, PlannedSimulator)
+    plan = _plan_each(sim, pots, probe, dict(simulator_options)) if planned else None
+    stacked = None if planned else _stack(pots)
+    stacked_plan = None if plan is None else len(pots) > 1
     fn = _batch_function(sim, dets, dict(simulator_options), stacked_plan)
     if record is not None:
         record.update(backend=str(getattr(plan, "backend", None) or "xla"), streams=int(streams), memory_budget=float(budget))
@@ -216,7 +266,8 @@ def iter_4dstem(
         bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
     try:
         args = (stacked, probe) if plan is None else (plan, probe)
-        yield from map_batches(fn, pos, *args, batch_size=batch_size, mesh=mesh, streams=streams, progress=None if bar is None else bar.update)
+        # the positions on the host: each batch is a NumPy slice put on the devices, not a program
+        yield from map_batches(fn, np.asarray(pos), *args, batch_size=batch_size, mesh=mesh, streams=streams, progress=None if bar is None else bar.update)
     finally:
         if bar is not None:
             bar.close()

@@ -250,12 +250,13 @@ def build_crystal(
     order = np.lexsort((pos[:, 0], pos[:, 1], pos[:, 2]))
     pos, num = pos[order], num[order]
     big = (cell[0] * rep[0], cell[1] * rep[1], cell[2] * rep[2])
-    return Atoms(pos.astype(np.float32), num, cell=big, sigmas=_sigmas(num, sigmas))
+    # int32 numbers and float32 sigmas, as Atoms keeps them: no one-operation programs to convert them
+    return Atoms(pos.astype(np.float32), num.astype(np.int32), cell=big, sigmas=_sigmas(num, sigmas))
 
 
-def _sigmas(numbers: np.ndarray, sigmas: Any) -> np.ndarray | None:
+def _sigmas(numbers: np.ndarray, sigmas: Any) -> np.ndarray:
     if sigmas is None:
-        return None
+        return np.zeros(numbers.shape, np.float32)  # what Atoms makes of None
     if isinstance(sigmas, (int, float)):
         return np.full(numbers.shape, float(sigmas), np.float32)
     table = {atomic_number(k, where="sigmas"): float(v) for k, v in dict(sigmas).items()}
