@@ -186,3 +186,20 @@ def test_a_mesh_splits_the_work_of_a_step(cases, monkeypatch):
     ffts = re.findall(r"c64\[(\d+),1,24,24\]\S* fft\(", text)  # the waves' transforms: (positions, modes, px, py)
     assert ffts and {int(n) for n in ffts} == {3}, ffts  # 3 positions per device per chunk, not 6
     assert "all-gather" not in text
+
+
+def test_default_streams_need_enough_work_per_part(monkeypatch):
+    """By default a step is split only where each part transforms at least STREAM_MIN_WORK
+    pixels (RECON-A's 64 positions of one 128² slice: one part; three slices: one per core); a
+    number given, or PTYRO_STREAMS, is taken as it is."""
+    from ptyro_core.pipeline import default_streams
+
+    monkeypatch.delenv("PTYRO_STREAMS", raising=False)
+    cores = default_streams(ONE)
+    one_slice, three_slices = 128 * 128, 3 * 128 * 128
+    assert R.step_streams(None, ONE, 64, one_slice) == 1
+    assert R.step_streams(None, ONE, 64, three_slices) == min(cores, 3)
+    assert R.step_streams(None, ONE, 64) == min(cores, 32)  # no work given: one per core
+    assert R.step_streams(2, ONE, 64, one_slice) == 2
+    monkeypatch.setenv("PTYRO_STREAMS", "2")
+    assert R.step_streams(None, ONE, 64, one_slice) == 2

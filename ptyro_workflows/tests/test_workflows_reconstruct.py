@@ -61,7 +61,8 @@ def test_reconstruct_cli_round_trip_recovers_the_phase(known, tmp_path, capsys):
     from ptyro_core.pipeline import device_mesh
     from ptyro_invert.recon import step_streams
 
-    streams = step_streams(None, device_mesh(), 16)  # one part per core of the batch of 16 (PTYRO_STREAMS overrides)
+    work = state.object.shape[0] * state.probe.shape[0] * N * N  # one position's transform work
+    streams = step_streams(None, device_mesh(), 16, work)  # PTYRO_STREAMS overrides
     assert prov["execution"] == {"data_dtype": "float32", "data": "memory", "memory_budget": prov["execution"]["memory_budget"], "streams": streams}
     assert prov["execution"]["memory_budget"] > 0
 

@@ -16,6 +16,7 @@ Parameters are a dict PyTree with the groups ``object``, ``probe`` and, where fi
 import dataclasses
 import functools
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -718,15 +719,29 @@ def _jitted_parts(mesh: Any) -> tuple[Any, Any, Any]:
     return jax.jit(recon_shared, static_argnums=0), jax.jit(recon_part, static_argnums=0), update
 
 
-def step_streams(streams: int | None, mesh: Any, batch: int) -> int:
+#: the least transform work of one part (positions × slices × modes × window pixels) for which
+#: the default splits a step into parts: measured idle on 2 cores (profile_recon.py, two parts
+#: against one), RECON-A's 0.5 Mi per part took 1.05x the time of one part, RECON-B multislice's
+#: 1.5 Mi 0.74x and the mixed state's 2 Mi 0.75x; the demo's 96² single-slice step 1.1x
+STREAM_MIN_WORK = 2**20
+
+
+def step_streams(streams: int | None, mesh: Any, batch: int, work: int | None = None) -> int:
     """How many parts of each batch a step computes at once, each from its own thread: ``streams``
     (validated), else :func:`~ptyro_core.pipeline.default_streams` (one per core on one CPU
     device, ``PTYRO_STREAMS`` overrides; 1 on accelerators and meshes), lowered to the largest
     divisor of the batch that leaves at least 2 positions per part. XLA runs the FFTs of a CPU
-    program one after another on one thread, so a step in one program uses one core."""
+    program one after another on one thread, so a step in one program uses one core. By default
+    (neither ``streams`` nor ``PTYRO_STREAMS`` given) also lowered until each part transforms at
+    least :data:`STREAM_MIN_WORK` pixels, where ``work`` is one position's (slices × modes ×
+    window pixels): below it the threads' contention for XLA's pool costs more than the second
+    core gives."""
+    chosen = streams is not None or bool(os.environ.get("PTYRO_STREAMS"))
     k = default_streams(mesh) if streams is None else check_streams(streams)
     if k > 1 and int(mesh.size) != 1:
         k = 1  # a mesh splits each batch over its devices already
+    if not chosen and work is not None:
+        k = max(1, min(k, (batch * int(work)) // STREAM_MIN_WORK))
     k = min(k, max(batch // 2, 1))
     while batch % k:
         k -= 1
@@ -899,7 +914,7 @@ def run_reconstruction(
     mesh = device_mesh() if mesh is None else mesh
     ndev = int(mesh.size)
     b = round_batch_size(int(batch_size), ndev, len(active_idx))
-    nstreams = step_streams(streams, mesh, b)
+    nstreams = step_streams(streams, mesh, b, num_slices * int(state.probe.shape[0]) * int(np.prod(state.probe.shape[-2:])))
     slots = {"adam": 2, "rmsprop": 2, "sgd": 1, "adagrad": 1}.get(optimizer if isinstance(optimizer, str) else "", 2)
     need = estimate_memory(dataset, state, batch_size=b, num_devices=ndev, optimizer_slots=slots)
     check_memory(
