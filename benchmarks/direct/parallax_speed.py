@@ -107,9 +107,11 @@ def compare_case(label, case, args):
         ratios["ours aligning / py4DSTEM aligning"] = med["ours aligning"] / med["py4DSTEM aligning"]
     if "quantem prlx" in med:
         ratios["ours given optics / quantem set-up + prlx"] = med["ours given optics"] / med["quantem set-up + prlx"]
-        ratios["ours aligning / quantem set-up + prlx (compare.py's parallax ratio)"] = med["ours aligning"] / med["quantem set-up + prlx"]
+        ratios["ours aligning / quantem set-up + prlx (different jobs: quantem is given the optics)"] = med["ours aligning"] / med["quantem set-up + prlx"]
         ratios["ours given optics / quantem prlx alone"] = med["ours given optics"] / med["quantem prlx"]
-    print(f"\n## {label}: scan {ds.scan_shape}, patterns {tuple(ds.grid.gpts)} ({load()}; the default refines by the transfer here: {wanted})")
+    print(
+        f"\n## {label}: scan {ds.scan_shape}, patterns {tuple(ds.grid.gpts)} ({load()}; the default, transfer=True, refines; transfer=None would here: {wanted})"
+    )
     print("| what | median s | the three |\n|---|---|---|")
     for k, v in times.items():
         if v:
