@@ -683,10 +683,15 @@ def recon_shared(cfg: StepConfig, p: dict, c: dict) -> dict:
     return _shared(cfg, p, c)
 
 
+def _summed(parts: Sequence[Any]) -> Any:
+    """The element-wise sum of PyTrees of one structure (the parts of a step)."""
+    return functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+
+
 def recon_update_parts(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array, dict]:
     """:func:`recon_update` from the parts' gradients with respect to the shared parameters
     (taken back through :func:`_shared` once, summed), and the next step's shared parameters."""
-    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    grads, value, floor = _summed(parts)
     _, back = jax.vjp(lambda q: _shared(cfg, q, c), p)
     (grads,) = back(grads)
     new, s, values = recon_update(cfg, p, s, ((grads, value, floor),), c)
@@ -696,7 +701,7 @@ def recon_update_parts(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[d
 def recon_update(cfg: StepConfig, p: dict, s: Any, parts: Sequence[tuple[dict, Array, Array]], c: dict) -> tuple[dict, Any, Array]:
     """The update of a step from its parts' (gradient, loss, noise floor), summed: the
     regularisers' gradient, the optimizer, the constraints."""
-    grads, value, floor = functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), parts)
+    grads, value, floor = _summed(parts)
     if cfg.tv_weight or (cfg.depth_weight and cfg.num_slices > 1) or cfg.regularisers:
         grads = jax.tree_util.tree_map(jnp.add, grads, jax.grad(lambda q: _regulariser(cfg, q))(p))
     updates, s = _optimizer(cfg).update(grads, s, p)

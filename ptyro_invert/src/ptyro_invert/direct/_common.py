@@ -160,6 +160,21 @@ def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
     return out
 
 
+#: bytes: XLA's CPU client reads a host (NumPy) buffer in place, without copying it, only where
+#: its data start on such a boundary, which NumPy does not promise
+XLA_ALIGN = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An empty C-ordered array whose data start on an :data:`XLA_ALIGN` boundary (JAX then reads
+    it in place on the CPU instead of copying it)."""
+    dt = np.dtype(dtype)
+    size = int(np.prod(shape)) * dt.itemsize
+    raw = np.empty(size + XLA_ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % XLA_ALIGN
+    return raw[off : off + size].view(dt).reshape(shape)
+
+
 @jax.jit
 def _project(arr: jax.Array, w: jax.Array) -> jax.Array:
     """(…, Qx, Qy) patterns, any real dtype, times ``w`` (Qx·Qy, m): float32 (…, m)."""
@@ -168,15 +183,15 @@ def _project(arr: jax.Array, w: jax.Array) -> jax.Array:
 
 def _project_in_place(flat: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``flat`` (N, npix) C-ordered on the host times ``w`` (npix, m) by XLA without copying
-    ``flat``: XLA's CPU client reads a NumPy buffer in place only when it starts on a 64-byte
-    boundary, which NumPy does not promise. So the pass runs over the rows of the aligned
+    ``flat``: XLA's CPU client reads a NumPy buffer in place only when it starts on an
+    :data:`XLA_ALIGN` boundary. So the pass runs over the rows of the aligned
     interior, rows (N − 1, npix) starting ``off`` (< 64 bytes) elements in: each such row is
     the end of pattern r (w's rows off…npix−1) and the start of pattern r + 1 (w's rows
     0…off−1), multiplied by both parts of w at once (2m columns); the two pieces the interior
     leaves out (pattern 0's first ``off`` pixels, pattern N−1's last npix − off) are added on
     the host. (Aligned or not, the sums are the same, to float32 round-off.)"""
     n, npix = flat.shape
-    off = (-flat.ctypes.data) % 64 // flat.itemsize
+    off = (-flat.ctypes.data) % XLA_ALIGN // flat.itemsize
     if off == 0 or n < 2 or (-flat.ctypes.data) % flat.itemsize:
         return np.asarray(_project(flat.reshape(n, 1, npix), jnp.asarray(w)))
     m = w.shape[1]

@@ -138,16 +138,6 @@ def mirror_pairs(rows: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndar
     return q, ((-i) % rx) * ry + (-j) % ry
 
 
-def _aligned(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An empty C-ordered array whose data start on a 64-byte boundary (JAX then reads it in
-    place on the CPU instead of copying it)."""
-    dt = np.dtype(dtype)
-    size = int(np.prod(shape)) * dt.itemsize
-    raw = np.empty(size + 64, np.uint8)
-    off = (-raw.ctypes.data) % 64
-    return raw[off : off + size].view(dt).reshape(shape)
-
-
 def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple[jax.Array, float]:
     """(H(ρ, Q) (n, Qx, Qy), the mean dose per pattern): the patterns (centred) Fourier
     transformed over the scan (R → Q) and inversely over the detector (k → ρ) at the flat
@@ -168,7 +158,7 @@ def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple
         workers = os.cpu_count() or 1
         half = sp_fft.rfft2(a, axes=(0, 1), workers=workers)  # (Rx, Ry // 2 + 1, Qx, Qy)
         dose = float(np.sum(half[0, 0].real, dtype=np.float64)) / (rx * ry)  # G(Q = 0) summed over k
-        buf = _aligned((len(r),) + a.shape[2:], np.complex64)
+        buf = _common.aligned_empty((len(r),) + a.shape[2:], np.complex64)
         np.take(half.reshape((-1,) + a.shape[2:]), i * half_y + j, axis=0, out=buf)
         del half
         h = jax.device_put(sp_fft.ifft2(buf, axes=(1, 2), workers=workers, overwrite_x=True))
