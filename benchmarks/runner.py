@@ -176,7 +176,7 @@ def time_codes(workers: list, rounds: int) -> dict:
         res[w.label]["import_s"] = w.ready.get("import_s")
         res[w.label]["import_rss_mb"] = w.ready.get("import_rss_mb")
         res[w.label]["setup_s"] = w.ready.get("setup_s")
-        if not w.warmup:
+        if not w.warmup and rounds > 0:  # with no rounds the first call is every code's measurement
             res[w.label]["first_call_s"] = "not warmed up (no JIT): its first call is round 1"
             continue
         log(f"  {w.label}: first call")
@@ -366,7 +366,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1 round per case instead of --rounds")
     p.add_argument("--only", default=None, help=f"comma-separated cases among {','.join(ALL_CASES + LARGE_CASES)} (also: sim-b, recon-b)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds for sim-a and recon-a (default 3)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds for sim-a, recon-a and the large cases (recon-l*; default 3, 1, 0: 0 = one first call per code)")
     p.add_argument("--skip-install", action="store_true", help="use the venvs already under .envs/")
     p.add_argument("--all-references", action="store_true", help="run PtyRAD and Pty-chi in every RECON case (default: RECON-A noise-free only)")
     p.add_argument("--references", default=None, help="comma-separated reference codes to run in the RECON cases, or 'none' (default: the case's usual set)")
@@ -383,7 +383,7 @@ def main(argv=None):
         os.environ["PTYRO_BENCH_THREADS"] = str(a.threads)
     def rounds_for(case):
         r = DEFAULT_ROUNDS[case]
-        if a.rounds is not None and case in ("sim-a", "recon-a"):
+        if a.rounds is not None and case in ("sim-a", "recon-a", *LARGE_CASES):
             r = a.rounds
         return min(r, 1) if a.quick else r
 
