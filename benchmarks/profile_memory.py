@@ -4,8 +4,9 @@ per measurement (so each peak is its own), and one JSON for RESULTS.md.
     python3 -m uv run python benchmarks/profile_memory.py            # the acceptance set (8 min on 2 loaded cores)
     python3 -m uv run python benchmarks/profile_memory.py --big      # + the 4 GiB RECON-L-256 out of core (12 min)
     python3 -m uv run python benchmarks/profile_memory.py --only recon-a --passes 20   # one case, printed
-    python3 -m uv run python benchmarks/profile_memory.py --only recon-a-counts --passes 6 --repeat 5 --before DIR
-        # five fresh runs each of this checkout and of DIR's sources (git archive <commit> | tar -x -C DIR), interleaved
+    python3 -m uv run python benchmarks/profile_memory.py --cases recon-a,recon-a-counts --repeat 5 --before DIR
+        # RECON-A's three runs, five fresh ones each of this checkout and of DIR's sources
+        # (git archive <commit> | tar -x -C DIR), interleaved (7 min on 2 loaded cores)
 
 Each run prints, in MiB, VmRSS after each stage: Python alone, NumPy, JAX, XLA's CPU client
 (started by the first operation), the Ptyrodactyl libraries (together: "the imports", the
@@ -338,6 +339,7 @@ def main() -> int:
     p.add_argument("--big", action="store_true", help="add the 4 GiB RECON-L-256 out of core (generated if missing)")
     p.add_argument("--variants", metavar="CASE", help="run CASE (e.g. recon-a-counts) under each of VARIANTS, --rounds times interleaved, and print a table")
     p.add_argument("--rounds", type=int, default=2, help="with --variants: rounds (default 2)")
+    p.add_argument("--cases", help="only these cases of the acceptance set (comma-separated: recon-a, recon-a-counts, recon-l, ...); written only with --json")
     p.add_argument("--repeat", type=int, default=1, help="runs of each case (a fresh process each; the run with the median peak is reported, every peak kept)")
     p.add_argument("--before", default=None, metavar="DIR", help="also run each case on the sources of DIR (a checkout of an earlier commit), interleaved")
     p.add_argument(
@@ -362,6 +364,8 @@ def main() -> int:
         if a.only
         else RUNS + (BIG if a.big else [])
     )
+    if a.cases:  # a part of the acceptance set, e.g. "recon-a,recon-a-counts"
+        runs = [r for r in runs if r[1] in a.cases.split(",")]
     out: dict = {"command": " ".join(["benchmarks/profile_memory.py", *sys.argv[1:]]), "generated_s": {}, "runs": []}
     codes = {"ours": {}}
     if a.before:  # the same worker on an earlier checkout's sources, first on PYTHONPATH
@@ -398,7 +402,7 @@ def main() -> int:
                 r["runs_met"] = sum(x["met"] for x in rs)
             out["runs"].append(r)
             print_run(r)
-    if not a.only:  # the time target: out of core against in memory, interleaved in one process
+    if not a.only and not a.cases:  # the time target: out of core against in memory, interleaved in one process
         res = subprocess.run([sys.executable, __file__, "--worker-ratio", "recon-l", "2"], capture_output=True, text=True)
         line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
         if res.returncode or not line:
@@ -408,7 +412,7 @@ def main() -> int:
         out["time_ratio"] = tr
         print(f"\ntime per pass, RECON-L out of core / in memory (interleaved, one process, medians of {tr['rounds']}): "
               f"{tr['median_s']['out of core']:.2f} / {tr['median_s']['in memory']:.2f} s = {tr['ratio']:.2f} (limit 1.3): {'met' if tr['met'] else 'MISSED'}")  # fmt: skip
-    path = a.json or (None if a.only else os.path.join(HERE, "results", "memory-profile.json"))
+    path = a.json or (None if a.only or a.cases else os.path.join(HERE, "results", "memory-profile.json"))
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
