@@ -90,16 +90,37 @@ def status_mb(field: str) -> float:
 # --------------------------------------------------------------------------- one measurement (a worker process)
 
 
+def _heap_in_use() -> Any:
+    """A function giving the bytes glibc's malloc has handed out and not had back (all arenas:
+    ``mallinfo2().uordblks``), or None where the C library is not glibc 2.33+."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = MallInfo2
+    return lambda: fn().uordblks
+
+
 class PeakWatch:
     """Samples VmRSS every ``every`` s in a thread and remembers the stage during which the
-    highest sample fell (VmHWM gives the peak, not when it happened)."""
+    highest sample fell (VmHWM gives the peak, not when it happened); with ``heap``, also the heap
+    in use (:func:`_heap_in_use`), so that each XLA compilation's heap can be read off
+    (:meth:`compile_heap`)."""
 
-    def __init__(self, every: float = 0.002) -> None:
+    def __init__(self, every: float = 0.002, heap: bool = True) -> None:
+        import collections
         import threading
 
         self.stage, self.peak, self.at = "start", 0.0, "start"
         self._stop = threading.Event()
         self._every = every
+        self._heap = _heap_in_use() if heap else None
+        self.samples: collections.deque = collections.deque(maxlen=200_000)  # (time, heap in use)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -108,7 +129,18 @@ class PeakWatch:
             v = status_mb("VmRSS")
             if v > self.peak:
                 self.peak, self.at = v, self.stage
+            if self._heap is not None:
+                self.samples.append((time.perf_counter(), self._heap()))
             self._stop.wait(self._every)
+
+    def compile_heap(self, start: float, end: float) -> float | None:
+        """The heap a compilation between ``start`` and ``end`` took at most (MiB): the highest
+        heap in use sampled meanwhile, less the last sample before it began."""
+        before = [h for t, h in list(self.samples) if t <= start]
+        during = [h for t, h in list(self.samples) if start < t <= end]
+        if not before or not during:
+            return None
+        return round((max(during) - before[-1]) / MIB, 1)
 
     def stop(self) -> dict:
         self._stop.set()
@@ -127,11 +159,13 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
     import jax
     import jax.numpy as jnp
 
-    compiled: list[float] = []  # XLA compilations (seconds each) after the baseline: each program is kept by the process
+    # XLA compilations after the baseline (each program is kept by the process): name, seconds, and
+    # the heap each took while it compiled (read off the watch's samples once the run is over)
+    compiled: list[tuple[str, float, float]] = []
 
-    def on_event(event: str, seconds: float, **_: Any) -> None:
+    def on_event(event: str, seconds: float, **kw: Any) -> None:
         if event == "/jax/core/compile/backend_compile_duration" and watch.stage != "start":
-            compiled.append(seconds)
+            compiled.append((str(kw.get("fun_name", "?")), seconds, time.perf_counter()))
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     if cache:
@@ -195,6 +229,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         stages.append((f"after pass {i + 1}" + (" (compilation included)" if i == 0 else ""), v))
     peak = status_mb("VmHWM")
     where = watch.stop()
+    programs = [{"program": name, "compile_s": round(sec, 3), "compile_heap_mib": watch.compile_heap(end - sec, end)} for name, sec, end in compiled]
     times = [r["time_s"] for r in report]
     steady = sorted(times[1:]) or times
     growth = (per_pass[-1] - per_pass[1]) / (len(per_pass) - 2) if len(per_pass) > 2 else None
@@ -208,7 +243,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         "limit_rule": "1 GiB" if out_of_core else "1.5 x data + 100 MiB",
         "pass_times_s": [round(t, 3) for t in times], "time_per_pass_s": round(steady[len(steady) // 2], 3), "wall_s": round(wall, 2),
         "heap_growth_per_pass_mib": None if growth is None else round(growth, 2), **where,
-        "programs_compiled": len(compiled), "compile_s": round(sum(compiled), 2),
+        "programs_compiled": len(compiled), "compile_s": round(sum(p["compile_s"] for p in programs), 2), "programs": programs,
         # passes after the first: CPU seconds (all threads) and minor page faults per pass
         "cpu_per_pass_s": round((cpu[-1][0] - cpu[0][0]) / (len(cpu) - 1), 3) if len(cpu) > 1 else None,
         "minor_faults_per_pass": round((cpu[-1][1] - cpu[0][1]) / (len(cpu) - 1)) if len(cpu) > 1 else None,
@@ -260,7 +295,9 @@ def print_run(r: dict) -> None:
     print(f"  {'peak (VmHWM)':<62} {r['peak_mib']:>10.0f}")
     if "peak_during" in r:
         print(f"  {'highest 2-ms sample, during ' + r['peak_during']:<62} {r['sampled_peak_mib']:>10.0f}")
-    print(f"  programs compiled after the imports: {r.get('programs_compiled', '?')} ({r.get('compile_s', '?')} s)")
+    big = max(r.get("programs") or [{}], key=lambda x: x.get("compile_heap_mib") or 0)
+    print(f"  programs compiled after the imports: {r.get('programs_compiled', '?')} ({r.get('compile_s', '?')} s)"
+          + (f"; the largest compile heap: {big['program']} {big['compile_heap_mib']} MiB" if big.get("compile_heap_mib") else ""))  # fmt: skip
     if "peaks_above_imports_mib" in r:
         print(f"  peaks above the imports over {len(r['peaks_above_imports_mib'])} runs: {r['peaks_above_imports_mib']} MiB (met in {r['runs_met']})")
     print(f"  peak above the imports {r['peak_above_imports_mib']:.0f} MiB; limit ({r['limit_rule']}) {r['limit_above_imports_mib']:.0f} MiB: "

@@ -184,9 +184,7 @@ def initial_state(
     pos_obj = pos - lo * d + (win // 2 + int(padding_px)) * d
     extent_px = np.ceil(pos.max(axis=0) / d - lo).astype(int)
     gpts = tuple(int(v) for v in extent_px + win + 2 * int(padding_px) + 1)
-    # made on the host and put on the device: an eager jnp.ones compiles two programs, each of
-    # which the process holds (~1.4 MiB of heap each) for its lifetime
-    obj = jax.device_put(np.ones((int(num_slices),) + gpts, np.complex64))
+    obj = _on_device(np.ones((int(num_slices),) + gpts, np.complex64))  # no eager program (see _on_device)
     th = None if slice_thickness is None else slice_thickness
     return ReconState(obj, parr, pos_obj.astype(np.float32), sampling=grid.sampling, energy=dataset.energy, slice_thickness=th)
 
