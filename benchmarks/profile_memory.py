@@ -4,6 +4,9 @@ per measurement (so each peak is its own), and one JSON for RESULTS.md.
     python3 -m uv run python benchmarks/profile_memory.py            # the acceptance set (8 min on 2 loaded cores)
     python3 -m uv run python benchmarks/profile_memory.py --big      # + the 4 GiB RECON-L-256 out of core (12 min)
     python3 -m uv run python benchmarks/profile_memory.py --only recon-a --passes 20   # one case, printed
+    python3 -m uv run python benchmarks/profile_memory.py --cases recon-a,recon-a-counts --repeat 5 --before DIR
+        # RECON-A's three runs, five fresh ones each of this checkout and of DIR's sources
+        # (git archive <commit> | tar -x -C DIR), interleaved (7 min on 2 loaded cores)
 
 Each run prints, in MiB, VmRSS after each stage: Python alone, NumPy, JAX, XLA's CPU client
 (started by the first operation), the Ptyrodactyl libraries (together: "the imports", the
@@ -21,6 +24,11 @@ and the reconstruction cost, the quantity the targets bound:
   all that is read at once). The time ratio is measured on RECON-L, in one process, passes in
   memory and out of core interleaved (so that both see the same load; of 2 passes each, the
   upper median, i.e. the slower).
+
+The peak of one run varies from run to run by about ±15 MiB on a loaded machine (which of XLA's
+threads, each with its own malloc arena, runs which step); ``--repeat N`` runs each case N times
+and reports the run with the median peak, with every peak. Each run also counts the programs XLA
+compiled after the imports: the process keeps every one (about 1.4 MiB of heap each).
 
 Passes after the first (which compiles) give the time per pass (median) and the heap growth per
 pass (VmRSS after the last pass minus after the second, over the passes between). Missing cases
@@ -45,6 +53,7 @@ from _proto import _status_mb  # noqa: E402  (standard library only: imports not
 
 CASES = os.path.join(HERE, ".work", "cases")
 MIB = 2**20
+PACKAGES = ("ptyro_core", "ptyro_simul", "ptyro_invert", "ptyro_workflows")
 #: (label, case, out of core, passes, compile cache): the acceptance set (every run compiles,
 #: as a first run does, except the "warm" one: a second run of RECON-A with JAX's persistent
 #: compilation cache, as ``ptyro reconstruct`` runs by default); RECON-L-256 joins with --big
@@ -68,6 +77,8 @@ VARIANTS = [
     ("XLA: --xla_cpu_use_fusion_emitters=false", _NO_FUSION),
     ("XLA: --xla_cpu_parallel_codegen_split_count=1", {"XLA_FLAGS": "--xla_cpu_parallel_codegen_split_count=1"}),
     ("MALLOC_MMAP_THRESHOLD_=131072 + fusion emitters off", {**_MMAP, **_NO_FUSION}),
+    # the step's 15.7 MiB of temporaries (RECON-A) mmapped, not kept in each XLA thread's arena
+    ("MALLOC_MMAP_THRESHOLD_=8388608", {"MALLOC_MMAP_THRESHOLD_": "8388608"}),
 ]
 
 
@@ -79,16 +90,37 @@ def status_mb(field: str) -> float:
 # --------------------------------------------------------------------------- one measurement (a worker process)
 
 
+def _heap_in_use() -> Any:
+    """A function giving the bytes glibc's malloc has handed out and not had back (all arenas:
+    ``mallinfo2().uordblks``), or None where the C library is not glibc 2.33+."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = MallInfo2
+    return lambda: fn().uordblks
+
+
 class PeakWatch:
     """Samples VmRSS every ``every`` s in a thread and remembers the stage during which the
-    highest sample fell (VmHWM gives the peak, not when it happened)."""
+    highest sample fell (VmHWM gives the peak, not when it happened); with ``heap``, also the heap
+    in use (:func:`_heap_in_use`), so that each XLA compilation's heap can be read off
+    (:meth:`compile_heap`)."""
 
-    def __init__(self, every: float = 0.002) -> None:
+    def __init__(self, every: float = 0.002, heap: bool = True) -> None:
+        import collections
         import threading
 
         self.stage, self.peak, self.at = "start", 0.0, "start"
         self._stop = threading.Event()
         self._every = every
+        self._heap = _heap_in_use() if heap else None
+        self.samples: collections.deque = collections.deque(maxlen=200_000)  # (time, heap in use)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -97,7 +129,18 @@ class PeakWatch:
             v = status_mb("VmRSS")
             if v > self.peak:
                 self.peak, self.at = v, self.stage
+            if self._heap is not None:
+                self.samples.append((time.perf_counter(), self._heap()))
             self._stop.wait(self._every)
+
+    def compile_heap(self, start: float, end: float) -> float | None:
+        """The heap a compilation between ``start`` and ``end`` took at most (MiB): the highest
+        heap in use sampled meanwhile, less the last sample before it began."""
+        before = [h for t, h in list(self.samples) if t <= start]
+        during = [h for t, h in list(self.samples) if start < t <= end]
+        if not before or not during:
+            return None
+        return round((max(during) - before[-1]) / MIB, 1)
 
     def stop(self) -> dict:
         self._stop.set()
@@ -116,6 +159,15 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
     import jax
     import jax.numpy as jnp
 
+    # XLA compilations after the baseline (each program is kept by the process): name, seconds, and
+    # the heap each took while it compiled (read off the watch's samples once the run is over)
+    compiled: list[tuple[str, float, float]] = []
+
+    def on_event(event: str, seconds: float, **kw: Any) -> None:
+        if event == "/jax/core/compile/backend_compile_duration" and watch.stage != "start":
+            compiled.append((str(kw.get("fun_name", "?")), seconds, time.perf_counter()))
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
     if cache:
         from ptyro_workflows.cache import enable_compilation_cache
 
@@ -136,6 +188,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
 
     baseline = status_mb("VmRSS")
     stages.append(("+ import ptyro_core, ptyro_invert (the imports)", baseline))
+    watch.stage = "the patterns"
     counts = case.endswith("-counts")
     case_dir = os.path.join(CASES, case.removesuffix("-counts"))
     m = json.load(open(os.path.join(case_dir, "meta.json")))
@@ -154,7 +207,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
     grid = Grid(tuple(m["pattern_gpts"]), (m["sampling"],) * 2)
     ds = Dataset4D.lazy(pats, pos, grid=grid, energy=m["energy"]) if out_of_core else Dataset4D(pats, pos, grid=grid, energy=m["energy"])
     state = ptyro_invert.initial_state(ds, semiangle_cutoff=m["semiangle_cutoff"], aberrations={"C10": m["C10"]})
-    state = replace(state, probe=jnp.asarray(probe[None]))
+    state = replace(state, probe=probe[None])  # a host array: ReconState transfers it (jnp.asarray would compile a program)
     stages.append(("+ Dataset4D and the initial state", status_mb("VmRSS")))
     per_pass: list[float] = []
     cpu: list[tuple[float, int]] = []  # (process CPU seconds, minor page faults) after each pass
@@ -176,6 +229,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         stages.append((f"after pass {i + 1}" + (" (compilation included)" if i == 0 else ""), v))
     peak = status_mb("VmHWM")
     where = watch.stop()
+    programs = [{"program": name, "compile_s": round(sec, 3), "compile_heap_mib": watch.compile_heap(end - sec, end)} for name, sec, end in compiled]
     times = [r["time_s"] for r in report]
     steady = sorted(times[1:]) or times
     growth = (per_pass[-1] - per_pass[1]) / (len(per_pass) - 2) if len(per_pass) > 2 else None
@@ -189,6 +243,7 @@ def measure(case: str, out_of_core: bool, passes: int, cache: str | None = None)
         "limit_rule": "1 GiB" if out_of_core else "1.5 x data + 100 MiB",
         "pass_times_s": [round(t, 3) for t in times], "time_per_pass_s": round(steady[len(steady) // 2], 3), "wall_s": round(wall, 2),
         "heap_growth_per_pass_mib": None if growth is None else round(growth, 2), **where,
+        "programs_compiled": len(compiled), "compile_s": round(sum(p["compile_s"] for p in programs), 2), "programs": programs,
         # passes after the first: CPU seconds (all threads) and minor page faults per pass
         "cpu_per_pass_s": round((cpu[-1][0] - cpu[0][0]) / (len(cpu) - 1), 3) if len(cpu) > 1 else None,
         "minor_faults_per_pass": round((cpu[-1][1] - cpu[0][1]) / (len(cpu) - 1)) if len(cpu) > 1 else None,
@@ -240,6 +295,11 @@ def print_run(r: dict) -> None:
     print(f"  {'peak (VmHWM)':<62} {r['peak_mib']:>10.0f}")
     if "peak_during" in r:
         print(f"  {'highest 2-ms sample, during ' + r['peak_during']:<62} {r['sampled_peak_mib']:>10.0f}")
+    big = max(r.get("programs") or [{}], key=lambda x: x.get("compile_heap_mib") or 0)
+    print(f"  programs compiled after the imports: {r.get('programs_compiled', '?')} ({r.get('compile_s', '?')} s)"
+          + (f"; the largest compile heap: {big['program']} {big['compile_heap_mib']} MiB" if big.get("compile_heap_mib") else ""))  # fmt: skip
+    if "peaks_above_imports_mib" in r:
+        print(f"  peaks above the imports over {len(r['peaks_above_imports_mib'])} runs: {r['peaks_above_imports_mib']} MiB (met in {r['runs_met']})")
     print(f"  peak above the imports {r['peak_above_imports_mib']:.0f} MiB; limit ({r['limit_rule']}) {r['limit_above_imports_mib']:.0f} MiB: "
           f"{'met' if r['met'] else 'MISSED'}; {r['time_per_pass_s']:.2f} s/pass; heap growth {r['heap_growth_per_pass_mib']} MiB/pass")  # fmt: skip
 
@@ -318,6 +378,9 @@ def main() -> int:
     p.add_argument("--big", action="store_true", help="add the 4 GiB RECON-L-256 out of core (generated if missing)")
     p.add_argument("--variants", metavar="CASE", help="run CASE (e.g. recon-a-counts) under each of VARIANTS, --rounds times interleaved, and print a table")
     p.add_argument("--rounds", type=int, default=2, help="with --variants: rounds (default 2)")
+    p.add_argument("--cases", help="only these cases of the acceptance set (comma-separated: recon-a, recon-a-counts, recon-l, ...); written only with --json")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each case (a fresh process each; the run with the median peak is reported, every peak kept)")
+    p.add_argument("--before", default=None, metavar="DIR", help="also run each case on the sources of DIR (a checkout of an earlier commit), interleaved")
     p.add_argument(
         "--json",
         default=None,
@@ -340,29 +403,45 @@ def main() -> int:
         if a.only
         else RUNS + (BIG if a.big else [])
     )
+    if a.cases:  # a part of the acceptance set, e.g. "recon-a,recon-a-counts"
+        runs = [r for r in runs if r[1] in a.cases.split(",")]
     out: dict = {"command": " ".join(["benchmarks/profile_memory.py", *sys.argv[1:]]), "generated_s": {}, "runs": []}
-    cache_dir = os.path.join(HERE, ".work", "profile-memory-jax-cache")
-    shutil.rmtree(cache_dir, ignore_errors=True)
+    codes = {"ours": {}}
+    if a.before:  # the same worker on an earlier checkout's sources, first on PYTHONPATH
+        codes = {"before": {"PYTHONPATH": os.pathsep.join(os.path.join(os.path.abspath(a.before), q, "src") for q in PACKAGES)}, **codes}
 
-    def worker(case: str, ooc: bool, passes: int, cache: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, __file__, "--worker", case, "1" if ooc else "0", str(passes), cache], capture_output=True, text=True)
+    def worker(case: str, ooc: bool, passes: int, cache: str, env: dict) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, __file__, "--worker", case, "1" if ooc else "0", str(passes), cache]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
 
     for label, case, ooc, passes, warm in runs:
         gen = ensure_case(case)
         if gen is not None:
             out["generated_s"][case.removesuffix("-counts")] = gen
             print(f"generated {case} in {gen} s", flush=True)
-        if warm:  # a first run fills the cache (not recorded)
-            worker(case, ooc, a.passes or passes, cache_dir)
-        res = worker(case, ooc, a.passes or passes, cache_dir if warm else "-")
-        line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
-        if res.returncode or not line:
-            print(f"{label}: failed\n{res.stderr[-3000:]}", file=sys.stderr)
-            return 1
-        r = {"label": label, **json.loads(line[-1][7:]), "uptime": os.popen("uptime").read().strip()}
-        out["runs"].append(r)
-        print_run(r)
-    if not a.only:  # the time target: out of core against in memory, interleaved in one process
+        got: dict[str, list[dict]] = {code: [] for code in codes}
+        for _ in range(a.repeat):  # the codes interleaved, so that each sees the same load
+            for code, env in codes.items():
+                cache_dir = os.path.join(HERE, ".work", f"profile-memory-jax-cache-{code}")
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                if warm:  # a first run fills the cache (not recorded)
+                    worker(case, ooc, a.passes or passes, cache_dir, env)
+                res = worker(case, ooc, a.passes or passes, cache_dir if warm else "-", env)
+                line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+                if res.returncode or not line:
+                    print(f"{label} ({code}): failed\n{res.stderr[-3000:]}", file=sys.stderr)
+                    return 1
+                got[code].append({**json.loads(line[-1][7:]), "uptime": os.popen("uptime").read().strip()})
+        for code, rs in got.items():
+            # the run with the (upper) median peak stands for the case; every run's peak is kept
+            peaks = sorted(x["peak_above_imports_mib"] for x in rs)
+            r = {**sorted(rs, key=lambda x: x["peak_above_imports_mib"])[len(rs) // 2], "label": label + ("" if code == "ours" else f" ({code})")}
+            if len(rs) > 1:
+                r["peaks_above_imports_mib"] = peaks
+                r["runs_met"] = sum(x["met"] for x in rs)
+            out["runs"].append(r)
+            print_run(r)
+    if not a.only and not a.cases:  # the time target: out of core against in memory, interleaved in one process
         res = subprocess.run([sys.executable, __file__, "--worker-ratio", "recon-l", "2"], capture_output=True, text=True)
         line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
         if res.returncode or not line:
@@ -372,7 +451,7 @@ def main() -> int:
         out["time_ratio"] = tr
         print(f"\ntime per pass, RECON-L out of core / in memory (interleaved, one process, medians of {tr['rounds']}): "
               f"{tr['median_s']['out of core']:.2f} / {tr['median_s']['in memory']:.2f} s = {tr['ratio']:.2f} (limit 1.3): {'met' if tr['met'] else 'MISSED'}")  # fmt: skip
-    path = a.json or (None if a.only else os.path.join(HERE, "results", "memory-profile.json"))
+    path = a.json or (None if a.only or a.cases else os.path.join(HERE, "results", "memory-profile.json"))
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:

@@ -107,21 +107,27 @@ def ifft2c(x: Array) -> Array:
     return ifft2(jnp.fft.ifftshift(x, axes=(-2, -1)))
 
 
-def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None) -> Array:
+def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None, *, host: bool = False) -> Array:
     """The Fourier shift ramp exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) (in the
     units of ``sampling``: Å, or pixels with the default): multiplying a wave's FFT by it moves
     the wave by +s (periodically). Separable: an outer product of two 1D ramps, built in the
-    real dtype that matches ``dtype`` (differentiable with respect to the shifts)."""
+    real dtype that matches ``dtype`` (differentiable with respect to the shifts). ``host``:
+    built with NumPy in float64 and returned as a NumPy array of ``dtype``, for constants made
+    once (an eager JAX evaluation compiles a program per operation, and the process keeps them)."""
     import jax.numpy as jnp
+    import numpy as np
 
+    xp: Any = np if host else jnp
     dtype = jnp.complex64 if dtype is None else dtype
-    real = jnp.real(jnp.zeros((), dtype)).dtype
-    kx = jnp.fft.fftfreq(int(gpts[0]), float(sampling[0])).astype(real)
-    ky = jnp.fft.fftfreq(int(gpts[1]), float(sampling[1])).astype(real)
-    s = jnp.asarray(shifts).astype(real)
-    ex = jnp.exp(-2j * jnp.pi * kx[None, :] * s[:, 0:1]).astype(dtype)  # (b, nx)
-    ey = jnp.exp(-2j * jnp.pi * ky[None, :] * s[:, 1:2]).astype(dtype)  # (b, ny)
-    return ex[:, :, None] * ey[:, None, :]
+    real = np.float64 if host else jnp.real(jnp.zeros((), dtype)).dtype
+    work = np.complex128 if host else dtype
+    kx = xp.fft.fftfreq(int(gpts[0]), float(sampling[0])).astype(real)
+    ky = xp.fft.fftfreq(int(gpts[1]), float(sampling[1])).astype(real)
+    s = xp.asarray(shifts).astype(real)
+    ex = xp.exp(-2j * math.pi * kx[None, :] * s[:, 0:1]).astype(work)  # (b, nx)
+    ey = xp.exp(-2j * math.pi * ky[None, :] * s[:, 1:2]).astype(work)  # (b, ny)
+    ramp = ex[:, :, None] * ey[:, None, :]
+    return ramp.astype(dtype) if host else ramp
 
 
 # ----------------------------------------------------------------------------- aberrations

@@ -597,14 +597,18 @@ class ReconState:
             probe = probe[None]
         pos = self.positions.positions if isinstance(self.positions, ScanPositions) else self.positions
         pos = _as_real("ReconState", "positions", pos)
+        # defaults made on the host and transferred (an eager jnp.ones / zeros / asarray compiles
+        # a program, which the process keeps)
         th = self.slice_thickness
         if th is None:
-            th = jnp.ones((obj.shape[0],), jnp.float32)
+            th = np.ones((obj.shape[0],), np.float32)
         elif not is_tracer(th) and np.ndim(th) == 0:
-            th = jnp.full((obj.shape[0],), float(th), jnp.float32)
+            th = np.full((obj.shape[0],), float(th), np.float32)
         th = _as_real("ReconState", "slice_thickness", th)
-        loss = jnp.zeros((0,), jnp.float32) if self.loss is None else _as_real("ReconState", "loss", self.loss)
-        it = self.iteration if is_tracer(self.iteration) else jnp.asarray(self.iteration, jnp.int32)
+        loss = _to_jax(np.zeros((0,), np.float32)) if self.loss is None else _as_real("ReconState", "loss", self.loss)
+        it = self.iteration
+        if not is_tracer(it) and not (isinstance(it, jax.Array) and it.dtype == jnp.int32):
+            it = _to_jax(np.asarray(it, np.int32))
         _run_checker("ReconState", _check_recon, object=obj, probe=probe, positions=pos, slice_thickness=th)
         for name, v in (("object", obj), ("probe", probe), ("positions", pos), ("slice_thickness", th)):
             _check_finite("ReconState", name, v)

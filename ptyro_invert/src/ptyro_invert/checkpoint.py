@@ -22,9 +22,8 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import jax
 import numpy as np
 
@@ -33,10 +32,13 @@ from ptyro_core.files import hdf5_writing, remove_stale_temporaries, temporary_p
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "fingerprint", "check_resume"]
 
+if TYPE_CHECKING:  # h5py is imported where a checkpoint is read or written: it adds 11 MiB to every run
+    import h5py
+
 FORMAT = "ptyro-invert-checkpoint-1"
 
 
-def _write_leaves(group: h5py.Group, tree: Any) -> None:
+def _write_leaves(group: "h5py.Group", tree: Any) -> None:
     for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
         group.create_dataset(f"{i:04d}", data=np.asarray(leaf))
 
@@ -93,6 +95,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise PtyroValueError(f"checkpoint: no file at {str(path)!r}; expected an HDF5 checkpoint written by save_checkpoint")
     if path.is_dir():
         raise PtyroValueError(f"checkpoint: {str(path)!r} is a directory; expected an HDF5 checkpoint written by save_checkpoint")
+    import h5py
+
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -184,7 +184,7 @@ def initial_state(
     pos_obj = pos - lo * d + (win // 2 + int(padding_px)) * d
     extent_px = np.ceil(pos.max(axis=0) / d - lo).astype(int)
     gpts = tuple(int(v) for v in extent_px + win + 2 * int(padding_px) + 1)
-    obj = jnp.ones((int(num_slices),) + gpts, jnp.complex64)
+    obj = _on_device(np.ones((int(num_slices),) + gpts, np.complex64))  # no eager program (see _on_device)
     th = None if slice_thickness is None else slice_thickness
     return ReconState(obj, parr, pos_obj.astype(np.float32), sampling=grid.sampling, energy=dataset.energy, slice_thickness=th)
 
@@ -953,7 +953,7 @@ def run_reconstruction(
         probe_start = 3 if fit_aberrations else 1
     starts = {"probe": int(probe_start), "positions": int(position_start), "affine": int(position_start)}
     k_alpha = _aperture_radius(state.probe, state.sampling)
-    probe_power = float(ck["extras"]["probe_power"]) if ck is not None and "probe_power" in ck["extras"] else float(jnp.sum(jnp.abs(state.probe) ** 2))
+    probe_power = float(ck["extras"]["probe_power"]) if ck is not None and "probe_power" in ck["extras"] else _power(state.probe)
     lrs = _learning_rates(algorithm, learning_rates, groups, probe_scale=math.sqrt(probe_power * 128 * 128 / (window[0] * window[1])))
     if not fit_object:
         lrs["object"] = 0.0
@@ -973,7 +973,7 @@ def run_reconstruction(
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
         chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, mesh=mesh if ndev > 1 else None, constraints=tuple(constraints), regularisers=tuple(regularisers),
     )  # fmt: skip
-    opt_state = _optimizer(cfg).init(params)
+    opt_state = _init_optimizer(cfg, params)
     if ck is not None:
         params = _restore(params, ck["params"], "params")
         opt_state = _restore(opt_state, ck["opt_state"], "optimizer state")
@@ -998,20 +998,47 @@ def _read_resume(checkpoint: Any, expected: dict) -> dict | None:
 
 
 def _parameters(state: ReconState, n: int, *, fit_aberrations: bool, fit_positions: bool, affine: bool, fit_thickness: bool) -> dict[str, Any]:
-    """The fitted parameters, a dict PyTree keyed by group (the learning rates' keys)."""
-    real = state.object.real.dtype
+    """The fitted parameters, a dict PyTree keyed by group (the learning rates' keys); new groups
+    are made on the host (no eager program: see :func:`_on_device`)."""
+    real = _real_dtype(state.object.dtype)
     params: dict[str, Any] = {"object": state.object, "probe": state.probe}
     if fit_aberrations:
-        params["aberrations"] = jnp.zeros((len(ABERRATION_TERMS),), real)
+        params["aberrations"] = _on_device(np.zeros((len(ABERRATION_TERMS),), real))
     if fit_positions:
-        params["positions"] = jnp.zeros((n, 2), real)
+        params["positions"] = _on_device(np.zeros((n, 2), real))
         if affine:
-            params["affine"] = jnp.eye(2, dtype=real)
+            params["affine"] = _on_device(np.eye(2, dtype=real))
     if fit_thickness:
         if int(state.object.shape[0]) < 2:
             raise PtyroValueError(f"fit_thickness: needs a multislice object (2+ slices), got {state.object.shape[0]} slice(s)")
         params["thickness"] = state.slice_thickness
     return params
+
+
+def _real_dtype(dtype: Any) -> np.dtype:
+    """The real dtype of a (complex) dtype, without a device program (``x.real`` compiles one)."""
+    return np.empty((), dtype).real.dtype
+
+
+def _on_device(x: Any, dtype: Any = None) -> Any:
+    """A host value on the default device, by a transfer. ``jnp.asarray`` of a NumPy array or a
+    number compiles an eager program per shape and dtype ("stage", "convert_element_type"), and
+    the process keeps every compiled program, about 1.4 MiB of heap each: RECON-A's set-up made
+    37 of them, 50 MiB of its peak (benchmarks/profile_memory.py)."""
+    return jax.device_put(np.asarray(x, dtype))
+
+
+def _power(probe: Any) -> float:
+    """Σ|P|² of the probe modes, on the host in float64 (no device program)."""
+    p = np.asarray(probe)
+    return float(np.sum(p.real.astype(np.float64) ** 2 + p.imag.astype(np.float64) ** 2))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_optimizer(cfg: StepConfig, params: dict) -> Any:
+    """The optimizer's state for ``params``: one program (eagerly, each zeros_like of each group
+    compiles one), cached with the step's configuration."""
+    return _optimizer(cfg).init(params)
 
 
 def _centroid(probe: Any) -> np.ndarray:
@@ -1024,40 +1051,41 @@ def _centroid(probe: Any) -> np.ndarray:
 def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_idx: np.ndarray, n: int, scale: float, probe_power: float,
                probe_centroid: np.ndarray, k_alpha: float, grouped: Any, mask: Any, probe_support: float | None, fit_positions: bool) -> dict[str, Any]:  # fmt: skip
     """The arrays a step reads and does not change (replicated on every device)."""
-    real = np.dtype(cfg.dtype).type(0).real.dtype
+    real = _real_dtype(cfg.dtype)
     window = cfg.window
     active = np.zeros(n, np.float32)
     active[active_idx] = 1.0
+    # every constant is made on the host and transferred (_on_device): no eager device program
     consts: dict[str, Any] = {
-        "positions": jnp.asarray(nominal),
-        "centre": jnp.asarray(nominal[active_idx].mean(axis=0)),
-        "scale": jnp.asarray(scale, real),
+        "positions": _on_device(nominal),
+        "centre": _on_device(nominal[active_idx].mean(axis=0)),
+        "scale": _on_device(scale, real),
         # the power the probe is held at: the starting state's (kept in checkpoints, so that a
         # resumed run holds exactly the same value)
-        "probe_power": jnp.asarray(probe_power, real),
-        "probe_centroid": jnp.asarray(probe_centroid, real),
-        "disc": jnp.asarray(_disc(state.probe), real),
+        "probe_power": _on_device(probe_power, real),
+        "probe_centroid": _on_device(probe_centroid, real),
+        "disc": _on_device(_disc(state.probe), real),
         "thickness": state.slice_thickness,
-        "active": jnp.asarray(active),
-        "aber_basis": jnp.asarray(aberration_basis(window, cfg.sampling, k_alpha)),
+        "active": _on_device(active),
+        "aber_basis": _on_device(aberration_basis(window, cfg.sampling, k_alpha)),
     }
     if fit_positions:
         basis, pinv = _position_projection(nominal.astype(np.float64), active)
-        consts["pos_basis"], consts["pos_pinv"] = jnp.asarray(basis), jnp.asarray(pinv)
+        consts["pos_basis"], consts["pos_pinv"] = _on_device(basis), _on_device(pinv)
     if mask is not None:
         mask_arr = np.fft.ifftshift(np.asarray(mask, np.float32), axes=(-2, -1))
         if mask_arr.shape != window:
             raise PtyroValueError(f"mask: expected shape {window} (the detector), got {mask_arr.shape}")
-        consts["mask"] = jnp.asarray(mask_arr)
+        consts["mask"] = _on_device(mask_arr)
     if probe_support is not None:
         lam = wavelength(state.energy)
         kx = np.fft.fftfreq(window[0], state.sampling[0])[:, None]
         ky = np.fft.fftfreq(window[1], state.sampling[1])[None, :]
-        consts["support"] = jnp.asarray((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
+        consts["support"] = _on_device((np.sqrt(kx**2 + ky**2) * lam * 1e3 <= float(probe_support)).astype(np.float32))
     if grouped is not None:
         start, group, shifts = grouped
-        consts["start"], consts["group"] = jnp.asarray(start), jnp.asarray(group)
-        consts["ramps"] = shift_ramp(jnp.asarray(shifts), window, dtype=state.probe.dtype)  # the groups' shifts, as the step uses them
+        consts["start"], consts["group"] = _on_device(start), _on_device(group)
+        consts["ramps"] = _on_device(shift_ramp(shifts, window, dtype=state.probe.dtype, host=True))  # the groups' shifts, as the step uses them
     return consts
 
 
@@ -1129,9 +1157,11 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
           extras: dict, streams: int) -> ReconState:  # fmt: skip
     """The passes: batches in a seeded random order, the jitted step, the per-pass report,
     checkpoints and the callback."""
-    # fresh buffers: the step donates them, and the caller's state must survive
-    params = replicate(jax.tree_util.tree_map(jnp.copy, params), mesh)
-    opt_state = replicate(jax.tree_util.tree_map(jnp.copy, opt_state), mesh)
+    # fresh buffers: the step donates them, and the caller's state must survive (copied where
+    # they are, then placed: jnp.copy compiles a program per shape, and a copy straight onto a
+    # mesh of several devices may keep the first device's buffer)
+    params = replicate(jax.device_put(params, may_alias=False), mesh)
+    opt_state = replicate(jax.device_put(opt_state, may_alias=False), mesh)
     consts = replicate(consts, mesh)
     steps = _Steps(cfg, consts, source, mesh, streams)
     n_act, b = len(active_idx), cfg.batch
@@ -1152,7 +1182,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             slice_thickness=params.get("thickness", consts["thickness"]),
             # joined on the host: a device concatenate compiles anew for every length (heap growth per pass)
             loss=jax.device_put(np.concatenate([np.asarray(state.loss, np.float32), np.asarray(hist, np.float32)])),
-            iteration=jnp.asarray(it, jnp.int32),
+            iteration=_on_device(it, np.int32),
         )
 
     from tqdm.auto import tqdm
