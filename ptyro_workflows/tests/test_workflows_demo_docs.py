@@ -74,6 +74,7 @@ def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raise
 
 
 def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monkeypatch):
+    import gc
     import os
 
     for processes in (1, 2):
@@ -82,6 +83,8 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
             tasks = [drawing.submit(demo._ready) for _ in range(4)]  # shared out over the processes
             pids = {drawing.result(t) for t in tasks}
             assert os.getpid() not in pids and len(pids) == processes
+            # its garbage collector off (a figure's artists are cycles), its imports frozen
+            assert drawing.result(drawing.submit(gc.isenabled)) is False and drawing.result(drawing.submit(gc.get_freeze_count)) > 1000
             with pytest.raises(ZeroDivisionError):  # raised here, where the result is asked for
                 drawing.result(drawing.submit(divmod, 1, 0))
         finally:

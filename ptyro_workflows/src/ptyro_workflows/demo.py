@@ -87,9 +87,14 @@ def _serve() -> None:
     made while the main process imports JAX and simulates; then each ``(function, arguments)``
     read (pickled) from stdin is called and its ``("ok", result)`` or ``("error", exception)``
     written (pickled) to stdout, until stdin ends. An interruption is left to the main process
-    (which stops sending): a figure being drawn is finished, never left half-written."""
+    (which stops sending): a figure being drawn is finished, never left half-written. Python's
+    cyclic garbage collector stays off in it: a figure's artists are cycles that it would scan
+    again and again (a fifth of the drawing's CPU time, measured), and the eight figures' garbage
+    is about 1 MiB (measured: 126 MiB at the end against 125 with the collector)."""
+    import gc
     import pickle
 
+    gc.disable()
     global _IN_DRAWING_PROCESS
     _IN_DRAWING_PROCESS = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -100,6 +105,7 @@ def _serve() -> None:
     from ptyro_workflows.figures import preload
 
     preload()
+    gc.freeze()  # what the imports made is never garbage: out of the collector's way (for gc.collect too)
     while True:
         try:
             fn, args = pickle.load(sys.stdin.buffer)
