@@ -167,6 +167,36 @@ def test_the_reconstructions_figures_are_drawn_in_halves_by_a_forked_copy(where,
     assert r.stdout.strip() == expected
 
 
+_EARLY_SCRIPT = """
+import sys
+from ptyro_workflows import cli, demo
+seen = []
+class Drawing:
+    def __init__(self):
+        seen.append(("started, JAX imported", "jax" in sys.modules))
+    def close(self):
+        seen.append("closed")
+demo._Drawing = Drawing
+demo.run_demo = lambda *a, figures=None, **k: seen.append(("run with it", isinstance(figures, Drawing), "jax" in sys.modules))
+print(cli.main(["demo", "--out", sys.argv[1], "-q"]), seen)
+"""
+
+
+def test_ptyro_demo_starts_its_drawing_process_before_importing_jax(tmp_path):
+    """So that the drawing process's imports run beside JAX's (not beside the simulation); a
+    demo refused for its output directory starts none."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _EARLY_SCRIPT, str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "0 [('started, JAX imported', False), ('run with it', True, True), 'closed']"
+    (tmp_path / "d" / "phase.png").parent.mkdir()
+    (tmp_path / "d" / "phase.png").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", _EARLY_SCRIPT, str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "2 []" and "already holds demo outputs (phase.png)" in r.stderr
+
+
 def test_the_demo_runs_from_a_script_without_a_main_guard(tmp_path):
     """The drawing processes do not import the caller's main script again (as multiprocessing's
     spawn would: a script without ``if __name__ == "__main__"`` would run the demo twice)."""

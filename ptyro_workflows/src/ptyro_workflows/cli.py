@@ -516,11 +516,16 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from ptyro_workflows.demo import run_demo
+    from ptyro_workflows.demo import _Drawing, check_demo, run_demo
 
+    check_demo(args.out, overwrite=args.overwrite, iterations=args.iterations)
     _distributed(args)
-    _start_jax(args, "the demo's simulation and reconstruction")
-    run_demo(args.out, overwrite=args.overwrite, progress=_progress(args), quiet=args.quiet, iterations=args.iterations)
+    figures = _Drawing()  # before JAX is imported: the drawing process's imports run beside JAX's
+    try:
+        _start_jax(args, "the demo's simulation and reconstruction")
+        run_demo(args.out, overwrite=args.overwrite, progress=_progress(args), quiet=args.quiet, iterations=args.iterations, figures=figures)
+    finally:
+        figures.close()
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from ptyro_core import PtyroValueError
 from ptyro_workflows.config import to_toml
 
-__all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo"]
+__all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo", "check_demo"]
 
 _A = 3.905  # SrTiO3 lattice parameter, Å
 
@@ -325,34 +325,51 @@ class _Drawing:
         self._procs.clear()
 
 
-def run_demo(
-    out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None
-) -> dict[str, Any]:
-    """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
-
-    def say(*a: Any) -> None:
-        if not quiet:
-            print(*a, flush=True)
-
+def check_demo(out: str | Path, *, overwrite: bool = False, iterations: int | None = None) -> Path:
+    """The output directory ``out`` checked (not a file; no demo outputs in it without
+    ``overwrite``) and ``iterations`` (a positive integer or None): one error line otherwise."""
     outdir = Path(out)
     if outdir.exists() and not outdir.is_dir():
         raise PtyroValueError(f"--out {str(outdir)!r} is a file; expected a directory")
     existing = [n for n in DEMO_FILES if (outdir / n).exists()]
     if existing and not overwrite:
         raise PtyroValueError(f"{str(outdir)!r} already holds demo outputs ({', '.join(existing)}); pass --overwrite to replace them")
+    if iterations is not None and int(iterations) < 1:
+        raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
+    return outdir
+
+
+def run_demo(
+    out: str | Path = "ptyro-demo",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    quiet: bool = False,
+    iterations: int | None = None,
+    figures: _Drawing | None = None,
+) -> dict[str, Any]:
+    """Run the demo into directory ``out``; returns a summary (files, timings, quality).
+    ``figures``: the drawing process to use (``_Drawing()``, which the caller ends; ``ptyro
+    demo`` starts it before importing JAX, so that its imports run beside JAX's); by default one
+    started here."""
+
+    def say(*a: Any) -> None:
+        if not quiet:
+            print(*a, flush=True)
+
+    outdir = check_demo(out, overwrite=overwrite, iterations=iterations)
     sim_cfg = copy.deepcopy(DEMO_SIMULATION)
     rec_cfg = copy.deepcopy(DEMO_RECONSTRUCTION)
     if iterations is not None:
-        if int(iterations) < 1:
-            raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
         rec_cfg["reconstruction"]["iterations"] = int(iterations)
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    figures = _Drawing()  # started first: its imports overlap the simulation
+    drawing = _Drawing() if figures is None else figures  # started first: its imports overlap the simulation
     try:
-        run = _run(outdir, sim_cfg, rec_cfg, figures, progress=progress, say=say)
+        run = _run(outdir, sim_cfg, rec_cfg, drawing, progress=progress, say=say)
     finally:
-        figures.close()
+        if figures is None:
+            drawing.close()
     total = time.perf_counter() - t0
     shown, rec, algorithm = run.pop("shown"), run.pop("rec"), run.pop("algorithm")
     say(
