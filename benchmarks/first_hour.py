@@ -142,7 +142,7 @@ for mod, name in ((demo, "run_demo"), (sim, "simulate"), (rec, "reconstruct")):
     timed(mod, name)
 from ptyro_workflows import cli
 sys.argv[1:] = ["demo", "--out", sys.argv[1], "--no-progress", "--overwrite", "-q"]
-cli._end = lambda status: status  # the ptyro process itself (its garbage collector paused for the imports), not its exit
+cli._end = lambda status: status  # the ptyro process itself (JAX imported without the garbage collector), not its exit
 code = cli.main()
 end, c_end = time.perf_counter(), time.process_time()
 steps = {"imports": (t_start, spans["run_demo"][0]), "simulation": spans["simulate"], "reconstruction": spans["reconstruct"],
