@@ -37,9 +37,10 @@ def test_the_mesh_of_one_cpu_device_is_fed_from_the_host():
     assert not recon._on_host(device_mesh())  # the suite's two devices: each process reads its own rows onto them
 
 
-@pytest.mark.parametrize("counts", [False, True])
-def test_host_batches_give_the_device_put_result(data, counts, monkeypatch):
-    """16 positions in batches of 6: the last batch is padded (zero weights), as on the device path."""
+@pytest.mark.parametrize("counts, streams", [(False, 1), (True, 1), (False, 2)])
+def test_host_batches_give_the_device_put_result(data, counts, streams, monkeypatch):
+    """16 positions in batches of 6 (with 2 streams, parts of 3 computed from two threads): the
+    last batch is padded (zero weights), as on the device path."""
     st0, ds = data
     if counts:
         ds = Dataset4D(np.asarray(ds.array).astype(np.uint16), ds.positions, grid=ds.grid, energy=ds.energy)
@@ -52,11 +53,11 @@ def test_host_batches_give_the_device_put_result(data, counts, monkeypatch):
         return parts, n
 
     monkeypatch.setattr(recon._Steps, "prepare", spy)
-    host = reconstruct(ds, st0, "single_slice", mesh=ONE, **KW)
+    host = reconstruct(ds, st0, "single_slice", mesh=ONE, streams=streams, **KW)
     assert prepared and all(t is np.ndarray for t in prepared)  # nothing put on the device by hand
     prepared.clear()
     monkeypatch.setattr(recon, "_on_host", lambda mesh: False)
-    device = reconstruct(ds, st0, "single_slice", mesh=ONE, **KW)
+    device = reconstruct(ds, st0, "single_slice", mesh=ONE, streams=streams, **KW)
     assert prepared and all(issubclass(t, jax.Array) for t in prepared)
     for f in ("object", "probe", "loss"):
         np.testing.assert_array_equal(np.asarray(getattr(host, f)), np.asarray(getattr(device, f)), err_msg=f)
