@@ -8,11 +8,12 @@ dataset, the reconstruction, the two configurations (so each step can be rerun w
 ``ptyro simulate`` / ``ptyro reconstruct``) and the figures of ``ptyro show`` for both files;
 prints what it wrote and the phase correlation with the ground truth σ·ΣV.
 
-The figures are drawn by another process (none on one core), started first: its imports
-(matplotlib) overlap the simulation, the dataset's figures the reconstruction, so that a second
-run (its programs loaded from the compilation cache) waits only for the reconstruction's
-figures; those it draws in two halves at once, the second half by a forked copy of itself (its
-imports made: no start-up; Linux). Only compiled programs are cached, never the demo's results.
+The figures are drawn by another process (none on one core), started first (``ptyro demo``
+starts it before importing JAX): its imports (matplotlib) overlap JAX's, the dataset's figures
+the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
+only for the reconstruction's figures; those it draws in two halves at once, the second half by
+a forked copy of itself (its imports made: no start-up; Linux). Only compiled programs are
+cached, never the demo's results.
 """
 
 import copy
@@ -246,8 +247,8 @@ class _Drawing:
     """The figures drawn beside the main process's work by another process, started with the
     demo where there is a spare core (one is enough: it forks a copy for the reconstruction's
     second half of figures, when the main process only waits; a second process would compete
-    with the reconstruction by its imports). It imports beside the simulation and draws the
-    dataset's figures beside the reconstruction (on another core, not sharing the interpreter
+    with the reconstruction by its imports). It imports beside JAX's import (or the simulation)
+    and draws the dataset's figures beside the reconstruction (on another core, not sharing the interpreter
     lock with the reconstruction's Python). On one core, or where the process cannot start or
     dies, the figures are drawn here."""
 
