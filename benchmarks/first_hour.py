@@ -122,9 +122,9 @@ def demo(out: Path, rounds: int, baseline: str | None = None, jax_only: bool = F
 # one demo run with JAX's compilation events counted per step (the same code path as `ptyro demo`)
 _COUNTED = """
 import json, resource, sys, time
-t_start = time.perf_counter()
+t_start, c_start = time.perf_counter(), time.process_time()
 import jax.monitoring as mon
-events, spans = [], {}
+events, spans, cpus = [], {}, {}
 mon.register_event_duration_secs_listener(lambda name, secs, **kw: events.append((name, secs, time.perf_counter())))
 mon.register_event_listener(lambda name, **kw: events.append((name, 0.0, time.perf_counter())))
 from importlib import import_module
@@ -132,25 +132,29 @@ demo, rec, sim = (import_module(f"ptyro_workflows.{m}") for m in ("demo", "recon
 def timed(mod, name):
     fn = getattr(mod, name)
     def wrapped(*a, **k):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **k)
         finally:
-            spans[name] = (t, time.perf_counter())
+            spans[name], cpus[name] = (t, time.perf_counter()), (c, time.process_time())
     setattr(mod, name, wrapped)
 for mod, name in ((demo, "run_demo"), (sim, "simulate"), (rec, "reconstruct")):
     timed(mod, name)
-from ptyro_workflows.cli import main
-code = main(["demo", "--out", sys.argv[1], "--no-progress", "--overwrite", "-q"])
-end = time.perf_counter()
+from ptyro_workflows import cli
+sys.argv[1:] = ["demo", "--out", sys.argv[1], "--no-progress", "--overwrite", "-q"]
+cli._end = lambda status: status  # the ptyro process itself (JAX imported without the garbage collector), not its exit
+code = cli.main()
+end, c_end = time.perf_counter(), time.process_time()
 steps = {"imports": (t_start, spans["run_demo"][0]), "simulation": spans["simulate"], "reconstruction": spans["reconstruct"],
          "figures after it": (spans["reconstruct"][1], spans["run_demo"][1]), "exit": (spans["run_demo"][1], end)}
+cpu_at = {"imports": (c_start, cpus["run_demo"][0]), "simulation": cpus["simulate"], "reconstruction": cpus["reconstruct"],
+          "figures after it": (cpus["reconstruct"][1], cpus["run_demo"][1]), "exit": (cpus["run_demo"][1], c_end)}
 keys = {"trace": "jaxpr_trace_duration", "lower": "jaxpr_to_mlir_module_duration", "compile": "backend_compile_duration",
         "hits": "cache_hits", "misses": "cache_misses", "ours": "exec_cache/load_duration"}
 out = {"code": code, "wall": end - t_start, "steps": {}}
 for step, (a, b) in steps.items():
     got = {k: [s for n, s, t in events if n.endswith(v) and a <= t <= b] for k, v in keys.items()}
-    out["steps"][step] = {"wall": b - a, **{k: sum(v) for k, v in got.items() if k in ("trace", "lower", "compile", "ours")},
+    out["steps"][step] = {"wall": b - a, "cpu": cpu_at[step][1] - cpu_at[step][0], **{k: sum(v) for k, v in got.items() if k in ("trace", "lower", "compile", "ours")},
                           "programs": len(got["compile"]), "hits": len(got["hits"]), "misses": len(got["misses"]), "loaded": len(got["ours"])}
 r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 out["cpu"], out["cpu_figures_process"] = r.ru_utime + r.ru_stime, c.ru_utime + c.ru_stime
@@ -166,7 +170,7 @@ def demo_counted(out: Path) -> None:
     for i in (1, 2):
         t, text = wall([sys.executable, "-c", _COUNTED, str(out / f"counted{i}")], env)
         runs.append((t, json.loads(text.strip().splitlines()[-1])))
-    print("where a run's time goes (one more pair; JAX's compilation events counted; seconds):")
+    print("where a run's time goes (one more pair; JAX's compilation events counted; seconds: wall (this process's CPU)):")
     print(f"  {'':18s} {'first (compiles)':>44s}   {'second (loads from the cache)':>44s}")
     print(
         f"  {'process':18s} {runs[0][0]:8.2f} wall, CPU {runs[0][1]['cpu']:.2f} + {runs[0][1]['cpu_figures_process']:.2f} figure process"
@@ -181,7 +185,7 @@ def demo_counted(out: Path) -> None:
                 parts.append(f"lower {s['lower']:.2f}, {'compile' if s['misses'] else 'load'} {s['compile']:.2f} ({s['programs']} programs)")
             if s["loaded"]:
                 parts.append(f"ours {s['ours']:.2f} ({s['loaded']})")
-            cells.append(f"{s['wall']:6.2f} {', '.join(parts):>44s}")
+            cells.append(f"{s['wall']:6.2f} ({s['cpu']:4.2f}) {', '.join(parts):>37s}")
         print(f"  {step:18s} {cells[0]}   {cells[1]}")
     first, second = (r["steps"]["reconstruction"] for _, r in runs)
     steps2 = runs[1][1]["steps"].values()

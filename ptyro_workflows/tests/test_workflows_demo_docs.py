@@ -33,7 +33,7 @@ def small_demo(monkeypatch):
 
 
 def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "_cores", lambda: 3)  # two drawing processes, each half of the reconstruction's figures
+    monkeypatch.setattr(demo, "_cores", lambda: 3)  # a drawing process (which forks for half of the reconstruction's figures where it has 2+ cores)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
@@ -74,20 +74,30 @@ def test_an_error_drawing_the_dataset_figures_during_the_reconstruction_is_raise
 
 
 def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monkeypatch):
+    import gc
     import os
 
     for processes in (1, 2):
         drawing = demo._Drawing(processes)
         try:
-            drawing.start_second()
             tasks = [drawing.submit(demo._ready) for _ in range(4)]  # shared out over the processes
             pids = {drawing.result(t) for t in tasks}
-            assert os.getpid() not in pids and len(pids) == processes == len(drawing.halves)
+            assert os.getpid() not in pids and len(pids) == processes
+            # its garbage collector off (a figure's artists are cycles), its imports frozen
+            assert drawing.result(drawing.submit(gc.isenabled)) is False and drawing.result(drawing.submit(gc.get_freeze_count)) > 1000
             with pytest.raises(ZeroDivisionError):  # raised here, where the result is asked for
                 drawing.result(drawing.submit(divmod, 1, 0))
         finally:
             drawing.close()
-    # one process per spare core: none on one core (drawn here)
+    # one process where there is a spare core (it forks for the second half of the
+    # reconstruction's figures), none on one core (drawn here)
+    monkeypatch.setattr(demo, "_cores", lambda: 8)
+    assert demo._Drawing(0).processes == 0 and demo._Drawing.__init__.__defaults__ == (None,)
+    drawing = demo._Drawing()
+    try:
+        assert drawing.processes == 1 == len(drawing._procs)
+    finally:
+        drawing.close()
     monkeypatch.setattr(demo, "_cores", lambda: 1)
     drawing = demo._Drawing()
     assert drawing.processes == 0 and drawing.result(drawing.submit(demo._ready)) == os.getpid()
@@ -111,6 +121,80 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
         assert drawing.result(drawing.submit(demo._ready)) == os.getpid()
     finally:
         drawing.close()
+
+
+_HALVES_SCRIPT = """
+import os, sys
+from pathlib import Path
+from ptyro_workflows import demo
+demo._IN_DRAWING_PROCESS = sys.argv[1] == "drawing"
+demo._cores = lambda: 2
+parent = os.getpid()
+def half(path, out, truth, only):
+    if sys.argv[2] == "dies" and os.getpid() != parent:
+        os._exit(3)  # the copy ends without answering
+    if sys.argv[2] == "fails" and only and "loss.png" in only:
+        raise ValueError(f"no {only[-1]} here")
+    names = only or demo._HALVES[0] + demo._HALVES[1]
+    files = [Path(out) / n for n in names[::-1]]  # merged in DEMO_FILES' order
+    return {"files": files, "lines": ["copy" if os.getpid() != parent else "here"], "correlation": 0.5 if "phase.png" in names else None}
+demo._draw_half = half
+try:
+    r = demo._draw_reconstruction("rec.h5", "out", "data.h5")
+except ValueError as e:
+    print("error", e)
+else:
+    print(" ".join(r["lines"]), r["correlation"], " ".join(f.name for f in r["files"]))
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="forks only on Linux")
+@pytest.mark.parametrize(
+    "where, how, expected",
+    [
+        ("drawing", "ok", "here copy 0.5 phase.png object.png probe.png loss.png"),  # two halves at once
+        ("drawing", "dies", "here here 0.5 phase.png object.png probe.png loss.png"),  # the copy's half drawn here
+        ("drawing", "fails", "error no loss.png here"),  # the copy's exception raised here
+        ("main", "ok", "here 0.5 phase.png object.png probe.png loss.png"),  # never forks a process that is not a drawing one
+    ],
+)
+def test_the_reconstructions_figures_are_drawn_in_halves_by_a_forked_copy(where, how, expected, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _HALVES_SCRIPT, where, how], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == expected
+
+
+_EARLY_SCRIPT = """
+import sys
+from ptyro_workflows import cli, demo
+seen = []
+class Drawing:
+    def __init__(self):
+        seen.append(("started, JAX imported", "jax" in sys.modules))
+    def close(self):
+        seen.append("closed")
+demo._Drawing = Drawing
+demo.run_demo = lambda *a, figures=None, **k: seen.append(("run with it", isinstance(figures, Drawing), "jax" in sys.modules))
+print(cli.main(["demo", "--out", sys.argv[1], "-q"]), seen)
+"""
+
+
+def test_ptyro_demo_starts_its_drawing_process_before_importing_jax(tmp_path):
+    """So that the drawing process's imports run beside JAX's (not beside the simulation); a
+    demo refused for its output directory starts none."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _EARLY_SCRIPT, str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "0 [('started, JAX imported', False), ('run with it', True, True), 'closed']"
+    (tmp_path / "d" / "phase.png").parent.mkdir()
+    (tmp_path / "d" / "phase.png").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-c", _EARLY_SCRIPT, str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "2 []" and "already holds demo outputs (phase.png)" in r.stderr
 
 
 def test_the_demo_runs_from_a_script_without_a_main_guard(tmp_path):

@@ -100,7 +100,7 @@ def test_the_object_phase_scale_is_not_set_by_one_hot_pixel(tmp_path, monkeypatc
     assert vmax == pytest.approx(np.percentile(phase, 99.5), abs=1e-5)
     # the amplitude keeps its full range
     assert amplitude_image.get_clim() == pytest.approx((0.2, 1.0), abs=1e-5)
-    # drawn in two halves (as the demo's two drawing processes do): each half its own files and lines
+    # drawn in two halves (as the demo's drawing process and its forked copy do): each half its own files and lines
     a = show.reconstruction_figures(tmp_path / "rec.h5", tmp_path / "halves", only=("loss.png",))
     b = show.reconstruction_figures(tmp_path / "rec.h5", tmp_path / "halves", only=("object.png", "probe.png"))
     assert [p.name for p in a["files"]] == ["loss.png"] and a["lines"] == ["loss 2 -> 1 over 2 iterations; 1 slice(s), 1 probe mode(s)"]

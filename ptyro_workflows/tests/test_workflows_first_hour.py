@@ -550,6 +550,41 @@ def test_the_ptyro_process_ends_at_once_with_its_output_whole(tiny_file, tmp_pat
     assert plugins.returncode == 0 and plugins.stdout.strip()
 
 
+_GC_SCRIPT = """
+import gc, sys
+import ptyro_workflows.cache as cache
+from ptyro_workflows import cli
+seen = []
+def spy(*a, **k):
+    seen.append(("importing jax", gc.isenabled()))
+    return real(*a, **k)
+real, cache.enable_compilation_cache = cache.enable_compilation_cache, spy
+def command(args):
+    seen.append(("before", gc.isenabled()))
+    cli._start_jax(args, "nothing")
+    seen.append(("after", gc.isenabled(), gc.get_freeze_count() > 1000))
+    print(seen, flush=True)
+    return 0
+cli._run_demo = command
+if sys.argv[1] == "process":  # the ptyro process itself: main() reads sys.argv and ends with os._exit
+    sys.argv = ["ptyro", "demo", "-q"]
+    cli.main()
+print(cli.main(["demo", "-q"]), gc.isenabled(), gc.get_freeze_count())
+"""
+
+
+def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
+    """The ``ptyro`` process pauses Python's garbage collector while JAX is imported, then
+    resumes it with the imported modules frozen out of its way; a caller's interpreter
+    (``main(argv)``) keeps its collector as it is."""
+    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "process"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[('before', True), ('importing jax', False), ('after', True, True)]"
+    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "in-process"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines() == ["[('before', True), ('importing jax', True), ('after', True, False)]", "0 True 0"]
+
+
 def test_a_jax_without_the_internals_runs_with_its_own_cache(tmp_path, monkeypatch):
     """Where JAX's internals are not what the executable cache patches, the command runs with
     JAX's persistent cache alone (recorded), rather than failing."""

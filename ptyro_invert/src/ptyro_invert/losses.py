@@ -35,6 +35,7 @@ truth. The expectations are tabulated once (exact sums over the Poisson distribu
 grid of λ, asymptotic series above 10³) and interpolated.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -157,15 +158,15 @@ _LOG_LAM = np.linspace(math.log(1e-4), math.log(1e3), 240)
 _EPS_POISSON = 0.1
 
 
+@functools.cache
 def _tables() -> dict[str, np.ndarray]:
+    """The expected losses on the log-λ grid, made when a noise floor is first asked for (not at
+    import: a run on float data never asks, and they took 0.04-0.1 s of every import)."""
     lam = np.exp(_LOG_LAM)
     e = _EPS_POISSON
     pois = _poisson_table(lambda l, m: l - m + (m + e) * (np.log(m + e) - np.log(l + e)), lam)
     amp = _poisson_table(lambda l, m: (np.sqrt(l + EPS) - np.sqrt(m + EPS)) ** 2, lam)
     return {"poisson": pois, "amplitude": amp}
-
-
-_TABLES = _tables()
 
 
 def expected_loss_per_pixel(name: str, lam: ArrayLike) -> Array:
@@ -174,9 +175,9 @@ def expected_loss_per_pixel(name: str, lam: ArrayLike) -> Array:
     lam = jnp.maximum(jnp.asarray(lam), 0.0)
     if name == "intensity":
         return lam
-    if name not in _TABLES:
+    if name not in _tables():
         raise PtyroValueError(f"noise floor: no expectation known for loss {name!r}; expected 'poisson', 'amplitude' or 'intensity'")
-    table = jnp.asarray(_TABLES[name], lam.dtype)
+    table = jnp.asarray(_tables()[name], lam.dtype)
     ll = jnp.log(jnp.maximum(lam, 1e-30))
     # linear interpolation on the uniform log grid by direct indexing (jnp.interp's search costs
     # as much as the rest of a reconstruction step on the CPU)

@@ -237,7 +237,10 @@ class _FFTOrderSource:
     Counted data (integers) leave the host in their own type: a batch becomes floats (float32,
     times ``gain``: to counts, where the data are counts in other units) on its device
     (:func:`_batch_floats`), so no float copy of the data is ever made. Float data are read as
-    float32 and checked for NaN/inf as each batch is read."""
+    float32 and checked for NaN/inf once per pattern: by :meth:`mean_pattern_sum` (a finite sum
+    of a pattern's values says they are all finite), else as a batch first reads them. On the
+    one CPU device of one process a batch stays a NumPy array (:func:`_on_host`): the step's
+    call moves it (a ``device_put`` of its own costs more than the step's dispatch does)."""
 
     def __init__(self, source: Any, chunk: int = 256, gain: float = 1.0) -> None:
         self._source = source
@@ -245,6 +248,8 @@ class _FFTOrderSource:
         self.gain = float(gain)
         self.shape = tuple(source.shape)
         self.integer = np.dtype(source.dtype).kind in "iu"
+        # which patterns (flat scan index) are known to be finite
+        self._finite = np.full(int(np.prod(self.shape[:-2])), self.integer, bool)
 
     def raw(self, indices: np.ndarray) -> np.ndarray:
         return np.asarray(self._source.read(np.asarray(indices)), np.float32)
@@ -253,15 +258,22 @@ class _FFTOrderSource:
         if self.integer:  # integers: shifted on the host, converted on the device
             return np.ascontiguousarray(np.fft.ifftshift(np.asarray(self._source.read(np.asarray(indices))), axes=(-2, -1)))
         block = self.raw(indices)
-        if not np.all(np.isfinite(block)):
-            raise PtyroValueError(
-                f"the patterns at scan indices {sorted(set(np.asarray(indices).tolist()))[:8]} hold NaN/inf values; expected finite intensities"
-            )
+        new = ~self._finite[indices]
+        if new.any():
+            self._check_finite(block[new], np.asarray(indices)[new])
         return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))
 
+    def _check_finite(self, block: np.ndarray, indices: np.ndarray) -> None:
+        """Raise naming the patterns of ``block`` (at ``indices``) that hold NaN/inf; else mark them finite."""
+        good = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if not good.all():
+            raise PtyroValueError(f"the patterns at scan indices {sorted(set(indices[~good].tolist()))[:8]} hold NaN/inf values; expected finite intensities")
+        self._finite[indices] = True
+
     def batch(self, indices: np.ndarray, mesh: Any) -> Any:
-        """The batch ``indices`` as float32 on the mesh (each process reads its own rows)."""
-        d = global_batch(self, indices, mesh)
+        """The batch ``indices`` as float32 on the mesh (each process reads its own rows); on
+        the one CPU device of one process, float data as a NumPy array."""
+        d = self.read(indices) if _on_host(mesh) else global_batch(self, indices, mesh)
         return _batch_floats(d, np.float32(self.gain)) if (self.integer or self.gain != 1.0) else d
 
     def close(self) -> None:
@@ -269,11 +281,28 @@ class _FFTOrderSource:
         self._source.close()
 
     def mean_pattern_sum(self, indices: np.ndarray) -> float:
-        """Mean total intensity per pattern (times the gain) over ``indices``, streamed chunk by chunk."""
-        total = 0.0
+        """Mean total intensity per pattern (times the gain) over ``indices``, streamed chunk by
+        chunk; float patterns whose sums are finite are marked finite (never checked again)."""
+        total, bad = 0.0, [np.zeros(0, np.int64)]
         for lo, hi in batch_bounds(len(indices), self._chunk):
-            total += float(np.sum(self.raw(np.sort(indices[lo:hi])), dtype=np.float64))
+            chunk = np.sort(indices[lo:hi])
+            sums = np.sum(self.raw(chunk), axis=(-2, -1), dtype=np.float64)  # float64: no float32 sum overflows it
+            if not self.integer:
+                finite = np.isfinite(sums)
+                self._finite[chunk[finite]] = True
+                bad.append(chunk[~finite])
+            total += float(np.sum(sums))
+        if (nonfinite := np.concatenate(bad)).size:  # every pattern that is not finite named at once
+            self._check_finite(self.raw(nonfinite), nonfinite)
         return total * self.gain / len(indices)
+
+
+@functools.lru_cache(maxsize=8)
+def _on_host(mesh: Any) -> bool:
+    """Whether ``mesh`` is this process's one CPU device, where a step's inputs are best left
+    NumPy arrays: its dispatch moves them for less than a ``device_put`` costs (on accelerators
+    a ``device_put`` starts the copy while the previous step runs)."""
+    return int(mesh.size) == 1 and jax.process_count() == 1 and mesh.devices.flat[0].platform == "cpu"
 
 
 def _give_back_freed_heap() -> None:
@@ -1119,11 +1148,13 @@ class _Steps:
         if n < b:
             idx = np.concatenate([idx, np.full(b - n, idx[-1])])
         h = b // self.k
+        host = _on_host(self.mesh)
         parts = []
         for j in range(self.k):
             sl = slice(j * h, (j + 1) * h)
             # each process reads only the patterns of its own devices (from memory or disk)
-            parts.append((self.source.batch(idx[sl], self.mesh), *jax.device_put((idx[sl].astype(np.int32), w[sl]), self.shard)))
+            where = (idx[sl].astype(np.int32), w[sl])
+            parts.append((self.source.batch(idx[sl], self.mesh), *(where if host else jax.device_put(where, self.shard))))
         return parts, np.float32(n)
 
     def _part(self, shared: dict, piece: tuple[Any, Any, Any], wsum: Any) -> Any:

@@ -8,16 +8,18 @@ dataset, the reconstruction, the two configurations (so each step can be rerun w
 ``ptyro simulate`` / ``ptyro reconstruct``) and the figures of ``ptyro show`` for both files;
 prints what it wrote and the phase correlation with the ground truth σ·ΣV.
 
-The figures are drawn by other processes, one per spare core (two at most; none on one core),
-the first started first: its imports (matplotlib) overlap the simulation, the dataset's figures
+The figures are drawn by another process (none on one core), started first (``ptyro demo``
+starts it before importing JAX): its imports (matplotlib) overlap JAX's, the dataset's figures
 the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
-only for the reconstruction's figures (in halves, with two processes). Only compiled programs
-are cached, never the demo's results.
+only for the reconstruction's figures; those it draws in two halves at once, the second half by
+a forked copy of itself (its imports made: no start-up; Linux). Only compiled programs are
+cached, never the demo's results.
 """
 
 import copy
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 from ptyro_core import PtyroValueError
 from ptyro_workflows.config import to_toml
 
-__all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo"]
+__all__ = ["DEMO_SIMULATION", "DEMO_RECONSTRUCTION", "DEMO_FILES", "run_demo", "check_demo"]
 
 _A = 3.905  # SrTiO3 lattice parameter, Å
 
@@ -76,16 +78,26 @@ def _timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
 #: an ``if __name__ == "__main__"`` guard would run the demo once more there)
 _WORKER = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from ptyro_workflows.demo import _serve; _serve()"
 
+#: set in a drawing process (:func:`_serve`): only there may a call fork (never in a process
+#: that runs JAX, whose threads a fork would not copy)
+_IN_DRAWING_PROCESS = False
+
 
 def _serve() -> None:
     """A drawing process: the figures' imports (numpy, h5py, matplotlib's Agg canvas) first,
     made while the main process imports JAX and simulates; then each ``(function, arguments)``
     read (pickled) from stdin is called and its ``("ok", result)`` or ``("error", exception)``
     written (pickled) to stdout, until stdin ends. An interruption is left to the main process
-    (which stops sending): a figure being drawn is finished, never left half-written."""
+    (which stops sending): a figure being drawn is finished, never left half-written. Python's
+    cyclic garbage collector stays off in it: a figure's artists are cycles that it would scan
+    again and again (a fifth of the drawing's CPU time, measured), and the eight figures' garbage
+    is about 1 MiB (measured: 126 MiB at the end against 125 with the collector)."""
+    import gc
     import pickle
-    import sys
 
+    gc.disable()
+    global _IN_DRAWING_PROCESS
+    _IN_DRAWING_PROCESS = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")
@@ -94,20 +106,28 @@ def _serve() -> None:
     from ptyro_workflows.figures import preload
 
     preload()
+    gc.freeze()  # what the imports made is never garbage: out of the collector's way (for gc.collect too)
     while True:
         try:
             fn, args = pickle.load(sys.stdin.buffer)
         except EOFError:
             answers.close()
             os._exit(0)  # everything is written and closed: no interpreter shutdown to wait for
-        outcome = _outcome(fn, args)
-        try:
-            answer = pickle.dumps(outcome)
-            pickle.loads(answer)  # what the main process will do with it
-        except Exception:  # noqa: BLE001 - a value or exception that does not pickle: its line
-            answer = pickle.dumps(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
-        answers.write(answer)
+        answers.write(_pickled(_outcome(fn, args)))
         answers.flush()
+
+
+def _pickled(outcome: tuple[str, Any]) -> bytes:
+    """``outcome`` pickled; a value or exception that does not pickle (or would not unpickle on
+    the other side) is sent as its line."""
+    import pickle
+
+    try:
+        answer = pickle.dumps(outcome)
+        pickle.loads(answer)  # what the other side will do with it
+    except Exception:  # noqa: BLE001 - its line instead
+        answer = pickle.dumps(("error", RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+    return answer
 
 
 def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
@@ -128,14 +148,84 @@ def _draw_dataset(path: Path, out: Path) -> tuple[dict[str, Any], float]:
     return _timed(dataset_figures, path, out, overwrite=True)
 
 
-def _draw_reconstruction(path: Path, out: Path, truth: Path, only: tuple[str, ...] | None) -> dict[str, Any]:
+#: the reconstruction's figures in two halves of about equal drawing time (idle, CPU s: phase
+#: 0.12 + object 0.12, probe 0.16 + loss 0.06); the half with the phase (its correlation) first
+_HALVES = (("phase.png", "object.png"), ("probe.png", "loss.png"))
+
+
+def _draw_half(path: Path, out: Path, truth: Path, only: tuple[str, ...] | None) -> dict[str, Any]:
     from ptyro_workflows.show import reconstruction_figures
 
     return reconstruction_figures(path, out, truth=truth, overwrite=True, only=only)
 
 
-#: the reconstruction's figures in two halves of about equal drawing time, one per process
-_HALVES = (("phase.png", "loss.png"), ("object.png", "probe.png"))
+def _draw_reconstruction(path: Path, out: Path, truth: Path) -> dict[str, Any]:
+    """The reconstruction's figures (``ptyro show``'s result: files in DEMO_FILES' order, lines,
+    correlations). In a drawing process (:func:`_can_fork`) in two halves at once, the second by
+    a forked copy of this process, which answers through a pipe and ends; a copy that cannot be
+    made, or ends without answering, leaves its half to this process."""
+    halves: tuple[tuple[str, ...] | None, ...] = _HALVES if _can_fork() else (None,)
+    copies = [_forked(_draw_half, (path, out, truth, h)) for h in halves[1:]]
+    drawn = [_outcome(_draw_half, (path, out, truth, halves[0]))]
+    drawn += [_joined(copy, _draw_half, (path, out, truth, h)) for copy, h in zip(copies, halves[1:])]
+    for kind, value in drawn:
+        if kind == "error":
+            raise value
+    parts = [value for _, value in drawn]
+    files = sorted((p for d in parts for p in d["files"]), key=lambda p: list(DEMO_FILES).index(p.name))
+    return {**parts[0], "files": files, "lines": [line for d in parts for line in d["lines"]]}
+
+
+def _can_fork() -> bool:
+    """Whether this process may fork a copy to draw beside it: only a drawing process (no JAX, no
+    other threads of ours), on Linux (a fork elsewhere may not copy the system's libraries
+    safely), with a core for the copy."""
+    return _IN_DRAWING_PROCESS and sys.platform.startswith("linux") and _cores() > 1
+
+
+def _forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, int] | None:
+    """``fn(*args)`` in a forked copy of this process, its outcome pickled into a pipe: (the
+    copy's pid, the pipe's reading end), or None when no copy can be made."""
+    import warnings
+
+    read, write = os.pipe()
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of any thread (e.g. BLAS's): none of ours runs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return None
+    if pid == 0:  # the copy: its outcome into the pipe, then gone (nothing of the parent's flushed or run)
+        status = 1
+        try:
+            os.close(read)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(_pickled(_outcome(fn, args)))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    return pid, read
+
+
+def _joined(copy: tuple[int, int] | None, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
+    """The outcome a forked copy answered, the copy waited for; made here when there was no
+    copy or it ended without answering."""
+    import pickle
+
+    if copy is not None:
+        pid, read = copy
+        with os.fdopen(read, "rb") as pipe:
+            answer = pipe.read()  # read before waiting: an answer larger than the pipe holds
+        os.waitpid(pid, 0)
+        try:
+            outcome: tuple[str, Any] = pickle.loads(answer)
+            return outcome
+        except Exception:  # noqa: BLE001 - no (whole) answer: the copy died
+            pass
+    return _outcome(fn, args)
 
 
 def _cores() -> int:
@@ -154,25 +244,24 @@ class _Task:
 
 
 class _Drawing:
-    """The figures drawn beside the main process's work, by one process per spare core, two at
-    most (never more busy processes than cores: there, another process would only add its
-    imports). The first, started with the demo, imports beside the simulation and draws the
-    dataset's figures beside the reconstruction (on another core, not sharing the interpreter
-    lock with the reconstruction's Python); with a third core a second one starts with the
-    reconstruction and the two draw half of the reconstruction's figures each. On one core, or
-    where a process cannot start or dies, the figures are drawn here."""
+    """The figures drawn beside the main process's work by another process, started with the
+    demo where there is a spare core (one is enough: it forks a copy for the reconstruction's
+    second half of figures, when the main process only waits; a second process would compete
+    with the reconstruction by its imports). It imports beside JAX's import (or the simulation)
+    and draws the dataset's figures beside the reconstruction (on another core, not sharing the interpreter
+    lock with the reconstruction's Python). On one core, or where the process cannot start or
+    dies, the figures are drawn here."""
 
     def __init__(self, processes: int | None = None) -> None:
-        self.processes = max(0, min(2, _cores() - 1)) if processes is None else processes
+        self.processes = min(1, max(0, _cores() - 1)) if processes is None else processes
         self._procs: list[Any] = []
         self._answers: dict[Any, list[Any]] = {}  # process -> its tasks sent and not yet answered
-        if self.processes:
+        for _ in range(self.processes):
             self._start()
 
     def _start(self) -> None:
         import pickle
         import subprocess
-        import sys
 
         try:
             # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
@@ -187,16 +276,6 @@ class _Drawing:
             return
         self._procs.append(proc)
         self._answers[proc] = []
-
-    @property
-    def halves(self) -> tuple[tuple[str, ...] | None, ...]:
-        """How the reconstruction's figures are shared out (None: all in one)."""
-        return _HALVES if len(self._procs) > 1 else (None,)
-
-    def start_second(self) -> None:
-        """Start the second process, if any (while the first draws)."""
-        if self.processes > 1 and len(self._procs) == 1:
-            self._start()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
         """Send ``fn(*args)`` to the process with the fewest calls waiting (made here without one)."""
@@ -247,34 +326,51 @@ class _Drawing:
         self._procs.clear()
 
 
-def run_demo(
-    out: str | Path = "ptyro-demo", *, overwrite: bool = False, progress: bool = True, quiet: bool = False, iterations: int | None = None
-) -> dict[str, Any]:
-    """Run the demo into directory ``out``; returns a summary (files, timings, quality)."""
-
-    def say(*a: Any) -> None:
-        if not quiet:
-            print(*a, flush=True)
-
+def check_demo(out: str | Path, *, overwrite: bool = False, iterations: int | None = None) -> Path:
+    """The output directory ``out`` checked (not a file; no demo outputs in it without
+    ``overwrite``) and ``iterations`` (a positive integer or None): one error line otherwise."""
     outdir = Path(out)
     if outdir.exists() and not outdir.is_dir():
         raise PtyroValueError(f"--out {str(outdir)!r} is a file; expected a directory")
     existing = [n for n in DEMO_FILES if (outdir / n).exists()]
     if existing and not overwrite:
         raise PtyroValueError(f"{str(outdir)!r} already holds demo outputs ({', '.join(existing)}); pass --overwrite to replace them")
+    if iterations is not None and int(iterations) < 1:
+        raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
+    return outdir
+
+
+def run_demo(
+    out: str | Path = "ptyro-demo",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    quiet: bool = False,
+    iterations: int | None = None,
+    figures: _Drawing | None = None,
+) -> dict[str, Any]:
+    """Run the demo into directory ``out``; returns a summary (files, timings, quality).
+    ``figures``: the drawing process to use (``_Drawing()``, which the caller ends; ``ptyro
+    demo`` starts it before importing JAX, so that its imports run beside JAX's); by default one
+    started here."""
+
+    def say(*a: Any) -> None:
+        if not quiet:
+            print(*a, flush=True)
+
+    outdir = check_demo(out, overwrite=overwrite, iterations=iterations)
     sim_cfg = copy.deepcopy(DEMO_SIMULATION)
     rec_cfg = copy.deepcopy(DEMO_RECONSTRUCTION)
     if iterations is not None:
-        if int(iterations) < 1:
-            raise PtyroValueError(f"--iterations: expected a positive integer, got {iterations}")
         rec_cfg["reconstruction"]["iterations"] = int(iterations)
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    figures = _Drawing()  # started first: its imports overlap the simulation
+    drawing = _Drawing() if figures is None else figures  # started first: its imports overlap the simulation
     try:
-        run = _run(outdir, sim_cfg, rec_cfg, figures, progress=progress, say=say)
+        run = _run(outdir, sim_cfg, rec_cfg, drawing, progress=progress, say=say)
     finally:
-        figures.close()
+        if figures is None:
+            drawing.close()
     total = time.perf_counter() - t0
     shown, rec, algorithm = run.pop("shown"), run.pop("rec"), run.pop("algorithm")
     say(
@@ -323,7 +419,6 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     t1 = time.perf_counter()
     data, recon = outdir / "dataset.h5", outdir / "reconstruction.h5"
     drawing = figures.submit(_draw_dataset, data, outdir)  # drawn while the reconstruction runs
-    figures.start_second()
     state = reconstruct(ds, rec_cfg, recon, progress=progress, overwrite=True, command=["ptyro", "demo"], record={"input": str(data), "source": sim.provenance})
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)
@@ -331,10 +426,7 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     (outdir / "reconstruction.toml").write_text(to_toml(cfg_r))
     t2 = time.perf_counter()
     shown, t_shown = figures.result(drawing)  # an error in it stops here
-    parts = [figures.submit(_draw_reconstruction, recon, outdir, data, h) for h in figures.halves]
-    drawn = [figures.result(task) for task in parts]
-    rec = {**drawn[0], "files": sorted((p for d in drawn for p in d["files"]), key=lambda p: list(DEMO_FILES).index(p.name))}
-    rec["lines"] = [line for d in drawn for line in d["lines"]]
+    rec = figures.result(figures.submit(_draw_reconstruction, recon, outdir, data))
     return {
         "shown": shown,
         "rec": rec,
