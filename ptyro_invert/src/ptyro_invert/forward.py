@@ -14,6 +14,7 @@ Internally intensities stay in FFT order (zero frequency at index 0); :func:`pre
 returns them centred (fftshift), as :class:`~ptyro_core.Dataset4D` stores them.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from ptyro_core.conventions import shift_ramp
 
 __all__ = [
     "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "intensities",
-    "blur_transfer", "make_model", "predict_patterns",
+    "far_fields", "far_fields_add", "blur_transfer", "make_model", "predict_patterns",
 ]  # fmt: skip
 
 
@@ -110,11 +111,76 @@ def blur_transfer(sigma: float, shape: tuple[int, int], dtype: Any = jnp.float32
 
 def intensities(psi: Array, blur: Array | None = None) -> Array:
     """Σ_modes |FFT(ψ)|² (unitary FFT, FFT order), optionally convolved with a blur (its OTF)."""
-    f = jnp.fft.fft2(psi, norm="ortho")
-    i = jnp.sum(jnp.real(f) ** 2 + jnp.imag(f) ** 2, axis=0)
+    return _far_intensities(jnp.fft.fft2(psi, norm="ortho"), blur, axis=0)
+
+
+def _far_intensities(f: Array, blur: Array | None, axis: int) -> Array:
+    i = jnp.sum(jnp.real(f) ** 2 + jnp.imag(f) ** 2, axis=axis)
     if blur is not None:
-        i = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(i) * blur))
+        i = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(i) * blur.reshape((1,) * (i.ndim - 2) + blur.shape)))
     return i
+
+
+#: positions of a batch whose gradient :func:`far_fields` accumulates in a fully unrolled loop
+#: (a rolled loop beyond it, unrolled by this much)
+FAR_UNROLL = 32
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def far_fields(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> Array:
+    """Far fields (b, m, px, py) of a single-slice object (1, ox, oy): for each of the b positions,
+    the unitary FFT of ``probes[group[i]]`` (of (g, m, px, py)) times the object's window from pixel
+    ``start[i]`` (clamped into the object, as ``jax.lax.dynamic_slice`` does).
+
+    Its gradient is written out (``jax.custom_vjp``) so that XLA keeps no gathered probes and
+    object windows for it: the forward product reads both straight from their arrays, and the
+    gradient adds each position's window into the object's and its probe's gradient in place,
+    one position at a time, while that position's data sit in the cache. Differentiating the
+    gather-and-multiply instead stores both gathers of the batch and makes four more passes over
+    them (RECON-A: 0.5 ms of each 2 ms chunk of 16 positions)."""
+    return _far_fields(obj, probes, group, start, window)
+
+
+def _far_fields(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> Array:
+    win = jax.vmap(lambda r: jax.lax.dynamic_slice(obj[0], (r[0], r[1]), window))(start)
+    return jnp.fft.fft2(jnp.take(probes, group, axis=0, mode="clip") * win[:, None], norm="ortho")
+
+
+def _far_fields_fwd(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> tuple[Array, tuple]:
+    return _far_fields(obj, probes, group, start, window), (obj, probes, group, start)
+
+
+def _far_fields_bwd(window: tuple[int, int], res: tuple, ct: Array) -> tuple:
+    obj, probes, group, start = res
+    go, gp = far_fields_add(obj, probes, group, start, ct, jnp.zeros_like(obj), jnp.zeros_like(probes), window)
+    return go, gp, None, None
+
+
+def far_fields_add(obj: Array, probes: Array, group: Array, start: Array, ct: Array, go: Array, gp: Array,
+                   window: tuple[int, int]) -> tuple[Array, Array]:  # fmt: skip
+    """The gradient of :func:`far_fields` for the cotangent ``ct`` (b, m, px, py) of its far fields,
+    added to ``go`` (the object's, (1, ox, oy)) and ``gp`` (the probes', (g, m, px, py)) in place:
+    a caller that sums the gradient of several batches passes its sums (no zeroed arrays, no
+    pass adding them up)."""
+    # the unitary DFT matrix is symmetric: its transpose is itself (JAX's cotangents, no conjugate)
+    c = jnp.fft.fft2(ct, norm="ortho")
+    m = probes.shape[1]
+
+    def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
+        go, gp = acc
+        o0 = (jnp.int32(0), start[i, 0], start[i, 1])
+        p0 = (group[i], jnp.int32(0), jnp.int32(0), jnp.int32(0))
+        p = jax.lax.dynamic_slice(probes, p0, (1, m) + window)[0]
+        o = jax.lax.dynamic_slice(obj, o0, (1,) + window)
+        go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(c[i] * p, axis=0)[None], o0)
+        gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
+        return go, gp
+
+    b = c.shape[0]
+    return jax.lax.fori_loop(0, b, add, (go, gp), unroll=b if b <= FAR_UNROLL else FAR_UNROLL)
+
+
+far_fields.defvjp(_far_fields_fwd, _far_fields_bwd)
 
 
 def make_model(
@@ -130,7 +196,10 @@ def make_model(
     order for one position; vmap it over positions. Name lookups happen here, outside ``jit``.
 
     ``model.at_start(object, shifted_probe (m,px,py), dz, start (2,) int32)`` is the same model for a
-    probe already shifted by the position's fractional part (see :func:`shift_groups`)."""
+    probe already shifted by the position's fractional part (see :func:`shift_groups`);
+    ``model.at_starts(object, probes (g,m,px,py), group (b,), dz, start (b,2))`` is it for a batch
+    whose i-th position takes ``probes[group[i]]`` (single slice: :func:`far_fields`), and
+    ``model.far_intensities(far_fields (b,m,px,py))`` the patterns (b,px,py) of the far fields."""
     grid = Grid(tuple(window), tuple(sampling))
     propagate = None
     if num_slices > 1:
@@ -148,7 +217,19 @@ def make_model(
         r0, frac = window_offsets(position, sampling, window)
         return at_start(obj, shifted_probes(probe, frac[None])[0], dz, r0)
 
+    batched = jax.vmap(at_start, in_axes=(None, 0, None, 0))
+
+    def at_starts(obj: Array, probes: Array, group: Array, dz: Array, start: Array) -> Array:
+        if obj.shape[0] > 1:
+            return batched(obj, jnp.take(probes, group, axis=0), dz, start)
+        return far_intensities(far_fields(obj, probes, group, start, tuple(int(w) for w in window)))
+
+    def far_intensities(f: Array) -> Array:
+        return _far_intensities(f, None if blur is None else blur.astype(jnp.real(f).dtype), axis=1)
+
     model.at_start = at_start  # type: ignore[attr-defined]
+    model.at_starts = at_starts  # type: ignore[attr-defined]
+    model.far_intensities = far_intensities  # type: ignore[attr-defined]
     return model
 
 
