@@ -7,9 +7,11 @@ own differentiation of the plain model gives:
   windows, windows clamped at the object's edge) and any probe groups (repeated or unused);
 - the gradient passes a float64 finite-difference check;
 - ``far_fields_add`` adds to the sums it is given;
-- a reconstruction whose step takes that path (grouped shifts, one slice) follows the one whose
-  step differentiates the per-position model (positions fitted at learning rate 0), with one and
-  two probe modes, with a detector blur and a mask. Plain gradient descent, as in
+- the multislice far fields (``forward.exit_far_fields``) likewise, against the per-position exit
+  waves, with the thicknesses' gradient;
+- a reconstruction whose step takes that path (grouped shifts) follows the one whose step
+  differentiates the per-position model (positions fitted at learning rate 0), with one and
+  two slices, one and two probe modes, with a detector blur and a mask. Plain gradient descent, as in
   test_invert_speedups.py (Adam turns round-off at the unlit rim into steps of its rate)."""
 
 import sys
@@ -28,7 +30,7 @@ from hypothesis import strategies as st
 
 from ptyro_core import replace
 from ptyro_invert import reconstruct
-from ptyro_invert.forward import far_fields, far_fields_add, make_model
+from ptyro_invert.forward import exit_far_fields, exit_waves, far_fields, far_fields_add, make_model
 from ptyro_invert.recon import add_probe_modes
 from ptyro_invert.synthetic import hexagonal_phase, setup, simulate, with_object
 
@@ -119,16 +121,21 @@ def test_far_fields_add_adds_to_the_sums_it_is_given():
 
 
 @pytest.fixture(scope="module")
-def case():
+def cases():
     # 0.5 Å steps at 0.2 Å pixels: 2.5 px, 2 x 2 sub-pixel groups (the step's far-field path)
-    grid, scan, st0 = setup(gpts=32, sampling=0.2, scan=(6, 6), step=0.5, aberrations={"C10": 40.0}, padding_px=6)
-    truth = with_object(st0, np.exp(1j * hexagonal_phase(st0.object.shape[-2:], st0.sampling, origin=(0.3, 0.4)))[None])
-    return st0, simulate(truth, grid, scan)
+    out = {}
+    for slices in (1, 2):
+        grid, scan, st0 = setup(gpts=32, sampling=0.2, scan=(6, 6), step=0.5, aberrations={"C10": 40.0}, padding_px=6,
+                                num_slices=slices, slice_thickness=None if slices == 1 else 8.0)  # fmt: skip
+        phase = hexagonal_phase(st0.object.shape[-2:], st0.sampling, origin=(0.3, 0.4)) / slices
+        truth = with_object(st0, np.exp(1j * np.stack([phase] * slices)))
+        out[slices] = (st0, simulate(truth, grid, scan))
+    return out
 
 
-@pytest.mark.parametrize("modes, extra", [(1, {}), (2, {}), (1, {"detector_blur": 0.7}), (1, {"mask": "ring"})])
-def test_step_far_field_path_follows_the_per_position_model(case, modes, extra):
-    st0, data = case
+@pytest.mark.parametrize("slices, modes, extra", [(1, 1, {}), (1, 2, {}), (1, 1, {"detector_blur": 0.7}), (1, 1, {"mask": "ring"}), (2, 1, {}), (2, 2, {})])
+def test_step_far_field_path_follows_the_per_position_model(cases, slices, modes, extra):
+    st0, data = cases[slices]
     if modes > 1:
         st0 = replace(st0, probe=add_probe_modes(st0.probe, modes))
     if extra.get("mask") == "ring":
@@ -136,11 +143,46 @@ def test_step_far_field_path_follows_the_per_position_model(case, modes, extra):
         extra = {"mask": (q < 14).astype(np.float32)}
     rates = {"object": 10.0, "probe": 1.0}
     opts = dict(iterations=2, batch_size=12, progress=False, optimizer="sgd", seed=3, **extra)
-    a = reconstruct(data, st0, "single_slice", learning_rates=rates, **opts)  # grouped: the far-field path
-    b = reconstruct(data, st0, "single_slice", learning_rates={**rates, "positions": 0.0}, fit_positions=True, **opts)
+    algorithm = "single_slice" if slices == 1 else "multislice"
+    a = reconstruct(data, st0, algorithm, learning_rates=rates, **opts)  # grouped: the far-field path
+    b = reconstruct(data, st0, algorithm, learning_rates={**rates, "positions": 0.0}, fit_positions=True, **opts)
     change = float(jnp.max(jnp.abs(b.object - 1.0)))
     assert change > 0.05  # the object did change
     # float32 round-off over 6 steps, and a group's shift is the mean of its members' (to 1e-4 px)
     assert float(jnp.max(jnp.abs(a.object - b.object))) <= 5e-3 * change
     assert float(jnp.max(jnp.abs(a.probe - b.probe))) <= 2e-2 * float(jnp.max(jnp.abs(b.probe - st0.probe)))
     np.testing.assert_allclose(np.asarray(a.loss), np.asarray(b.loss), rtol=1e-3)
+
+
+def _shear(w, h):
+    """A linear step standing in for a propagator, with a gradient in the thickness too."""
+    k = jnp.fft.fftfreq(W[0])[:, None] + 0.5 * jnp.fft.fftfreq(W[1])[None, :]
+    return jnp.fft.ifft2(jnp.fft.fft2(w) * jnp.exp(-1j * h * k).astype(w.dtype))
+
+
+@pytest.mark.parametrize("slices, modes", [(2, 1), (3, 2)])
+def test_exit_far_fields_and_their_gradient_equal_the_per_position_model(slices, modes):
+    """Multislice: far fields, and the gradient in the object's slices, the probes and the
+    thicknesses, against JAX's differentiation of forward.exit_waves per position."""
+    rng = np.random.default_rng(slices)
+    obj = jnp.asarray(np.exp(1j * rng.normal(size=(slices,) + OBJ[1:])) * rng.uniform(0.5, 1, (slices,) + OBJ[1:]), jnp.complex64)
+    _, probes = _arrays(slices, modes, 3)
+    dz = jnp.asarray(rng.uniform(1, 3, slices), jnp.float32)
+    start = jnp.asarray([[0, 0], [3, 2], [9, -2], [3, 2], [6, 5]], jnp.int32)  # a repeat, a clamped one
+    group = jnp.asarray([2, 0, 2, 1, 0], jnp.int32)
+    ct = jnp.asarray(rng.normal(size=(5, modes) + W) * (1 + 0.3j), jnp.complex64)
+    prop = jax.vmap(jax.vmap(_shear, in_axes=(0, None)), in_axes=(0, None))  # positions, then modes
+
+    def plain(o, p, h):
+        def one(pp, r0):
+            patch = jax.lax.dynamic_slice(o, (0, r0[0], r0[1]), (slices,) + W)
+            return jnp.fft.fft2(exit_waves(pp, patch, h, jax.vmap(_shear, in_axes=(0, None))), norm="ortho")
+
+        return jax.vmap(one)(p[group], start)
+
+    f0, back0 = jax.vjp(plain, obj, probes, dz)
+    f, back = jax.vjp(lambda o, p, h: exit_far_fields(o, p, group, start, h, prop, W), obj, probes, dz)
+    np.testing.assert_allclose(np.asarray(f), np.asarray(f0), atol=1e-5 * float(jnp.max(jnp.abs(f0))))
+    for got, want in zip(back(ct), back0(ct)):
+        assert float(jnp.max(jnp.abs(want))) > 0
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=3e-5 * float(jnp.max(jnp.abs(want))))

@@ -28,7 +28,7 @@ from ptyro_core.conventions import shift_ramp
 
 __all__ = [
     "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "intensities",
-    "far_fields", "far_fields_add", "blur_transfer", "make_model", "predict_patterns",
+    "far_fields", "far_fields_add", "exit_far_fields", "exit_far_fields_add", "blur_transfer", "make_model", "predict_patterns",
 ]  # fmt: skip
 
 
@@ -126,34 +126,18 @@ def _far_intensities(f: Array, blur: Array | None, axis: int) -> Array:
 FAR_UNROLL = 32
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def far_fields(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> Array:
     """Far fields (b, m, px, py) of a single-slice object (1, ox, oy): for each of the b positions,
     the unitary FFT of ``probes[group[i]]`` (of (g, m, px, py)) times the object's window from pixel
     ``start[i]`` (clamped into the object, as ``jax.lax.dynamic_slice`` does).
 
-    Its gradient is written out (``jax.custom_vjp``) so that XLA keeps no gathered probes and
-    object windows for it: the forward product reads both straight from their arrays, and the
-    gradient adds each position's window into the object's and its probe's gradient in place,
-    one position at a time, while that position's data sit in the cache. Differentiating the
-    gather-and-multiply instead stores both gathers of the batch and makes four more passes over
-    them (RECON-A: 0.5 ms of each 2 ms chunk of 16 positions)."""
-    return _far_fields(obj, probes, group, start, window)
-
-
-def _far_fields(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> Array:
-    win = jax.vmap(lambda r: jax.lax.dynamic_slice(obj[0], (r[0], r[1]), window))(start)
-    return jnp.fft.fft2(jnp.take(probes, group, axis=0, mode="clip") * win[:, None], norm="ortho")
-
-
-def _far_fields_fwd(obj: Array, probes: Array, group: Array, start: Array, window: tuple[int, int]) -> tuple[Array, tuple]:
-    return _far_fields(obj, probes, group, start, window), (obj, probes, group, start)
-
-
-def _far_fields_bwd(window: tuple[int, int], res: tuple, ct: Array) -> tuple:
-    obj, probes, group, start = res
-    go, gp = far_fields_add(obj, probes, group, start, ct, jnp.zeros_like(obj), jnp.zeros_like(probes), window)
-    return go, gp, None, None
+    Its gradient is written out (:func:`exit_far_fields`, ``jax.custom_vjp``) so that XLA keeps no
+    gathered probes and object windows for it: the forward product reads both straight from their
+    arrays, and the gradient adds each position's window into the object's and its probe's
+    gradient in place, one position at a time, while that position's data sit in the cache.
+    Differentiating the gather-and-multiply instead stores both gathers of the batch and makes
+    four more passes over them (RECON-A: 0.5 ms of each 2 ms chunk of 16 positions)."""
+    return exit_far_fields(obj, probes, group, start, None, None, window)
 
 
 def far_fields_add(obj: Array, probes: Array, group: Array, start: Array, ct: Array, go: Array, gp: Array,
@@ -162,8 +146,17 @@ def far_fields_add(obj: Array, probes: Array, group: Array, start: Array, ct: Ar
     added to ``go`` (the object's, (1, ox, oy)) and ``gp`` (the probes', (g, m, px, py)) in place:
     a caller that sums the gradient of several batches passes its sums (no zeroed arrays, no
     pass adding them up)."""
-    # the unitary DFT matrix is symmetric: its transpose is itself (JAX's cotangents, no conjugate)
-    c = jnp.fft.fft2(ct, norm="ortho")
+    return exit_far_fields_add(obj, probes, group, start, None, None, window, ([], []), ct, go, gp)[:2]
+
+
+def _unrolled(b: int) -> int:
+    return b if b <= FAR_UNROLL else FAR_UNROLL
+
+
+def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: Array, go: Array, gp: Array,
+                     window: tuple[int, int]) -> tuple[Array, Array]:  # fmt: skip
+    """The cotangent ``c`` (b, m, px, py) of the waves ``probes[group] · obj[0]``'s windows taken
+    back: added into the object's first slice and the probes' gradients, one position at a time."""
     m = probes.shape[1]
 
     def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
@@ -177,10 +170,81 @@ def far_fields_add(obj: Array, probes: Array, group: Array, start: Array, ct: Ar
         return go, gp
 
     b = c.shape[0]
-    return jax.lax.fori_loop(0, b, add, (go, gp), unroll=b if b <= FAR_UNROLL else FAR_UNROLL)
+    return jax.lax.fori_loop(0, b, add, (go, gp), unroll=_unrolled(b))
 
 
-far_fields.defvjp(_far_fields_fwd, _far_fields_bwd)
+def _windows(obj: Array, k: int, start: Array, window: tuple[int, int]) -> Array:
+    """Slice ``k``'s windows (b, px, py) of the object from pixels ``start`` (b, 2)."""
+    return jax.vmap(lambda r: jax.lax.dynamic_slice(obj[k], (r[0], r[1]), window))(start)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def exit_far_fields(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None,
+                    propagate: Callable[[Array, Array], Array] | None, window: tuple[int, int]) -> Array:  # fmt: skip
+    """:func:`far_fields` of a multislice object (s, ox, oy): each position's wave
+    ``probes[group[i]]`` times its window of slice 0, then for each further slice k propagated by
+    ``dz[k − 1]`` (``propagate(waves (b, m, px, py), dz)``) and multiplied by the window of slice k;
+    the unitary FFT of the exit waves. The gradient is written out as :func:`far_fields`' is: the
+    windows are read from the object where they are used, never gathered and kept, and each
+    position's share is added into the object's slices and its probe's gradient in place."""
+    return _exit_far_fields(obj, probes, group, start, dz, propagate, window)[0]
+
+
+def _exit_far_fields(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None, propagate: Callable[[Array, Array], Array] | None,
+                     window: tuple[int, int]) -> tuple[Array, tuple[list, list]]:  # fmt: skip
+    """(far fields, (the waves into each propagation, the waves out of it)); one slice: no propagation."""
+    x = jnp.take(probes, group, axis=0, mode="clip") * _windows(obj, 0, start, window)[:, None]
+    ins, outs = [], []
+    for k in range(1, obj.shape[0]):
+        assert propagate is not None and dz is not None  # a multislice object (checked by the caller)
+        ins.append(x)
+        outs.append(propagate(x, dz[k - 1]))
+        x = outs[-1] * _windows(obj, k, start, window)[:, None]
+    return jnp.fft.fft2(x, norm="ortho"), (ins, outs)
+
+
+def _exit_far_fields_fwd(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None,
+                         propagate: Callable[[Array, Array], Array] | None, window: tuple[int, int]) -> tuple[Array, tuple]:  # fmt: skip
+    f, (ins, outs) = _exit_far_fields(obj, probes, group, start, dz, propagate, window)
+    return f, (obj, probes, group, start, dz, ins, outs)
+
+
+def _exit_far_fields_bwd(propagate: Callable[[Array, Array], Array] | None, window: tuple[int, int], res: tuple, ct: Array) -> tuple:
+    obj, probes, group, start, dz, ins, outs = res
+    go, gp, gdz = exit_far_fields_add(obj, probes, group, start, dz, propagate, window, (ins, outs), ct, jnp.zeros_like(obj), jnp.zeros_like(probes))
+    return go, gp, None, None, gdz
+
+
+def exit_far_fields_add(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None, propagate: Callable[[Array, Array], Array] | None,
+                        window: tuple[int, int], waves: tuple[list, list], ct: Array, go: Array, gp: Array) -> tuple[Array, Array, Array | None]:  # fmt: skip
+    """The gradient of :func:`exit_far_fields` for the cotangent ``ct`` of its far fields, added to
+    ``go`` (the object's, (s, ox, oy)) and ``gp`` (the probes') in place, and the thicknesses'
+    (None for one slice); ``waves``: the waves into and out of each propagation, as the forward
+    made them (``_exit_far_fields``)."""
+    ins, outs = waves
+    # read the windows anew (fused into the products), not the forward's gathered copies
+    ob = jax.lax.optimization_barrier(obj)
+    # the unitary DFT matrix is symmetric: its transpose is itself (JAX's cotangents, no conjugate)
+    c = jnp.fft.fft2(ct, norm="ortho")
+    gdz = None if dz is None else jnp.zeros_like(dz)
+    b = c.shape[0]
+    for k in range(obj.shape[0] - 1, 0, -1):
+        assert propagate is not None and dz is not None and gdz is not None  # a multislice object
+        w = outs[k - 1]
+
+        def add(i: Any, go: Array, k: int = k, w: Array = w, c: Array = c) -> Array:
+            o0 = (jnp.int32(k), start[i, 0], start[i, 1])
+            return jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(c[i] * w[i], axis=0)[None], o0)
+
+        go = jax.lax.fori_loop(0, b, add, go, unroll=_unrolled(b))
+        _, back = jax.vjp(propagate, ins[k - 1], dz[k - 1])
+        c, ch = back(c * _windows(ob, k, start, window)[:, None])
+        gdz = gdz.at[k - 1].add(ch)
+    go, gp = _add_first_slice(ob, probes, group, start, c, go, gp, window)
+    return go, gp, gdz
+
+
+exit_far_fields.defvjp(_exit_far_fields_fwd, _exit_far_fields_bwd)
 
 
 def make_model(
@@ -198,8 +262,12 @@ def make_model(
     ``model.at_start(object, shifted_probe (m,px,py), dz, start (2,) int32)`` is the same model for a
     probe already shifted by the position's fractional part (see :func:`shift_groups`);
     ``model.at_starts(object, probes (g,m,px,py), group (b,), dz, start (b,2))`` is it for a batch
-    whose i-th position takes ``probes[group[i]]`` (single slice: :func:`far_fields`), and
-    ``model.far_intensities(far_fields (b,m,px,py))`` the patterns (b,px,py) of the far fields."""
+    whose i-th position takes ``probes[group[i]]`` (:func:`far_fields`, :func:`exit_far_fields`), and
+    ``model.far_intensities(far_fields (b,m,px,py))`` the patterns (b,px,py) of the far fields;
+    ``model.far_forward(object, probes, group, dz, start) -> (far fields, waves)`` and
+    ``model.far_add(object, probes, group, dz, start, waves, cotangent, sums...)`` the far fields
+    and their gradient added into the caller's sums (:func:`exit_far_fields_add`; None where the
+    slices are too many to unroll)."""
     grid = Grid(tuple(window), tuple(sampling))
     propagate = None
     if num_slices > 1:
@@ -219,10 +287,23 @@ def make_model(
 
     batched = jax.vmap(at_start, in_axes=(None, 0, None, 0))
 
+    win = (int(window[0]), int(window[1]))
+    # each position's modes, one at a time (see above)
+    propagate_all = None if propagate is None else jax.vmap(propagate, in_axes=(0, None))
+    # the far fields' gradient written out (exit_far_fields), up to as many slices as are unrolled
+    written = num_slices == 1 or (propagate_all is not None and num_slices <= MAX_UNROLL + 1)
+
     def at_starts(obj: Array, probes: Array, group: Array, dz: Array, start: Array) -> Array:
-        if obj.shape[0] > 1:
+        if not written:
             return batched(obj, jnp.take(probes, group, axis=0), dz, start)
-        return far_intensities(far_fields(obj, probes, group, start, tuple(int(w) for w in window)))
+        return far_intensities(exit_far_fields(obj, probes, group, start, dz if obj.shape[0] > 1 else None, propagate_all, win))
+
+    def far_forward(obj: Array, probes: Array, group: Array, dz: Array, start: Array) -> tuple[Array, tuple[list, list]]:
+        return _exit_far_fields(obj, probes, group, start, dz, propagate_all, win)
+
+    def far_add(obj: Array, probes: Array, group: Array, dz: Array, start: Array, waves: tuple[list, list], ct: Array, go: Array,
+                gp: Array) -> tuple[Array, Array, Array | None]:  # fmt: skip
+        return exit_far_fields_add(obj, probes, group, start, dz, propagate_all, win, waves, ct, go, gp)
 
     def far_intensities(f: Array) -> Array:
         return _far_intensities(f, None if blur is None else blur.astype(jnp.real(f).dtype), axis=1)
@@ -230,6 +311,8 @@ def make_model(
     model.at_start = at_start  # type: ignore[attr-defined]
     model.at_starts = at_starts  # type: ignore[attr-defined]
     model.far_intensities = far_intensities  # type: ignore[attr-defined]
+    model.far_forward = far_forward if written else None  # type: ignore[attr-defined]
+    model.far_add = far_add if written else None  # type: ignore[attr-defined]
     return model
 
 

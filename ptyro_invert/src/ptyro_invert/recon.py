@@ -45,7 +45,7 @@ from ptyro_core.pipeline import (
 )
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
-from ptyro_invert.forward import far_fields, far_fields_add, make_model, shift_groups, shifted_probes, window_ramps
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes, window_ramps
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [
@@ -555,18 +555,18 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
 
         def far_body(acc: tuple, xs: tuple[Array, ...]) -> tuple:
-            """A single-slice chunk of grouped positions: the loss differentiated with respect to
-            the far fields, their gradient added into the sums in place (forward.far_fields_add)."""
+            """A chunk of grouped positions: the loss differentiated with respect to the far
+            fields, their gradient added into the sums in place (forward.exit_far_fields_add)."""
             dd, ii, ww = xs
-            group, start = cc["group"][ii], cc["start"][ii]
-            f = far_fields(q["object"], q["probe"], group, start, cfg.window)
+            args = (q["object"], q["probe"], cc["group"][ii], cc["thickness"], cc["start"][ii])
+            f, waves = model.far_forward(*args)  # type: ignore[attr-defined]
             ct, (v, fl) = jax.grad(lambda f_: pattern_term(model.far_intensities(f_), cc, ws, dd, ww), has_aux=True)(f)  # type: ignore[attr-defined]
-            go, gp = far_fields_add(q["object"], q["probe"], group, start, ct, acc[0]["object"], acc[0]["probe"], cfg.window)
+            go, gp, _ = model.far_add(*args, waves, ct, acc[0]["object"], acc[0]["probe"])  # type: ignore[attr-defined]
             return {**acc[0], "object": go, "probe": gp}, acc[1] + v, acc[2] + fl
 
-        # single slice, grouped shifts, the data term's only parameters the object and the probe
-        far = cfg.grouped and cfg.num_slices == 1 and not (set(q) - {"object", "probe", "aberrations"})
-
+        # grouped shifts, the data term's only parameters the object and the probe (not the
+        # thicknesses), slices few enough to unroll
+        far = cfg.grouped and model.far_add is not None and not (set(q) - {"object", "probe", "aberrations"})  # type: ignore[attr-defined]
         zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
         out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
         return out
