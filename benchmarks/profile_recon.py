@@ -94,7 +94,14 @@ def profile_case(name: str, passes: int, rounds: int, before: str | None, one_st
         if label == "fft-floor":
             entry["info"] = r.get("info")
         out[label] = entry
-    for a, b in (("ours", "fft-floor"), ("ours", "ours-1stream"), ("ours-1stream", "fft-floor"), ("ours", "before"), ("ours-1stream", "before"), ("before", "fft-floor")):
+    for a, b in (
+        ("ours", "fft-floor"),
+        ("ours", "ours-1stream"),
+        ("ours-1stream", "fft-floor"),
+        ("ours", "before"),
+        ("ours-1stream", "before"),
+        ("before", "fft-floor"),
+    ):
         if a in out and b in out:
             out[f"{a} / {b}"] = {"wall (fastest rounds)": ratio(fastest(res, a), fastest(res, b)),
                                  "cpu (fastest rounds)": ratio(fastest(res, a, "cpu_rounds_s"), fastest(res, b, "cpu_rounds_s"))}  # fmt: skip
@@ -110,14 +117,20 @@ def main(argv=None) -> int:
     p.add_argument("--no-one-stream", action="store_true", help="leave out ours with PTYRO_STREAMS=1 (the step in one stream)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "profile_recon.json"))
     a = p.parse_args(argv)
-    res = {"command": "benchmarks/profile_recon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    return run_cases("benchmarks/profile_recon.py", argv, a.cases, lambda name: profile_case(name, a.passes, a.rounds, a.before, not a.no_one_stream), a.out)
+
+
+def run_cases(script: str, argv, names: str, profile, out: str) -> int:
+    """``profile(name)`` for each of the comma-separated ``names``, printed as it comes and written
+    to ``out`` as JSON with the command, the time and the load averages at the start and end."""
+    res = {"command": script + " " + " ".join(argv if argv is not None else sys.argv[1:]),
            "taken": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "loadavg_at_start": os.getloadavg(), "cases": {}}  # fmt: skip
-    for name in a.cases.split(","):
-        res["cases"][name] = profile_case(name, a.passes, a.rounds, a.before, not a.no_one_stream)
+    for name in names.split(","):
+        res["cases"][name] = profile(name)
         print(name, json.dumps(res["cases"][name], indent=1), flush=True)
     res["loadavg_at_end"] = os.getloadavg()
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(res, f, indent=1)
     return 0
 

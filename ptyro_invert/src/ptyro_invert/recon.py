@@ -545,7 +545,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
-    at_start = jax.vmap(model.at_start, in_axes=(None, 0, None, 0))  # type: ignore[attr-defined]
+    at_starts = model.at_starts  # type: ignore[attr-defined]
     real = p0["object"].real.dtype
     p, back = (p0, None) if shared else jax.vjp(lambda q: _shared(cfg, q, c), p0)
     wsum = jnp.maximum(jnp.sum(w) if wsum is None else wsum, jnp.finfo(real).tiny)
@@ -559,11 +559,14 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     def data_term(q: dict, cc: dict, ws: Array, dd: Array, ii: Array, ww: Array, *rr: Array) -> tuple[Array, tuple[Array, Array]]:
         dz = q.get("thickness", cc["thickness"])
         if cfg.grouped:
-            pred = at_start(q["object"], jnp.take(q["probe"], cc["group"][ii], axis=0), dz, cc["start"][ii])
+            pred = at_starts(q["object"], q["probe"], cc["group"][ii], dz, cc["start"][ii])
         elif rr:
-            pred = at_start(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), dz, rr[0])
+            pred = at_starts(q["object"], shifted_probes(q["probe"], None, ramps=rr[1]), jnp.arange(ii.shape[0]), dz, rr[0])
         else:
             pred = batched(q["object"], q["probe"], dz, _effective_positions(q, ii, cc))
+        return pattern_term(pred, cc, ws, dd, ww)
+
+    def pattern_term(pred: Array, cc: dict, ws: Array, dd: Array, ww: Array) -> tuple[Array, tuple[Array, Array]]:
         pred = pred * cc["scale"]
         share = jnp.sum(ww) / ws  # a weighted mean over the chunk, re-weighted to its share of the batch
         v = loss_fn(pred, dd, mask=cc.get("mask"), weights=ww) * share
@@ -575,9 +578,24 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         """The chunks' summed (gradient, loss, floor) of positions ``ii`` (``lcfg.batch`` of them)."""
 
         def body(acc: tuple, xs: tuple[Array, ...]) -> tuple[tuple, None]:
+            if far:
+                return far_body(acc, xs), None
             g, (v, fl) = jax.grad(data_term, has_aux=True)(q, cc, ws, *xs)
             return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
 
+        def far_body(acc: tuple, xs: tuple[Array, ...]) -> tuple:
+            """A chunk of grouped positions: the loss differentiated with respect to the far
+            fields, their gradient added into the sums in place (forward.exit_far_fields_add)."""
+            dd, ii, ww = xs
+            args = (q["object"], q["probe"], cc["group"][ii], cc["thickness"], cc["start"][ii])
+            f, waves = model.far_forward(*args)  # type: ignore[attr-defined]
+            ct, (v, fl) = jax.grad(lambda f_: pattern_term(model.far_intensities(f_), cc, ws, dd, ww), has_aux=True)(f)  # type: ignore[attr-defined]
+            go, gp, _ = model.far_add(*args, waves, ct, acc[0]["object"], acc[0]["probe"])  # type: ignore[attr-defined]
+            return {**acc[0], "object": go, "probe": gp}, acc[1] + v, acc[2] + fl
+
+        # grouped shifts, the data term's only parameters the object and the probe (not the
+        # thicknesses), slices few enough to unroll
+        far = cfg.grouped and model.far_add is not None and not (set(q) - {"object", "probe", "aberrations"})  # type: ignore[attr-defined]
         zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
         out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
         return out
