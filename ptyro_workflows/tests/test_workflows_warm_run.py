@@ -48,17 +48,3 @@ def test_library_versions_read_the_metadata_once(monkeypatch):
     second = provenance.library_versions()
     assert first == second and first["numpy"] == np.__version__ and "jax_backend" in first
     assert sorted(read) == sorted(provenance._DISTRIBUTIONS)  # each once, for both records
-
-
-def test_each_command_names_its_session_of_the_executable_cache(monkeypatch):
-    """``ptyro simulate``/``reconstruct``/``demo`` switch the caches on with the subcommand as
-    the session: the next run of that command loads the last one's programs ahead."""
-    import argparse
-
-    from ptyro_workflows import cache, cli
-
-    asked = []
-    monkeypatch.setattr(cache, "enable_compilation_cache", lambda **kw: asked.append(kw) or "off")
-    for command in ("simulate", "reconstruct", "demo"):
-        cli._start_jax(argparse.Namespace(command=command, quiet=True, no_jax_cache=False), "it")
-    assert asked == [{"enabled": True, "session": c} for c in ("simulate", "reconstruct", "demo")]

@@ -32,15 +32,6 @@ registered plugin is looked up before it is traced, by its identity and code, th
 packages, its arguments' structure, types and shardings and its static arguments written out
 field by field (see "without tracing" below); a hit runs the stored executable untraced.
 
-Ahead of use (``install(..., session=NAME)``; the ``ptyro`` command names its subcommand): the
-keys of the programs a process of that name used are written to ``.session-NAME`` in the cache
-directory, in the order it used them, and the next process of that name deserialises those
-executables on a thread of its own from the start, while it imports and runs what comes before
-them; a program still asks for its key as above and takes a preloaded executable only under
-that key (what decides which executable answers is unchanged; only when it is read is). One
-that is never asked for is dropped with the process; a list of another configuration costs its
-loading on that thread, nothing else.
-
 Switched on by :func:`install` (the ``ptyro`` command does it with the compilation cache;
 ``PTYRO_EXEC_CACHE=0`` turns it off); :func:`uninstall` restores JAX's functions.
 """
@@ -72,10 +63,6 @@ _memory: dict[str, Any] = {}  # key -> executable, the last _MEMORY of this proc
 _MEMORY = 64
 _texts: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # jaxpr -> its hash
 _lock = threading.Lock()  # _memory and _texts, for programs compiled on several threads
-_SESSION = ".session-"
-#: the session of this process: its name, the program keys it used (in order), the executables
-#: preloaded for it (key -> Future of the executable or None) and the event that stops the loading
-_session: dict[str, Any] = {"name": None, "used": [], "preload": {}, "stop": None}
 
 
 def installed() -> str | None:
@@ -89,14 +76,10 @@ def stats() -> dict[str, int]:
     return dict(_stats)
 
 
-def install(directory: str | Path, *, session: str | None = None) -> str:
+def install(directory: str | Path) -> str:
     """Consult (and fill) the cache in ``directory`` for every program JAX is about to lower.
     The directory must exist and be private to this user (the caller checks, as for JAX's own
-    cache: compiled programs are code). ``session``: a name (letters, digits, ``-``, ``_``) for
-    the kind of run, whose programs are loaded ahead (see the module's docstring). Returns the
-    directory."""
-    if session is not None and not (session and session.replace("-", "").replace("_", "").isalnum()):
-        raise ValueError(f"session: expected a name of letters, digits, '-' and '_', got {session!r}")
+    cache: compiled programs are code). Returns the directory."""
     from jax._src import pjit
 
     where = str(Path(directory))
@@ -114,7 +97,6 @@ def install(directory: str | Path, *, session: str | None = None) -> str:
         _state["cpp_pjit"], _state["jit_lower"] = pjit._cpp_pjit, pjit.jit_lower
         pjit._cpp_pjit, pjit.jit_lower = _cpp_pjit, _jit_lower
     _state["dir"] = where
-    _start_session(where, session)
     return where
 
 
@@ -134,7 +116,6 @@ def uninstall() -> None:
             pjit._cpp_pjit, pjit.jit_lower = _state["cpp_pjit"], _state["jit_lower"]
     _state["original"] = _state["cpp_pjit"] = _state["jit_lower"] = None
     _state["dir"] = None
-    _start_session(None, None)
     with _lock:
         _memory.clear()
 
@@ -187,7 +168,6 @@ class _Lowering:
         if exe is not None:
             _stats["hits"] += 1
             _remember(self._key, exe)
-            _used(self._where, self._key)
             from jax import monitoring
 
             monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - t)
@@ -200,7 +180,6 @@ class _Lowering:
         # kernels and fails to run where it is loaded ("Function ... not found"); measured
         if _jax_hits[0] == hits and _store(self._where, self._key, exe, self._real.const_args):
             _remember(self._key, exe)
-            _used(self._where, self._key)
         return exe
 
 
@@ -298,12 +277,22 @@ def _key(args: Any, params: dict[str, Any]) -> str | None:
 
 
 def _load(where: str, key: str, out_avals: list[str]) -> Any:
-    """The executable stored under ``key``, loaded on this backend (None: none, or unusable);
-    the one preloaded under ``key`` where there is one."""
+    """The executable stored under ``key``, loaded on this backend (None: none, or unusable)."""
+    path = Path(where) / (key + _SUFFIX)
     try:
-        exe = _preloaded(key) or _deserialize(where, key)
-        if exe is None:
-            return None
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        from jax._src import xla_bridge
+        from jax.experimental.serialize_executable import _JaxPjrtUnpickler
+
+        backend = xla_bridge.get_backend()
+        ids, payload = pickle.loads(blob)
+        by_id = {d.id: d for d in backend.devices()}
+        # on the devices it was compiled for (deserialising onto all of them expects that many shards)
+        unloaded = _JaxPjrtUnpickler(io.BytesIO(payload), backend, [by_id[i] for i in ids]).load()
+        exe = unloaded.load()
         if [str(a) for a in exe.out_avals] != out_avals:
             raise ValueError("stored executable does not match the program")
         _jax_hits[1] += 1
@@ -311,117 +300,6 @@ def _load(where: str, key: str, out_avals: list[str]) -> Any:
     except Exception:  # noqa: BLE001 - corrupt or from another build: removed, compiled again
         _forget(where, key)
         return None
-
-
-def _deserialize(where: str, key: str) -> Any:
-    """The executable stored under ``key`` deserialised onto the devices it was compiled for
-    (None: no such entry; an unusable one raises)."""
-    try:
-        blob = (Path(where) / (key + _SUFFIX)).read_bytes()
-    except OSError:
-        return None
-    from jax._src import xla_bridge
-    from jax.experimental.serialize_executable import _JaxPjrtUnpickler
-
-    backend = xla_bridge.get_backend()
-    ids, payload = pickle.loads(blob)
-    by_id = {d.id: d for d in backend.devices()}
-    # on the devices it was compiled for (deserialising onto all of them expects that many shards)
-    unloaded = _JaxPjrtUnpickler(io.BytesIO(payload), backend, [by_id[i] for i in ids]).load()
-    return unloaded.load()
-
-
-# --------------------------------------------------------------------------- ahead of use
-
-
-def _start_session(where: str | None, name: str | None) -> None:
-    """End the current session (its loading stopped, what it preloaded dropped); with a name,
-    start the one of ``where``: the executables its last process used, loaded on a thread."""
-    stop, preload = _session["stop"], _session["preload"]
-    if stop is not None:
-        stop.set()
-    for future in list(preload.values()):
-        future.cancel()
-    _session.update(name=name, used=[], preload={}, stop=None)
-    keys = _recorded(where, name) if where is not None and name else []
-    if not keys:
-        return
-    from concurrent.futures import Future
-
-    futures: dict[str, Any] = {k: Future() for k in keys}
-    stop = threading.Event()
-    _session.update(preload=futures, stop=stop)
-    register = getattr(threading, "_register_atexit", None)  # stopped before the interpreter waits for it
-    if register is not None and not _state.get("atexit"):
-        try:
-            register(_stop_loading)
-            _state["atexit"] = True
-        except RuntimeError:  # the interpreter is ending
-            return
-    threading.Thread(target=_preload, args=(where, keys, futures, stop), name="ptyro-exec-cache", daemon=False).start()
-
-
-def _stop_loading() -> None:
-    stop = _session["stop"]
-    if stop is not None:
-        stop.set()
-
-
-def _recorded(where: str, name: str) -> list[str]:
-    """The program keys the last process of session ``name`` used (existing entries only)."""
-    try:
-        lines = (Path(where) / (_SESSION + name)).read_text().split()
-    except (OSError, UnicodeDecodeError):
-        return []
-    keys = [k for k in dict.fromkeys(lines) if len(k) == 64 and all(c in "0123456789abcdef" for c in k)]
-    return [k for k in keys[:_MEMORY] if (Path(where) / (k + _SUFFIX)).exists()]
-
-
-def _preload(where: str, keys: list[str], futures: dict[str, Any], stop: threading.Event) -> None:
-    """Deserialise each of ``keys`` in order into its future (None where it fails: the program's
-    own look-up then loads it, or removes a corrupt entry); a key the process has taken over
-    (its future cancelled) is skipped, and nothing more is loaded once ``stop`` is set."""
-    from jax._src import xla_bridge
-
-    if xla_bridge.process_count() > 1:  # nothing is cached in a run of several processes
-        stop.set()
-    for key in keys:
-        future = futures[key]
-        if stop.is_set():
-            future.cancel()
-            continue
-        if not future.set_running_or_notify_cancel():
-            continue
-        try:
-            exe = _deserialize(where, key)
-        except Exception:  # noqa: BLE001 - left to the program's own look-up
-            exe = None
-        if exe is not None:
-            with _lock:
-                _jax_hits[1] += 1  # loaded in this process (what _store's check asks), used or not
-        future.set_result(exe)
-
-
-def _preloaded(key: str) -> Any:
-    """The executable preloaded under ``key`` (waited for while it is being read), None where
-    there is none: not in the session's list, not reached yet (then no longer loaded ahead),
-    or failed."""
-    future = _session["preload"].pop(key, None)
-    if future is None or future.cancel():
-        return None
-    return future.result()
-
-
-def _used(where: str, key: str) -> None:
-    """Record that this process used the program ``key`` (the session's list, rewritten)."""
-    name, used = _session["name"], _session["used"]
-    if name is None or key in used or len(used) >= _MEMORY:
-        return
-    used.append(key)
-    try:
-        _write(Path(where) / (_SESSION + name), "\n".join(used).encode() + b"\n")
-    except OSError:  # a full disk: the next run loads its programs when it needs them
-        pass
 
 
 def _forget(where: str, key: str) -> None:
@@ -781,7 +659,6 @@ def _linked(where: str, key: str) -> tuple[Any, Any, float]:
     exe = _memory.get(program) or _load(where, program, out_avals)
     if exe is not None:
         _remember(program, exe)
-        _used(where, program)
     return exe, out_tree, t
 
 

@@ -32,12 +32,10 @@ def default_cache_dir() -> Path | None:
     return Path(base) / "ptyrodactyl" / "jax"
 
 
-def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = True, session: str | None = None) -> str:
+def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = True) -> str:
     """Point JAX's persistent compilation cache at ``path`` (default :func:`default_cache_dir`)
-    and cache every compiled program (no minimum compile time). ``session``: the kind of run
-    (the ``ptyro`` subcommand), whose programs the executable cache loads ahead on a thread, those
-    the last run of that name used. Returns what is recorded in the provenance: the directory, or
-    ``"off"``. Call before the first compilation."""
+    and cache every compiled program (no minimum compile time). Returns what is recorded in the
+    provenance: the directory, or ``"off"``. Call before the first compilation."""
     where = Path(path) if path is not None else default_cache_dir()
     from ptyro_core import exec_cache
 
@@ -69,11 +67,11 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _state["jax_compilation_cache"] = str(where)
-    _state["executable_cache"] = _enable_executable_cache(where / "executables", session)
+    _state["executable_cache"] = _enable_executable_cache(where / "executables")
     return str(where)
 
 
-def _enable_executable_cache(where: Path, session: str | None = None) -> str:
+def _enable_executable_cache(where: Path) -> str:
     """Our executable cache in ``where`` unless ``PTYRO_EXEC_CACHE`` switches it off; returns
     the directory or ``"off"``."""
     from ptyro_core import exec_cache
@@ -85,7 +83,7 @@ def _enable_executable_cache(where: Path, session: str | None = None) -> str:
     except OSError:  # run with JAX's cache alone
         return "off"
     try:
-        return exec_cache.install(where, session=session)
+        return exec_cache.install(where)
     except Exception:  # noqa: BLE001 - a JAX whose internals differ: JAX's cache alone
         exec_cache.uninstall()
         return "off"

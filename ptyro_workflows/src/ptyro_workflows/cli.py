@@ -350,7 +350,7 @@ def _start_jax(args: argparse.Namespace, what: str) -> None:
     from ptyro_workflows.cache import enable_compilation_cache
 
     with _imports_without_gc():  # JAX is imported here
-        where = enable_compilation_cache(enabled=not getattr(args, "no_jax_cache", False), session=args.command)
+        where = enable_compilation_cache(enabled=not getattr(args, "no_jax_cache", False))
     cached = f"compiled programs cached in {where}" if where != "off" else "compilation cache off"
     _say(args, f"compiling {what} ... (JAX compiles each new array shape once; {cached})")
 
