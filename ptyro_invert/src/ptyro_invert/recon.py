@@ -1226,7 +1226,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
     def order(it: int) -> np.ndarray:  # a pass's patterns, in its seeded random order
         return active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
 
-    nxt = steps.prepare(order(start_iter)[bounds[0][0] : bounds[0][1]]) if start_iter < target else None
+    nxt: Any = steps.prepare(order(start_iter)[bounds[0][0] : bounds[0][1]]) if start_iter < target else None
     try:
         for it in range(start_iter, target):
             t0 = time.perf_counter()
