@@ -312,7 +312,7 @@ print(json.dumps(runs))
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     first, second, jax_only = json.loads(r.stdout.strip().splitlines()[-1])
-    assert first["programs"] > 10 and first["misses"] == first["programs"] and first["hits"] == 0, first
+    assert first["programs"] >= 5 and first["misses"] == first["programs"] and first["hits"] == 0, first
     assert first["stored"] == first["compiled"] == first["programs"], first  # every compiled program stored
     # ours: nothing lowered, compiled or loaded by JAX; (one program fewer at most: a value a module keeps once computed)
     assert second["programs"] == second["lowered"] == second["compiled"] == 0, second

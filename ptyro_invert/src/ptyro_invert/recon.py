@@ -1239,19 +1239,27 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
     hist: list[float] = []
     bar = tqdm(total=max(target - start_iter, 0), desc=cfg.algorithm, disable=not progress, leave=False)
     out = current_state(start_iter, hist)
+    bounds = batch_bounds(n_act, b)
+
+    def order(it: int) -> np.ndarray:  # a pass's patterns, in its seeded random order
+        return active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
+
+    nxt: Any = steps.prepare(order(start_iter)[bounds[0][0] : bounds[0][1]]) if start_iter < target else None
     try:
         for it in range(start_iter, target):
             t0 = time.perf_counter()
-            perm = active_idx[np.random.default_rng([int(seed), it]).permutation(n_act)]
+            perm = order(it)
             acc: list[Any] = []
-            bounds = batch_bounds(n_act, b)
-            nxt = steps.prepare(perm[bounds[0][0] : bounds[0][1]])
             for j, (lo, hi) in enumerate(bounds):
                 batch = nxt
                 params, opt_state, value = steps(params, opt_state, batch, first=not acc and it == start_iter)
                 acc.append((value, hi - lo))
-                if j + 1 < len(bounds):  # the next batch is read while this step runs
+                # the next batch is read while this step runs; after a pass's last step, the next
+                # pass's first (the pass's end waits for its losses: the step then has its input)
+                if j + 1 < len(bounds):
                     nxt = steps.prepare(perm[bounds[j + 1][0] : bounds[j + 1][1]])
+                elif it + 1 < target:
+                    nxt = steps.prepare(order(it + 1)[bounds[0][0] : bounds[0][1]])
                 if len(acc) > 2:  # at most two steps in flight: their input batches are all that is queued
                     jax.block_until_ready(acc[-3][0])
             vals = np.sum([np.asarray(v, np.float64) * k for v, k in acc], axis=0) / n_act

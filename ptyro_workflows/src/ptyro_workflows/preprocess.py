@@ -22,6 +22,7 @@ whole), so preprocessing reads the data three times (mean, centres of mass, outp
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -207,6 +208,23 @@ def _angle_diff(a: float, b: float) -> float:
     return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
+def _repaired_com(patterns: Any, bad: Any) -> Any:
+    """Centres of mass of ``patterns`` with their ``bad`` pixels repaired."""
+    from ptyro_invert import calibrate as cal
+
+    return cal.center_of_mass(cal.repair_pixels(patterns, bad))
+
+
+@functools.cache
+def _jitted_com() -> Any:
+    """:func:`_repaired_com` jitted, once per process: a top-level function of ours, so that a
+    warm start loads its program from the executable cache without tracing it (a lambda made
+    per call was traced again by every run)."""
+    import jax
+
+    return jax.jit(_repaired_com)
+
+
 @dataclass
 class _Plan:
     bad: np.ndarray | None
@@ -275,9 +293,7 @@ def analyse(
     rep.arrays["mean_pattern"] = mean
     rep.arrays["disc"] = disc
     # pass 2: centres of mass of the repaired patterns
-    import jax
-
-    com_fn = jax.jit(lambda p, b: cal.center_of_mass(cal.repair_pixels(p, b)))
+    com_fn = _jitted_com()
     bmask = np.zeros((nx, ny), bool) if bad is None else bad
     com = np.zeros((rx, ry, 2))
     for i0, i1, p in _rows(dataset, chunk):

@@ -19,6 +19,7 @@ Stored in every file we write as the HDF5 group ``/provenance``:
 """
 
 import datetime
+import functools
 import importlib.metadata as md
 import json
 import platform
@@ -35,14 +36,22 @@ __all__ = ["library_versions", "component_records", "make_provenance", "write_pr
 _DISTRIBUTIONS = ("ptyrodactyl", "ptyro-core", "ptyro-simul", "ptyro-invert", "ptyro-workflows", "jax", "jaxlib", "numpy", "h5py", "scipy")
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries a run's numbers depend on."""
-    out = {"python": platform.python_version()}
+@functools.cache
+def _distribution_versions() -> tuple[tuple[str, str], ...]:
+    """(distribution, version) of each of ``_DISTRIBUTIONS`` installed: read once per process
+    (each read parses a metadata file; a demo records them twice, in each of its two files)."""
+    out = []
     for d in _DISTRIBUTIONS:
         try:
-            out[d] = md.version(d)
+            out.append((d, md.version(d)))
         except md.PackageNotFoundError:
             continue
+    return tuple(out)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a run's numbers depend on."""
+    out = {"python": platform.python_version(), **dict(_distribution_versions())}
     try:
         import jax
 
