@@ -275,12 +275,12 @@ class _FFTOrderSource:
         the one CPU device of one process, as a float32 NumPy array (counts converted there:
         a program of its own per batch costs more than the conversion)."""
         if _on_host(mesh):  # floats made here (counts times the gain): the step's dispatch moves them
-            d = self.read(indices)
+            h = self.read(indices)
             if self.integer:
-                return np.multiply(d, np.float32(self.gain), dtype=np.float32)
+                return np.multiply(h, np.float32(self.gain), dtype=np.float32)
             if self.gain != 1.0:
-                d *= np.float32(self.gain)  # a fresh array (read's shifted copy)
-            return d
+                h *= np.float32(self.gain)  # a fresh array (read's shifted copy)
+            return h
         d = global_batch(self, indices, mesh)
         return _batch_floats(d, np.float32(self.gain)) if (self.integer or self.gain != 1.0) else d
 
