@@ -203,3 +203,21 @@ def test_default_streams_need_enough_work_per_part(monkeypatch):
     assert R.step_streams(2, ONE, 64, one_slice) == 2
     monkeypatch.setenv("PTYRO_STREAMS", "2")
     assert R.step_streams(None, ONE, 64, one_slice) == 2
+
+
+def test_the_default_counts_a_per_position_shift_as_work(cases, monkeypatch):
+    """A position whose probe is shifted by an FFT of its own (no sub-pixel groups: RECON-L,
+    refined or distorted positions) transforms twice a grouped one's pixels: with the threshold
+    between the two, the grouped run keeps one stream and the per-position run splits."""
+    from ptyro_core.pipeline import default_streams
+
+    monkeypatch.delenv("PTYRO_STREAMS", raising=False)
+    cores = default_streams(ONE)
+    st0, data = cases[1]
+    part = 12 // min(cores, 2)  # positions per part at batch 12
+    monkeypatch.setattr(R, "STREAM_MIN_WORK", part * 24 * 24 + 1)  # above one slice's work, below two
+    grouped, single = [], []
+    _run(st0, data, "single_slice", None, report=grouped)
+    _run(st0, data, "single_slice", None, report=single, group_shifts=False)
+    assert {r["streams"] for r in grouped} == {1}
+    assert {r["streams"] for r in single} == {min(cores, 2)}

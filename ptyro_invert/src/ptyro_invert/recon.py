@@ -793,9 +793,9 @@ def step_streams(streams: int | None, mesh: Any, batch: int, work: int | None = 
     divisor of the batch that leaves at least 2 positions per part. XLA runs the FFTs of a CPU
     program one after another on one thread, so a step in one program uses one core. By default
     (neither ``streams`` nor ``PTYRO_STREAMS`` given) also lowered until each part transforms at
-    least :data:`STREAM_MIN_WORK` pixels, where ``work`` is one position's (slices × modes ×
-    window pixels): below it the threads' contention for XLA's pool costs more than the second
-    core gives."""
+    least :data:`STREAM_MIN_WORK` pixels, where ``work`` is one position's (slices, plus one
+    where each position's probe is shifted by an FFT of its own, × modes × window pixels): below
+    it the threads' contention for XLA's pool costs more than the second core gives."""
     chosen = streams is not None or bool(os.environ.get("PTYRO_STREAMS"))
     k = default_streams(mesh) if streams is None else check_streams(streams)
     if k > 1 and int(mesh.size) != 1:
@@ -974,7 +974,6 @@ def run_reconstruction(
     mesh = device_mesh() if mesh is None else mesh
     ndev = int(mesh.size)
     b = round_batch_size(int(batch_size), ndev, len(active_idx))
-    nstreams = step_streams(streams, mesh, b, num_slices * int(state.probe.shape[0]) * int(np.prod(state.probe.shape[-2:])))
     slots = {"adam": 2, "rmsprop": 2, "sgd": 1, "adagrad": 1}.get(optimizer if isinstance(optimizer, str) else "", 2)
     need = estimate_memory(dataset, state, batch_size=b, num_devices=ndev, optimizer_slots=slots)
     check_memory(
@@ -1016,6 +1015,8 @@ def run_reconstruction(
         lrs["probe"] = 0.0
     steps_per_pass = len(batch_bounds(len(active_idx), b))
     grouped = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
+    # a position's transforms: one per slice, and one more where its probe is shifted by an FFT of its own
+    nstreams = step_streams(streams, mesh, b, (num_slices + (grouped is None)) * int(state.probe.shape[0]) * int(np.prod(state.probe.shape[-2:])))
     cfg = StepConfig(
         algorithm=algorithm, window=window, sampling=(float(state.sampling[0]), float(state.sampling[1])), energy=float(state.energy),
         dtype=str(np.dtype(state.object.dtype)), num_slices=num_slices, propagator=propagator, detector_blur=float(detector_blur),
