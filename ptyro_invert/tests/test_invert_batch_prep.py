@@ -1,7 +1,8 @@
-"""How a reconstruction's batches are prepared (``recon._FFTOrderSource``, ``_Steps.prepare``):
+"""How a reconstruction's batches are prepared (``recon._PatternBatches``, ``_Steps.prepare``):
 on the one CPU device of one process a batch stays a NumPy array and the step's call moves it
-(the same result, bit for bit, as the ``device_put`` path every other mesh takes); patterns are
-in FFT order; NaN/inf patterns are named, and each pattern is checked once, not every pass."""
+(the same result, bit for bit, as the ``device_put`` path every other mesh takes); patterns stay
+centred, as stored (the model's far fields are centred too), and a source's data are never written
+to; NaN/inf patterns are named, and each pattern is checked once, not every pass."""
 
 import sys
 
@@ -64,18 +65,21 @@ def test_host_batches_give_the_device_put_result(data, counts, streams, monkeypa
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
-def test_a_batch_is_in_fft_order(dtype):
+@pytest.mark.parametrize("gain", [1.0, 2.0])
+def test_a_batch_is_the_centred_patterns_times_the_gain(dtype, gain):
     rng = np.random.default_rng(1)
     arr = rng.integers(0, 50, (3, 4, 6, 5)).astype(dtype)  # odd and even detector sides
-    src = recon._FFTOrderSource(ArraySource(arr), gain=2.0 if dtype == np.uint16 else 1.0)
+    keep = arr.copy()
+    src = recon._PatternBatches(ArraySource(arr), gain=gain)
     idx = np.array([7, 0, 11, 7])
     got = src.batch(idx, ONE)
     assert isinstance(got, np.ndarray)  # counts too become floats on the host of a one-CPU run
-    want = np.fft.ifftshift(arr.reshape(12, 6, 5)[idx].astype(np.float32) * src.gain, axes=(-2, -1))
+    want = arr.reshape(12, 6, 5)[idx].astype(np.float32) * np.float32(gain)
     np.testing.assert_array_equal(np.asarray(got), want)
     assert np.asarray(got).dtype == np.float32
     # the other meshes' path (device_put, converted on the device) gives the same values
-    np.testing.assert_array_equal(np.asarray(recon._batch_floats(np.fft.ifftshift(arr.reshape(12, 6, 5)[idx], axes=(-2, -1)), np.float32(src.gain))), want)
+    np.testing.assert_array_equal(np.asarray(recon._batch_floats(arr.reshape(12, 6, 5)[idx], np.float32(gain))), want)
+    np.testing.assert_array_equal(arr, keep)  # the caller's data untouched
 
 
 def _counting(src, monkeypatch):
@@ -90,11 +94,11 @@ def test_nan_patterns_are_named_before_the_first_step(bad, value):
     arr = np.ones((4, 4, 3, 3), np.float32)
     for i in bad:
         arr.reshape(16, 3, 3)[i, 1, 2] = value
-    src = recon._FFTOrderSource(ArraySource(arr), chunk=5)
+    src = recon._PatternBatches(ArraySource(arr), chunk=5)
     with pytest.raises(PtyroValueError, match=r"scan indices \[" + ", ".join(map(str, sorted(bad))) + r"\] hold NaN/inf values; expected finite"):
         src.mean_pattern_sum(np.arange(16))
     # read by a batch first (mean_pattern_sum not called): the batch's bad patterns are named
-    src = recon._FFTOrderSource(ArraySource(arr))
+    src = recon._PatternBatches(ArraySource(arr))
     batch = np.array(sorted(bad) + [i for i in range(16) if i not in bad][:2])
     with pytest.raises(PtyroValueError, match=r"scan indices \[" + ", ".join(map(str, sorted(bad))) + r"\]"):
         src.read(batch)
@@ -102,7 +106,7 @@ def test_nan_patterns_are_named_before_the_first_step(bad, value):
 
 def test_each_pattern_is_checked_once(monkeypatch):
     arr = np.arange(16 * 9, dtype=np.float32).reshape(4, 4, 3, 3)
-    src = recon._FFTOrderSource(ArraySource(arr))
+    src = recon._PatternBatches(ArraySource(arr))
     checked = _counting(src, monkeypatch)
     src.read(np.array([3, 1, 3]))
     src.read(np.array([1, 2]))
@@ -111,13 +115,13 @@ def test_each_pattern_is_checked_once(monkeypatch):
         src.read(np.arange(4))
     assert sorted(checked) == [0, 1, 2, 3, 3]
     # the sums a run takes first cover every active pattern: no batch checks anything after them
-    src = recon._FFTOrderSource(ArraySource(arr))
+    src = recon._PatternBatches(ArraySource(arr))
     checked = _counting(src, monkeypatch)
     assert src.mean_pattern_sum(np.arange(16)) == pytest.approx(arr.sum() / 16)
     src.read(np.arange(16))
     assert checked == []
     # counts are finite by their type: never checked
-    src = recon._FFTOrderSource(ArraySource(arr.astype(np.uint16)))
+    src = recon._PatternBatches(ArraySource(arr.astype(np.uint16)))
     checked = _counting(src, monkeypatch)
     src.read(np.arange(16))
     src.mean_pattern_sum(np.arange(16))

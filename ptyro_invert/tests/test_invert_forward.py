@@ -110,3 +110,19 @@ def test_initial_state_errors():
         initial_state(ds, semiangle_cutoff=20.0, num_slices=2)
     with pytest.raises(PtyroValueError, match="num_modes"):
         initial_state(ds, semiangle_cutoff=20.0, num_modes=0)
+
+
+@given(nx=st.integers(1, 9), ny=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_the_centring_ramp_centres_the_far_field_exactly(nx, ny, seed):
+    """FFT(ψ · c) = fftshift(FFT(ψ)) for even and odd sides (NumPy's fftshift is the reference);
+    even sides give the real ±1 checkerboard."""
+    from ptyro_invert.forward import centring, intensities
+
+    rng = np.random.default_rng(seed)
+    psi = rng.normal(size=(2, nx, ny)) + 1j * rng.normal(size=(2, nx, ny))
+    c = centring((nx, ny), np.float64)
+    want = np.fft.fftshift(np.fft.fft2(psi, norm="ortho"), axes=(-2, -1))
+    np.testing.assert_allclose(np.fft.fft2(psi * c, norm="ortho"), want, atol=1e-12)
+    assert np.isrealobj(c) == (nx % 2 == 0 and ny % 2 == 0)
+    got = intensities(jnp.asarray(psi, jnp.complex64))
+    np.testing.assert_allclose(np.asarray(got), np.sum(np.abs(want) ** 2, axis=0), rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want) ** 2)))

@@ -10,8 +10,12 @@ Per scan position (probe centre ``r`` in Å, object frame: object pixel [0, 0] a
 3. intensity ``I = Σ_modes |FFT(ψ)|²`` with the unitary FFT, optionally blurred by a Gaussian
    detector point-spread function (σ in detector pixels).
 
-Internally intensities stay in FFT order (zero frequency at index 0); :func:`predict_patterns`
-returns them centred (fftshift), as :class:`~ptyro_core.Dataset4D` stores them.
+The far fields come out centred (zero frequency at index ``n // 2``), as
+:class:`~ptyro_core.Dataset4D` stores the patterns, so that measured patterns are compared as
+they are read, never reordered: the exit wave is multiplied by the phase ramp
+``c(x) = exp(2πi (n // 2) x / n)`` (:func:`centring`; ``(−1)^x`` for even ``n``) before its FFT,
+which moves the FFT's zero frequency from index 0 to ``n // 2`` exactly (the shift theorem:
+``FFT(ψ · c) = fftshift(FFT(ψ))``). The ramp rides on a product the model makes anyway.
 """
 
 import functools
@@ -27,7 +31,7 @@ from ptyro_core import Grid, ReconState, get
 from ptyro_core.conventions import shift_ramp
 
 __all__ = [
-    "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "intensities",
+    "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "centring", "intensities",
     "far_fields", "far_fields_add", "exit_far_fields", "exit_far_fields_add", "blur_transfer", "make_model", "predict_patterns",
 ]  # fmt: skip
 
@@ -109,9 +113,28 @@ def blur_transfer(sigma: float, shape: tuple[int, int], dtype: Any = jnp.float32
     return jnp.asarray(np.exp(-2 * np.pi**2 * sigma**2 * (fx**2 + fy**2)), dtype)
 
 
+def centring(shape: tuple[int, int], dtype: Any = jnp.float32) -> np.ndarray:
+    """The ramp c (nx, ny) that centres a far field: ``FFT(ψ · c) = fftshift(FFT(ψ))`` (zero
+    frequency at index n // 2), c(x, y) = exp(2πi (nx//2 · x / nx + ny//2 · y / ny)). For even sizes
+    it is the real ±1 checkerboard (``dtype``, real); else complex (``dtype``'s complex kind)."""
+    nx, ny = int(shape[0]), int(shape[1])
+    if nx % 2 == 0 and ny % 2 == 0:
+        sx, sy = 1 - 2 * (np.arange(nx) % 2), 1 - 2 * (np.arange(ny) % 2)
+        return np.outer(sx, sy).astype(np.dtype(jnp.finfo(dtype).dtype))
+    ramp = lambda n: np.exp(2j * np.pi * (n // 2) * np.arange(n) / n)  # noqa: E731
+    return np.outer(ramp(nx), ramp(ny)).astype(np.result_type(np.dtype(jnp.finfo(dtype).dtype), np.complex64))
+
+
 def intensities(psi: Array, blur: Array | None = None) -> Array:
-    """Σ_modes |FFT(ψ)|² (unitary FFT, FFT order), optionally convolved with a blur (its OTF)."""
-    return _far_intensities(jnp.fft.fft2(psi, norm="ortho"), blur, axis=0)
+    """Σ_modes |FFT(ψ)|² (unitary FFT) centred (zero frequency at index n // 2), optionally
+    convolved with a blur (its OTF, FFT order)."""
+    return _far_intensities(jnp.fft.fft2(_centred(psi), norm="ortho"), blur, axis=0)
+
+
+def _centred(x: Array, cen: Any = None) -> Array:
+    """Waves (..., px, py) times the :func:`centring` ramp (``cen``, made here if None)."""
+    cen = centring((x.shape[-2], x.shape[-1]), jnp.real(x).dtype) if cen is None else cen
+    return x * cen.reshape((1,) * (x.ndim - 2) + cen.shape)
 
 
 def _far_intensities(f: Array, blur: Array | None, axis: int) -> Array:
@@ -154,17 +177,21 @@ def _unrolled(b: int) -> int:
 
 
 def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: Array, go: Array, gp: Array,
-                     window: tuple[int, int]) -> tuple[Array, Array]:  # fmt: skip
-    """The cotangent ``c`` (b, m, px, py) of the waves ``probes[group] · obj[0]``'s windows taken
-    back: added into the object's first slice and the probes' gradients, one position at a time."""
+                     window: tuple[int, int], cen: Any = None) -> tuple[Array, Array]:  # fmt: skip
+    """The cotangent ``c`` (b, m, px, py) of the waves ``probes[group] · obj[0]``'s windows (times
+    ``cen``, the far field's :func:`centring`, where they are the exit waves) taken back: added
+    into the object's first slice and the probes' gradients, one position at a time."""
     m = probes.shape[1]
+    # the ramp on the factors, not on c: the probes' once (g groups), the window's where it is read
+    pc = probes if cen is None else _centred(probes, cen)
 
     def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
         go, gp = acc
         o0 = (jnp.int32(0), start[i, 0], start[i, 1])
         p0 = (group[i], jnp.int32(0), jnp.int32(0), jnp.int32(0))
-        p = jax.lax.dynamic_slice(probes, p0, (1, m) + window)[0]
+        p = jax.lax.dynamic_slice(pc, p0, (1, m) + window)[0]
         o = jax.lax.dynamic_slice(obj, o0, (1,) + window)
+        o = o if cen is None else _centred(o, cen)
         go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(c[i] * p, axis=0)[None], o0)
         gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
         return go, gp
@@ -200,7 +227,8 @@ def _exit_far_fields(obj: Array, probes: Array, group: Array, start: Array, dz: 
         ins.append(x)
         outs.append(propagate(x, dz[k - 1]))
         x = outs[-1] * _windows(obj, k, start, window)[:, None]
-    return jnp.fft.fft2(x, norm="ortho"), (ins, outs)
+    # the exit waves times the centring ramp (fused into the last product): centred far fields
+    return jnp.fft.fft2(_centred(x), norm="ortho"), (ins, outs)
 
 
 def _exit_far_fields_fwd(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None,
@@ -226,21 +254,26 @@ def exit_far_fields_add(obj: Array, probes: Array, group: Array, start: Array, d
     ob = jax.lax.optimization_barrier(obj)
     # the unitary DFT matrix is symmetric: its transpose is itself (JAX's cotangents, no conjugate)
     c = jnp.fft.fft2(ct, norm="ortho")
+    # the cotangent of the exit waves is c times the centring ramp (its own transpose): applied
+    # where the last slice's products read c, so that no scaled copy of c is made
+    cen: Any = centring(window, jnp.real(c).dtype)
     gdz = None if dz is None else jnp.zeros_like(dz)
-    b = c.shape[0]
-    for k in range(obj.shape[0] - 1, 0, -1):
+    b, last = c.shape[0], obj.shape[0] - 1
+    for k in range(last, 0, -1):
         assert propagate is not None and dz is not None and gdz is not None  # a multislice object
-        w = outs[k - 1]
+        w, f = outs[k - 1], (cen if k == last else None)
 
-        def add(i: Any, go: Array, k: int = k, w: Array = w, c: Array = c) -> Array:
+        def add(i: Any, go: Array, k: int = k, w: Array = w, c: Array = c, f: Any = f) -> Array:
             o0 = (jnp.int32(k), start[i, 0], start[i, 1])
-            return jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(c[i] * w[i], axis=0)[None], o0)
+            cw = c[i] * w[i] if f is None else _centred(c[i] * w[i], f)
+            return jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(cw, axis=0)[None], o0)
 
         go = jax.lax.fori_loop(0, b, add, go, unroll=_unrolled(b))
         _, back = jax.vjp(propagate, ins[k - 1], dz[k - 1])
-        c, ch = back(c * _windows(ob, k, start, window)[:, None])
+        win = _windows(ob, k, start, window)
+        c, ch = back(c * (win if f is None else _centred(win, f))[:, None])
         gdz = gdz.at[k - 1].add(ch)
-    go, gp = _add_first_slice(ob, probes, group, start, c, go, gp, window)
+    go, gp = _add_first_slice(ob, probes, group, start, c, go, gp, window, cen if last == 0 else None)
     return go, gp, gdz
 
 
@@ -256,8 +289,8 @@ def make_model(
     num_slices: int = 1,
     detector_blur: float = 0.0,
 ) -> Callable[[Array, Array, Array, Array], Array]:
-    """``model(object (s,ox,oy), probe (m,px,py), dz (s,), position (2,)) -> I (px, py)`` in FFT
-    order for one position; vmap it over positions. Name lookups happen here, outside ``jit``.
+    """``model(object (s,ox,oy), probe (m,px,py), dz (s,), position (2,)) -> I (px, py)`` centred
+    (:func:`intensities`) for one position; vmap it over positions. Name lookups happen here, outside ``jit``.
 
     ``model.at_start(object, shifted_probe (m,px,py), dz, start (2,) int32)`` is the same model for a
     probe already shifted by the position's fractional part (see :func:`shift_groups`);
@@ -334,4 +367,4 @@ def predict_patterns(
     )  # fmt: skip
     f = jax.jit(jax.vmap(model, in_axes=(None, None, None, 0)))
     out = [f(state.object, state.probe, state.slice_thickness, pos[i : i + batch_size]) for i in range(0, pos.shape[0], batch_size)]
-    return jnp.fft.fftshift(jnp.concatenate(out, axis=0), axes=(-2, -1))
+    return jnp.concatenate(out, axis=0)

@@ -230,9 +230,11 @@ def estimate_memory(
 # --------------------------------------------------------------------------- engine
 
 
-class _FFTOrderSource:
-    """Patterns as the step wants them, zero frequency at index 0 (the files hold them
-    centred), read batch by batch from the dataset's :class:`~ptyro_core.protocols.PatternSource`.
+class _PatternBatches:
+    """Patterns as the step wants them, read batch by batch from the dataset's
+    :class:`~ptyro_core.protocols.PatternSource`: centred, as the files hold them and as the model
+    predicts them (:func:`~ptyro_invert.forward.centring`), so a batch is only gathered, never
+    reordered.
 
     Counted data (integers) leave the host in their own type: a batch becomes floats (float32,
     times ``gain``: to counts, where the data are counts in other units) on its device
@@ -255,13 +257,13 @@ class _FFTOrderSource:
         return np.asarray(self._source.read(np.asarray(indices)), np.float32)
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        if self.integer:  # integers: shifted on the host, converted on the device
-            return np.ascontiguousarray(np.fft.ifftshift(np.asarray(self._source.read(np.asarray(indices))), axes=(-2, -1)))
+        if self.integer:  # integers: converted where the batch is used
+            return np.asarray(self._source.read(np.asarray(indices)))
         block = self.raw(indices)
         new = ~self._finite[indices]
         if new.any():
             self._check_finite(block[new], np.asarray(indices)[new])
-        return np.ascontiguousarray(np.fft.ifftshift(block, axes=(-2, -1)))
+        return block
 
     def _check_finite(self, block: np.ndarray, indices: np.ndarray) -> None:
         """Raise naming the patterns of ``block`` (at ``indices``) that hold NaN/inf; else mark them finite."""
@@ -279,7 +281,7 @@ class _FFTOrderSource:
             if self.integer:
                 return np.multiply(h, np.float32(self.gain), dtype=np.float32)
             if self.gain != 1.0:
-                h *= np.float32(self.gain)  # a fresh array (read's shifted copy)
+                h = np.multiply(h, np.float32(self.gain))  # not in place: a source may hand out a view of its data
             return h
         d = global_batch(self, indices, mesh)
         return _batch_floats(d, np.float32(self.gain)) if (self.integer or self.gain != 1.0) else d
@@ -339,7 +341,7 @@ def _resolve_loss(loss: Any) -> Callable[..., Any]:
     raise PtyroTypeError(f"loss: expected a registered loss name or a callable, got {type(loss).__name__} {loss!r:.60}")
 
 
-def _choose_loss(loss: Any, source: _FFTOrderSource, indices: np.ndarray) -> tuple[Any, float, str, bool]:
+def _choose_loss(loss: Any, source: _PatternBatches, indices: np.ndarray) -> tuple[Any, float, str, bool]:
     """(the loss to use, the gain to counts, why, whether the data are counts): ``"auto"``
     chooses from a few patterns; a named loss is kept (counted data still get their gain and a
     noise floor)."""
@@ -993,7 +995,7 @@ def run_reconstruction(
     start_iter = int(state.iteration)
 
     # ---------------- the data and the loss they choose
-    source = _FFTOrderSource(pattern_source(dataset))
+    source = _PatternBatches(pattern_source(dataset))
     loss, gain, loss_reason, counted = _choose_loss(loss, source, active_idx)
     source.gain = gain
     scale = source.mean_pattern_sum(active_idx)
@@ -1129,7 +1131,7 @@ def _constants(state: ReconState, cfg: StepConfig, nominal: np.ndarray, active_i
         basis, pinv = _position_projection(nominal.astype(np.float64), active)
         consts["pos_basis"], consts["pos_pinv"] = _on_device(basis), _on_device(pinv)
     if mask is not None:
-        mask_arr = np.fft.ifftshift(np.asarray(mask, np.float32), axes=(-2, -1))
+        mask_arr = np.asarray(mask, np.float32)  # centred, as the patterns and the model's far fields
         if mask_arr.shape != window:
             raise PtyroValueError(f"mask: expected shape {window} (the detector), got {mask_arr.shape}")
         consts["mask"] = _on_device(mask_arr)
