@@ -585,6 +585,39 @@ def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
     assert r.stdout.strip().splitlines() == ["[('before', True), ('importing jax', True), ('after', True, False)]", "0 True 0"]
 
 
+_ROCM_SCRIPT = """
+import importlib, importlib.metadata as md, sys
+sys.path.insert(0, sys.argv[2])  # a ROCm plugin's metadata (its module is not there)
+from ptyro_workflows import cli
+read, tried = [], []
+real_read, real_import = md.PathDistribution.read_text, importlib.import_module
+md.PathDistribution.read_text = lambda self, name: (read.append(name) if name == "METADATA" else None) or real_read(self, name)
+importlib.import_module = lambda name, *a, **k: (tried.append(name) if name.endswith("rocm_plugin_extension") else None) or real_import(name, *a, **k)
+cli._GC["process"] = sys.argv[1] == "process"
+with cli._imports_without_gc():
+    import jax
+print(len(read), tried, md.distributions.__module__)
+"""
+
+
+def test_the_ptyro_process_imports_jax_without_reading_every_distributions_metadata(tmp_path):
+    """JAX's import looks for a ROCm plugin by reading every installed distribution's metadata;
+    in the ``ptyro`` process it is given only those whose directory names ROCm, so it reads a
+    few (here none but the plugin's) and still finds (tries to import) the plugin; afterwards
+    ``distributions`` is the library's own again. A caller's interpreter is left as it is."""
+    info = tmp_path / "site" / "jax_rocm7_plugin-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jax-rocm7-plugin\nVersion: 0.1.0\n")
+    out = {}
+    for how in ("process", "in-process"):
+        r = subprocess.run([sys.executable, "-c", _ROCM_SCRIPT, how, str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        n, rest = r.stdout.strip().split(" ", 1)
+        out[how] = int(n), rest
+    assert out["process"] == (1, "['jax_rocm7_plugin.rocm_plugin_extension'] importlib.metadata")
+    assert out["in-process"][0] > 10 and out["in-process"][1] == out["process"][1]
+
+
 def test_a_jax_without_the_internals_runs_with_its_own_cache(tmp_path, monkeypatch):
     """Where JAX's internals are not what the executable cache patches, the command runs with
     JAX's persistent cache alone (recorded), rather than failing."""
