@@ -58,8 +58,9 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
     show.dataset_figures(out / "dataset.h5", again)
     show.reconstruction_figures(out / "reconstruction.h5", again, truth=out / "dataset.h5")
     try:
-        for _ in demo._figures_ahead(demo.DEMO_SIMULATION, demo.DEMO_RECONSTRUCTION):
-            pass
+        for which in ("dataset", "reconstruction"):
+            for _ in demo._figures_ahead(demo.DEMO_SIMULATION, demo.DEMO_RECONSTRUCTION, which):
+                pass
         assert sum(len(v) for v in figures._SPARE.values()) == 8
         show.dataset_figures(out / "dataset.h5", again, overwrite=True)
         show.reconstruction_figures(out / "reconstruction.h5", again, truth=out / "dataset.h5", overwrite=True)

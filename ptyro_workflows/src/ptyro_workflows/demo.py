@@ -196,15 +196,16 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _figures_ahead(sim_cfg: dict[str, Any], rec_cfg: dict[str, Any]) -> Iterator[None]:
-    """(Work ahead, in a drawing process) the demo's figures made ahead of their data, one a
-    step, in the order they are drawn (:func:`ptyro_workflows.show.figure_layouts`)."""
+def _figures_ahead(sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], which: str) -> Iterator[None]:
+    """(Work ahead, in a drawing process) the demo's figures of ``which`` (``"dataset"`` or
+    ``"reconstruction"``) made ahead of their data, one a step, in the order they are drawn
+    (:func:`ptyro_workflows.show.figure_layouts`)."""
     from ptyro_workflows import figures
     from ptyro_workflows.config import annular_detectors
     from ptyro_workflows.show import figure_layouts
 
     slices = int(rec_cfg["reconstruction"].get("num_slices") or 1)
-    for figure, counts in figure_layouts(len(annular_detectors(sim_cfg.get("detectors") or {})), slices=slices):
+    for figure, counts in figure_layouts(len(annular_detectors(sim_cfg.get("detectors") or {})), slices=slices)[which]:
         figures.prepare(figure, **counts)
         yield
 
@@ -436,7 +437,7 @@ def run_demo(
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     drawing = _Drawing() if figures is None else figures  # started first: its imports overlap the simulation
-    drawing.ahead(_figures_ahead, sim_cfg, rec_cfg)  # while it waits for the simulation
+    drawing.ahead(_figures_ahead, sim_cfg, rec_cfg, "dataset")  # while it waits for the simulation
     try:
         run = _run(outdir, sim_cfg, rec_cfg, drawing, progress=progress, say=say)
     finally:
@@ -492,6 +493,7 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     t1 = time.perf_counter()
     data, recon = outdir / "dataset.h5", outdir / "reconstruction.h5"
     drawing = figures.submit(_draw_dataset, data, outdir)  # drawn while the reconstruction runs
+    figures.ahead(_figures_ahead, sim_cfg, rec_cfg, "reconstruction")  # once they are drawn
     state = reconstruct(ds, rec_cfg, recon, progress=progress, overwrite=True, command=["ptyro", "demo"], record={"input": str(data), "source": sim.provenance})
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)

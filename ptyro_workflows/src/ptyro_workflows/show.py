@@ -213,22 +213,27 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
     return {"files": files, "lines": lines}
 
 
-def figure_layouts(detectors: int, *, positions: int = 2, slices: int = 1) -> list[tuple[str, dict[str, Any]]]:
-    """The figures :func:`dataset_figures` and then :func:`reconstruction_figures` draw, as the
-    arguments of :func:`ptyro_workflows.figures.prepare` (to make them ahead of their data), for
-    a dataset simulated by ptyro (its ground truth and band limit shown, the probe's aperture
-    known) with ``detectors`` annular detectors and CBED at ``positions`` scan positions, and a
+def figure_layouts(detectors: int, *, positions: int = 2, slices: int = 1) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The figures :func:`dataset_figures` (``"dataset"``) and :func:`reconstruction_figures`
+    (``"reconstruction"``) draw, in their order, as the arguments of
+    :func:`ptyro_workflows.figures.prepare` (to make them ahead of their data), for a dataset
+    simulated by ptyro (its ground truth and band limit shown, the probe's aperture known) with
+    ``detectors`` annular detectors and CBED at ``positions`` scan positions, and a
     reconstruction of ``slices`` object slices compared with its truth."""
-    return [
-        ("potential", {}),
-        ("mean_diffraction", {"entries": detectors + 2}),  # the detectors, the aperture and the band limit
-        ("images", {"n": detectors + 1, "marks": positions > 0}),  # and the iDPC image
-        ("cbed", {"n": positions}),
-        ("phase", {}),
-        ("images", {"n": 2 * slices, "ncols": 2}),  # phase and amplitude of each slice
-        ("probe", {}),
-        ("loss", {}),
-    ]
+    return {
+        "dataset": [
+            ("potential", {}),
+            ("mean_diffraction", {"entries": detectors + 2}),  # the detectors, the aperture and the band limit
+            ("images", {"n": detectors + 1, "marks": positions > 0}),  # and the iDPC image
+            ("cbed", {"n": positions}),
+        ],
+        "reconstruction": [
+            ("phase", {}),
+            ("images", {"n": 2 * slices, "ncols": 2}),  # phase and amplitude of each slice
+            ("probe", {}),
+            ("loss", {}),
+        ],
+    }
 
 
 def _read_reconstruction(path: str | Path) -> Any:
