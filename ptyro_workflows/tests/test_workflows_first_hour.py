@@ -585,6 +585,35 @@ def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
     assert r.stdout.strip().splitlines() == ["[('before', True), ('importing jax', True), ('after', True, False)]", "0 True 0"]
 
 
+_DEMO_GC_SCRIPT = """
+import gc, sys
+from ptyro_workflows import cli, demo
+seen = []
+class Drawing:
+    def close(self):
+        seen.append(("closed", gc.isenabled()))
+demo._Drawing = Drawing
+demo.run_demo = lambda *a, **k: seen.append(("running", gc.isenabled(), "jax" in sys.modules))
+cli._end = lambda status: status
+if sys.argv[1] == "process":
+    sys.argv = ["ptyro", "demo", "-q", "--out", sys.argv[2]]
+    cli.main()
+else:
+    cli.main(["demo", "-q", "--out", sys.argv[2]])
+print(seen, gc.isenabled(), gc.get_freeze_count() > 1000)
+"""
+
+
+def test_the_ptyro_demo_runs_without_the_garbage_collector(tmp_path):
+    """The demo (a job of fixed size) runs with the collector paused in the ``ptyro`` process
+    (the imports it makes as it goes set off 112 collections), resumed after with what it made
+    frozen; a caller's interpreter keeps its collector."""
+    for how, expected in (("process", "[('running', False, True), ('closed', True)] True True"), ("in-process", "[('running', True, True), ('closed', True)] True False")):
+        r = subprocess.run([sys.executable, "-c", _DEMO_GC_SCRIPT, how, str(tmp_path / how)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == expected, how
+
+
 _ROCM_SCRIPT = """
 import importlib, importlib.metadata as md, sys
 sys.path.insert(0, sys.argv[2])  # a ROCm plugin's metadata (its module is not there)
