@@ -333,7 +333,7 @@ class _Drawing:
 
         try:
             # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
-            argv = [sys.executable, "-c", _WORKER, json.dumps(sys.path)]
+            argv = [sys.executable, "-c", _WORKER, json.dumps([str(p) for p in sys.path])]
             proc: Any = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         except OSError:  # no process here: drawn in this one
             return
