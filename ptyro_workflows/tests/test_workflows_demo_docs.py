@@ -190,6 +190,11 @@ except ValueError as e:
     print("error", e)
 else:
     print(" ".join(r["lines"]), r["correlation"], " ".join(f.name for f in r["files"]))
+demo._reap()  # what the drawing process does before it ends: no copy left unreaped
+try:
+    os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    print("reaped")
 """
 
 
@@ -197,10 +202,10 @@ else:
 @pytest.mark.parametrize(
     "where, how, expected",
     [
-        ("drawing", "ok", "here copy 0.5 phase.png object.png probe.png loss.png"),  # two halves at once
-        ("drawing", "dies", "here here 0.5 phase.png object.png probe.png loss.png"),  # the copy's half drawn here
-        ("drawing", "fails", "error no loss.png here"),  # the copy's exception raised here
-        ("main", "ok", "here 0.5 phase.png object.png probe.png loss.png"),  # never forks a process that is not a drawing one
+        ("drawing", "ok", "here copy 0.5 phase.png object.png probe.png loss.png\nreaped"),  # two halves at once
+        ("drawing", "dies", "here here 0.5 phase.png object.png probe.png loss.png\nreaped"),  # the copy's half drawn here
+        ("drawing", "fails", "error no loss.png here\nreaped"),  # the copy's exception raised here
+        ("main", "ok", "here 0.5 phase.png object.png probe.png loss.png\nreaped"),  # never forks a process that is not a drawing one
     ],
 )
 def test_the_reconstructions_figures_are_drawn_in_halves_by_a_forked_copy(where, how, expected, tmp_path):
