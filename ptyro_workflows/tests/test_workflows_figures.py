@@ -180,3 +180,15 @@ def test_preparing_an_unknown_figure_names_the_known_ones():
     with pytest.raises(PtyroValueError, match="figure 'phaze' has no layout to prepare; expected one of potential, .*, loss"):
         figures.prepare("phaze")
     assert not any(figures._SPARE.values())
+
+
+def test_a_figure_made_a_cell_a_step_is_taken_only_once_whole():
+    """``prepare_steps`` (work between other work: a cell a step) leaves nothing to take until
+    the figure is whole: a figure drawn meanwhile is made at once."""
+    steps = figures.prepare_steps("probe")
+    try:
+        next(steps)  # one of its three cells left to make
+        assert not any(figures._SPARE.values())
+        assert len(list(steps)) == 1 and sum(len(v) for v in figures._SPARE.values()) == 1
+    finally:
+        figures._SPARE.clear()

@@ -199,7 +199,7 @@ def _ready() -> int:
 
 def _figures_ahead(sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], which: str) -> Iterator[None]:
     """(Work ahead, in a drawing process) the demo's figures of ``which`` (``"dataset"`` or
-    ``"reconstruction"``) made ahead of their data, one a step, in the order they are drawn
+    ``"reconstruction"``) made ahead of their data, a cell a step, in the order they are drawn
     (:func:`ptyro_workflows.show.figure_layouts`)."""
     from ptyro_workflows import figures
     from ptyro_workflows.config import annular_detectors
@@ -207,7 +207,7 @@ def _figures_ahead(sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], which: str)
 
     slices = int(rec_cfg["reconstruction"].get("num_slices") or 1)
     for figure, counts in figure_layouts(len(annular_detectors(sim_cfg.get("detectors") or {})), slices=slices)[which]:
-        figures.prepare(figure, **counts)
+        yield from figures.prepare_steps(figure, **counts)
         yield
 
 

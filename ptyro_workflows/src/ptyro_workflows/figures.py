@@ -8,7 +8,7 @@ Orientation: every real-space image is drawn with x to the right and y up (``arr
 ``origin="lower"``), axes labelled in Å; diffraction patterns in mrad.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ __all__ = [
     "plot_preprocess",
     "robust_limits",
     "preload",
+    "prepare",
+    "prepare_steps",
 ]
 
 _RING_COLOURS = ("cyan", "lime", "yellow", "magenta", "orange", "white")
@@ -119,13 +121,17 @@ def _grid(layout: _Layout, aspects: Sequence[float]) -> tuple[Any, list[Any], li
 
 def _blank(layout: _Layout, aspects: Sequence[float] | None) -> tuple[Any, list[Any], list[Any]]:
     """A new figure of ``layout``: its panels' and colour bars' axes, nothing drawn in them."""
+    fig, cells = _cells(layout, aspects)
+    made = list(cells)
+    return fig, [ax for ax, _ in made], [cax for _, cax in made]
+
+
+def _cells(layout: _Layout, aspects: Sequence[float] | None) -> tuple[Any, Iterator[tuple[Any, Any]]]:
+    """A new figure of ``layout`` and what adds its cells' axes, one cell a step: (the panel's
+    axes, the colour bar's or None)."""
     width, height, boxes, cboxes = _boxes(layout, aspects)
     fig = _canvas(width, height)
-    axes, caxes = [], []
-    for box, cbox in zip(boxes, cboxes):
-        axes.append(fig.add_axes(box))
-        caxes.append(fig.add_axes(cbox) if cbox is not None else None)
-    return fig, axes, caxes
+    return fig, ((fig.add_axes(box), fig.add_axes(cbox) if cbox is not None else None) for box, cbox in zip(boxes, cboxes))
 
 
 #: each figure's layout from what it shows (the arguments of its ``_grid`` but the aspects)
@@ -150,6 +156,14 @@ def prepare(figure: str, **counts: Any) -> None:
     that layout takes it and draws the same pixels. ``figure``: ``"loss"``, or one of
     ``"potential"``, ``"phase"``, ``"probe"``, ``"mean_diffraction"`` (``entries``: legend
     entries), ``"images"`` (``n`` panels, ``ncols``, ``marks``) and ``"cbed"`` (``n``)."""
+    for _ in prepare_steps(figure, **counts):
+        pass
+
+
+def prepare_steps(figure: str, **counts: Any) -> Iterator[None]:
+    """:func:`prepare` one cell (a panel's axes, its colour bar's, their tick artists: a few ms)
+    a step, for work done between other work (which then waits at most a step); the figure is
+    taken only once it is whole."""
     if figure == "loss":
         fig, ax = _loss_canvas()
         ax.xaxis.get_major_ticks(8)
@@ -162,13 +176,17 @@ def prepare(figure: str, **counts: Any) -> None:
 
         raise PtyroValueError(f"figure {figure!r} has no layout to prepare; expected one of {', '.join([*_LAYOUTS, 'loss'])}")
     layout = _LAYOUTS[figure](**counts)
-    fig, axes, caxes = _blank(layout, None)
-    for ax in axes:
+    fig, cells = _cells(layout, None)
+    axes, caxes = [], []
+    for k, (ax, cax) in enumerate(cells):
+        if k:
+            yield
         ax.xaxis.get_major_ticks(_TICKS)
         ax.yaxis.get_major_ticks(_TICKS)
-    for cax in caxes:
         if cax is not None:
             cax.yaxis.get_major_ticks(_TICKS)
+        axes.append(ax)
+        caxes.append(cax)
     _SPARE.setdefault(layout, []).append((fig, axes, caxes))
 
 
