@@ -142,6 +142,21 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
         drawing.close()
 
 
+def test_the_drawing_process_runs_one_blas_thread_unless_told(monkeypatch):
+    """Its NumPy gets one OpenBLAS thread (a second one spins at import, taking the other
+    process's core); a number the caller set is kept."""
+    for given, expected in ((None, "1"), ("3", "3")):
+        if given is None:
+            monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OPENBLAS_NUM_THREADS", given)
+        drawing = demo._Drawing(1)
+        try:
+            assert drawing.result(drawing.submit(__import__("os").getenv, "OPENBLAS_NUM_THREADS")) == expected
+        finally:
+            drawing.close()
+
+
 def test_work_ahead_is_done_by_the_drawing_process_between_its_calls(monkeypatch):
     """``ahead``: an iterator stepped in the drawing process while nothing else waits (figures
     made ahead of their data), never answered; one that fails is dropped, the process answers

@@ -3,6 +3,7 @@ likely fix, optics taken from a file's provenance, dose, a start-up without JAX,
 compilation cache."""
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -586,10 +587,12 @@ def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
 
 
 _DEMO_GC_SCRIPT = """
-import gc, sys
+import gc, os, sys
 from ptyro_workflows import cli, demo
 seen = []
 class Drawing:
+    def __init__(self):
+        seen.append(("blas threads", os.environ.get("OPENBLAS_NUM_THREADS")))
     def close(self):
         seen.append(("closed", gc.isenabled()))
 demo._Drawing = Drawing
@@ -607,9 +610,16 @@ print(seen, gc.isenabled(), gc.get_freeze_count() > 1000)
 def test_the_ptyro_demo_runs_without_the_garbage_collector(tmp_path):
     """The demo (a job of fixed size) runs with the collector paused in the ``ptyro`` process
     (the imports it makes as it goes set off 112 collections), resumed after with what it made
-    frozen; a caller's interpreter keeps its collector."""
-    for how, expected in (("process", "[('running', False, True), ('closed', True)] True True"), ("in-process", "[('running', True, True), ('closed', True)] True False")):
-        r = subprocess.run([sys.executable, "-c", _DEMO_GC_SCRIPT, how, str(tmp_path / how)], capture_output=True, text=True, timeout=120)
+    frozen; a caller's interpreter keeps its collector. NumPy, not yet imported, gets one
+    OpenBLAS thread unless the caller set a number."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    cases = [
+        ("process", env, "[('blas threads', '1'), ('running', False, True), ('closed', True)] True True"),
+        ("in-process", env, "[('blas threads', '1'), ('running', True, True), ('closed', True)] True False"),
+        ("process", {**env, "OPENBLAS_NUM_THREADS": "2"}, "[('blas threads', '2'), ('running', False, True), ('closed', True)] True True"),
+    ]
+    for how, environ, expected in cases:
+        r = subprocess.run([sys.executable, "-c", _DEMO_GC_SCRIPT, how, str(tmp_path / how)], capture_output=True, text=True, timeout=120, env=environ)
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.strip() == expected, how
 

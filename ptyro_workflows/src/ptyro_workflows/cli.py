@@ -521,6 +521,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     check_demo(args.out, overwrite=args.overwrite, iterations=args.iterations)
     _distributed(args)
+    _one_blas_thread()
     figures = _Drawing()  # before JAX is imported: the drawing process's imports run beside JAX's
     try:
         # the collector paused for the whole demo (a job of fixed size), not only JAX's import: the
@@ -532,6 +533,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     finally:
         figures.close()
     return 0
+
+
+def _one_blas_thread() -> None:
+    """(The demo, before NumPy is imported) OpenBLAS with one thread unless the caller chose
+    (``OPENBLAS_NUM_THREADS``): its second thread spins while NumPy and JAX are imported (0.1 s
+    of CPU on 2 cores, taken from the drawing process's imports and the simulation; measured),
+    and the demo's NumPy algebra is on matrices too small for threads."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 # --------------------------------------------------------------------------- entry point

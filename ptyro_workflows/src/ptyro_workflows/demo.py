@@ -350,7 +350,10 @@ class _Drawing:
         try:
             # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
             argv = [sys.executable, "-c", _WORKER, json.dumps([str(p) for p in sys.path])]
-            proc: Any = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+            # one OpenBLAS thread (unless the caller chose): a second one spins while NumPy is
+            # imported, taking CPU from the other process, and drawing needs none
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+            proc: Any = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, env=env)
         except OSError:  # no process here: drawn in this one
             return
         self._procs.append(proc)
