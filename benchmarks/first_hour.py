@@ -124,8 +124,9 @@ def demo(out: Path, rounds: int, baseline: str | None = None, jax_only: bool = F
 
 # one demo run with JAX's compilation events counted per step (the same code path as `ptyro demo`)
 _COUNTED = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 t_start, c_start = time.perf_counter(), time.process_time()
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `ptyro demo` sets it before NumPy is imported (here by JAX, for its listeners)
 import jax.monitoring as mon
 events, spans, cpus = [], {}, {}
 mon.register_event_duration_secs_listener(lambda name, secs, **kw: events.append((name, secs, time.perf_counter())))
