@@ -12,8 +12,10 @@ The figures are drawn by another process (none on one core), started first (``pt
 starts it before importing JAX): its imports (matplotlib) overlap JAX's, the dataset's figures
 the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
 only for the reconstruction's figures; those it draws in two halves at once, the second half by
-a forked copy of itself (its imports made: no start-up; Linux). Only compiled programs are
-cached, never the demo's results.
+a forked copy of itself (its imports made: no start-up; Linux). While it waits for the data it
+makes the figures ahead (:func:`ptyro_workflows.figures.prepare_steps`: canvases, axes, tick
+artists), the dataset's during the simulation, the reconstruction's once the dataset's are
+drawn. Only compiled programs are cached, never the demo's results.
 """
 
 import copy
