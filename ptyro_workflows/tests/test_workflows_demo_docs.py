@@ -50,6 +50,25 @@ def test_demo_writes_everything_and_reports_quality(small_demo, tmp_path, capsys
         assert float(np.std(img[..., :3])) > 0.02, f"{png.name} looks blank"
         rim = np.r_[img[:2, :, :3].ravel(), img[-2:, :, :3].ravel(), img[:, :2, :3].ravel(), img[:, -2:, :3].ravel()]
         assert rim.min() >= 0.99, f"{png.name}: something is drawn on the outermost pixels (a label cut at the edge?)"
+    # drawn into figures made ahead (by the drawing process, while it waited): the same pixels as
+    # figures made at once, and the figures made ahead for the demo's configuration are the ones drawn
+    from ptyro_workflows import figures, show
+
+    again = tmp_path / "again"
+    show.dataset_figures(out / "dataset.h5", again)
+    show.reconstruction_figures(out / "reconstruction.h5", again, truth=out / "dataset.h5")
+    try:
+        for which in ("dataset", "reconstruction"):
+            for _ in demo._figures_ahead(demo.DEMO_SIMULATION, demo.DEMO_RECONSTRUCTION, which):
+                pass
+        assert sum(len(v) for v in figures._SPARE.values()) == 8
+        show.dataset_figures(out / "dataset.h5", again, overwrite=True)
+        show.reconstruction_figures(out / "reconstruction.h5", again, truth=out / "dataset.h5", overwrite=True)
+        assert not any(figures._SPARE.values())
+    finally:
+        figures._SPARE.clear()
+    for png in sorted(out.glob("*.png")):
+        assert (imread(png) == imread(again / png.name)).all(), png.name
     # the written configurations are valid configurations of each step
     from ptyro_workflows.config import reconstruction_config, simulation_config
 
@@ -123,6 +142,47 @@ def test_the_figures_are_drawn_by_another_process_or_here_when_none_starts(monke
         drawing.close()
 
 
+def test_the_drawing_process_runs_one_blas_thread_unless_told(monkeypatch):
+    """Its NumPy gets one OpenBLAS thread (a second one spins at import, taking the other
+    process's core); a number the caller set is kept."""
+    for given, expected in ((None, "1"), ("3", "3")):
+        if given is None:
+            monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OPENBLAS_NUM_THREADS", given)
+        drawing = demo._Drawing(1)
+        try:
+            assert drawing.result(drawing.submit(__import__("os").getenv, "OPENBLAS_NUM_THREADS")) == expected
+        finally:
+            drawing.close()
+
+
+def test_work_ahead_is_done_by_the_drawing_process_between_its_calls(monkeypatch):
+    """``ahead``: an iterator stepped in the drawing process while nothing else waits (figures
+    made ahead of their data), never answered; one that fails is dropped, the process answers
+    on; without a process nothing is done ahead."""
+    import os
+    import time
+
+    from ptyro_workflows import figures
+
+    spare = "len(__import__('ptyro_workflows.figures').figures._SPARE.get('loss', []))"  # there
+    drawing = demo._Drawing(1)
+    try:
+        drawing.ahead(map, divmod, [1, 2], [1, 0])  # its second step fails
+        drawing.ahead(map, figures.prepare, ["loss"] * 3)
+        deadline = time.monotonic() + 60
+        while drawing.result(drawing.submit(eval, spare)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert drawing.result(drawing.submit(eval, spare)) == 3
+        assert drawing.result(drawing.submit(demo._ready)) != os.getpid()
+    finally:
+        drawing.close()
+    monkeypatch.setattr(demo, "_cores", lambda: 1)
+    demo._Drawing().ahead(map, figures.prepare, ["loss"])
+    assert not figures._SPARE.get("loss")
+
+
 _HALVES_SCRIPT = """
 import os, sys
 from pathlib import Path
@@ -145,6 +205,11 @@ except ValueError as e:
     print("error", e)
 else:
     print(" ".join(r["lines"]), r["correlation"], " ".join(f.name for f in r["files"]))
+demo._reap()  # what the drawing process does before it ends: no copy left unreaped
+try:
+    os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    print("reaped")
 """
 
 
@@ -152,10 +217,10 @@ else:
 @pytest.mark.parametrize(
     "where, how, expected",
     [
-        ("drawing", "ok", "here copy 0.5 phase.png object.png probe.png loss.png"),  # two halves at once
-        ("drawing", "dies", "here here 0.5 phase.png object.png probe.png loss.png"),  # the copy's half drawn here
-        ("drawing", "fails", "error no loss.png here"),  # the copy's exception raised here
-        ("main", "ok", "here 0.5 phase.png object.png probe.png loss.png"),  # never forks a process that is not a drawing one
+        ("drawing", "ok", "here copy 0.5 phase.png object.png probe.png loss.png\nreaped"),  # two halves at once
+        ("drawing", "dies", "here here 0.5 phase.png object.png probe.png loss.png\nreaped"),  # the copy's half drawn here
+        ("drawing", "fails", "error no loss.png here\nreaped"),  # the copy's exception raised here
+        ("main", "ok", "here 0.5 phase.png object.png probe.png loss.png\nreaped"),  # never forks a process that is not a drawing one
     ],
 )
 def test_the_reconstructions_figures_are_drawn_in_halves_by_a_forked_copy(where, how, expected, tmp_path):

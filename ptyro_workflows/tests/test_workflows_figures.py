@@ -140,3 +140,55 @@ def test_a_figure_that_fails_while_being_written_leaves_nothing(tmp_path, monkey
     with pytest.raises(OSError):
         figures.plot_loss(tmp_path / "new.png", np.geomspace(0.02, 0.001, 5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
+
+
+def _pixels(fig):
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+
+def test_a_figure_made_ahead_draws_the_same_pixels_and_is_taken_once():
+    """Every figure drawn into a blank one made ahead (its axes and tick artists made before the
+    data: what the demo's drawing process does while it waits) is pixel for pixel the one made
+    at once; each made-ahead figure is taken by one drawing, and a layout made for other counts
+    is not taken."""
+    fresh = {name: _pixels(fig) for name, fig in _all_figures().items()}
+    layouts = [
+        ("potential", {}),
+        ("mean_diffraction", {"entries": 6}),  # 4 detectors, the aperture, the band limit
+        ("images", {"n": 5, "marks": True}),
+        ("cbed", {"n": 2}),
+        ("phase", {}),
+        ("probe", {}),
+        ("loss", {}),
+        ("images", {"n": 4, "ncols": 2}),  # drawn by none of them
+    ]
+    try:
+        for figure, counts in layouts:
+            figures.prepare(figure, **counts)
+        ahead = {name: _pixels(fig) for name, fig in _all_figures().items()}
+        assert {k: len(v) for k, v in figures._SPARE.items() if v} == {figures._LAYOUTS["images"](4, 2): 1}
+    finally:
+        figures._SPARE.clear()
+    for name in fresh:
+        assert ahead[name].shape == fresh[name].shape and (ahead[name] == fresh[name]).all(), name
+
+
+def test_preparing_an_unknown_figure_names_the_known_ones():
+    from ptyro_core import PtyroValueError
+
+    with pytest.raises(PtyroValueError, match="figure 'phaze' has no layout to prepare; expected one of potential, .*, loss"):
+        figures.prepare("phaze")
+    assert not any(figures._SPARE.values())
+
+
+def test_a_figure_made_a_cell_a_step_is_taken_only_once_whole():
+    """``prepare_steps`` (work between other work: a cell a step) leaves nothing to take until
+    the figure is whole: a figure drawn meanwhile is made at once."""
+    steps = figures.prepare_steps("probe")
+    try:
+        next(steps)  # one of its three cells left to make
+        assert not any(figures._SPARE.values())
+        assert len(list(steps)) == 1 and sum(len(v) for v in figures._SPARE.values()) == 1
+    finally:
+        figures._SPARE.clear()

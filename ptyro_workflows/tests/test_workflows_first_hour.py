@@ -3,6 +3,7 @@ likely fix, optics taken from a file's provenance, dose, a start-up without JAX,
 compilation cache."""
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -583,6 +584,77 @@ def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
     r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "in-process"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines() == ["[('before', True), ('importing jax', True), ('after', True, False)]", "0 True 0"]
+
+
+_DEMO_GC_SCRIPT = """
+import gc, os, sys
+from ptyro_workflows import cli, demo
+seen = []
+class Drawing:
+    def __init__(self):
+        seen.append(("blas threads", os.environ.get("OPENBLAS_NUM_THREADS")))
+    def close(self):
+        seen.append(("closed", gc.isenabled()))
+demo._Drawing = Drawing
+demo.run_demo = lambda *a, **k: seen.append(("running", gc.isenabled(), "jax" in sys.modules))
+cli._end = lambda status: status
+if sys.argv[1] == "process":
+    sys.argv = ["ptyro", "demo", "-q", "--out", sys.argv[2]]
+    cli.main()
+else:
+    cli.main(["demo", "-q", "--out", sys.argv[2]])
+print(seen, gc.isenabled(), gc.get_freeze_count() > 1000)
+"""
+
+
+def test_the_ptyro_demo_runs_without_the_garbage_collector(tmp_path):
+    """The demo (a job of fixed size) runs with the collector paused in the ``ptyro`` process
+    (the imports it makes as it goes set off 112 collections), resumed after with what it made
+    frozen; a caller's interpreter keeps its collector. NumPy, not yet imported, gets one
+    OpenBLAS thread unless the caller set a number."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    cases = [
+        ("process", env, "[('blas threads', '1'), ('running', False, True), ('closed', True)] True True"),
+        ("in-process", env, "[('blas threads', '1'), ('running', True, True), ('closed', True)] True False"),
+        ("process", {**env, "OPENBLAS_NUM_THREADS": "2"}, "[('blas threads', '2'), ('running', False, True), ('closed', True)] True True"),
+    ]
+    for how, environ, expected in cases:
+        r = subprocess.run([sys.executable, "-c", _DEMO_GC_SCRIPT, how, str(tmp_path / how)], capture_output=True, text=True, timeout=120, env=environ)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip() == expected, how
+
+
+_ROCM_SCRIPT = """
+import importlib, importlib.metadata as md, sys
+sys.path.insert(0, sys.argv[2])  # a ROCm plugin's metadata (its module is not there)
+from ptyro_workflows import cli
+read, tried = [], []
+real_read, real_import = md.PathDistribution.read_text, importlib.import_module
+md.PathDistribution.read_text = lambda self, name: (read.append(name) if name == "METADATA" else None) or real_read(self, name)
+importlib.import_module = lambda name, *a, **k: (tried.append(name) if name.endswith("rocm_plugin_extension") else None) or real_import(name, *a, **k)
+cli._GC["process"] = sys.argv[1] == "process"
+with cli._imports_without_gc():
+    import jax
+print(len(read), tried, md.distributions.__module__)
+"""
+
+
+def test_the_ptyro_process_imports_jax_without_reading_every_distributions_metadata(tmp_path):
+    """JAX's import looks for a ROCm plugin by reading every installed distribution's metadata;
+    in the ``ptyro`` process it is given only those whose directory names ROCm, so it reads a
+    few (here none but the plugin's) and still finds (tries to import) the plugin; afterwards
+    ``distributions`` is the library's own again. A caller's interpreter is left as it is."""
+    info = tmp_path / "site" / "jax_rocm7_plugin-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jax-rocm7-plugin\nVersion: 0.1.0\n")
+    out = {}
+    for how in ("process", "in-process"):
+        r = subprocess.run([sys.executable, "-c", _ROCM_SCRIPT, how, str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        n, rest = r.stdout.strip().split(" ", 1)
+        out[how] = int(n), rest
+    assert out["process"] == (1, "['jax_rocm7_plugin.rocm_plugin_extension'] importlib.metadata")
+    assert out["in-process"][0] > 10 and out["in-process"][1] == out["process"][1]
 
 
 def test_a_jax_without_the_internals_runs_with_its_own_cache(tmp_path, monkeypatch):

@@ -126,7 +126,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.special
 import numpy as np
 from jax import Array
 
@@ -879,6 +878,8 @@ def kirkland_tail(k: Array, d: Array, p: Array) -> Array:
         t(k, d₀) = ½ Σ a/(k² + b) exp(−2π d₀ √(k² + b)) + ½ Σ c exp(−d k²) erfc(π d₀ / √d)
 
     (t(k, 0) = f(k)/2). ``k`` and ``d`` broadcast elementwise."""
+    import jax.scipy.special  # here, not at import: 9 ms of every start, for the finite projection only
+
     k = jnp.asarray(k)
     kk = k[..., None]
     dd = jnp.broadcast_to(jnp.asarray(d, kk.dtype), k.shape)[..., None]

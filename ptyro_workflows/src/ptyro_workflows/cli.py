@@ -521,13 +521,27 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     check_demo(args.out, overwrite=args.overwrite, iterations=args.iterations)
     _distributed(args)
+    _one_blas_thread()
     figures = _Drawing()  # before JAX is imported: the drawing process's imports run beside JAX's
     try:
-        _start_jax(args, "the demo's simulation and reconstruction")
-        run_demo(args.out, overwrite=args.overwrite, progress=_progress(args), quiet=args.quiet, iterations=args.iterations, figures=figures)
+        # the collector paused for the whole demo (a job of fixed size), not only JAX's import: the
+        # imports of the simulation and reconstruction made during the run set off 112 collections
+        # (0.04 s), the run itself 16; about 1,300 objects are garbage at its end (measured)
+        with _imports_without_gc():
+            _start_jax(args, "the demo's simulation and reconstruction")
+            run_demo(args.out, overwrite=args.overwrite, progress=_progress(args), quiet=args.quiet, iterations=args.iterations, figures=figures)
     finally:
         figures.close()
     return 0
+
+
+def _one_blas_thread() -> None:
+    """(The demo, before NumPy is imported) OpenBLAS with one thread unless the caller chose
+    (``OPENBLAS_NUM_THREADS``): its second thread spins while NumPy and JAX are imported (0.1 s
+    of CPU on 2 cores, taken from the drawing process's imports and the simulation; measured),
+    and the demo's NumPy algebra is on matrices too small for threads."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -618,17 +632,50 @@ def _imports_without_gc() -> Iterator[None]:
     (its import alone set off about 300 collections, two of them full: 0.14-0.17 s of the
     0.25-0.33 s the collector took in a warm ``ptyro demo`` on 2 loaded cores; 0.02 s in all with
     this pause, measured), then resumed with what the imports made frozen (out of every later
-    collection's way: modules live as long as the process). A caller's interpreter
-    (``main(argv)``, a notebook) keeps its collector as it is."""
-    if not (_GC["process"] and gc.isenabled()):
+    collection's way: modules live as long as the process); where it is already paused (the
+    demo's whole run), left so. A caller's interpreter (``main(argv)``, a notebook) keeps its
+    collector as it is."""
+    if not _GC["process"]:
         yield
         return
+    paused_here = gc.isenabled()
     gc.disable()
+    try:
+        with _rocm_names_only():
+            yield
+    finally:
+        if paused_here:
+            gc.freeze()
+            gc.enable()
+
+
+#: the JAX module that looks for a ROCm plugin among every installed distribution at its import
+_ROCM_SEARCH = "jax._src.numpy.array_constructors"
+
+
+@contextlib.contextmanager
+def _rocm_names_only() -> Iterator[None]:
+    """While JAX is imported: its search for a ROCm plugin (``distributions()``, each one's
+    ``Name`` read from its metadata and kept if it is ``jax-rocm*-plugin``) is given only the
+    distributions whose directory name holds "rocm" (and any whose name is not known without
+    reading it), so that it parses no other metadata file: the same plugin found, 0.03 s less
+    CPU of a ``ptyro`` start (94 distributions here; measured). Every other caller is given
+    them all."""
+    import importlib.metadata as md
+
+    original = md.distributions
+
+    def distributions(**kwargs: Any) -> Any:
+        found = original(**kwargs)
+        if sys._getframe(1).f_globals.get("__name__") != _ROCM_SEARCH:
+            return found
+        return (d for d in found if "rocm" in str(getattr(d, "_normalized_name", None) or "rocm"))
+
+    md.distributions = distributions  # type: ignore[assignment]
     try:
         yield
     finally:
-        gc.freeze()
-        gc.enable()
+        md.distributions = original
 
 
 def _end(status: int) -> int:

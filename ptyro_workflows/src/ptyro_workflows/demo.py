@@ -12,8 +12,10 @@ The figures are drawn by another process (none on one core), started first (``pt
 starts it before importing JAX): its imports (matplotlib) overlap JAX's, the dataset's figures
 the reconstruction, so that a second run (its programs loaded from the compilation cache) waits
 only for the reconstruction's figures; those it draws in two halves at once, the second half by
-a forked copy of itself (its imports made: no start-up; Linux). Only compiled programs are
-cached, never the demo's results.
+a forked copy of itself (its imports made: no start-up; Linux). While it waits for the data it
+makes the figures ahead (:func:`ptyro_workflows.figures.prepare_steps`: canvases, axes, tick
+artists), the dataset's during the simulation, the reconstruction's once the dataset's are
+drawn. Only compiled programs are cached, never the demo's results.
 """
 
 import copy
@@ -21,11 +23,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ptyro_core import PtyroValueError
 from ptyro_workflows.config import to_toml
@@ -73,10 +73,10 @@ def _timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
     return fn(*args, **kw), time.perf_counter() - t
 
 
-#: a drawing process: Python on this interpreter, the caller's module path, then :func:`_serve`
-#: (not multiprocessing's spawn, which imports the caller's main script again: a script without
-#: an ``if __name__ == "__main__"`` guard would run the demo once more there)
-_WORKER = "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); from ptyro_workflows.demo import _serve; _serve()"
+#: a drawing process: Python on this interpreter, the caller's module path (its argument), then
+#: :func:`_serve` (not multiprocessing's spawn, which imports the caller's main script again: a
+#: script without an ``if __name__ == "__main__"`` guard would run the demo once more there)
+_WORKER = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from ptyro_workflows.demo import _serve; _serve()"
 
 #: set in a drawing process (:func:`_serve`): only there may a call fork (never in a process
 #: that runs JAX, whose threads a fork would not copy)
@@ -85,13 +85,15 @@ _IN_DRAWING_PROCESS = False
 
 def _serve() -> None:
     """A drawing process: the figures' imports (numpy, h5py, matplotlib's Agg canvas) first,
-    made while the main process imports JAX and simulates; then each ``(function, arguments)``
-    read (pickled) from stdin is called and its ``("ok", result)`` or ``("error", exception)``
-    written (pickled) to stdout, until stdin ends. An interruption is left to the main process
-    (which stops sending): a figure being drawn is finished, never left half-written. Python's
-    cyclic garbage collector stays off in it: a figure's artists are cycles that it would scan
-    again and again (a fifth of the drawing's CPU time, measured), and the eight figures' garbage
-    is about 1 MiB (measured: 126 MiB at the end against 125 with the collector)."""
+    made while the main process imports JAX and simulates; then each ``(function, arguments,
+    answer)`` read from stdin (:func:`_send`) is called and its ``("ok", result)`` or
+    ``("error", exception)`` written (pickled) to stdout, until stdin ends; a call without
+    ``answer`` is work ahead (:meth:`_Drawing.ahead`): an iterator, stepped while nothing else
+    waits. An interruption is left to the main process (which stops sending): a figure being
+    drawn is finished, never left half-written. Python's cyclic garbage collector stays off in
+    it: a figure's artists are cycles that it would scan again and again (a fifth of the
+    drawing's CPU time, measured), and the eight figures' garbage is about 1 MiB (measured: 126
+    MiB at the end against 125 with the collector)."""
     import gc
     import pickle
 
@@ -107,14 +109,69 @@ def _serve() -> None:
 
     preload()
     gc.freeze()  # what the imports made is never garbage: out of the collector's way (for gc.collect too)
+    ahead: list[Any] = []
     while True:
-        try:
-            fn, args = pickle.load(sys.stdin.buffer)
-        except EOFError:
+        while ahead and not _waiting(0):
+            _step(ahead)
+        message = _receive(0)
+        if message is None:
             answers.close()
+            _reap()  # its CPU time counted in this process's (and so in the demo's)
             os._exit(0)  # everything is written and closed: no interpreter shutdown to wait for
+        fn, args, answer = pickle.loads(message)
+        if not answer:
+            kind, steps = _outcome(fn, args)
+            ahead += [steps] if kind == "ok" else []
+            continue
         answers.write(_pickled(_outcome(fn, args)))
         answers.flush()
+
+
+def _step(ahead: list[Any]) -> None:
+    """One step of the first iterator of work ahead (gone when it ends or fails: work ahead is
+    never needed, only saves time later)."""
+    try:
+        next(ahead[0])
+    except Exception:  # noqa: BLE001 - StopIteration, or a failure: the work is left undone
+        ahead.pop(0)
+
+
+def _send(stream: Any, message: Any) -> None:
+    """``message`` pickled into ``stream`` with its length first (:func:`_receive`)."""
+    import pickle
+
+    blob = pickle.dumps(message)
+    stream.write(len(blob).to_bytes(8, "little") + blob)
+    stream.flush()
+
+
+def _receive(fd: int) -> bytes | None:
+    """The next message :func:`_send` wrote into file descriptor ``fd`` (None: it ended), read
+    without a buffer: whether another is waiting is then what :func:`_waiting` sees."""
+    head = _read(fd, 8)
+    return None if head is None else _read(fd, int.from_bytes(head, "little"))
+
+
+def _read(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _waiting(fd: int) -> bool:
+    """Whether something can be read from ``fd`` now (True where that cannot be known: no pipes
+    in ``select`` on Windows, so no work ahead there)."""
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def _pickled(outcome: tuple[str, Any]) -> bytes:
@@ -140,6 +197,20 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
 
 def _ready() -> int:
     return os.getpid()
+
+
+def _figures_ahead(sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], which: str) -> Iterator[None]:
+    """(Work ahead, in a drawing process) the demo's figures of ``which`` (``"dataset"`` or
+    ``"reconstruction"``) made ahead of their data, a cell a step, in the order they are drawn
+    (:func:`ptyro_workflows.show.figure_layouts`)."""
+    from ptyro_workflows import figures
+    from ptyro_workflows.config import annular_detectors
+    from ptyro_workflows.show import figure_layouts
+
+    slices = int(rec_cfg["reconstruction"].get("num_slices") or 1)
+    for figure, counts in figure_layouts(len(annular_detectors(sim_cfg.get("detectors") or {})), slices=slices)[which]:
+        yield from figures.prepare_steps(figure, **counts)
+        yield
 
 
 def _draw_dataset(path: Path, out: Path) -> tuple[dict[str, Any], float]:
@@ -211,21 +282,36 @@ def _forked(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, int] | 
 
 
 def _joined(copy: tuple[int, int] | None, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, Any]:
-    """The outcome a forked copy answered, the copy waited for; made here when there was no
-    copy or it ended without answering."""
+    """The outcome a forked copy answered (the copy reaped now if it has ended, else by
+    :func:`_reap` before this process ends: its exit, up to 6 ms measured, is not waited for);
+    made here when there was no copy or it ended without answering."""
     import pickle
 
     if copy is not None:
         pid, read = copy
         with os.fdopen(read, "rb") as pipe:
             answer = pipe.read()  # read before waiting: an answer larger than the pipe holds
-        os.waitpid(pid, 0)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            _UNREAPED.append(pid)
         try:
             outcome: tuple[str, Any] = pickle.loads(answer)
             return outcome
         except Exception:  # noqa: BLE001 - no (whole) answer: the copy died
             pass
     return _outcome(fn, args)
+
+
+#: forked copies that had not ended when their answer was read
+_UNREAPED: list[int] = []
+
+
+def _reap() -> None:
+    """Wait for the forked copies not yet reaped."""
+    while _UNREAPED:
+        try:
+            os.waitpid(_UNREAPED.pop(), 0)
+        except ChildProcessError:
+            pass
 
 
 def _cores() -> int:
@@ -260,38 +346,44 @@ class _Drawing:
             self._start()
 
     def _start(self) -> None:
-        import pickle
+        import json
         import subprocess
 
         try:
             # its own session: Ctrl-C at the terminal reaches only this process, which stops sending
-            proc: Any = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+            argv = [sys.executable, "-c", _WORKER, json.dumps([str(p) for p in sys.path])]
+            # one OpenBLAS thread (unless the caller chose): a second one spins while NumPy is
+            # imported, taking CPU from the other process, and drawing needs none
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+            proc: Any = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, env=env)
         except OSError:  # no process here: drawn in this one
-            return
-        try:
-            pickle.dump(list(sys.path), proc.stdin)
-            proc.stdin.flush()
-        except OSError:  # it ended at once
-            proc.wait()
             return
         self._procs.append(proc)
         self._answers[proc] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
         """Send ``fn(*args)`` to the process with the fewest calls waiting (made here without one)."""
-        import pickle
-
         if self._procs:
             proc = min(self._procs, key=lambda p: len(self._answers[p]))
             try:
-                pickle.dump((fn, args), proc.stdin)
-                proc.stdin.flush()
+                _send(proc.stdin, (fn, args, True))
                 task = _Task(proc, fn, args)
                 self._answers[proc].append(task)
                 return task
             except OSError:  # the process has gone: made here
                 pass
         return _Task(None, fn, args, _outcome(fn, args))
+
+    def ahead(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Work ahead for every drawing process: ``fn(*args)``, an iterator, is stepped there
+        while nothing else waits (what each step makes is kept there, e.g. figures made ahead
+        of their data); nothing is answered, nothing waits for it, and without a process it
+        is not done."""
+        for proc in self._procs:
+            try:
+                _send(proc.stdin, (fn, args, False))
+            except OSError:  # the process has gone: nothing ahead
+                pass
 
     def result(self, task: _Task) -> Any:
         """The task's result (its exception raised); made here if its process died."""
@@ -366,6 +458,7 @@ def run_demo(
     outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     drawing = _Drawing() if figures is None else figures  # started first: its imports overlap the simulation
+    drawing.ahead(_figures_ahead, sim_cfg, rec_cfg, "dataset")  # while it waits for the simulation
     try:
         run = _run(outdir, sim_cfg, rec_cfg, drawing, progress=progress, say=say)
     finally:
@@ -399,6 +492,8 @@ def run_demo(
 
 def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures: _Drawing, *, progress: bool, say: Callable[..., None]) -> dict[str, Any]:
     """Simulate, reconstruct and draw (the dataset's figures during the reconstruction)."""
+    import numpy as np
+
     from ptyro_workflows.config import reconstruction_config
     from ptyro_workflows.reconstruct import reconstruct
     from ptyro_workflows.simulate import simulate
@@ -419,6 +514,7 @@ def _run(outdir: Path, sim_cfg: dict[str, Any], rec_cfg: dict[str, Any], figures
     t1 = time.perf_counter()
     data, recon = outdir / "dataset.h5", outdir / "reconstruction.h5"
     drawing = figures.submit(_draw_dataset, data, outdir)  # drawn while the reconstruction runs
+    figures.ahead(_figures_ahead, sim_cfg, rec_cfg, "reconstruction")  # once they are drawn
     state = reconstruct(ds, rec_cfg, recon, progress=progress, overwrite=True, command=["ptyro", "demo"], record={"input": str(data), "source": sim.provenance})
     t_rec = time.perf_counter() - t1
     cfg_r = reconstruction_config(rec_cfg)

@@ -28,7 +28,17 @@ import numpy as np
 from ptyro_core import PtyroValueError
 from ptyro_core.conventions import energy2wavelength
 
-__all__ = ["show_file", "dataset_figures", "reconstruction_figures", "virtual_images", "idpc", "transfer_limited", "display_inline", "run_show"]
+__all__ = [
+    "show_file",
+    "dataset_figures",
+    "reconstruction_figures",
+    "figure_layouts",
+    "virtual_images",
+    "idpc",
+    "transfer_limited",
+    "display_inline",
+    "run_show",
+]
 
 DATASET_FIGURES = ("potential.png", "mean_diffraction.png", "virtual_images.png", "cbed.png")
 RECONSTRUCTION_FIGURES = ("phase.png", "object.png", "probe.png", "loss.png")
@@ -201,6 +211,29 @@ def dataset_figures(path: str | Path, out: str | Path, *, positions: Sequence[Se
         "virtual images: " + ", ".join(f"{n} {dets[n][0]:g}–{dets[n][1]:g} mrad (mean {images[n].mean():.3g})" for n in dets) + "; iDPC from the centre of mass"
     )
     return {"files": files, "lines": lines}
+
+
+def figure_layouts(detectors: int, *, positions: int = 2, slices: int = 1) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The figures :func:`dataset_figures` (``"dataset"``) and :func:`reconstruction_figures`
+    (``"reconstruction"``) draw, in their order, as the arguments of
+    :func:`ptyro_workflows.figures.prepare` (to make them ahead of their data), for a dataset
+    simulated by ptyro (its ground truth and band limit shown, the probe's aperture known) with
+    ``detectors`` annular detectors and CBED at ``positions`` scan positions, and a
+    reconstruction of ``slices`` object slices compared with its truth."""
+    return {
+        "dataset": [
+            ("potential", {}),
+            ("mean_diffraction", {"entries": detectors + 2}),  # the detectors, the aperture and the band limit
+            ("images", {"n": detectors + 1, "marks": positions > 0}),  # and the iDPC image
+            ("cbed", {"n": positions}),
+        ],
+        "reconstruction": [
+            ("phase", {}),
+            ("images", {"n": 2 * slices, "ncols": 2}),  # phase and amplitude of each slice
+            ("probe", {}),
+            ("loss", {}),
+        ],
+    }
 
 
 def _read_reconstruction(path: str | Path) -> Any:
