@@ -782,10 +782,11 @@ def _jitted_parts(mesh: Any) -> tuple[Any, Any, Any]:
 
 
 #: the least transform work of one part (positions × slices × modes × window pixels) for which
-#: the default splits a step into parts: measured idle on 2 cores (profile_recon.py, two parts
-#: against one), RECON-A's 0.5 Mi per part took 1.05x the time of one part, RECON-B multislice's
-#: 1.5 Mi 0.74x and the mixed state's 2 Mi 0.75x; the demo's 96² single-slice step 1.1x
-STREAM_MIN_WORK = 2**20
+#: the default splits a step into parts: measured idle on 2 cores (two parts against one),
+#: RECON-B multislice's 1.5 Mi per part 0.74x, the mixed state's 2 Mi 0.75x, RECON-A's 0.5 Mi
+#: 0.86x once its batches were no longer reordered on the host (1.05x while the host's shift
+#: held the second core); the demo's 96² single-slice step (147 Ki per part) 1.1x
+STREAM_MIN_WORK = 2**19
 
 
 def step_streams(streams: int | None, mesh: Any, batch: int, work: int | None = None) -> int:
