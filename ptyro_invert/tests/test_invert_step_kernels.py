@@ -101,7 +101,9 @@ def test_unrolled_slices_equal_a_python_loop(slices):
 
 def test_default_chunk_follows_window_modes_and_slices():
     assert _chunk_positions(None, (128, 128), 1, 1) == 8  # RECON-A
-    assert _chunk_positions(None, (128, 128), 4, 1) == 2  # RECON-B mixed state
+    assert _chunk_positions(None, (128, 128), 4, 1) == 4  # RECON-B mixed state: not below 4 for the modes
+    assert _chunk_positions(None, (128, 128), 12, 1) == 4
+    assert _chunk_positions(None, (128, 128), 12, 7) == 2  # the slices' waves do take it below
     assert _chunk_positions(None, (128, 128), 1, 3) == 4  # RECON-B multislice
     assert _chunk_positions(None, (64, 64), 1, 1) == 32
     assert _chunk_positions(None, (256, 256), 12, 6) == 1

@@ -853,9 +853,11 @@ def _active_indices(indices: Any, n: int) -> np.ndarray:
 
 #: waves of 128 × 128 (complex64: 1 MiB) that a chunk of a step holds at once: a chunk's far
 #: fields stay in the cache between the passes the step makes over them (RECON-B multislice 10 %
-#: faster than at 16, RECON-A and mixed state the same), and XLA compiles the step's unrolled
-#: per-position loop in 20-30 MiB less heap (RECON-A: 71 against 83-93 MiB)
+#: faster than at 16, RECON-A the same), and XLA compiles the step's unrolled per-position loop
+#: in 20-30 MiB less heap (RECON-A: 71 against 83-93 MiB); probe modes count down to
+#: CHUNK_MIN_POSITIONS positions
 CHUNK_WAVES = 8
+CHUNK_MIN_POSITIONS = 4
 
 
 def _chunk_positions(chunk_size: int | None, window: tuple[int, int], modes: int, slices: int) -> int:
@@ -864,7 +866,11 @@ def _chunk_positions(chunk_size: int | None, window: tuple[int, int], modes: int
     if chunk_size is not None:
         return int(chunk_size)
     waves = CHUNK_WAVES * 128 * 128 / (window[0] * window[1])
-    return max(1, int(waves // (modes * ((slices + 1) // 2))))
+    pairs = (slices + 1) // 2
+    # probe modes do not take a chunk below CHUNK_MIN_POSITIONS positions (where the slices allow):
+    # each chunk is one turn of a loop, and each position's share of it is added on its own
+    # (RECON-B mixed state, 4 modes: 4 positions a chunk 0.89x the time of 2)
+    return max(1, int(waves // (modes * pairs)), min(CHUNK_MIN_POSITIONS, int(waves // pairs)))
 
 
 def _position_projection(nominal: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
