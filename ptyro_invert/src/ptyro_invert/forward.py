@@ -214,17 +214,18 @@ def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: A
     ``cen``, the far field's :func:`centring`, where they are the exit waves) taken back: added
     into the object's first slice and the probes' gradients, one position at a time."""
     m = probes.shape[1]
-    # the ramp on the factors, not on c: the probes' once (g groups), the window's where it is read
-    pc = probes if cen is None else _centred(probes, cen)
 
     def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
         go, gp = acc
         o0 = (jnp.int32(0), start[i, 0], start[i, 1])
         p0 = (group[i], jnp.int32(0), jnp.int32(0), jnp.int32(0))
-        p = jax.lax.dynamic_slice(pc, p0, (1, m) + window)[0]
+        p = jax.lax.dynamic_slice(probes, p0, (1, m) + window)[0]
         o = jax.lax.dynamic_slice(obj, o0, (1,) + window)
-        o = o if cen is None else _centred(o, cen)
-        go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + jnp.sum(c[i] * p, axis=0)[None], o0)
+        # the ramp where each product is read (never on c, nor on a copy of the probes): on the
+        # window, and on the object's share after its sum over the modes
+        do = jnp.sum(c[i] * p, axis=0)[None]
+        do, o = (do, o) if cen is None else (_centred(do, cen), _centred(o, cen))
+        go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + do, o0)
         gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
         return go, gp
 
