@@ -862,7 +862,8 @@ CHUNK_MIN_POSITIONS = 4
 
 def _chunk_positions(chunk_size: int | None, window: tuple[int, int], modes: int, slices: int) -> int:
     """Positions per device per chunk: ``chunk_size`` when given, else as many as keep about
-    :data:`CHUNK_WAVES` waves of 128 × 128 (scaled to the window) per pair of slices in flight."""
+    :data:`CHUNK_WAVES` waves of 128 × 128 (scaled to the window) per pair of slices in flight,
+    and, however many probe modes, at least :data:`CHUNK_MIN_POSITIONS` where the slices allow."""
     if chunk_size is not None:
         return int(chunk_size)
     waves = CHUNK_WAVES * 128 * 128 / (window[0] * window[1])
