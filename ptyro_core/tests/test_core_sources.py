@@ -3,6 +3,7 @@ arrays: every source reads what the array holds, in its stored dtype; file-backe
 their handle and release it; Dataset4D keeps the caller's array (no copy, counts as integers)
 and survives jit and vmap."""
 
+import contextlib
 import os
 
 import h5py
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from ptyro_core import Dataset4D, Grid, PtyroValueError
 from ptyro_core.pipeline import device_mesh, global_batch, pattern_source
 from ptyro_core.protocols import PatternSource
-from ptyro_core.sources import ArraySource, HDF5Source, LazySource, MemmapSource
+from ptyro_core.sources import ArraySource, HDF5Source, LazySource, MemmapSource, aligned_empty, read_into
 
 DATA = np.random.default_rng(3).integers(0, 60000, size=(3, 5, 4, 6)).astype(np.uint16)
 FLAT = DATA.reshape(15, 4, 6)
@@ -59,6 +60,37 @@ def test_every_source_reads_what_the_array_holds(files, idx):
             got = src.read(np.asarray(idx))
         assert got.dtype == np.uint16, name  # the stored type: counts stay integers
         np.testing.assert_array_equal(got, FLAT[idx], err_msg=name)
+
+
+class _Foreign:
+    """A third party's source: ``read(indices)`` only (no ``out``)."""
+
+    shape, dtype = DATA.shape, DATA.dtype
+
+    def read(self, indices):
+        return FLAT[np.asarray(indices)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(idx=st.lists(st.integers(0, 14), min_size=1, max_size=20), dtype=st.sampled_from([np.uint16, np.float32]))
+def test_every_source_reads_into_aligned_memory(files, idx, dtype):
+    """``read(indices, out=...)`` fills ``out`` (converted to its dtype) and returns it: the
+    memory-backed sources gather straight into it, the files' and a third party's copy in."""
+    for name, src in {**_sources(files), "foreign": _Foreign()}.items():
+        out = aligned_empty((len(idx),) + DATA.shape[-2:], dtype)
+        assert out.ctypes.data % 64 == 0 and out.dtype == dtype
+        with contextlib.nullcontext() if name == "foreign" else src:
+            got = read_into(src, np.asarray(idx), out)
+        assert got is out, name
+        np.testing.assert_array_equal(got, FLAT[idx].astype(dtype), err_msg=name)
+
+
+def test_aligned_memory_reaches_jax_without_a_copy():
+    x = aligned_empty((3, 4, 6), np.float32)
+    x[...] = 1.0
+    assert jax.device_put(x).unsafe_buffer_pointer() == x.ctypes.data  # taken as it is on the CPU
+    with pytest.raises(PtyroValueError, match=r"out has shape \(2, 4, 6\); expected \(3, 4, 6\) for 3 indices"):
+        ArraySource(DATA).read([0, 1, 2], out=aligned_empty((2, 4, 6), np.uint16))
 
 
 def test_shapes_basic_indexing_and_bad_indices(files):

@@ -43,6 +43,7 @@ from ptyro_core.pipeline import (
     round_batch_size,
     scan_sharding,
 )
+from ptyro_core.sources import aligned_empty, read_into
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
 from ptyro_invert.forward import make_model, shift_groups, shifted_probes, window_ramps
@@ -253,13 +254,17 @@ class _PatternBatches:
         # which patterns (flat scan index) are known to be finite
         self._finite = np.full(int(np.prod(self.shape[:-2])), self.integer, bool)
 
-    def raw(self, indices: np.ndarray) -> np.ndarray:
+    def raw(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is not None:
+            return read_into(self._source, np.asarray(indices), out)
         return np.asarray(self._source.read(np.asarray(indices)), np.float32)
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
+    def read(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The patterns at ``indices``: counts in their stored type, floats as float32 (into
+        ``out`` where given), checked finite."""
         if self.integer:  # integers: converted where the batch is used
             return np.asarray(self._source.read(np.asarray(indices)))
-        block = self.raw(indices)
+        block = self.raw(indices, out)
         new = ~self._finite[indices]
         if new.any():
             self._check_finite(block[new], np.asarray(indices)[new])
@@ -276,13 +281,12 @@ class _PatternBatches:
         """The batch ``indices`` as float32 on the mesh (each process reads its own rows); on
         the one CPU device of one process, as a float32 NumPy array (counts converted there:
         a program of its own per batch costs more than the conversion)."""
-        if _on_host(mesh):  # floats made here (counts times the gain): the step's dispatch moves them
-            h = self.read(indices)
+        if _on_host(mesh):  # floats made here (counts times the gain): the step's dispatch takes them as they are
+            out = aligned_empty((len(indices),) + self.shape[-2:], np.float32)  # no copy at the dispatch
             if self.integer:
-                return np.multiply(h, np.float32(self.gain), dtype=np.float32)
-            if self.gain != 1.0:
-                h = np.multiply(h, np.float32(self.gain))  # not in place: a source may hand out a view of its data
-            return h
+                return np.multiply(self.read(indices), np.float32(self.gain), dtype=np.float32, out=out)
+            h = self.read(indices, out)
+            return np.multiply(h, np.float32(self.gain), out=h) if self.gain != 1.0 else h
         d = global_batch(self, indices, mesh)
         return _batch_floats(d, np.float32(self.gain)) if (self.integer or self.gain != 1.0) else d
 
