@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 
 from ptyro_core import PtyroValueError
+from ptyro_core.sources import aligned_empty
 from ptyro_invert import synthetic as syn
-from ptyro_invert.direct import _common
 from ptyro_invert.direct import wdd as wdd_mod
 from ptyro_invert.direct._common import scan_lattice
 from ptyro_invert.direct.parallax import _rot
@@ -158,7 +158,7 @@ def test_whole_pixel_shifts_within_the_tolerance():
 
 def test_aligned_buffer_starts_on_64_bytes():
     for shape in [(3, 5, 7), (1,), (2, 2)]:
-        b = _common.aligned_empty(shape, np.complex64)
+        b = aligned_empty(shape, np.complex64)
         assert b.ctypes.data % 64 == 0 and b.shape == shape and b.flags.c_contiguous
         b[...] = 1  # writable
     assert jnp.asarray(b).shape == (2, 2)

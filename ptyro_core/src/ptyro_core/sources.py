@@ -32,7 +32,7 @@ import numpy as np
 
 from ptyro_core.errors import PtyroValueError
 
-__all__ = ["ArraySource", "LazySource", "MemmapSource", "HDF5Source", "Check", "aligned_empty", "read_into"]
+__all__ = ["ArraySource", "LazySource", "MemmapSource", "HDF5Source", "Check", "XLA_ALIGN", "aligned_empty", "read_into"]
 
 #: ``check(block, where)``: raise on bad values in ``block``; ``where`` names the scan indices
 Check = Callable[[np.ndarray, str], None]
@@ -144,15 +144,19 @@ def _copied(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: Any, align: int = 64) -> np.ndarray:
-    """An uninitialised array whose data start at a multiple of ``align`` bytes. JAX's CPU client
-    takes such an array as it is (no copy) where it copies NumPy's own, which are 16-byte aligned:
-    a batch of patterns read into it reaches a jitted step without a copy (RECON-A: a 2 MiB copy
-    per step part, 0.5-1 ms)."""
+#: bytes: XLA's CPU client reads a host (NumPy) buffer in place, without copying it, only where
+#: its data start on such a boundary, which NumPy does not promise (its own are 16-byte aligned)
+XLA_ALIGN = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised C-ordered array whose data start on an :data:`XLA_ALIGN` boundary: JAX
+    takes it as it is on the CPU (no copy), e.g. a batch of patterns read into it reaches a
+    jitted step without a copy (RECON-A: a 2 MiB copy per step part, 0.5-1 ms, at the dispatch)."""
     dt = np.dtype(dtype)
     n = int(np.prod(shape)) * dt.itemsize
-    raw = np.empty(n + align, np.uint8)
-    off = (-raw.ctypes.data) % align
+    raw = np.empty(n + XLA_ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % XLA_ALIGN
     return raw[off : off + n].view(dt).reshape(shape)
 
 

@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, replace
+from ptyro_core.sources import XLA_ALIGN
 
 __all__ = [
     "Lattice",
@@ -158,21 +159,6 @@ def project_patterns(dataset: Dataset4D, weights: Any, mesh: Any = None) -> Any:
         rows = np.asarray(arr[i : i + block], np.float32)
         out[i : i + block] = (rows.reshape(-1, npix) @ w).reshape(rows.shape[0], ry, m)
     return out
-
-
-#: bytes: XLA's CPU client reads a host (NumPy) buffer in place, without copying it, only where
-#: its data start on such a boundary, which NumPy does not promise
-XLA_ALIGN = 64
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An empty C-ordered array whose data start on an :data:`XLA_ALIGN` boundary (JAX then reads
-    it in place on the CPU instead of copying it)."""
-    dt = np.dtype(dtype)
-    size = int(np.prod(shape)) * dt.itemsize
-    raw = np.empty(size + XLA_ALIGN, np.uint8)
-    off = (-raw.ctypes.data) % XLA_ALIGN
-    return raw[off : off + size].view(dt).reshape(shape)
 
 
 @jax.jit

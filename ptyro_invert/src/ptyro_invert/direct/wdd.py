@@ -37,6 +37,7 @@ import numpy as np
 import scipy.fft as sp_fft
 
 from ptyro_core import Dataset4D, PtyroValueError, ReconState
+from ptyro_core.sources import aligned_empty
 from ptyro_invert.direct import _common
 from ptyro_invert.direct._common import Lattice, check_inputs, finish, probe_fourier, probe_geometry, scan_array, scan_lattice, shift_fourier
 
@@ -158,7 +159,7 @@ def wigner_data(dataset: Dataset4D, mesh: Any = None, rows: Any = None) -> tuple
         workers = os.cpu_count() or 1
         half = sp_fft.rfft2(a, axes=(0, 1), workers=workers)  # (Rx, Ry // 2 + 1, Qx, Qy)
         dose = float(np.sum(half[0, 0].real, dtype=np.float64)) / (rx * ry)  # G(Q = 0) summed over k
-        buf = _common.aligned_empty((len(r),) + a.shape[2:], np.complex64)
+        buf = aligned_empty((len(r),) + a.shape[2:], np.complex64)
         np.take(half.reshape((-1,) + a.shape[2:]), i * half_y + j, axis=0, out=buf)
         del half
         h = jax.device_put(sp_fft.ifft2(buf, axes=(1, 2), workers=workers, overwrite_x=True))
