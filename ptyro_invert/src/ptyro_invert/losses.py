@@ -169,25 +169,50 @@ def _tables() -> dict[str, np.ndarray]:
     return {"poisson": pois, "amplitude": amp}
 
 
+#: nodes of the fine log-λ grid the noise floor reads (:func:`_fine_tables`)
+_FINE_NODES = 8192
+
+
+@functools.cache
+def _fine_tables() -> dict[str, np.ndarray]:
+    """The expected losses on a fine uniform log-λ grid (:data:`_FINE_NODES` nodes over the
+    range of :data:`_LOG_LAM`), by cubic (Catmull-Rom) interpolation of their logarithms between
+    the exact nodes of :func:`_tables`: read at the nearest node, one float32 gather per pixel."""
+    x = np.linspace(_LOG_LAM[0], _LOG_LAM[-1], _FINE_NODES)
+    u = (x - _LOG_LAM[0]) / (_LOG_LAM[1] - _LOG_LAM[0])
+    i = np.clip(np.floor(u).astype(np.int64), 0, _LOG_LAM.size - 2)
+    t = u - i
+    out = {}
+    for name, v in _tables().items():
+        y = np.log(v)
+        y = np.concatenate([[2 * y[0] - y[1]], y, [2 * y[-1] - y[-2]]])  # linear beyond the ends
+        p0, p1, p2, p3 = y[i], y[i + 1], y[i + 2], y[i + 3]
+        c = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
+        out[name] = np.exp(c)
+    return out
+
+
 def expected_loss_per_pixel(name: str, lam: ArrayLike) -> Array:
     """``E_{m ~ Poisson(λ)}[ℓ(λ, m)]`` per pixel for the registered loss ``name`` at rates λ
-    (counts); differentiable nowhere needed, used with ``stop_gradient``."""
+    (counts); differentiable nowhere needed, used with ``stop_gradient``. Within the table's
+    range (1e-4 to 1e3 counts) the nearest node of a fine log grid (spacing 0.002 in log λ:
+    within 0.1 % of the exact value, unbiased on average over pixels): one gather per pixel,
+    where linear interpolation's two cost 3-4x as much on the CPU (a Poisson pass: 2 ms a batch)."""
     lam = jnp.maximum(jnp.asarray(lam), 0.0)
     if name == "intensity":
         return lam
     if name not in _tables():
         raise PtyroValueError(f"noise floor: no expectation known for loss {name!r}; expected 'poisson', 'amplitude' or 'intensity'")
-    table = jnp.asarray(_tables()[name], lam.dtype)
+    table = jnp.asarray(_fine_tables()[name], lam.dtype)
     ll = jnp.log(jnp.maximum(lam, 1e-30))
-    # linear interpolation on the uniform log grid by direct indexing (jnp.interp's search costs
-    # as much as the rest of a reconstruction step on the CPU)
-    u = (ll - _LOG_LAM[0]) / (_LOG_LAM[1] - _LOG_LAM[0])
-    i = jnp.clip(jnp.floor(u), 0, _LOG_LAM.size - 2)
-    t = u - i
-    i = i.astype(jnp.int32)
-    small = table[i] * (1 - t) + table[i + 1] * t
+    # the nearest node by direct indexing (jnp.interp's search costs as much as the rest of a
+    # reconstruction step on the CPU)
+    x0, dx = float(_LOG_LAM[0]), float(_LOG_LAM[-1] - _LOG_LAM[0]) / (_FINE_NODES - 1)
+    # (truncation of u + ½ is rounding where u ≥ 0; below the grid, where u < 0, ``low`` is taken)
+    j = jnp.clip(((ll - x0) * (1.0 / dx) + 0.5).astype(jnp.int32), 0, _FINE_NODES - 1)
+    small = table[j]
     # below the table: linear in λ (one count with probability ≈ λ); above: the asymptotic series
-    low = table[0] * lam / math.exp(_LOG_LAM[0])
+    low = float(_tables()[name][0]) * lam / math.exp(_LOG_LAM[0])
     big = 0.5 + 1.0 / (12.0 * jnp.maximum(lam, 1.0)) if name == "poisson" else 0.25 - 1.0 / (32.0 * jnp.maximum(lam, 1.0))
     return jnp.where(ll < _LOG_LAM[0], low, jnp.where(ll > _LOG_LAM[-1], big, small))
 
