@@ -633,7 +633,7 @@ real_read, real_import = md.PathDistribution.read_text, importlib.import_module
 md.PathDistribution.read_text = lambda self, name: (read.append(name) if name == "METADATA" else None) or real_read(self, name)
 importlib.import_module = lambda name, *a, **k: (tried.append(name) if name.endswith("rocm_plugin_extension") else None) or real_import(name, *a, **k)
 cli._GC["process"] = sys.argv[1] == "process"
-with cli._imports_without_gc():
+with cli._importing_jax():
     import jax
 print(len(read), tried, md.distributions.__module__)
 """

@@ -349,7 +349,7 @@ def _start_jax(args: argparse.Namespace, what: str) -> None:
     and say that compiling comes first."""
     from ptyro_workflows.cache import enable_compilation_cache
 
-    with _imports_without_gc():  # JAX is imported here
+    with _importing_jax():  # JAX is imported here
         where = enable_compilation_cache(enabled=not getattr(args, "no_jax_cache", False))
     cached = f"compiled programs cached in {where}" if where != "off" else "compilation cache off"
     _say(args, f"compiling {what} ... (JAX compiles each new array shape once; {cached})")
@@ -641,12 +641,23 @@ def _imports_without_gc() -> Iterator[None]:
     paused_here = gc.isenabled()
     gc.disable()
     try:
-        with _rocm_names_only():
-            yield
+        yield
     finally:
         if paused_here:
             gc.freeze()
             gc.enable()
+
+
+@contextlib.contextmanager
+def _importing_jax() -> Iterator[None]:
+    """JAX's import in the ``ptyro`` process: without the garbage collector
+    (:func:`_imports_without_gc`) and with its ROCm-plugin search narrowed
+    (:func:`_rocm_names_only`); a caller's interpreter keeps both as they are."""
+    if not _GC["process"]:
+        yield
+        return
+    with _imports_without_gc(), _rocm_names_only():
+        yield
 
 
 #: the JAX module that looks for a ROCm plugin among every installed distribution at its import
