@@ -184,7 +184,9 @@ class PatternSource(Protocol):
     (N, Qx, Qy)), the stored ``dtype`` (counts stay integers), ``len()`` patterns,
     ``read(indices)`` -> (k, Qx, Qy) at flat scan indices, basic indexing, and the
     context-manager protocol: the source owns its file handle, opened while in use and released
-    by ``close()`` / the end of ``with`` (a closed source reopens on its next read)."""
+    by ``close()`` / the end of ``with`` (a closed source reopens on its next read). The sources
+    of :mod:`ptyro_core.sources` also read into a caller's array (``read(indices, out=...)``);
+    :func:`ptyro_core.sources.read_into` does that for any source (copying where it cannot)."""
 
     shape: tuple[int, ...]
     dtype: Any
