@@ -85,6 +85,14 @@ def test_every_source_reads_into_aligned_memory(files, idx, dtype):
         np.testing.assert_array_equal(got, FLAT[idx].astype(dtype), err_msg=name)
 
 
+def test_aligned_buffer_starts_on_64_bytes():
+    for shape in [(3, 5, 7), (1,), (2, 2)]:
+        b = aligned_empty(shape, np.complex64)
+        assert b.ctypes.data % 64 == 0 and b.shape == shape and b.flags.c_contiguous
+        b[...] = 1  # writable
+    assert jnp.asarray(b).shape == (2, 2)
+
+
 def test_aligned_memory_reaches_jax_without_a_copy():
     x = aligned_empty((3, 4, 6), np.float32)
     x[...] = 1.0

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 
 from ptyro_core import PtyroValueError
-from ptyro_core.sources import aligned_empty
 from ptyro_invert import synthetic as syn
 from ptyro_invert.direct import wdd as wdd_mod
 from ptyro_invert.direct._common import scan_lattice
@@ -154,14 +153,6 @@ def test_whole_pixel_shifts_within_the_tolerance():
     np.testing.assert_array_equal(whole[..., 0], [[2, -2], [2, 0]])
     assert len(parts) == 2 and cls[0, 0] == cls[0, 1] == cls[1, 1] != cls[1, 0]
     np.testing.assert_allclose(parts[cls[1, 0]], [0.1, 0.0], atol=wdd_mod.SHIFT_TOLERANCE)
-
-
-def test_aligned_buffer_starts_on_64_bytes():
-    for shape in [(3, 5, 7), (1,), (2, 2)]:
-        b = aligned_empty(shape, np.complex64)
-        assert b.ctypes.data % 64 == 0 and b.shape == shape and b.flags.c_contiguous
-        b[...] = 1  # writable
-    assert jnp.asarray(b).shape == (2, 2)
 
 
 def test_bad_q_batch_fails_with_one_clear_line():
