@@ -134,7 +134,12 @@ def cases():
     return out
 
 
-@pytest.mark.parametrize("slices, modes, extra", [(1, 1, {}), (1, 2, {}), (1, 1, {"detector_blur": 0.7}), (1, 1, {"mask": "ring"}), (2, 1, {}), (2, 2, {})])
+@pytest.mark.parametrize(
+    "slices, modes, extra",
+    [(1, 1, {}), (1, 2, {}), (1, 1, {"detector_blur": 0.7}), (1, 1, {"mask": "ring"}), (2, 1, {}), (2, 2, {}),
+     # a shift per position (the batch's ramp factors), each probe shifted in the chunk
+     (1, 1, {"group_shifts": False}), (1, 2, {"group_shifts": False, "detector_blur": 0.7}), (2, 2, {"group_shifts": False})],
+)  # fmt: skip
 def test_step_far_field_path_follows_the_per_position_model(cases, slices, modes, extra):
     st0, data = cases[slices]
     if modes > 1:

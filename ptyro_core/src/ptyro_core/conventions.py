@@ -36,6 +36,7 @@ __all__ = [
     "fft2c",
     "ifft2c",
     "shift_ramp",
+    "shift_ramp_factors",
     "POLAR_SYMBOLS",
     "AZIMUTHS",
     "ALIASES",
@@ -110,10 +111,26 @@ def ifft2c(x: Array) -> Array:
 def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None, *, host: bool = False) -> Array:
     """The Fourier shift ramp exp(−2πi k·s) (b, nx, ny) in FFT order for shifts (b, 2) (in the
     units of ``sampling``: Å, or pixels with the default): multiplying a wave's FFT by it moves
-    the wave by +s (periodically). Separable: an outer product of two 1D ramps, built in the
-    real dtype that matches ``dtype`` (differentiable with respect to the shifts). ``host``:
-    built with NumPy in float64 and returned as a NumPy array of ``dtype``, for constants made
-    once (an eager JAX evaluation compiles a program per operation, and the process keeps them)."""
+    the wave by +s (periodically). Separable: the outer product of :func:`shift_ramp_factors`,
+    built in the real dtype that matches ``dtype`` (differentiable with respect to the shifts).
+    ``host``: built with NumPy in float64 and returned as a NumPy array of ``dtype``, for
+    constants made once (an eager JAX evaluation compiles a program per operation, and the
+    process keeps them)."""
+    import jax.numpy as jnp
+
+    ex, ey = shift_ramp_factors(shifts, gpts, sampling, dtype, host=host)
+    ramp = ex[:, :, None] * ey[:, None, :]
+    return ramp.astype(jnp.complex64 if dtype is None else dtype) if host else ramp
+
+
+def shift_ramp_factors(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None, *,
+                       host: bool = False) -> tuple[Array, Array]:  # fmt: skip
+    """The two 1D factors (b, nx) and (b, ny) of :func:`shift_ramp`, exp(−2πi kx·sx) and
+    exp(−2πi ky·sy): ``ex[:, :, None] * ey[:, None, :]`` is the ramp. Where many shifts are used
+    once each (a batch's positions), the factors are what is kept: b·(nx + ny) sines and cosines
+    instead of b·nx·ny values, and the product is formed where the ramp is used (by XLA inside
+    the multiplication it feeds, without a sine or a cosine). ``host``: as for ``shift_ramp``
+    (complex128 factors)."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -126,8 +143,7 @@ def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float]
     s = xp.asarray(shifts).astype(real)
     ex = xp.exp(-2j * math.pi * kx[None, :] * s[:, 0:1]).astype(work)  # (b, nx)
     ey = xp.exp(-2j * math.pi * ky[None, :] * s[:, 1:2]).astype(work)  # (b, ny)
-    ramp = ex[:, :, None] * ey[:, None, :]
-    return ramp.astype(dtype) if host else ramp
+    return ex, ey
 
 
 # ----------------------------------------------------------------------------- aberrations
