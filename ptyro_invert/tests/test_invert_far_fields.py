@@ -6,10 +6,11 @@ own differentiation of the plain model gives:
   vector-Jacobian product is that of the plain gather-and-multiply, for any starts (overlapping
   windows, windows clamped at the object's edge) and any probe groups (repeated or unused);
 - the gradient passes a float64 finite-difference check;
-- ``far_fields_add`` adds to the sums it is given;
+- ``far_fields_add`` adds to the sums it is given; with a probe per position (no sums for the
+  probes) it returns their gradient as made;
 - the multislice far fields (``forward.exit_far_fields``) likewise, against the per-position exit
   waves, with the thicknesses' gradient;
-- a reconstruction whose step takes that path (grouped shifts) follows the one whose step
+- a reconstruction whose step takes that path (grouped shifts, or a shift per position) follows the one whose step
   differentiates the per-position model (positions fitted at learning rate 0), with one and
   two slices, one and two probe modes, with a detector blur and a mask. Plain gradient descent, as in
   test_invert_speedups.py (Adam turns round-off at the unlit rim into steps of its rate)."""
@@ -119,6 +120,35 @@ def test_far_fields_add_adds_to_the_sums_it_is_given():
     ao, ap = far_fields_add(obj, probes, group, start, ct, so, sp, W)
     np.testing.assert_allclose(np.asarray(ao), np.asarray(so + go), atol=1e-5)
     np.testing.assert_allclose(np.asarray(ap), np.asarray(sp + gp), atol=1e-5)
+
+
+@pytest.mark.parametrize("slices, modes", [(1, 1), (1, 3), (2, 2)])
+def test_a_probe_per_position_gets_its_gradient_made_not_summed(slices, modes):
+    """``gp`` None (each position its own probe, the group the identity): the probes' gradient is
+    returned as JAX's own differentiation of the per-position model gives it, and the object's is
+    added to the sums given, as with summed probe gradients."""
+    from ptyro_invert.forward import exit_far_fields_add
+
+    rng = np.random.default_rng(10 + slices)
+    obj = jnp.asarray(np.exp(1j * rng.normal(size=(slices,) + OBJ[1:])), jnp.complex64)
+    b = 5
+    _, probes = _arrays(slices + modes, modes, b)
+    dz = jnp.asarray(rng.uniform(1, 3, slices), jnp.float32)
+    start = jnp.asarray([[0, 0], [3, 2], [9, -2], [3, 2], [6, 5]], jnp.int32)
+    group = jnp.arange(b, dtype=jnp.int32)
+    ct = jnp.asarray(rng.normal(size=(b, modes) + W) * (1 + 0.3j), jnp.complex64)
+    prop = None if slices == 1 else jax.vmap(jax.vmap(_shear, in_axes=(0, None)), in_axes=(0, None))
+    h = None if slices == 1 else dz
+    f, back = jax.vjp(lambda o, p: exit_far_fields(o, p, group, start, h, prop, W), obj, probes)
+    go, gp = back(ct)
+    from ptyro_invert.forward import _exit_far_fields
+
+    _, waves = _exit_far_fields(obj, probes, group, start, h, prop, W)
+    sums = obj * 0.5
+    ao, ap, _ = exit_far_fields_add(obj, probes, group, start, h, prop, W, waves, ct, sums, None)
+    assert float(jnp.max(jnp.abs(gp))) > 0
+    np.testing.assert_allclose(np.asarray(ap), np.asarray(gp), atol=1e-5 * float(jnp.max(jnp.abs(gp))))
+    np.testing.assert_allclose(np.asarray(ao), np.asarray(sums + go), atol=1e-5 * float(jnp.max(jnp.abs(go))))
 
 
 @pytest.fixture(scope="module")

@@ -215,12 +215,15 @@ def _unrolled(b: int) -> int:
     return b if b <= FAR_UNROLL else FAR_UNROLL
 
 
-def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: Array, go: Array, gp: Array,
+def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: Array, go: Array, gp: Array | None,
                      window: tuple[int, int], cen: Any = None) -> tuple[Array, Array]:  # fmt: skip
     """The cotangent ``c`` (b, m, px, py) of the waves ``probes[group] · obj[0]``'s windows (times
     ``cen``, the far field's :func:`centring`, where they are the exit waves) taken back: added
-    into the object's first slice and the probes' gradients, one position at a time."""
+    into the object's first slice and the probes' gradients, one position at a time. ``gp``
+    None: each position has a probe of its own (``group`` the identity, b probes), whose
+    gradient (b, m, px, py) is returned as it is made, not added into zeros position by position."""
     m = probes.shape[1]
+    own = gp is None
 
     def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
         go, gp = acc
@@ -233,11 +236,16 @@ def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: A
         do = jnp.sum(c[i] * p, axis=0)[None]
         do, o = (do, o) if cen is None else (_centred(do, cen), _centred(o, cen))
         go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + do, o0)
-        gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
+        if not own:
+            gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
         return go, gp
 
     b = c.shape[0]
-    return jax.lax.fori_loop(0, b, add, (go, gp), unroll=_unrolled(b))
+    go, gp = jax.lax.fori_loop(0, b, add, (go, jnp.zeros((), c.dtype) if gp is None else gp), unroll=_unrolled(b))
+    if own:
+        win = _windows(obj, 0, start, window)
+        gp = c * (win if cen is None else _centred(win, cen))[:, None]
+    return go, gp
 
 
 def _windows(obj: Array, k: int, start: Array, window: tuple[int, int]) -> Array:
@@ -284,11 +292,12 @@ def _exit_far_fields_bwd(propagate: Callable[[Array, Array], Array] | None, wind
 
 
 def exit_far_fields_add(obj: Array, probes: Array, group: Array, start: Array, dz: Array | None, propagate: Callable[[Array, Array], Array] | None,
-                        window: tuple[int, int], waves: tuple[list, list], ct: Array, go: Array, gp: Array) -> tuple[Array, Array, Array | None]:  # fmt: skip
+                        window: tuple[int, int], waves: tuple[list, list], ct: Array, go: Array, gp: Array | None) -> tuple[Array, Array, Array | None]:  # fmt: skip
     """The gradient of :func:`exit_far_fields` for the cotangent ``ct`` of its far fields, added to
     ``go`` (the object's, (s, ox, oy)) and ``gp`` (the probes') in place, and the thicknesses'
     (None for one slice); ``waves``: the waves into and out of each propagation, as the forward
-    made them (``_exit_far_fields``)."""
+    made them (``_exit_far_fields``). ``gp`` None: a probe per position (``group`` the identity),
+    whose gradient is returned, not added to sums."""
     ins, outs = waves
     # read the windows anew (fused into the products), not the forward's gathered copies
     ob = jax.lax.optimization_barrier(obj)
@@ -375,7 +384,7 @@ def make_model(
         return _exit_far_fields(obj, probes, group, start, dz, propagate_all, win)
 
     def far_add(obj: Array, probes: Array, group: Array, dz: Array, start: Array, waves: tuple[list, list], ct: Array, go: Array,
-                gp: Array) -> tuple[Array, Array, Array | None]:  # fmt: skip
+                gp: Array | None) -> tuple[Array, Array, Array | None]:  # fmt: skip
         return exit_far_fields_add(obj, probes, group, start, dz, propagate_all, win, waves, ct, go, gp)
 
     def far_intensities(f: Array) -> Array:

@@ -608,7 +608,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             dd, ii, ww, *rr = xs
             if rr:
                 probes, shift_back = jax.vjp(lambda pr: shifted_probes(pr, None, ramps=(rr[1], rr[2])), q["probe"])
-                group, start, gp0 = jnp.arange(ii.shape[0]), rr[0], jnp.zeros_like(probes)
+                group, start, gp0 = jnp.arange(ii.shape[0]), rr[0], None  # a probe per position: its gradient made, not summed
             else:
                 probes, shift_back, group, start, gp0 = q["probe"], None, cc["group"][ii], cc["start"][ii], acc[0]["probe"]
             args = (q["object"], probes, group, cc["thickness"], start)
