@@ -1,6 +1,7 @@
 """The shared conventions (``ptyro_core.conventions``) against what they must be: the Fourier shift
 ramp moves a wave by whole pixels exactly as ``numpy.roll`` does and by any amount as the shift
-theorem says, composes, keeps the norm and differentiates; the FFT helpers are unitary and
+theorem says, composes, keeps the norm and differentiates, and its two 1D factors are the shift
+theorem along each axis; the FFT helpers are unitary and
 centred; the wavelength matches its non-relativistic limit and the published values; the
 aberration names map to the polar symbols with C10 = −defocus; every ptyro_simul copy is this one."""
 
@@ -41,6 +42,25 @@ def test_shift_ramp_gradient(x64):
 
     f = lambda s: jnp.real(jnp.sum(cv.shift_ramp(s, (8, 6), (0.5, 0.4), jnp.complex128) * jnp.arange(48.0).reshape(1, 8, 6)))  # noqa: E731
     check_grads(f, (jnp.asarray([[0.3, -0.2], [1.1, 0.7]]),), order=1, modes=("rev", "fwd"))
+
+
+def test_shift_ramp_factors_are_the_1d_shift_theorem(x64):
+    """Each factor is exp(−2πi k s) along its axis (k from numpy's fftfreq, in the units of the
+    sampling), on the host in complex128 and on the device, and differentiates in the shifts."""
+    from jax.test_util import check_grads
+
+    s = np.asarray([[0.3, -0.2], [1.1, 0.7], [-2.5, 0.05]])
+    kx, ky = np.fft.fftfreq(7, 0.5), np.fft.fftfreq(6, 0.4)
+    for host in (True, False):
+        ex, ey = cv.shift_ramp_factors(s, (7, 6), (0.5, 0.4), jnp.complex128, host=host)
+        np.testing.assert_allclose(np.asarray(ex), np.exp(-2j * np.pi * kx[None] * s[:, :1]), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(ey), np.exp(-2j * np.pi * ky[None] * s[:, 1:]), atol=1e-12)
+
+    def f(sh):
+        ex, ey = cv.shift_ramp_factors(sh, (7, 6), (0.5, 0.4), jnp.complex128)
+        return jnp.real(jnp.sum(ex * jnp.arange(7.0)[None])) + jnp.imag(jnp.sum(ey * (jnp.arange(6.0) ** 2)[None]))
+
+    check_grads(f, (jnp.asarray(s),), order=1, modes=("rev", "fwd"))
 
 
 def test_fft_helpers_are_unitary_and_centred():
