@@ -118,9 +118,10 @@ def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float]
     process keeps them)."""
     import jax.numpy as jnp
 
+    dtype = jnp.complex64 if dtype is None else dtype
     ex, ey = shift_ramp_factors(shifts, gpts, sampling, dtype, host=host)
     ramp = ex[:, :, None] * ey[:, None, :]
-    return ramp.astype(jnp.complex64 if dtype is None else dtype) if host else ramp
+    return ramp.astype(dtype) if host else ramp
 
 
 def shift_ramp_factors(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None, *,

@@ -223,9 +223,8 @@ def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: A
     None: each position has a probe of its own (``group`` the identity, b probes), whose
     gradient (b, m, px, py) is returned as it is made, not added into zeros position by position."""
     m = probes.shape[1]
-    own = gp is None
 
-    def add(i: Any, acc: tuple[Array, Array]) -> tuple[Array, Array]:
+    def add(i: Any, acc: tuple[Array, Array | None]) -> tuple[Array, Array | None]:
         go, gp = acc
         o0 = (jnp.int32(0), start[i, 0], start[i, 1])
         p0 = (group[i], jnp.int32(0), jnp.int32(0), jnp.int32(0))
@@ -236,13 +235,13 @@ def _add_first_slice(obj: Array, probes: Array, group: Array, start: Array, c: A
         do = jnp.sum(c[i] * p, axis=0)[None]
         do, o = (do, o) if cen is None else (_centred(do, cen), _centred(o, cen))
         go = jax.lax.dynamic_update_slice(go, jax.lax.dynamic_slice(go, o0, (1,) + window) + do, o0)
-        if not own:
+        if gp is not None:
             gp = jax.lax.dynamic_update_slice(gp, jax.lax.dynamic_slice(gp, p0, (1, m) + window) + (c[i] * o)[None], p0)
         return go, gp
 
     b = c.shape[0]
-    go, gp = jax.lax.fori_loop(0, b, add, (go, jnp.zeros((), c.dtype) if gp is None else gp), unroll=_unrolled(b))
-    if own:
+    go, gp = jax.lax.fori_loop(0, b, add, (go, gp), unroll=_unrolled(b))  # None carries nothing
+    if gp is None:
         win = _windows(obj, 0, start, window)
         gp = c * (win if cen is None else _centred(win, cen))[:, None]
     return go, gp
