@@ -243,7 +243,7 @@ def _image(
     **kw: Any,
 ) -> Any:
     im = ax.imshow(np.asarray(img).T, origin="lower", extent=extent, cmap=cmap, interpolation="nearest", **kw)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, y=1.0)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
@@ -497,7 +497,7 @@ def plot_loss(path: Path | str | None, loss: np.ndarray, *, name: str = "loss", 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"{name} loss (mean per pattern)")
-    ax.set_title("Reconstruction convergence")
+    ax.set_title("Reconstruction convergence", y=1.0)
     ax.grid(alpha=0.3)
     return _done(fig, path)
 
