@@ -1,8 +1,9 @@
-"""The noise floor per pixel (``losses.expected_loss_per_pixel``) reads the nearest node of a fine
-uniform log-λ grid by direct indexing, one gather per pixel (``jnp.interp``'s search cost half of
-a Poisson reconstruction pass on the CPU; linear interpolation's two gathers, 3-4x one): checked
-against the exact Poisson expectation summed at the rates themselves, at any rate in the table's
-range (within 0.1 %, unbiased on average), and the fine grid's nodes against it too."""
+"""The noise floor per pixel (``losses.expected_loss_per_pixel``) reads the value at the centre of
+a rate's bin in a fine table, the bin taken from the rate's float32 bits (512 bins per octave; one
+gather per pixel and no logarithm: ``jnp.interp``'s search cost half of a Poisson reconstruction
+pass on the CPU, linear interpolation's two gathers 3-4x one): checked against the exact Poisson
+expectation summed at the rates themselves, at any rate in the table's range (within 0.1 %,
+unbiased on average), and the fine table's nodes against it too."""
 
 import math
 
@@ -34,8 +35,20 @@ def test_the_nearest_node_is_unbiased_and_the_nodes_exact():
         ours = np.asarray(losses.expected_loss_per_pixel(name, jnp.asarray(lam, jnp.float32)), np.float64)
         rel = ours / losses._poisson_table(fn, lam) - 1
         assert abs(np.mean(rel)) < 1e-4 < np.max(np.abs(rel)) < 1.1e-3, name  # rounding to the node: errors of both signs
-        nodes = np.exp(np.linspace(losses._LOG_LAM[0], losses._LOG_LAM[-1], losses._FINE_NODES)[::61])
-        np.testing.assert_allclose(losses._fine_tables()[name][::61], losses._poisson_table(fn, nodes), rtol=2e-5)
+        nodes = losses._fine_nodes()
+        inside = np.flatnonzero(nodes <= losses._LAM_MAX)[::61]
+        np.testing.assert_allclose(losses._fine_tables()[name][inside], losses._poisson_table(fn, nodes[inside]), rtol=2e-5)
+
+
+def test_the_bin_is_read_from_the_bits():
+    # every rate falls in the bin whose centre is nearest in bits: at most half a bin from it,
+    # and the bins' edges are where the float's bits cross a multiple of 2**_NODE_SHIFT
+    nodes = losses._fine_nodes()
+    lam = np.exp(np.random.default_rng(1).uniform(math.log(1.01e-4), math.log(9.9e2), 5000)).astype(np.float32)
+    j = (lam.view(np.int32).astype(np.int64) - losses._BITS_MIN) >> losses._NODE_SHIFT
+    assert np.all(np.abs(np.log(lam / nodes[j])) <= 2.0 ** -(23 - losses._NODE_SHIFT))
+    ours = np.asarray(losses.expected_loss_per_pixel("poisson", jnp.asarray(lam)))
+    np.testing.assert_array_equal(ours, losses._fine_tables()["poisson"].astype(np.float32)[j])
 
 
 def test_floor_matches_the_exact_expectation_between_nodes():
