@@ -1,8 +1,12 @@
 // A timing prototype (issue 18, session 13): RECON-A's chunk work in plain C++ on one thread:
 // per position the object window times its grouped probe (with the centring sign), an FFT, the
 // amplitude loss and its gradient, an inverse FFT, and the object's and the probe's gradients added
-// in place (pocketfft's c2c, the header plugins/ptyro-native vendors). NOT checked against the XLA
-// path: it measures what such a kernel costs, nothing else. Run by bench.py.
+// in place (pocketfft's c2c, the header plugins/ptyro-native vendors). Run by bench.py, which also
+// checks it (--check) against JAX's gradient of the same loss on small inputs:
+//   L = sum_j w_j sum_pixels (sqrt(|FFT_ortho(P_g(j) * O_window(j) * s)|^2 * scale + 1e-12) - sqrt(d_j + 1e-12))^2
+// with s the centring sign (-1)^(x+y); returns L, and adds dL/dRe + i dL/dIm to go and gp (jax.grad
+// returns their complex conjugates). It is not the library's step (no modes, masks, other losses
+// or noise floor): it measures what such a kernel costs.
 #include <complex>
 #include <vector>
 #include <cmath>
@@ -48,7 +52,7 @@ extern "C" double chunk(const C *__restrict obj, int ox, int oy, const C *__rest
       const float a = std::sqrt((re * re + im * im) * scale + 1e-12f);
       const float r = a - std::sqrt(d[i] + 1e-12f);
       lj += r * r;
-      const float f = wj * 2.f * r / a;
+      const float f = wj * 2.f * scale * r / a;
       pf[2 * i] = re * f; pf[2 * i + 1] = im * f;
     }
     loss += wj * lj;
