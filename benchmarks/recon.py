@@ -97,10 +97,10 @@ def compile_share(r: dict) -> dict | None:
     first, steady = r.get("first_call_s"), r.get("median_s")
     if not isinstance(first, (int, float)) or not steady:
         return None
+    disturbed = steady >= first  # the steady rounds slower than a call that also compiled: no share to report
     out = {"first call s": round(first, 3), "steady call s (median)": round(steady, 3), "compile s (first - steady)": round(first - steady, 3),
-           "compile share of the first call": round((first - steady) / first, 3)}  # fmt: skip
-    if steady >= first:  # the steady rounds were disturbed (slower than a call that also compiled): no share to report
-        out["compile share of the first call"] = None
+           "compile share of the first call": None if disturbed else round((first - steady) / first, 3)}  # fmt: skip
+    if disturbed:
         out["note"] = "not measured: the steady call was slower than the first call, which also compiled (a disturbed round)"
     return out
 

@@ -13,15 +13,22 @@ BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmar
 @pytest.fixture(scope="module")
 def compile_share():
     """benchmarks/recon.py's function, imported with benchmarks/ on the path only meanwhile (its
-    modules' names, e.g. ``cases`` and ``runner``, stay out of the other tests' way)."""
+    modules' names, e.g. ``cases`` and ``runner``, stay out of the other tests' way; ``runner``
+    puts benchmarks/ on the path itself, so the whole path is restored)."""
+    saved = list(sys.path)
     sys.path.insert(0, BENCH)
     try:
         mod = importlib.import_module("recon")
     finally:
-        sys.path.remove(BENCH)
+        sys.path[:] = saved
         for name in ("recon", "cases", "runner"):
             sys.modules.pop(name, None)
     return mod.compile_share
+
+
+def test_the_benchmarks_leave_the_path(compile_share):
+    here = os.path.realpath(BENCH)
+    assert not any(os.path.realpath(p) == here for p in sys.path if p)
 
 
 def test_share_of_the_first_call(compile_share):
