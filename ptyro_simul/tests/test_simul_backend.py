@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ptyro_core
-import ptyro_simul.backend as be
+import ptyro_core.backends as be
 from ptyro_core import Grid, PotentialSlices, PtyroValueError, UnknownComponentError, hookimpl
 from ptyro_core.protocols import FarFieldBackend
 from ptyro_simul.multislice import crop_windows, fresnel_far_field, multislice

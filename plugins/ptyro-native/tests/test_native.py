@@ -155,7 +155,7 @@ def test_sharded_batches_with_several_devices():
 
 
 def test_an_unloadable_kernel_is_named_and_auto_runs_xla(monkeypatch, tmp_path):
-    import ptyro_simul.backend as be
+    import ptyro_core.backends as be
 
     monkeypatch.setattr(kernel, "_state", {})
     monkeypatch.setattr(kernel, "LIBRARY", tmp_path / "missing.so")

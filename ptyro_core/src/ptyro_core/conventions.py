@@ -35,6 +35,7 @@ __all__ = [
     "ifft2",
     "fft2c",
     "ifft2c",
+    "centring",
     "shift_ramp",
     "shift_ramp_factors",
     "POLAR_SYMBOLS",
@@ -106,6 +107,23 @@ def ifft2c(x: Array) -> Array:
     import jax.numpy as jnp
 
     return ifft2(jnp.fft.ifftshift(x, axes=(-2, -1)))
+
+
+def centring(shape: tuple[int, int], dtype: Any = "float32") -> Any:
+    """The ramp c (nx, ny) that centres a far field (the library's far fields and patterns are
+    centred: :class:`~ptyro_core.Dataset4D`): ``FFT(ψ · c) = fftshift(FFT(ψ))`` (zero
+    frequency at index n // 2), c(x, y) = exp(2πi (nx//2 · x / nx + ny//2 · y / ny)). For even sizes
+    it is the real ±1 checkerboard (``dtype``, real); else complex (``dtype``'s complex kind).
+    A NumPy array, made on the host (a constant of the programs that use it)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    nx, ny = int(shape[0]), int(shape[1])
+    if nx % 2 == 0 and ny % 2 == 0:
+        sx, sy = 1 - 2 * (np.arange(nx) % 2), 1 - 2 * (np.arange(ny) % 2)
+        return np.outer(sx, sy).astype(np.dtype(jnp.finfo(dtype).dtype))
+    ramp = lambda n: np.exp(2j * np.pi * (n // 2) * np.arange(n) / n)  # noqa: E731
+    return np.outer(ramp(nx), ramp(ny)).astype(np.result_type(np.dtype(jnp.finfo(dtype).dtype), np.complex64))
 
 
 def shift_ramp(shifts: Any, gpts: tuple[int, int], sampling: tuple[float, float] = (1.0, 1.0), dtype: Any = None, *, host: bool = False) -> Array:

@@ -43,6 +43,7 @@ __all__ = [
     "PlannedSimulator",
     "KernelPropagator",
     "FarFieldBackend",
+    "WindowFarFields",
     "Reader",
     "PatternSource",
     "PROTOCOLS",
@@ -170,6 +171,27 @@ class FarFieldBackend(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, waves: Any, head: tuple[Any, Any], last: tuple[Any, Any], offsets: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class WindowFarFields(Protocol):
+    """What a far-field back end (kind ``backend``) may also run: the far fields of a
+    reconstruction's windows on a single-slice object, and their gradient (what
+    :func:`ptyro_invert.forward.far_fields` and :func:`~ptyro_invert.forward.far_fields_add`
+    compute with XLA). ``auto`` uses a back end for a reconstruction only if it has both methods
+    (and :meth:`~FarFieldBackend.unavailable` is None for the waves).
+
+    - ``window_far_fields(obj (1, ox, oy), probes (g, m, nx, ny), group (b,) int32, start (b, 2)
+      int32) -> (b, m, nx, ny)``: the unitary FFT of ``probes[group[i]]`` times the object's window
+      from pixel ``start[i]``, centred (zero frequency at ``n // 2``);
+    - ``window_far_fields_add(obj, probes, group, start, ct (b, m, nx, ny), go, gp) -> (go, gp)``:
+      their gradient for the cotangent ``ct`` added into the sums ``go`` (1, ox, oy) and ``gp``
+      (g, m, nx, ny); ``gp`` None: a probe per position, whose gradient (b, m, nx, ny) is returned.
+    """
+
+    def window_far_fields(self, obj: Any, probes: Any, group: Any, start: Any) -> Any: ...
+
+    def window_far_fields_add(self, obj: Any, probes: Any, group: Any, start: Any, ct: Any, go: Any, gp: Any) -> tuple[Any, Any]: ...
 
 
 @runtime_checkable

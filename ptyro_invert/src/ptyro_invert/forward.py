@@ -28,7 +28,7 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import Grid, ReconState, get
-from ptyro_core.conventions import shift_ramp, shift_ramp_factors
+from ptyro_core.conventions import centring, shift_ramp, shift_ramp_factors
 
 __all__ = [
     "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "centring", "intensities", "mode_power",
@@ -118,18 +118,6 @@ def blur_transfer(sigma: float, shape: tuple[int, int], dtype: Any = jnp.float32
     fx = np.fft.fftfreq(shape[0])[:, None]
     fy = np.fft.fftfreq(shape[1])[None, :]
     return jnp.asarray(np.exp(-2 * np.pi**2 * sigma**2 * (fx**2 + fy**2)), dtype)
-
-
-def centring(shape: tuple[int, int], dtype: Any = jnp.float32) -> np.ndarray:
-    """The ramp c (nx, ny) that centres a far field: ``FFT(ψ · c) = fftshift(FFT(ψ))`` (zero
-    frequency at index n // 2), c(x, y) = exp(2πi (nx//2 · x / nx + ny//2 · y / ny)). For even sizes
-    it is the real ±1 checkerboard (``dtype``, real); else complex (``dtype``'s complex kind)."""
-    nx, ny = int(shape[0]), int(shape[1])
-    if nx % 2 == 0 and ny % 2 == 0:
-        sx, sy = 1 - 2 * (np.arange(nx) % 2), 1 - 2 * (np.arange(ny) % 2)
-        return np.outer(sx, sy).astype(np.dtype(jnp.finfo(dtype).dtype))
-    ramp = lambda n: np.exp(2j * np.pi * (n // 2) * np.arange(n) / n)  # noqa: E731
-    return np.outer(ramp(nx), ramp(ny)).astype(np.result_type(np.dtype(jnp.finfo(dtype).dtype), np.complex64))
 
 
 def intensities(psi: Array, blur: Array | None = None) -> Array:
@@ -298,6 +286,9 @@ def exit_far_fields_add(obj: Array, probes: Array, group: Array, start: Array, d
     made them (``_exit_far_fields``). ``gp`` None: a probe per position (``group`` the identity),
     whose gradient is returned, not added to sums."""
     ins, outs = waves
+    # the probe indices clamped as the forward's jnp.take(mode="clip") clamps them (dynamic_slice
+    # would first wrap a negative one, taking the gradient to another probe than the forward read)
+    group = jnp.clip(group, 0, probes.shape[0] - 1)
     # read the windows anew (fused into the products), not the forward's gathered copies
     ob = jax.lax.optimization_barrier(obj)
     # the unitary DFT matrix is symmetric: its transpose is itself (JAX's cotangents, no conjugate)
@@ -336,6 +327,7 @@ def make_model(
     propagator: Any = "fresnel",
     num_slices: int = 1,
     detector_blur: float = 0.0,
+    far_backend: Any = None,
 ) -> Callable[[Array, Array, Array, Array], Array]:
     """``model(object (s,ox,oy), probe (m,px,py), dz (s,), position (2,)) -> I (px, py)`` centred
     (:func:`intensities`) for one position; vmap it over positions. Name lookups happen here, outside ``jit``.
@@ -348,7 +340,9 @@ def make_model(
     ``model.far_forward(object, probes, group, dz, start) -> (far fields, waves)`` and
     ``model.far_add(object, probes, group, dz, start, waves, cotangent, sums...)`` the far fields
     and their gradient added into the caller's sums (:func:`exit_far_fields_add`; None where the
-    slices are too many to unroll)."""
+    slices are too many to unroll). ``far_backend``: a back end that runs the single-slice far
+    fields and their gradient (:class:`~ptyro_core.protocols.WindowFarFields`, e.g. ptyro-native's
+    ``native``) in ``far_forward`` and ``far_add`` (None: XLA; multislice objects: always XLA)."""
     grid = Grid(tuple(window), tuple(sampling))
     propagate = None
     if num_slices > 1:
@@ -379,11 +373,17 @@ def make_model(
             return batched(obj, jnp.take(probes, group, axis=0), dz, start)
         return far_intensities(exit_far_fields(obj, probes, group, start, dz if obj.shape[0] > 1 else None, propagate_all, win))
 
+    native = far_backend if num_slices == 1 else None
+
     def far_forward(obj: Array, probes: Array, group: Array, dz: Array, start: Array) -> tuple[Array, tuple[list, list]]:
+        if native is not None:
+            return native.window_far_fields(obj, probes, group, start), ([], [])
         return _exit_far_fields(obj, probes, group, start, dz, propagate_all, win)
 
     def far_add(obj: Array, probes: Array, group: Array, dz: Array, start: Array, waves: tuple[list, list], ct: Array, go: Array,
                 gp: Array | None) -> tuple[Array, Array, Array | None]:  # fmt: skip
+        if native is not None:
+            return (*native.window_far_fields_add(obj, probes, group, start, ct, go, gp), None)
         return exit_far_fields_add(obj, probes, group, start, dz, propagate_all, win, waves, ct, go, gp)
 
     def far_intensities(f: Array) -> Array:

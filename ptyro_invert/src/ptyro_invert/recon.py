@@ -28,6 +28,7 @@ import numpy as np
 from jax import Array
 
 from ptyro_core import Dataset4D, PtyroTypeError, PtyroValueError, ReconState, get, replace
+from ptyro_core.backends import XLA, check_backend_name, resolve_backend
 from ptyro_core.conventions import energy2wavelength as wavelength
 from ptyro_core.conventions import shift_ramp
 from ptyro_core.pipeline import (
@@ -43,6 +44,7 @@ from ptyro_core.pipeline import (
     round_batch_size,
     scan_sharding,
 )
+from ptyro_core.protocols import WindowFarFields
 from ptyro_core.sources import aligned_empty, read_into
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
@@ -403,6 +405,9 @@ class StepConfig:
     #: an algorithm's own constraints and regularisers (see :func:`run_reconstruction`)
     constraints: tuple[Callable[[dict], dict], ...] = ()
     regularisers: tuple[Callable[[dict], Any], ...] = ()
+    #: the back end of the single-slice far fields and their gradient: "xla" or a registered back
+    #: end's name (see :func:`_far_backend`)
+    backend: str = "xla"
 
 
 def _schedule(lr: Any, cfg: StepConfig) -> Any:
@@ -556,7 +561,8 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
     batch passes the whole batch's, so that the parts' gradients add up to the batch's). With
     ``shared``, ``p0`` are the parameters after :func:`_shared` (made once for all the parts of
     a batch) and the gradient is with respect to them."""
-    model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur)
+    model = make_model(cfg.window, cfg.sampling, cfg.energy, propagator=cfg.propagator, num_slices=cfg.num_slices, detector_blur=cfg.detector_blur,
+                       far_backend=None if cfg.backend == XLA else get("backend", cfg.backend))  # fmt: skip
     loss_fn = _resolve_loss(cfg.loss)
     batched = jax.vmap(model, in_axes=(None, None, None, 0))
     at_starts = model.at_starts  # type: ignore[attr-defined]
@@ -976,6 +982,7 @@ def run_reconstruction(
     report: list | None = None,
     constraints: Sequence[Callable[[dict], dict]] = (),
     regularisers: Sequence[Callable[[dict], Any]] = (),
+    backend: Any = "auto",
 ) -> ReconState:
     """The shared engine (a small driver around the pure :func:`recon_step`); see
     :func:`single_slice` for the public options.
@@ -1046,6 +1053,7 @@ def run_reconstruction(
     grouped = None if (fit_positions or not group_shifts) else shift_groups(nominal, state.sampling, window, max_groups=max(b // 2, 1))
     # a position's transforms: one per slice, and one more where its probe is shifted by an FFT of its own
     nstreams = step_streams(streams, mesh, b, (num_slices + (grouped is None)) * int(state.probe.shape[0]) * int(np.prod(state.probe.shape[-2:])))
+    far_name = _far_backend(backend, state, params, ndev)
     cfg = StepConfig(
         algorithm=algorithm, window=window, sampling=(float(state.sampling[0]), float(state.sampling[1])), energy=float(state.energy),
         dtype=str(np.dtype(state.object.dtype)), num_slices=num_slices, propagator=propagator, detector_blur=float(detector_blur),
@@ -1057,6 +1065,7 @@ def run_reconstruction(
         phase_positive=bool(phase_positive), orthogonalize=bool(orthogonalize), fix_probe_intensity=bool(fix_probe_intensity),
         remove_phase_ramp=_ramp_mode(remove_phase_ramp), scan_scale=scan_scale, grouped=grouped is not None,
         chunk_size=_chunk_positions(chunk_size, window, int(state.probe.shape[0]), num_slices), batch=b, ndev=ndev, mesh=mesh if ndev > 1 else None, constraints=tuple(constraints), regularisers=tuple(regularisers),
+        backend=far_name,
     )  # fmt: skip
     opt_state = _init_optimizer(cfg, params)
     if ck is not None:
@@ -1072,6 +1081,26 @@ def run_reconstruction(
         loss_reason=loss_reason, extras={"probe_power": np.asarray(probe_power), "probe_centroid": probe_centroid},
         streams=nstreams,
     )  # fmt: skip
+
+
+def _far_backend(backend: Any, state: ReconState, params: dict, ndev: int) -> str:
+    """The name of the back end that runs the step's far fields and their gradient (``backend``
+    ``"auto" | "xla" | NAME``, the rules of :mod:`ptyro_core.backends`): a registered back end
+    offering :class:`~ptyro_core.protocols.WindowFarFields` runs them for a single-slice object
+    whose fitted parameters are the object, the probe and its aberrations (the step's far-field
+    path, :func:`_gradient`); everything else is XLA's (``auto``), or an error naming why (a
+    named back end)."""
+    name = check_backend_name(backend)
+    slices = int(state.object.shape[0])
+    other = sorted(set(params) - {"object", "probe", "aberrations"})
+    if name not in ("auto", XLA) and (slices > 1 or other):
+        why = f"a {slices}-slice object" if slices > 1 else f"fitting {', '.join(other)}"
+        raise PtyroValueError(f"backend: {name!r} runs the far fields of single-slice reconstructions that fit the object and the probe only, "
+                              f"and this one has {why}; use 'auto' or 'xla'")  # fmt: skip
+    if name == XLA or slices > 1 or other:
+        return XLA
+    return resolve_backend(name, state.probe.dtype, windowed=True, needs=WindowFarFields, what="window far-field", who="ptyro_invert",
+                           single_device=ndev == 1)[0]  # fmt: skip
 
 
 def _read_resume(checkpoint: Any, expected: dict) -> dict | None:
@@ -1307,7 +1336,7 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             out = current_state(it + 1, hist)
             entry: dict[str, Any] = {"pass": it + 1, "loss": float(vals[0]), "loss_name": loss_name, "loss_reason": loss_reason,
                                      "noise_floor": float(vals[1]) if cfg.floor else None, "time_s": time.perf_counter() - t0,
-                                     "streams": steps.k}  # fmt: skip
+                                     "streams": steps.k, "backend": cfg.backend}  # fmt: skip
             if "aberrations" in params:
                 entry["aberrations"] = aberrations_in_angstrom(params["aberrations"], k_alpha, cfg.energy)
             if "affine" in params:
@@ -1387,6 +1416,11 @@ _COMMON_DOC = """
     thread, then summed into one update (the same step up to round-off; :func:`step_streams`).
     By default one per core on a single CPU device (``PTYRO_STREAMS`` overrides), 1 on
     accelerators and on a mesh of several devices: XLA runs a CPU program's FFTs on one thread.
+    ``backend``: who computes a single-slice step's far fields and their gradient: ``"auto"``
+    (the default) a registered back end that offers it (ptyro-native's ``native`` CPU kernel,
+    when installed) on a single CPU device for complex64 waves, else XLA; ``"xla"``; or a back
+    end's name (an error says why where it cannot run). The same step up to float32 round-off;
+    multislice objects and fitted positions, scan or thicknesses always run XLA.
 
     Forgiving nominal optics and counted data: ``loss="auto"`` (the default) chooses ``poisson``
     for counts (integers, or integer multiples of one quantum, which is divided out) and
@@ -1407,7 +1441,7 @@ _COMMON_DOC = """
     pass the previous result as the state). ``report``: a list that receives one dict per pass
     (``loss``, ``loss_name``, ``loss_reason``, ``noise_floor`` (the loss expected at the shot
     noise of counted data, else None), ``time_s``, ``streams`` (parts of each batch computed at
-    once), ``aberrations`` (changes in Å, φ12 in rad),
+    once), ``backend`` (of the far fields), ``aberrations`` (changes in Å, φ12 in rad),
     ``scan`` (scale change, rotation), ``position_correction_rms``); with ``progress`` a one-line
     summary (loss against the noise floor) is printed at the end.
 """

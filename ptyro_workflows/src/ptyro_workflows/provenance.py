@@ -14,7 +14,8 @@ Stored in every file we write as the HDF5 group ``/provenance``:
   ``memory_budget`` (bytes);
 - for a reconstruction, ``execution`` too (:func:`ptyro_workflows.io.execution_record`): the
   data's dtype as held (``data_dtype``: counts stay integers), where they were read from
-  (``data``), ``memory_budget`` (bytes) and ``streams``;
+  (``data``), ``memory_budget`` (bytes), ``streams`` and ``backend`` (the steps' far fields,
+  e.g. ``xla`` or ``native``);
 - for a reconstruction, a subgroup ``source`` with the provenance of the dataset it read.
 """
 

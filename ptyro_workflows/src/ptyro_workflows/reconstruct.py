@@ -209,7 +209,7 @@ def reconstruct(
         check_calibration(dataset.grid, dataset.energy, float(cfg["probe"]["semiangle_cutoff"]))
         check_plan(plan_reconstruction(dataset, cfg))
         state = initial_state(dataset, cfg)
-    report = [] if report is None else report  # its pass entries say how many streams the steps ran in
+    report = [] if report is None else report  # its pass entries say how many streams the steps ran in, on which back end
     options = _algorithm_options(r, progress=progress, resume=resume, checkpoint=checkpoint, report=report)
     if resume is not None:
         from ptyro_invert.checkpoint import check_resume, fingerprint
@@ -220,8 +220,9 @@ def reconstruct(
     if out is not None:
         from ptyro_workflows.io import execution_record
 
-        streams = next((e["streams"] for e in reversed(report) if isinstance(e, dict) and "streams" in e), 1)
-        record = {"execution": execution_record(dataset, streams=streams), **dict(record or {})}  # the data's dtype as held, memory budget, streams
+        last = next((e for e in reversed(report) if isinstance(e, dict) and "streams" in e), {})
+        # the data's dtype as held, memory budget, streams, the far fields' back end
+        record = {"execution": execution_record(dataset, streams=last.get("streams", 1), backend=last.get("backend", "xla")), **dict(record or {})}
         _write(out, result, cfg, float(dataset.energy), found, command=command, record=record, overwrite=overwrite)
     return result
 

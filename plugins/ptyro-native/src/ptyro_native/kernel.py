@@ -1,6 +1,8 @@
 """The native CPU far field of multislice: one XLA FFI kernel (``cpp/fresnel.cc``, compiled when
 this distribution is installed) that runs the whole slice loop and the detector's transform of a
-batch of waves, on the full grid or in windows.
+batch of waves, on the full grid or in windows; and the far fields of a reconstruction's windows
+on a single-slice object with their gradient (``cpp/window.cc``:
+:class:`~ptyro_core.protocols.WindowFarFields`, what :mod:`ptyro_invert.forward` computes with XLA).
 
 XLA runs every elementwise multiplication of the slice loop (t·ψ in real space, k·Ψ in Fourier
 space) as its own pass over memory between its FFTs, and cannot fuse them into the FFTs. The
@@ -36,12 +38,18 @@ __all__ = ["LIBRARY", "NativeBackend", "load", "native"]
 LIBRARY = Path(__file__).with_name("ptyro_fresnel.so")
 TARGET = "ptyro_fresnel_far_field"
 WINDOWED = "ptyro_fresnel_far_field_windowed"
+#: the reconstructions' targets (cpp/window.cc): FFI target name -> exported handler symbol
+RECON_TARGETS = {
+    "ptyro_window_far_fields": "PtyroWindowFarFields",
+    "ptyro_window_far_fields_add": "PtyroWindowFarFieldsAdd",
+    "ptyro_window_far_fields_add_each": "PtyroWindowFarFieldsAddEach",
+}
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
 
 def load() -> str | None:
-    """Load the installed kernel and register its two FFI targets with XLA (once per process):
+    """Load the installed kernel and register its FFI targets with XLA (once per process):
     None when done, else why it could not be (remembered)."""
     with _lock:
         if "error" not in _state:
@@ -49,6 +57,8 @@ def load() -> str | None:
                 lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
                 jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.PtyroFresnelFarField), platform="cpu")
                 jax.ffi.register_ffi_target(WINDOWED, jax.ffi.pycapsule(lib.PtyroFresnelFarFieldWindowed), platform="cpu")
+                for target, symbol in RECON_TARGETS.items():
+                    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
                 _state.update(error=None, lib=lib)
             except Exception as exc:  # noqa: BLE001 - any failure means: this back end is unavailable
                 _state.update(error=f"the kernel {LIBRARY} could not be loaded ({type(exc).__name__}: {exc})")
@@ -56,7 +66,8 @@ def load() -> str | None:
 
 
 class NativeBackend(FarFieldBackend):
-    """The far-field back end ``native``: complex64 waves on the CPU, full grid or windowed."""
+    """The far-field back end ``native``: complex64 waves on the CPU, full grid or windowed; and
+    the reconstructions' window far fields (:class:`~ptyro_core.protocols.WindowFarFields`)."""
 
     def unavailable(self, dtype: Any, windowed: bool) -> str | None:
         if jnp.dtype(dtype) != jnp.complex64:
@@ -71,8 +82,67 @@ class NativeBackend(FarFieldBackend):
         args = (waves, head[0], last[0], head[1], last[1]) + (() if offsets is None else (offsets,))
         return _kernel(offsets is not None)(*args)
 
+    def window_far_fields(self, obj: Array, probes: Array, group: Array, start: Array) -> Array:
+        """The centred unitary far fields (b, m, nx, ny) of ``probes[group[i]]`` (of (g, m, nx, ny))
+        times the window of the single-slice object (1, ox, oy) from pixel ``start[i]``: what
+        :func:`ptyro_invert.forward.far_fields` computes, differentiable (its gradient is
+        :meth:`window_far_fields_add`'s)."""
+        return _window_far_fields(obj, probes, jnp.asarray(group, jnp.int32), jnp.asarray(start, jnp.int32))
+
+    def window_far_fields_add(self, obj: Array, probes: Array, group: Array, start: Array, ct: Array, go: Array,
+                              gp: Array | None) -> tuple[Array, Array]:  # fmt: skip
+        """The gradient of :meth:`window_far_fields` for the cotangent ``ct`` (b, m, nx, ny) of its far
+        fields (JAX's convention, no conjugates) added into ``go`` (1, ox, oy) and ``gp``
+        (g, m, nx, ny) in place; ``gp`` None: a probe per position (``group`` the identity), whose
+        gradient (b, m, nx, ny) is returned. Not itself differentiable (it is a gradient)."""
+        return _window_add(obj, probes, jnp.asarray(group, jnp.int32), jnp.asarray(start, jnp.int32), ct, go, gp)
+
     def __repr__(self) -> str:
         return "native"
+
+
+def _loaded() -> None:
+    if load() is not None:
+        raise RuntimeError(f"ptyro_native: {load()}")
+
+
+def _centring(shape: tuple[int, ...]) -> Array:
+    from ptyro_core.conventions import centring
+
+    # real (±1) for even sizes: the kernel takes it as complex64 in every case
+    return jnp.asarray(centring((int(shape[-2]), int(shape[-1])), "complex64"), jnp.complex64)
+
+
+def _window_add(obj: Array, probes: Array, group: Array, start: Array, ct: Array, go: Array, gp: Array | None) -> tuple[Array, Array]:
+    _loaded()
+    args = (obj, probes, group, start, _centring(probes.shape), ct, go)
+    if gp is None:
+        out = (jax.ShapeDtypeStruct(go.shape, go.dtype), jax.ShapeDtypeStruct(ct.shape, ct.dtype))
+        return tuple(jax.ffi.ffi_call("ptyro_window_far_fields_add_each", out, input_output_aliases={6: 0})(*args))  # type: ignore[return-value]
+    out = (jax.ShapeDtypeStruct(go.shape, go.dtype), jax.ShapeDtypeStruct(gp.shape, gp.dtype))
+    return tuple(jax.ffi.ffi_call("ptyro_window_far_fields_add", out, input_output_aliases={6: 0, 7: 1})(*args, gp))  # type: ignore[return-value]
+
+
+@jax.custom_vjp
+def _window_far_fields(obj: Array, probes: Array, group: Array, start: Array) -> Array:
+    _loaded()
+    out = jax.ShapeDtypeStruct((group.shape[0], probes.shape[1]) + probes.shape[2:], jnp.complex64)
+    return jax.ffi.ffi_call("ptyro_window_far_fields", out, vmap_method="sequential")(obj, probes, group, start, _centring(probes.shape))
+
+
+def _window_fwd(obj: Array, probes: Array, group: Array, start: Array) -> tuple[Array, tuple]:
+    return _window_far_fields(obj, probes, group, start), (obj, probes, group, start)
+
+
+def _window_bwd(res: tuple, ct: Array) -> tuple:
+    obj, probes, group, start = res
+    # the far fields are linear in the object and in the probes (holomorphic): JAX's VJP is the
+    # transpose, no conjugates, which the add kernel computes (into zeroed sums here)
+    go, gp = _window_add(obj, probes, group, start, ct, jnp.zeros_like(obj), jnp.zeros_like(probes))
+    return go, gp, None, None
+
+
+_window_far_fields.defvjp(_window_fwd, _window_bwd)
 
 
 #: the ``native`` back end component

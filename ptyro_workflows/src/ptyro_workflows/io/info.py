@@ -24,12 +24,13 @@ def read_file_provenance(path: str | Path) -> dict[str, Any]:
         return read_provenance(f["provenance"])
 
 
-def execution_record(dataset: Any, *, memory_budget: float | None = None, streams: int = 1) -> dict[str, Any]:
+def execution_record(dataset: Any, *, memory_budget: float | None = None, streams: int = 1, backend: str = "xla") -> dict[str, Any]:
     """What a reconstruction actually used, for its provenance's ``execution``: the data's
     dtype as held (counts stay integers) and where they were read from, the memory budget
-    (bytes: ``memory_budget``, else ``PTYRO_MEMORY_BUDGET`` or 80% of available memory) and
+    (bytes: ``memory_budget``, else ``PTYRO_MEMORY_BUDGET`` or 80% of available memory),
     ``streams``: the parts of each batch whose gradients were computed at once (the steps run
-    in order; on one CPU device one part per core, ``PTYRO_STREAMS`` overrides)."""
+    in order; on one CPU device one part per core, ``PTYRO_STREAMS`` overrides), and ``backend``:
+    who computed the steps' far fields (``xla``, or a registered back end such as ``native``)."""
     from ptyro_core.pipeline import memory_budget as budget
 
     src = dataset.array
@@ -39,6 +40,7 @@ def execution_record(dataset: Any, *, memory_budget: float | None = None, stream
         "data": where,
         "memory_budget": float(budget() if memory_budget is None else memory_budget),
         "streams": int(streams),
+        "backend": str(backend),
     }
 
 
