@@ -32,7 +32,8 @@ def _floor_ratio(case: dict, ours: str) -> tuple[float | None, str]:
     fastest = min(a) / min(b)
     per = (case.get("ratios", {}).get(f"{ours}/fft-floor") or {}).get("per_round") or [med]
     chunk = ((case.get("fft-floor") or {}).get("info") or {}).get("chunk")
-    kernel = "native CPU kernel; " if ((case.get(ours) or {}).get("info") or {}).get("native") else ""
+    oi = (case.get(ours) or {}).get("info") or {}
+    kernel = "native CPU kernel; " if oi.get("native") or oi.get("backend") == "native" else ""  # SIM: native; RECON: its far fields' back end
     where = kernel + (f"floor in its fastest chunks ({chunk} positions); " if chunk else "")
     ca = [x for x in (case.get(ours) or {}).get("cpu_rounds_s") or [] if x]
     cb = [x for x in (case.get("fft-floor") or {}).get("cpu_rounds_s") or [] if x]

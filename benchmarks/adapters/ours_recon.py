@@ -3,7 +3,10 @@
 Builds a ``Dataset4D`` from the shared files, ``ptyro_invert.initial_state`` with the nominal
 optics, replaces its probe by the shared initial probe (every code starts from the same probe),
 and runs ``ptyro_invert.reconstruct`` (algorithm "single_slice", "multislice" or "mixed_state")
-for 20 passes, batch 64, probe updated, library defaults otherwise (amplitude loss, Adam).
+for 20 passes, batch 64, probe updated, library defaults otherwise (amplitude loss, Adam; the
+far fields' back end ``auto``: ptyro-native's ``native`` where it is installed, ``python3 -m uv
+sync --group native``, as benchmarks/README.md asks; the one used is in the finish reply's
+``backend``).
 
 Extra command ``{"cmd": "extra", "what": "trace"}``: one more run with a per-pass callback that
 saves the object phase after every pass (``trace_phase.npy``) with the wall time at each pass, so
@@ -55,11 +58,13 @@ class Worker:
         # a fresh copy of the initial state every run: reconstruct() donates its parameter buffers
         # (donate_argnums), which deletes the caller's arrays after the first call
         st0 = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x, self.st0)
+        report = []
         out = ptyro_invert.reconstruct(
             self.ds, st0, algorithm=self.algorithm, iterations=m["iterations"], batch_size=m["batch_size"],
-            progress=False, **self.options, **extra,
+            progress=False, report=report, **self.options, **extra,
         )  # fmt: skip
         jax.block_until_ready(out.object)
+        self.backend = report[-1]["backend"] if report else None  # who computed the steps' far fields
         return out
 
     def run(self):
@@ -86,7 +91,7 @@ class Worker:
         obj = np.asarray(self.result.object)
         np.save(os.path.join(out_dir, "phase.npy"), np.angle(obj).sum(0).astype(np.float32))
         return {"version": ptyro_core.__version__, "jax": jax.__version__, "sampling": [self.meta["sampling"]] * 2,
-                "object_shape": list(obj.shape), "algorithm": self.algorithm}  # fmt: skip
+                "object_shape": list(obj.shape), "algorithm": self.algorithm, "backend": getattr(self, "backend", None)}  # fmt: skip
 
 
 def make(case_dir, out_dir):

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from ptyro_core import PtyroValueError, replace
 from ptyro_core.pipeline import device_mesh
 from ptyro_core.protocols import WindowFarFields
-from ptyro_native import kernel
 
+kernel = pytest.importorskip("ptyro_native.kernel", reason="ptyro-native is not installed (uv sync --group native)")
 pytest.importorskip("ptyro_invert")
 from ptyro_invert import reconstruct  # noqa: E402
 from ptyro_invert.forward import far_fields, far_fields_add  # noqa: E402
