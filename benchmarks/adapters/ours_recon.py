@@ -64,7 +64,7 @@ class Worker:
             progress=False, report=report, **self.options, **extra,
         )  # fmt: skip
         jax.block_until_ready(out.object)
-        self.backend = report[-1]["backend"] if report else None  # who computed the steps' far fields
+        self.backend = report[-1].get("backend", "xla") if report else None  # who computed the steps' far fields (older code: XLA)
         return out
 
     def run(self):

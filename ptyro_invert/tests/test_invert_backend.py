@@ -3,8 +3,7 @@ registered through the ``ptyro_register_backends`` hook that offers
 :class:`~ptyro_core.protocols.WindowFarFields` runs a single-slice step's far fields and their
 gradient when named, and under ``auto`` on a single CPU device; one that does not offer them is
 passed over by ``auto`` and refused by name; every other run is XLA's; each pass's report names
-the back end that ran; one that also offers :class:`~ptyro_core.protocols.ShiftedWindowFarFields`
-runs the steps whose positions each shift the probe. (The compiled ``native`` back end is tested against XLA in
+the back end that ran. (The compiled ``native`` back end is tested against XLA in
 plugins/ptyro-native/tests/test_native_recon.py.)"""
 
 import jax
@@ -18,15 +17,15 @@ from ptyro_core import PtyroValueError, UnknownComponentError, hookimpl
 from ptyro_core.pipeline import device_mesh
 from ptyro_core.protocols import FarFieldBackend, WindowFarFields
 from ptyro_invert import reconstruct
-from ptyro_invert.forward import far_fields, far_fields_add, shifted_probes
+from ptyro_invert.forward import far_fields, far_fields_add
 from ptyro_invert.synthetic import hexagonal_phase, setup, simulate, with_object
 
 
 class Twin(FarFieldBackend):
-    """The XLA window far fields (grouped and shifted) behind a back end that counts its traces."""
+    """The XLA window far fields behind a back end that counts its traces."""
 
     def __init__(self) -> None:
-        self.traced = {"forward": 0, "add": 0, "shifted": 0, "shifted_add": 0}
+        self.traced = {"forward": 0, "add": 0}
 
     def unavailable(self, dtype, windowed):
         return None if jnp.dtype(dtype) == jnp.complex64 else "complex64 only"
@@ -46,20 +45,6 @@ class Twin(FarFieldBackend):
             do, dp = back(ct)
             return go + do, dp
         return far_fields_add(obj, probes, group, start, ct, go, gp, window)
-
-
-    def shifted_window_far_fields(self, obj, probe, ramps, start):
-        self.traced["shifted"] += 1
-        probes = shifted_probes(probe, None, ramps=ramps)
-        return far_fields(obj, probes, jnp.arange(start.shape[0]), start, tuple(probe.shape[-2:])), probes
-
-    def shifted_window_far_fields_add(self, obj, probes, ramps, start, ct, go, gp):
-        self.traced["shifted_add"] += 1
-        _, back = jax.vjp(lambda p: shifted_probes(p, None, ramps=ramps), gp)  # linear: the point does not matter
-        ident, window = jnp.arange(start.shape[0]), tuple(probes.shape[-2:])
-        _, to_sums = jax.vjp(lambda o, p: far_fields(o, p, ident, start, window), obj, probes)
-        do, per = to_sums(ct)
-        return go + do, gp + back(per)[0]
 
 
 class SimulationOnly(FarFieldBackend):
@@ -103,9 +88,7 @@ def test_a_named_backend_runs_the_step_far_fields(twin, case, group_shifts):
     for backend in ("twin", "xla"):
         reports[backend] = []
         runs[backend] = reconstruct(data, st0, "single_slice", backend=backend, mesh=mesh, report=reports[backend], group_shifts=group_shifts, **ONE)
-    # grouped shifts: the window far fields; a shift per position: the shifted ones
-    used = ("forward", "add") if group_shifts else ("shifted", "shifted_add")
-    assert all(twin.traced[k] >= 1 for k in used) and sum(twin.traced.values()) == sum(twin.traced[k] for k in used)
+    assert twin.traced["forward"] >= 1 and twin.traced["add"] >= 1  # a shift per position: its probes' gradient made, not summed
     assert [r["backend"] for r in reports["twin"]] == ["twin", "twin"] and reports["xla"][-1]["backend"] == "xla"
     change = float(jnp.max(jnp.abs(runs["xla"].object - st0.object)))
     assert change > 0.05

@@ -10,15 +10,6 @@
 //                                       gp[g_i, k]          += c * obj[0, s_i + window] * cen
 //   add_each: the same for go, and gp_out[i, k] = c * obj[0, s_i + window] * cen  (a probe per position)
 //
-// and for positions that each shift the probe by a sub-pixel shift of their own (the shift ramp
-// r_i = fx_i (x) fy_i, given as its 1D factors; spec = FFT(probe), unnormalised):
-//
-//   shifted:      p_i[k] = IFFT(spec[k] * r_i) (XLA's 1/N inverse), f[i, k] = FFT_ortho(p_i[k] * window * cen)
-//   shifted_add:  c = FFT_ortho(ct[i, k]);  go += c * p_i[k] * cen;  gp[k] += FFT(sum_i r_i * IFFT(c * window * cen))
-//
-// (the probe's gradient taken back through its shift in the same pass: per position the two
-// transforms of the far field and the two of the shift, the products fused between them)
-//
 // (JAX's cotangents, no conjugates: the unitary DFT matrix is symmetric, so the transpose of the
 // forward FFT is itself.) Probe indices are clamped into range as jnp.take(mode="clip") clamps
 // them, window starts as jax.lax.dynamic_slice takes them. go and gp are updated in place
@@ -226,141 +217,6 @@ ffi::Error AddEachImpl(ffi::Buffer<ffi::C64> obj, ffi::Buffer<ffi::C64> probes, 
                        go_out->typed_data(), gp_out->typed_data(), gp_out->dimensions());
 }
 
-// ---------------------------------------------------------------- a shift per position
-
-struct Shifts {
-  const C *fx = nullptr, *fy = nullptr;  // (b, nx), (b, ny)
-  // out = in * r_i (the ramp's two factors; their product made here, never stored)
-  // out = in * r_i (distinct arrays), or with ``add`` out += in * r_i
-  void times(const Problem &P, int64_t i, const C *in, C *out, bool add = false) const {
-    const float *a = reinterpret_cast<const float *>(fx + i * P.nx), *b = reinterpret_cast<const float *>(fy + i * P.ny);
-    const float *src = reinterpret_cast<const float *>(in);
-    float *dst = reinterpret_cast<float *>(out);
-    std::vector<float> r(2 * P.ny);
-    for (int64_t x = 0; x < P.nx; ++x) {
-      const int64_t j = 2 * x * P.ny;
-      row_ramp(a + 2 * x, b, r.data(), P.ny);
-      if (add)
-        row_mul_add(src + j, r.data(), dst + j, P.ny);
-      else
-        row_mul(src + j, r.data(), dst + j, P.ny);
-    }
-  }
-  void ifft(const Problem &P, C *x) const {  // XLA's inverse: 1/N
-    const pocketfft::shape_t shape{size_t(P.nx), size_t(P.ny)};
-    const pocketfft::stride_t stride{ptrdiff_t(P.ny * sizeof(C)), ptrdiff_t(sizeof(C))};
-    pocketfft::c2c(shape, stride, stride, {0, 1}, pocketfft::BACKWARD, x, x, 1.0f / float(P.nx * P.ny), 1);
-  }
-};
-
-// shapes of the shifted kernels: object (1, ox, oy), probe-sized arrays ``modes`` (., m, nx, ny)
-// whose first axis is ``first``, factors (b, nx) and (b, ny), start (b, 2), centring (nx, ny)
-ffi::Error PrepareShifted(Problem &P, Shifts &S, const char *name, ffi::Buffer<ffi::C64> &obj, ffi::Span<const int64_t> md,
-                          bool per_position, ffi::Buffer<ffi::C64> &fx, ffi::Buffer<ffi::C64> &fy,
-                          ffi::Buffer<ffi::S32> &start, ffi::Buffer<ffi::C64> &cen) {
-  const auto od = obj.dimensions(), xd = fx.dimensions(), yd = fy.dimensions(), sd = start.dimensions(),
-             cd = cen.dimensions();
-  const size_t rank = per_position ? 4 : 3;
-  const bool ok = od.size() == 3 && od[0] == 1 && md.size() == rank && xd.size() == 2 && yd.size() == 2 &&
-                  sd.size() == 2 && sd[1] == 2 && xd[0] == sd[0] && yd[0] == sd[0] && (!per_position || md[0] == sd[0]) &&
-                  xd[1] == md[rank - 2] && yd[1] == md[rank - 1] && cd.size() == 2 && cd[0] == xd[1] &&
-                  cd[1] == yd[1] && md[rank - 3] >= 1 && od[1] >= xd[1] && od[2] >= yd[1];
-  if (!ok)
-    return ffi::Error::InvalidArgument(std::string(name) +
-                                       ": expected object (1, ox, oy), probe modes (m, nx, ny) (per position: "
-                                       "(b, m, nx, ny)) with nx <= ox and ny <= oy, shift factors (b, nx) and "
-                                       "(b, ny), start (b, 2) and centring (nx, ny)");
-  P.ox = od[1];
-  P.oy = od[2];
-  P.m = md[rank - 3];
-  P.nx = xd[1];
-  P.ny = yd[1];
-  P.b = sd[0];
-  P.g = P.b;
-  P.obj = obj.typed_data();
-  P.cen = cen.typed_data();
-  P.start = start.typed_data();
-  S.fx = fx.typed_data();
-  S.fy = fy.typed_data();
-  return ffi::Error::Success();
-}
-
-ffi::Error ShiftedImpl(ffi::Buffer<ffi::C64> obj, ffi::Buffer<ffi::C64> spec, ffi::Buffer<ffi::C64> fx,
-                       ffi::Buffer<ffi::C64> fy, ffi::Buffer<ffi::S32> start, ffi::Buffer<ffi::C64> cen,
-                       ffi::ResultBuffer<ffi::C64> out, ffi::ResultBuffer<ffi::C64> probes) {
-  Problem P;
-  Shifts S;
-  ffi::Error err = PrepareShifted(P, S, "ptyro_shifted_window_far_fields", obj, spec.dimensions(), false, fx, fy, start, cen);
-  if (err.failure()) return err;
-  const int64_t N = P.n();
-  C *f = out->typed_data(), *pr = probes->typed_data();
-  for (int64_t i = 0; i < P.b; ++i) {
-    const int64_t sx = P.sx(i), sy = P.sy(i);
-    for (int64_t k = 0; k < P.m; ++k) {
-      C *p = pr + (i * P.m + k) * N;
-      S.times(P, i, spec.typed_data() + k * N, p);
-      S.ifft(P, p);
-      P.window_product(reinterpret_cast<const float *>(p), sx, sy, reinterpret_cast<float *>(f + (i * P.m + k) * N));
-      P.fft(f + (i * P.m + k) * N, f + (i * P.m + k) * N);
-    }
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error ShiftedAddImpl(ffi::Buffer<ffi::C64> obj, ffi::Buffer<ffi::C64> probes, ffi::Buffer<ffi::C64> fx,
-                          ffi::Buffer<ffi::C64> fy, ffi::Buffer<ffi::S32> start, ffi::Buffer<ffi::C64> cen,
-                          ffi::Buffer<ffi::C64> ct, ffi::Buffer<ffi::C64> go, ffi::Buffer<ffi::C64> gp,
-                          ffi::ResultBuffer<ffi::C64> go_out, ffi::ResultBuffer<ffi::C64> gp_out) {
-  const char *name = "ptyro_shifted_window_far_fields_add";
-  Problem P;
-  Shifts S;
-  ffi::Error err = PrepareShifted(P, S, name, obj, probes.dimensions(), true, fx, fy, start, cen);
-  if (err.failure()) return err;
-  const auto td = ct.dimensions(), od = go.dimensions(), gd = gp.dimensions();
-  if (td.size() != 4 || td[0] != P.b || td[1] != P.m || td[2] != P.nx || td[3] != P.ny || od.size() != 3 ||
-      od[0] != 1 || od[1] != P.ox || od[2] != P.oy || gd.size() != 3 || gd[0] != P.m || gd[1] != P.nx || gd[2] != P.ny)
-    return ffi::Error::InvalidArgument(std::string(name) +
-                                       ": expected cotangents (b, m, nx, ny), the object's sums (1, ox, oy) and the "
-                                       "probe's (m, nx, ny)");
-  const int64_t N = P.n();
-  C *gob = go_out->typed_data(), *gpb = gp_out->typed_data();
-  if (gob != go.typed_data()) std::memcpy(gob, go.typed_data(), go.element_count() * sizeof(C));
-  if (gpb != gp.typed_data()) std::memcpy(gpb, gp.typed_data(), gp.element_count() * sizeof(C));
-  const float *cf = reinterpret_cast<const float *>(P.cen);
-  std::vector<C> acc(P.m * N, C(0.0f, 0.0f)), buf(N), win(N);
-  std::vector<float> cc(2 * P.ny);
-  float *c = reinterpret_cast<float *>(buf.data());
-  float *w = reinterpret_cast<float *>(win.data());
-  for (int64_t i = 0; i < P.b; ++i) {
-    const int64_t sx = P.sx(i), sy = P.sy(i);
-    for (int64_t k = 0; k < P.m; ++k) {
-      P.fft(ct.typed_data() + (i * P.m + k) * N, buf.data());
-      const float *p = reinterpret_cast<const float *>(probes.typed_data() + (i * P.m + k) * N);
-      for (int64_t x = 0; x < P.nx; ++x) {
-        const float *o = reinterpret_cast<const float *>(P.obj + (sx + x) * P.oy + sy);
-        float *g = reinterpret_cast<float *>(gob + (sx + x) * P.oy + sy);
-        const int64_t j = 2 * x * P.ny;
-        row_mul(c + j, cf + j, cc.data(), P.ny);  // the centring ramp on the cotangent, once for both products
-        row_mul_add(cc.data(), p + j, g, P.ny);
-        row_mul(cc.data(), o, w + j, P.ny);  // the shifted probe's cotangent
-      }
-      // back through the shift: the inverse transform, times the ramp, summed over the positions
-      S.ifft(P, win.data());
-      S.times(P, i, win.data(), acc.data() + k * N, true);
-    }
-  }
-  for (int64_t k = 0; k < P.m; ++k) {
-    C *a = acc.data() + k * N;
-    const pocketfft::shape_t shape{size_t(P.nx), size_t(P.ny)};
-    const pocketfft::stride_t stride{ptrdiff_t(P.ny * sizeof(C)), ptrdiff_t(sizeof(C))};
-    pocketfft::c2c(shape, stride, stride, {0, 1}, pocketfft::FORWARD, a, a, 1.0f, 1);
-    float *__restrict dst = reinterpret_cast<float *>(gpb + k * N);
-    const float *__restrict src = reinterpret_cast<const float *>(a);
-    for (int64_t j = 0; j < 2 * N; ++j) dst[j] += src[j];
-  }
-  return ffi::Error::Success();
-}
-
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroWindowFarFields, ForwardImpl,
@@ -391,31 +247,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroWindowFarFieldsAddEach, AddEachImpl,
                                   .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Ret<ffi::Buffer<ffi::C64>>()
-                                  .Ret<ffi::Buffer<ffi::C64>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroShiftedWindowFarFields, ShiftedImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Ret<ffi::Buffer<ffi::C64>>()
-                                  .Ret<ffi::Buffer<ffi::C64>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(PtyroShiftedWindowFarFieldsAdd, ShiftedAddImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::C64>>()
                                   .Arg<ffi::Buffer<ffi::C64>>()

@@ -44,7 +44,6 @@ __all__ = [
     "KernelPropagator",
     "FarFieldBackend",
     "WindowFarFields",
-    "ShiftedWindowFarFields",
     "Reader",
     "PatternSource",
     "PROTOCOLS",
@@ -193,27 +192,6 @@ class WindowFarFields(Protocol):
     def window_far_fields(self, obj: Any, probes: Any, group: Any, start: Any) -> Any: ...
 
     def window_far_fields_add(self, obj: Any, probes: Any, group: Any, start: Any, ct: Any, go: Any, gp: Any) -> tuple[Any, Any]: ...
-
-
-@runtime_checkable
-class ShiftedWindowFarFields(Protocol):
-    """What a :class:`WindowFarFields` back end may also run: the far fields of positions that each
-    shift the probe by a sub-pixel shift of its own (fixed positions off a rational grid: most
-    experimental scans), the shift and its gradient included.
-
-    - ``shifted_window_far_fields(obj (1, ox, oy), probe (m, nx, ny), ramps ((b, nx), (b, ny)),
-      start (b, 2) int32) -> (far fields (b, m, nx, ny), shifted probes (b, m, nx, ny))``: each
-      position's probe shifted by its Fourier ramp (the ramp's two 1D factors,
-      ``ptyro_invert.forward.window_ramps``), then as ``window_far_fields``;
-    - ``shifted_window_far_fields_add(obj, shifted probes, ramps, start, ct, go, gp) -> (go, gp)``:
-      their gradient for the cotangent ``ct``, taken back through the shifts, added into ``go``
-      (1, ox, oy) and ``gp`` (m, nx, ny).
-    """
-
-    def shifted_window_far_fields(self, obj: Any, probe: Any, ramps: tuple[Any, Any], start: Any) -> tuple[Any, Any]: ...
-
-    def shifted_window_far_fields_add(self, obj: Any, probes: Any, ramps: tuple[Any, Any], start: Any, ct: Any, go: Any,
-                                      gp: Any) -> tuple[Any, Any]: ...  # fmt: skip
 
 
 @runtime_checkable

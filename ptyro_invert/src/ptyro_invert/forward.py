@@ -29,7 +29,6 @@ from jax import Array
 
 from ptyro_core import Grid, ReconState, get
 from ptyro_core.conventions import centring, shift_ramp, shift_ramp_factors
-from ptyro_core.protocols import ShiftedWindowFarFields
 
 __all__ = [
     "window_offsets", "window_ramps", "shift_groups", "shifted_probes", "exit_waves", "centring", "intensities", "mode_power",
@@ -343,9 +342,7 @@ def make_model(
     and their gradient added into the caller's sums (:func:`exit_far_fields_add`; None where the
     slices are too many to unroll). ``far_backend``: a back end that runs the single-slice far
     fields and their gradient (:class:`~ptyro_core.protocols.WindowFarFields`, e.g. ptyro-native's
-    ``native``) in ``far_forward`` and ``far_add`` (None: XLA; multislice objects: always XLA);
-    ``model.far_shifted`` is its (forward, add) pair for positions that each shift the probe
-    (:class:`~ptyro_core.protocols.ShiftedWindowFarFields`), or None."""
+    ``native``) in ``far_forward`` and ``far_add`` (None: XLA; multislice objects: always XLA)."""
     grid = Grid(tuple(window), tuple(sampling))
     propagate = None
     if num_slices > 1:
@@ -397,9 +394,6 @@ def make_model(
     model.far_intensities = far_intensities  # type: ignore[attr-defined]
     model.far_forward = far_forward if written else None  # type: ignore[attr-defined]
     model.far_add = far_add if written else None  # type: ignore[attr-defined]
-    # a back end's fused shift and far fields for positions with a shift each (single slice)
-    shifted = native if isinstance(native, ShiftedWindowFarFields) else None
-    model.far_shifted = None if shifted is None else (shifted.shifted_window_far_fields, shifted.shifted_window_far_fields_add)  # type: ignore[attr-defined]
     return model
 
 

@@ -613,11 +613,6 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             with the ramp factors, 0.79x the pass time, measured)."""
             dd, ii, ww, *rr = xs
             grad = lambda f_: jax.grad(lambda g: pattern_term(model.far_intensities(g), cc, ws, dd, ww), has_aux=True)(f_)  # type: ignore[attr-defined]  # noqa: E731
-            if rr and model.far_shifted is not None:  # type: ignore[attr-defined]  # a back end's kernels: the shifts fused in, both ways
-                f, probes = model.far_shifted[0](q["object"], q["probe"], (rr[1], rr[2]), rr[0])  # type: ignore[attr-defined]
-                ct, (v, fl) = grad(f)
-                go, gp = model.far_shifted[1](q["object"], probes, (rr[1], rr[2]), rr[0], ct, acc[0]["object"], acc[0]["probe"])  # type: ignore[attr-defined]
-                return {**acc[0], "object": go, "probe": gp}, acc[1] + v, acc[2] + fl
             if rr:
                 probes, shift_back = jax.vjp(lambda pr: shifted_probes(pr, None, ramps=(rr[1], rr[2])), q["probe"])
                 group, start, gp0 = jnp.arange(ii.shape[0]), rr[0], None  # a probe per position: its gradient made, not summed

@@ -43,8 +43,6 @@ RECON_TARGETS = {
     "ptyro_window_far_fields": "PtyroWindowFarFields",
     "ptyro_window_far_fields_add": "PtyroWindowFarFieldsAdd",
     "ptyro_window_far_fields_add_each": "PtyroWindowFarFieldsAddEach",
-    "ptyro_shifted_window_far_fields": "PtyroShiftedWindowFarFields",
-    "ptyro_shifted_window_far_fields_add": "PtyroShiftedWindowFarFieldsAdd",
 }
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
@@ -98,33 +96,6 @@ class NativeBackend(FarFieldBackend):
         (g, m, nx, ny) in place; ``gp`` None: a probe per position (``group`` the identity), whose
         gradient (b, m, nx, ny) is returned. Not itself differentiable (it is a gradient)."""
         return _window_add(obj, probes, jnp.asarray(group, jnp.int32), jnp.asarray(start, jnp.int32), ct, go, gp)
-
-    def shifted_window_far_fields(self, obj: Array, probe: Array, ramps: tuple[Array, Array], start: Array) -> tuple[Array, Array]:
-        """(far fields (b, m, nx, ny), the shifted probes (b, m, nx, ny)) of positions that each shift
-        the probe modes (m, nx, ny) by a sub-pixel shift of their own (``ramps``: the Fourier shift
-        ramps' 1D factors (b, nx) and (b, ny), :func:`ptyro_invert.forward.window_ramps`): what
-        :func:`ptyro_invert.forward.shifted_probes` then :func:`~ptyro_invert.forward.far_fields`
-        compute. The shifted probes are what :meth:`shifted_window_far_fields_add` takes back."""
-        _loaded()
-        fx, fy = ramps
-        spec = jnp.fft.fft2(probe)
-        b, shape = start.shape[0], (start.shape[0],) + probe.shape
-        out = (jax.ShapeDtypeStruct(shape, jnp.complex64), jax.ShapeDtypeStruct(shape, jnp.complex64))
-        f, probes = jax.ffi.ffi_call("ptyro_shifted_window_far_fields", out)(obj, spec, fx.astype(jnp.complex64), fy.astype(jnp.complex64),
-                                                                              jnp.asarray(start, jnp.int32).reshape(b, 2), _centring(probe.shape))  # fmt: skip
-        return f, probes
-
-    def shifted_window_far_fields_add(self, obj: Array, probes: Array, ramps: tuple[Array, Array], start: Array, ct: Array, go: Array,
-                                      gp: Array) -> tuple[Array, Array]:  # fmt: skip
-        """The gradient of :meth:`shifted_window_far_fields`' far fields for the cotangent ``ct``
-        (JAX's convention), taken back through each position's shift, added into ``go`` (1, ox, oy)
-        and ``gp`` (m, nx, ny, the unshifted probe's) in place; ``probes``: the shifted probes the
-        forward returned."""
-        _loaded()
-        fx, fy = ramps
-        out = (jax.ShapeDtypeStruct(go.shape, go.dtype), jax.ShapeDtypeStruct(gp.shape, gp.dtype))
-        args = (obj, probes, fx.astype(jnp.complex64), fy.astype(jnp.complex64), jnp.asarray(start, jnp.int32), _centring(gp.shape), ct, go, gp)
-        return tuple(jax.ffi.ffi_call("ptyro_shifted_window_far_fields_add", out, input_output_aliases={7: 0, 8: 1})(*args))  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return "native"
