@@ -109,6 +109,9 @@ def test_auto_picks_a_backend_with_the_window_far_fields_on_one_cpu_device(twin,
     report = []
     reconstruct(data, st0, "position_corrected", mesh=mesh, report=report, **ONE)  # fitted positions: XLA's path
     assert report[-1]["backend"] == "xla"
+    report = []
+    reconstruct(data, st0, "single_slice", mesh=mesh, report=report, group_shifts=False, **ONE)  # a shift per position: XLA's
+    assert report[-1]["backend"] == "xla"
 
 
 def test_auto_without_a_backend_runs_xla_and_says_so_once(case, monkeypatch):
