@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from ptyro_core.errors import PtyroValueError
+from ptyro_core.errors import PtyroValueError, UnknownComponentError
 from ptyro_core.protocols import FarFieldBackend
 from ptyro_core.registry import get, list_components
 
@@ -81,7 +81,10 @@ def resolve_backend(backend: Any, dtype: Any, *, windowed: bool = False, kernel:
         return XLA, None
     if not kernel:
         raise PtyroValueError(f"backend: {name!r} runs the far field of kernel propagators only, and this propagator declares no kernel; use 'auto' or 'xla'")
-    obj = get("backend", name)
+    try:
+        obj = get("backend", name)
+    except UnknownComponentError as e:  # the registry lists the plugins' names: add the built-in two
+        raise UnknownComponentError(f"backend: {e}; or 'auto' (the default) or 'xla'") from None
     if needs is not None and not isinstance(obj, needs):
         raise PtyroValueError(f"backend: {name!r} does not run the {what} ({needs.__name__}); use 'auto' or 'xla'")
     if not single_device:
