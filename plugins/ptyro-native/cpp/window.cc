@@ -24,6 +24,7 @@
 #include <complex>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "pocketfft_hdronly.h"
@@ -37,8 +38,7 @@ using C = std::complex<float>;
 
 // the loops over a row of n complex values, written out on distinct (restrict) float pointers so
 // that the compiler vectorises them (std::complex's operator* calls __mulsc3, the C99 Annex G
-// recovery of infinities and NaNs, for every product): out = a * b, acc += a * b, out = x * y[j]
-// (a ramp from its two factors)
+// recovery of infinities and NaNs, for every product): out = a * b, acc += a * b
 inline void row_mul(const float *__restrict a, const float *__restrict b, float *__restrict out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const float ar = a[2 * j], ai = a[2 * j + 1], br = b[2 * j], bi = b[2 * j + 1];
@@ -58,15 +58,6 @@ inline void row_mul_add(const float *__restrict a, const float *__restrict b, fl
     for (int64_t j = 0; j < 2 * m; ++j) dst[j] += t[j];
   }
 }
-inline void row_ramp(const float *__restrict x, const float *__restrict y, float *__restrict out, int64_t n) {
-  const float xr = x[0], xi = x[1];
-  for (int64_t j = 0; j < n; ++j) {
-    const float yr = y[2 * j], yi = y[2 * j + 1];
-    out[2 * j] = xr * yr - xi * yi;
-    out[2 * j + 1] = xr * yi + xi * yr;
-  }
-}
-
 struct Problem {
   int64_t ox = 0, oy = 0, g = 0, m = 0, nx = 0, ny = 0, b = 0;
   const C *obj = nullptr, *probes = nullptr, *cen = nullptr;
@@ -80,14 +71,13 @@ struct Problem {
   int64_t sx(int64_t i) const { return wrap(start[2 * i], ox, nx); }
   int64_t sy(int64_t i) const { return wrap(start[2 * i + 1], oy, ny); }
 
-  // dst = p * (the window from (sx, sy)) * cen, row by row
-  void window_product(const float *p, int64_t sx, int64_t sy, float *dst) const {
-    std::vector<float> po(2 * ny);
+  // dst = p * (the window from (sx, sy)) * cen, row by row (``row``: scratch for one row, 2 * ny floats)
+  void window_product(const float *p, int64_t sx, int64_t sy, float *dst, float *row) const {
     const float *cf = reinterpret_cast<const float *>(cen);
     for (int64_t x = 0; x < nx; ++x) {
       const float *o = reinterpret_cast<const float *>(obj + (sx + x) * oy + sy);
-      row_mul(p + 2 * x * ny, o, po.data(), ny);
-      row_mul(po.data(), cf + 2 * x * ny, dst + 2 * x * ny, ny);
+      row_mul(p + 2 * x * ny, o, row, ny);
+      row_mul(row, cf + 2 * x * ny, dst + 2 * x * ny, ny);
     }
   }
 
@@ -131,13 +121,14 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::C64> obj, ffi::Buffer<ffi::C64> probes, 
   if (err.failure()) return err;
   const int64_t N = P.n();
   C *f = out->typed_data();
+  std::vector<float> row(2 * P.ny);
   for (int64_t i = 0; i < P.b; ++i) {
     const int64_t gi = P.probe(i), sx = P.sx(i), sy = P.sy(i);
     for (int64_t k = 0; k < P.m; ++k) {
-      float *dst = reinterpret_cast<float *>(f + (i * P.m + k) * N);
+      C *fk = f + (i * P.m + k) * N;
       const float *p = reinterpret_cast<const float *>(P.probes + (gi * P.m + k) * N);
-      P.window_product(p, sx, sy, dst);
-      P.fft(f + (i * P.m + k) * N, f + (i * P.m + k) * N);
+      P.window_product(p, sx, sy, reinterpret_cast<float *>(fk), row.data());
+      P.fft(fk, fk);
     }
   }
   return ffi::Error::Success();
@@ -180,7 +171,7 @@ ffi::Error CheckSums(const Problem &P, const char *name, ffi::Buffer<ffi::C64> &
       gpd[2] != P.nx || gpd[3] != P.ny)
     return ffi::Error::InvalidArgument(std::string(name) +
                                        ": expected cotangents (b, m, nx, ny), the object's sums (1, ox, oy) and the "
-                                       "probes' (g, m, nx, ny)");
+                                       "probes' (" + std::to_string(gp_first) + ", m, nx, ny)");
   return ffi::Error::Success();
 }
 

@@ -25,9 +25,9 @@ __all__ = ["XLA", "resolve_backend", "check_backend_name"]
 
 #: the name of the built-in JAX path
 XLA = "xla"
-#: holds "noted" once the library has said that no back end could serve a CPU run (said once per
-#: process, whichever caller found none first)
-_noted: set[str] = set()
+#: set once the library has said that no back end could serve a CPU run (once per process,
+#: whichever caller found none first)
+_noted = threading.Event()
 _lock = threading.Lock()
 
 
@@ -50,7 +50,7 @@ def _registered() -> list[str]:
 
 
 def resolve_backend(backend: Any, dtype: Any, *, windowed: bool = False, kernel: bool = True, needs: type | None = None,
-                    what: str = "far field", who: str = "ptyro_simul", single_device: bool = True) -> tuple[str, FarFieldBackend | None]:  # fmt: skip
+                    what: str = "far-field", who: str = "ptyro_simul", single_device: bool = True) -> tuple[str, FarFieldBackend | None]:  # fmt: skip
     """``(name, back end)`` that runs ``what`` for waves of ``dtype``: ``("xla", None)`` for the
     JAX path. ``kernel``: whether the propagator declares a kernel (multislice); ``windowed``: a
     windowed run; ``needs``: a protocol the back end must satisfy as well (e.g.
@@ -73,8 +73,8 @@ def resolve_backend(backend: Any, dtype: Any, *, windowed: bool = False, kernel:
                 return candidate, obj
             reasons.append(f"{candidate}: {why}")
         with _lock:
-            first = "noted" not in _noted
-            _noted.add("noted")
+            first = not _noted.is_set()
+            _noted.set()
         if first:
             detail = "; ".join(reasons) if reasons else "none is installed (uv sync --group native, or pip install plugins/ptyro-native)"
             warnings.warn(f"{who}: no {what} back end for this CPU run ({detail}); running XLA (same results, slower)", RuntimeWarning, stacklevel=3)

@@ -554,6 +554,11 @@ def _regulariser(cfg: StepConfig, p: dict) -> Array:
     return total
 
 
+#: the parameters a step's far-field path differentiates (:func:`_gradient`; fitting any other
+#: takes the per-position model, and :func:`_far_backend` leaves it to XLA)
+FAR_PARAMS = frozenset({"object", "probe", "aberrations"})
+
+
 def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict, wsum: Array | None = None, *,
               shared: bool = False) -> tuple[dict, Array, Array]:  # fmt: skip
     """(gradient of the batch's data term per electron, the loss, its noise floor) of one batch;
@@ -612,7 +617,6 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             so that no chunk zeroes an object-sized gradient and adds it to the sum (RECON-L,
             with the ramp factors, 0.79x the pass time, measured)."""
             dd, ii, ww, *rr = xs
-            grad = lambda f_: jax.grad(lambda g: pattern_term(model.far_intensities(g), cc, ws, dd, ww), has_aux=True)(f_)  # type: ignore[attr-defined]  # noqa: E731
             if rr:
                 probes, shift_back = jax.vjp(lambda pr: shifted_probes(pr, None, ramps=(rr[1], rr[2])), q["probe"])
                 group, start, gp0 = jnp.arange(ii.shape[0]), rr[0], None  # a probe per position: its gradient made, not summed
@@ -620,7 +624,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
                 probes, shift_back, group, start, gp0 = q["probe"], None, cc["group"][ii], cc["start"][ii], acc[0]["probe"]
             args = (q["object"], probes, group, cc["thickness"], start)
             f, waves = model.far_forward(*args)  # type: ignore[attr-defined]
-            ct, (v, fl) = grad(f)
+            ct, (v, fl) = jax.grad(lambda f_: pattern_term(model.far_intensities(f_), cc, ws, dd, ww), has_aux=True)(f)  # type: ignore[attr-defined]
             go, gp, _ = model.far_add(*args, waves, ct, acc[0]["object"], gp0)  # type: ignore[attr-defined]
             if shift_back is not None:
                 gp = acc[0]["probe"] + shift_back(gp)[0]
@@ -628,7 +632,7 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
 
         # grouped shifts or the batch's ramps, the data term's only parameters the object and the
         # probe (not the thicknesses), slices few enough to unroll
-        far = (cfg.grouped or bool(rr)) and model.far_add is not None and not (set(q) - {"object", "probe", "aberrations"})  # type: ignore[attr-defined]
+        far = (cfg.grouped or bool(rr)) and model.far_add is not None and not (set(q) - FAR_PARAMS)  # type: ignore[attr-defined]
         zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
         out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
         return out
@@ -1096,7 +1100,7 @@ def _far_backend(backend: Any, state: ReconState, params: dict, ndev: int, *, gr
     A/B runs); a named back end runs them."""
     name = check_backend_name(backend)
     slices = int(state.object.shape[0])
-    other = sorted(set(params) - {"object", "probe", "aberrations"})
+    other = sorted(set(params) - FAR_PARAMS)
     if name not in ("auto", XLA) and (slices > 1 or other):
         why = f"a {slices}-slice object" if slices > 1 else f"fitting {', '.join(other)}"
         raise PtyroValueError(f"backend: {name!r} runs the far fields of single-slice reconstructions that fit the object and the probe only, "

@@ -24,4 +24,4 @@ __all__ = ["XLA", "resolve_backend", "check_backend_name"]
 def resolve_backend(backend: Any, dtype: Any, *, windowed: bool, kernel: bool) -> tuple[str, FarFieldBackend | None]:
     """``(name, back end)`` that runs the far field of waves of ``dtype``: ``("xla", None)`` for the
     JAX path. ``kernel``: whether the propagator declares a kernel; ``windowed``: a windowed run."""
-    return backends.resolve_backend(backend, dtype, windowed=windowed, kernel=kernel, what="far-field", who="ptyro_simul")
+    return backends.resolve_backend(backend, dtype, windowed=windowed, kernel=kernel, who="ptyro_simul")

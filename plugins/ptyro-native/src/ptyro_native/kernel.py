@@ -102,8 +102,11 @@ class NativeBackend(FarFieldBackend):
 
 
 def _loaded() -> None:
-    if load() is not None:
-        raise RuntimeError(f"ptyro_native: {load()}")
+    """Raise, naming why, where the kernels could not be loaded (a caller that skipped
+    :meth:`NativeBackend.unavailable`)."""
+    why = load()
+    if why is not None:
+        raise RuntimeError(f"ptyro_native: {why}")
 
 
 def _centring(shape: tuple[int, ...]) -> Array:
@@ -164,8 +167,7 @@ def _kernel(windowed: bool) -> Callable[..., Array]:
 
     @jax.custom_jvp
     def f(*args: Array) -> Array:
-        if load() is not None:
-            raise RuntimeError(f"ptyro_native: {load()}")
+        _loaded()
         out = jax.ShapeDtypeStruct(args[0].shape, jnp.float32)
         return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args)
 
