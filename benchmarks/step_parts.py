@@ -4,13 +4,16 @@
         [--rounds 3] [--out benchmarks/results/step_parts.json]
 
 For each case (the benchmark's files, batch 64, the library's defaults as ``adapters/ours_recon.py``
-runs them) the pass is taken apart, every part timed on one pass's 16 batches, rounds interleaved,
+runs them) the pass is taken apart, every part timed on one pass's batches (RECON-A and -B: 16; RECON-L: 256), rounds interleaved,
 fastest round kept, wall and CPU (``time.process_time``: this process's threads; what a loaded
 machine distorts least):
 
 - ``steps``: the jitted steps alone, one stream (``streams=1``), on batches read beforehand;
 - ``steps, default streams``: the same with the library's default (RECON-B: two parts per step);
-- ``prepare``: reading the pass's 16 batches onto the device (``_Steps.prepare``), nothing else;
+- ``prepare``: reading the pass's batches onto the device (``_Steps.prepare``), nothing else, one
+  batch at a time, each let go before the next is read, as the pass holds them (holding all of
+  RECON-L's 256 batches at once, 1 GiB of new memory, cost 0.8-2.2 s of page faults, against 0.19
+  s one at a time: the 1.56 s "prepare" of earlier runs was that, not the reads);
 - ``pass``: a whole pass of ``run_reconstruction`` (default streams; between the callbacks of
   passes 1-2 and 2-3 of a 3-pass run, the faster);
 - ``floor, 1 stream`` and ``floor``: ``adapters/_floor.FFTFloor`` (the floor of
@@ -115,7 +118,13 @@ class PassParts:
         self.run()
 
     def prepare(self) -> list:
+        """The pass's batches, read and kept (the steps' input)."""
         return [jax.block_until_ready(self.steps.prepare(self.perm[lo:hi])) for lo, hi in self.bounds]
+
+    def read_each(self) -> None:
+        """The pass's batches read one at a time, each let go before the next (what is timed)."""
+        for lo, hi in self.bounds:
+            jax.block_until_ready(self.steps.prepare(self.perm[lo:hi]))
 
     def run(self) -> None:
         for b in self.batches:
@@ -183,7 +192,7 @@ def profile_case(name: str, rounds: int) -> dict:
         return min(marks[i][0] - marks[i - 1][0] for i in (1, 2)), min(marks[i][1] - marks[i - 1][1] for i in (1, 2))
 
     whole_pass()  # compiles run_reconstruction's own programs
-    parts = {"steps": one.run, "prepare": one.prepare, "floor, 1 stream": lambda: floor_streams("1"), "floor": lambda: floor_streams(None)}
+    parts = {"steps": one.run, "prepare": one.read_each, "floor, 1 stream": lambda: floor_streams("1"), "floor": lambda: floor_streams(None)}
     if dflt is not None:
         parts["steps, default streams"] = dflt.run
     res: dict = {k: [] for k in parts}

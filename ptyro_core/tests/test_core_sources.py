@@ -38,6 +38,7 @@ def _file_is_closed(path) -> bool:
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("sources")
     np.save(d / "p.npy", DATA)
+    np.save(d / "f.npy", np.asfortranarray(DATA))  # Fortran order: read through the map, not in rows
     with h5py.File(d / "p.h5", "w") as f:
         f["g/data"] = DATA
     return d
@@ -47,6 +48,7 @@ def _sources(d):
     return {
         "memory": ArraySource(DATA),
         "npy": MemmapSource(d / "p.npy"),
+        "npy, Fortran order": MemmapSource(d / "f.npy"),
         "hdf5": HDF5Source(d / "p.h5", "/g/data"),
     }
 
@@ -223,3 +225,24 @@ def test_reading_a_memory_map_keeps_only_a_batch_resident(tmp_path):
             for lo in range(0, 512, 64):
                 assert src.read(np.arange(lo, lo + 64)).sum() == 64 * 128 * 128
         assert _rss_file_mib() - before < 16, type(src).__name__
+
+
+def test_npy_rows_are_read_in_runs_and_a_short_file_is_named(tmp_path):
+    """A .npy file is read with one preadv per run of consecutive patterns (a run longer than
+    the 1,024 buffers one call takes is split); the batch lands in a caller's strided buffer
+    too; a file cut short after it was opened is refused naming it, not read as zeros."""
+    data = np.arange(3000 * 2 * 3, dtype=np.float32).reshape(3000, 2, 3)
+    np.save(tmp_path / "long.npy", data)
+    src = MemmapSource(tmp_path / "long.npy")
+    idx = np.concatenate([np.arange(5, 2600), [7, 7, 2999, 0]])
+    with src:
+        np.testing.assert_array_equal(src.read(idx), data[idx])
+        strided = np.zeros((idx.size, 2, 6), np.float32)[:, :, ::2]
+        assert src.read(idx, out=strided) is strided
+        np.testing.assert_array_equal(strided, data[idx])
+    assert src.closed and src._fd is None  # the descriptor closed with the source
+    with src:
+        src.read([0])
+        os.truncate(tmp_path / "long.npy", 128 + 100 * 24)  # the header and 100 patterns left
+        with pytest.raises(PtyroValueError, match=r"long.npy.*the file ends before pattern 2990's data \(0 of 24 bytes read\)"):
+            src.read([2990])

@@ -23,6 +23,7 @@ NumPy only: reading a file's description imports no JAX.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -215,12 +216,18 @@ class LazySource(_Source):
 
 
 class MemmapSource(_Source):
-    """A ``.npy`` file of patterns, memory-mapped while open (the pages the batches touch are
-    all that is read)."""
+    """A ``.npy`` file of patterns. A batch is read with one ``preadv`` per run of consecutive
+    patterns, straight into the batch's buffer: nothing of the file is mapped into this process
+    (its pages stay in the page cache for the next pass, not in this process's resident memory).
+    Reading through the memory map instead and dropping its pages after each batch made every
+    pass fault the whole file in again: RECON-L (1 GiB, 256 batches of 64) 0.25-0.40 s a pass
+    against 0.12 s with ``preadv`` (measured). The map serves basic indexing (``source[ix]``) and
+    files ``preadv`` cannot read in rows (Fortran order; no ``os.preadv``)."""
 
     def __init__(self, path: str | Path, check: Check | None = None) -> None:
         self.path = Path(path)
         self._map: np.memmap | None = None
+        self._fd: int | None = None
         self._map = self._load()
         try:
             super().__init__(self._map.shape, self._map.dtype, repr(str(self.path)), check)
@@ -247,12 +254,38 @@ class MemmapSource(_Source):
         return self._map
 
     def _gather(self, array: Any, uniq: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        return _take(array.reshape((-1,) + self.shape[-2:]), uniq, out)
+        if not (_PREADV and array.flags.c_contiguous and isinstance(getattr(array, "offset", None), int)):
+            self._mapped = True
+            return _take(array.reshape((-1,) + self.shape[-2:]), uniq, out)
+        block = out if out is not None and out.flags.c_contiguous else np.empty((uniq.size,) + self.shape[-2:], self.dtype)
+        _pread_rows(self._file(), self, array.offset, uniq, block)
+        return block if out is None or block is out else _copied(block, out)
+
+    def _file(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as e:
+                raise PtyroValueError(f"cannot read {str(self.path)!r} ({e.strerror})") from None
+            self._fd_finalizer = weakref.finalize(self, os.close, self._fd)
+        return self._fd
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        self._mapped = True
+        return super().__getitem__(index)
+
+    _mapped = False  # pages of the map touched since the last release
 
     def _release(self) -> None:
-        _drop_pages(self._map)
+        if self._mapped:
+            self._mapped = False
+            _drop_pages(self._map)
 
     def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._fd_finalizer.detach()
+            os.close(fd)
         m, self._map = self._map, None
         mm = getattr(m, "_mmap", None)
         if mm is not None:
@@ -260,6 +293,31 @@ class MemmapSource(_Source):
                 mm.close()
             except BufferError:  # a view of it is still alive: the mapping goes with the view
                 pass
+
+
+_PREADV = hasattr(os, "preadv")
+
+#: buffers one ``preadv`` takes at most (POSIX's IOV_MAX is at least 16; Linux's is 1,024)
+_IOV_MAX = 1024
+
+
+def _pread_rows(fd: int, source: _Source, offset: int, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Patterns ``idx`` (any order, repeats allowed) of the C-ordered array stored from byte
+    ``offset`` of file ``fd``, read into the rows of ``out`` (C-contiguous, the stored dtype):
+    one ``preadv`` per run of consecutive indices (in the file's order, up to :data:`_IOV_MAX`
+    rows). A file shorter than its header says is refused, naming it."""
+    rows = out.reshape(idx.size, -1).view(np.uint8)
+    row = rows.shape[1]
+    order = np.argsort(idx, kind="stable")
+    first = idx[order]
+    breaks = np.flatnonzero((np.diff(first) != 1) | (np.arange(1, first.size) % _IOV_MAX == 0)) + 1
+    for lo, hi in zip(np.concatenate([[0], breaks]).tolist(), np.concatenate([breaks, [first.size]]).tolist(), strict=True):
+        want = (hi - lo) * row
+        got = os.preadv(fd, [rows[k] for k in order[lo:hi].tolist()], offset + int(first[lo]) * row)
+        if got != want:
+            what = f"the file ends before pattern {int(first[lo])}'s data ({got} of {want} bytes read)"
+            raise PtyroValueError(f"{source.name}: {what}; it is shorter than its header says")
+    return out
 
 
 def _close_file(f: Any) -> None:
