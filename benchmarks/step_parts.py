@@ -18,7 +18,11 @@ machine distorts least):
   passes 1-2 and 2-3 of a 3-pass run, the faster);
 - ``floor, 1 stream`` and ``floor``: ``adapters/_floor.FFTFloor`` (the floor of
   ``adapters/recon_floor.py``: (2s − 1) FFT + inverse FFT pairs per position and mode, its fastest
-  chunk) in one stream and in the library's default streams (what profile_recon.py compares with).
+  chunk) in one stream and in the library's default streams (what profile_recon.py compares with);
+- ``floor with the shifts`` (cases whose positions each have a sub-pixel shift of their own, as
+  RECON-L's): the floor with one FFT pair more per position and mode, the probe's exact sub-pixel
+  shift (an inverse FFT forward, an FFT back), which the floor does not count; ``wall / floor with
+  the shifts wall`` is what everything but the model's FFTs costs there.
 
 Then one profiler trace (``jax.profiler``, CPU) of a pass of one-stream steps, its XLA operations
 summed by kind: the FFTs and the other operations inside the chunks' loop (per position), the FFTs
@@ -167,10 +171,17 @@ def profile_case(name: str, rounds: int) -> dict:
     dflt_k = step_setup(ds, st, algorithm, options, batch, None)
     dflt = PassParts(dflt_k) if dflt_k["streams"] > 1 else None
     n = int(np.prod(m["scan_gpts"]))
-    floor = FFTFloor(m["pattern_gpts"], 2 * int(m["slices"]) - 1, n * int(m["modes"]), batch)
+    pairs = 2 * int(m["slices"]) - 1
+    floor = FFTFloor(m["pattern_gpts"], pairs, n * int(m["modes"]), batch)
     floor.run()  # compiles and picks its chunk
+    # positions each with a sub-pixel shift of its own: the exact model shifts each position's
+    # probe (an inverse FFT forward, an FFT back), one FFT pair per position and mode more than
+    # the floor counts (grouped shifts cost a few per step, not per position)
+    shifted = None if one.k["cfg"].grouped else FFTFloor(m["pattern_gpts"], pairs + 1, n * int(m["modes"]), batch)
+    if shifted is not None:
+        shifted.run()
 
-    def floor_streams(k: str | None):
+    def floor_streams(k: str | None, floor: FFTFloor = floor):
         old = os.environ.get("PTYRO_STREAMS")
         if k is None:
             os.environ.pop("PTYRO_STREAMS", None)
@@ -195,6 +206,8 @@ def profile_case(name: str, rounds: int) -> dict:
     parts = {"steps": one.run, "prepare": one.read_each, "floor, 1 stream": lambda: floor_streams("1"), "floor": lambda: floor_streams(None)}
     if dflt is not None:
         parts["steps, default streams"] = dflt.run
+    if shifted is not None:
+        parts["floor with the shifts"] = lambda: floor_streams(None, shifted)
     res: dict = {k: [] for k in parts}
     res["pass"] = []
     for r in range(rounds):
@@ -211,6 +224,8 @@ def profile_case(name: str, rounds: int) -> dict:
     for k in ("steps", "pass", "steps, default streams"):
         if k in out:
             out[k]["wall / floor wall"] = round(out[k]["wall ms"] / out["floor"]["wall ms"], 3)
+            if shifted is not None:
+                out[k]["wall / floor with the shifts wall"] = round(out[k]["wall ms"] / out["floor with the shifts"]["wall ms"], 3)
     b = one.k["cfg"]
     local = b.batch // b.ndev
     nchunks = -(-local // max(1, min(b.chunk_size, local)))

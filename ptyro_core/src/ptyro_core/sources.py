@@ -10,7 +10,7 @@ a :class:`~ptyro_core.Dataset4D` holds a description of where its patterns are (
 name), never an open handle.
 
 - :class:`ArraySource`: patterns in memory (NumPy or a JAX array on the CPU, viewed, not copied);
-- :class:`MemmapSource`: a ``.npy`` file, memory-mapped while open;
+- :class:`MemmapSource`: a ``.npy`` file, its batches read with ``preadv`` (memory-mapped for basic indexing);
 - :class:`HDF5Source`: one dataset of an HDF5 file, opened while in use;
 - :class:`LazySource`: any array-like with basic indexing the caller owns (an open
   ``h5py.Dataset``, a ``numpy.memmap``, a dask array).

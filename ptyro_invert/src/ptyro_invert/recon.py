@@ -1311,10 +1311,10 @@ def _loop(*, dataset: Dataset4D, state: ReconState, cfg: StepConfig, params: dic
             iteration=_on_device(it, np.int32),
         )
 
-    from tqdm.auto import tqdm
+    from ptyro_core.progress import progress_bar
 
     hist: list[float] = []
-    bar = tqdm(total=max(target - start_iter, 0), desc=cfg.algorithm, disable=not progress, leave=False)
+    bar = progress_bar(total=max(target - start_iter, 0), desc=cfg.algorithm, disable=not progress)
     out = current_state(start_iter, hist)
     bounds = batch_bounds(n_act, b)
 

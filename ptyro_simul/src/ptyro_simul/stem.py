@@ -261,9 +261,9 @@ def iter_4dstem(
         record.update(backend=str(getattr(plan, "backend", None) or "xla"), streams=int(streams), memory_budget=float(budget))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ptyro_core.progress import progress_bar
 
-        bar = tqdm(total=int(pos.shape[0]), desc="4D-STEM", unit="pos")
+        bar = progress_bar(total=int(pos.shape[0]), desc="4D-STEM", unit="pos", leave=True)
     try:
         args = (stacked, probe) if plan is None else (plan, probe)
         # the positions on the host: each batch is a NumPy slice put on the devices, not a program

@@ -1,12 +1,6 @@
-"""Progress bars (tqdm) for long loops, switchable off (``progress=False``, ``--no-progress``)."""
+"""Progress bars (tqdm) for long loops, switchable off (``progress=False``, ``--no-progress``):
+:func:`ptyro_core.progress.progress_bar`, in place on a terminal, a line at a time in a log."""
 
-from typing import Any
-
-from tqdm.auto import tqdm
+from ptyro_core.progress import progress_bar
 
 __all__ = ["progress_bar"]
-
-
-def progress_bar(iterable: Any = None, *, desc: str = "", total: int | None = None, unit: str = "it", disable: bool = False, **kw: Any) -> Any:
-    """A tqdm bar on stderr; a no-op when ``disable``."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, leave=False, dynamic_ncols=True, **kw)

@@ -1,5 +1,6 @@
-"""ptyro-native: the native CPU back end of the multislice far field, registered as the
-far-field back end ``native`` (see :mod:`ptyro_native.kernel`)."""
+"""ptyro-native: native CPU kernels, registered as the back end ``native``: the multislice far
+field of the simulations, and the single-slice far fields of the reconstructions with their
+gradient (see :mod:`ptyro_native.kernel`)."""
 
 from ptyro_core._lazy import lazy_getattr
 

@@ -5,4 +5,6 @@ from ptyro_core import hookimpl
 
 @hookimpl
 def ptyro_register_backends(register):
-    register("native", "ptyro_native.kernel:native", description="CPU kernel of the multislice far field (XLA FFI, built at install time), complex64")
+    register(
+        "native", "ptyro_native.kernel:native", description="CPU kernels (XLA FFI, built at install time), complex64: multislice and reconstruction far fields"
+    )

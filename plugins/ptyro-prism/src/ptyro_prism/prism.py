@@ -123,13 +123,13 @@ def build_smatrix(
     jrun = run
     if batch >= n:
         return jrun(jnp.asarray(ix), jnp.asarray(iy))
-    from tqdm.auto import tqdm
+    from ptyro_core.progress import progress_bar
 
     pad = (-n) % batch
     ixp = np.concatenate([ix, np.repeat(ix[-1:], pad)])
     iyp = np.concatenate([iy, np.repeat(iy[-1:], pad)])
     parts = []
-    for s in tqdm(range(0, n + pad, batch), desc="PRISM S-matrix", unit="batch", disable=not progress):
+    for s in progress_bar(range(0, n + pad, batch), desc="PRISM S-matrix", unit="batch", disable=not progress, leave=True):
         parts.append(jrun(jnp.asarray(ixp[s : s + batch]), jnp.asarray(iyp[s : s + batch])))
     return jnp.concatenate(parts, axis=0)[:n]
 

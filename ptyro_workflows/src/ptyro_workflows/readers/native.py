@@ -73,7 +73,7 @@ def emd(path: str | Path, *, lazy: bool = True) -> dict[str, Any]:
 
 @_reader((".npy",))
 def npy(path: str | Path, *, lazy: bool = True) -> dict[str, Any]:
-    """A ``.npy`` 4D array (Rx, Ry, Qx, Qy), memory-mapped; no calibrations."""
+    """A ``.npy`` 4D array (Rx, Ry, Qx, Qy), read lazily (:class:`~ptyro_core.sources.MemmapSource`); no calibrations."""
     from ptyro_workflows.io import load_array
 
     a = load_array(path)

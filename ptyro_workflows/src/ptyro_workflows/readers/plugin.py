@@ -13,7 +13,7 @@ def ptyro_register_readers(register):  # noqa: ANN001, ANN201
     from ptyro_workflows.readers.vendor import FORMATS, make_reader
 
     register("emd", "ptyro_workflows.readers.native:emd", description="EMD 1.0 (.h5/.hdf5/.emd: ours, py4DSTEM's, emdfile's)")
-    register("npy", "ptyro_workflows.readers.native:npy", description=".npy 4D array (Rx, Ry, Qx, Qy), memory-mapped, no calibrations")
+    register("npy", "ptyro_workflows.readers.native:npy", description=".npy 4D array (Rx, Ry, Qx, Qy), read lazily batch by batch, no calibrations")
     for name, (_, _, description) in FORMATS.items():
         register(name, make_reader(name), description=f"{description} (through RosettaSciIO, extra 'formats')")
     register("arina", "ptyro_workflows.readers.vendor:arina", description="DECTRIS ARINA *_master.h5, read lazily (hdf5plugin, extra 'formats')")
