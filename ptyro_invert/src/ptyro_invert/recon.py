@@ -48,7 +48,7 @@ from ptyro_core.protocols import WindowFarFields
 from ptyro_core.sources import aligned_empty, read_into
 from ptyro_invert import optimizers as _opt
 from ptyro_invert.checkpoint import check_resume, fingerprint, save_checkpoint
-from ptyro_invert.forward import make_model, shift_groups, shifted_probes, window_ramps
+from ptyro_invert.forward import make_model, shift_groups, shifted_probes, spectrum_shifted, window_ramps
 from ptyro_invert.losses import FLOOR_NAMES, choose_loss, noise_floor
 
 __all__ = [
@@ -610,15 +610,14 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             return (jax.tree_util.tree_map(jnp.add, acc[0], g), acc[1] + v, acc[2] + fl), None
 
         def far_body(acc: tuple, xs: tuple[Array, ...]) -> tuple:
-            """A chunk of positions: the loss differentiated with respect to the far fields, their
-            gradient added into the sums in place (forward.exit_far_fields_add). Grouped shifts
-            read the shared shifted probes; fixed positions with a shift each (the batch's ramp
-            factors, ``rr``) shift the probe here and take its gradient back through the shift,
-            so that no chunk zeroes an object-sized gradient and adds it to the sum (RECON-L,
-            with the ramp factors, 0.79x the pass time, measured)."""
+            """A chunk: the loss differentiated with respect to the far fields, their gradient
+            added into the sums in place (forward.exit_far_fields_add; no chunk zeroes an
+            object-sized gradient: RECON-L 0.79x the pass time). Grouped shifts read the shared
+            shifted probes; a shift each (ramp factors ``rr``) shifts the probe's FFT, made once,
+            and sums its gradient in Fourier space (``acc[3]``, back through the FFT once)."""
             dd, ii, ww, *rr = xs
             if rr:
-                probes, shift_back = jax.vjp(lambda pr: shifted_probes(pr, None, ramps=(rr[1], rr[2])), q["probe"])
+                probes, shift_back = jax.vjp(lambda sp: spectrum_shifted(sp, (rr[1], rr[2])), spectrum)
                 group, start, gp0 = jnp.arange(ii.shape[0]), rr[0], None  # a probe per position: its gradient made, not summed
             else:
                 probes, shift_back, group, start, gp0 = q["probe"], None, cc["group"][ii], cc["start"][ii], acc[0]["probe"]
@@ -627,15 +626,22 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
             ct, (v, fl) = jax.grad(lambda f_: pattern_term(model.far_intensities(f_), cc, ws, dd, ww), has_aux=True)(f)  # type: ignore[attr-defined]
             go, gp, _ = model.far_add(*args, waves, ct, acc[0]["object"], gp0)  # type: ignore[attr-defined]
             if shift_back is not None:
-                gp = acc[0]["probe"] + shift_back(gp)[0]
+                return {**acc[0], "object": go}, acc[1] + v, acc[2] + fl, acc[3] + shift_back(gp)[0]
             return {**acc[0], "object": go, "probe": gp}, acc[1] + v, acc[2] + fl
 
         # grouped shifts or the batch's ramps, the data term's only parameters the object and the
         # probe (not the thicknesses), slices few enough to unroll
         far = (cfg.grouped or bool(rr)) and model.far_add is not None and not (set(q) - FAR_PARAMS)  # type: ignore[attr-defined]
-        zero = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
+        spectrum, to_probe = jax.vjp(jnp.fft.fft2, q["probe"]) if far and rr else (None, None)
+        zero: tuple[Any, ...] = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
+        if spectrum is not None:
+            zero = (*zero, jnp.zeros_like(spectrum))
+        out: tuple[Any, ...]
         out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
-        return out
+        if to_probe is not None:
+            g, v, fl, g_spectrum = out
+            out = ({**g, "probe": g["probe"] + to_probe(g_spectrum)[0]}, v, fl)
+        return out  # type: ignore[return-value]
 
     if cfg.mesh is None:
         grads, value, floor = accumulate(p, c, wsum, d, idx, w, *ramps)
