@@ -39,6 +39,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("sources")
     np.save(d / "p.npy", DATA)
     np.save(d / "f.npy", np.asfortranarray(DATA))  # Fortran order: read through the map, not in rows
+    np.save(d / "s.npy", np.concatenate([DATA[:2] + 1, DATA, DATA[:1] + 2]))  # DATA from the third row on
     with h5py.File(d / "p.h5", "w") as f:
         f["g/data"] = DATA
     return d
@@ -50,6 +51,11 @@ def _sources(d):
         "npy": MemmapSource(d / "p.npy"),
         "npy, Fortran order": MemmapSource(d / "f.npy"),
         "hdf5": HDF5Source(d / "p.h5", "/g/data"),
+        # a caller's numpy.memmap: read from its file in rows, or through the map where it must
+        "memory map": LazySource(np.load(d / "p.npy", mmap_mode="r")),
+        "memory map, a slice": LazySource(np.load(d / "s.npy", mmap_mode="r")[2:5]),
+        "memory map, Fortran order": LazySource(np.load(d / "f.npy", mmap_mode="r")),
+        "memory map, copy-on-write": LazySource(np.load(d / "p.npy", mmap_mode="c")),
     }
 
 
@@ -246,3 +252,33 @@ def test_npy_rows_are_read_in_runs_and_a_short_file_is_named(tmp_path):
         os.truncate(tmp_path / "long.npy", 128 + 100 * 24)  # the header and 100 patterns left
         with pytest.raises(PtyroValueError, match=r"long.npy.*the file ends before pattern 2990's data \(0 of 24 bytes read\)"):
             src.read([2990])
+
+
+def test_a_callers_memory_map_is_read_from_its_file(files, tmp_path):
+    """A read-only, C-ordered numpy.memmap (or a slice or reshape of one) is read from its file
+    with preadv at the view's own offset, on a descriptor of the source's own that close()
+    releases; one whose rows the file does not hold as they are (Fortran order) or whose
+    pages may differ from the file (copy-on-write) is read through the map."""
+    from ptyro_core.sources import _map_position
+
+    mm = np.load(files / "s.npy", mmap_mode="r")
+    head = mm.offset
+    row = DATA[0, 0].nbytes
+    assert _map_position(mm) == (str(files / "s.npy"), head)
+    assert _map_position(mm[2:5]) == (str(files / "s.npy"), head + 2 * 5 * row)
+    assert _map_position(mm[2:5].reshape(15, 4, 6)) == (str(files / "s.npy"), head + 10 * row)
+    assert _map_position(mm[:, ::2]) is None  # not C-contiguous
+    assert _map_position(np.load(files / "f.npy", mmap_mode="r")) is None
+    assert _map_position(np.load(files / "p.npy", mmap_mode="c")) is None
+    assert _map_position(np.array(mm)) is None
+    src = LazySource(mm[2:5].reshape(15, 4, 6))
+    idx = np.array([14, 0, 0, 7, 3])
+    np.testing.assert_array_equal(src.read(idx), FLAT[idx])
+    fd = src._fd
+    assert fd is not None and os.fstat(fd).st_size == os.path.getsize(files / "s.npy")
+    src.close()
+    assert src._fd is None
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed (no other file took the number in between: nothing opened since)
+    np.testing.assert_array_equal(src.read([1]), FLAT[[1]])  # reopened on demand
+    src.close()

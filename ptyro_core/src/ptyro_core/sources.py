@@ -13,7 +13,8 @@ name), never an open handle.
 - :class:`MemmapSource`: a ``.npy`` file, its batches read with ``preadv`` (memory-mapped for basic indexing);
 - :class:`HDF5Source`: one dataset of an HDF5 file, opened while in use;
 - :class:`LazySource`: any array-like with basic indexing the caller owns (an open
-  ``h5py.Dataset``, a ``numpy.memmap``, a dask array).
+  ``h5py.Dataset``, a ``numpy.memmap``, a dask array; a read-only, C-ordered memory map's
+  batches read from its file with ``preadv``, as :class:`MemmapSource` reads).
 
 ``check(block, where)``, given to any source, is called on every block read (the readers' one
 rule for NaN/inf and negative values, in memory and out of core alike).
@@ -200,22 +201,83 @@ class ArraySource(_Source):
         return _take(self._flat, uniq, out)
 
 
-class LazySource(_Source):
+class _RowFile:
+    """A file whose C-ordered patterns a source reads with ``preadv`` (:func:`_pread_rows`): its
+    descriptor opened on the first read, closed by :meth:`_close_file` (or with the source)."""
+
+    _fd: int | None = None
+    _fd_finalizer: Any = None
+
+    def _file(self, path: str | Path) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as e:
+                raise PtyroValueError(f"cannot read {str(path)!r} ({e.strerror})") from None
+            self._fd_finalizer = weakref.finalize(self, os.close, self._fd)
+        return self._fd
+
+    def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._fd_finalizer.detach()
+            os.close(fd)
+
+
+def _map_position(array: Any) -> tuple[str, int] | None:
+    """(file, byte offset of the first element) of a read-only, C-contiguous ``numpy.memmap``
+    (a reshape or slice of one too: its offset counted from the map's own array, whose
+    ``offset`` NumPy copies unchanged into views), or None where its rows cannot be read
+    from the file directly."""
+    if not (_PREADV and isinstance(array, np.memmap) and getattr(array, "mode", None) in ("r", "readonly") and array.flags.c_contiguous):
+        return None
+    root: Any = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (isinstance(root, np.memmap) and isinstance(getattr(root, "offset", None), int) and getattr(root, "filename", None)):
+        return None
+    return str(root.filename), int(root.offset) + (array.ctypes.data - root.ctypes.data)
+
+
+class LazySource(_RowFile, _Source):
     """Patterns read row by row from a 4D (Rx, Ry, Qx, Qy) or 3D (N, Qx, Qy) array-like with
-    basic indexing that the caller owns (and closes): only the rows asked for are read."""
+    basic indexing that the caller owns (and closes): only the rows asked for are read. A
+    read-only ``numpy.memmap`` (``np.load(path, mmap_mode="r")``) is read like
+    :class:`MemmapSource`'s file, one ``preadv`` per run of consecutive patterns into the batch
+    (a descriptor of our own, closed by :meth:`close`), nothing of it brought into the map;
+    through the map, every pass faulted the whole file in again once its pages were dropped."""
 
     def __init__(self, array: Any, name: str = "array", check: Check | None = None) -> None:
         self._array = array
+        self._at = _map_position(array)
         super().__init__(tuple(getattr(array, "shape", ())), getattr(array, "dtype", np.float32), name, check)
+        self._any_order = self._at is not None
 
     def _open(self) -> Any:
         return self._array
 
+    def _gather(self, array: Any, uniq: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if self._at is None:
+            self._mapped = True
+            return super()._gather(array, uniq, out)
+        return _pread_into(self, self._file(self._at[0]), self._at[1], uniq, out)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        self._mapped = True
+        return super().__getitem__(index)
+
+    _mapped = False  # pages of a caller's memory map touched since the last release
+
     def _release(self) -> None:
-        _drop_pages(self._array)  # a caller's numpy.memmap
+        if self._mapped:
+            self._mapped = False
+            _drop_pages(self._array)
+
+    def close(self) -> None:
+        self._close_file()
 
 
-class MemmapSource(_Source):
+class MemmapSource(_RowFile, _Source):
     """A ``.npy`` file of patterns. A batch is read with one ``preadv`` per run of consecutive
     patterns, straight into the batch's buffer: nothing of the file is mapped into this process
     (its pages stay in the page cache for the next pass, not in this process's resident memory).
@@ -227,7 +289,6 @@ class MemmapSource(_Source):
     def __init__(self, path: str | Path, check: Check | None = None) -> None:
         self.path = Path(path)
         self._map: np.memmap | None = None
-        self._fd: int | None = None
         self._map = self._load()
         try:
             super().__init__(self._map.shape, self._map.dtype, repr(str(self.path)), check)
@@ -257,18 +318,7 @@ class MemmapSource(_Source):
         if not (_PREADV and array.flags.c_contiguous and isinstance(getattr(array, "offset", None), int)):
             self._mapped = True
             return _take(array.reshape((-1,) + self.shape[-2:]), uniq, out)
-        block = out if out is not None and out.flags.c_contiguous else np.empty((uniq.size,) + self.shape[-2:], self.dtype)
-        _pread_rows(self._file(), self, array.offset, uniq, block)
-        return block if out is None or block is out else _copied(block, out)
-
-    def _file(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError as e:
-                raise PtyroValueError(f"cannot read {str(self.path)!r} ({e.strerror})") from None
-            self._fd_finalizer = weakref.finalize(self, os.close, self._fd)
-        return self._fd
+        return _pread_into(self, self._file(self.path), array.offset, uniq, out)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         self._mapped = True
@@ -282,10 +332,7 @@ class MemmapSource(_Source):
             _drop_pages(self._map)
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            self._fd_finalizer.detach()
-            os.close(fd)
+        self._close_file()
         m, self._map = self._map, None
         mm = getattr(m, "_mmap", None)
         if mm is not None:
@@ -299,6 +346,14 @@ _PREADV = hasattr(os, "preadv")
 
 #: buffers one ``preadv`` takes at most (POSIX's IOV_MAX is at least 16; Linux's is 1,024)
 _IOV_MAX = 1024
+
+
+def _pread_into(source: _Source, fd: int, offset: int, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """:func:`_pread_rows` into ``out`` where it is C-contiguous, else into a block of the stored
+    dtype (copied into ``out`` where given)."""
+    block = out if out is not None and out.flags.c_contiguous else np.empty((idx.size,) + source.shape[-2:], source.dtype)
+    _pread_rows(fd, source, offset, idx, block)
+    return block if out is None or block is out else _copied(block, out)
 
 
 def _pread_rows(fd: int, source: _Source, offset: int, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
