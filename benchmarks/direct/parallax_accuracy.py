@@ -16,7 +16,8 @@ same noise-free patterns):
   compare.py's case (0.25 Å steps: a 12 Å field, where the finite-field bias shows).
 - ``crystal-20``: compare.py's SrTiO3 [001] case (multislice, 200 kV, 20 mrad, C10 = −20 Å,
   32 x 32 scan at 0.244 Å, 128 x 128 patterns); ``crystal-50-a5`` the same with C10 = −50 Å and
-  C12 = 5 Å at 1.0 rad.
+  C12 = 5 Å at 1.0 rad; ``crystal-150`` / ``crystal-200`` at −150 / −200 Å, where the bins'
+  shifts (3-4 Å at the fit radius) pass half the 3.9 Å lattice period: aliased.
 - ``(transfer=False)`` / ``(transfer=True)``: the same data with the exact-transfer refinement
   (:func:`~ptyro_invert.direct.parallax.fit_transfer`) forced off / on (the default decides by
   :func:`~ptyro_invert.direct.parallax.transfer_wanted`). Groups for ``--only``: amorphous,
@@ -51,7 +52,7 @@ AMORPHOUS = {
     "amorphous+50-a10-rot10": (50.0, 10.0, 1.2, 10.0, 0.4),
     "amorphous-200-a20-rot-25": (-200.0, 20.0, 2.6, -25.0, 0.4),
 }
-CRYSTAL = {"crystal-20": (-20.0, 0.0, 0.0), "crystal-50-a5": (-50.0, 5.0, 1.0)}
+CRYSTAL = {"crystal-20": (-20.0, 0.0, 0.0), "crystal-50-a5": (-50.0, 5.0, 1.0), "crystal-150": (-150.0, 0.0, 0.0), "crystal-200": (-200.0, 0.0, 0.0)}
 #: the crystal again without the exact-transfer refinement (the default refines it: its shifts
 #: are a step or two, :func:`~ptyro_invert.direct.parallax.transfer_wanted`): session 7's default
 CRYSTAL_OPTIONS = {"crystal-20 (transfer=False)": ("crystal-20", {"transfer": False}),

@@ -50,10 +50,10 @@ def test_sharded_over_8_devices_equals_one():
     diffs = run(8)
     for name, (diff, scale) in diffs.items():
         assert scale > 0.01, (name, scale)  # a phase image, not a blank
-        # parallax: its windows move with the measured shifts, whose float32 sums differ by 1e-5
-        # steps between the meshes; its joint shift fit on this noisy 24 x 24 scan carries that
-        # to 0.1-0.45 % of the phase range (measured)
-        assert diff < (1e-2 * scale if name == "parallax" else 1e-4 * max(1.0, scale)), (name, diff, scale)
+        # parallax: the measured shifts' float32 sums differ between the meshes (4e-4 Å of 7 Å);
+        # on this honeycomb the shift fit alone was aliased and ill-conditioned, and carried
+        # that to 0.1-5 % of the phase range (machines differed); the searched optics, 1e-6
+        assert diff < 1e-4 * max(1.0, scale), (name, diff, scale)
 
 
 def test_scan_that_does_not_split_is_refused_with_one_line():
