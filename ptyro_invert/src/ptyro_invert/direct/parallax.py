@@ -42,6 +42,7 @@ __all__ = [
     "fit_shifts",
     "fit_aberrations",
     "fit_transfer",
+    "refine_optics",
     "transfer_wanted",
     "tcbf_image",
     "given_optics",
@@ -593,8 +594,8 @@ def fit_aberrations(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
         dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
         fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh, guard=guard,
     )  # fmt: skip
-    return _maybe_transfer(dataset, fit, measured, transfer, transpose, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
-                           fit_rotation=fit_rotation)  # fmt: skip
+    return refine_optics(dataset, fit, measured, transfer, transpose, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
+                         fit_rotation=fit_rotation)  # fmt: skip
 
 
 #: fit_transfer stops after a step that gains less than this fraction of J (1e-3 took one more
@@ -621,10 +622,11 @@ def transfer_wanted(fit: AberrationFit, lattice: Lattice) -> bool:
     return float(np.max(np.linalg.norm(fit.model_shifts, axis=1))) < TRANSFER_MAX_STEPS * step
 
 
-def _maybe_transfer(dataset: Dataset4D, fit: AberrationFit, measured: tuple, transfer: bool | None, transpose: bool | None,
-                    **options: Any) -> AberrationFit:  # fmt: skip
-    """``fit`` refined by :func:`fit_transfer` (on ``measured``'s bins) if ``transfer`` is True,
-    or None and :func:`transfer_wanted` says so; and from the best start of a search of
+def refine_optics(dataset: Dataset4D, fit: AberrationFit, measured: tuple, transfer: bool | None = True, transpose: bool | None = None,
+                  **options: Any) -> AberrationFit:  # fmt: skip
+    """``fit`` (of :func:`measure_and_fit`, whose ``measured`` bins are reused) refined by
+    :func:`fit_transfer` if ``transfer`` is True, or None and :func:`transfer_wanted` says so
+    (what :func:`fit_aberrations` and :func:`parallax` do after measuring); and from the best start of a search of
     defocus and raster turns (:func:`_searched_start`, over both transposes where ``transpose``
     is None) where that start's objective is :data:`SEARCH_GAIN` times the refined fit's or
     more: the better of the two refinements (a crystal's aliased shifts, see there)."""
@@ -1172,8 +1174,8 @@ def parallax(dataset: Dataset4D, state: ReconState, *, correction: str = "flip",
             dataset, threshold=threshold, bin_size=bin_size, iterations=iterations, lowpass=lowpass, orders=orders,
             fit_rotation=fit_rotation, fit_radius=fit_radius, transpose=transpose, window=window, mesh=mesh, guard=guard,
         )  # fmt: skip
-        fit = _maybe_transfer(dataset, fit, measured, transfer, transpose, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
-                              fit_rotation=fit_rotation)  # fmt: skip
+        fit = refine_optics(dataset, fit, measured, transfer, transpose, threshold=threshold, bin_size=bin_size, window=window, orders=orders,
+                            fit_rotation=fit_rotation)  # fmt: skip
     phase, _ = tcbf_image(dataset, state, fit, measured, correction=correction, epsilon=epsilon, smoothing=smoothing, threshold=threshold,
                           bin_size=bin_size, mesh=mesh)  # fmt: skip
     obj = jnp.exp(1j * phase).astype(jnp.complex64)[None]

@@ -190,9 +190,11 @@ class LiveTCBF:
     (in a thread of its own) and at the end the parallax shifts are measured on those windows
     (``measure_shifts``; positions not yet received stand in as the mean window: no contrast),
     fitted (``fit_shifts``, within ``fit_radius`` of the disc, as ``fit_aberrations``) and the
-    image placed on the object grid (``tcbf_image``). At the end of the scan this is the offline
-    ``parallax`` of the whole dataset (the contrast images are independent of the dose, the bins of
-    the window are the detector's)."""
+    image placed on the object grid (``tcbf_image``); at the end the fit is refined as the
+    offline one is (``refine_optics``: the exact transfer, and the search that guards a
+    crystal's aliased shifts). At the end of the scan this is the offline ``parallax`` of the
+    whole dataset (the contrast images are independent of the dose, the bins of the window are
+    the detector's)."""
 
     name = "tcbf"
 
@@ -227,9 +229,9 @@ class LiveTCBF:
             self._got[indices] = True
             self._count += len(indices)
 
-    def _run(self) -> None:
+    def _run(self, final: bool = False) -> None:
         from ptyro_core import Dataset4D
-        from ptyro_invert.direct.parallax import measure_and_fit, tcbf_image
+        from ptyro_invert.direct.parallax import measure_and_fit, refine_optics, tcbf_image
 
         with self._lock:
             data, got, n = self._buf.copy(), self._got.copy(), self._count
@@ -239,8 +241,12 @@ class LiveTCBF:
             data[~got] = data[got].mean(axis=0)
         rx, ry = self.geometry.scan_shape
         ds = Dataset4D(data.reshape(rx, ry, *data.shape[1:]), self._positions, grid=self._wgrid, energy=self.geometry.energy)
-        # the offline parallax's own measurement and fit (same defaults), so that the end of the scan is its result
+        # the offline parallax's own measurement and fit (same defaults); at the end of the scan its
+        # refinement too (the exact transfer and the search that guards a crystal's aliased shifts:
+        # 0.1-0.6 s once), so that the end of the scan is the offline parallax's result
         measured, fit = measure_and_fit(ds, threshold=self.threshold, fit_radius=self.fit_radius)
+        if final:
+            fit = refine_optics(ds, fit, measured, threshold=self.threshold)
         phase, _ = tcbf_image(ds, self.state, fit, measured)
         self._phase, self._done, self.fit = np.asarray(phase), n, fit
 
@@ -260,7 +266,7 @@ class LiveTCBF:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        self._run()
+        self._run(final=True)
         if self._phase is None:
             return {}
         fit = self.fit
