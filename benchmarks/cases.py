@@ -414,3 +414,9 @@ def make_recon_l_case(case_dir: str, name: str) -> dict:
     )  # fmt: skip
     save_meta(case_dir, meta)
     return meta
+
+
+def make_any_recon_case(case_dir: str, name: str) -> dict:
+    """Write the RECON case ``name``: a RECON-L one (:func:`make_recon_l_case`) or another
+    (:func:`make_recon_case`)."""
+    return (make_recon_l_case if name in RECON_L_CASES else make_recon_case)(case_dir, name)

@@ -357,7 +357,7 @@ def ensure_case(case: str) -> float | None:
         sys.path.insert(0, HERE)
         import cases
 
-        (cases.make_recon_l_case if name in cases.RECON_L_CASES else cases.make_recon_case)(d, name)
+        cases.make_any_recon_case(d, name)
         made = True
     if case.endswith("-counts") and not os.path.exists(os.path.join(d, "patterns_counts.npy")):
         import numpy as np

@@ -42,7 +42,7 @@ def case_with_passes(name: str, passes: int) -> str:
     """The case's directory with ``iterations`` set to ``passes`` (its arrays linked, not copied)."""
     src = os.path.join(WORK, "cases", name)
     if not os.path.exists(os.path.join(src, "meta.json")):
-        cases.make_recon_case(src, name)
+        cases.make_any_recon_case(src, name)
     dst = os.path.join(WORK, "cases", f"{name}-p{passes}")
     shutil.rmtree(dst, ignore_errors=True)
     os.makedirs(dst)

@@ -115,7 +115,7 @@ def run_recon(name: str, rounds: int, info: dict) -> dict:
     log(f"{name}: preparing the dataset")
     case_dir = os.path.join(WORK, "cases", name)
     shutil.rmtree(case_dir, ignore_errors=True)
-    meta = cases.make_recon_l_case(case_dir, name) if name in cases.RECON_L_CASES else cases.make_recon_case(case_dir, name)
+    meta = cases.make_any_recon_case(case_dir, name)
     if info.get("passes"):  # --passes: fewer passes for every code (per-pass times; errors at that pass)
         meta["iterations"] = int(info["passes"])
         cases.save_meta(case_dir, meta)

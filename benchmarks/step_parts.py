@@ -67,7 +67,7 @@ def load_case(name: str) -> tuple[dict, Dataset4D, object, str, dict]:
     if not os.path.exists(os.path.join(d, "meta.json")):
         import cases
 
-        cases.make_recon_case(d, name)
+        cases.make_any_recon_case(d, name)
     m = json.load(open(os.path.join(d, "meta.json")))
     grid = Grid(tuple(m["pattern_gpts"]), (m["sampling"], m["sampling"]))
     ds = Dataset4D(np.load(os.path.join(d, "patterns.npy")), np.load(os.path.join(d, "positions.npy")).astype(np.float32), grid=grid, energy=m["energy"])
