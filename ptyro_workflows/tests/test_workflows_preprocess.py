@@ -145,3 +145,26 @@ def test_ptyro_preprocess_command(tiny, tmp_path, capsys):
     rc = main(["preprocess", str(raw / "raw.npy"), "-o", str(tmp_path / "x.h5"), "--energy", "300 keV", "--bin", "0"])
     assert rc == 2 and not (tmp_path / "x.h5").exists()
     assert "bin: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_crystals_defocus_is_estimated_though_its_shifts_alias():
+    """A periodic specimen (a 3.16 Å honeycomb) at 200 Å defocus: its bright-field shifts pass
+    half the lattice period and alias, so they do not follow the fitted optics (the shift
+    residual refused the estimate and the nominal defocus was used); the fit's evidence (its
+    exact-transfer objective over that of optics picked at random) accepts it. Vacuum, noise
+    alone, is still refused, naming both measures."""
+    from ptyro_invert import synthetic as syn
+    from ptyro_workflows.preprocess import MIN_EVIDENCE, PreprocessReport, estimate_optics
+
+    grid, scan, state = syn.setup(gpts=32, sampling=0.25, scan=(40, 40), step=0.25, energy=300e3, semiangle_cutoff=20.0, aberrations={"C10": -200.0})
+    truth = syn.with_object(state, np.exp(1j * syn.hexagonal_phase(tuple(state.object.shape[-2:]), state.sampling, peaks=(0.1, 0.06))))
+    rep = PreprocessReport()
+    estimate_optics(syn.simulate(truth, grid, scan, dose=5000.0), rep, defocus=150.0)
+    v = rep.values
+    assert "defocus_note" not in v, v.get("defocus_note")
+    assert abs(v["defocus"] / 200.0 - 1) < 0.05, v["defocus"]
+    assert v["parallax_evidence"] > 2 * MIN_EVIDENCE
+    rep = PreprocessReport()
+    estimate_optics(syn.simulate(state, grid, scan, dose=5000.0), rep, defocus=150.0)
+    assert "defocus" not in rep.values
+    assert "explain the bright-field images" in rep.values["defocus_note"] and "nominal defocus is used" in rep.values["defocus_note"]

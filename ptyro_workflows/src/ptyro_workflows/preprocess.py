@@ -135,6 +135,8 @@ class PreprocessReport:
                 line += f", astigmatism {v['astigmatism']:.1f} Å at {v['astigmatism_angle']:.1f} deg"
             if v.get("defocus_given") is not None:
                 line += f" (given {v['defocus_given']:g} Å)"
+            if v.get("parallax_evidence") is not None:
+                line += f"; the optics explain the bright-field images {v['parallax_evidence']:.1f}x better than optics picked at random"
             out.append(line)
         elif v.get("defocus_note"):
             out.append(f"  defocus: {v['defocus_note']}")
@@ -376,6 +378,12 @@ def analyse(
     return rep, plan
 
 
+#: the least ``AberrationFit.evidence`` (the fitted optics' exact-transfer objective over that of
+#: optics picked at random) for a fit whose shifts do not follow it (aliased) to be used: about 1.5
+#: on noise alone, 6.6 and more on the cases of benchmarks/direct (measured)
+MIN_EVIDENCE = 4.0
+
+
 def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: float | None = None, max_disagreement: float = 5.0) -> Dataset4D:
     """Defocus and two-fold astigmatism from the bright-field parallax shifts
     (:func:`ptyro_invert.direct.parallax.fit_aberrations`, on the centred ``dataset``), which
@@ -400,9 +408,12 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
         v["defocus_note"] = f"not estimated ({' '.join(str(e).split())})"
         return dataset
     measured = float(np.sqrt(np.mean(np.sum(np.asarray(fit.shifts) ** 2, axis=1))))
-    if not fit.rms < 0.25 * measured:
+    # the shifts' residual, or where they are aliased (a crystal's, once they pass half its
+    # lattice period: the fit then comes from the search of fit_aberrations) the fit's evidence
+    if not (fit.rms < 0.25 * measured or fit.evidence >= MIN_EVIDENCE):
         v["defocus_note"] = (
-            f"not estimated: the parallax shifts do not fit defocus and astigmatism (rms residual {fit.rms:.3f} Å of {measured:.3f} Å); the nominal defocus is used"
+            f"not estimated: the parallax shifts do not fit defocus and astigmatism (rms residual {fit.rms:.3f} Å of {measured:.3f} Å) "
+            f"and the optics explain the bright-field images {fit.evidence:.1f}x better than optics picked at random (at least {MIN_EVIDENCE:g} wanted); the nominal defocus is used"
         )
         return dataset
     ab = dict(fit.aberrations)
@@ -413,6 +424,7 @@ def estimate_optics(dataset: Dataset4D, report: PreprocessReport, *, defocus: fl
         ab["phi12"] = (ab.get("phi12", 0.0) + math.pi / 2) % math.pi
     v["parallax_rotation"] = round(rel + (180.0 if flip else 0.0), 3)
     v["parallax_rms"] = round(float(fit.rms), 4)
+    v["parallax_evidence"] = round(float(fit.evidence), 2) if math.isfinite(fit.evidence) else None
     v["defocus"] = round(-ab["C10"], 2)
     v["astigmatism"] = round(float(ab.get("C12", 0.0)), 2)
     v["astigmatism_angle"] = round(math.degrees(ab.get("phi12", 0.0)), 2)
