@@ -379,8 +379,8 @@ def analyse(
 
 
 #: the least ``AberrationFit.evidence`` (the fitted optics' exact-transfer objective over that of
-#: optics picked at random) for a fit whose shifts do not follow it (aliased) to be used: about 1.5
-#: on noise alone, 6.6 and more on the cases of benchmarks/direct (measured)
+#: optics picked at random) for a fit whose shifts do not follow it (aliased) to be used: about 1.4
+#: on noise alone, 6.8 and more on the cases of benchmarks/direct (measured)
 MIN_EVIDENCE = 4.0
 
 
