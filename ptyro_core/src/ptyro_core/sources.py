@@ -203,10 +203,26 @@ class ArraySource(_Source):
 
 class _RowFile:
     """A file whose C-ordered patterns a source reads with ``preadv`` (:func:`_pread_rows`): its
-    descriptor opened on the first read, closed by :meth:`_close_file` (or with the source)."""
+    descriptor opened on the first read, closed by :meth:`_close_file` (or with the source).
+    What is read through the file's memory map instead (basic indexing; layouts ``preadv``
+    cannot read in rows) sets ``_mapped``, and the read's release drops the map's pages
+    (:func:`_drop_pages`; the map: :meth:`_memory_map`)."""
 
     _fd: int | None = None
     _fd_finalizer: Any = None
+    _mapped = False  # pages of the memory map touched since the last release
+
+    def _memory_map(self) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        self._mapped = True
+        return super().__getitem__(index)  # type: ignore[misc]
+
+    def _release(self) -> None:
+        if self._mapped:
+            self._mapped = False
+            _drop_pages(self._memory_map())
 
     def _file(self, path: str | Path) -> int:
         if self._fd is None:
@@ -262,16 +278,8 @@ class LazySource(_RowFile, _Source):
             return super()._gather(array, uniq, out)
         return _pread_into(self, self._file(self._at[0]), self._at[1], uniq, out)
 
-    def __getitem__(self, index: Any) -> np.ndarray:
-        self._mapped = True
-        return super().__getitem__(index)
-
-    _mapped = False  # pages of a caller's memory map touched since the last release
-
-    def _release(self) -> None:
-        if self._mapped:
-            self._mapped = False
-            _drop_pages(self._array)
+    def _memory_map(self) -> Any:
+        return self._array  # a caller's numpy.memmap (anything else: nothing dropped)
 
     def close(self) -> None:
         self._close_file()
@@ -320,16 +328,8 @@ class MemmapSource(_RowFile, _Source):
             return _take(array.reshape((-1,) + self.shape[-2:]), uniq, out)
         return _pread_into(self, self._file(self.path), array.offset, uniq, out)
 
-    def __getitem__(self, index: Any) -> np.ndarray:
-        self._mapped = True
-        return super().__getitem__(index)
-
-    _mapped = False  # pages of the map touched since the last release
-
-    def _release(self) -> None:
-        if self._mapped:
-            self._mapped = False
-            _drop_pages(self._map)
+    def _memory_map(self) -> Any:
+        return self._map
 
     def close(self) -> None:
         self._close_file()

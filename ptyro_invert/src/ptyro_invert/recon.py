@@ -633,15 +633,15 @@ def _gradient(cfg: StepConfig, p0: dict, d: Array, idx: Array, w: Array, c: dict
         # probe (not the thicknesses), slices few enough to unroll
         far = (cfg.grouped or bool(rr)) and model.far_add is not None and not (set(q) - FAR_PARAMS)  # type: ignore[attr-defined]
         spectrum, to_probe = jax.vjp(jnp.fft.fft2, q["probe"]) if far and rr else (None, None)
+        # (gradient, loss, floor) and, for the batch's ramps, the probe gradient in Fourier space
         zero: tuple[Any, ...] = (jax.tree_util.tree_map(jnp.zeros_like, q), jnp.zeros((), real), jnp.zeros((), real))
         if spectrum is not None:
             zero = (*zero, jnp.zeros_like(spectrum))
-        out: tuple[Any, ...]
-        out, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
-        if to_probe is not None:
-            g, v, fl, g_spectrum = out
-            out = ({**g, "probe": g["probe"] + to_probe(g_spectrum)[0]}, v, fl)
-        return out  # type: ignore[return-value]
+        carry, _ = jax.lax.scan(body, zero, (_chunked(dd, lcfg), _chunked(ii, lcfg), _chunked(ww, lcfg, 0.0), *(_chunked(r, lcfg) for r in rr)))
+        g, v, fl = carry[:3]
+        if to_probe is not None:  # the chunks' probe gradient, summed in Fourier space, back through the FFT once
+            g = {**g, "probe": g["probe"] + to_probe(carry[3])[0]}
+        return g, v, fl
 
     if cfg.mesh is None:
         grads, value, floor = accumulate(p, c, wsum, d, idx, w, *ramps)

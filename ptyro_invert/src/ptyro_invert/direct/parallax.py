@@ -640,16 +640,17 @@ def refine_optics(dataset: Dataset4D, fit: AberrationFit, measured: tuple, trans
         transfer = transfer_wanted(fit, measured[3])
     if not transfer:
         return fit
-    refined = fit_transfer(dataset, fit, measured=measured, **options)
+    mean = np.fft.ifftshift(_mean_pattern(dataset))  # one pass over the patterns for the search and both refinements
+    refined = _fit_transfer(dataset, fit, measured, mean, **options)
     orders = tuple(options.get("orders", DEFAULT_ORDERS))
     transposes = (False, True) if transpose is None else (bool(transpose),)
     if fit.transpose not in transposes:
         return refined
-    start, value, judge, typical = _searched_start(dataset, fit, measured, options.get("threshold", 0.5), options.get("bin_size"),
+    start, value, judge, typical = _searched_start(dataset, fit, measured, mean, options.get("threshold", 0.5), options.get("bin_size"),
                                                    options.get("window", 0.25), orders, transposes, bool(options.get("fit_rotation", True)))  # fmt: skip
     best = refined
     if start is not fit and value < SEARCH_GAIN * judge(refined):  # (−J: more negative is better)
-        other = fit_transfer(dataset, start, measured=measured, **options)
+        other = _fit_transfer(dataset, start, measured, mean, **options)
         best = other if judge(other) < judge(refined) else refined
     return best._replace(evidence=judge(best) / typical if typical < 0 else float("nan"))
 
@@ -668,16 +669,17 @@ def measure_and_fit(dataset: Dataset4D, *, threshold: float = 0.5, bin_size: int
 
 
 def _transfer_setup(dataset: Dataset4D, fit: AberrationFit, measured: tuple, threshold: float, bin_size: int | None, window: float,
-                    orders: tuple[str, ...], moved: bool = True, strongest: int | None = None, stride: int = 1) -> tuple[tuple, tuple, float]:  # fmt: skip
+                    orders: tuple[str, ...], mean: np.ndarray, moved: bool = True, strongest: int | None = None,
+                    stride: int = 1) -> tuple[tuple, tuple, float]:  # fmt: skip
     """(the arrays of :func:`_transfer_objective`, its static arguments, the aperture's radius
-    k_α Å⁻¹) for the bins of ``measured`` in the frame of ``fit`` (its rotation and transpose:
+    k_α Å⁻¹) for the bins of ``measured`` (``mean``: the mean pattern, :func:`_mean_pattern`
+    with its zero frequency first) in the frame of ``fit`` (its rotation and transpose:
     the objective's turn is counted from its rotation): each bin's window moved by the shift
     ``fit`` gives it (``moved``), or not; with ``strongest``, only that many scan frequencies,
     those of the most power in the bins' images, and with ``stride`` every so many bright-field
     pixels (a cheap objective for a search)."""
     lam = wavelength(dataset.energy)
     kb, _, counts, lat, contrast = measured
-    mean = np.fft.ifftshift(_mean_pattern(dataset))
     pix, which, _, _, _ = _bins(mean, dataset.grid.gpts, dataset.grid.reciprocal_sampling, threshold, bin_size)
     recip = np.asarray(dataset.grid.reciprocal_sampling, np.float64)
     k_alpha = _bf_radius(mean, recip, threshold)
@@ -739,8 +741,9 @@ def _reframed(fit: AberrationFit, rotation: float, transpose: bool, aberrations:
     )
 
 
-def _searched_start(dataset: Dataset4D, fit: AberrationFit, measured: tuple, threshold: float, bin_size: int | None, window: float,
-                    orders: tuple[str, ...], transposes: tuple[bool, ...], fit_rotation: bool) -> tuple[AberrationFit, float, Any, float]:  # fmt: skip
+def _searched_start(dataset: Dataset4D, fit: AberrationFit, measured: tuple, mean: np.ndarray, threshold: float, bin_size: int | None,
+                    window: float, orders: tuple[str, ...], transposes: tuple[bool, ...],
+                    fit_rotation: bool) -> tuple[AberrationFit, float, Any, float]:  # fmt: skip
     """The start of the best exact-transfer objective (−J, on the strongest scan frequencies,
     windows unmoved) among defocus-only optics over a ladder of defocus, both signs, turns of
     the raster and ``transposes``: (that start, its −J, a judge: −J of any fit on the same
@@ -751,37 +754,35 @@ def _searched_start(dataset: Dataset4D, fit: AberrationFit, measured: tuple, thr
     64°, phase correlation −0.08 against 0.87 with the true optics, measured), while the
     objective, which holds every bin's transfer at once, is largest near the truth."""
     lam = wavelength(dataset.energy)
-    args, static, k_alpha = _transfer_setup(dataset, _reframed(fit, 0.0, False, {}, lam), measured, threshold, bin_size, window, orders,
+    args, static, k_alpha = _transfer_setup(dataset, _reframed(fit, 0.0, False, {}, lam), measured, threshold, bin_size, window, orders, mean,
                                             moved=False, strongest=SEARCH_FREQUENCIES, stride=SEARCH_STRIDE)  # fmt: skip
     # the windows are unmoved, so the transposed raster's problem differs only in its frequencies' axes
-    problems = {tr: ((*args[:3], args[3][:, ::-1], *args[4:]) if tr else args, static, k_alpha) for tr in transposes}
+    problems = {tr: (*args[:3], args[3][:, ::-1], *args[4:]) if tr else args for tr in transposes}
     lat = measured[3]
     field = min(s * n for s, n in zip(lat.step, lat.shape, strict=True))
-    alpha = next(iter(problems.values()))[2] * lam
-    c_max = 0.5 * field / max(alpha, 1e-6)
+    c_max = 0.5 * field / max(k_alpha * lam, 1e-6)
     mags = c_max / SEARCH_RATIO ** np.arange(SEARCH_STEPS)
     turns = np.arange(-90.0 + SEARCH_TURN, 90.0 + 1e-9, SEARCH_TURN) if fit_rotation else np.zeros(1)
     c10 = tuple(orders).index("C10") if "C10" in orders else None
 
     def judge(f: AberrationFit) -> float:
-        args, static, _ = problems[f.transpose]
         x = np.append(_cartesian(f, orders), math.radians(f.rotation))
-        return float(_transfer_objective(jnp.asarray(x, jnp.float32), *args, *static))
+        return float(_transfer_objective(jnp.asarray(x, jnp.float32), *problems[f.transpose], *static))
 
     best: tuple[float, AberrationFit] = (judge(fit), fit)
     if c10 is None:
         return best[1], best[0], judge, float("nan")
+    grid = [(c, t) for c in np.concatenate([mags, -mags]) for t in turns]
+    xs = np.zeros((len(grid), len(_cartesian(fit, orders)) + 1), np.float32)
+    xs[:, c10] = [c for c, _ in grid]
+    xs[:, -1] = [math.radians(t) for _, t in grid]
+    # rows at a time: 8 (one at a time, the loop's overhead; all at once, the cache: 27 ms for
+    # 120 rows against 38 and 43 ms, measured), fewer where a row's per-pixel, per-frequency
+    # fields (about ten float32 arrays) would pass SEARCH_BATCH_BYTES together
+    batch = int(np.clip(SEARCH_BATCH_BYTES // (40 * args[1].shape[0] * args[0].shape[1]), 1, 8))
     searched = []
-    for tr, (args, static, _) in problems.items():
-        xs = np.zeros((len(mags) * 2 * len(turns), len(_cartesian(fit, orders)) + 1))
-        grid = [(c, t) for c in np.concatenate([mags, -mags]) for t in turns]
-        xs[:, c10] = [c for c, _ in grid]
-        xs[:, -1] = [math.radians(t) for _, t in grid]
-        # rows at a time: 8 (one at a time, the loop's overhead; all at once, the cache: 27 ms for
-        # 120 rows against 38 and 43 ms, measured), fewer where a row's per-pixel, per-frequency
-        # fields (about ten float32 arrays) would pass SEARCH_BATCH_BYTES together
-        batch = int(np.clip(SEARCH_BATCH_BYTES // (40 * args[1].shape[0] * args[0].shape[1]), 1, 8))
-        values = np.asarray(_objectives(jnp.asarray(xs, jnp.float32), *args, *static, batch))
+    for tr, problem in problems.items():
+        values = np.asarray(_objectives(jnp.asarray(xs), *problem, *static, batch))
         searched.append(values)
         i = int(np.argmin(values))
         if values[i] < best[0]:
@@ -813,11 +814,20 @@ def fit_transfer(dataset: Dataset4D, fit: AberrationFit, *, threshold: float = 0
     :func:`measure_shifts` result for the same ``threshold`` and ``bin_size`` (its bins are
     then not gathered again). :func:`parallax` and :func:`fit_aberrations` call this by
     default where :func:`transfer_wanted` says so."""
-    lam = wavelength(dataset.energy)
     if measured is None:
         kb, counts, lat, contrast, *_ = bin_images(dataset, threshold=threshold, bin_size=bin_size)
         measured = (kb, None, counts, lat, contrast)
-    args, static, _ = _transfer_setup(dataset, fit, measured, threshold, bin_size, window, tuple(orders))
+    return _fit_transfer(dataset, fit, measured, np.fft.ifftshift(_mean_pattern(dataset)), threshold=threshold, bin_size=bin_size,
+                         window=window, orders=orders, max_iterations=max_iterations, fit_rotation=fit_rotation)  # fmt: skip
+
+
+def _fit_transfer(dataset: Dataset4D, fit: AberrationFit, measured: tuple, mean: np.ndarray, *, threshold: float = 0.5, bin_size: int | None = None,
+                  window: float = 0.25, orders: tuple[str, ...] = DEFAULT_ORDERS, max_iterations: int = 8,
+                  fit_rotation: bool = True) -> AberrationFit:  # fmt: skip
+    """:func:`fit_transfer` on ``measured``'s bins with the mean pattern ``mean`` (zero frequency
+    first) made by the caller (:func:`refine_optics` makes it once for its refinements)."""
+    lam = wavelength(dataset.energy)
+    args, static, _ = _transfer_setup(dataset, fit, measured, threshold, bin_size, window, tuple(orders), mean)
     x0 = np.append(_cartesian(fit, tuple(orders)), 0.0)  # the coefficients, then the raster's turn (rad)
     held = np.zeros(len(x0), bool)
     held[-1] = not fit_rotation
