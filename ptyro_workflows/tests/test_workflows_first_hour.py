@@ -574,14 +574,17 @@ print(cli.main(["demo", "-q"]), gc.isenabled(), gc.get_freeze_count())
 """
 
 
-def test_the_ptyro_process_imports_jax_without_the_garbage_collector():
-    """The ``ptyro`` process pauses Python's garbage collector while JAX is imported, then
-    resumes it with the imported modules frozen out of its way; a caller's interpreter
-    (``main(argv)``) keeps its collector as it is."""
-    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "process"], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("jax_cache", ["on", "0"])
+def test_the_ptyro_process_imports_jax_without_the_garbage_collector(jax_cache, tmp_path):
+    """The ``ptyro`` process pauses Python's garbage collector while JAX is imported, with the
+    compilation cache on or off (off, JAX was imported after the pause, unfrozen, until
+    2026-12-02), then resumes it with the imported modules frozen out of its way; a caller's
+    interpreter (``main(argv)``) keeps its collector as it is."""
+    env = {**os.environ, "PTYRO_JAX_CACHE": str(tmp_path / "c") if jax_cache == "on" else jax_cache}
+    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "process"], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[('before', True), ('importing jax', False), ('after', True, True)]"
-    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "in-process"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", _GC_SCRIPT, "in-process"], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines() == ["[('before', True), ('importing jax', True), ('after', True, False)]", "0 True 0"]
 

@@ -349,7 +349,9 @@ def _start_jax(args: argparse.Namespace, what: str) -> None:
     and say that compiling comes first."""
     from ptyro_workflows.cache import enable_compilation_cache
 
-    with _importing_jax():  # JAX is imported here
+    with _importing_jax():  # JAX is imported here, the cache on or off
+        import jax  # noqa: F401
+
         where = enable_compilation_cache(enabled=not getattr(args, "no_jax_cache", False))
     cached = f"compiled programs cached in {where}" if where != "off" else "compilation cache off"
     _say(args, f"compiling {what} ... (JAX compiles each new array shape once; {cached})")
