@@ -120,25 +120,20 @@ def test_replay_streams_a_file_in_scan_order(tmp_path):
 
 
 def test_dectris_stream_waits_for_a_start_and_stops_at_the_next_series():
-    import threading
-
     from ptyro_workflows.live.dectris import DectrisStream
     from ptyro_workflows.live.sender import StreamV2Sender
 
     pats = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
     sender = StreamV2Sender("tcp://127.0.0.1:0")
     stream = DectrisStream(sender.endpoint, timeout=5)
-
-    def send():
-        # the tail of an earlier series (no start seen), then a whole series, then the next one's start
-        sender.sock.send(cbor2.dumps(cbor2.CBORTag(55799, {"type": "image", "image_id": 9, "data": {"t": encode_image(pats[0].T)}})))
-        sender.send_series(pats, 3, end=False)
-        sender.send_series(pats, 3, series_id=2)
-
-    t = threading.Thread(target=send)
-    t.start()
+    # the tail of an earlier series (no start seen), then a series without its end, then the next
+    # series: all queued before the stream reads (ten messages, far below the high-water mark).
+    # Sent from a thread while the stream read, the sends after the stream had stopped and closed
+    # its socket waited for a peer for ever: the test hung when the stream read the faster.
+    sender.sock.send(cbor2.dumps(cbor2.CBORTag(55799, {"type": "image", "image_id": 9, "data": {"t": encode_image(pats[0].T)}})))
+    sender.send_series(pats, 3, end=False)
+    sender.send_series(pats, 3, series_id=2)
     events = list(stream)
-    t.join()
     sender.close()
     assert stream.skipped_before_start == 1
     assert isinstance(events[0], SeriesStart) and events[0].series_id == 1 and events[0].pattern_shape == (4, 5)
