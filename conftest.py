@@ -47,11 +47,9 @@ for _name in ("ptyro_core", "ptyro_simul", "ptyro_invert", "ptyro_workflows"):
 
 @pytest.fixture(autouse=True)
 def _compilation_caches_put_back():
-    """JAX's persistent compilation cache and our executable cache as they were before the test
-    (JAX keeps its cache object once used: reset it when the directory changed)."""
-    from jax._src import compilation_cache
-
+    """JAX's persistent compilation cache and our executable cache as they were before the test."""
     from ptyro_core import exec_cache
+    from ptyro_workflows.cache import point_jax_cache
 
     where, installed = jax.config.jax_compilation_cache_dir, exec_cache.installed()
     yield
@@ -59,6 +57,4 @@ def _compilation_caches_put_back():
         exec_cache.uninstall()
         if installed is not None:
             exec_cache.install(installed)
-    if jax.config.jax_compilation_cache_dir != where:
-        jax.config.update("jax_compilation_cache_dir", where)
-        compilation_cache.reset_cache()
+    point_jax_cache(where)

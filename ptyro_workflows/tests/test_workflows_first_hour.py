@@ -256,6 +256,30 @@ def test_the_executable_cache_follows_the_compilation_cache(tmp_path, monkeypatc
         jax.config.update("jax_compilation_cache_dir", None)
 
 
+def test_the_cache_switched_off_or_moved_in_one_process_is_off_or_moved(tmp_path, monkeypatch):
+    """After a compilation with the cache on, switching it off (or to another directory) in the
+    same process takes effect: JAX decides once whether its cache is used, and it had gone on
+    writing where it first did while the run recorded "off"."""
+    import jax
+    import jax.numpy as jnp
+
+    from ptyro_workflows import cache
+
+    monkeypatch.setenv("PTYRO_EXEC_CACHE", "0")  # JAX's cache alone: its files are what is counted
+    n = lambda d: len(list(d.iterdir())) if d.exists() else 0  # noqa: E731
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cache.enable_compilation_cache(a) == str(a)
+    jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.arange(7.0)).block_until_ready()
+    assert n(a) >= 1
+    before = n(a)
+    assert cache.enable_compilation_cache(enabled=False) == "off"
+    jax.jit(lambda x: jnp.cos(x) * 5.0)(jnp.arange(9.0)).block_until_ready()
+    assert n(a) == before
+    assert cache.enable_compilation_cache(b) == str(b)
+    jax.jit(lambda x: jnp.tan(x) * 7.0)(jnp.arange(11.0)).block_until_ready()
+    assert n(a) == before and n(b) >= 1
+
+
 def test_the_cache_is_used_by_a_second_process(tmp_path):
     """A second process compiling the same function finds it in the cache directory."""
     code = (

@@ -17,7 +17,7 @@ cache off alone; which it used is recorded as ``executable_cache``.
 import os
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "enable_compilation_cache", "cache_record"]
+__all__ = ["default_cache_dir", "enable_compilation_cache", "cache_record", "point_jax_cache"]
 
 _OFF = {"0", "off", "false", "no", "none", ""}
 _state: dict[str, str] = {"jax_compilation_cache": "off", "executable_cache": "off"}
@@ -42,13 +42,11 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
     _state["executable_cache"] = "off"
     exec_cache.uninstall()
     if not enabled or where is None:
-        _state["jax_compilation_cache"] = "off"
-        return "off"
+        return _jax_cache_off()
     try:
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:  # a read-only home: run without the cache rather than fail
-        _state["jax_compilation_cache"] = "off"
-        return "off"
+        return _jax_cache_off()
     # compiled programs are code: never load them from a directory another user owns or can write
     import warnings
 
@@ -59,16 +57,39 @@ def enable_compilation_cache(path: str | Path | None = None, *, enabled: bool = 
         check_private(where, where)
     except PtyroValueError as e:
         warnings.warn(f"{e}; running without the compilation cache", stacklevel=2)
-        _state["jax_compilation_cache"] = "off"
-        return "off"
+        return _jax_cache_off()
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(where))
+    point_jax_cache(str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _state["jax_compilation_cache"] = str(where)
     _state["executable_cache"] = _enable_executable_cache(where / "executables")
     return str(where)
+
+
+def point_jax_cache(where: str | None) -> None:
+    """Point JAX's persistent compilation cache at directory ``where`` (None: off), if JAX is
+    imported (or ``where`` is a directory). JAX decides once per process whether its cache is
+    used, and opens it once, so a change after the first compilation also resets that decision:
+    without it an in-process run with the cache off (``main([..., "--no-jax-cache"])`` after a
+    cached one) recorded "off" and still wrote to the earlier directory."""
+    import sys
+
+    if where is None and "jax" not in sys.modules:
+        return
+    import jax
+    from jax._src import compilation_cache
+
+    if jax.config.jax_compilation_cache_dir != where:  # type: ignore[attr-defined]  # a config attribute JAX makes at run time
+        jax.config.update("jax_compilation_cache_dir", where)
+        compilation_cache.reset_cache()
+
+
+def _jax_cache_off() -> str:
+    point_jax_cache(None)
+    _state["jax_compilation_cache"] = "off"
+    return "off"
 
 
 def _enable_executable_cache(where: Path) -> str:
