@@ -130,7 +130,7 @@ def test_dectris_stream_waits_for_a_start_and_stops_at_the_next_series():
     # series: all queued before the stream reads (ten messages, far below the high-water mark).
     # Sent from a thread while the stream read, the sends after the stream had stopped and closed
     # its socket waited for a peer for ever: the test hung when the stream read the faster.
-    sender.sock.send(cbor2.dumps(cbor2.CBORTag(55799, {"type": "image", "image_id": 9, "data": {"t": encode_image(pats[0].T)}})))
+    sender._send({"type": "image", "image_id": 9, "data": {"t": encode_image(pats[0].T)}})
     sender.send_series(pats, 3, end=False)
     sender.send_series(pats, 3, series_id=2)
     events = list(stream)
